@@ -1,0 +1,204 @@
+import { writeFile, rename } from 'node:fs/promises'
+import { join } from 'node:path'
+import { buildApi } from './api/server.ts'
+import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
+import { createLogger, type Logger } from './logs/logger.ts'
+import { Connector } from './membership/connector.ts'
+import { HealthSampler } from './membership/health.ts'
+import { Membership, type NodeRecord } from './membership/membership.ts'
+import { createMesh, type Mesh } from './mesh/libp2p.ts'
+import { AgentMetrics } from './metrics/metrics.ts'
+import { Registry } from './registry/registry.ts'
+import { LevelRegistryStore } from './registry/store.ts'
+import { openDatabase, type Database } from './store/db.ts'
+import { PeerTrust } from './trust/peer-trust.ts'
+import { VERSION } from './version.ts'
+import type { FastifyInstance } from 'fastify'
+
+/** Written to `<dataDir>/agent.json` once the agent is up, for the CLI and tests. */
+export interface RuntimeInfo {
+  peerId: string
+  pid: number
+  api: string
+  addresses: string[]
+  startedAt: number
+}
+
+export const RUNTIME_FILE = 'agent.json'
+
+/**
+ * The composition root: one agent process on a gateway or server. Wires the
+ * libp2p mesh, fleet trust, the registry, membership and the local HTTP API,
+ * and starts and stops them in order.
+ */
+export class Agent {
+  readonly dataDir: string
+  readonly identity: NodeIdentity
+  readonly logger: Logger
+  readonly metrics: AgentMetrics
+  readonly trust: PeerTrust
+  readonly mesh: Mesh
+  readonly registry: Registry
+  readonly membership: Membership
+  readonly connector: Connector
+  readonly #db: Database
+  readonly #closeLog: () => void
+  readonly startedAt = Date.now()
+  #api?: FastifyInstance
+  #apiUrl = ''
+  #peerTimer?: NodeJS.Timeout
+
+  private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics) {
+    this.dataDir = dataDir
+    this.identity = identity
+    this.#db = db
+    this.logger = logger
+    this.#closeLog = closeLog
+    this.mesh = mesh
+    this.trust = trust
+    this.metrics = metrics
+    const { config, peerId, privateKey } = identity
+    this.registry = new Registry({
+      peerId,
+      privateKey,
+      pubsub: mesh.services.pubsub,
+      network: mesh,
+      trust,
+      store: new LevelRegistryStore(db),
+      logger: logger.child({ service: 'registry' }),
+      metrics
+    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs })
+    this.membership = new Membership({
+      peerId,
+      registry: this.registry,
+      sampler: new HealthSampler(),
+      logger: logger.child({ service: 'membership' }),
+      metrics
+    }, config.membership)
+    this.connector = new Connector({
+      peerId,
+      network: mesh,
+      members: () => this.membership.members(),
+      logger: logger.child({ service: 'connector' })
+    }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+  }
+
+  /** Load a node directory and build (not start) its agent. */
+  static async create (dataDir: string): Promise<Agent> {
+    const identity = await loadNodeDir(dataDir)
+    const { config, peerId } = identity
+    const { logger, close } = createLogger({
+      node: peerId.toString(),
+      level: config.logs.level,
+      dir: join(dataDir, 'logs'),
+      maxFileBytes: config.logs.maxFileBytes,
+      files: config.logs.files,
+      stdout: config.logs.stdout
+    })
+    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
+    const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
+      fleetPublicKey: identity.fleetPublicKey,
+      certificate: identity.certificate
+    })
+    const mesh = await createMesh({
+      privateKey: identity.privateKey,
+      networkKey: identity.networkKey,
+      listen: config.listen,
+      announce: config.announce,
+      bootstrap: config.bootstrap,
+      mdns: config.mdns,
+      gater: trust.gater(),
+      version: VERSION
+    })
+    trust.attach(mesh)
+    const db = await openDatabase(dataDir)
+    return new Agent(dataDir, identity, db, logger, close, mesh, trust, metrics)
+  }
+
+  get peerId (): string {
+    return this.identity.peerId.toString()
+  }
+
+  get apiUrl (): string {
+    return this.#apiUrl
+  }
+
+  addresses (): string[] {
+    return this.mesh.getMultiaddrs().map(a => a.toString())
+  }
+
+  async start (): Promise<void> {
+    const { config } = this.identity
+    // verify our own certificate first: an agent with a bad one would only be refused everywhere
+    await this.trust.learnCertificate(this.identity.certificate, this.peerId)
+    await this.trust.start()
+    await this.mesh.start()
+    await this.registry.start()
+    // a joining or reconnecting peer catches up through the one it dialled
+    this.trust.addEventListener('peer:verified', evt => {
+      if (!evt.detail.outbound) return
+      this.registry.syncWith(evt.detail.peerId).catch(err => {
+        this.logger.debug({ service: 'registry', peer: evt.detail.peerId.toString(), err: err.message }, 'initial sync failed')
+      })
+    })
+    await this.#announce()
+    await this.membership.start()
+    await this.connector.start()
+    this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
+    this.#peerTimer.unref()
+
+    this.#api = await buildApi({
+      peerId: this.peerId,
+      role: config.role,
+      labels: config.labels,
+      version: VERSION,
+      startedAt: this.startedAt,
+      addresses: () => this.addresses(),
+      members: () => this.membership.members(),
+      registry: this.registry,
+      metrics: this.metrics,
+      deniedPeers: () => this.trust.deniedPeers()
+    }, { logger: this.logger })
+    const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
+    this.#apiUrl = address
+    await this.#writeRuntime()
+    this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
+  }
+
+  async stop (): Promise<void> {
+    this.logger.info({ service: 'agent' }, 'agent stopping')
+    clearInterval(this.#peerTimer)
+    await this.#api?.close()
+    await this.connector.stop()
+    await this.membership.stop()
+    await this.registry.stop()
+    await this.trust.stop()
+    await this.mesh.stop()
+    await this.#db.close()
+    this.#closeLog()
+  }
+
+  /** Write `node/<self>` with what peers need to reach and trust us. */
+  async #announce (): Promise<void> {
+    const { config } = this.identity
+    const previous = this.registry.value<NodeRecord>(`node/${this.peerId}`)
+    const record: NodeRecord = {
+      role: config.role,
+      labels: config.labels,
+      addresses: this.addresses(),
+      sensors: previous?.sensors ?? [],
+      backend: previous?.backend ?? null,
+      version: VERSION,
+      cert: this.identity.certificate,
+      startedAt: this.startedAt
+    }
+    await this.registry.set(`node/${this.peerId}`, record)
+  }
+
+  async #writeRuntime (): Promise<void> {
+    const info: RuntimeInfo = { peerId: this.peerId, pid: process.pid, api: this.#apiUrl, addresses: this.addresses(), startedAt: this.startedAt }
+    const path = join(this.dataDir, RUNTIME_FILE)
+    await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
+    await rename(`${path}.tmp`, path)
+  }
+}

@@ -1,0 +1,12 @@
+import type { FastifyInstance } from 'fastify'
+import type { AgentView } from '../server.ts'
+
+export async function healthRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
+  app.get('/healthz', async () => ({ ok: true, peerId: agent.peerId }))
+
+  app.get('/metrics', async (_request, reply) => {
+    agent.metrics.registryKeys.set(agent.registry.size)
+    const { contentType, body } = await agent.metrics.render()
+    return await reply.type(contentType).send(body)
+  })
+}

@@ -1,0 +1,44 @@
+import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { errorHandler } from './errors.ts'
+import { healthRoutes } from './routes/health.ts'
+import { registryRoutes } from './routes/registry.ts'
+import { statusRoutes } from './routes/status.ts'
+import type { AgentMetrics } from '../metrics/metrics.ts'
+import type { Member } from '../membership/membership.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { Logger } from 'pino'
+
+/** What the HTTP API needs from the agent. */
+export interface AgentView {
+  peerId: string
+  role: string
+  labels: Record<string, string>
+  version: string
+  startedAt: number
+  addresses(): string[]
+  members(): Member[]
+  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size'>
+  metrics: AgentMetrics
+  deniedPeers(): Array<{ peerId: string, reason: string }>
+}
+
+export interface ApiInit {
+  logger?: Logger
+  /** @default 1 MiB */
+  bodyLimit?: number
+}
+
+/** Build the agent's HTTP API (not listening: call `listen` yourself, or `inject` in tests). */
+export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: init.logger?.child({ service: 'api' }),
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: init.bodyLimit ?? 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } }
+  }) as unknown as FastifyInstance
+  app.setErrorHandler(errorHandler)
+  await app.register(healthRoutes, { agent })
+  await app.register(statusRoutes, { agent })
+  await app.register(registryRoutes, { agent })
+  return app
+}

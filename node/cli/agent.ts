@@ -1,0 +1,31 @@
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { Agent } from '../agent.ts'
+import { requireArg } from './args.ts'
+
+export const AGENT_USAGE = 'gatemesh agent --data DIR'
+
+/** Run an agent until SIGINT/SIGTERM. */
+export async function agentCommand (argv: string[]): Promise<void> {
+  const { values } = parseArgs({ args: argv, options: { data: { type: 'string' } } })
+  const agent = await Agent.create(resolve(requireArg(values.data, '--data DIR')))
+  const log = agent.logger.child({ service: 'agent' })
+  // a bug in one handler must not take the gateway down; systemd would only restart us into the same state
+  process.on('unhandledRejection', err => { log.error({ err }, 'unhandled rejection') })
+  process.on('uncaughtException', err => { log.error({ err }, 'uncaught exception') })
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    const force = setTimeout(() => process.exit(1), 10_000)
+    force.unref()
+    agent.stop().then(() => process.exit(0), err => {
+      log.error({ err }, 'stop failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', () => { shutdown('SIGINT') })
+  process.on('SIGTERM', () => { shutdown('SIGTERM') })
+  await agent.start()
+}

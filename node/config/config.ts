@@ -1,0 +1,78 @@
+import { readFile, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { multiaddr } from '@multiformats/multiaddr'
+import { compile, describeError } from '../../protocols/schema.ts'
+import { ConfigSchema, type Config } from './schema.ts'
+
+export const CONFIG_FILE = 'config.json'
+
+/** The configuration is invalid; `field` names the offending path, e.g. `config.api.port`. */
+export class ConfigError extends Error {
+  readonly code = 'ERR_CONFIG'
+  override readonly name = 'ConfigError'
+  readonly field: string
+
+  constructor (message: string, field: string, options?: ErrorOptions) {
+    super(message, options)
+    this.field = field
+  }
+}
+
+const validate = compile(ConfigSchema)
+
+function checkMultiaddrs (list: string[], field: string, needPeerId: boolean): void {
+  list.forEach((addr, i) => {
+    const where = `${field}[${i}]`
+    let ma
+    try {
+      ma = multiaddr(addr)
+    } catch (err) {
+      throw new ConfigError(`${where}: "${addr}" is not a multiaddr`, where, { cause: err })
+    }
+    if (needPeerId && ma.getComponents().find(c => c.name === 'p2p') == null) {
+      throw new ConfigError(`${where}: "${addr}" must end in /p2p/<peerId>`, where)
+    }
+  })
+}
+
+/** Validate a parsed config object, filling defaults. Throws ConfigError naming the field. */
+export function parseConfig (input: unknown): Config {
+  if (input == null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new ConfigError('config: must be a JSON object', 'config')
+  }
+  const value = structuredClone(input)
+  if (!validate(value)) {
+    const { field, message } = describeError('config', validate.errors)
+    throw new ConfigError(message, field)
+  }
+  checkMultiaddrs(value.listen, 'config.listen', false)
+  checkMultiaddrs(value.announce, 'config.announce', false)
+  checkMultiaddrs(value.bootstrap, 'config.bootstrap', true)
+  if (value.membership.deadAfterMisses <= value.membership.suspectAfterMisses) {
+    throw new ConfigError('config.membership.deadAfterMisses: must be greater than suspectAfterMisses', 'config.membership.deadAfterMisses')
+  }
+  return { ...value, labels: value.labels ?? {} }
+}
+
+export async function loadConfig (dir: string): Promise<Config> {
+  const path = join(dir, CONFIG_FILE)
+  let text: string
+  try {
+    text = await readFile(path, 'utf8')
+  } catch (err: any) {
+    throw new ConfigError(`config: cannot read ${path}: ${err.code ?? err.message}`, 'config', { cause: err })
+  }
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (err: any) {
+    throw new ConfigError(`config: ${path} is not valid JSON: ${err.message}`, 'config', { cause: err })
+  }
+  return parseConfig(json)
+}
+
+export async function writeConfig (dir: string, config: unknown): Promise<Config> {
+  const parsed = parseConfig(config)
+  await writeFile(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n')
+  return parsed
+}

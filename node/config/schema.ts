@@ -1,0 +1,57 @@
+import { Type, type Static } from '@sinclair/typebox'
+
+/** Label keys and values: what Kubernetes allows, roughly. */
+const LabelKey = Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$' })
+const LabelValue = Type.String({ maxLength: 63, pattern: '^[A-Za-z0-9._-]*$' })
+
+export const LabelsSchema = Type.Record(LabelKey, LabelValue, { additionalProperties: false, maxProperties: 64 })
+
+/**
+ * The agent's `config.json`. Every object is closed (`additionalProperties:
+ * false`) so a typo is an error naming the field rather than a silent default.
+ */
+export const ConfigSchema = Type.Object({
+  role: Type.Union([Type.Literal('gateway'), Type.Literal('server'), Type.Literal('coordinator')]),
+  labels: Type.Optional(LabelsSchema),
+  /** libp2p listen multiaddrs. */
+  listen: Type.Array(Type.String({ minLength: 1 }), { minItems: 1, default: ['/ip4/0.0.0.0/tcp/7400'] }),
+  /** Addresses to advertise instead of the listen addresses. */
+  announce: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+  /** Multiaddrs with `/p2p/<peerId>` of peers to join through. */
+  bootstrap: Type.Array(Type.String({ minLength: 1 }), { default: [] }),
+  /** Find peers on the LAN with mDNS. */
+  mdns: Type.Boolean({ default: false }),
+  api: Type.Object({
+    host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 })
+  }, { additionalProperties: false, default: {} }),
+  membership: Type.Object({
+    heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
+    /** A peer silent for (misses + ½) heartbeat intervals is suspect. */
+    suspectAfterMisses: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
+    /** … and dead after this many. */
+    deadAfterMisses: Type.Integer({ minimum: 1, maximum: 1000, default: 2 })
+  }, { additionalProperties: false, default: {} }),
+  registry: Type.Object({
+    /** Anti-entropy with one random peer this often. */
+    syncIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 15_000 }),
+    /** Entries stamped further than this in the future are refused. */
+    maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 })
+  }, { additionalProperties: false, default: {} }),
+  connections: Type.Object({
+    /** Keep at least this many peers connected when the registry knows of them. */
+    targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 })
+  }, { additionalProperties: false, default: {} }),
+  logs: Type.Object({
+    level: Type.Union(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
+    /** Rotate the log file past this size. */
+    maxFileBytes: Type.Integer({ minimum: 4096, default: 10 * 1024 * 1024 }),
+    /** Rotated files kept beside the current one. */
+    files: Type.Integer({ minimum: 0, maximum: 100, default: 2 }),
+    /** Also write logs to stdout. */
+    stdout: Type.Boolean({ default: true })
+  }, { additionalProperties: false, default: {} })
+}, { additionalProperties: false })
+
+export type ConfigInput = Static<typeof ConfigSchema>
+export type Config = ConfigInput & { labels: Record<string, string> }

@@ -1,0 +1,43 @@
+import { join } from 'node:path'
+import { pino, multistream, type Logger, type StreamEntry } from 'pino'
+import { RotatingFile } from './rotating-file.ts'
+
+export type { Logger }
+
+export interface LoggerInit {
+  /** Peer id of this node, on every line as `node`. */
+  node: string
+  level?: string
+  /** Write `<dir>/agent.log` (size-bounded) when set. */
+  dir?: string
+  maxFileBytes?: number
+  files?: number
+  /** @default true */
+  stdout?: boolean
+  /** Name of the log file. @default 'agent.log' */
+  fileName?: string
+}
+
+/**
+ * pino JSON lines with `node`, `service`, `level` (as a label) and `msg`.
+ * Components take `logger.child({ service: 'registry' })`.
+ */
+export function createLogger (init: LoggerInit): { logger: Logger, close: () => void } {
+  const streams: StreamEntry[] = []
+  let file: RotatingFile | undefined
+  if (init.stdout !== false) streams.push({ level: 'trace', stream: process.stdout })
+  if (init.dir != null) {
+    file = new RotatingFile({ path: join(init.dir, init.fileName ?? 'agent.log'), maxBytes: init.maxFileBytes ?? 10 * 1024 * 1024, files: init.files ?? 2 })
+    streams.push({ level: 'trace', stream: file })
+  }
+  const logger = pino({
+    level: init.level ?? 'info',
+    base: { node: init.node },
+    messageKey: 'msg',
+    timestamp: pino.stdTimeFunctions.epochTime,
+    formatters: { level: label => ({ level: label }) },
+    // keys and tokens must never reach a log line
+    redact: { paths: ['privateKey', '*.privateKey', 'password', '*.password', 'token', '*.token', 'networkKey'], censor: '[redacted]' }
+  }, multistream(streams))
+  return { logger, close: () => file?.close() }
+}

@@ -1,0 +1,71 @@
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { bootstrap } from '@libp2p/bootstrap'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { identify, type Identify } from '@libp2p/identify'
+import { mdns } from '@libp2p/mdns'
+import { ping, type Ping } from '@libp2p/ping'
+import { preSharedKey } from '@libp2p/pnet'
+import { tcp } from '@libp2p/tcp'
+import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import type { ConnectionGater, Libp2p, PeerDiscovery, PrivateKey } from '@libp2p/interface'
+
+export type MeshServices = { identify: Identify, ping: Ping, pubsub: GossipSub }
+export type Mesh = Libp2p<MeshServices>
+
+export interface MeshInit {
+  privateKey: PrivateKey
+  /** The fleet's private-network key. Required: without it libp2p would run an open network. */
+  networkKey: Uint8Array
+  listen: string[]
+  announce?: string[]
+  bootstrap?: string[]
+  mdns?: boolean
+  gater: ConnectionGater
+  /** The agent's version, for identify. */
+  version: string
+}
+
+export class MissingNetworkKeyError extends Error {
+  readonly code = 'ERR_MISSING_NETWORK_KEY'
+  override readonly name = 'MissingNetworkKeyError'
+}
+
+/**
+ * The libp2p node every agent runs: TCP, the fleet's private network, Noise,
+ * Yamux, identify, ping and gossipsub with strict signing. Not started.
+ */
+export async function createMesh (init: MeshInit): Promise<Mesh> {
+  // libp2p silently runs unprotected when connectionProtector is absent
+  if (!(init.networkKey instanceof Uint8Array) || init.networkKey.byteLength === 0) {
+    throw new MissingNetworkKeyError('refusing to start without the fleet network key')
+  }
+  const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
+  if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 100 }))
+  if (init.mdns === true) peerDiscovery.push(mdns({ serviceTag: 'gatemesh.local' }))
+  const options: Libp2pOptions<MeshServices> = {
+    start: false,
+    privateKey: init.privateKey,
+    addresses: { listen: init.listen, announce: init.announce ?? [] },
+    transports: [tcp()],
+    connectionProtector: preSharedKey({ psk: init.networkKey }),
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionGater: init.gater,
+    connectionManager: { maxConnections: 64, dialTimeout: 5000 },
+    peerDiscovery,
+    nodeInfo: { name: 'gatemesh', version: init.version },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        globalSignaturePolicy: 'StrictSign',
+        allowPublishToZeroTopicPeers: true,
+        floodPublish: true,
+        emitSelf: false,
+        heartbeatInterval: 700
+      })
+    }
+  }
+  return await createLibp2p(options)
+}

@@ -1,0 +1,52 @@
+import { collectDefaultMetrics, Counter, Gauge, Registry as PromRegistry } from 'prom-client'
+import type { SyncResult } from '../../protocols/registry-sync/index.ts'
+import type { RegistryMetrics } from '../registry/registry.ts'
+import type { PeerTrustMetrics } from '../trust/peer-trust.ts'
+
+/**
+ * The agent's Prometheus metrics, on a registry of its own (never the global
+ * one) so two agents in one process — as in tests — do not collide.
+ */
+export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics {
+  readonly registry = new PromRegistry()
+  readonly peers: Gauge
+  readonly registryKeys: Gauge
+  readonly members: Gauge<'state'>
+  readonly heartbeatAge: Gauge<'peer'>
+  readonly #gossipIn: Counter
+  readonly #gossipOut: Counter
+  readonly #rejected: Counter<'reason'>
+  readonly #denied: Counter<'reason'>
+  readonly #syncs: Counter
+  readonly #syncEntries: Counter<'direction'>
+
+  constructor (labels: Record<string, string> = {}) {
+    const registers = [this.registry]
+    this.registry.setDefaultLabels(labels)
+    collectDefaultMetrics({ register: this.registry, prefix: 'gatemesh_process_' })
+    this.peers = new Gauge({ name: 'gatemesh_peers', help: 'Connected peers that proved fleet membership', registers })
+    this.registryKeys = new Gauge({ name: 'gatemesh_registry_keys', help: 'Keys in the replicated registry, tombstones included', registers })
+    this.members = new Gauge({ name: 'gatemesh_members', help: 'Known members by liveness state', labelNames: ['state'], registers })
+    this.heartbeatAge = new Gauge({ name: 'gatemesh_heartbeat_age_seconds', help: 'Seconds since the last heartbeat heard from each peer', labelNames: ['peer'], registers })
+    this.#gossipIn = new Counter({ name: 'gatemesh_gossip_messages_in_total', help: 'Registry deltas accepted from gossip', registers })
+    this.#gossipOut = new Counter({ name: 'gatemesh_gossip_messages_out_total', help: 'Registry deltas published', registers })
+    this.#rejected = new Counter({ name: 'gatemesh_rejected_messages_total', help: 'Wire messages and registry entries refused, by reason', labelNames: ['reason'], registers })
+    this.#denied = new Counter({ name: 'gatemesh_denied_peers_total', help: 'Peers denied for failing the certificate exchange', labelNames: ['reason'], registers })
+    this.#syncs = new Counter({ name: 'gatemesh_registry_syncs_total', help: 'Anti-entropy rounds completed', registers })
+    this.#syncEntries = new Counter({ name: 'gatemesh_registry_sync_entries_total', help: 'Entries exchanged by anti-entropy', labelNames: ['direction'], registers })
+  }
+
+  gossipIn (count: number): void { this.#gossipIn.inc(count) }
+  gossipOut (count: number): void { this.#gossipOut.inc(count) }
+  rejected (reason: string): void { this.#rejected.inc({ reason }) }
+  denied (reason: string): void { this.#denied.inc({ reason: reason.slice(0, 40) }) }
+  synced (result: SyncResult): void {
+    this.#syncs.inc()
+    this.#syncEntries.inc({ direction: 'in' }, result.received)
+    this.#syncEntries.inc({ direction: 'out' }, result.sent)
+  }
+
+  async render (): Promise<{ contentType: string, body: string }> {
+    return { contentType: this.registry.contentType, body: await this.registry.metrics() }
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * Who may write a registry key. A node owns the keys that name it (its
+ * `node/`, `health/` and `instance/` entries); every other key needs a fleet
+ * authorisation. Later subsystems add their own ownership rules.
+ */
+export interface OwnershipRule {
+  /** first path segment, e.g. `instance` */
+  prefix: string
+  /** index of the segment holding the owner's peer id */
+  ownerSegment: number
+  /** the key has exactly this many segments */
+  exactSegments?: number
+  /** the key has at least this many segments */
+  minSegments?: number
+}
+
+export type Authority =
+  | { kind: 'owner', owner: string }
+  | { kind: 'fleet' }
+
+export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
+  { prefix: 'node', ownerSegment: 1, exactSegments: 2 },
+  { prefix: 'health', ownerSegment: 1, exactSegments: 2 },
+  { prefix: 'instance', ownerSegment: 1, minSegments: 3 }
+]
+
+export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {
+  const segments = key.split('/')
+  for (const rule of rules) {
+    if (segments[0] !== rule.prefix) continue
+    if (rule.exactSegments != null && segments.length !== rule.exactSegments) continue
+    if (rule.minSegments != null && segments.length < rule.minSegments) continue
+    const owner = segments[rule.ownerSegment]
+    if (owner != null) return { kind: 'owner', owner }
+  }
+  return { kind: 'fleet' }
+}

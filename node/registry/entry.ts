@@ -1,0 +1,87 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import { compareTimestamps, type Timestamp } from './hlc.ts'
+import type { WireEntry } from '../../protocols/registry/wire.ts'
+import type { PrivateKey, PublicKey } from '@libp2p/interface'
+
+export type { WireEntry }
+
+/** A registry entry as modules see it: the value parsed, tombstones flagged. */
+export interface RegistryEntry<T = unknown> {
+  key: string
+  /** undefined for a tombstone */
+  value: T | undefined
+  deleted: boolean
+  ts: Timestamp
+  writer: string
+  /** present when the write carries a fleet authorisation */
+  auth?: string
+}
+
+const encoder = new TextEncoder()
+const DOMAIN = 'gatemesh-registry-entry/1'
+
+/** The exact bytes a writer signs: everything in the entry but the signature. */
+export function signingBytes (e: Omit<WireEntry, 's'>): Uint8Array {
+  return encoder.encode(JSON.stringify([DOMAIN, e.k, e.v, e.t[0], e.t[1], e.w, e.a ?? null]))
+}
+
+export async function signEntry (privateKey: PrivateKey, unsigned: Omit<WireEntry, 's'>): Promise<WireEntry> {
+  const sig = await privateKey.sign(signingBytes(unsigned))
+  const entry: WireEntry = { k: unsigned.k, v: unsigned.v, t: unsigned.t, w: unsigned.w, s: Buffer.from(sig).toString('base64url') }
+  if (unsigned.a != null) entry.a = unsigned.a
+  return entry
+}
+
+const keyCache = new Map<string, PublicKey>()
+
+function publicKeyOf (peerId: string): PublicKey {
+  let key = keyCache.get(peerId)
+  if (key == null) {
+    const id = peerIdFromString(peerId)
+    if (id.publicKey == null) throw new Error(`peer id ${peerId} does not embed a public key`)
+    key = id.publicKey
+    if (keyCache.size > 10_000) keyCache.clear()
+    keyCache.set(peerId, key)
+  }
+  return key
+}
+
+/** True when `s` is the writer's signature over the entry. Never throws. */
+export async function verifyEntrySignature (e: WireEntry): Promise<boolean> {
+  try {
+    return await publicKeyOf(e.w).verify(signingBytes(e), Buffer.from(e.s, 'base64url'))
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Total order on entries of one key: timestamp, then writer id, then the
+ * signature bytes. Taking the maximum under a total order is what makes the
+ * merge commutative, associative and idempotent.
+ */
+export function compareEntries (a: WireEntry, b: WireEntry): number {
+  const byTime = compareTimestamps(a.t, b.t)
+  if (byTime !== 0) return byTime
+  if (a.w !== b.w) return a.w < b.w ? -1 : 1
+  if (a.s !== b.s) return a.s < b.s ? -1 : 1
+  return 0
+}
+
+/** Last-writer-wins merge of two versions of one key. */
+export function mergeEntry (current: WireEntry | undefined, incoming: WireEntry): WireEntry {
+  if (current == null) return incoming
+  return compareEntries(incoming, current) > 0 ? incoming : current
+}
+
+export function toRegistryEntry<T = unknown> (e: WireEntry): RegistryEntry<T> {
+  const entry: RegistryEntry<T> = {
+    key: e.k,
+    value: e.v == null ? undefined : JSON.parse(e.v) as T,
+    deleted: e.v == null,
+    ts: e.t,
+    writer: e.w
+  }
+  if (e.a != null) entry.auth = e.a
+  return entry
+}

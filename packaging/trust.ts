@@ -1,0 +1,163 @@
+import { createHash, createPrivateKey, createPublicKey, type KeyObject } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { CompactSign, compactVerify, decodeProtectedHeader, exportJWK, importJWK, type JWK } from 'jose'
+import { BadSignatureError, ClaimMismatchError, ExpiredError, KeyFileError } from './errors.ts'
+
+/**
+ * Fleet signatures. Everything the fleet vouches for (node certificates,
+ * publisher certificates, registry writes, bundles, deployments) is a compact
+ * JWS with `alg: EdDSA` and a `typ` naming what it is, signed either by the
+ * fleet key or by a publisher key whose certificate (itself fleet-signed)
+ * travels in the protected header as `gmpub`.
+ */
+
+export const TYP_NODE_CERT = 'gatemesh-node-cert+jwt'
+export const TYP_PUBLISHER_CERT = 'gatemesh-publisher-cert+jwt'
+export const TYP_REGISTRY_WRITE = 'gatemesh-registry-write+jws'
+
+/** Who signs: the fleet key itself, or a publisher key with its certificate. */
+export interface Signer {
+  key: KeyObject
+  /** Present when `key` is a publisher key: its fleet-signed certificate. */
+  publisherCert?: string
+}
+
+export interface Verified<T> {
+  payload: T
+  /** `fleet`, or the publisher name from its certificate */
+  signer: string
+}
+
+export interface VerifyOptions {
+  /** Accept signatures by fleet-certified publishers, not only by the fleet key. @default false */
+  allowPublishers?: boolean
+  /** Seconds since epoch, for tests. @default now */
+  now?: number
+}
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+export async function readPrivateKey (path: string): Promise<KeyObject> {
+  let pem: string
+  try {
+    pem = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new KeyFileError(`cannot read private key ${path}`, { cause: err })
+  }
+  try {
+    const key = createPrivateKey(pem)
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`key type is ${key.asymmetricKeyType}`)
+    return key
+  } catch (err) {
+    throw new KeyFileError(`${path} is not an Ed25519 private key in PEM`, { cause: err })
+  }
+}
+
+export async function readPublicKey (path: string): Promise<KeyObject> {
+  let pem: string
+  try {
+    pem = await readFile(path, 'utf8')
+  } catch (err) {
+    throw new KeyFileError(`cannot read public key ${path}`, { cause: err })
+  }
+  return parsePublicKey(pem, path)
+}
+
+export function parsePublicKey (pem: string, what = 'public key'): KeyObject {
+  try {
+    const key = createPublicKey(pem)
+    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`key type is ${key.asymmetricKeyType}`)
+    return key
+  } catch (err) {
+    throw new KeyFileError(`${what} is not an Ed25519 public key in PEM`, { cause: err })
+  }
+}
+
+/** Short, stable fleet identifier: first 16 hex digits of sha256(SPKI DER). */
+export function fleetIdOf (publicKey: KeyObject): string {
+  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16)
+}
+
+export function sha256Hex (data: string | Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex')
+}
+
+/** Sign `payload` (an object, serialised as JSON) as a compact JWS of type `typ`. */
+export async function signJws (payload: object, typ: string, signer: Signer): Promise<string> {
+  const header: Record<string, unknown> = { alg: 'EdDSA', typ }
+  if (signer.publisherCert != null) header.gmpub = signer.publisherCert
+  return await new CompactSign(encoder.encode(JSON.stringify(payload)))
+    .setProtectedHeader(header as { alg: string })
+    .sign(signer.key)
+}
+
+interface PublisherClaims { sub: string, jwk: JWK, iat: number, exp: number }
+
+/**
+ * Verify a compact JWS of type `typ` against the fleet key (or, when allowed,
+ * a fleet-certified publisher). Returns the decoded JSON payload; `exp` and
+ * `nbf` in the payload are enforced when present.
+ */
+export async function verifyJws<T = Record<string, unknown>> (jws: string, typ: string, fleetKey: KeyObject, options: VerifyOptions = {}): Promise<Verified<T>> {
+  const now = options.now ?? Math.floor(Date.now() / 1000)
+  let header
+  try {
+    header = decodeProtectedHeader(jws)
+  } catch (err) {
+    throw new BadSignatureError('not a compact JWS', { cause: err })
+  }
+  if (header.alg !== 'EdDSA') throw new BadSignatureError(`alg ${String(header.alg)} is not allowed`)
+  if (header.typ !== typ) throw new ClaimMismatchError(`typ is ${String(header.typ)}, expected ${typ}`)
+
+  let key: KeyObject | Awaited<ReturnType<typeof importJWK>> = fleetKey
+  let signer = 'fleet'
+  if (header.gmpub != null) {
+    if (options.allowPublishers !== true) throw new BadSignatureError(`a publisher may not sign ${typ}`)
+    if (typeof header.gmpub !== 'string') throw new BadSignatureError('gmpub is not a certificate')
+    const cert = await verifyJws<PublisherClaims>(header.gmpub, TYP_PUBLISHER_CERT, fleetKey, { now })
+    try {
+      key = await importJWK(cert.payload.jwk, 'EdDSA')
+    } catch (err) {
+      throw new BadSignatureError('publisher certificate holds no usable key', { cause: err })
+    }
+    signer = cert.payload.sub
+  }
+
+  let payload: T & { exp?: unknown, nbf?: unknown }
+  try {
+    const result = await compactVerify(jws, key, { algorithms: ['EdDSA'] })
+    payload = JSON.parse(decoder.decode(result.payload))
+  } catch (err) {
+    throw new BadSignatureError(`signature does not verify against the ${signer === 'fleet' ? 'fleet key' : `publisher ${signer}`}`, { cause: err })
+  }
+  if (payload == null || typeof payload !== 'object') throw new ClaimMismatchError('payload is not an object')
+  if (typeof payload.exp === 'number' && payload.exp <= now) throw new ExpiredError(`expired at ${new Date(payload.exp * 1000).toISOString()}`)
+  if (typeof payload.nbf === 'number' && payload.nbf > now + 60) throw new ExpiredError('not valid yet')
+  return { payload, signer }
+}
+
+/** Issue a publisher certificate: the fleet vouches for `publicKey` under `name`. */
+export async function issuePublisherCert (fleetKey: KeyObject, name: string, publicKey: KeyObject, validDays = 365): Promise<string> {
+  const iat = Math.floor(Date.now() / 1000)
+  const jwk = await exportJWK(publicKey)
+  return await signJws({ sub: name, jwk, iat, exp: iat + validDays * 86400 }, TYP_PUBLISHER_CERT, { key: fleetKey })
+}
+
+/** What a registry-write authorisation signs: the key and a hash of the exact value text (null deletes). */
+export interface RegistryWriteClaims { k: string, h: string | null, iat: number }
+
+export async function authorizeRegistryWrite (key: string, valueJson: string | null, signer: Signer): Promise<string> {
+  const claims: RegistryWriteClaims = { k: key, h: valueJson == null ? null : sha256Hex(valueJson), iat: Math.floor(Date.now() / 1000) }
+  return await signJws(claims, TYP_REGISTRY_WRITE, signer)
+}
+
+/** Check that `auth` is a fleet (or publisher) authorisation of exactly this write. */
+export async function verifyRegistryWrite (auth: string, key: string, valueJson: string | null, fleetKey: KeyObject): Promise<Verified<RegistryWriteClaims>> {
+  const verified = await verifyJws<RegistryWriteClaims>(auth, TYP_REGISTRY_WRITE, fleetKey, { allowPublishers: true })
+  const want = valueJson == null ? null : sha256Hex(valueJson)
+  if (verified.payload.k !== key || verified.payload.h !== want) {
+    throw new ClaimMismatchError(`authorisation is for another write than ${key}`)
+  }
+  return verified
+}

@@ -1,0 +1,38 @@
+/**
+ * Errors raised while decoding or exchanging wire messages. Match on `code`,
+ * never on the message text.
+ */
+export class ProtocolMessageError extends Error {
+  readonly code: string = 'ERR_PROTOCOL_MESSAGE'
+  override readonly name: string = 'ProtocolMessageError'
+}
+
+/** The bytes are not a message of this codec at all (bad JSON, empty frame). */
+export class MalformedMessageError extends ProtocolMessageError {
+  override readonly code = 'ERR_MALFORMED_MESSAGE'
+  override readonly name = 'MalformedMessageError'
+}
+
+/** The message is larger than the codec allows. */
+export class MessageTooLargeError extends ProtocolMessageError {
+  override readonly code = 'ERR_MESSAGE_TOO_LARGE'
+  override readonly name = 'MessageTooLargeError'
+}
+
+/** The message carries a codec version this build does not speak. */
+export class UnsupportedVersionError extends ProtocolMessageError {
+  override readonly code = 'ERR_UNSUPPORTED_VERSION'
+  override readonly name = 'UnsupportedVersionError'
+}
+
+/** The message decoded but does not match the schema; `field` names where. */
+export class InvalidMessageError extends ProtocolMessageError {
+  override readonly code = 'ERR_INVALID_MESSAGE'
+  override readonly name = 'InvalidMessageError'
+  readonly field: string
+
+  constructor (message: string, field: string) {
+    super(message)
+    this.field = field
+  }
+}
