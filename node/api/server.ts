@@ -3,6 +3,7 @@ import { errorHandler } from './errors.ts'
 import { healthRoutes } from './routes/health.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
+import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -17,7 +18,7 @@ export interface AgentView {
   startedAt: number
   addresses(): string[]
   members(): Member[]
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size'>
+  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
 }
@@ -40,5 +41,6 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
+  await app.register(watchRoutes, { agent })
   return app
 }
