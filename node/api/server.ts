@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
+import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
@@ -20,6 +21,8 @@ export interface AgentView {
   registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
+  /** Bundle store and pulls; the routes exist only when present. */
+  bundles?: BundleApi
 }
 
 export interface ApiInit {
@@ -40,5 +43,6 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
+  if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   return app
 }
