@@ -195,7 +195,8 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
       }
       clearInterval(tick)
       await this.#persistNow()
-      for (const s of this.#sessions.values()) await s.client?.close()
+      // graceful closes can wait on a busy provider; the bundle need not
+      for (const s of this.#sessions.values()) void s.client?.close()
       this.#status.state = 'verifying'
       this.#emit()
       const verified = await this.#c.verify(this.#c.store.pathOf(record))
@@ -223,10 +224,11 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     if (existing?.state === 'partial') {
       const n = chunkCount(existing.index)
       this.#have = new Uint8Array(n)
-      const bitmap = Buffer.from(existing.have ?? '', 'base64')
+      // Every chunk is re-hashed, not only those the saved bitmap lists: chunks
+      // written in the last flush interval before a kill are on disk but not on
+      // record, and a torn write before a power loss must not count. Hashing is
+      // cheap next to fetching again; never-written (zero) ranges fail the hash.
       for (let i = 0; i < n; i++) {
-        if (!bitmapHas(bitmap, i)) continue
-        // cheap next to a network fetch, and it catches a torn write before a crash
         const data = await this.#c.store.readChunk(existing, i)
         if (createHash('sha256').update(data).digest('hex') === existing.index.hashes[i]) {
           this.#have[i] = 1

@@ -11,8 +11,8 @@ import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 
 const MiB = 1024 * 1024
-// every agent serves at most 4 MiB/s, so a 32 MiB pull takes seconds and can be interrupted
-const config = { logs: { stdout: false, level: 'debug' }, bundles: { uploadBytesPerSec: 4 * MiB, chunkTimeoutMs: 5000 } }
+// every agent serves at most 3 MiB/s, so a 32 MiB pull takes seconds and can be interrupted
+const config = { logs: { stdout: false, level: 'debug' }, bundles: { uploadBytesPerSec: 3 * MiB } }
 
 const cluster = await Cluster.create()
 t.teardown(async () => { await cluster.close() })
@@ -108,9 +108,9 @@ await t.test('killing one provider mid-transfer still completes', async t => {
 await t.test('killing the pulling agent mid-transfer and restarting it resumes without re-fetching verified chunks', async t => {
   await providersSeen('f', 5)
   await pull('f')
-  await waitFor(async () => ((await view('f')).transfer?.chunksHave ?? 0) >= chunks * 0.4, 'f to get 40% of the chunks')
-  // progress is flushed every 250 ms; let the last flush land, then kill without warning
-  await new Promise(resolve => setTimeout(resolve, 400))
+  await waitFor(async () => ((await view('f')).transfer?.chunksHave ?? 0) >= chunks * 0.25, 'f to get a quarter of the chunks', 20_000, 50)
+  // progress is flushed every 250 ms; let a flush land, then kill without warning
+  await new Promise(resolve => setTimeout(resolve, 300))
   const atKill = (await view('f')).transfer!.chunksHave
   cluster.kill('f')
   t.ok(atKill < chunks, `f killed with ${atKill}/${chunks} chunks verified`)
@@ -118,7 +118,8 @@ await t.test('killing the pulling agent mid-transfer and restarting it resumes w
   await cluster.start('f')
   const v = await complete('f')
   const tr = v.transfer!
-  t.ok(tr.resumedChunks >= atKill - 2 && tr.resumedChunks > 0, `resumed ${tr.resumedChunks} chunks from disk (had ${atKill} when killed)`)
+  // a chunk counts as held only once written, so everything counted before the kill is found again
+  t.ok(tr.resumedChunks >= atKill, `resumed ${tr.resumedChunks} chunks from disk (had ${atKill} when killed)`)
   t.equal(tr.fetchedChunks, chunks - tr.resumedChunks, `fetched only the ${chunks - tr.resumedChunks} missing chunks after the restart`)
   t.equal(await fileDigest('f'), digest, 'f holds exactly the published bytes')
   const log = (await readFile(join(cluster.node('f').dir, 'logs', 'agent.log'), 'utf8')).split('\n').filter(l => l.includes('resuming bundle transfer'))
