@@ -1,6 +1,7 @@
 import { writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
+import { BundleService } from './bundles/service.ts'
 import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
@@ -41,6 +42,7 @@ export class Agent {
   readonly registry: Registry
   readonly membership: Membership
   readonly connector: Connector
+  readonly bundles: BundleService
   readonly #db: Database
   readonly #closeLog: () => void
   readonly startedAt = Date.now()
@@ -81,6 +83,18 @@ export class Agent {
       members: () => this.membership.members(),
       logger: logger.child({ service: 'connector' })
     }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+    const { maxUnpackedBytes, ...bundleInit } = config.bundles
+    this.bundles = new BundleService({
+      peerId: peerId.toString(),
+      dataDir,
+      db,
+      registry: this.registry,
+      network: mesh,
+      trust,
+      fleetPublicKey: identity.fleetPublicKey,
+      logger: logger.child({ service: 'bundles' }),
+      metrics
+    }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -144,6 +158,7 @@ export class Agent {
     await this.#announce()
     await this.membership.start()
     await this.connector.start()
+    await this.bundles.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
@@ -157,7 +172,8 @@ export class Agent {
       members: () => this.membership.members(),
       registry: this.registry,
       metrics: this.metrics,
-      deniedPeers: () => this.trust.deniedPeers()
+      deniedPeers: () => this.trust.deniedPeers(),
+      bundles: this.bundles
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
@@ -169,6 +185,7 @@ export class Agent {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
     await this.#api?.close()
+    await this.bundles.stop()
     await this.connector.stop()
     await this.membership.stop()
     await this.registry.stop()

@@ -1,8 +1,9 @@
 /**
  * Who may write a registry key. A node owns the keys that name it (its
- * `node/`, `health/` and `instance/` entries, and the scheduler claims and
- * placements it writes as `scheduler/<zone>/<self>`, `placement/<id>/<self>`);
- * every other key needs a fleet authorisation.
+ * `node/`, `health/` and `instance/` entries, the scheduler claims and
+ * placements it writes as `scheduler/<zone>/<self>` and `placement/<id>/<self>`,
+ * and its bundle adverts `bundle/<digest>/<self>`); every other key needs a
+ * fleet authorisation.
  */
 export interface OwnershipRule {
   /** first path segment, e.g. `instance` */
@@ -25,7 +26,9 @@ export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
   { prefix: 'instance', ownerSegment: 1, minSegments: 3 },
   // scheduling: each scheduler owns its claim and its placements; readers follow the highest term
   { prefix: 'scheduler', ownerSegment: 2, exactSegments: 3 },
-  { prefix: 'placement', ownerSegment: 2, exactSegments: 3 }
+  { prefix: 'placement', ownerSegment: 2, exactSegments: 3 },
+  // bundle/<digest>/<peerId>: a provider advertises what it holds; one key per holder, since the registry is last-writer-wins per key
+  { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 }
 ]
 
 export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {
