@@ -25,6 +25,6 @@ t.test('a bad sensor declaration names the field', async t => {
   for (const [sensors, field] of cases) {
     t.throws(() => parseConfig({ ...base, sensors }), { code: 'ERR_CONFIG', field }, field)
   }
-  t.throws(() => parseConfig({ ...base, actuators: [{ id: 'r', type: 'gpio', pin: -1 }] }), { field: 'config.actuators[0].pin' })
-  t.throws(() => parseConfig({ ...base, notifications: { sms: { url: 'ftp://x', accountSid: 'a', authToken: 'b', from: '1' } } }), { field: 'config.notifications.sms.url' })
+  t.throws(() => parseConfig({ ...base, actuators: [{ id: 'r', type: 'gpio', pin: -1 }] }), { code: 'ERR_CONFIG', field: 'config.actuators[0].pin' })
+  t.throws(() => parseConfig({ ...base, notifications: { sms: { url: 'ftp://x', accountSid: 'a', authToken: 'b', from: '1' } } }), { code: 'ERR_CONFIG', field: 'config.notifications.sms.url' })
 })

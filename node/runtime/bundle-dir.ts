@@ -1,0 +1,83 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { compile, describeError } from '../../protocols/schema.ts'
+import { ManifestSchema, type Manifest } from '../../packaging/manifest.ts'
+import { sha256Hex, verifyJws } from '../../packaging/trust.ts'
+import { BundleInvalidError } from './errors.ts'
+import type { KeyObject } from 'node:crypto'
+
+/** `typ` of the detached JWS in `manifest.jws` (the bundle format's). */
+export const TYP_BUNDLE_MANIFEST = 'gatemesh-bundle-manifest+jws'
+
+export interface LoadedBundle {
+  dir: string
+  manifest: Manifest
+  /** `fleet` or the publisher that signed the manifest */
+  signer: string
+  /** sha256 of manifest.json, which the signature covers */
+  manifestDigest: string
+  /** the bundle's `config.json` (deployment defaults), `{}` when it has none */
+  config: unknown
+  /** absolute path of the action script, when the bundle has one */
+  actionPath?: string
+}
+
+const validateManifest = compile(ManifestSchema)
+
+/**
+ * Open an unpacked bundle directory and refuse it unless it is exactly what
+ * its publisher signed: `manifest.jws` verifies over the bytes of
+ * `manifest.json` against the fleet key (or a fleet-certified publisher), and
+ * every file listed has its size and sha256. Nothing unsigned is ever run.
+ */
+export async function loadBundleDir (dir: string, fleetKey: KeyObject): Promise<LoadedBundle> {
+  const manifestBytes = await readPart(dir, 'manifest.json')
+  const jws = (await readPart(dir, 'manifest.jws')).toString('utf8').trim()
+  const parts = jws.split('.')
+  if (parts.length !== 3 || parts[1] !== '') throw new BundleInvalidError('manifest.jws: not a detached compact JWS (header..signature)', 'manifest.jws')
+  let signer: string
+  try {
+    ({ signer } = await verifyJws(`${parts[0]}.${manifestBytes.toString('base64url')}.${parts[2]}`, TYP_BUNDLE_MANIFEST, fleetKey, { allowPublishers: true }))
+  } catch (err: any) {
+    throw new BundleInvalidError(`manifest.jws: ${err.message}`, 'manifest.jws', { cause: err })
+  }
+  let manifest: unknown
+  try {
+    manifest = JSON.parse(manifestBytes.toString('utf8'))
+  } catch (err) {
+    throw new BundleInvalidError('manifest.json: not JSON', 'manifest', { cause: err })
+  }
+  if (!validateManifest(manifest)) {
+    const { field, message } = describeError('manifest', validateManifest.errors)
+    throw new BundleInvalidError(message, field)
+  }
+  const listed = new Set(manifest.files.map(f => f.path))
+  for (const [field, path] of [['manifest.model.entry', manifest.model.entry], ['manifest.config', manifest.config], ['manifest.action', manifest.action]] as const) {
+    if (path != null && !listed.has(path)) throw new BundleInvalidError(`${field}: ${path} is not among manifest.files`, field)
+  }
+  for (const [i, file] of manifest.files.entries()) {
+    const data = await readPart(dir, file.path)
+    if (data.length !== file.size || sha256Hex(data) !== file.sha256) {
+      throw new BundleInvalidError(`manifest.files[${i}]: ${file.path} does not match its size or sha256`, `manifest.files[${i}]`)
+    }
+  }
+  let config: unknown = {}
+  if (manifest.config != null) {
+    try {
+      config = JSON.parse((await readPart(dir, manifest.config)).toString('utf8'))
+    } catch (err) {
+      throw new BundleInvalidError(`${manifest.config}: not JSON`, 'manifest.config', { cause: err })
+    }
+  }
+  const bundle: LoadedBundle = { dir, manifest, signer, manifestDigest: sha256Hex(manifestBytes), config }
+  if (manifest.action != null) bundle.actionPath = join(dir, manifest.action)
+  return bundle
+}
+
+async function readPart (dir: string, path: string): Promise<Buffer> {
+  try {
+    return await readFile(join(dir, path))
+  } catch (err: any) {
+    throw new BundleInvalidError(`${path}: cannot read (${err.code ?? err.message})`, path, { cause: err })
+  }
+}
