@@ -11,6 +11,12 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_CLAIM_MISMATCH: 403,
   ERR_EXPIRED: 403,
   ERR_NOT_FOUND: 404,
+  ERR_INVALID_INPUT: 400,
+  ERR_INSTANCE_SPEC: 400,
+  ERR_BUNDLE_INVALID: 422,
+  ERR_MODEL_LOAD: 422,
+  ERR_INSTANCE_EXISTS: 409,
+  ERR_INSTANCE_STOPPED: 503,
   FST_ERR_CTP_BODY_TOO_LARGE: 413,
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 415,
   FST_ERR_CTP_EMPTY_JSON_BODY: 400,
@@ -63,16 +69,18 @@ export function errorHandler (err: FastifyError & { field?: string }, request: F
     return
   }
   const status = STATUS_BY_CODE[err.code] ?? (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500)
-  if (status >= 500) request.log.error({ err }, 'request failed')
+  // a 503 is a known, temporary condition whose message helps the client; other 5xx details stay in the log
+  const internal = status >= 500 && status !== 503
+  if (internal) request.log.error({ err }, 'request failed')
   const body: ErrorBody = {
-    error: status >= 500 ? 'Internal Server Error' : httpReason(status),
+    error: internal ? 'Internal Server Error' : httpReason(status),
     code: err.code ?? 'ERR_INTERNAL',
-    message: status >= 500 ? 'internal error' : err.message
+    message: internal ? 'internal error' : err.message
   }
   if (err.field != null) body.field = err.field
   void reply.code(status).send(body)
 }
 
 function httpReason (status: number): string {
-  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests' } as Record<number, string>)[status] ?? 'Error'
+  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 503: 'Service Unavailable' } as Record<number, string>)[status] ?? 'Error'
 }

@@ -1,11 +1,14 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
 import { healthRoutes } from './routes/health.ts'
+import { instanceRoutes } from './routes/instances.ts'
+import { modelRoutes } from './routes/models.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
+import type { LocalRuntime } from '../runtime/local.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -20,6 +23,8 @@ export interface AgentView {
   registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
+  /** sensors, model instances and the outbox, when the agent runs them */
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
 }
 
 export interface ApiInit {
@@ -40,5 +45,7 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
+  await app.register(modelRoutes, { agent })
+  await app.register(instanceRoutes, { agent })
   return app
 }

@@ -52,6 +52,7 @@ export class Runtime implements Startable {
   readonly #runs
   #backend: BackendName
   #backendInUse = false
+  #restoring: Promise<void> = Promise.resolve()
 
   constructor (components: RuntimeComponents, init: RuntimeInit) {
     this.#c = components
@@ -70,8 +71,22 @@ export class Runtime implements Startable {
     return this.#backendInUse
   }
 
+  /**
+   * Restore the instances that were running, in the background: loading
+   * models takes seconds, and the agent's API and mesh should not wait.
+   */
   async start (): Promise<void> {
-    for await (const [name, request] of this.#runs.iterator()) {
+    this.#restoring = this.#restore()
+  }
+
+  /** Resolves once every instance recorded before the restart was restarted (or failed to). */
+  async restored (): Promise<void> {
+    await this.#restoring
+  }
+
+  async #restore (): Promise<void> {
+    const runs = await this.#runs.iterator().all()
+    for (const [name, request] of runs) {
       try {
         await this.run(request, { persist: false })
         this.#c.logger.info({ model: name }, 'instance restored')
@@ -83,6 +98,7 @@ export class Runtime implements Startable {
   }
 
   async stop (): Promise<void> {
+    await this.#restoring
     // records stay in level: these instances come back with the agent
     await Promise.allSettled([...this.#instances.values()].map(async i => { await i.stop() }))
     this.#instances.clear()

@@ -92,11 +92,13 @@ t.test('sensor windows drive the model; instances come back after a restart', as
 
   const again = runtime()
   await again.start()
+  await again.restored()
   t.equal(again.has('watch'), true, 'restored from level')
   await again.stopInstance('watch')
   await again.stop()
   const third = runtime()
   await third.start()
+  await third.restored()
   t.equal(third.has('watch'), false, 'a stopped instance stays stopped')
   await third.stop()
 })

@@ -1,0 +1,73 @@
+import { ActionDispatcher } from '../actions/dispatcher.ts'
+import { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
+import { Outbox } from '../outbox/outbox.ts'
+import { Devices } from './devices.ts'
+import { Runtime } from './runtime.ts'
+import type { Config } from '../config/schema.ts'
+import type { Database } from '../store/db.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { GpioConstructor } from '../../sensors/gpio.ts'
+import type { BackendName } from './backend.ts'
+import type { Startable } from '@libp2p/interface'
+import type { KeyObject } from 'node:crypto'
+import type { Logger } from 'pino'
+import type { Registry as PromRegistry } from 'prom-client'
+
+export interface LocalRuntimeComponents {
+  peerId: string
+  dataDir: string
+  config: Config
+  db: Database
+  registry: Pick<Registry, 'set'>
+  fleetKey: KeyObject
+  logger: Logger
+  prometheus: PromRegistry
+  /** re-announce `node/<self>` (the backend in use changed) */
+  onBackend?: (backend: BackendName) => void
+  gpio?: GpioConstructor
+}
+
+/**
+ * Everything a node needs to act on its own: its sensors and actuators, the
+ * outbox with the action channels behind it, and the model instances. The
+ * agent starts it after the registry and stops it before.
+ */
+export class LocalRuntime implements Startable {
+  readonly devices: Devices
+  readonly outbox: Outbox
+  readonly runtime: Runtime
+  readonly metrics: RuntimeMetrics
+  readonly #dispatcher: ActionDispatcher
+
+  constructor (c: LocalRuntimeComponents) {
+    const { config } = c
+    this.metrics = new RuntimeMetrics(c.prometheus)
+    this.devices = new Devices({ logger: c.logger.child({ service: 'sensors' }), metrics: this.metrics, ...(c.gpio == null ? {} : { gpio: c.gpio }) }, config.sensors, config.actuators)
+    this.#dispatcher = new ActionDispatcher({ logger: c.logger, actuators: this.devices.actuators }, { notifications: config.notifications, scripts: config.scripts })
+    this.outbox = new Outbox({ db: c.db, deliver: this.#dispatcher.deliver, logger: c.logger.child({ service: 'outbox' }), metrics: this.metrics }, config.outbox)
+    this.runtime = new Runtime({
+      node: c.peerId,
+      sensors: this.devices.sensors,
+      outbox: this.outbox,
+      logger: c.logger.child({ service: 'runtime' }),
+      metrics: this.metrics,
+      fleetKey: c.fleetKey,
+      db: c.db,
+      registry: c.registry,
+      ...(c.onBackend == null ? {} : { onBackend: c.onBackend })
+    }, { dataDir: c.dataDir, ...config.runtime })
+  }
+
+  async start (): Promise<void> {
+    await this.outbox.start()
+    await this.devices.start()
+    await this.runtime.start()
+  }
+
+  async stop (): Promise<void> {
+    await this.runtime.stop()
+    await this.devices.stop()
+    await this.outbox.stop()
+    await this.#dispatcher.close()
+  }
+}
