@@ -1,4 +1,5 @@
 import { agentCommand, AGENT_USAGE } from './agent.ts'
+import { bundleCommand, BUNDLE_USAGE } from './bundle.ts'
 import { demoCommand, DEMO_USAGE } from './demo.ts'
 import { fleetCommand, FLEET_USAGE } from './fleet.ts'
 import { nodeCommand, NODE_INIT_USAGE } from './node-init.ts'
@@ -10,7 +11,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: 
   node: { run: nodeCommand, usage: NODE_INIT_USAGE, help: 'create a ready-to-run node directory with a fleet certificate' },
   agent: { run: agentCommand, usage: AGENT_USAGE, help: 'run the agent of a node directory' },
   status: { run: statusCommand, usage: STATUS_USAGE, help: 'show the mesh members as one agent sees them' },
-  demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' }
+  demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' },
+  bundle: { run: bundleCommand, usage: BUNDLE_USAGE, help: 'build, verify and inspect signed model bundles; publish and pull them through an agent' }
 }
 
 function usage (): string {
