@@ -24,7 +24,7 @@ export interface AgentView {
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
-  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox' | 'bundles'>
 }
 
 export interface ApiInit {

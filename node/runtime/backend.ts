@@ -1,4 +1,4 @@
-import type * as TF from '@tensorflow/tfjs'
+import { loadTf, type Tf } from '../../packaging/tfjs/backend.ts'
 
 export type BackendPreference = 'auto' | 'tensorflow' | 'wasm' | 'cpu'
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
@@ -7,48 +7,25 @@ export type BackendName = 'tensorflow' | 'wasm' | 'cpu'
 const TFJS_NODE = '@tensorflow/tfjs-node'
 
 /**
- * Load TensorFlow.js with the best backend this machine has: tfjs-node
- * (native libtensorflow) when it can be imported, else the WebAssembly
- * backend, else pure-JS `cpu`. Runs inside inference workers only: the
- * agent's main thread never loads TensorFlow.js.
+ * TensorFlow.js with the best backend this machine has (tfjs-node, else
+ * wasm, else cpu; see packaging/tfjs/backend.ts). Called inside inference
+ * workers only: the agent's main thread never loads TensorFlow.js.
  */
-export async function loadTensorflow (preference: BackendPreference = 'auto'): Promise<{ tf: typeof TF, backend: BackendName }> {
-  // tfjs prints an install hint for tfjs-node on import; we chose the backend on purpose
+export async function loadBackend (preference: BackendPreference = 'auto'): Promise<{ tf: Tf, backend: BackendName }> {
+  // tfjs prints an install hint for tfjs-node on import; the backend is chosen on purpose
   const warn = console.warn
   console.warn = () => {}
   try {
-    if (preference === 'auto' || preference === 'tensorflow') {
-      try {
-        const tf = await import(TFJS_NODE) as typeof TF
-        await tf.ready()
-        return { tf, backend: 'tensorflow' }
-      } catch (err) {
-        if (preference === 'tensorflow') throw err
-      }
-    }
-    const tf = await import('@tensorflow/tfjs')
-    if (preference === 'auto' || preference === 'wasm') {
-      try {
-        await import('@tensorflow/tfjs-backend-wasm')
-        if (await tf.setBackend('wasm')) {
-          await tf.ready()
-          return { tf, backend: 'wasm' }
-        }
-      } catch (err) {
-        if (preference === 'wasm') throw err
-      }
-      if (preference === 'wasm') throw new Error('the wasm backend did not initialise')
-    }
-    await tf.setBackend('cpu')
-    await tf.ready()
-    return { tf, backend: 'cpu' }
+    const { tf, backend } = await loadTf(preference === 'auto' ? undefined : preference)
+    if (preference !== 'auto' && backend !== preference) throw new Error(`backend ${preference} is not available here (got ${backend})`)
+    return { tf, backend: backend as BackendName }
   } finally {
     console.warn = warn
   }
 }
 
 /**
- * The backend `loadTensorflow` would pick, judged by which packages resolve,
+ * The backend `loadBackend` would pick, judged by which packages resolve,
  * without loading any of them: what an idle agent advertises before its
  * first instance starts.
  */

@@ -1,13 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { compile, describeError } from '../../protocols/schema.ts'
-import { ManifestSchema, type Manifest } from '../../packaging/manifest.ts'
-import { sha256Hex, verifyJws } from '../../packaging/trust.ts'
+import { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from '../../packaging/bundle/index.ts'
+import { sha256Hex, TYP_BUNDLE_MANIFEST, verifyDetached } from '../../packaging/trust.ts'
 import { BundleInvalidError } from './errors.ts'
+import type { Manifest } from '../../packaging/manifest.ts'
 import type { KeyObject } from 'node:crypto'
-
-/** `typ` of the detached JWS in `manifest.jws` (the bundle format's). */
-export const TYP_BUNDLE_MANIFEST = 'gatemesh-bundle-manifest+jws'
 
 export interface LoadedBundle {
   dir: string
@@ -22,34 +19,28 @@ export interface LoadedBundle {
   actionPath?: string
 }
 
-const validateManifest = compile(ManifestSchema)
-
 /**
- * Open an unpacked bundle directory and refuse it unless it is exactly what
- * its publisher signed: `manifest.jws` verifies over the bytes of
- * `manifest.json` against the fleet key (or a fleet-certified publisher), and
- * every file listed has its size and sha256. Nothing unsigned is ever run.
+ * Open an unpacked bundle directory (as `unpackBundle` leaves it) and refuse
+ * it unless it is still exactly what its publisher signed: `manifest.jws`
+ * verifies over the bytes of `manifest.json` against the fleet key (or a
+ * fleet-certified publisher), and every file listed has its size and
+ * sha256. Checked again at every start, since files on a gateway's disk can
+ * change after unpacking. Nothing unsigned is ever run.
  */
 export async function loadBundleDir (dir: string, fleetKey: KeyObject): Promise<LoadedBundle> {
-  const manifestBytes = await readPart(dir, 'manifest.json')
-  const jws = (await readPart(dir, 'manifest.jws')).toString('utf8').trim()
-  const parts = jws.split('.')
-  if (parts.length !== 3 || parts[1] !== '') throw new BundleInvalidError('manifest.jws: not a detached compact JWS (header..signature)', 'manifest.jws')
+  const manifestBytes = await readPart(dir, MANIFEST_FILE)
+  const jws = (await readPart(dir, SIGNATURE_FILE)).toString('utf8')
   let signer: string
   try {
-    ({ signer } = await verifyJws(`${parts[0]}.${manifestBytes.toString('base64url')}.${parts[2]}`, TYP_BUNDLE_MANIFEST, fleetKey, { allowPublishers: true }))
+    ({ signer } = await verifyDetached(jws, manifestBytes, TYP_BUNDLE_MANIFEST, fleetKey, { allowPublishers: true }))
   } catch (err: any) {
-    throw new BundleInvalidError(`manifest.jws: ${err.message}`, 'manifest.jws', { cause: err })
+    throw new BundleInvalidError(`${SIGNATURE_FILE}: ${err.message}`, SIGNATURE_FILE, { cause: err })
   }
-  let manifest: unknown
+  let manifest: Manifest
   try {
-    manifest = JSON.parse(manifestBytes.toString('utf8'))
-  } catch (err) {
-    throw new BundleInvalidError('manifest.json: not JSON', 'manifest', { cause: err })
-  }
-  if (!validateManifest(manifest)) {
-    const { field, message } = describeError('manifest', validateManifest.errors)
-    throw new BundleInvalidError(message, field)
+    manifest = parseManifest(manifestBytes)
+  } catch (err: any) {
+    throw new BundleInvalidError(err.message, err.field ?? 'manifest', { cause: err })
   }
   const listed = new Set(manifest.files.map(f => f.path))
   for (const [field, path] of [['manifest.model.entry', manifest.model.entry], ['manifest.config', manifest.config], ['manifest.action', manifest.action]] as const) {

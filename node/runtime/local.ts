@@ -1,6 +1,7 @@
 import { ActionDispatcher } from '../actions/dispatcher.ts'
 import { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import { Outbox } from '../outbox/outbox.ts'
+import { BundleStore } from './bundle-store.ts'
 import { Devices } from './devices.ts'
 import { Runtime } from './runtime.ts'
 import type { Config } from '../config/schema.ts'
@@ -34,6 +35,7 @@ export interface LocalRuntimeComponents {
  */
 export class LocalRuntime implements Startable {
   readonly devices: Devices
+  readonly bundles: BundleStore
   readonly outbox: Outbox
   readonly runtime: Runtime
   readonly metrics: RuntimeMetrics
@@ -45,6 +47,7 @@ export class LocalRuntime implements Startable {
     this.devices = new Devices({ logger: c.logger.child({ service: 'sensors' }), metrics: this.metrics, ...(c.gpio == null ? {} : { gpio: c.gpio }) }, config.sensors, config.actuators)
     this.#dispatcher = new ActionDispatcher({ logger: c.logger, actuators: this.devices.actuators }, { notifications: config.notifications, scripts: config.scripts })
     this.outbox = new Outbox({ db: c.db, deliver: this.#dispatcher.deliver, logger: c.logger.child({ service: 'outbox' }), metrics: this.metrics }, config.outbox)
+    this.bundles = new BundleStore({ dataDir: c.dataDir, fleetKey: c.fleetKey })
     this.runtime = new Runtime({
       node: c.peerId,
       sensors: this.devices.sensors,
@@ -52,6 +55,7 @@ export class LocalRuntime implements Startable {
       logger: c.logger.child({ service: 'runtime' }),
       metrics: this.metrics,
       fleetKey: c.fleetKey,
+      bundles: this.bundles,
       db: c.db,
       registry: c.registry,
       ...(c.onBackend == null ? {} : { onBackend: c.onBackend })

@@ -1,10 +1,10 @@
-import { resolve } from 'node:path'
 import { probeBackend, type BackendName, type BackendPreference } from './backend.ts'
 import { loadBundleDir } from './bundle-dir.ts'
 import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
 import type { Database } from '../store/db.ts'
+import type { BundleStore } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import type { Startable } from '@libp2p/interface'
@@ -12,14 +12,15 @@ import type { KeyObject } from 'node:crypto'
 
 /** What `gatemesh run` asks for; kept in level so the instance comes back after a restart. */
 export interface RunRequest {
-  /** an unpacked, signed bundle directory on this machine */
-  bundleDir: string
+  /** digest of a bundle this node holds (see BundleStore) */
+  bundle: string
   /** overrides of the bundle's config.json: name, input (e.g. sensors), batch, workers, rules */
   spec?: Record<string, unknown>
 }
 
 export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
   fleetKey: KeyObject
+  bundles: Pick<BundleStore, 'get'>
   db: Database
   registry: Pick<Registry, 'set'>
   logger: InstanceComponents['logger']
@@ -121,8 +122,7 @@ export class Runtime implements Startable {
 
   /** Verify the bundle, start an instance of it and remember it. */
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
-    const bundleDir = resolve(request.bundleDir)
-    const bundle = await loadBundleDir(bundleDir, this.#c.fleetKey)
+    const bundle = await loadBundleDir(await this.#c.bundles.get(request.bundle), this.#c.fleetKey)
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
     if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
@@ -139,7 +139,7 @@ export class Runtime implements Startable {
       backend: this.#init.backend ?? 'auto'
     })
     this.#instances.set(name, instance)
-    await this.#announce(name, { state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version })
+    await this.#announce(name, { state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
     try {
       await instance.start()
     } catch (err: any) {
@@ -147,7 +147,7 @@ export class Runtime implements Startable {
       await this.#announce(name, { state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, reason: err.message })
       throw err
     }
-    if (options.persist !== false) await this.#runs.put(name, { bundleDir, ...(request.spec == null ? {} : { spec: request.spec }) })
+    if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
     this.#c.metrics?.instances.set(this.#instances.size)
     const backend = instance.backend as BackendName | undefined
     if (backend != null && (backend !== this.#backend || !this.#backendInUse)) {
@@ -156,7 +156,7 @@ export class Runtime implements Startable {
       this.#c.metrics?.setBackend(backend, true)
       this.#c.onBackend?.(backend)
     }
-    await this.#announce(name, { state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, backend: instance.backend, startedAt: instance.startedAt })
+    await this.#announce(name, { state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
     this.#c.logger.info({ model: name, version: instance.version, backend: instance.backend, sensors: spec.input?.sensors ?? [], rules: spec.rules.length }, 'instance running')
     return instance
   }

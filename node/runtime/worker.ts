@@ -1,7 +1,9 @@
+import { join } from 'node:path'
 import { parentPort } from 'node:worker_threads'
-import { loadTensorflow } from './backend.ts'
-import { modelHandlerFromDir } from './model-io.ts'
+import { fileLoadHandler } from '../../packaging/tfjs/file-io.ts'
+import { loadBackend } from './backend.ts'
 import type { FromWorker, ToWorker, WireTensor } from './wire.ts'
+import type { Tf } from '../../packaging/tfjs/backend.ts'
 import type * as TF from '@tensorflow/tfjs'
 
 /**
@@ -11,7 +13,7 @@ import type * as TF from '@tensorflow/tfjs'
  */
 
 const port = parentPort!
-let tf: typeof TF
+let tf: Tf
 let model: TF.LayersModel | TF.GraphModel | undefined
 let graphInputNames: string[] = []
 
@@ -20,9 +22,10 @@ function post (message: FromWorker, transfer: ArrayBuffer[] = []): void {
 }
 
 async function load (msg: Extract<ToWorker, { type: 'load' }>): Promise<void> {
-  const loaded = await loadTensorflow(msg.backend)
+  const loaded = await loadBackend(msg.backend)
   tf = loaded.tf
-  const handler = await modelHandlerFromDir(tf, msg.dir, msg.entry)
+  // the entry is a manifest path: relative, no `..` (checked by the manifest schema)
+  const handler = fileLoadHandler(tf, join(msg.dir, msg.entry))
   if (msg.format === 'layers') {
     model = await tf.loadLayersModel(handler)
   } else {

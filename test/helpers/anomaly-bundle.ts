@@ -1,24 +1,49 @@
-import { cp } from 'node:fs/promises'
+import { createPublicKey, type KeyObject } from 'node:crypto'
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { buildBundle, type BuiltBundle } from '../../packaging/bundle/index.ts'
 import { LABELS, SCALE, WINDOW } from '../fixtures/anomaly/train.ts'
-import { writeBundleDir } from './bundle.ts'
-import type { KeyObject } from 'node:crypto'
 
 /** The trained anomaly model (made by test/fixtures/anomaly/train.ts). */
 export const ANOMALY_MODEL_DIR = new URL('../fixtures/anomaly/', import.meta.url).pathname
 
-/** A signed bundle of the anomaly model in `dir`, with `config` as its config.json. */
-export async function anomalyBundle (dir: string, key: KeyObject, options: { name?: string, config?: unknown, action?: string } = {}): Promise<string> {
-  for (const f of ['model.json', 'weights.bin']) await cp(join(ANOMALY_MODEL_DIR, f), join(dir, f))
-  await writeBundleDir(dir, ['model.json', 'weights.bin'], {
+export interface AnomalyBundleOptions {
+  name?: string
+  version?: string
+  /** the bundle's config.json: instance defaults, rules */
+  config?: Record<string, unknown>
+  /** source of an action script */
+  action?: string
+  /** load and run the model while building (as `gatemesh bundle build` does). @default false */
+  validate?: boolean
+}
+
+/** A signed bundle zip of the anomaly model, built with the bundle format's own builder. */
+export async function anomalyBundleZip (key: KeyObject, options: AnomalyBundleOptions = {}): Promise<BuiltBundle & { bytes: Buffer }> {
+  const dir = await mkdtemp(join(tmpdir(), 'gatemesh-bundle-'))
+  let action: string | undefined
+  if (options.action != null) {
+    action = join(dir, 'action.js')
+    await writeFile(action, options.action)
+  }
+  const built = await buildBundle({
+    modelDir: ANOMALY_MODEL_DIR,
     name: options.name ?? 'anomaly',
+    version: options.version ?? '1.0.0',
+    config: options.config ?? {},
+    ...(action == null ? {} : { action }),
+    signer: { key },
+    out: join(dir, 'bundle.zip'),
+    validate: options.validate ?? false,
     inputs: [{ name: 'window', dtype: 'float32', shape: [-1, WINDOW] }],
-    outputs: [{ name: 'class', dtype: 'float32', shape: [-1, 2], labels: LABELS }],
-    key,
-    ...(options.config === undefined ? {} : { config: options.config }),
-    ...(options.action == null ? {} : { action: options.action })
+    outputs: [{ name: 'class', dtype: 'float32', shape: [-1, 2], labels: LABELS }]
   })
-  return dir
+  return { ...built, bytes: await readFile(built.out) }
+}
+
+export function publicKeyOf (key: KeyObject): KeyObject {
+  return createPublicKey(key)
 }
 
 /** A window of `WINDOW` temperatures around `base`, with an optional spike at the end. */
@@ -26,4 +51,4 @@ export function temperatures (base: number, spike = 0): number[] {
   return Array.from({ length: WINDOW }, (_, i) => base + Math.sin(i / 3) + (i === WINDOW - 1 ? spike : 0))
 }
 
-export { SCALE, WINDOW }
+export { LABELS, SCALE, WINDOW }

@@ -8,7 +8,8 @@ import t from 'tap'
 import { Runtime } from '../../node/runtime/runtime.ts'
 import { parsePredictBody } from '../../node/runtime/tensors.ts'
 import { SimulatedSensor } from '../../sensors/simulated.ts'
-import { anomalyBundle, SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
+import { BundleStore } from '../../node/runtime/bundle-store.ts'
+import { anomalyBundleZip, SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import type { EnqueueInput } from '../../node/outbox/outbox.ts'
 import type { Database } from '../../node/store/db.ts'
@@ -29,6 +30,8 @@ const sensor = new SimulatedSensor({ id: 'temp1', waveform: 'csv', rateHz: 200, 
 // 40 quiet readings, one spike, repeated
 await writeFile(join(root, 'temps.csv'), [...temperatures(20), ...temperatures(20), ...temperatures(20).slice(0, 8), 38].join('\n'))
 
+const bundles = new BundleStore({ dataDir: root, fleetKey: fleet.publicKey })
+
 function runtime (): Runtime {
   return new Runtime({
     node: 'self',
@@ -36,20 +39,21 @@ function runtime (): Runtime {
     outbox: { enqueue: async (job: EnqueueInput) => { queued.push(job); return job } },
     logger: pino({ level: 'silent' }),
     fleetKey: fleet.publicKey,
+    bundles,
     db,
     registry: { set: async (k: string, v: unknown) => { registry.set(k, v); return {} as any } }
   }, { dataDir: root, workers: 2, maxBatchSize: 8, maxBatchDelayMs: 2 })
 }
 
-const bundleDir = await anomalyBundle(join(root, 'bundle'), fleet.privateKey, {
+const { digest: bundle } = await bundles.add((await anomalyBundleZip(fleet.privateKey, {
   config: { rules: [{ name: 'alarm', when: 'class == "anomaly" && score > 0.8', actions: [{ type: 'log', message: '{{model}}: {{class}} {{score}}' }] }] }
-})
+})).bytes)
 
 t.test('run a signed bundle, predict, rules, stop', async t => {
   const rt = runtime()
   await rt.start()
   t.equal(rt.backend, 'wasm', 'wasm is the backend before anything runs')
-  const instance = await rt.run({ bundleDir })
+  const instance = await rt.run({ bundle })
   t.equal(instance.state, 'running')
   t.equal(instance.backend, 'wasm')
   t.equal(rt.backendInUse, true)
@@ -70,7 +74,7 @@ t.test('run a signed bundle, predict, rules, stop', async t => {
   t.equal(after.items - before.items, 64)
   t.ok(after.batches - before.batches < 64, `64 concurrent requests ran in ${after.batches - before.batches} batches`)
 
-  await t.rejects(rt.run({ bundleDir }), { code: 'ERR_INSTANCE_EXISTS' })
+  await t.rejects(rt.run({ bundle }), { code: 'ERR_INSTANCE_EXISTS' })
   await rt.stopInstance('anomaly')
   t.equal(rt.has('anomaly'), false)
   t.match(registry.get('instance/self/anomaly'), { state: 'stopped' })
@@ -84,7 +88,7 @@ t.test('sensor windows drive the model; instances come back after a restart', as
   t.teardown(async () => { await sensor.close() })
   const rt = runtime()
   await rt.start()
-  await rt.run({ bundleDir, spec: { name: 'watch', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } } })
+  await rt.run({ bundle, spec: { name: 'watch', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } } })
   await waitFor(() => queued.length >= 2, 'two spikes to fire the rule', 10_000, 20)
   t.match(queued[0], { instance: 'watch', event: { source: 'sensor', sensor: 'temp1', reading: { value: 38 }, class: 'anomaly' } })
   await rt.stop()
@@ -108,22 +112,27 @@ t.test('nothing unsigned, altered or misdeclared runs', async t => {
   await rt.start()
   t.teardown(async () => { await rt.stop() })
   const other = generateKeyPairSync('ed25519')
-  const foreign = await anomalyBundle(join(root, 'foreign'), other.privateKey)
-  await t.rejects(rt.run({ bundleDir: foreign }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'signed by another key')
-  const altered = await anomalyBundle(join(root, 'altered'), fleet.privateKey)
-  const weights = await readFile(join(altered, 'weights.bin'))
+  const foreign = await anomalyBundleZip(other.privateKey, { name: 'foreign' })
+  await t.rejects(bundles.add(foreign.bytes), { code: 'ERR_BUNDLE_INVALID' }, 'a zip signed by another key is not even unpacked')
+  t.equal(await bundles.get(foreign.digest).catch(e => e.code), 'ERR_NOT_FOUND')
+
+  // files changed on disk after unpacking
+  const { digest: altered } = await bundles.add((await anomalyBundleZip(fleet.privateKey, { name: 'altered' })).bytes)
+  const shard = join(bundles.dirOf(altered), 'model', 'group1-shard1of1.bin')
+  const weights = await readFile(shard)
   weights[10] = (weights[10]! + 1) % 256
-  await writeFile(join(altered, 'weights.bin'), weights)
-  await t.rejects(rt.run({ bundleDir: altered }), { code: 'ERR_BUNDLE_INVALID', field: /manifest\.files\[\d\]/ }, 'weights changed after signing')
-  const manifest = await anomalyBundle(join(root, 'manifest'), fleet.privateKey)
-  const text = await readFile(join(manifest, 'manifest.json'), 'utf8')
-  await writeFile(join(manifest, 'manifest.json'), text.replace('"1.0.0"', '"1.0.1"'))
-  await t.rejects(rt.run({ bundleDir: manifest }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'manifest changed after signing')
-  await rm(join(manifest, 'manifest.jws'))
-  await t.rejects(rt.run({ bundleDir: manifest }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'no signature')
-  await t.rejects(rt.run({ bundleDir, spec: { input: { sensors: ['nope'], window: { size: 16 } } } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.input.sensors' })
-  await t.rejects(rt.run({ bundleDir, spec: { rules: [{ name: 'r', when: 'x(', actions: [{ type: 'log', message: 'm' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].when' })
-  await t.rejects(rt.run({ bundleDir, spec: { rules: [{ name: 'r', when: 'x', actions: [{ type: 'sms', to: 'abc', body: 'b' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].actions[0].to' })
-  await t.rejects(rt.run({ bundleDir, spec: { rules: [{ name: 'r', when: 'x', actions: [{ type: 'script' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules' }, 'a script action without a script')
+  await writeFile(shard, weights)
+  await t.rejects(rt.run({ bundle: altered }), { code: 'ERR_BUNDLE_INVALID', field: /manifest\.files\[\d\]/ }, 'weights changed after unpacking')
+  const { digest: edited } = await bundles.add((await anomalyBundleZip(fleet.privateKey, { name: 'edited' })).bytes)
+  const manifestPath = join(bundles.dirOf(edited), 'manifest.json')
+  await writeFile(manifestPath, (await readFile(manifestPath, 'utf8')).replace('"1.0.0"', '"1.0.1"'))
+  await t.rejects(rt.run({ bundle: edited }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'manifest changed after signing')
+  await rm(join(bundles.dirOf(edited), 'manifest.jws'))
+  await t.rejects(rt.run({ bundle: edited }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'no signature')
+  await t.rejects(rt.run({ bundle: 'f'.repeat(64) }), { code: 'ERR_NOT_FOUND' }, 'a bundle this node does not hold')
+  await t.rejects(rt.run({ bundle, spec: { input: { sensors: ['nope'], window: { size: 16 } } } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.input.sensors' })
+  await t.rejects(rt.run({ bundle, spec: { rules: [{ name: 'r', when: 'x(', actions: [{ type: 'log', message: 'm' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].when' })
+  await t.rejects(rt.run({ bundle, spec: { rules: [{ name: 'r', when: 'x', actions: [{ type: 'sms', to: 'abc', body: 'b' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].actions[0].to' })
+  await t.rejects(rt.run({ bundle, spec: { rules: [{ name: 'r', when: 'x', actions: [{ type: 'script' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules' }, 'a script action without a script')
   t.equal(rt.list().length, 0)
 })
