@@ -23,6 +23,15 @@ export interface ScriptRun {
 const MAX_STDERR = 4096
 
 /**
+ * Instrumentation in the agent's process (APM agents, coverage tools, test
+ * runners) hooks every spawn and adds its own `--import` to NODE_OPTIONS,
+ * which would run code of theirs inside the sandbox — code the sandbox may
+ * not even read. `env -i` starts the script with exactly the environment
+ * given here and nothing else.
+ */
+const ENV = '/usr/bin/env'
+
+/**
  * Run a bundle's action script in a child Node process under Node's
  * permission model: it may read its bundle and its scratch dir, write only
  * its scratch dir, and may not spawn processes, start workers or load native
@@ -44,10 +53,10 @@ export async function runScript (run: ScriptRun): Promise<{ exitCode: number, li
     run.path,
     ...(run.args ?? [])
   ]
-  const child = spawn(process.execPath, argv, {
+  // nothing of the agent's environment: no credentials, no NODE_OPTIONS loaders
+  const env = { PATH: '/usr/bin:/bin', HOME: run.scratch, ...run.env }
+  const child = spawn(ENV, ['-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), process.execPath, ...argv], {
     cwd: run.scratch,
-    // nothing of the agent's environment (no credentials, no NODE_OPTIONS loaders)
-    env: { PATH: '/usr/bin:/bin', HOME: run.scratch, ...run.env },
     stdio: ['pipe', 'pipe', 'pipe']
   })
   let stderr = ''

@@ -21,9 +21,11 @@ export class Mosquitto {
     this.dir = dir
   }
 
-  static async start (): Promise<Mosquitto> {
+  /** With `persistent`, sessions and queued QoS 1 messages survive a broker restart (saved on stop). */
+  static async start (options: { persistent?: boolean } = {}): Promise<Mosquitto> {
     const broker = new Mosquitto(await freePort(), await mkdtemp(join(tmpdir(), 'gatemesh-mqtt-')))
-    await writeFile(join(broker.dir, 'mosquitto.conf'), `listener ${broker.port} 127.0.0.1\nallow_anonymous true\npersistence false\n`)
+    const persistence = options.persistent === true ? `persistence true\npersistence_location ${broker.dir}/\n` : 'persistence false\n'
+    await writeFile(join(broker.dir, 'mosquitto.conf'), `listener ${broker.port} 127.0.0.1\nallow_anonymous true\n${persistence}`)
     await broker.resume()
     return broker
   }
