@@ -117,7 +117,7 @@ export class ModelInstance {
       throw err
     }
     this.#state = 'running'
-    if (this.spec.input != null) this.#pipeline = this.#runPipeline()
+    if ((this.spec.input?.sensors.length ?? 0) > 0) this.#pipeline = this.#runPipeline()
   }
 
   async stop (): Promise<void> {
@@ -163,14 +163,14 @@ export class ModelInstance {
         async function * (source: AsyncIterable<Reading>) {
           for await (const reading of source) {
             const values = window.push(reading)
-            if (values != null) yield { reading, values }
+            if (values != null) yield { reading, values, stats: window.stats(reading.sensorId) }
           }
         },
-        async (source: AsyncIterable<{ reading: Reading, values: number[] | number[][] }>) => {
-          for await (const { reading, values } of source) {
+        async (source: AsyncIterable<{ reading: Reading, values: number[] | number[][], stats: ReturnType<SensorWindow['stats']> }>) => {
+          for await (const { reading, values, stats } of source) {
             try {
               const checked = checkInstance([values], specs, ['window'])
-              await this.predict([checked], 'sensor', { sensor: reading.sensorId, reading: { value: reading.value, ts: reading.ts }, ts: reading.ts })
+              await this.predict([checked], 'sensor', { sensor: reading.sensorId, reading: { value: reading.value, ts: reading.ts }, window: stats, ts: reading.ts })
             } catch (err: any) {
               if (signal.aborted) return
               log.warn({ model: this.name, err: err.message, code: err.code }, 'prediction from sensor window failed')

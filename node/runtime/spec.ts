@@ -21,8 +21,8 @@ export const PreprocessSchema = Type.Object({
 }, { additionalProperties: false })
 
 export const InputSchema = Type.Object({
-  /** sensor ids on this node; with several, each window step is [s1, s2, …] */
-  sensors: Type.Array(Type.String({ pattern: SENSOR_ID_PATTERN }), { minItems: 1, maxItems: 16 }),
+  /** sensor ids on this node; with several, each window step is [s1, s2, …]; none: predict requests only */
+  sensors: Type.Array(Type.String({ pattern: SENSOR_ID_PATTERN }), { default: [], maxItems: 16 }),
   window: Type.Object({
     /** readings per window (the model's input length) */
     size: Type.Integer({ minimum: 1, maximum: 100_000 }),

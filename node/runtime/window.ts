@@ -46,6 +46,14 @@ export class SensorWindow {
     return series[0]!.map((_, t) => series.map(s => s[t]!))
   }
 
+  /** The raw readings of one sensor's window: what a notification should quote, e.g. the peak. */
+  stats (sensorId: string): { min: number, max: number, mean: number, size: number } | undefined {
+    const buf = this.#buffers.get(sensorId)
+    if (buf == null || buf.length === 0) return undefined
+    const values = buf.map(r => r.value)
+    return { min: Math.min(...values), max: Math.max(...values), mean: values.reduce((a, b) => a + b, 0) / values.length, size: values.length }
+  }
+
   #series (buf: Reading[], now: number): number[] | undefined {
     const { size, ms } = this.#spec.window
     if (ms == null) return buf.length < size ? undefined : buf.map(r => r.value)

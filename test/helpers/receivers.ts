@@ -25,6 +25,11 @@ class Log {
   }
 }
 
+function decodeQuotedPrintable (text: string): string {
+  const bytes = Buffer.from(text.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/gi, (_m, h: string) => String.fromCharCode(parseInt(h, 16))), 'latin1')
+  return bytes.toString('utf8')
+}
+
 /** A real SMTP server (smtp-server) that deduplicates by Message-ID. Stop and resume keep the port. */
 export class MailSink extends Log {
   readonly port: number
@@ -52,7 +57,8 @@ export class MailSink extends Log {
         stream.on('data', (c: string) => { raw += c })
         stream.on('end', () => {
           const header = (name: string): string => new RegExp(`^${name}:\\s*(.*(?:\\r?\\n[ \\t].*)*)`, 'im').exec(raw)?.[1]?.replace(/\r?\n[ \t]+/g, ' ').trim() ?? ''
-          const body = raw.split(/\r?\n\r?\n/).slice(1).join('\n\n')
+          let body = raw.split(/\r?\n\r?\n/).slice(1).join('\n\n')
+          if (/quoted-printable/i.test(header('Content-Transfer-Encoding'))) body = decodeQuotedPrintable(body)
           this.add({ key: header('Message-ID'), at: Date.now(), to: session.envelope.rcptTo.map(r => r.address), subject: header('Subject'), body })
           callback()
         })

@@ -41,10 +41,8 @@ export async function instanceRoutes (app: FastifyInstance, { agent }: { agent: 
     const { bundle, name, sensors, spec } = request.body
     const overrides: Record<string, unknown> = { ...spec }
     if (name != null) overrides.name = name
-    if (sensors != null) {
-      const input = (overrides.input ?? {}) as Record<string, unknown>
-      overrides.input = { window: { size: 1 }, ...input, sensors }
-    }
+    // merged over the bundle's input, so its window and preprocessing stay
+    if (sensors != null) overrides.input = { ...(overrides.input ?? {}) as object, sensors }
     const instance = await local.runtime.run({ bundle, spec: overrides })
     return await reply.code(201).send(instance.describe())
   })

@@ -9,6 +9,8 @@ const PREDICT_BODY_LIMIT = 16 * 1024 * 1024
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
 const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
+const TargetParams = Type.Object({ target: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false })
+const VersionTargetParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), target: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false })
 
 /**
  * TensorFlow Serving's REST dialect, answered by the local instance:
@@ -55,6 +57,15 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     return { outputs, predictions }
   }
 
-  app.post<{ Params: Static<typeof NameParams> }>('/v1/models/:name::predict', { schema: { params: NameParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => await predict(request.params.name, undefined, request.body))
-  app.post<{ Params: Static<typeof VersionParams> }>('/v1/models/:name/versions/:version::predict', { schema: { params: VersionParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => await predict(request.params.name, request.params.version, request.body))
+  // `NAME:predict` is one path segment; the router cannot split it, so the handler does
+  const verb = (target: string): string => {
+    const i = target.lastIndexOf(':')
+    const method = i < 0 ? '' : target.slice(i + 1)
+    if (method !== 'predict') throw new ModelNotFoundError(`${i < 0 ? 'no method' : `method :${method}`} on /v1/models/ (this node serves :predict)`)
+    return target.slice(0, i)
+  }
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => await predict(verb(request.params.target), undefined, request.body))
+  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => {
+    return await predict(request.params.name, verb(request.params.target), request.body)
+  })
 }
