@@ -1,6 +1,5 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from '../../packaging/bundle/index.ts'
 import { sha256Hex, TYP_BUNDLE_MANIFEST, verifyDetached } from '../../packaging/trust.ts'
 import { BundleInvalidError } from './errors.ts'
 import type { Manifest } from '../../packaging/manifest.ts'
@@ -28,6 +27,8 @@ export interface LoadedBundle {
  * change after unpacking. Nothing unsigned is ever run.
  */
 export async function loadBundleDir (dir: string, fleetKey: KeyObject): Promise<LoadedBundle> {
+  // the bundle format (zip libraries and all) loads with the first bundle, not with the agent
+  const { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } = await import('../../packaging/bundle/index.ts')
   const manifestBytes = await readPart(dir, MANIFEST_FILE)
   const jws = (await readPart(dir, SIGNATURE_FILE)).toString('utf8')
   let signer: string

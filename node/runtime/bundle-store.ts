@@ -1,5 +1,4 @@
 import { join } from 'node:path'
-import { unpackBundle } from '../../packaging/bundle/index.ts'
 import { sha256Hex } from '../../packaging/trust.ts'
 import { loadBundleDir, type LoadedBundle } from './bundle-dir.ts'
 import { BundleInvalidError, BundleNotFoundError } from './errors.ts'
@@ -39,6 +38,7 @@ export class BundleStore {
     const dir = this.dirOf(digest)
     if (!(await exists(dir))) {
       try {
+        const { unpackBundle } = await import('../../packaging/bundle/index.ts')
         await unpackBundle(zip, dir, { fleetPublicKey: this.#fleetKey, digest })
       } catch (err: any) {
         // a concurrent upload of the same bundle got there first
