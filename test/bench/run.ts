@@ -8,7 +8,8 @@ import { parseArgs } from 'node:util'
 export type BenchArgs = Record<string, string | boolean | undefined>
 
 const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promise<Record<string, unknown>> }>> = {
-  mesh: async () => await import('./mesh.ts')
+  mesh: async () => await import('./mesh.ts'),
+  inference: async () => await import('./inference.ts')
 }
 
 const [scenario, ...rest] = process.argv.slice(2)
