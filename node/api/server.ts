@@ -5,6 +5,7 @@ import { instanceRoutes } from './routes/instances.ts'
 import { modelRoutes } from './routes/models.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
+import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -20,7 +21,7 @@ export interface AgentView {
   startedAt: number
   addresses(): string[]
   members(): Member[]
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size'>
+  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
@@ -45,6 +46,7 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
+  await app.register(watchRoutes, { agent })
   await app.register(modelRoutes, { agent })
   await app.register(instanceRoutes, { agent })
   return app

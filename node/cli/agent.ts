@@ -27,5 +27,11 @@ export async function agentCommand (argv: string[]): Promise<void> {
   }
   process.on('SIGINT', () => { shutdown('SIGINT') })
   process.on('SIGTERM', () => { shutdown('SIGTERM') })
-  await agent.start()
+  try {
+    await agent.start()
+  } catch (err) {
+    // half-started: libp2p may be listening already; close what is open before exiting
+    await agent.stop().catch(() => {})
+    throw err
+  }
 }

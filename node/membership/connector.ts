@@ -3,6 +3,8 @@ import type { Member } from './membership.ts'
 import type { Connection, PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
+const REDIALS_PER_TICK = 2
+
 export interface ConnectorComponents {
   peerId: PeerId
   network: {
@@ -77,11 +79,12 @@ export class Connector implements Startable {
     if (missing > 0) {
       for (const m of shuffle(members.filter(m => m.state === 'alive')).slice(0, missing)) this.#dialMember(m)
     }
+    // lost members (dead, or across a partition): a couple per tick, with
+    // backoff, is enough — one healed link lets gossip and sync flow again
     const now = Date.now()
-    for (const m of members) {
-      if (m.state === 'alive') continue
+    const due = shuffle(members.filter(m => m.state === 'dead' && (this.#backoff.get(m.peerId)?.next ?? 0) <= now))
+    for (const m of due.slice(0, REDIALS_PER_TICK)) {
       const b = this.#backoff.get(m.peerId)
-      if (b != null && b.next > now) continue
       const delay = Math.min(this.#maxRedialMs, b == null ? this.#minRedialMs : b.delay * 2)
       this.#backoff.set(m.peerId, { delay, next: now + delay })
       this.#dialMember(m)

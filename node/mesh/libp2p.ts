@@ -22,6 +22,8 @@ export interface MeshInit {
   bootstrap?: string[]
   mdns?: boolean
   gater: ConnectionGater
+  /** Upper bound on open connections; libp2p prunes past it. @default 32 */
+  maxConnections?: number
   /** The agent's version, for identify. */
   version: string
 }
@@ -52,7 +54,7 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: init.gater,
-    connectionManager: { maxConnections: 64, dialTimeout: 5000 },
+    connectionManager: { maxConnections: init.maxConnections ?? 32, dialTimeout: 5000 },
     peerDiscovery,
     nodeInfo: { name: 'gatemesh', version: init.version },
     services: {
@@ -63,7 +65,11 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
         allowPublishToZeroTopicPeers: true,
         floodPublish: true,
         emitSelf: false,
-        heartbeatInterval: 700
+        heartbeatInterval: 700,
+        // Every peer here proved fleet membership with a certificate, and a
+        // site's gateways often share one NAT address: gossipsub's default
+        // penalty for more than 10 peers per IP would graylist the fleet.
+        scoreParams: { IPColocationFactorWeight: 0 }
       })
     }
   }

@@ -342,8 +342,9 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
 
   /**
    * Gossip validator: only certified fleet members' own signed writes pass.
-   * Peers still in the certificate exchange are ignored rather than rejected,
-   * so an honest newcomer is not penalised by peer scoring.
+   * Every entry is verified against its writer's certificate and signature,
+   * so a relay that is still in the certificate exchange may pass messages
+   * on; a relay or author that failed it is rejected outright.
    */
   readonly #validateGossip = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
     if (msg.type !== 'signed') {
@@ -355,10 +356,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     if (this.#c.trust.isDenied(source) || this.#c.trust.isDenied(author)) {
       this.#reject({ code: 'ERR_DENIED_PEER' })
       return TopicValidatorResult.Reject
-    }
-    if (!this.#c.trust.isVerified(source)) {
-      this.#reject({ code: 'ERR_UNVERIFIED_SOURCE' })
-      return TopicValidatorResult.Ignore
     }
     let entries: WireEntry[]
     try {

@@ -10,7 +10,8 @@ import type { Stream } from '@libp2p/interface'
  * Anti-entropy for the registry. The initiator sends one digest per key
  * bucket; the responder names the buckets that differ and sends its entries
  * in them; the initiator merges and sends back its own entries in the same
- * buckets. One round trip brings both sides to the union of their state.
+ * buckets; the responder merges them and acknowledges with `end`. When the
+ * initiator's call returns, both sides hold the union of their state.
  */
 export const SYNC_PROTOCOL = '/gatemesh/registry-sync/1.0.0'
 
@@ -130,6 +131,8 @@ export async function syncWith (stream: Stream, replica: SyncReplica, options: S
     if (diff.type !== 'diff') throw new ProtocolMessageError(`registry-sync: expected diff, got ${diff.type}`)
     const received = await receiveEntries(channel, replica, signal)
     const sent = await sendEntries(channel, snapshot, new Set(diff.buckets), signal)
+    const ack = await channel.read({ signal })
+    if (ack.type !== 'end') throw new ProtocolMessageError(`registry-sync: expected end, got ${ack.type}`)
     await channel.close({ signal })
     return { differing: diff.buckets.length, received, sent }
   } catch (err: any) {
@@ -150,6 +153,7 @@ export async function answerSync (stream: Stream, replica: SyncReplica, options:
     await channel.write({ type: 'diff', buckets: differing }, { signal })
     const sent = await sendEntries(channel, snapshot, new Set(differing), signal)
     const received = await receiveEntries(channel, replica, signal)
+    await channel.write({ type: 'end' }, { signal })
     await channel.close({ signal })
     return { differing: differing.length, received, sent }
   } catch (err: any) {

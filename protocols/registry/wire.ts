@@ -5,8 +5,8 @@ export const MAX_KEY_LENGTH = 256
 /** Largest JSON text of one registry value. */
 export const MAX_VALUE_BYTES = 64 * 1024
 
-/** `a/b/c` made of safe segments: letters, digits and `._:@=+-`. */
-export const KEY_PATTERN = '^[A-Za-z0-9._:@=+-]+(/[A-Za-z0-9._:@=+-]+)*$'
+/** `a/b/c` made of safe segments (letters, digits and `._:@=+-`), none of them `.` or `..`. */
+export const KEY_PATTERN = '^(?!\\.\\.?(/|$))[A-Za-z0-9._:@=+-]+(/(?!\\.\\.?(/|$))[A-Za-z0-9._:@=+-]+)*$'
 
 /**
  * One registry entry as it travels between peers and as it is stored.

@@ -3,13 +3,28 @@
  * Each scenario module exports `run(args)` returning one result object,
  * printed as JSON on the last line of output.
  */
-import { parseArgs } from 'node:util'
-
 export type BenchArgs = Record<string, string | boolean | undefined>
 
 const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promise<Record<string, unknown>> }>> = {
   mesh: async () => await import('./mesh.ts'),
   inference: async () => await import('./inference.ts')
+}
+
+/** `--name value` → string, a bare `--name` → true. */
+function parseFlags (argv: string[]): BenchArgs {
+  const flags: BenchArgs = {}
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    if (!arg.startsWith('--')) throw new Error(`unexpected argument "${arg}"`)
+    const next = argv[i + 1]
+    if (next != null && !next.startsWith('--')) {
+      flags[arg.slice(2)] = next
+      i++
+    } else {
+      flags[arg.slice(2)] = true
+    }
+  }
+  return flags
 }
 
 const [scenario, ...rest] = process.argv.slice(2)
@@ -18,7 +33,6 @@ if (load == null) {
   console.error(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}> [--flag value ...]`)
   process.exit(2)
 }
-const { values } = parseArgs({ args: rest, strict: false })
-const result = await (await load()).run(values as BenchArgs)
+const result = await (await load()).run(parseFlags(rest))
 console.log(JSON.stringify(result))
 process.exit(0)

@@ -1,0 +1,110 @@
+import { generateKeyPairSync } from 'node:crypto'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { streamPair } from '@libp2p/utils'
+import { pino } from 'pino'
+import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims } from '../../node/identity/certificate.ts'
+import { Registry, type RegistryComponents, type WriterTrust } from '../../node/registry/registry.ts'
+import { MemoryRegistryStore, type RegistryStore } from '../../node/registry/store.ts'
+import type { Message } from '@libp2p/gossipsub'
+import type { PeerId, PrivateKey, Stream, StreamHandler } from '@libp2p/interface'
+
+/**
+ * Registries wired together in one process: gossip is delivered through each
+ * registry's real validator, sync streams are real libp2p stream pairs. For
+ * unit tests of the registry logic; the multi-process tests use real libp2p.
+ */
+export class MemoryMesh {
+  readonly fleet = generateKeyPairSync('ed25519')
+  readonly members: MemoryMember[] = []
+  /** when false, gossip is dropped (to make replicas diverge) */
+  gossip = true
+
+  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number } = {}): Promise<MemoryMember> {
+    const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
+    const peerId = peerIdFromPrivateKey(privateKey)
+    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: 'gateway', fleetId: 'test' })
+    const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), options.syncIntervalMs)
+    this.members.push(member)
+    return member
+  }
+
+  /** Every member learns every other member's certificate, as the cert exchange would do. */
+  async introduce (): Promise<void> {
+    for (const a of this.members) for (const b of this.members) await a.trust.learnCertificate(b.cert, b.peerId.toString())
+  }
+
+  member (peerId: PeerId | string): MemoryMember {
+    const m = this.members.find(m => m.peerId.toString() === peerId.toString())
+    if (m == null) throw new Error(`no member ${peerId.toString()}`)
+    return m
+  }
+}
+
+export class MemoryMember {
+  readonly peerId: PeerId
+  readonly privateKey: PrivateKey
+  readonly cert: string
+  readonly registry: Registry
+  readonly trust: WriterTrust & { claims: Map<string, NodeClaims> }
+  readonly handlers = new Map<string, StreamHandler>()
+  readonly #listeners = new Set<(evt: CustomEvent<Message>) => void>()
+  readonly #validators = new Map<string, any>()
+
+  constructor (mesh: MemoryMesh, peerId: PeerId, privateKey: PrivateKey, cert: string, store: RegistryStore, syncIntervalMs = 3_600_000) {
+    this.peerId = peerId
+    this.privateKey = privateKey
+    this.cert = cert
+    const claims = new Map<string, NodeClaims>()
+    this.trust = {
+      claims,
+      fleetPublicKey: mesh.fleet.publicKey,
+      claimsFor: id => claims.get(id),
+      learnCertificate: async (c, id) => {
+        const verified = await verifyNodeCertificate(c, mesh.fleet.publicKey, id)
+        claims.set(id, verified)
+        return verified
+      },
+      isVerified: id => claims.has(id),
+      isDenied: () => false,
+      verifiedPeers: () => mesh.members.filter(m => m !== this).map(m => m.peerId)
+    }
+    const self = this
+    const pubsub: RegistryComponents['pubsub'] = {
+      topicValidators: this.#validators as any,
+      subscribe () {},
+      unsubscribe () {},
+      async publish (topic: string, data?: Uint8Array) {
+        if (!mesh.gossip || data == null) return { recipients: [] }
+        for (const other of mesh.members) {
+          if (other === self) continue
+          await other.deliver({ type: 'signed', from: self.peerId, topic, data, sequenceNumber: 0n, signature: new Uint8Array(), key: self.peerId.publicKey! } as Message, self.peerId)
+        }
+        return { recipients: [] }
+      },
+      addEventListener (_type: string, fn: any) { self.#listeners.add(fn) },
+      removeEventListener (_type: string, fn: any) { self.#listeners.delete(fn) }
+    } as any
+    const network: RegistryComponents['network'] = {
+      handle: async (protocol, handler) => { this.handlers.set(protocol, handler) },
+      unhandle: async protocol => { this.handlers.delete(protocol) },
+      dialProtocol: async (peer, protocol) => {
+        const remote = mesh.member(peer)
+        const handler = remote.handlers.get(protocol)
+        if (handler == null) throw new Error(`${protocol} not handled`)
+        const [outbound, inbound] = await streamPair()
+        void Promise.resolve(handler(inbound, { remotePeer: this.peerId } as any))
+        return outbound as Stream
+      }
+    }
+    this.registry = new Registry({ peerId, privateKey, pubsub, network, trust: this.trust, store, logger: pino({ level: 'silent' }) }, { syncIntervalMs })
+  }
+
+  /** Gossip arrival: the registry's validator decides, then the message event fires. */
+  async deliver (msg: Message, from: PeerId): Promise<string> {
+    const validate = this.#validators.get(msg.topic)
+    const verdict = await validate(from, msg)
+    if (verdict === 'accept') for (const fn of this.#listeners) fn(new CustomEvent('message', { detail: msg }))
+    return verdict
+  }
+}
