@@ -19,8 +19,8 @@ export const RuntimeSchema = Type.Object({
   workers: Type.Integer({ minimum: 1, maximum: 32, default: 1 }),
   /** concurrent requests joined into one batch, at most */
   maxBatchSize: Type.Integer({ minimum: 1, maximum: 1024, default: 8 }),
-  /** how long the first request of a batch waits for company */
-  maxBatchDelayMs: Type.Number({ minimum: 0, maximum: 1000, default: 1 }),
+  /** how long the first request of a batch waits for company; 0: only what arrives together (batches still grow while workers are busy) */
+  maxBatchDelayMs: Type.Number({ minimum: 0, maximum: 1000, default: 0 }),
   /** `auto`: tensorflow (tfjs-node) if it loads, else wasm, else cpu */
   backend: Type.Union([Type.Literal('auto'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: 'auto' })
 }, { additionalProperties: false, default: {} })

@@ -1,8 +1,10 @@
 export interface BatcherInit<I, O> {
   /** items per batch, at most. @default 8 */
   maxSize?: number
-  /** how long the first item waits for company; 0 batches what arrives in the same turn of the event loop. @default 1 */
+  /** how long the first item waits for company; 0 batches what arrives in the same turn of the event loop. @default 0 */
   maxDelayMs?: number
+  /** batches running at once (the worker count); more items wait and join the next batch. @default 1 */
+  concurrency?: number
   /** run one batch; must answer one output per item, in order */
   run: (items: I[]) => Promise<O[]>
   /** items with different keys never share a batch (e.g. different inner shapes) */
@@ -13,19 +15,23 @@ interface Waiting<I, O> { item: I, resolve: (o: O) => void, reject: (err: unknow
 interface Queue<I, O> { items: Array<Waiting<I, O>>, timer?: NodeJS.Timeout | NodeJS.Immediate }
 
 export const DEFAULT_MAX_BATCH_SIZE = 8
-export const DEFAULT_MAX_BATCH_DELAY_MS = 1
+export const DEFAULT_MAX_BATCH_DELAY_MS = 0
 
 /**
  * Dynamic batching: concurrent requests for one model are joined into one
  * batch of up to `maxSize`, waiting at most `maxDelayMs` for the batch to
- * fill. A full batch leaves at once.
+ * fill; a full batch leaves at once. While every worker is busy, requests
+ * queue and leave together as the next batch when one frees up, so under
+ * load batches grow by themselves without adding delay when idle.
  */
 export class Batcher<I, O> {
   readonly #maxSize: number
   readonly #maxDelayMs: number
   readonly #run: (items: I[]) => Promise<O[]>
   readonly #key: (item: I) => string
+  readonly #concurrency: number
   readonly #queues = new Map<string, Queue<I, O>>()
+  #running = 0
   #batches = 0
   #items = 0
 
@@ -34,6 +40,7 @@ export class Batcher<I, O> {
     this.#maxDelayMs = init.maxDelayMs ?? DEFAULT_MAX_BATCH_DELAY_MS
     this.#run = init.run
     this.#key = init.key ?? (() => '')
+    this.#concurrency = init.concurrency ?? 1
   }
 
   /** Batches run and items in them so far (mean batch size = items / batches). */
@@ -51,9 +58,7 @@ export class Batcher<I, O> {
     const queue = q
     const done = new Promise<O>((resolve, reject) => { queue.items.push({ item, resolve, reject }) })
     if (queue.items.length >= this.#maxSize) this.#flush(key)
-    else if (queue.timer == null) {
-      queue.timer = this.#maxDelayMs === 0 ? setImmediate(() => { this.#flush(key) }) : setTimeout(() => { this.#flush(key) }, this.#maxDelayMs)
-    }
+    else this.#schedule(key, queue)
     return await done
   }
 
@@ -73,17 +78,29 @@ export class Batcher<I, O> {
     clearTimeout(q.timer as NodeJS.Timeout)
     clearImmediate(q.timer as NodeJS.Immediate)
     q.timer = undefined
+    // all workers busy: the items wait and go with the next batch
+    if (this.#running >= this.#concurrency) return
     const batch = q.items.splice(0, this.#maxSize)
     if (q.items.length === 0) this.#queues.delete(key)
-    else if (q.items.length >= this.#maxSize) this.#flush(key)
-    else q.timer = setTimeout(() => { this.#flush(key) }, this.#maxDelayMs)
+    else this.#schedule(key, q)
     if (batch.length === 0) return
     this.#batches++
     this.#items += batch.length
+    this.#running++
     this.#run(batch.map(w => w.item)).then(outputs => {
       batch.forEach((w, i) => { w.resolve(outputs[i]!) })
     }, err => {
       for (const w of batch) w.reject(err)
+    }).finally(() => {
+      this.#running--
+      const waiting = this.#queues.keys().next()
+      if (!waiting.done) this.#flush(waiting.value)
     })
+  }
+
+  #schedule (key: string, q: Queue<I, O>): void {
+    if (q.timer != null) return
+    if (q.items.length >= this.#maxSize) q.timer = setImmediate(() => { this.#flush(key) })
+    else q.timer = this.#maxDelayMs === 0 ? setImmediate(() => { this.#flush(key) }) : setTimeout(() => { this.#flush(key) }, this.#maxDelayMs)
   }
 }

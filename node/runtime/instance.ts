@@ -87,6 +87,7 @@ export class ModelInstance {
     this.#batcher = new Batcher({
       maxSize: init.spec.batch?.maxSize ?? init.maxBatchSize,
       maxDelayMs: init.spec.batch?.maxDelayMs ?? init.maxBatchDelayMs,
+      concurrency: init.spec.workers ?? init.workers,
       key: shapeKey,
       run: async items => await this.#runBatch(items)
     })

@@ -35,7 +35,7 @@ export interface RuntimeInit {
   workers?: number
   /** @default 8 */
   maxBatchSize?: number
-  /** @default 1 */
+  /** @default 0 */
   maxBatchDelayMs?: number
   /** @default 'auto' */
   backend?: BackendPreference
@@ -135,7 +135,7 @@ export class Runtime implements Startable {
       scratchDir: scratchDirFor(this.#init.dataDir, name),
       workers: this.#init.workers ?? 1,
       maxBatchSize: this.#init.maxBatchSize ?? 8,
-      maxBatchDelayMs: this.#init.maxBatchDelayMs ?? 1,
+      maxBatchDelayMs: this.#init.maxBatchDelayMs ?? 0,
       backend: this.#init.backend ?? 'auto'
     })
     this.#instances.set(name, instance)

@@ -108,7 +108,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   try {
     const fleet = await loadFleet(cluster.fleetDir)
     const zips = await bundles(root, fleet.privateKey)
-    const runtimeConfig = { workers: 1, maxBatchSize: 8, maxBatchDelayMs: 1 }
+    const runtimeConfig = { workers: 1, maxBatchSize: 8, maxBatchDelayMs: 0 }
     const node = await cluster.addNode('bench', {
       config: {
         logs: { stdout: false, level: 'warn' },
