@@ -2,23 +2,11 @@ import { readFile } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { requireArg } from './args.ts'
+import { ApiError } from './errors.ts'
 import { resolveApi } from './status.ts'
 
 export const RUN_USAGE = 'gatemesh run BUNDLE.zip [--api URL | --data DIR] [--sensor ID ...] [--name NAME]'
 export const STOP_USAGE = 'gatemesh stop NAME [--api URL | --data DIR]'
-
-/** The agent answered with an error body; keeps its code so scripts can tell failures apart. */
-export class ApiError extends Error {
-  override readonly name = 'ApiError'
-  readonly code: string
-  readonly status: number
-
-  constructor (status: number, body: { code?: string, message?: string }) {
-    super(body.message ?? `the agent answered ${status}`)
-    this.status = status
-    this.code = body.code ?? 'ERR_API'
-  }
-}
 
 async function call<T> (api: string, method: string, path: string, body: Buffer | object | undefined, timeoutMs: number): Promise<T> {
   const isZip = Buffer.isBuffer(body)

@@ -1,4 +1,7 @@
+import { stat } from 'node:fs/promises'
+import { join } from 'node:path'
 import { ActionDispatcher } from '../actions/dispatcher.ts'
+import { CONFIG_FILE } from '../config/config.ts'
 import { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import { Outbox } from '../outbox/outbox.ts'
 import { BundleStore } from './bundle-store.ts'
@@ -40,8 +43,10 @@ export class LocalRuntime implements Startable {
   readonly runtime: Runtime
   readonly metrics: RuntimeMetrics
   readonly #dispatcher: ActionDispatcher
+  readonly #c: LocalRuntimeComponents
 
   constructor (c: LocalRuntimeComponents) {
+    this.#c = c
     const { config } = c
     this.metrics = new RuntimeMetrics(c.prometheus)
     this.devices = new Devices({ logger: c.logger.child({ service: 'sensors' }), metrics: this.metrics, ...(c.gpio == null ? {} : { gpio: c.gpio }) }, config.sensors, config.actuators)
@@ -63,9 +68,21 @@ export class LocalRuntime implements Startable {
   }
 
   async start (): Promise<void> {
+    await this.#warnOnReadableSecrets()
     await this.outbox.start()
     await this.devices.start()
     await this.runtime.start()
+  }
+
+  /** Channel credentials live in config.json; say so (without them) when others can read it. */
+  async #warnOnReadableSecrets (): Promise<void> {
+    const n = this.#c.config.notifications
+    if (n.smtp?.password == null && n.sms == null && n.mqtt?.password == null) return
+    const path = join(this.#c.dataDir, CONFIG_FILE)
+    const mode = await stat(path).then(s => s.mode & 0o777, () => undefined)
+    if (mode != null && (mode & 0o077) !== 0) {
+      this.#c.logger.warn({ service: 'actions', path, mode: mode.toString(8) }, 'config.json holds notification credentials and is readable by others; chmod 600 it')
+    }
   }
 
   async stop (): Promise<void> {

@@ -1,4 +1,4 @@
-import { createPublicKey, type KeyObject } from 'node:crypto'
+import type { KeyObject } from 'node:crypto'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -40,10 +40,6 @@ export async function anomalyBundleZip (key: KeyObject, options: AnomalyBundleOp
     outputs: [{ name: 'class', dtype: 'float32', shape: [-1, 2], labels: LABELS }]
   })
   return { ...built, bytes: await readFile(built.out) }
-}
-
-export function publicKeyOf (key: KeyObject): KeyObject {
-  return createPublicKey(key)
 }
 
 /** A window of `WINDOW` temperatures around `base`, with an optional spike at the end. */
