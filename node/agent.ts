@@ -1,6 +1,7 @@
 import { writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
+import { BundleService } from './bundles/service.ts'
 import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
@@ -42,6 +43,7 @@ export class Agent {
   readonly registry: Registry
   readonly membership: Membership
   readonly connector: Connector
+  readonly bundles: BundleService
   /** sensors, actuators, model instances, actions and the outbox */
   readonly local: LocalRuntime
   readonly #db: Database
@@ -84,6 +86,18 @@ export class Agent {
       members: () => this.membership.members(),
       logger: logger.child({ service: 'connector' })
     }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+    const { maxUnpackedBytes, ...bundleInit } = config.bundles
+    this.bundles = new BundleService({
+      peerId: peerId.toString(),
+      dataDir,
+      db,
+      registry: this.registry,
+      network: mesh,
+      trust,
+      fleetPublicKey: identity.fleetPublicKey,
+      logger: logger.child({ service: 'bundles' }),
+      metrics
+    }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
     this.local = new LocalRuntime({
       peerId: peerId.toString(),
       dataDir,
@@ -91,6 +105,7 @@ export class Agent {
       db,
       registry: this.registry,
       fleetKey: identity.fleetPublicKey,
+      bundleZips: this.bundles,
       logger,
       prometheus: metrics.registry,
       onBackend: () => {
@@ -161,6 +176,7 @@ export class Agent {
     await this.#announce()
     await this.membership.start()
     await this.connector.start()
+    await this.bundles.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
@@ -175,6 +191,7 @@ export class Agent {
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
+      bundles: this.bundles,
       local: this.local
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
@@ -187,6 +204,7 @@ export class Agent {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
     await this.#api?.close()
+    await this.bundles.stop()
     await this.connector.stop()
     await this.membership.stop()
     await this.local.stop()

@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
+import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
 import { instanceRoutes } from './routes/instances.ts'
 import { modelRoutes } from './routes/models.ts'
@@ -25,7 +26,9 @@ export interface AgentView {
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
-  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox' | 'bundles'>
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  /** Bundle store and pulls; the routes exist only when present. */
+  bundles?: BundleApi
 }
 
 export interface ApiInit {
@@ -49,5 +52,6 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(watchRoutes, { agent })
   await app.register(modelRoutes, { agent })
   await app.register(instanceRoutes, { agent })
+  if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   return app
 }

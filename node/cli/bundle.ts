@@ -9,12 +9,16 @@ import { table } from './table.ts'
 
 export const BUNDLE_USAGE = `gatemesh bundle build MODEL_DIR --name N --version V [--config FILE] [--action FILE] --key KEY [--cert PUBLISHER_CERT] --out FILE.zip
        gatemesh bundle verify FILE --fleet-pub PUB [--digest SHA256] [--json]
-       gatemesh bundle inspect FILE [--fleet-pub PUB] [--json]`
+       gatemesh bundle inspect FILE [--fleet-pub PUB] [--json]
+       gatemesh bundle publish FILE [--api URL] [--json]
+       gatemesh bundle pull DIGEST [--api URL] [--no-wait] [--json]`
 
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   build: buildCommand,
   verify: verifyCommand,
-  inspect: inspectCommand
+  inspect: inspectCommand,
+  publish: async argv => { await (await import('./bundle-remote.ts')).publishCommand(argv) },
+  pull: async argv => { await (await import('./bundle-remote.ts')).pullCommand(argv) }
 }
 
 export async function bundleCommand (argv: string[]): Promise<void> {

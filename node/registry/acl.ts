@@ -1,6 +1,6 @@
 /**
  * Who may write a registry key. A node owns the keys that name it (its
- * `node/`, `health/` and `instance/` entries); every other key needs a fleet
+ * `node/`, `health/`, `instance/` and `bundle/<digest>/` entries); every other key needs a fleet
  * authorisation. Later subsystems add their own ownership rules.
  */
 export interface OwnershipRule {
@@ -21,7 +21,9 @@ export type Authority =
 export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
   { prefix: 'node', ownerSegment: 1, exactSegments: 2 },
   { prefix: 'health', ownerSegment: 1, exactSegments: 2 },
-  { prefix: 'instance', ownerSegment: 1, minSegments: 3 }
+  { prefix: 'instance', ownerSegment: 1, minSegments: 3 },
+  // bundle/<digest>/<peerId>: a provider advertises what it holds; one key per holder, since the registry is last-writer-wins per key
+  { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 }
 ]
 
 export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {

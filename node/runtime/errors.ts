@@ -70,8 +70,3 @@ export class InstanceStoppedError extends RuntimeError {
   override readonly name = 'InstanceStoppedError'
 }
 
-/** This node holds no bundle with that digest. */
-export class BundleNotFoundError extends RuntimeError {
-  override readonly code = 'ERR_NOT_FOUND'
-  override readonly name = 'BundleNotFoundError'
-}

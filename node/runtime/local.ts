@@ -4,7 +4,7 @@ import { ActionDispatcher } from '../actions/dispatcher.ts'
 import { CONFIG_FILE } from '../config/config.ts'
 import { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import { Outbox } from '../outbox/outbox.ts'
-import { BundleStore } from './bundle-store.ts'
+import { UnpackedBundles, type BundleZips } from './bundle-store.ts'
 import { Devices } from './devices.ts'
 import { Runtime } from './runtime.ts'
 import type { Config } from '../config/schema.ts'
@@ -24,6 +24,8 @@ export interface LocalRuntimeComponents {
   db: Database
   registry: Pick<Registry, 'set'>
   fleetKey: KeyObject
+  /** the bundle store, for the zips to unpack */
+  bundleZips: BundleZips
   logger: Logger
   prometheus: PromRegistry
   /** re-announce `node/<self>` (the backend in use changed) */
@@ -38,7 +40,7 @@ export interface LocalRuntimeComponents {
  */
 export class LocalRuntime implements Startable {
   readonly devices: Devices
-  readonly bundles: BundleStore
+  readonly bundles: UnpackedBundles
   readonly outbox: Outbox
   readonly runtime: Runtime
   readonly metrics: RuntimeMetrics
@@ -52,7 +54,7 @@ export class LocalRuntime implements Startable {
     this.devices = new Devices({ logger: c.logger.child({ service: 'sensors' }), metrics: this.metrics, ...(c.gpio == null ? {} : { gpio: c.gpio }) }, config.sensors, config.actuators)
     this.#dispatcher = new ActionDispatcher({ logger: c.logger, actuators: this.devices.actuators }, { notifications: config.notifications, scripts: config.scripts })
     this.outbox = new Outbox({ db: c.db, deliver: this.#dispatcher.deliver, logger: c.logger.child({ service: 'outbox' }), metrics: this.metrics }, config.outbox)
-    this.bundles = new BundleStore({ dataDir: c.dataDir, fleetKey: c.fleetKey })
+    this.bundles = new UnpackedBundles({ dataDir: c.dataDir, fleetKey: c.fleetKey, zips: c.bundleZips })
     this.runtime = new Runtime({
       node: c.peerId,
       sensors: this.devices.sensors,

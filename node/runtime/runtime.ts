@@ -1,10 +1,9 @@
 import { probeBackend, type BackendName, type BackendPreference } from './backend.ts'
-import { loadBundleDir } from './bundle-dir.ts'
 import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
 import type { Database } from '../store/db.ts'
-import type { BundleStore } from './bundle-store.ts'
+import type { UnpackedBundles } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import type { Startable } from '@libp2p/interface'
@@ -12,7 +11,7 @@ import type { KeyObject } from 'node:crypto'
 
 /** What `gatemesh run` asks for; kept in level so the instance comes back after a restart. */
 export interface RunRequest {
-  /** digest of a bundle this node holds (see BundleStore) */
+  /** digest of a bundle this node holds (uploaded or pulled into the bundle store) */
   bundle: string
   /** overrides of the bundle's config.json: name, input (e.g. sensors), batch, workers, rules */
   spec?: Record<string, unknown>
@@ -20,7 +19,7 @@ export interface RunRequest {
 
 export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
   fleetKey: KeyObject
-  bundles: Pick<BundleStore, 'get'>
+  bundles: Pick<UnpackedBundles, 'load'>
   db: Database
   registry: Pick<Registry, 'set'>
   logger: InstanceComponents['logger']
@@ -122,7 +121,7 @@ export class Runtime implements Startable {
 
   /** Verify the bundle, start an instance of it and remember it. */
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
-    const bundle = await loadBundleDir(await this.#c.bundles.get(request.bundle), this.#c.fleetKey)
+    const bundle = await this.#c.bundles.load(request.bundle)
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
     if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)

@@ -8,7 +8,8 @@ import t from 'tap'
 import { buildApi } from '../../node/api/server.ts'
 import { AgentMetrics } from '../../node/metrics/metrics.ts'
 import { RuntimeMetrics } from '../../node/metrics/runtime-metrics.ts'
-import { BundleStore } from '../../node/runtime/bundle-store.ts'
+import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
+import { ZipShelf } from '../helpers/zips.ts'
 import { Devices } from '../../node/runtime/devices.ts'
 import { Runtime } from '../../node/runtime/runtime.ts'
 import { Outbox } from '../../node/outbox/outbox.ts'
@@ -22,7 +23,8 @@ const db = new Level<string, unknown>(join(root, 'db'), { valueEncoding: 'json' 
 await db.open()
 const logger = pino({ level: 'silent' })
 const devices = new Devices({ logger }, [], [])
-const bundles = new BundleStore({ dataDir: root, fleetKey: fleet.publicKey })
+const shelf = new ZipShelf()
+const bundles = new UnpackedBundles({ dataDir: root, fleetKey: fleet.publicKey, zips: shelf })
 const outbox = new Outbox({ db, logger, deliver: async () => {} })
 const metrics = new AgentMetrics()
 const runtime = new Runtime({ node: 'self', sensors: devices.sensors, outbox, logger, metrics: new RuntimeMetrics(metrics.registry), fleetKey: fleet.publicKey, bundles, db, registry: { set: async () => ({}) as any } }, { dataDir: root })
@@ -39,7 +41,7 @@ const app = await buildApi({
   registry: { list: () => [], get: () => undefined, set: async () => ({}) as any, delete: async () => ({}) as any, onChange: () => () => {}, size: 0 },
   metrics,
   deniedPeers: () => [],
-  local: { runtime, devices, outbox, bundles }
+  local: { runtime, devices, outbox }
 })
 t.teardown(async () => {
   await app.close()
@@ -50,15 +52,13 @@ t.teardown(async () => {
 })
 const scaled = (xs: number[]): number[] => xs.map(v => (v - SCALE.min) / (SCALE.max - SCALE.min))
 
-t.test('upload, run, status, predict, stop', async t => {
+t.test('run, status, predict, stop', async t => {
   t.equal((await app.inject({ method: 'GET', url: '/v1/models/anomaly' })).statusCode, 404)
   const zip = await anomalyBundleZip(fleet.privateKey)
-  const up = await app.inject({ method: 'POST', url: '/v1/bundles', headers: { 'content-type': 'application/zip' }, payload: zip.bytes })
-  t.equal(up.statusCode, 201, up.body)
-  t.match(up.json(), { digest: zip.digest, name: 'anomaly', version: '1.0.0', signer: 'fleet' })
-  const badZip = await app.inject({ method: 'POST', url: '/v1/bundles', headers: { 'content-type': 'application/zip' }, payload: Buffer.from('not a zip') })
-  t.equal(badZip.statusCode, 422)
-  t.match(badZip.json(), { code: 'ERR_BUNDLE_INVALID' })
+  await shelf.add(zip.out)
+  const missing = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: 'a'.repeat(64) } })
+  t.equal(missing.statusCode, 404, 'a bundle this node does not hold')
+  t.match(missing.json(), { code: 'ERR_BUNDLE_NOT_FOUND' })
   const run = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: zip.digest } })
   t.equal(run.statusCode, 201, run.body)
   t.match(run.json(), { name: 'anomaly', state: 'running', backend: 'wasm' })

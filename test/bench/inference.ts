@@ -20,7 +20,8 @@ import { buildBundle } from '../../packaging/bundle/index.ts'
 import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { loadBackend } from '../../node/runtime/backend.ts'
-import { BundleStore } from '../../node/runtime/bundle-store.ts'
+import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
+import { ZipShelf } from '../helpers/zips.ts'
 import { Runtime } from '../../node/runtime/runtime.ts'
 import { parsePredictBody } from '../../node/runtime/tensors.ts'
 import { freePort } from '../../node/cli/ports.ts'
@@ -131,14 +132,15 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     // the same runtime in this process, for the in-process baseline
     const db = new Level<string, unknown>(join(root, 'db'), { valueEncoding: 'json' }) as Database
     await db.open()
-    const store = new BundleStore({ dataDir: root, fleetKey: fleet.publicKey })
+    const shelf = new ZipShelf()
+    const store = new UnpackedBundles({ dataDir: root, fleetKey: fleet.publicKey, zips: shelf })
     const local = new Runtime({ node: 'bench', sensors: new Map(), outbox: { enqueue: async () => ({}) }, logger: pino({ level: 'silent' }), fleetKey: fleet.publicKey, bundles: store, db, registry: { set: async () => ({}) as any } }, { dataDir: root, ...runtimeConfig })
     await local.start()
     const models: Record<string, Record<string, number>> = {}
     let backend = ''
     const agent = new HttpAgent({ keepAlive: true, maxSockets: concurrency })
     for (const name of ['dense', 'conv'] as const) {
-      const instance = await local.run({ bundle: (await store.add(await readFile(zips[name]))).digest })
+      const instance = await local.run({ bundle: await shelf.add(zips[name]) })
       backend = instance.backend ?? ''
       const specs = instance.bundle.manifest.inputs
       const body = JSON.stringify({ instances: [inputFor(name)] })

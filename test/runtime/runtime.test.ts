@@ -1,5 +1,5 @@
 import { generateKeyPairSync } from 'node:crypto'
-import { mkdtemp, rm, writeFile, readFile } from 'node:fs/promises'
+import { mkdtemp, rm, stat, writeFile, readFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Level } from 'level'
@@ -8,7 +8,8 @@ import t from 'tap'
 import { Runtime } from '../../node/runtime/runtime.ts'
 import { parsePredictBody } from '../../node/runtime/tensors.ts'
 import { SimulatedSensor } from '../../sensors/simulated.ts'
-import { BundleStore } from '../../node/runtime/bundle-store.ts'
+import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
+import { ZipShelf } from '../helpers/zips.ts'
 import { anomalyBundleZip, SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import type { EnqueueInput } from '../../node/outbox/outbox.ts'
@@ -30,7 +31,9 @@ const sensor = new SimulatedSensor({ id: 'temp1', waveform: 'csv', rateHz: 200, 
 // 40 quiet readings, one spike, repeated
 await writeFile(join(root, 'temps.csv'), [...temperatures(20), ...temperatures(20), ...temperatures(20).slice(0, 8), 38].join('\n'))
 
-const bundles = new BundleStore({ dataDir: root, fleetKey: fleet.publicKey })
+const shelf = new ZipShelf()
+const bundles = new UnpackedBundles({ dataDir: root, fleetKey: fleet.publicKey, zips: shelf })
+const add = async (zip: { out: string }): Promise<string> => await shelf.add(zip.out)
 
 function runtime (): Runtime {
   return new Runtime({
@@ -45,9 +48,9 @@ function runtime (): Runtime {
   }, { dataDir: root, workers: 2, maxBatchSize: 8, maxBatchDelayMs: 2 })
 }
 
-const { digest: bundle } = await bundles.add((await anomalyBundleZip(fleet.privateKey, {
+const bundle = await add(await anomalyBundleZip(fleet.privateKey, {
   config: { rules: [{ name: 'alarm', when: 'class == "anomaly" && score > 0.8', actions: [{ type: 'log', message: '{{model}}: {{class}} {{score}}' }] }] }
-})).bytes)
+}))
 
 t.test('run a signed bundle, predict, rules, stop', async t => {
   const rt = runtime()
@@ -112,24 +115,26 @@ t.test('nothing unsigned, altered or misdeclared runs', async t => {
   await rt.start()
   t.teardown(async () => { await rt.stop() })
   const other = generateKeyPairSync('ed25519')
-  const foreign = await anomalyBundleZip(other.privateKey, { name: 'foreign' })
-  await t.rejects(bundles.add(foreign.bytes), { code: 'ERR_BUNDLE_INVALID' }, 'a zip signed by another key is not even unpacked')
-  t.equal(await bundles.get(foreign.digest).catch(e => e.code), 'ERR_NOT_FOUND')
+  const foreign = await add(await anomalyBundleZip(other.privateKey, { name: 'foreign' }))
+  await t.rejects(rt.run({ bundle: foreign }), { code: 'ERR_BUNDLE_INVALID' }, 'a zip signed by another key is not even unpacked')
+  t.equal(await stat(bundles.dirOf(foreign)).catch((e: { code: string }) => e.code), 'ENOENT', 'nothing left on disk')
 
   // files changed on disk after unpacking
-  const { digest: altered } = await bundles.add((await anomalyBundleZip(fleet.privateKey, { name: 'altered' })).bytes)
+  const altered = await add(await anomalyBundleZip(fleet.privateKey, { name: 'altered' }))
+  await bundles.get(altered)
   const shard = join(bundles.dirOf(altered), 'model', 'group1-shard1of1.bin')
   const weights = await readFile(shard)
   weights[10] = (weights[10]! + 1) % 256
   await writeFile(shard, weights)
   await t.rejects(rt.run({ bundle: altered }), { code: 'ERR_BUNDLE_INVALID', field: /manifest\.files\[\d\]/ }, 'weights changed after unpacking')
-  const { digest: edited } = await bundles.add((await anomalyBundleZip(fleet.privateKey, { name: 'edited' })).bytes)
+  const edited = await add(await anomalyBundleZip(fleet.privateKey, { name: 'edited' }))
+  await bundles.get(edited)
   const manifestPath = join(bundles.dirOf(edited), 'manifest.json')
   await writeFile(manifestPath, (await readFile(manifestPath, 'utf8')).replace('"1.0.0"', '"1.0.1"'))
   await t.rejects(rt.run({ bundle: edited }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'manifest changed after signing')
   await rm(join(bundles.dirOf(edited), 'manifest.jws'))
   await t.rejects(rt.run({ bundle: edited }), { code: 'ERR_BUNDLE_INVALID', field: 'manifest.jws' }, 'no signature')
-  await t.rejects(rt.run({ bundle: 'f'.repeat(64) }), { code: 'ERR_NOT_FOUND' }, 'a bundle this node does not hold')
+  await t.rejects(rt.run({ bundle: 'f'.repeat(64) }), { code: 'ERR_BUNDLE_NOT_FOUND' }, 'a bundle this node does not hold')
   await t.rejects(rt.run({ bundle, spec: { input: { sensors: ['nope'], window: { size: 16 } } } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.input.sensors' })
   await t.rejects(rt.run({ bundle, spec: { rules: [{ name: 'r', when: 'x(', actions: [{ type: 'log', message: 'm' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].when' })
   await t.rejects(rt.run({ bundle, spec: { rules: [{ name: 'r', when: 'x', actions: [{ type: 'sms', to: 'abc', body: 'b' }] }] } }), { code: 'ERR_INSTANCE_SPEC', field: 'spec.rules[0].actions[0].to' })

@@ -1,13 +1,9 @@
 import { Type, type Static } from '@sinclair/typebox'
-import { BadRequestError } from '../errors.ts'
 import type { FastifyInstance } from 'fastify'
 import type { AgentView } from '../server.ts'
 
-/** Largest bundle zip accepted by upload. */
-const BUNDLE_BODY_LIMIT = 512 * 1024 * 1024
-
 const RunBody = Type.Object({
-  /** digest of a bundle uploaded with POST /v1/bundles */
+  /** digest of a bundle this node holds (POST /v1/bundles, or pulled from the mesh) */
   bundle: Type.String({ pattern: '^[0-9a-f]{64}$' }),
   /** the name to serve under (the manifest's name by default) */
   name: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a-z0-9._-]*$' })),
@@ -20,20 +16,10 @@ const RunBody = Type.Object({
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
 const IdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
 
-/** Local control of bundles, instances, sensors and the outbox (`gatemesh run`, `gatemesh stop`). */
+/** Local control of instances, sensors and the outbox (`gatemesh run`, `gatemesh stop`). */
 export async function instanceRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
   const local = agent.local
   if (local == null) return
-
-  app.addContentTypeParser(['application/zip', 'application/octet-stream'], { parseAs: 'buffer', bodyLimit: BUNDLE_BODY_LIMIT }, (_req, body, done) => { done(null, body) })
-
-  // a bundle zip: verified (signature, every file's hash, archive limits) and unpacked, or refused naming the entry
-  app.post('/v1/bundles', { bodyLimit: BUNDLE_BODY_LIMIT }, async (request, reply) => {
-    if (!Buffer.isBuffer(request.body)) throw new BadRequestError('send the bundle zip as application/zip', 'body')
-    const { digest, bundle } = await local.bundles.add(request.body)
-    const { name, version, publisher } = bundle.manifest
-    return await reply.code(201).send({ digest, name, version, publisher, signer: bundle.signer })
-  })
 
   app.get('/v1/instances', async () => ({ instances: local.runtime.list().map(i => i.describe()), backend: local.runtime.backend }))
 
