@@ -93,7 +93,7 @@ t.test('sensor windows drive the model; instances come back after a restart', as
   await rt.start()
   await rt.run({ bundle, spec: { name: 'watch', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } } })
   await waitFor(() => queued.length >= 2, 'two spikes to fire the rule', 10_000, 20)
-  t.match(queued[0], { instance: 'watch', event: { source: 'sensor', sensor: 'temp1', reading: { value: 38 }, class: 'anomaly' } })
+  t.match(queued[0], { instance: 'watch', event: { source: 'sensor', sensor: 'temp1', window: { max: 38, size: 16 }, class: 'anomaly' } }, 'the window that fired holds the spike')
   await rt.stop()
   t.equal(registry.get('instance/self/watch') != null, true)
 
