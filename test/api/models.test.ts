@@ -54,7 +54,7 @@ const scaled = (xs: number[]): number[] => xs.map(v => (v - SCALE.min) / (SCALE.
 
 t.test('run, status, predict, stop', async t => {
   t.equal((await app.inject({ method: 'GET', url: '/v1/models/anomaly' })).statusCode, 404)
-  const zip = await anomalyBundleZip(fleet.privateKey)
+  const zip = await anomalyBundleZip(fleet.privateKey, { under: root })
   await shelf.add(zip.out)
   const missing = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: 'a'.repeat(64) } })
   t.equal(missing.statusCode, 404, 'a bundle this node does not hold')

@@ -1,6 +1,5 @@
 import type { KeyObject } from 'node:crypto'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildBundle, type BuiltBundle } from '../../packaging/bundle/index.ts'
 import { LABELS, SCALE, WINDOW } from '../fixtures/anomaly/train.ts'
@@ -17,11 +16,13 @@ export interface AnomalyBundleOptions {
   action?: string
   /** load and run the model while building (as `gatemesh bundle build` does). @default false */
   validate?: boolean
+  /** where the zip (and the action script) go; a fresh directory under it is used */
+  under: string
 }
 
 /** A signed bundle zip of the anomaly model, built with the bundle format's own builder. */
-export async function anomalyBundleZip (key: KeyObject, options: AnomalyBundleOptions = {}): Promise<BuiltBundle & { bytes: Buffer }> {
-  const dir = await mkdtemp(join(tmpdir(), 'gatemesh-bundle-'))
+export async function anomalyBundleZip (key: KeyObject, options: AnomalyBundleOptions): Promise<BuiltBundle & { bytes: Buffer }> {
+  const dir = await mkdtemp(join(options.under, 'bundle-'))
   let action: string | undefined
   if (options.action != null) {
     action = join(dir, 'action.js')

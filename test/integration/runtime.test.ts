@@ -43,8 +43,8 @@ const fleet = await loadFleet(cluster.fleetDir)
 const scaled = (xs: number[]): number[] => xs.map(v => (v - SCALE.min) / (SCALE.max - SCALE.min))
 const gatemesh = async (...args: string[]): Promise<string> => (await exec(process.execPath, [CLI, ...args], { timeout: 120_000 })).stdout
 
-async function bundleFile (options: Parameters<typeof anomalyBundleZip>[1]): Promise<string> {
-  return (await anomalyBundleZip(fleet.privateKey, { validate: true, ...options })).out
+async function bundleFile (options: Omit<Parameters<typeof anomalyBundleZip>[1], 'under'>): Promise<string> {
+  return (await anomalyBundleZip(fleet.privateKey, { validate: true, under: cluster.root, ...options })).out
 }
 
 const ACTION = `

@@ -49,6 +49,7 @@ function runtime (): Runtime {
 }
 
 const bundle = await add(await anomalyBundleZip(fleet.privateKey, {
+  under: root,
   config: { rules: [{ name: 'alarm', when: 'class == "anomaly" && score > 0.8', actions: [{ type: 'log', message: '{{model}}: {{class}} {{score}}' }] }] }
 }))
 
@@ -115,19 +116,19 @@ t.test('nothing unsigned, altered or misdeclared runs', async t => {
   await rt.start()
   t.teardown(async () => { await rt.stop() })
   const other = generateKeyPairSync('ed25519')
-  const foreign = await add(await anomalyBundleZip(other.privateKey, { name: 'foreign' }))
+  const foreign = await add(await anomalyBundleZip(other.privateKey, { name: 'foreign', under: root }))
   await t.rejects(rt.run({ bundle: foreign }), { code: 'ERR_BUNDLE_INVALID' }, 'a zip signed by another key is not even unpacked')
   t.equal(await stat(bundles.dirOf(foreign)).catch((e: { code: string }) => e.code), 'ENOENT', 'nothing left on disk')
 
   // files changed on disk after unpacking
-  const altered = await add(await anomalyBundleZip(fleet.privateKey, { name: 'altered' }))
+  const altered = await add(await anomalyBundleZip(fleet.privateKey, { name: 'altered', under: root }))
   await bundles.get(altered)
   const shard = join(bundles.dirOf(altered), 'model', 'group1-shard1of1.bin')
   const weights = await readFile(shard)
   weights[10] = (weights[10]! + 1) % 256
   await writeFile(shard, weights)
   await t.rejects(rt.run({ bundle: altered }), { code: 'ERR_BUNDLE_INVALID', field: /manifest\.files\[\d\]/ }, 'weights changed after unpacking')
-  const edited = await add(await anomalyBundleZip(fleet.privateKey, { name: 'edited' }))
+  const edited = await add(await anomalyBundleZip(fleet.privateKey, { name: 'edited', under: root }))
   await bundles.get(edited)
   const manifestPath = join(bundles.dirOf(edited), 'manifest.json')
   await writeFile(manifestPath, (await readFile(manifestPath, 'utf8')).replace('"1.0.0"', '"1.0.1"'))
