@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { ActuatorsSchema, NotificationsSchema, OutboxSchema, RuntimeSchema, ScriptsSchema, SensorsSchema } from './runtime-schema.ts'
 
 /** Label keys and values: what Kubernetes allows, roughly. */
 const LabelKey = Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$' })
@@ -68,7 +69,15 @@ export const ConfigSchema = Type.Object({
     files: Type.Integer({ minimum: 0, maximum: 100, default: 2 }),
     /** Also write logs to stdout. */
     stdout: Type.Boolean({ default: true })
-  }, { additionalProperties: false, default: {} })
+  }, { additionalProperties: false, default: {} }),
+  /** local sensors, advertised in `node/<self>` */
+  sensors: SensorsSchema,
+  /** local outputs for `gpio.write` actions */
+  actuators: ActuatorsSchema,
+  runtime: RuntimeSchema,
+  outbox: OutboxSchema,
+  notifications: NotificationsSchema,
+  scripts: ScriptsSchema
 }, { additionalProperties: false })
 
 export type ConfigInput = Static<typeof ConfigSchema>
