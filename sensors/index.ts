@@ -22,19 +22,19 @@ export interface DriverOptions {
  * agent without such sensors never pays for them.
  */
 export function createSensor (spec: SensorSpec, options: DriverOptions = {}): AbstractSensor {
-  const { id, unit, geo, min, max } = spec
-  const base = { id, ...(unit == null ? {} : { unit }), ...(geo == null ? {} : { geo }), ...(min == null ? {} : { min }), ...(max == null ? {} : { max }), ...(options.logger == null ? {} : { logger: options.logger }) }
+  const { id, measures, unit, geo, min, max } = spec
+  const base = { id, ...(measures == null ? {} : { measures }), ...(unit == null ? {} : { unit }), ...(geo == null ? {} : { geo }), ...(min == null ? {} : { min }), ...(max == null ? {} : { max }), ...(options.logger == null ? {} : { logger: options.logger }) }
   switch (spec.type) {
     case 'gpio':
       return new GpioSensor({ ...base, pin: spec.pin, edge: spec.edge, debounceMs: spec.debounceMs, activeLow: spec.activeLow, ...(options.gpio == null ? {} : { gpio: options.gpio }) })
     case 'serial':
       return new SerialSensor({ ...base, path: spec.path, baudRate: spec.baudRate, parser: spec.parser, reconnectMs: spec.reconnectMs })
     case 'mqtt': {
-      const { type: _t, id: _i, unit: _u, geo: _g, min: _mi, max: _ma, ...rest } = spec
+      const { type: _t, id: _i, measures: _k, unit: _u, geo: _g, min: _mi, max: _ma, ...rest } = spec
       return new MqttSensor({ ...base, ...rest })
     }
     case 'simulated': {
-      const { type: _t, id: _i, unit: _u, geo: _g, min: _mi, max: _ma, ...rest } = spec
+      const { type: _t, id: _i, measures: _k, unit: _u, geo: _g, min: _mi, max: _ma, ...rest } = spec
       return new SimulatedSensor({ ...base, ...rest })
     }
     default:

@@ -16,6 +16,8 @@ const GeoSchema = Type.Object({
 
 const common = {
   id: Type.String({ pattern: SENSOR_ID_PATTERN }),
+  /** what the sensor measures, e.g. `temperature` or `door`; deployments require sensors by it */
+  measures: Type.Optional(Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a-z0-9._-]*$' })),
   unit: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
   geo: Type.Optional(GeoSchema),
   /** readings below are counted as garbage and skipped */

@@ -19,7 +19,10 @@ export interface Geo {
 /** What a node advertises about a sensor in its registry entry. */
 export interface SensorInfo {
   id: string
+  /** the driver: gpio, serial, mqtt, simulated */
   type: string
+  /** what it measures (temperature, door, …); deployments ask for this */
+  measures?: string
   unit?: string
   geo?: Geo
 }
@@ -37,6 +40,7 @@ export type SensorLogger = Pick<Logger, 'debug' | 'info' | 'warn' | 'error'>
 
 export interface SensorInit {
   id: string
+  measures?: string
   unit?: string
   geo?: Geo
   /** readings below this are garbage from the device, not data */
@@ -64,6 +68,7 @@ const silent: SensorLogger = { debug () {}, info () {}, warn () {}, error () {} 
 export abstract class AbstractSensor extends TypedEventEmitter<SensorEvents> {
   readonly id: string
   abstract readonly type: string
+  readonly measures: string | undefined
   readonly unit: string | undefined
   readonly geo: Geo | undefined
   protected readonly log: SensorLogger
@@ -77,6 +82,7 @@ export abstract class AbstractSensor extends TypedEventEmitter<SensorEvents> {
   constructor (init: SensorInit) {
     super()
     this.id = init.id
+    this.measures = init.measures
     this.unit = init.unit
     this.geo = init.geo
     this.#min = init.min ?? -Infinity
@@ -90,6 +96,7 @@ export abstract class AbstractSensor extends TypedEventEmitter<SensorEvents> {
 
   info (): SensorInfo {
     const info: SensorInfo = { id: this.id, type: this.type }
+    if (this.measures != null) info.measures = this.measures
     if (this.unit != null) info.unit = this.unit
     if (this.geo != null) info.geo = this.geo
     return info

@@ -11,6 +11,8 @@ import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
+import type { PredictRouter } from '../scheduler/router.ts'
+import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -27,6 +29,10 @@ export interface AgentView {
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
   local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  /** Predict and model status for models that run on other nodes. */
+  router?: Pick<PredictRouter, 'predict' | 'status'>
+  /** Deployments, the scheduler and drain/evict; the routes exist only when present. */
+  scheduling?: SchedulingView
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
 }
@@ -53,5 +59,6 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(modelRoutes, { agent })
   await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
+  if (agent.scheduling != null) await app.register(deploymentRoutes, { agent, scheduling: agent.scheduling })
   return app
 }

@@ -15,6 +15,8 @@ export interface RunRequest {
   bundle: string
   /** overrides of the bundle's config.json: name, input (e.g. sensors), batch, workers, rules */
   spec?: Record<string, unknown>
+  /** the deployment this instance belongs to, when a placement started it */
+  deployment?: string
 }
 
 export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
@@ -138,12 +140,13 @@ export class Runtime implements Startable {
       backend: this.#init.backend ?? 'auto'
     })
     this.#instances.set(name, instance)
-    await this.#announce(name, { state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
+    const owner = request.deployment == null ? {} : { deployment: request.deployment }
+    await this.#announce(name, { ...owner, state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
     try {
       await instance.start()
     } catch (err: any) {
       this.#instances.delete(name)
-      await this.#announce(name, { state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, reason: err.message })
+      await this.#announce(name, { ...owner, state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, reason: err.message })
       throw err
     }
     if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
@@ -155,7 +158,7 @@ export class Runtime implements Startable {
       this.#c.metrics?.setBackend(backend, true)
       this.#c.onBackend?.(backend)
     }
-    await this.#announce(name, { state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
+    await this.#announce(name, { ...owner, state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
     this.#c.logger.info({ model: name, version: instance.version, backend: instance.backend, sensors: spec.input?.sensors ?? [], rules: spec.rules.length }, 'instance running')
     return instance
   }

@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
-import { parsePredictBody, type Nested } from '../../runtime/tensors.ts'
-import type { FastifyInstance } from 'fastify'
+import { predictLocal } from '../../runtime/serving.ts'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { AgentView } from '../server.ts'
 
 /** Predict bodies may carry images; other routes keep the API's smaller limit. */
@@ -13,9 +13,10 @@ const TargetParams = Type.Object({ target: Type.String({ minLength: 1, maxLength
 const VersionTargetParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), target: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false })
 
 /**
- * TensorFlow Serving's REST dialect, answered by the local instance:
- * `GET /v1/models/NAME[/versions/V]` (model status; 404 when no instance of
- * NAME runs here) and `POST /v1/models/NAME[/versions/V]:predict`.
+ * TensorFlow Serving's REST dialect: `GET /v1/models/NAME[/versions/V]`
+ * (model status; 404 when NAME runs nowhere in the mesh) and
+ * `POST /v1/models/NAME[/versions/V]:predict`, answered by the local instance
+ * or forwarded over the mesh to a replica (agent.router).
  */
 export async function modelRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
   const local = agent.local
@@ -36,7 +37,13 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     return instance
   }
 
-  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name', { schema: { params: NameParams } }, async request => instanceOf(request.params.name).status())
+  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name', { schema: { params: NameParams } }, async request => {
+    const name = request.params.name
+    if (local.runtime.has(name) || agent.router == null) return instanceOf(name).status()
+    const status = agent.router.status(name)
+    if (status == null) throw new ModelNotFoundError(`model ${name} is not deployed anywhere in the mesh`)
+    return status
+  })
   app.get<{ Params: Static<typeof VersionParams> }>('/v1/models/:name/versions/:version', { schema: { params: VersionParams } }, async request => instanceOf(request.params.name, request.params.version).status())
   app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name/metadata', { schema: { params: NameParams } }, async request => {
     const instance = instanceOf(request.params.name)
@@ -44,17 +51,11 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     return { model_spec: { name, version }, metadata: { signature_def: { inputs, outputs } } }
   })
 
-  const predict = async (name: string, version: string | undefined, body: unknown): Promise<Record<string, unknown>> => {
-    const instance = instanceOf(name, version)
-    const { manifest } = instance.bundle
-    const { instances, columnar } = parsePredictBody(body, manifest.inputs)
-    const rows = await instance.predict(instances)
-    const single = manifest.outputs.length === 1
-    const predictions = rows.map(r => single ? r[0]! : Object.fromEntries(manifest.outputs.map((o, k) => [o.name, r[k]!])))
-    if (!columnar) return { predictions }
-    // TF Serving answers the columnar form with `outputs`, batch-major per output
-    const outputs = single ? rows.map(r => r[0]!) : Object.fromEntries(manifest.outputs.map((o, k) => [o.name, rows.map(r => r[k]!)])) as Record<string, Nested[]>
-    return { outputs, predictions }
+  const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
+    if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
+    // no replica here: another node answers, and its status and body are relayed as they are
+    const answer = await agent.router.predict(name, version, body)
+    return await reply.code(answer.status).send(answer.body)
   }
 
   // `NAME:predict` is one path segment; the router cannot split it, so the handler does
@@ -64,8 +65,8 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     if (method !== 'predict') throw new ModelNotFoundError(`${i < 0 ? 'no method' : `method :${method}`} on /v1/models/ (this node serves :predict)`)
     return target.slice(0, i)
   }
-  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => await predict(verb(request.params.target), undefined, request.body))
-  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async request => {
-    return await predict(request.params.name, verb(request.params.target), request.body)
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
+  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => {
+    return await predict(request.params.name, verb(request.params.target), request.body, reply)
   })
 }
