@@ -1,5 +1,7 @@
 import { agentCommand, AGENT_USAGE } from './agent.ts'
+import { COORDINATOR_USAGE, USER_USAGE } from '../../coordinator/cli/usage.ts'
 import { demoCommand, DEMO_USAGE } from './demo.ts'
+import { enrollCommand, ENROLL_USAGE } from './enroll.ts'
 import { fleetCommand, FLEET_USAGE } from './fleet.ts'
 import { nodeCommand, NODE_INIT_USAGE } from './node-init.ts'
 import { statusCommand, STATUS_USAGE } from './status.ts'
@@ -10,7 +12,11 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: 
   node: { run: nodeCommand, usage: NODE_INIT_USAGE, help: 'create a ready-to-run node directory with a fleet certificate' },
   agent: { run: agentCommand, usage: AGENT_USAGE, help: 'run the agent of a node directory' },
   status: { run: statusCommand, usage: STATUS_USAGE, help: 'show the mesh members as one agent sees them' },
-  demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' }
+  demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' },
+  enroll: { run: enrollCommand, usage: ENROLL_USAGE, help: 'join a fleet through a coordinator with a one-time join token' },
+  // the coordinator's commands load Fastify, Swagger and the dashboard only when they run
+  coordinator: { run: async argv => { await (await import('../../coordinator/cli/coordinator.ts')).coordinatorCommand(argv) }, usage: COORDINATOR_USAGE, help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer' },
+  user: { run: async argv => { await (await import('../../coordinator/cli/user.ts')).userCommand(argv) }, usage: USER_USAGE, help: 'add a coordinator user or reset a password (coordinator stopped)' }
 }
 
 function usage (): string {
