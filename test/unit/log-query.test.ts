@@ -108,3 +108,28 @@ t.test('codec: limits and closed schemas', async t => {
   t.equal(bad({ ...query, query: { order: 'desc', level: 'loud' } }), 'ERR_INVALID_MESSAGE', 'unknown level')
   t.equal(bad({ type: 'page', entries: ['x'.repeat(9000)], done: true }), 'ERR_INVALID_MESSAGE', 'line too long')
 })
+
+t.test('the agent answers only verified coordinators', async t => {
+  const { LogQueryService } = await import('../../node/logs/log-query-service.ts')
+  const { pino } = await import('pino')
+  const handlers = new Map<string, any>()
+  const roles: Record<string, string> = { coord: 'coordinator', gw: 'gateway' }
+  const service = new LogQueryService({
+    network: { handle: async (p, h) => { handlers.set(p, h) }, unhandle: async p => { handlers.delete(p) } },
+    trust: { isVerified: id => id in roles, claimsFor: id => roles[id] == null ? undefined : { role: roles[id] } as any },
+    store: { query: sourceOf(lines, { closed: false, pulled: 0 }) as any },
+    logger: pino({ level: 'silent' })
+  })
+  await service.start()
+  const handler = handlers.get('/gatemesh/log-query/1.0.0')
+  const ask = async (peer: string): Promise<string[]> => {
+    const [asker, answerer] = await streamPair()
+    void handler(answerer, { remotePeer: { toString: () => peer } })
+    return await collect(askLogs(asker, { query: { order: 'desc' }, limit: 5, pageSize: 5 }))
+  }
+  t.equal((await ask('coord')).length, 5, 'a coordinator gets answers')
+  await t.rejects(ask('gw'), { code: 'ERR_LOG_QUERY_REFUSED', reason: 'ERR_FORBIDDEN' }, 'a gateway is refused')
+  await t.rejects(ask('stranger'), LogQueryRefusedError, 'an unverified peer is refused')
+  await service.stop()
+  t.equal(handlers.size, 0, 'stop unregisters the protocol')
+})
