@@ -2,7 +2,7 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { requireArg } from '../../node/cli/args.ts'
 import { UsageError } from '../../node/cli/errors.ts'
-import { exists } from '../../node/identity/files.ts'
+import { ensureDir, exists } from '../../node/identity/files.ts'
 import { generatePassword } from '../auth/passwords.ts'
 import { isRole, ROLES, type UserRole } from '../auth/roles.ts'
 import { SessionStore } from '../auth/sessions.ts'
@@ -19,7 +19,11 @@ async function readStdin (): Promise<string> {
 }
 
 async function openDb (dataDir: string): Promise<Database> {
-  if (!await exists(join(dataDir, COORDINATOR_FILES.node))) throw new UsageError(`${dataDir} is not a coordinator data directory (start \`gatemesh coordinator --data ${dataDir}\` once first, or check the path)`)
+  // a fresh directory is fine: this is how the first admin is made before the first start
+  if (!await exists(join(dataDir, COORDINATOR_FILES.node))) {
+    await ensureDir(dataDir)
+    console.log(`${dataDir}: new coordinator data directory`)
+  }
   try {
     return await openCoordinatorDb(dataDir)
   } catch (err: any) {

@@ -240,7 +240,7 @@ function show () {
     return
   }
   $('#user-name').textContent = session.user.username
-  $('#user-roles').textContent = session.roles.join(', ')
+  $('#user-roles').textContent = `(${session.roles.join(', ')})`
   for (const b of document.querySelectorAll('#tabs button[data-service]')) b.hidden = !session.services.includes(b.dataset.service)
   selectTab('nodes')
   void followEvents()
