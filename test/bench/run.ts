@@ -6,7 +6,8 @@
 export type BenchArgs = Record<string, string | boolean | undefined>
 
 const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promise<Record<string, unknown>> }>> = {
-  mesh: async () => await import('./mesh.ts')
+  mesh: async () => await import('./mesh.ts'),
+  coordinator: async () => await import('./coordinator.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */
