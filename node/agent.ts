@@ -1,6 +1,7 @@
 import { writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
+import { BundleService } from './bundles/service.ts'
 import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
@@ -46,6 +47,7 @@ export class Agent {
   /** this node's own logs, searchable from the coordinator over the mesh */
   readonly logs: LogStore
   readonly logQuery: LogQueryService
+  readonly bundles: BundleService
   readonly #db: Database
   readonly #closeLog: () => void
   readonly startedAt = Date.now()
@@ -88,6 +90,18 @@ export class Agent {
       logger: logger.child({ service: 'connector' })
     }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
     this.logQuery = new LogQueryService({ network: mesh, trust, store: logs, logger: logger.child({ service: 'logs' }) })
+    const { maxUnpackedBytes, ...bundleInit } = config.bundles
+    this.bundles = new BundleService({
+      peerId: peerId.toString(),
+      dataDir,
+      db,
+      registry: this.registry,
+      network: mesh,
+      trust,
+      fleetPublicKey: identity.fleetPublicKey,
+      logger: logger.child({ service: 'bundles' }),
+      metrics
+    }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -155,6 +169,7 @@ export class Agent {
     await this.#announce()
     await this.membership.start()
     await this.connector.start()
+    await this.bundles.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
@@ -168,7 +183,8 @@ export class Agent {
       members: () => this.membership.members(),
       registry: this.registry,
       metrics: this.metrics,
-      deniedPeers: () => this.trust.deniedPeers()
+      deniedPeers: () => this.trust.deniedPeers(),
+      bundles: this.bundles
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
@@ -180,6 +196,7 @@ export class Agent {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
     await this.#api?.close()
+    await this.bundles.stop()
     await this.connector.stop()
     await this.membership.stop()
     await this.logQuery.stop()

@@ -14,6 +14,7 @@ import { BadSignatureError, ClaimMismatchError, ExpiredError, KeyFileError } fro
 export const TYP_NODE_CERT = 'gatemesh-node-cert+jwt'
 export const TYP_PUBLISHER_CERT = 'gatemesh-publisher-cert+jwt'
 export const TYP_REGISTRY_WRITE = 'gatemesh-registry-write+jws'
+export const TYP_BUNDLE_MANIFEST = 'gatemesh-bundle-manifest+jws'
 
 /** Who signs: the fleet key itself, or a publisher key with its certificate. */
 export interface Signer {
@@ -160,4 +161,36 @@ export async function verifyRegistryWrite (auth: string, key: string, valueJson:
     throw new ClaimMismatchError(`authorisation is for another write than ${key}`)
   }
   return verified
+}
+
+/**
+ * Sign exact bytes as a detached compact JWS (RFC 7515 appendix F:
+ * `header..signature`), so a file can carry its signature beside it without
+ * being re-serialised. The bytes must be a JSON object (verification parses them).
+ */
+export async function signDetached (bytes: Uint8Array, typ: string, signer: Signer): Promise<string> {
+  const header: Record<string, unknown> = { alg: 'EdDSA', typ }
+  if (signer.publisherCert != null) header.gmpub = signer.publisherCert
+  const jws = await new CompactSign(bytes).setProtectedHeader(header as { alg: string }).sign(signer.key)
+  const [protectedHeader, , signature] = jws.split('.')
+  return `${protectedHeader}..${signature}`
+}
+
+const B64URL = /^[A-Za-z0-9_-]+$/
+
+/** True when `text` is the one canonical base64url spelling of its bytes (no stray low bits). */
+function canonicalBase64url (text: string): boolean {
+  return B64URL.test(text) && Buffer.from(text, 'base64url').toString('base64url') === text
+}
+
+/**
+ * Verify a detached compact JWS over exactly `bytes`. Non-canonical base64url
+ * is refused, so no two spellings of one signature exist.
+ */
+export async function verifyDetached<T = Record<string, unknown>> (jws: string, bytes: Uint8Array, typ: string, fleetKey: KeyObject, options: VerifyOptions = {}): Promise<Verified<T>> {
+  const parts = jws.trim().split('.')
+  if (parts.length !== 3 || parts[1] !== '' || !canonicalBase64url(parts[0]!) || !canonicalBase64url(parts[2]!)) {
+    throw new BadSignatureError('not a detached compact JWS (header..signature)')
+  }
+  return await verifyJws<T>(`${parts[0]}.${Buffer.from(bytes).toString('base64url')}.${parts[2]}`, typ, fleetKey, options)
 }

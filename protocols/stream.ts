@@ -32,6 +32,30 @@ export function messageChannel<S extends TSchema> (stream: Stream, codec: JsonCo
   }
 }
 
+/** Like messageChannel, for protocols whose two directions carry different messages. */
+export interface DuplexChannel<W extends TSchema, R extends TSchema> {
+  read(options: AbortOptions): Promise<Static<R>>
+  write(message: Static<W>, options: AbortOptions): Promise<void>
+  close(options: AbortOptions): Promise<void>
+  stream: Stream
+}
+
+export function duplexChannel<W extends TSchema, R extends TSchema> (stream: Stream, writeCodec: JsonCodec<W>, readCodec: JsonCodec<R>): DuplexChannel<W, R> {
+  const lp = lpStream(stream, { maxDataLength: readCodec.maxBytes, maxBufferSize: readCodec.maxBytes + 16 })
+  return {
+    stream,
+    async read (options) {
+      return readCodec.decode(await lp.read(options))
+    },
+    async write (message, options) {
+      await lp.write(writeCodec.encode(message), options)
+    },
+    async close (options) {
+      await stream.close(options)
+    }
+  }
+}
+
 /** A signal that aborts after `ms`, or earlier when `parent` aborts. */
 export function timeoutSignal (ms: number, parent?: AbortSignal): AbortSignal {
   const timeout = AbortSignal.timeout(ms)

@@ -14,7 +14,26 @@ const STATUS_BY_CODE: Record<string, number> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 413,
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 415,
   FST_ERR_CTP_EMPTY_JSON_BODY: 400,
-  FST_ERR_CTP_INVALID_JSON_BODY: 400
+  FST_ERR_CTP_INVALID_JSON_BODY: 400,
+  // bundles: unusable archives are 422 naming the entry; signatures 403
+  ERR_BUNDLE_SIGNATURE: 403,
+  ERR_BUNDLE_NOT_FOUND: 404,
+  ERR_UPLOAD_TOO_LARGE: 413,
+  ERR_CORRUPT_ARCHIVE: 422,
+  ERR_PATH_TRAVERSAL: 422,
+  ERR_INVALID_ENTRY_NAME: 422,
+  ERR_LINK_ENTRY: 422,
+  ERR_DUPLICATE_ENTRY: 422,
+  ERR_UNLISTED_ENTRY: 422,
+  ERR_MISSING_ENTRY: 422,
+  ERR_SIZE_MISMATCH: 422,
+  ERR_HASH_MISMATCH: 422,
+  ERR_ARCHIVE_LIMIT: 422,
+  ERR_UNSUPPORTED_ENTRY: 422,
+  ERR_INVALID_MANIFEST: 422,
+  ERR_NO_PROVIDERS: 504,
+  ERR_TRANSFER_FAILED: 502,
+  ERR_STORE_FULL: 507
 }
 
 export class BadRequestError extends Error {
@@ -39,6 +58,8 @@ export interface ErrorBody {
   code: string
   message: string
   field?: string
+  /** the archive entry at fault (bundle errors) */
+  entry?: string
 }
 
 /**
@@ -46,7 +67,7 @@ export interface ErrorBody {
  * the field, known codes map through the catalog, anything else is a 500
  * whose details stay in the log.
  */
-export function errorHandler (err: FastifyError & { field?: string }, request: FastifyRequest, reply: FastifyReply): void {
+export function errorHandler (err: FastifyError & { field?: string, entry?: string }, request: FastifyRequest, reply: FastifyReply): void {
   if (err.validation != null) {
     const v = err.validation[0]
     const base = err.validationContext ?? 'body'
@@ -63,16 +84,18 @@ export function errorHandler (err: FastifyError & { field?: string }, request: F
     return
   }
   const status = STATUS_BY_CODE[err.code] ?? (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500)
-  if (status >= 500) request.log.error({ err }, 'request failed')
+  const known = STATUS_BY_CODE[err.code] != null
+  if (status >= 500 && !known) request.log.error({ err }, 'request failed')
   const body: ErrorBody = {
-    error: status >= 500 ? 'Internal Server Error' : httpReason(status),
+    error: status >= 500 && !known ? 'Internal Server Error' : httpReason(status),
     code: err.code ?? 'ERR_INTERNAL',
-    message: status >= 500 ? 'internal error' : err.message
+    message: status >= 500 && !known ? 'internal error' : err.message
   }
   if (err.field != null) body.field = err.field
+  if (err.entry != null) body.entry = err.entry
   void reply.code(status).send(body)
 }
 
 function httpReason (status: number): string {
-  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests' } as Record<number, string>)[status] ?? 'Error'
+  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 502: 'Bad Gateway', 504: 'Gateway Timeout', 507: 'Insufficient Storage' } as Record<number, string>)[status] ?? 'Error'
 }

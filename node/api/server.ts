@@ -1,5 +1,6 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
+import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
@@ -21,6 +22,8 @@ export interface AgentView {
   registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
+  /** Bundle store and pulls; the routes exist only when present. */
+  bundles?: BundleApi
 }
 
 export interface ApiInit {
@@ -42,5 +45,6 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
   await app.register(watchRoutes, { agent })
+  if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   return app
 }

@@ -1,4 +1,5 @@
 import { agentCommand, AGENT_USAGE } from './agent.ts'
+import { bundleCommand, BUNDLE_USAGE } from './bundle.ts'
 import { COORDINATOR_USAGE, USER_USAGE } from '../../coordinator/cli/usage.ts'
 import { demoCommand, DEMO_USAGE } from './demo.ts'
 import { enrollCommand, ENROLL_USAGE } from './enroll.ts'
@@ -13,6 +14,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: 
   agent: { run: agentCommand, usage: AGENT_USAGE, help: 'run the agent of a node directory' },
   status: { run: statusCommand, usage: STATUS_USAGE, help: 'show the mesh members as one agent sees them' },
   demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' },
+  bundle: { run: bundleCommand, usage: BUNDLE_USAGE, help: 'build, verify and inspect signed model bundles; publish and pull them through an agent' },
   enroll: { run: enrollCommand, usage: ENROLL_USAGE, help: 'join a fleet through a coordinator with a one-time join token' },
   // the coordinator's commands load Fastify, Swagger and the dashboard only when they run
   coordinator: { run: async argv => { await (await import('../../coordinator/cli/coordinator.ts')).coordinatorCommand(argv) }, usage: COORDINATOR_USAGE, help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer' },

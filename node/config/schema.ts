@@ -42,6 +42,24 @@ export const ConfigSchema = Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */
     targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 })
   }, { additionalProperties: false, default: {} }),
+  bundles: Type.Object({
+    /** Bundles kept on disk, complete and partial; unreferenced ones are evicted past this. */
+    maxStoreBytes: Type.Integer({ minimum: 1024 * 1024, default: 2 * 1024 ** 3 }),
+    /** Cap on the rate this node serves chunks at (bytes/s); 0 is unlimited. */
+    uploadBytesPerSec: Type.Integer({ minimum: 0, default: 0 }),
+    /** Providers one pull fetches from at once. */
+    maxProviders: Type.Integer({ minimum: 1, maximum: 64, default: 8 }),
+    /** Chunk requests in flight per provider. */
+    requestsPerProvider: Type.Integer({ minimum: 1, maximum: 64, default: 8 }),
+    /** A provider must answer each chunk request within this long. */
+    chunkTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 }),
+    /** A pull gives up when no chunk arrives (or no provider answers) for this long. */
+    stallTimeoutMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 600_000 }),
+    /** Serve and advertise bundles to peers; false makes a download-only node (metered links). */
+    share: Type.Boolean({ default: true }),
+    /** Unpacked size limit for bundles this node accepts. */
+    maxUnpackedBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 ** 3 })
+  }, { additionalProperties: false, default: {} }),
   logs: Type.Object({
     level: Type.Union(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
     /** Rotate the log file past this size. */

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
-import { fleetIdOf, parsePublicKey, readPrivateKey } from '../../packaging/trust.ts'
+import { fleetIdOf, issuePublisherCert, parsePublicKey, readPrivateKey } from '../../packaging/trust.ts'
 import { ensureDir, readRequired, writePublic, writeSecret } from './files.ts'
 
 /** File names inside a fleet directory. */
@@ -43,4 +43,18 @@ export async function loadFleet (dir: string): Promise<Fleet> {
   const publicKey = parsePublicKey(publicKeyPem, join(dir, FLEET_FILES.publicKey))
   const networkKey = new Uint8Array(await readRequired(join(dir, FLEET_FILES.networkKey), 'network key'))
   return { dir, fleetId: fleetIdOf(publicKey), publicKeyPem, networkKey, privateKey, publicKey }
+}
+
+/**
+ * Certify a publisher: a fresh Ed25519 key pair (publisher.key, 0600) and a
+ * certificate by the fleet key (publisher.cert) that lets it sign bundles.
+ */
+export async function initPublisher (fleetDir: string, name: string, outDir: string, validDays?: number): Promise<{ certificate: string }> {
+  const fleet = await loadFleet(fleetDir)
+  await ensureDir(outDir)
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519')
+  const certificate = await issuePublisherCert(fleet.privateKey, name, publicKey, validDays)
+  await writeSecret(join(outDir, 'publisher.key'), privateKey.export({ type: 'pkcs8', format: 'pem' }).toString())
+  await writePublic(join(outDir, 'publisher.cert'), certificate + '\n')
+  return { certificate }
 }

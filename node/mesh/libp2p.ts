@@ -8,7 +8,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
-import type { ConnectionGater, Libp2p, PeerDiscovery, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, ConnectionProtector, Libp2p, PeerDiscovery, PrivateKey } from '@libp2p/interface'
 
 export type MeshServices = { identify: Identify, ping: Ping, pubsub: GossipSub }
 export type Mesh = Libp2p<MeshServices>
@@ -33,6 +33,30 @@ export class MissingNetworkKeyError extends Error {
   override readonly name = 'MissingNetworkKeyError'
 }
 
+/** Largest write pnet encrypts in one call. */
+export const PNET_MAX_WRITE = 64 * 1024
+
+/**
+ * @libp2p/pnet XORs everything queued on a connection in one call into
+ * xsalsa20's WebAssembly memory, which cannot grow past 64 MB. Under load
+ * (bundle chunks to several peers) the queue outgrows it, the write throws
+ * `WebAssembly.Memory.grow(): Maximum memory size exceeded` and the stream
+ * dies. Capping each write at the muxer's frame size keeps it far below.
+ */
+function cappedPreSharedKey (psk: Uint8Array): (components: any) => ConnectionProtector {
+  const factory = preSharedKey({ psk })
+  return components => {
+    const inner = (factory as (c: unknown) => ConnectionProtector)(components)
+    return {
+      async protect (connection, options) {
+        const boxed = await inner.protect(connection, options)
+        ;(boxed as { maxMessageSize?: number }).maxMessageSize = PNET_MAX_WRITE
+        return boxed
+      }
+    }
+  }
+}
+
 /**
  * The libp2p node every agent runs: TCP, the fleet's private network, Noise,
  * Yamux, identify, ping and gossipsub with strict signing. Not started.
@@ -50,7 +74,7 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
     privateKey: init.privateKey,
     addresses: { listen: init.listen, announce: init.announce ?? [] },
     transports: [tcp()],
-    connectionProtector: preSharedKey({ psk: init.networkKey }),
+    connectionProtector: cappedPreSharedKey(init.networkKey),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     connectionGater: init.gater,

@@ -2,12 +2,13 @@ import { collectDefaultMetrics, Counter, Gauge, Registry as PromRegistry } from 
 import type { SyncResult } from '../../protocols/registry-sync/index.ts'
 import type { RegistryMetrics } from '../registry/registry.ts'
 import type { PeerTrustMetrics } from '../trust/peer-trust.ts'
+import type { BundleMetrics } from '../bundles/service.ts'
 
 /**
  * The agent's Prometheus metrics, on a registry of its own (never the global
  * one) so two agents in one process — as in tests — do not collide.
  */
-export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics {
+export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMetrics {
   readonly registry = new PromRegistry()
   readonly peers: Gauge
   readonly registryKeys: Gauge
@@ -19,6 +20,11 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics {
   readonly #denied: Counter<'reason'>
   readonly #syncs: Counter
   readonly #syncEntries: Counter<'direction'>
+  readonly #corruptChunks: Counter<'provider'>
+  readonly #chunks: Counter<'direction'>
+  readonly #chunkBytes: Counter<'direction'>
+  readonly #storeBytes: Gauge
+  readonly #bundles: Gauge<'state'>
 
   constructor (labels: Record<string, string> = {}) {
     const registers = [this.registry]
@@ -34,6 +40,11 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics {
     this.#denied = new Counter({ name: 'gatemesh_denied_peers_total', help: 'Peers denied for failing the certificate exchange', labelNames: ['reason'], registers })
     this.#syncs = new Counter({ name: 'gatemesh_registry_syncs_total', help: 'Anti-entropy rounds completed', registers })
     this.#syncEntries = new Counter({ name: 'gatemesh_registry_sync_entries_total', help: 'Entries exchanged by anti-entropy', labelNames: ['direction'], registers })
+    this.#corruptChunks = new Counter({ name: 'gatemesh_bundle_corrupt_chunks_total', help: 'Bundle chunks that failed verification on arrival, by the provider that sent them', labelNames: ['provider'], registers })
+    this.#chunks = new Counter({ name: 'gatemesh_bundle_chunks_total', help: 'Verified bundle chunks fetched (in) and served (out)', labelNames: ['direction'], registers })
+    this.#chunkBytes = new Counter({ name: 'gatemesh_bundle_bytes_total', help: 'Bytes of verified bundle chunks fetched (in) and served (out)', labelNames: ['direction'], registers })
+    this.#storeBytes = new Gauge({ name: 'gatemesh_bundle_store_bytes', help: 'Bytes of bundles on disk, complete and partial', registers })
+    this.#bundles = new Gauge({ name: 'gatemesh_bundles', help: 'Bundles held, by state', labelNames: ['state'], registers })
   }
 
   gossipIn (count: number): void { this.#gossipIn.inc(count) }
@@ -44,6 +55,23 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics {
     this.#syncs.inc()
     this.#syncEntries.inc({ direction: 'in' }, result.received)
     this.#syncEntries.inc({ direction: 'out' }, result.sent)
+  }
+
+  corruptChunk (provider: string): void { this.#corruptChunks.inc({ provider }) }
+  chunkFetched (bytes: number): void {
+    this.#chunks.inc({ direction: 'in' })
+    this.#chunkBytes.inc({ direction: 'in' }, bytes)
+  }
+
+  chunkServed (bytes: number): void {
+    this.#chunks.inc({ direction: 'out' })
+    this.#chunkBytes.inc({ direction: 'out' }, bytes)
+  }
+
+  storeBytes (bytes: number, bundles: { complete: number, partial: number }): void {
+    this.#storeBytes.set(bytes)
+    this.#bundles.set({ state: 'complete' }, bundles.complete)
+    this.#bundles.set({ state: 'partial' }, bundles.partial)
   }
 
   async render (): Promise<{ contentType: string, body: string }> {

@@ -1,7 +1,9 @@
 /**
  * Who may write a registry key. A node owns the keys that name it (its
- * `node/`, `health/` and `instance/` entries); every other key needs a fleet
- * authorisation. Later subsystems add their own ownership rules.
+ * `node/`, `health/` and `instance/` entries, the scheduler claims and
+ * placements it writes as `scheduler/<zone>/<self>` and `placement/<id>/<self>`,
+ * and its bundle adverts `bundle/<digest>/<self>`); every other key needs a
+ * fleet authorisation.
  */
 export interface OwnershipRule {
   /** first path segment, e.g. `instance` */
@@ -21,7 +23,12 @@ export type Authority =
 export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
   { prefix: 'node', ownerSegment: 1, exactSegments: 2 },
   { prefix: 'health', ownerSegment: 1, exactSegments: 2 },
-  { prefix: 'instance', ownerSegment: 1, minSegments: 3 }
+  { prefix: 'instance', ownerSegment: 1, minSegments: 3 },
+  // scheduling: each scheduler owns its claim and its placements; readers follow the highest term
+  { prefix: 'scheduler', ownerSegment: 2, exactSegments: 3 },
+  { prefix: 'placement', ownerSegment: 2, exactSegments: 3 },
+  // bundle/<digest>/<peerId>: a provider advertises what it holds; one key per holder, since the registry is last-writer-wins per key
+  { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 }
 ]
 
 export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {

@@ -1,0 +1,195 @@
+import { winningPlacement } from './placements.ts'
+import { readDeployments, type StoredDeployment } from './scheduler.ts'
+import { activePeriod } from './window.ts'
+import type { ParseOptions } from './spec.ts'
+import type { NodeRecord } from '../membership/membership.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { PeerId, Startable } from '@libp2p/interface'
+import type { Logger } from 'pino'
+
+/** The runtime as the reconciler drives it. */
+export interface InstanceController {
+  has(name: string): boolean
+  run(request: { bundle: string, spec?: Record<string, unknown>, deployment?: string }, options: { persist?: boolean }): Promise<unknown>
+  stopInstance(name: string): Promise<void>
+}
+
+/** Makes a bundle available on this node, pulling it from peers if needed. */
+export interface BundleFetcher {
+  ensure(digest: string, signal?: AbortSignal): Promise<void>
+}
+
+export interface ReconcilerComponents {
+  peerId: PeerId
+  registry: Pick<Registry, 'set' | 'list' | 'get' | 'value' | 'onChange'>
+  runtime: InstanceController
+  bundles: BundleFetcher
+  logger: Logger
+  parseOptions?: ParseOptions
+}
+
+export interface ReconcilerInit {
+  /** @default 1000 */
+  intervalMs?: number
+  /** first retry after a failed start; doubles to 60 s. @default 2000 */
+  retryMs?: number
+}
+
+interface Managed {
+  name: string
+  bundle: string
+  deploymentTs: string
+}
+
+/**
+ * Brings this node's instances in line with the placements that name it:
+ * pull the bundle, verify, start; stop what it is no longer named in or
+ * what falls outside its window. Windows are judged on this node's clock,
+ * so instances start and stop on time with no scheduler reachable, and a
+ * restarted agent starts exactly what should run now.
+ */
+export class Reconciler implements Startable {
+  readonly #c: ReconcilerComponents
+  readonly #self: string
+  readonly #intervalMs: number
+  readonly #retryMs: number
+  readonly #managed = new Map<string, Managed>()
+  readonly #failures = new Map<string, { delay: number, next: number }>()
+  #timer?: NodeJS.Timeout
+  #boundary?: NodeJS.Timeout
+  #off: Array<() => void> = []
+  #running = false
+  #again = false
+  #stopped = false
+
+  constructor (components: ReconcilerComponents, init: ReconcilerInit = {}) {
+    this.#c = components
+    this.#self = components.peerId.toString()
+    this.#intervalMs = init.intervalMs ?? 1000
+    this.#retryMs = init.retryMs ?? 2000
+  }
+
+  async start (): Promise<void> {
+    this.#stopped = false
+    for (const prefix of ['deployment/', 'placement/', `node/${this.#self}`]) {
+      this.#off.push(this.#c.registry.onChange(prefix, () => { this.kick() }))
+    }
+    this.#timer = setInterval(() => { this.kick() }, this.#intervalMs)
+    this.kick()
+  }
+
+  async stop (): Promise<void> {
+    this.#stopped = true
+    clearInterval(this.#timer)
+    clearTimeout(this.#boundary)
+    for (const off of this.#off) off()
+    this.#off = []
+  }
+
+  /** Deployments this node runs now, by id. */
+  managed (): Map<string, { name: string, bundle: string }> {
+    return new Map([...this.#managed].map(([id, m]) => [id, { name: m.name, bundle: m.bundle }]))
+  }
+
+  kick (): void {
+    if (this.#stopped) return
+    if (this.#running) {
+      this.#again = true
+      return
+    }
+    this.#running = true
+    this.pass()
+      .catch(err => { this.#c.logger.error({ err }, 'reconcile pass failed') })
+      .finally(() => {
+        this.#running = false
+        if (this.#again) {
+          this.#again = false
+          this.kick()
+        }
+      })
+  }
+
+  /** What should run here now (deployment id → what to run), and when that next changes. */
+  desired (now = Date.now()): { wanted: Map<string, { stored: StoredDeployment, bundle: string, name: string }>, nextChange: number | null } {
+    const out = new Map<string, { stored: StoredDeployment, bundle: string, name: string }>()
+    let nextChange: number | null = null
+    const self = this.#c.registry.value<NodeRecord & { drained?: boolean, excluded?: string[] }>(`node/${this.#self}`)
+    if (self?.drained === true) return { wanted: out, nextChange }
+    for (const [id, stored] of readDeployments(this.#c.registry, this.#c.parseOptions)) {
+      if (self?.excluded?.includes(id) === true) continue
+      const placement = winningPlacement(this.#c.registry, id)
+      if (placement == null || !placement.nodes.includes(this.#self)) continue
+      const period = activePeriod(stored.spec, now)
+      const name = typeof stored.spec.instance.name === 'string' ? stored.spec.instance.name : stored.spec.model.name
+      if (period.active) out.set(id, { stored, bundle: placement.bundle, name })
+      if (period.nextChange != null && (nextChange == null || period.nextChange < nextChange)) nextChange = period.nextChange
+    }
+    return { wanted: out, nextChange }
+  }
+
+  async pass (now = Date.now()): Promise<void> {
+    const { wanted: desired, nextChange } = this.desired(now)
+    this.#scheduleBoundary(nextChange, now)
+    for (const [id, m] of this.#managed) {
+      const want = desired.get(id)
+      if (want != null && want.bundle === m.bundle && tsKey(want.stored.ts) === m.deploymentTs && want.name === m.name) continue
+      await this.#stop(id, m, want == null ? 'no longer placed here or outside its window' : 'deployment changed')
+    }
+    for (const [id, want] of desired) {
+      if (this.#managed.has(id)) continue
+      const failure = this.#failures.get(id)
+      if (failure != null && failure.next > now) continue
+      await this.#start(id, want)
+    }
+  }
+
+  async #start (id: string, want: { stored: StoredDeployment, bundle: string, name: string }): Promise<void> {
+    const { name, bundle } = want
+    if (this.#c.runtime.has(name)) {
+      this.#fail(id, name, `model ${name} already runs on this node outside deployment ${id}`)
+      return
+    }
+    this.#managed.set(id, { name, bundle, deploymentTs: tsKey(want.stored.ts) })
+    try {
+      await this.#announce(name, { state: 'pulling', deployment: id, bundle })
+      await this.#c.bundles.ensure(bundle, AbortSignal.timeout(10 * 60_000))
+      await this.#c.runtime.run({ bundle, spec: { ...want.stored.spec.instance, name }, deployment: id }, { persist: false })
+      this.#failures.delete(id)
+      this.#c.logger.info({ deployment: id, model: name, bundle }, 'deployment instance started')
+    } catch (err: any) {
+      this.#managed.delete(id)
+      this.#fail(id, name, err.message)
+    }
+  }
+
+  async #stop (id: string, m: Managed, reason: string): Promise<void> {
+    this.#managed.delete(id)
+    try {
+      if (this.#c.runtime.has(m.name)) await this.#c.runtime.stopInstance(m.name)
+      this.#c.logger.info({ deployment: id, model: m.name, reason }, 'deployment instance stopped')
+    } catch (err: any) {
+      this.#c.logger.warn({ deployment: id, err: err.message }, 'stopping a deployment instance failed')
+    }
+  }
+
+  #fail (id: string, name: string, reason: string): void {
+    const previous = this.#failures.get(id)
+    const delay = Math.min(60_000, previous == null ? this.#retryMs : previous.delay * 2)
+    this.#failures.set(id, { delay, next: Date.now() + delay })
+    this.#c.logger.warn({ deployment: id, model: name, reason, retryInMs: delay }, 'deployment instance failed to start')
+    void this.#announce(name, { state: 'failed', deployment: id, reason })
+  }
+
+  #scheduleBoundary (at: number | null, now: number): void {
+    if (at == null || at - now > 24 * 3600_000) return
+    clearTimeout(this.#boundary)
+    // wake right after the boundary; the periodic pass is a backstop
+    this.#boundary = setTimeout(() => { this.kick() }, Math.max(0, at - now) + 5)
+  }
+
+  async #announce (name: string, value: Record<string, unknown>): Promise<void> {
+    await this.#c.registry.set(`instance/${this.#self}/${name}`, value).catch(() => {})
+  }
+}
+
+const tsKey = (ts: [number, number]): string => `${ts[0]}.${ts[1]}`

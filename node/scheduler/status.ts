@@ -1,0 +1,48 @@
+import { instanceKey } from './keys.ts'
+import { winningPlacement } from './placements.ts'
+import { readDeployments } from './scheduler.ts'
+import { activePeriod } from './window.ts'
+import type { DeploymentSpec, ParseOptions } from './spec.ts'
+import type { Registry } from '../registry/registry.ts'
+
+export interface InstanceStatus {
+  node: string
+  state: string
+  reason?: string
+}
+
+/** A deployment as `gatemesh deployments` and the coordinator show it. */
+export interface DeploymentStatus {
+  id: string
+  spec: DeploymentSpec
+  placement: { scheduler: string, term: number, nodes: string[], replicas: number, bundle: string } | null
+  window: { active: boolean, nextChange: string | null }
+  instances: InstanceStatus[]
+  /** instances in state running */
+  running: number
+}
+
+/** Deployments with their placement, window and per-node instance states, from the registry. */
+export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, options: ParseOptions = {}, now = Date.now()): DeploymentStatus[] {
+  const out: DeploymentStatus[] = []
+  for (const [id, { spec }] of readDeployments(registry, options)) {
+    const p = winningPlacement(registry, id)
+    const name = typeof spec.instance.name === 'string' ? spec.instance.name : spec.model.name
+    const instances: InstanceStatus[] = []
+    for (const node of new Set([...(p?.nodes ?? []), ...registry.list(`instance/`).filter(e => e.key.endsWith(`/${name}`)).map(e => e.key.split('/')[1]!)])) {
+      const v = registry.get(instanceKey(node, name))?.value as { state?: string, reason?: string, deployment?: string } | undefined
+      if (v != null && v.deployment != null && v.deployment !== id) continue
+      instances.push({ node, state: v?.state ?? 'pending', ...(v?.reason == null ? {} : { reason: v.reason }) })
+    }
+    const period = activePeriod(spec, now)
+    out.push({
+      id,
+      spec,
+      placement: p == null ? null : { scheduler: p.scheduler, term: p.term, nodes: p.nodes, replicas: p.replicas, bundle: p.bundle },
+      window: { active: period.active, nextChange: period.nextChange == null ? null : new Date(period.nextChange).toISOString() },
+      instances,
+      running: instances.filter(i => i.state === 'running').length
+    })
+  }
+  return out
+}

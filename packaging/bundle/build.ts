@@ -1,0 +1,157 @@
+import { createHash } from 'node:crypto'
+import { createReadStream } from 'node:fs'
+import { readFile, stat } from 'node:fs/promises'
+import { basename, extname, join, posix } from 'node:path'
+import { BUNDLE_PATH_PATTERN, type FileEntry, type Manifest, type TensorSpec } from '../manifest.ts'
+import { signDetached, TYP_BUNDLE_MANIFEST, type Signer } from '../trust.ts'
+import { BuildInputError, InvalidEntryNameError, ModelLoadError } from './errors.ts'
+import { checkModel, modelFormatOf } from './model-check.ts'
+import { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from './verify.ts'
+import { writeBundleZip, type ZipSource } from './zip-write.ts'
+import type { ChunkIndex } from './chunk-index.ts'
+import type { io } from '@tensorflow/tfjs'
+
+export interface BuildBundleInit {
+  /** Directory holding the TensorFlow.js model. */
+  modelDir: string
+  /** @default 'model.json' */
+  modelFile?: string
+  name: string
+  version: string
+  /** The deployment defaults: a JSON file path, or the object itself. @default {} */
+  config?: string | Record<string, unknown>
+  /** Path of an action script shipped with the model. */
+  action?: string
+  /** The fleet key, or a publisher key with its fleet-signed certificate. */
+  signer: Signer
+  /** Where the zip goes. */
+  out: string
+  /** @default now */
+  createdAt?: Date
+  /** Load and run the model with TensorFlow.js before signing. @default true */
+  validate?: boolean
+  /** Override the specs read from the model (e.g. to add class labels). */
+  inputs?: TensorSpec[]
+  outputs?: TensorSpec[]
+}
+
+export interface BuiltBundle {
+  digest: string
+  size: number
+  out: string
+  manifest: Manifest
+  index: ChunkIndex
+}
+
+/** Folder of the model inside a bundle. */
+export const MODEL_DIR = 'model'
+export const CONFIG_FILE = 'config.json'
+const PATH_RE = new RegExp(BUNDLE_PATH_PATTERN)
+
+async function sha256File (path: string): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
+
+/** The publisher name a signer signs as: `fleet`, or the subject of its certificate. */
+export function publisherOf (signer: Signer): string {
+  if (signer.publisherCert == null) return 'fleet'
+  const payload = signer.publisherCert.split('.')[1] ?? ''
+  const sub = (JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown }).sub
+  if (typeof sub !== 'string' || sub === '') throw new TypeError('publisher certificate names no subject')
+  return sub
+}
+
+/**
+ * Build a signed bundle from a TensorFlow.js model directory: check the model
+ * loads and runs, gather its files, write `config.json` and the optional
+ * action script, sign the manifest (detached JWS over its exact bytes) and
+ * write the zip with its chunk index. Returns the bundle id (sha256 of the zip).
+ */
+export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> {
+  const modelFile = init.modelFile ?? 'model.json'
+  let modelJson: io.ModelJSON
+  try {
+    modelJson = JSON.parse(await readFile(join(init.modelDir, modelFile), 'utf8')) as io.ModelJSON
+  } catch (err: any) {
+    throw new ModelLoadError(`${join(init.modelDir, modelFile)}: cannot read a TensorFlow.js model.json: ${err.message}`, { cause: err, entry: modelFile })
+  }
+  const format = modelFormatOf(modelJson)
+  const modelFiles = [modelFile, ...(modelJson.weightsManifest ?? []).flatMap(g => g.paths.map(p => posix.normalize(p)))]
+  for (const f of modelFiles) {
+    if (!PATH_RE.test(`${MODEL_DIR}/${f}`)) throw new InvalidEntryNameError(`${f}: model file names must be relative paths of letters, digits and ._-/`, { entry: f })
+  }
+
+  let inputs = init.inputs
+  let outputs = init.outputs
+  if (init.validate !== false || inputs == null || outputs == null) {
+    const checked = await checkModel(init.modelDir, modelFile, format, modelJson)
+    inputs ??= checked.inputs
+    outputs ??= checked.outputs
+  }
+
+  const sources: ZipSource[] = []
+  const files: FileEntry[] = []
+  for (const f of modelFiles) {
+    const file = join(init.modelDir, f)
+    const path = `${MODEL_DIR}/${f}`
+    files.push({ path, size: (await stat(file)).size, sha256: await sha256File(file) })
+    sources.push({ path, file })
+  }
+  const configBytes = typeof init.config === 'string'
+    ? await readConfig(init.config)
+    : Buffer.from(JSON.stringify(init.config ?? {}, null, 2) + '\n')
+  files.push({ path: CONFIG_FILE, size: configBytes.byteLength, sha256: createHash('sha256').update(configBytes).digest('hex') })
+  sources.push({ path: CONFIG_FILE, data: configBytes })
+  let action: string | undefined
+  if (init.action != null) {
+    const ext = extname(init.action) === '' ? '.js' : extname(init.action)
+    action = `action${ext}`
+    if (!PATH_RE.test(action)) throw new InvalidEntryNameError(`${basename(init.action)}: action script extension must be letters and digits`, { entry: action })
+    files.push({ path: action, size: (await stat(init.action)).size, sha256: await sha256File(init.action) })
+    sources.push({ path: action, file: init.action })
+  }
+
+  const createdAt = init.createdAt ?? new Date()
+  const manifest: Manifest = {
+    schemaVersion: 1,
+    name: init.name,
+    version: init.version,
+    createdAt: createdAt.toISOString(),
+    publisher: publisherOf(init.signer),
+    runtime: 'tfjs',
+    model: { format, entry: `${MODEL_DIR}/${modelFile}` },
+    inputs,
+    outputs,
+    config: CONFIG_FILE,
+    ...(action == null ? {} : { action }),
+    files
+  }
+  const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n')
+  // the same checks a receiver runs, so a bad name or version fails here and not on a gateway
+  parseManifest(manifestBytes)
+  const signature = await signDetached(manifestBytes, TYP_BUNDLE_MANIFEST, init.signer)
+  const written = await writeBundleZip([
+    { path: MANIFEST_FILE, data: manifestBytes },
+    { path: SIGNATURE_FILE, data: Buffer.from(signature) },
+    ...sources
+  ], init.out, createdAt)
+  return { ...written, out: init.out, manifest }
+}
+
+async function readConfig (path: string): Promise<Buffer> {
+  let bytes: Buffer
+  try {
+    bytes = await readFile(path)
+  } catch (err: any) {
+    throw new BuildInputError(`${path}: cannot read config: ${err.message}`, { cause: err, entry: CONFIG_FILE })
+  }
+  try {
+    const value = JSON.parse(bytes.toString('utf8'))
+    if (value == null || typeof value !== 'object' || Array.isArray(value)) throw new Error('must be a JSON object')
+  } catch (err: any) {
+    throw new BuildInputError(`${path}: config is not a JSON object: ${err.message}`, { cause: err, entry: CONFIG_FILE })
+  }
+  return bytes
+}

@@ -1,0 +1,143 @@
+import { compile, describeError } from '../../protocols/schema.ts'
+import { ManifestSchema, type Manifest } from '../manifest.ts'
+import { TYP_BUNDLE_MANIFEST, verifyDetached } from '../trust.ts'
+import { openArchive, readEntry, readSmallEntry, resolveLimits, type BundleLimits, type CheckedEntry, type OpenArchive } from './archive.ts'
+import {
+  BundleSignatureError, DuplicateEntryError, HashMismatchError, InvalidManifestError, MissingEntryError, UnlistedEntryError
+} from './errors.ts'
+import type { ChunkIndex } from './chunk-index.ts'
+import type { KeyObject } from 'node:crypto'
+
+export const MANIFEST_FILE = 'manifest.json'
+export const SIGNATURE_FILE = 'manifest.jws'
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+const MAX_SIGNATURE_BYTES = 64 * 1024
+
+export interface VerifyBundleOptions {
+  /** The fleet's public key: the manifest must be signed by it or by a publisher it certified. */
+  fleetPublicKey: KeyObject
+  limits?: Partial<BundleLimits>
+  /** When known (a pull by digest), the zip must hash to exactly this. */
+  digest?: string
+  /** Seconds since epoch, for checking publisher certificates in tests. @default now */
+  now?: number
+}
+
+/** What a verified bundle is. */
+export interface VerifiedBundle {
+  /** sha256 of the zip: the bundle id */
+  digest: string
+  /** zip size in bytes */
+  size: number
+  manifest: Manifest
+  /** the exact bytes of manifest.json that were signed */
+  manifestBytes: Buffer
+  /** the detached JWS in manifest.jws */
+  signature: string
+  /** `fleet`, or the certified publisher's name */
+  signer: string
+  index: ChunkIndex
+}
+
+const validateManifest = compile(ManifestSchema)
+
+/** Parse and schema-check manifest bytes; InvalidManifestError names the field. */
+export function parseManifest (bytes: Uint8Array): Manifest {
+  let value: unknown
+  try {
+    value = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes))
+  } catch (err: any) {
+    throw new InvalidManifestError(`manifest.json: not valid JSON: ${err.message}`, 'manifest', { cause: err })
+  }
+  if (!validateManifest(value)) {
+    const { field, message } = describeError('manifest', validateManifest.errors)
+    throw new InvalidManifestError(message, field)
+  }
+  const manifest = value
+  const seen = new Set<string>()
+  manifest.files.forEach((f, i) => {
+    if (seen.has(f.path.toLowerCase())) throw new DuplicateEntryError(`manifest.files[${i}]: ${f.path} is listed twice`, { entry: f.path })
+    if (f.path === MANIFEST_FILE || f.path === SIGNATURE_FILE) throw new InvalidManifestError(`manifest.files[${i}]: ${f.path} may not list itself`, `manifest.files[${i}].path`)
+    seen.add(f.path.toLowerCase())
+  })
+  const named: Array<[string, string | undefined]> = [['model.entry', manifest.model.entry], ['config', manifest.config], ['action', manifest.action]]
+  for (const [field, path] of named) {
+    if (path != null && !seen.has(path.toLowerCase())) throw new InvalidManifestError(`manifest.${field}: ${path} is not in manifest.files`, `manifest.${field}`)
+  }
+  return manifest
+}
+
+function requireEntry (archive: OpenArchive, name: string): CheckedEntry {
+  const e = archive.entries.get(name)
+  if (e == null) throw new MissingEntryError(`${name}: missing from the archive`, { entry: name })
+  return e
+}
+
+/**
+ * The one walk over a bundle that verify and unpack share: chunk index and
+ * digest, entry structure, signature, manifest, then every listed file's size
+ * and sha256 (each passed to `sink` as it streams, when given).
+ */
+export async function scanBundle (source: string | Uint8Array, options: VerifyBundleOptions, sink?: (path: string) => FileSink): Promise<VerifiedBundle> {
+  const limits = resolveLimits(options.limits)
+  const archive = await openArchive(source, limits, options.digest)
+  try {
+    const manifestBytes = await readSmallEntry(archive.zip, requireEntry(archive, MANIFEST_FILE), MAX_MANIFEST_BYTES)
+    const signature = (await readSmallEntry(archive.zip, requireEntry(archive, SIGNATURE_FILE), MAX_SIGNATURE_BYTES)).toString('latin1')
+    // the signature first: nothing in an unsigned manifest is worth reading
+    let signer: string
+    try {
+      signer = (await verifyDetached(signature, manifestBytes, TYP_BUNDLE_MANIFEST, options.fleetPublicKey, { allowPublishers: true, ...(options.now == null ? {} : { now: options.now }) })).signer
+    } catch (err: any) {
+      throw new BundleSignatureError(`${SIGNATURE_FILE}: ${err.message}`, { cause: err, entry: SIGNATURE_FILE })
+    }
+    const manifest = parseManifest(manifestBytes)
+    if (manifest.publisher !== signer) {
+      throw new BundleSignatureError(`${SIGNATURE_FILE}: signed by ${signer}, but the manifest names publisher ${manifest.publisher}`, { entry: SIGNATURE_FILE })
+    }
+    const listed = new Set(manifest.files.map(f => f.path))
+    for (const name of archive.entries.keys()) {
+      if (name !== MANIFEST_FILE && name !== SIGNATURE_FILE && !listed.has(name)) {
+        throw new UnlistedEntryError(`${name}: in the archive but not in the manifest`, { entry: name })
+      }
+    }
+    for (const file of manifest.files) {
+      const entry = requireEntry(archive, file.path)
+      const out = sink?.(file.path)
+      try {
+        const sha256 = await readEntry(archive.zip, entry, file.size, out == null ? undefined : async chunk => { await out.write(chunk) })
+        if (sha256 !== file.sha256) throw new HashMismatchError(`${file.path}: sha256 ${sha256} does not match the manifest`, { entry: file.path })
+        await out?.close()
+      } catch (err) {
+        await out?.abort()
+        throw err
+      }
+    }
+    if (sink != null) {
+      for (const [name, bytes] of [[MANIFEST_FILE, manifestBytes], [SIGNATURE_FILE, Buffer.from(signature, 'latin1')]] as const) {
+        const out = sink(name)
+        await out.write(bytes)
+        await out.close()
+      }
+    }
+    return { digest: archive.digest, size: archive.size, manifest, manifestBytes, signature, signer, index: archive.index }
+  } finally {
+    archive.zip.close()
+  }
+}
+
+/** Where unpacking writes one file. */
+export interface FileSink {
+  write(chunk: Uint8Array): Promise<void>
+  close(): Promise<void>
+  abort(): Promise<void>
+}
+
+/**
+ * Verify a bundle without writing anything: every byte against the chunk
+ * index, the signature by the fleet or a fleet-certified publisher, every
+ * file's size and sha256 against the signed manifest, and the limits.
+ */
+export async function verifyBundle (source: string | Uint8Array, options: VerifyBundleOptions): Promise<VerifiedBundle> {
+  return await scanBundle(source, options)
+}
