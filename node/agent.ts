@@ -15,6 +15,7 @@ import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
+import { LocalRuntime } from './runtime/local.ts'
 import { VERSION } from './version.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -48,6 +49,8 @@ export class Agent {
   readonly logs: LogStore
   readonly logQuery: LogQueryService
   readonly bundles: BundleService
+  /** sensors, actuators, model instances, actions and the outbox */
+  readonly local: LocalRuntime
   readonly #db: Database
   readonly #closeLog: () => void
   readonly startedAt = Date.now()
@@ -102,6 +105,20 @@ export class Agent {
       logger: logger.child({ service: 'bundles' }),
       metrics
     }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
+    this.local = new LocalRuntime({
+      peerId: peerId.toString(),
+      dataDir,
+      config,
+      db,
+      registry: this.registry,
+      fleetKey: identity.fleetPublicKey,
+      bundleZips: this.bundles,
+      logger,
+      prometheus: metrics.registry,
+      onBackend: () => {
+        this.#announce().catch(err => { logger.warn({ service: 'agent', err: err.message }, 'announce failed') })
+      }
+    })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -166,6 +183,7 @@ export class Agent {
         this.logger.debug({ service: 'registry', peer: evt.detail.peerId.toString(), err: err.message }, 'initial sync failed')
       })
     })
+    await this.local.start()
     await this.#announce()
     await this.membership.start()
     await this.connector.start()
@@ -184,7 +202,8 @@ export class Agent {
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
-      bundles: this.bundles
+      bundles: this.bundles,
+      local: this.local
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
@@ -199,6 +218,7 @@ export class Agent {
     await this.bundles.stop()
     await this.connector.stop()
     await this.membership.stop()
+    await this.local.stop()
     await this.logQuery.stop()
     await this.registry.stop()
     await this.trust.stop()
@@ -211,13 +231,12 @@ export class Agent {
   /** Write `node/<self>` with what peers need to reach and trust us. */
   async #announce (): Promise<void> {
     const { config } = this.identity
-    const previous = this.registry.value<NodeRecord>(`node/${this.peerId}`)
     const record: NodeRecord = {
       role: config.role,
       labels: config.labels,
       addresses: this.addresses(),
-      sensors: previous?.sensors ?? [],
-      backend: previous?.backend ?? null,
+      sensors: this.local.devices.info(),
+      backend: this.local.runtime.backend,
       version: VERSION,
       cert: this.identity.certificate,
       startedAt: this.startedAt

@@ -11,6 +11,12 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_CLAIM_MISMATCH: 403,
   ERR_EXPIRED: 403,
   ERR_NOT_FOUND: 404,
+  ERR_INVALID_INPUT: 400,
+  ERR_INSTANCE_SPEC: 400,
+  ERR_BUNDLE_INVALID: 422,
+  ERR_MODEL_LOAD: 422,
+  ERR_INSTANCE_EXISTS: 409,
+  ERR_INSTANCE_STOPPED: 503,
   FST_ERR_CTP_BODY_TOO_LARGE: 413,
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 415,
   FST_ERR_CTP_EMPTY_JSON_BODY: 400,
@@ -97,5 +103,5 @@ export function errorHandler (err: FastifyError & { field?: string, entry?: stri
 }
 
 function httpReason (status: number): string {
-  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 502: 'Bad Gateway', 504: 'Gateway Timeout', 507: 'Insufficient Storage' } as Record<number, string>)[status] ?? 'Error'
+  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 507: 'Insufficient Storage' } as Record<number, string>)[status] ?? 'Error'
 }

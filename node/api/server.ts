@@ -2,12 +2,15 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
 import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
+import { instanceRoutes } from './routes/instances.ts'
+import { modelRoutes } from './routes/models.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
 import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
+import type { LocalRuntime } from '../runtime/local.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -22,6 +25,8 @@ export interface AgentView {
   registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
+  /** sensors, model instances and the outbox, when the agent runs them */
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
 }
@@ -45,6 +50,8 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
   await app.register(watchRoutes, { agent })
+  await app.register(modelRoutes, { agent })
+  await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   return app
 }

@@ -5,6 +5,7 @@ import { demoCommand, DEMO_USAGE } from './demo.ts'
 import { enrollCommand, ENROLL_USAGE } from './enroll.ts'
 import { fleetCommand, FLEET_USAGE } from './fleet.ts'
 import { nodeCommand, NODE_INIT_USAGE } from './node-init.ts'
+import { runCommand, RUN_USAGE, stopCommand, STOP_USAGE } from './run.ts'
 import { statusCommand, STATUS_USAGE } from './status.ts'
 import { VERSION } from '../version.ts'
 
@@ -13,6 +14,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: 
   node: { run: nodeCommand, usage: NODE_INIT_USAGE, help: 'create a ready-to-run node directory with a fleet certificate' },
   agent: { run: agentCommand, usage: AGENT_USAGE, help: 'run the agent of a node directory' },
   status: { run: statusCommand, usage: STATUS_USAGE, help: 'show the mesh members as one agent sees them' },
+  run: { run: runCommand, usage: RUN_USAGE, help: 'upload a signed bundle to an agent and start an instance of it there' },
+  stop: { run: stopCommand, usage: STOP_USAGE, help: 'stop an instance on an agent' },
   demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' },
   bundle: { run: bundleCommand, usage: BUNDLE_USAGE, help: 'build, verify and inspect signed model bundles; publish and pull them through an agent' },
   enroll: { run: enrollCommand, usage: ENROLL_USAGE, help: 'join a fleet through a coordinator with a one-time join token' },
