@@ -3,6 +3,8 @@ import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
 import { BundleService } from './bundles/service.ts'
 import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
+import { LogQueryService } from './logs/log-query-service.ts'
+import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
 import { HealthSampler } from './membership/health.ts'
@@ -47,6 +49,9 @@ export class Agent {
   readonly registry: Registry
   readonly membership: Membership
   readonly connector: Connector
+  /** this node's own logs, searchable from the coordinator over the mesh */
+  readonly logs: LogStore
+  readonly logQuery: LogQueryService
   readonly bundles: BundleService
   /** sensors, actuators, model instances, actions and the outbox */
   readonly local: LocalRuntime
@@ -61,7 +66,7 @@ export class Agent {
   #apiUrl = ''
   #peerTimer?: NodeJS.Timeout
 
-  private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics) {
+  private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
     this.#db = db
@@ -70,6 +75,7 @@ export class Agent {
     this.mesh = mesh
     this.trust = trust
     this.metrics = metrics
+    this.logs = logs
     const { config, peerId, privateKey } = identity
     this.registry = new Registry({
       peerId,
@@ -94,6 +100,7 @@ export class Agent {
       members: () => this.membership.members(),
       logger: logger.child({ service: 'connector' })
     }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+    this.logQuery = new LogQueryService({ network: mesh, trust, store: logs, logger: logger.child({ service: 'logs' }) })
     const { maxUnpackedBytes, ...bundleInit } = config.bundles
     this.bundles = new BundleService({
       peerId: peerId.toString(),
@@ -154,13 +161,15 @@ export class Agent {
   static async create (dataDir: string): Promise<Agent> {
     const identity = await loadNodeDir(dataDir)
     const { config, peerId } = identity
+    const logs = new LogStore({ maxEntries: config.logs.retainEntries, maxBytes: config.logs.retainBytes, maxAgeMs: config.logs.retainHours * 3600_000 })
     const { logger, close } = createLogger({
       node: peerId.toString(),
       level: config.logs.level,
       dir: join(dataDir, 'logs'),
       maxFileBytes: config.logs.maxFileBytes,
       files: config.logs.files,
-      stdout: config.logs.stdout
+      stdout: config.logs.stdout,
+      sinks: [logs]
     })
     const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
     const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
@@ -179,7 +188,8 @@ export class Agent {
     })
     trust.attach(mesh)
     const db = await openDatabase(dataDir)
-    return new Agent(dataDir, identity, db, logger, close, mesh, trust, metrics)
+    await logs.open(db)
+    return new Agent(dataDir, identity, db, logger, close, mesh, trust, metrics, logs)
   }
 
   get peerId (): string {
@@ -201,6 +211,7 @@ export class Agent {
     await this.trust.start()
     await this.mesh.start()
     await this.registry.start()
+    await this.logQuery.start()
     // a joining or reconnecting peer catches up through the one it dialled
     this.trust.addEventListener('peer:verified', evt => {
       if (!evt.detail.outbound) return
@@ -251,9 +262,11 @@ export class Agent {
     await this.connector.stop()
     await this.membership.stop()
     await this.local.stop()
+    await this.logQuery.stop()
     await this.registry.stop()
     await this.trust.stop()
     await this.mesh.stop()
+    await this.logs.close()
     await this.#db.close()
     this.#closeLog()
   }

@@ -22,6 +22,9 @@ const COMMANDS: Record<string, { help: string, load: () => Promise<Command> }> =
   undrain: { help: 'let a drained node take placements again', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('undrain', argv) }, usage: m.CONTROL_USAGE } } },
   evict: { help: 'stop one deployment\'s instance on a node; it is placed elsewhere', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('evict', argv) }, usage: m.CONTROL_USAGE } } },
   unevict: { help: 'let a node run an evicted deployment again', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('unevict', argv) }, usage: m.CONTROL_USAGE } } },
+  enroll: { help: 'join a fleet through a coordinator with a one-time join token', load: async () => { const m = await import('./enroll.ts'); return { run: m.enrollCommand, usage: m.ENROLL_USAGE } } },
+  coordinator: { help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/coordinator.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.coordinatorCommand, usage: u.COORDINATOR_USAGE } } },
+  user: { help: 'add a coordinator user or reset a password (coordinator stopped)', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/user.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.userCommand, usage: u.USER_USAGE } } },
   demo: { help: 'start a throwaway mesh on 127.0.0.1', load: async () => { const m = await import('./demo.ts'); return { run: m.demoCommand, usage: m.DEMO_USAGE } } }
 }
 

@@ -68,7 +68,13 @@ export const ConfigSchema = Type.Object({
     /** Rotated files kept beside the current one. */
     files: Type.Integer({ minimum: 0, maximum: 100, default: 2 }),
     /** Also write logs to stdout. */
-    stdout: Type.Boolean({ default: true })
+    stdout: Type.Boolean({ default: true }),
+    /** Lines kept in the node's database for mesh-wide search; 0 keeps none. */
+    retainEntries: Type.Integer({ minimum: 0, maximum: 10_000_000, default: 100_000 }),
+    /** Bytes of lines kept for search. */
+    retainBytes: Type.Integer({ minimum: 64 * 1024, maximum: 16 * 1024 ** 3, default: 32 * 1024 * 1024 }),
+    /** Lines older than this are dropped from search. */
+    retainHours: Type.Number({ exclusiveMinimum: 0, maximum: 24 * 3650, default: 168 })
   }, { additionalProperties: false, default: {} }),
   /** local sensors, advertised in `node/<self>` */
   sensors: SensorsSchema,

@@ -16,6 +16,8 @@ export interface LoggerInit {
   stdout?: boolean
   /** Name of the log file. @default 'agent.log' */
   fileName?: string
+  /** More destinations for every line, e.g. the agent's searchable log store. */
+  sinks?: Array<{ write(line: string): unknown }>
 }
 
 /**
@@ -30,6 +32,7 @@ export function createLogger (init: LoggerInit): { logger: Logger, close: () => 
     file = new RotatingFile({ path: join(init.dir, init.fileName ?? 'agent.log'), maxBytes: init.maxFileBytes ?? 10 * 1024 * 1024, files: init.files ?? 2 })
     streams.push({ level: 'trace', stream: file })
   }
+  for (const sink of init.sinks ?? []) streams.push({ level: 'trace', stream: sink as StreamEntry['stream'] })
   const logger = pino({
     level: init.level ?? 'info',
     base: { node: init.node },

@@ -1,0 +1,67 @@
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+import { parsePort, requireArg } from '../../node/cli/args.ts'
+import { UsageError } from '../../node/cli/errors.ts'
+import { Coordinator, type CoordinatorInit } from '../coordinator.ts'
+
+/** `gatemesh coordinator`: run until SIGINT/SIGTERM. */
+export async function coordinatorCommand (argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      data: { type: 'string' },
+      fleet: { type: 'string' },
+      port: { type: 'string' },
+      host: { type: 'string' },
+      'p2p-listen': { type: 'string', multiple: true },
+      announce: { type: 'string', multiple: true },
+      bootstrap: { type: 'string', multiple: true },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' }
+    }
+  })
+  if ((values['tls-cert'] == null) !== (values['tls-key'] == null)) throw new UsageError('--tls-cert and --tls-key go together')
+  const port = parsePort(values.port, '--port')
+  const init: CoordinatorInit = {
+    dataDir: resolve(requireArg(values.data, '--data DIR')),
+    fleetDir: resolve(requireArg(values.fleet, '--fleet FLEETDIR')),
+    ...(port == null ? {} : { port }),
+    ...(values.host == null ? {} : { host: values.host }),
+    ...(values['p2p-listen'] == null ? {} : { listen: values['p2p-listen'] }),
+    ...(values.announce == null ? {} : { announce: values.announce }),
+    ...(values.bootstrap == null ? {} : { bootstrap: values.bootstrap }),
+    ...(values['tls-cert'] == null || values['tls-key'] == null ? {} : { tls: { certFile: resolve(values['tls-cert']), keyFile: resolve(values['tls-key']) } })
+  }
+  const coordinator = await Coordinator.create(init)
+  const log = coordinator.agent.logger.child({ service: 'coordinator' })
+  process.on('unhandledRejection', err => { log.error({ err }, 'unhandled rejection') })
+  process.on('uncaughtException', err => { log.error({ err }, 'uncaught exception') })
+  let stopping = false
+  const shutdown = (signal: string): void => {
+    if (stopping) return
+    stopping = true
+    log.info({ signal }, 'shutting down')
+    const force = setTimeout(() => process.exit(1), 10_000)
+    force.unref()
+    coordinator.stop().then(() => process.exit(0), err => {
+      log.error({ err }, 'stop failed')
+      process.exit(1)
+    })
+  }
+  process.on('SIGINT', () => { shutdown('SIGINT') })
+  process.on('SIGTERM', () => { shutdown('SIGTERM') })
+  let started
+  try {
+    started = await coordinator.start()
+  } catch (err) {
+    await coordinator.stop().catch(() => {})
+    throw err
+  }
+  if (started.firstAdmin != null) {
+    // printed once, on purpose not through the logger: it must not land in any log file
+    process.stdout.write(`\ngatemesh coordinator: created the first user "${started.firstAdmin.username}" with password\n\n    ${started.firstAdmin.password}\n\n` +
+      'It is shown only this once. Change it after logging in, or reset it with\n' +
+      `gatemesh user password --data ${init.dataDir} --username ${started.firstAdmin.username} (coordinator stopped).\n\n`)
+  }
+  process.stdout.write(`gatemesh coordinator ${coordinator.peerId} listening on ${started.url} (dashboard /, API /api/v1, OpenAPI /docs)\n`)
+}

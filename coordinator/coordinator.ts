@@ -1,0 +1,190 @@
+import { readFile, rename, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { Agent } from '../node/agent.ts'
+import { openDatabase, type Database } from '../node/store/db.ts'
+import { VERSION } from '../node/version.ts'
+import { buildCoordinatorApp, type CoordinatorAppInit } from './app.ts'
+import { AccessTokens } from './auth/access-tokens.ts'
+import { ApiTokenStore } from './auth/api-tokens.ts'
+import { Auth } from './auth/auth.ts'
+import { generatePassword, type ScryptParams } from './auth/passwords.ts'
+import { SessionStore } from './auth/sessions.ts'
+import { UserStore } from './auth/users.ts'
+import { COORDINATOR_FILES, ensureNodeDir, loadOrCreateJwtKey, type MeshOptions } from './data-dir.ts'
+import { Enrollment } from './enrollment/enrollment.ts'
+import { LogSearch } from './logs/search.ts'
+import { CoordinatorMetrics } from './metrics.ts'
+import { NodesView } from './nodes/view.ts'
+import type { FastifyInstance } from 'fastify'
+
+export const DEFAULT_PORT = 7480
+export const DEFAULT_HOST = '0.0.0.0'
+export const FIRST_ADMIN = 'admin'
+
+export interface CoordinatorInit extends MeshOptions {
+  dataDir: string
+  fleetDir: string
+  /** HTTP port. @default DEFAULT_PORT */
+  port?: number
+  /** @default DEFAULT_HOST */
+  host?: string
+  /** PEM files: serve HTTPS */
+  tls?: { certFile: string, keyFile: string }
+  /** Forwarded to the HTTP app (login limits, stream limits). */
+  app?: Pick<CoordinatorAppInit, 'loginLimits' | 'maxEventStreams' | 'bodyLimit'>
+  /** Password hashing cost. @default DEFAULT_SCRYPT */
+  scrypt?: ScryptParams
+}
+
+/** Written to `<dataDir>/coordinator.json` once listening. */
+export interface CoordinatorRuntime {
+  url: string
+  peerId: string
+  pid: number
+  addresses: string[]
+  startedAt: number
+}
+
+export interface StartResult {
+  url: string
+  /** set on the very first start only: print it once, it is stored nowhere */
+  firstAdmin?: { username: string, password: string }
+}
+
+/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`. */
+export async function openCoordinatorDb (dataDir: string): Promise<Database> {
+  return await openDatabase(dataDir)
+}
+
+/**
+ * The coordinator process: a mesh peer (an embedded agent with role
+ * `coordinator` and a certificate from the fleet key it holds) plus the
+ * web API and dashboard. It keeps users, sessions, API tokens and join
+ * tokens; everything about the fleet it reads from the mesh.
+ */
+export class Coordinator {
+  readonly dataDir: string
+  readonly agent: Agent
+  readonly users: UserStore
+  readonly nodes: NodesView
+  readonly #init: CoordinatorInit
+  readonly #db: Database
+  readonly #sessions: SessionStore
+  readonly #apiTokens: ApiTokenStore
+  readonly #auth: Auth
+  readonly #logs: LogSearch
+  readonly #enrollment: Enrollment
+  readonly #metrics: CoordinatorMetrics
+  #app?: FastifyInstance
+  #url = ''
+
+  private constructor (init: CoordinatorInit, agent: Agent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment }) {
+    this.#init = init
+    this.dataDir = init.dataDir
+    this.agent = agent
+    this.#db = db
+    this.users = new UserStore(db, init.scrypt == null ? {} : { scrypt: init.scrypt })
+    this.#sessions = new SessionStore(db)
+    this.#apiTokens = new ApiTokenStore(db)
+    this.#auth = new Auth({ users: this.users, sessions: this.#sessions, accessTokens: parts.accessTokens, apiTokens: this.#apiTokens })
+    this.#enrollment = parts.enrollment
+    this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
+    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership })
+    this.#logs = new LogSearch({
+      self: { peerId: agent.peerId, store: agent.logs },
+      members: () => agent.membership.members(),
+      dial: async (peerId, addresses, protocol, signal) => {
+        const id = peerIdFromString(peerId)
+        const addrs = addresses.map(a => multiaddr(a))
+        // a connected peer is reached over its open connection; others through their announced addresses
+        const target = agent.mesh.getConnections(id).length > 0 || addrs.length === 0 ? id : addrs
+        return await agent.mesh.dialProtocol(target, protocol, { signal })
+      },
+      logger: agent.logger.child({ service: 'coordinator' })
+    })
+  }
+
+  static async create (init: CoordinatorInit): Promise<Coordinator> {
+    const { nodeDir, fleet } = await ensureNodeDir(init.dataDir, init.fleetDir, init)
+    const keys = await loadOrCreateJwtKey(init.dataDir)
+    const agent = await Agent.create(nodeDir)
+    let db: Database
+    try {
+      db = await openCoordinatorDb(init.dataDir)
+    } catch (err) {
+      await agent.stop().catch(() => {})
+      throw err
+    }
+    const enrollment = new Enrollment({ db, fleet, bootstrap: () => meshBootstrap(agent) })
+    return new Coordinator(init, agent, db, { accessTokens: new AccessTokens(keys), enrollment })
+  }
+
+  get url (): string {
+    return this.#url
+  }
+
+  get peerId (): string {
+    return this.agent.peerId
+  }
+
+  async start (): Promise<StartResult> {
+    await this.users.open()
+    await this.#sessions.open()
+    await this.#apiTokens.open()
+    await this.agent.start()
+    await this.nodes.start()
+    const result: StartResult = { url: '' }
+    if (this.users.size === 0) {
+      const password = generatePassword()
+      await this.users.create({ username: FIRST_ADMIN, password, roles: ['admin'] })
+      result.firstAdmin = { username: FIRST_ADMIN, password }
+      this.agent.logger.info({ service: 'coordinator', user: FIRST_ADMIN }, 'created the first admin; its password was printed once on stdout')
+    }
+    const tls = this.#init.tls == null
+      ? undefined
+      : { cert: await readFile(this.#init.tls.certFile), key: await readFile(this.#init.tls.keyFile) }
+    this.#app = await buildCoordinatorApp({
+      auth: this.#auth,
+      users: this.users,
+      apiTokens: this.#apiTokens,
+      nodes: this.nodes,
+      logs: this.#logs,
+      enrollment: this.#enrollment,
+      metrics: this.#metrics,
+      prometheus: [this.agent.metrics.registry],
+      peerId: this.peerId,
+      version: VERSION
+    }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
+    result.url = this.#url
+    await this.#writeRuntime()
+    this.agent.logger.info({ service: 'coordinator', url: this.#url, tls: tls != null, peerId: this.peerId }, 'coordinator started')
+    return result
+  }
+
+  async stop (): Promise<void> {
+    this.agent.logger.info({ service: 'coordinator' }, 'coordinator stopping')
+    await this.#app?.close()
+    await this.nodes.stop()
+    this.#sessions.close()
+    await this.#apiTokens.close()
+    await this.#db.close()
+    await this.agent.stop()
+  }
+
+  async #writeRuntime (): Promise<void> {
+    const info: CoordinatorRuntime = { url: this.#url, peerId: this.peerId, pid: process.pid, addresses: this.agent.addresses(), startedAt: Date.now() }
+    const path = join(this.dataDir, COORDINATOR_FILES.runtime)
+    await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
+    await rename(`${path}.tmp`, path)
+  }
+}
+
+/** The coordinator's mesh addresses for devices to bootstrap from; loopback only when there is nothing else. */
+export function meshBootstrap (agent: Pick<Agent, 'addresses'>): string[] {
+  const all = agent.addresses()
+  const remote = all.filter(a => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
+  return remote.length > 0 ? remote : all
+}

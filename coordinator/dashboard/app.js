@@ -1,0 +1,263 @@
+// gatemesh dashboard: plain ES module, no build step, no CDN. Everything it
+// shows comes from /api/v1 with the access token of the logged-in user;
+// untrusted text only ever reaches the page through textContent.
+
+const $ = (sel) => document.querySelector(sel)
+const SESSION_KEY = 'gatemesh.session'
+
+let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null')
+let nodes = new Map()
+let models = []
+let refreshTimer
+let events
+let renderPending = false
+
+function h (tag, props = {}, ...children) {
+  const el = document.createElement(tag)
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') el.className = v
+    else if (k.startsWith('data-')) el.setAttribute(k, v)
+    else el[k] = v
+  }
+  for (const c of children.flat()) el.append(c instanceof Node ? c : document.createTextNode(String(c ?? '')))
+  return el
+}
+
+// --- session -------------------------------------------------------------
+
+function saveSession (s) {
+  session = s
+  if (s == null) sessionStorage.removeItem(SESSION_KEY)
+  else sessionStorage.setItem(SESSION_KEY, JSON.stringify(s))
+  clearTimeout(refreshTimer)
+  // renew a minute before the access token expires
+  if (s != null) refreshTimer = setTimeout(() => { refresh().catch(() => logout()) }, Math.max(5_000, s.expiresAt - Date.now() - 60_000))
+}
+
+async function refresh () {
+  const res = await fetch('/api/v1/auth/refresh', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken: session.refreshToken }) })
+  if (!res.ok) throw new Error('session ended')
+  saveSession(await res.json())
+}
+
+async function api (path, options = {}, retried = false) {
+  const res = await fetch(path, { ...options, headers: { ...options.headers, authorization: `Bearer ${session?.token}` } })
+  if (res.status === 401 && !retried && session != null) {
+    await refresh()
+    return await api(path, options, true)
+  }
+  if (!res.ok) {
+    const body = await res.json().catch(() => ({}))
+    throw new Error(body.message ?? `${res.status} ${res.statusText}`)
+  }
+  return res
+}
+
+async function login (event) {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  $('#login-error').textContent = ''
+  const res = await fetch('/api/v1/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username: form.get('username'), password: form.get('password') }) })
+  const body = await res.json().catch(() => ({}))
+  if (!res.ok) {
+    $('#login-error').textContent = res.status === 429 ? body.message : 'Wrong username or password.'
+    return
+  }
+  $('#password').value = ''
+  saveSession(body)
+  show()
+}
+
+async function logout () {
+  const refreshToken = session?.refreshToken
+  saveSession(null)
+  events?.abort()
+  if (refreshToken != null) await fetch('/api/v1/auth/logout', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ refreshToken }) }).catch(() => {})
+  show()
+}
+
+// --- live fleet ----------------------------------------------------------
+
+/** Server-Sent Events over fetch: EventSource cannot send an Authorization header. */
+async function followEvents () {
+  events?.abort()
+  const controller = new AbortController()
+  events = controller
+  while (!controller.signal.aborted && session != null) {
+    try {
+      const res = await api('/api/v1/events', { signal: controller.signal })
+      $('#live').className = 'live on'
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+      let buffer = ''
+      while (true) {
+        const { value, done } = await reader.read()
+        if (done) break
+        buffer += value
+        let end
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end)
+          buffer = buffer.slice(end + 2)
+          const type = /^event: (.*)$/m.exec(block)?.[1]
+          const data = block.split('\n').filter(l => l.startsWith('data: ')).map(l => l.slice(6)).join('\n')
+          if (type != null && data !== '') onEvent(type, JSON.parse(data))
+        }
+      }
+    } catch (err) {
+      if (controller.signal.aborted) return
+    }
+    $('#live').className = 'live off'
+    await new Promise(resolve => setTimeout(resolve, 2000))
+  }
+}
+
+function onEvent (type, data) {
+  if (type === 'snapshot') {
+    nodes = new Map(data.nodes.map(n => [n.peerId, n]))
+    models = data.models
+  } else if (type === 'node') {
+    nodes.set(data.peerId, data)
+  } else if (type === 'node-removed') {
+    nodes.delete(data.peerId)
+  } else if (type === 'models') {
+    models = data.models
+  }
+  // every node heartbeats each second: draw at most once a frame, however many events arrive
+  if (renderPending) return
+  renderPending = true
+  requestAnimationFrame(() => {
+    renderPending = false
+    renderNodes()
+    renderSensors()
+    renderModels()
+  })
+}
+
+// --- views ---------------------------------------------------------------
+
+const short = (id) => id.length > 16 ? `…${id.slice(-10)}` : id
+const mb = (bytes) => `${Math.round(bytes / 1048576)} MB`
+const ago = (ms) => ms == null || ms === 0 ? '–' : `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago`
+const stateBadge = (state) => h('span', { class: `state ${state}` }, state)
+const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ')
+
+function renderNodes () {
+  const list = [...nodes.values()].sort((a, b) => (a.role ?? '').localeCompare(b.role ?? '') || a.peerId.localeCompare(b.peerId))
+  const fleet = list.filter(n => n.role === 'gateway' || n.role === 'server')
+  const count = (s) => fleet.filter(n => n.state === s).length
+  $('#nodes-summary').replaceChildren(
+    h('div', {}, h('b', {}, fleet.length), 'gateways & servers'),
+    h('div', {}, h('b', {}, count('alive')), 'alive'),
+    h('div', {}, h('b', {}, count('suspect')), 'suspect'),
+    h('div', {}, h('b', {}, count('dead')), 'dead')
+  )
+  $('#nodes-table tbody').replaceChildren(...list.map(n => h('tr', { 'data-peer': n.peerId, 'data-role': n.role ?? '', 'data-state': n.state },
+    h('td', { class: 'mono', title: n.peerId }, short(n.peerId), n.self ? ' (this coordinator)' : ''),
+    h('td', {}, n.role ?? '?'),
+    h('td', {}, stateBadge(n.state)),
+    h('td', {}, labelText(n.labels)),
+    h('td', {}, n.health == null ? '–' : `${n.health.cpuPct.toFixed(0)} %`),
+    h('td', {}, n.health == null ? '–' : `${mb(n.health.memTotalBytes - n.health.memFreeBytes)} / ${mb(n.health.memTotalBytes)}`),
+    h('td', {}, n.health == null ? '–' : n.health.load.map(l => l.toFixed(1)).join(' ')),
+    h('td', {}, n.sensors.length),
+    h('td', {}, `${n.instances.running} running${n.instances.failed > 0 ? `, ${n.instances.failed} failed` : ''}`),
+    h('td', {}, ago(n.health?.ts))
+  )))
+  const select = $('#logs-node')
+  const chosen = select.value
+  select.replaceChildren(h('option', { value: '' }, 'every live node'), ...list.map(n => h('option', { value: n.peerId }, `${n.role ?? '?'} ${short(n.peerId)}`)))
+  select.value = chosen
+}
+
+function renderSensors () {
+  const rows = [...nodes.values()].flatMap(n => n.sensors.map(s => h('tr', { 'data-sensor': s.id },
+    h('td', { class: 'mono', title: n.peerId }, short(n.peerId)),
+    h('td', {}, stateBadge(n.state)),
+    h('td', {}, s.id),
+    h('td', {}, s.type),
+    h('td', {}, s.unit ?? ''),
+    h('td', {}, s.geo == null ? '' : JSON.stringify(s.geo))
+  )))
+  $('#sensors-table tbody').replaceChildren(...rows)
+  $('#sensors-empty').hidden = rows.length > 0
+}
+
+function renderModels () {
+  $('#models-table tbody').replaceChildren(...models.map(m => h('tr', { 'data-model': m.model },
+    h('td', {}, m.model),
+    h('td', {}, m.versions.join(', ')),
+    h('td', {}, Object.entries(m.states).map(([s, n]) => `${n} ${s}`).join(', ')),
+    h('td', { class: 'mono' }, m.instances.map(i => `${short(i.node)} (${i.state}${i.nodeState === 'alive' ? '' : `, node ${i.nodeState}`})`).join(', '))
+  )))
+  $('#models-empty').hidden = models.length > 0
+}
+
+function logsQuery (form) {
+  const q = new URLSearchParams()
+  for (const name of ['text', 'level', 'service', 'node', 'since', 'limit']) {
+    const v = String(form.get(name) ?? '').trim()
+    if (v !== '') q.set(name, v)
+  }
+  return q
+}
+
+async function searchLogs (event) {
+  event.preventDefault()
+  const status = $('#logs-status')
+  status.textContent = 'Searching…'
+  try {
+    const res = await api(`/api/v1/logs?${logsQuery(new FormData($('#logs-form')))}`)
+    const body = await res.json()
+    const failed = body.nodes.filter(n => n.error != null)
+    status.textContent = `${body.count} lines from ${body.nodes.length - failed.length} nodes` +
+      (body.truncated ? ' (limit reached)' : '') +
+      (failed.length > 0 ? `; not searched: ${failed.map(n => `${short(n.peerId)} (${n.error})`).join(', ')}` : '')
+    $('#logs-table tbody').replaceChildren(...body.entries.map(e => h('tr', { 'data-node': e.node },
+      h('td', { class: 'mono' }, new Date(e.time).toLocaleString()),
+      h('td', { class: 'mono', title: e.node }, short(e.node)),
+      h('td', {}, e.service ?? ''),
+      h('td', { class: `lvl-${e.level}` }, e.level),
+      h('td', {}, e.msg ?? '')
+    )))
+  } catch (err) {
+    status.textContent = `Search failed: ${err.message}`
+  }
+}
+
+async function downloadLogs () {
+  const q = logsQuery(new FormData($('#logs-form')))
+  q.set('limit', '100000')
+  const res = await api(`/api/v1/logs/download?${q}`)
+  const url = URL.createObjectURL(await res.blob())
+  h('a', { href: url, download: `gatemesh-logs-${new Date().toISOString()}.ndjson` }).click()
+  setTimeout(() => URL.revokeObjectURL(url), 10_000)
+}
+
+function selectTab (name) {
+  for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('active', b.dataset.tab === name)
+  for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `${name}-view`
+}
+
+function show () {
+  const inside = session != null
+  $('#login-view').hidden = inside
+  $('#tabs').hidden = !inside
+  $('#whoami').hidden = !inside
+  if (!inside) {
+    for (const v of document.querySelectorAll('.view')) v.hidden = true
+    return
+  }
+  $('#user-name').textContent = session.user.username
+  $('#user-roles').textContent = `(${session.roles.join(', ')})`
+  for (const b of document.querySelectorAll('#tabs button[data-service]')) b.hidden = !session.services.includes(b.dataset.service)
+  selectTab('nodes')
+  void followEvents()
+}
+
+$('#login-form').addEventListener('submit', login)
+$('#logout').addEventListener('click', () => { void logout() })
+$('#logs-form').addEventListener('submit', searchLogs)
+$('#logs-download').addEventListener('click', () => { downloadLogs().catch(err => { $('#logs-status').textContent = `Download failed: ${err.message}` }) })
+for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => selectTab(b.dataset.tab))
+setInterval(() => { if (session != null) renderNodes() }, 5000)
+saveSession(session)
+show()

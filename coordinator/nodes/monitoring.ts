@@ -1,0 +1,166 @@
+import type { MemberState } from '../../node/membership/membership.ts'
+
+/** One node as the coordinator shows it: registry record, liveness and latest health. */
+export interface NodeView {
+  peerId: string
+  role: string | null
+  labels: Record<string, string>
+  state: MemberState
+  /** ms since epoch when `state` last changed, as this coordinator saw it */
+  since: number
+  /** the coordinator's own embedded agent */
+  self: boolean
+  addresses: string[]
+  version: string | null
+  backend: string | null
+  startedAt: number | null
+  sensors: SensorView[]
+  health: HealthView | null
+  instances: { total: number, running: number, failed: number }
+}
+
+export interface SensorView { id: string, type: string, unit?: string, geo?: unknown }
+
+export interface HealthView {
+  cpuPct: number
+  processCpuPct: number
+  rssBytes: number
+  memFreeBytes: number
+  memTotalBytes: number
+  load: number[]
+  uptimeSec: number
+  /** the node's wall clock at its last heartbeat */
+  ts: number
+}
+
+/** An `instance/<peer>/<id>` entry, written by the node that runs it. */
+export interface InstanceView {
+  node: string
+  id: string
+  model: string
+  version: string | null
+  state: string
+  reason: string | null
+  backend: string | null
+  startedAt: number | null
+  /** wall-clock ms of the entry's last write */
+  updatedAt: number
+}
+
+export interface GatewayRow {
+  peerId: string
+  role: string | null
+  labels: Record<string, string>
+  state: MemberState
+  since: number
+  cpuPct: number | null
+  memUsedPct: number | null
+  rssBytes: number | null
+  load1: number | null
+  uptimeSec: number | null
+  lastHeartbeat: number | null
+  sensors: number
+  instances: NodeView['instances']
+}
+
+export interface GatewayStatus {
+  summary: { total: number, alive: number, suspect: number, dead: number }
+  gateways: GatewayRow[]
+}
+
+export interface ModelStatus {
+  model: string
+  versions: string[]
+  /** instances by state */
+  states: Record<string, number>
+  instances: Array<InstanceView & { nodeState: MemberState | 'unknown' }>
+}
+
+const round1 = (n: number): number => Math.round(n * 10) / 10
+
+/** The seed's "gateway status": every gateway and server with its vital signs. */
+export function gatewayStatus (nodes: NodeView[]): GatewayStatus {
+  const rows = nodes.filter(n => n.role === 'gateway' || n.role === 'server')
+  const summary = { total: rows.length, alive: 0, suspect: 0, dead: 0 }
+  for (const n of rows) summary[n.state]++
+  return {
+    summary,
+    gateways: rows.map(n => ({
+      peerId: n.peerId,
+      role: n.role,
+      labels: n.labels,
+      state: n.state,
+      since: n.since,
+      cpuPct: n.health?.cpuPct ?? null,
+      memUsedPct: n.health == null || n.health.memTotalBytes === 0 ? null : round1(100 * (1 - n.health.memFreeBytes / n.health.memTotalBytes)),
+      rssBytes: n.health?.rssBytes ?? null,
+      load1: n.health?.load[0] ?? null,
+      uptimeSec: n.health?.uptimeSec ?? null,
+      lastHeartbeat: n.health?.ts ?? null,
+      sensors: n.sensors.length,
+      instances: n.instances
+    }))
+  }
+}
+
+/** The seed's "model status": every model that has instances, where they run and in what state. */
+export function modelStatus (instances: InstanceView[], nodes: NodeView[]): ModelStatus[] {
+  const stateOf = new Map(nodes.map(n => [n.peerId, n.state]))
+  const byModel = new Map<string, ModelStatus>()
+  for (const i of instances) {
+    let m = byModel.get(i.model)
+    if (m == null) byModel.set(i.model, m = { model: i.model, versions: [], states: {}, instances: [] })
+    if (i.version != null && !m.versions.includes(i.version)) m.versions.push(i.version)
+    m.states[i.state] = (m.states[i.state] ?? 0) + 1
+    m.instances.push({ ...i, nodeState: stateOf.get(i.node) ?? 'unknown' })
+  }
+  return [...byModel.values()].sort((a, b) => a.model.localeCompare(b.model))
+}
+
+const str = (v: unknown): string | null => typeof v === 'string' ? v : null
+const num = (v: unknown): number | null => typeof v === 'number' && Number.isFinite(v) ? v : null
+
+/** Read an instance entry defensively: the runtime owns its shape. */
+export function instanceView (key: string, value: unknown, updatedAt: number): InstanceView | undefined {
+  const [, node, ...rest] = key.split('/')
+  if (node == null || rest.length === 0 || value == null || typeof value !== 'object') return undefined
+  const v = value as Record<string, unknown>
+  const id = rest.join('/')
+  return {
+    node,
+    id,
+    model: str(v.model) ?? id,
+    version: str(v.version),
+    state: str(v.state) ?? 'unknown',
+    reason: str(v.reason),
+    backend: str(v.backend),
+    startedAt: num(v.startedAt),
+    updatedAt
+  }
+}
+
+export function sensorViews (value: unknown): SensorView[] {
+  if (!Array.isArray(value)) return []
+  return value.flatMap(s => {
+    if (s == null || typeof s !== 'object' || typeof s.id !== 'string' || typeof s.type !== 'string') return []
+    const view: SensorView = { id: s.id, type: s.type }
+    if (typeof s.unit === 'string') view.unit = s.unit
+    if (s.geo != null) view.geo = s.geo
+    return [view]
+  })
+}
+
+export function healthView (value: unknown): HealthView | null {
+  if (value == null || typeof value !== 'object') return null
+  const v = value as Record<string, unknown>
+  return {
+    cpuPct: num(v.cpuPct) ?? 0,
+    processCpuPct: num(v.processCpuPct) ?? 0,
+    rssBytes: num(v.rssBytes) ?? 0,
+    memFreeBytes: num(v.memFreeBytes) ?? 0,
+    memTotalBytes: num(v.memTotalBytes) ?? 0,
+    load: Array.isArray(v.load) ? v.load.filter((x): x is number => typeof x === 'number').slice(0, 3) : [],
+    uptimeSec: num(v.uptimeSec) ?? 0,
+    ts: num(v.ts) ?? 0
+  }
+}

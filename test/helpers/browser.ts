@@ -1,0 +1,30 @@
+import { mkdir, mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium, type BrowserContext } from 'playwright-core'
+
+/** Where browser tests leave screenshots (gitignored). */
+export const TEST_RESULTS = new URL('../../test-results/', import.meta.url).pathname
+
+/**
+ * Debian's headless Chromium, driven by playwright-core, with a fresh
+ * profile and everything that would reach out to the internet switched off.
+ */
+export async function launchChromium (): Promise<{ context: BrowserContext, close: () => Promise<void> }> {
+  const profile = await mkdtemp(join(tmpdir(), 'gm-chromium-'))
+  await mkdir(TEST_RESULTS, { recursive: true })
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1400, height: 900 },
+    timeout: 60_000
+  })
+  return {
+    context,
+    async close () {
+      await context.close().catch(() => {})
+      await rm(profile, { recursive: true, force: true })
+    }
+  }
+}
