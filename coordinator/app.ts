@@ -7,21 +7,26 @@ import { authPlugin } from './auth/plugin.ts'
 import { coordinatorErrorHandler } from './errors.ts'
 import { authRoutes, DEFAULT_LOGIN_LIMITS, type LoginLimits } from './routes/auth.ts'
 import { dashboardRoutes } from './routes/dashboard.ts'
+import { deploymentRoutes, DeploymentViewSchema } from './routes/deployments.ts'
 import { enrollmentRoutes } from './routes/enrollments.ts'
 import { DEFAULT_MAX_EVENT_STREAMS, eventRoutes } from './routes/events.ts'
 import { logRoutes } from './routes/logs.ts'
 import { metricsRoutes } from './routes/metrics.ts'
+import { modelRoutes, ModelVersionSchema } from './routes/models.ts'
 import { monitoringRoutes } from './routes/monitoring.ts'
 import { nodeRoutes } from './routes/nodes.ts'
+import { predictRoutes } from './routes/predict.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
 import type { ApiTokenStore } from './auth/api-tokens.ts'
 import type { Auth } from './auth/auth.ts'
 import type { UserStore } from './auth/users.ts'
+import type { Deployments } from './deployments/service.ts'
 import type { Enrollment } from './enrollment/enrollment.ts'
 import type { LogSearch } from './logs/search.ts'
 import type { CoordinatorMetrics } from './metrics.ts'
+import type { ModelRepository } from './models/repository.ts'
 import type { NodesView } from './nodes/view.ts'
 import type { Registry as PromRegistry } from 'prom-client'
 import type { Logger } from 'pino'
@@ -35,6 +40,12 @@ export interface CoordinatorServices {
   logs: Pick<LogSearch, 'search'>
   enrollment: Enrollment
   metrics: CoordinatorMetrics
+  /** the model repository (service `models`) */
+  models?: ModelRepository
+  /** signed deployments and their status (service `deployments`) */
+  deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
+  /** predict anywhere in the mesh (service `predict`): status and body of the answer */
+  predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
   /** more metrics for `/metrics`, e.g. the embedded agent's */
   prometheus?: PromRegistry[]
   peerId: string
@@ -99,7 +110,9 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
     if (route == null || !route.startsWith(API_PREFIX)) return
     services.metrics.requests.observe({ method: request.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000)
   })
-  for (const schema of SHARED_SCHEMAS) app.addSchema(schema)
+  // shared schemas are added here, at the root: a plugin that adds its own gets Fastify's
+  // default validator (which strips unknown fields) instead of the strict one above
+  for (const schema of [...SHARED_SCHEMAS, ModelVersionSchema, DeploymentViewSchema]) app.addSchema(schema)
 
   await app.register(rateLimit, { global: false })
   await app.register(swagger, {
@@ -108,7 +121,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
       info: {
         title: 'gatemesh coordinator',
         version: services.version,
-        description: 'Users and auth, nodes and monitoring, mesh-wide logs and enrollment. Every /api/v1 route but login, refresh, logout and enroll needs `Authorization: Bearer <access token or gmt_ API token>`; each belongs to a service that the caller\'s roles must grant.'
+        description: 'Users and auth, nodes and monitoring, the model repository, deployments, predict, mesh-wide logs and enrollment. Every /api/v1 route but login, refresh, logout and enroll needs `Authorization: Bearer <access token or gmt_ API token>`; each belongs to a service that the caller\'s roles must grant.'
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'an access token from POST /api/v1/auth/login, or an API token (gmt_…)' } } },
       tags: [
@@ -117,6 +130,9 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
         { name: 'tokens', description: 'API tokens for machines (admins)' },
         { name: 'nodes', description: 'gateways, servers, sensors and live events' },
         { name: 'monitoring', description: 'gateway status and model status' },
+        { name: 'models', description: 'model repository: upload, versions, signed bundles' },
+        { name: 'deployments', description: 'signed deployments and their status' },
+        { name: 'predict', description: 'predict through the coordinator, answered anywhere in the mesh' },
         { name: 'logs', description: 'mesh-wide log search' },
         { name: 'enrollment', description: 'join tokens and device enrollment' }
       ]
@@ -131,6 +147,9 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   await app.register(nodeRoutes, { ctx })
   await app.register(monitoringRoutes, { ctx })
   await app.register(eventRoutes, { ctx })
+  await app.register(modelRoutes, { ctx })
+  await app.register(predictRoutes, { ctx })
+  await app.register(deploymentRoutes, { ctx })
   await app.register(logRoutes, { ctx })
   await app.register(enrollmentRoutes, { ctx })
   await app.register(metricsRoutes, { ctx })

@@ -4,6 +4,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
+import { predictLocal } from '../node/runtime/serving.ts'
+import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
 import { buildCoordinatorApp, type CoordinatorAppInit } from './app.ts'
 import { AccessTokens } from './auth/access-tokens.ts'
@@ -13,10 +15,13 @@ import { generatePassword, type ScryptParams } from './auth/passwords.ts'
 import { SessionStore } from './auth/sessions.ts'
 import { UserStore } from './auth/users.ts'
 import { COORDINATOR_FILES, ensureNodeDir, loadOrCreateJwtKey, type MeshOptions } from './data-dir.ts'
+import { Deployments } from './deployments/service.ts'
 import { Enrollment } from './enrollment/enrollment.ts'
 import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
+import { ModelRepository, type ModelRepositoryInit } from './models/repository.ts'
 import { NodesView } from './nodes/view.ts'
+import type { Fleet } from '../node/identity/fleet.ts'
 import type { FastifyInstance } from 'fastify'
 
 export const DEFAULT_PORT = 7480
@@ -36,6 +41,8 @@ export interface CoordinatorInit extends MeshOptions {
   app?: Pick<CoordinatorAppInit, 'loginLimits' | 'maxEventStreams' | 'bodyLimit'>
   /** Password hashing cost. @default DEFAULT_SCRYPT */
   scrypt?: ScryptParams
+  /** Upload limits of the model repository. */
+  models?: ModelRepositoryInit
 }
 
 /** Written to `<dataDir>/coordinator.json` once listening. */
@@ -69,6 +76,8 @@ export class Coordinator {
   readonly agent: Agent
   readonly users: UserStore
   readonly nodes: NodesView
+  readonly models: ModelRepository
+  readonly deployments: Deployments
   readonly #init: CoordinatorInit
   readonly #db: Database
   readonly #sessions: SessionStore
@@ -80,7 +89,7 @@ export class Coordinator {
   #app?: FastifyInstance
   #url = ''
 
-  private constructor (init: CoordinatorInit, agent: Agent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment }) {
+  private constructor (init: CoordinatorInit, agent: Agent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment, fleet: Fleet }) {
     this.#init = init
     this.dataDir = init.dataDir
     this.agent = agent
@@ -92,6 +101,25 @@ export class Coordinator {
     this.#enrollment = parts.enrollment
     this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
     this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership })
+    const signer = { key: parts.fleet.privateKey }
+    this.models = new ModelRepository({
+      db,
+      dir: join(init.dataDir, COORDINATOR_FILES.models),
+      signer,
+      publish: async zip => { await agent.bundles.publish(zip) },
+      held: digest => agent.bundles.store.get(digest)?.state === 'complete',
+      meshDigest: (name, version) => resolveBundle(agent.registry, { name, version }),
+      logger: agent.logger.child({ service: 'models' })
+    }, init.models)
+    this.deployments = new Deployments({
+      registry: agent.registry,
+      members: () => agent.membership.members(),
+      membership: agent.membership,
+      db,
+      signer,
+      hasModel: (name, version) => this.models.has(name, version),
+      logger: agent.logger.child({ service: 'deployments' })
+    })
     this.#logs = new LogSearch({
       self: { peerId: agent.peerId, store: agent.logs },
       members: () => agent.membership.members(),
@@ -118,7 +146,7 @@ export class Coordinator {
       throw err
     }
     const enrollment = new Enrollment({ db, fleet, bootstrap: () => meshBootstrap(agent) })
-    return new Coordinator(init, agent, db, { accessTokens: new AccessTokens(keys), enrollment })
+    return new Coordinator(init, agent, db, { accessTokens: new AccessTokens(keys), enrollment, fleet })
   }
 
   get url (): string {
@@ -133,8 +161,11 @@ export class Coordinator {
     await this.users.open()
     await this.#sessions.open()
     await this.#apiTokens.open()
+    await this.models.open()
     await this.agent.start()
     await this.nodes.start()
+    await this.deployments.start()
+    await this.models.republish()
     const result: StartResult = { url: '' }
     if (this.users.size === 0) {
       const password = generatePassword()
@@ -153,6 +184,13 @@ export class Coordinator {
       logs: this.#logs,
       enrollment: this.#enrollment,
       metrics: this.#metrics,
+      models: this.models,
+      deployments: this.deployments,
+      predict: async (model, version, body) => {
+        // the coordinator runs no instances itself, but its agent may one day
+        if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
+        return await this.agent.router.predict(model, version, body)
+      },
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,
       version: VERSION
@@ -167,6 +205,7 @@ export class Coordinator {
   async stop (): Promise<void> {
     this.agent.logger.info({ service: 'coordinator' }, 'coordinator stopping')
     await this.#app?.close()
+    await this.deployments.stop()
     await this.nodes.stop()
     this.#sessions.close()
     await this.#apiTokens.close()

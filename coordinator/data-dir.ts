@@ -11,11 +11,13 @@ import { fleetIdOf } from '../packaging/trust.ts'
  *   node/             its mesh identity: a node directory with role `coordinator`
  *   db/               level: users, sessions, API tokens, join tokens
  *   jwt.key           Ed25519 key that signs access tokens (0600)
+ *   models/           the model repository: <owner>/<name>/<version>/ with the signed bundle.zip
  *   coordinator.json  where it listens, once started
  */
 export const COORDINATOR_FILES = {
   node: 'node',
   jwtKey: 'jwt.key',
+  models: 'models',
   runtime: 'coordinator.json'
 } as const
 

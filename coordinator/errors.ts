@@ -82,6 +82,18 @@ export class UnavailableError extends CoordinatorError {
   override readonly name = 'UnavailableError'
 }
 
+/** An upload past the coordinator's limit. */
+export class UploadTooLargeError extends CoordinatorError {
+  override readonly code = 'ERR_UPLOAD_TOO_LARGE'
+  override readonly name = 'UploadTooLargeError'
+}
+
+/** A body in a content type the route does not take. */
+export class UnsupportedMediaTypeError extends CoordinatorError {
+  override readonly code = 'ERR_MEDIA_TYPE'
+  override readonly name = 'UnsupportedMediaTypeError'
+}
+
 /** HTTP status of every coordinator error code; the agent's catalog covers the rest. */
 export const STATUS_BY_CODE: Record<string, number> = {
   ERR_BAD_REQUEST: 400,
@@ -93,11 +105,13 @@ export const STATUS_BY_CODE: Record<string, number> = {
   ERR_FORBIDDEN: 403,
   ERR_NOT_FOUND: 404,
   ERR_CONFLICT: 409,
+  ERR_UPLOAD_TOO_LARGE: 413,
+  ERR_MEDIA_TYPE: 415,
   ERR_RATE_LIMITED: 429,
   ERR_UNAVAILABLE: 503
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 429: 'Too Many Requests', 503: 'Service Unavailable' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests', 503: 'Service Unavailable' }
 
 /**
  * The coordinator's error handler: its own codes map through the catalog

@@ -248,6 +248,8 @@ export class Agent {
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
+    // peers (and the coordinator's deployment endpoints) learn where this API answers
+    await this.#announce()
     await this.#writeRuntime()
     this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
   }
@@ -283,6 +285,7 @@ export class Agent {
       version: VERSION,
       cert: this.identity.certificate,
       startedAt: this.startedAt,
+      ...(this.#apiUrl === '' ? {} : { api: this.#apiUrl }),
       ...this.scheduling.nodeFields()
     }
     await this.registry.set(`node/${this.peerId}`, record)

@@ -1,7 +1,9 @@
 import { principalOf } from '../auth/plugin.ts'
 import { UnavailableError } from '../errors.ts'
+import { summaries } from './models.ts'
 import { errorResponses, NoQuery } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
+import type { DeploymentView } from '../deployments/service.ts'
 import type { NodesChange } from '../nodes/view.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -11,7 +13,10 @@ const PING_MS = 15_000
 /**
  * Live fleet changes as Server-Sent Events. A stream opens with `snapshot`
  * (every node and the model status), then sends `node` for each node that
- * changed, `node-removed`, and `models` when the model status changed. It
+ * changed, `node-removed`, and `models` when the model status changed.
+ * Callers with the `models` service also get `repository` (the model
+ * repository, at once and on each upload); with `deployments`,
+ * `deployments` (every deployment's status, at once and on each change). It
  * ends when the caller's access token expires; the client reconnects with
  * a fresh one (browsers' EventSource cannot send headers, so the dashboard
  * reads the stream with fetch).
@@ -28,7 +33,7 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
     config: { service: 'nodes' },
     schema: {
       tags: ['nodes'],
-      summary: 'Server-Sent Events: snapshot, node, node-removed, models',
+      summary: 'Server-Sent Events: snapshot, node, node-removed, models, repository, deployments',
       querystring: NoQuery,
       response: { 200: { description: 'text/event-stream', type: 'string' }, ...errorResponses(401, 403, 503) }
     }
@@ -48,6 +53,20 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
       if (evt.detail.models) send('models', { models: nodes.models() })
     }
     nodes.addEventListener('change', onChange)
+    // the repository and deployments go only to callers whose roles grant those services
+    const { models: repository, deployments } = ctx
+    const sendRepository = (): void => { send('repository', { models: summaries(repository!.list()) }) }
+    const sendDeployments = (evt?: CustomEvent<DeploymentView[]>): void => { send('deployments', { deployments: evt?.detail ?? deployments!.list() }) }
+    const repositoryOn = repository != null && principal.services.includes('models')
+    const deploymentsOn = deployments != null && principal.services.includes('deployments')
+    if (repositoryOn) {
+      sendRepository()
+      repository.addEventListener('change', sendRepository)
+    }
+    if (deploymentsOn) {
+      sendDeployments()
+      deployments.addEventListener('change', sendDeployments)
+    }
     const ping = setInterval(() => res.write(': ping\n\n'), PING_MS)
     // a stream must not outlive the credential that opened it
     const left = principal.expiresAt == null ? Infinity : Math.max(0, principal.expiresAt - Date.now())
@@ -63,6 +82,8 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
       clearInterval(ping)
       clearTimeout(expiry)
       nodes.removeEventListener('change', onChange)
+      if (repositoryOn) repository.removeEventListener('change', sendRepository)
+      if (deploymentsOn) deployments.removeEventListener('change', sendDeployments)
     }
     res.on('close', close)
     request.raw.on('close', close)

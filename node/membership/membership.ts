@@ -19,6 +19,8 @@ export interface NodeRecord {
   /** the node certificate, so peers that never met it can verify its writes */
   cert: string
   startedAt: number
+  /** this node's local HTTP API (TF Serving predict), once it listens */
+  api?: string
   /** an operator drained this node: no instances, no new placements */
   drained?: boolean
   /** deployments an operator stopped on this node */

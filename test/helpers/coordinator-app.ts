@@ -10,15 +10,20 @@ import { ApiTokenStore } from '../../coordinator/auth/api-tokens.ts'
 import { Auth } from '../../coordinator/auth/auth.ts'
 import { SessionStore } from '../../coordinator/auth/sessions.ts'
 import { UserStore } from '../../coordinator/auth/users.ts'
+import { Deployments } from '../../coordinator/deployments/service.ts'
 import { Enrollment } from '../../coordinator/enrollment/enrollment.ts'
 import { LogSearch } from '../../coordinator/logs/search.ts'
 import { CoordinatorMetrics } from '../../coordinator/metrics.ts'
+import { ModelRepository } from '../../coordinator/models/repository.ts'
 import { NodesView } from '../../coordinator/nodes/view.ts'
 import { createLogger } from '../../node/logs/logger.ts'
 import { LogStore } from '../../node/logs/log-store.ts'
 import { HealthSampler } from '../../node/membership/health.ts'
 import { Membership, type NodeRecord } from '../../node/membership/membership.ts'
+import { resolveBundle } from '../../node/scheduler/resolve.ts'
+import { PredictRouter } from '../../node/scheduler/router.ts'
 import { openDatabase, type Database } from '../../node/store/db.ts'
+import { verifyBundle } from '../../packaging/bundle/index.ts'
 import { fleetIdOf } from '../../packaging/trust.ts'
 import { MemoryMesh, type MemoryMember } from './memory-mesh.ts'
 import type { FastifyInstance } from 'fastify'
@@ -36,11 +41,15 @@ export interface TestCoordinator {
   gateway: MemoryMember
   logs: LogStore
   logger: ReturnType<typeof createLogger>['logger']
+  models: ModelRepository
+  deployments: Deployments
   close(): Promise<void>
 }
 
 export interface TestCoordinatorOptions extends CoordinatorAppInit {
   accessTtlSec?: number
+  /** the model repository's upload limit */
+  maxUploadBytes?: number
 }
 
 /**
@@ -103,7 +112,35 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     logger
   })
   const metrics = new CoordinatorMetrics({ users: () => users.size })
-  const app = await buildCoordinatorApp({ auth, users, apiTokens, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test' }, { logger, ...options })
+  // bundles are verified and advertised as the embedded agent's BundleService does, minus the store
+  const models = new ModelRepository({
+    db,
+    dir: join(dir, 'models'),
+    signer: { key: fleet.privateKey },
+    publish: async zip => {
+      const v = await verifyBundle(zip, { fleetPublicKey: fleet.publicKey })
+      await self.registry.set(`bundle/${v.digest}/${selfId}`, { size: v.size, complete: true, name: v.manifest.name, version: v.manifest.version })
+    },
+    meshDigest: (name, version) => resolveBundle(self.registry, { name, version }),
+    logger
+  }, options.maxUploadBytes == null ? {} : { maxUploadBytes: options.maxUploadBytes })
+  await models.open()
+  const deployments = new Deployments({ registry: self.registry, members: () => memberships[0]!.members(), membership: memberships[0], db, signer: { key: fleet.privateKey }, hasModel: (n, v) => models.has(n, v), logger }, { refreshMs: 50 })
+  await deployments.start()
+  // the real router: with no replica anywhere it answers 404 without dialling
+  const router = new PredictRouter({
+    peerId: self.peerId,
+    registry: self.registry,
+    membership: memberships[0]!,
+    runtime: { has: () => false, get: () => { throw new Error('no local runtime') } } as any,
+    network: { handle: async () => {}, unhandle: async () => {}, dialProtocol: async () => { throw new Error('no mesh in this test') } },
+    logger
+  })
+  const { maxUploadBytes: _limit, ...appOptions } = options
+  const app = await buildCoordinatorApp({
+    auth, users, apiTokens, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test',
+    models, deployments, predict: async (model, version, body) => await router.predict(model, version, body)
+  }, { logger, ...appOptions })
   return {
     app,
     dir,
@@ -115,8 +152,11 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     gateway,
     logs,
     logger,
+    models,
+    deployments,
     async close () {
       await app.close()
+      await deployments.stop()
       await nodes.stop()
       for (const m of memberships) await m.stop()
       sessions.close()

@@ -1,0 +1,61 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { NotFoundError } from '../errors.ts'
+import { errorResponses, NoQuery } from './schemas.ts'
+import type { CoordinatorContext } from '../app.ts'
+import type { FastifyInstance } from 'fastify'
+
+/** Predict bodies may carry images, as on the agents. */
+export const PREDICT_BODY_LIMIT = 16 * 1024 * 1024
+
+const Target = Type.Object({ target: Type.String({ minLength: 1, maxLength: 80, pattern: '^[a-z0-9][a-z0-9._-]*:[a-z]+$', description: 'NAME:predict' }) }, { additionalProperties: false })
+const VersionTarget = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a-z0-9._-]*$' }), target: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9][A-Za-z0-9.+_-]*:[a-z]+$', description: 'VERSION:predict' }) }, { additionalProperties: false })
+
+/** TensorFlow Serving's predict request: row (`instances`) or columnar (`inputs`). */
+const PredictBody = Type.Object({
+  signature_name: Type.Optional(Type.String({ maxLength: 128 })),
+  instances: Type.Optional(Type.Array(Type.Unknown())),
+  inputs: Type.Optional(Type.Unknown())
+}, { additionalProperties: false })
+
+function split (target: string): string {
+  const i = target.lastIndexOf(':')
+  if (target.slice(i + 1) !== 'predict') throw new NotFoundError(`method :${target.slice(i + 1)} on /api/v1/models/ (the coordinator serves :predict)`)
+  return target.slice(0, i)
+}
+
+/**
+ * Predict through the coordinator, for users with the `predict` service:
+ * the request goes to the embedded agent's router, which forwards it over
+ * the mesh to a replica (balanced, retried on another when one fails) and
+ * relays its answer as it is.
+ */
+export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: CoordinatorContext }): Promise<void> {
+  const predict = ctx.predict
+  if (predict == null) return
+  const schema = (params: typeof Target | typeof VersionTarget) => ({
+    tags: ['predict'],
+    summary: 'TensorFlow Serving predict, answered by a replica anywhere in the mesh',
+    params,
+    querystring: NoQuery,
+    body: PredictBody,
+    response: { 200: { description: '{"predictions": [...]}', type: 'object', additionalProperties: true }, ...errorResponses(400, 401, 403, 404, 503) }
+  })
+
+  app.post<{ Params: Static<typeof Target>, Body: Static<typeof PredictBody> }>('/api/v1/models/:target', {
+    config: { service: 'predict' },
+    bodyLimit: PREDICT_BODY_LIMIT,
+    schema: schema(Target)
+  }, async (request, reply) => {
+    const answer = await predict(split(request.params.target), undefined, request.body)
+    return await reply.code(answer.status).send(answer.body)
+  })
+
+  app.post<{ Params: Static<typeof VersionTarget>, Body: Static<typeof PredictBody> }>('/api/v1/models/:name/versions/:target', {
+    config: { service: 'predict' },
+    bodyLimit: PREDICT_BODY_LIMIT,
+    schema: schema(VersionTarget)
+  }, async (request, reply) => {
+    const answer = await predict(request.params.name, split(request.params.target), request.body)
+    return await reply.code(answer.status).send(answer.body)
+  })
+}
