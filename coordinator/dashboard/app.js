@@ -8,6 +8,9 @@ const SESSION_KEY = 'gatemesh.session'
 let session = JSON.parse(sessionStorage.getItem(SESSION_KEY) ?? 'null')
 let nodes = new Map()
 let models = []
+// the model repository and the deployments, for users whose roles grant those services
+let repository = []
+let deployments = []
 let refreshTimer
 let events
 let renderPending = false
@@ -120,6 +123,10 @@ function onEvent (type, data) {
     nodes.delete(data.peerId)
   } else if (type === 'models') {
     models = data.models
+  } else if (type === 'repository') {
+    repository = data.models
+  } else if (type === 'deployments') {
+    deployments = data.deployments
   }
   // every node heartbeats each second: draw at most once a frame, however many events arrive
   if (renderPending) return
@@ -129,6 +136,8 @@ function onEvent (type, data) {
     renderNodes()
     renderSensors()
     renderModels()
+    renderRepository()
+    renderDeployments()
   })
 }
 
@@ -189,6 +198,126 @@ function renderModels () {
     h('td', { class: 'mono' }, m.instances.map(i => `${short(i.node)} (${i.state}${i.nodeState === 'alive' ? '' : `, node ${i.nodeState}`})`).join(', '))
   )))
   $('#models-empty').hidden = models.length > 0
+}
+
+// --- model repository ----------------------------------------------------
+
+/** Instances of a served name by state, from the live model status. */
+function runningText (name) {
+  const m = models.find(x => x.model === name)
+  return m == null ? 'not running' : Object.entries(m.states).map(([s, n]) => `${n} ${s}`).join(', ')
+}
+
+function renderRepository () {
+  $('#models-list tbody').replaceChildren(...repository.map(({ name, versions, latest }) => h('tr', { 'data-model': name, 'data-running': String(models.find(x => x.model === name)?.states.running ?? 0) },
+    h('td', {}, h('b', {}, name), latest.metadata.description == null ? '' : h('div', { class: 'muted' }, latest.metadata.description)),
+    h('td', {}, latest.version),
+    h('td', {}, versions.join(', ')),
+    h('td', {}, latest.owner),
+    h('td', {}, latest.metadata.modelType ?? ''),
+    h('td', {}, latest.metadata.deploymentType ?? ''),
+    h('td', {}, `${latest.metadata.inputFormat ?? latest.inputs.map(i => `${i.name} [${i.shape.join('×')}]`).join(', ')} → ${latest.metadata.outputFormat ?? latest.outputs.map(o => o.labels?.join('/') ?? o.name).join(', ')}`),
+    h('td', { class: 'mono', title: latest.digest }, h('button', { type: 'button', class: 'link', 'data-download': `${name}/${latest.version}` }, `${latest.digest.slice(0, 12)}… zip`)),
+    h('td', {}, runningText(name))
+  )))
+  $('#models-list-empty').hidden = repository.length > 0
+  const select = $('#deployment-model')
+  const chosen = select.value
+  select.replaceChildren(...repository.flatMap(({ name, versions }) => versions.map(v => h('option', { value: `${name}@${v}` }, `${name} ${v}`))))
+  if (chosen !== '') select.value = chosen
+}
+
+async function uploadModel (event) {
+  event.preventDefault()
+  const form = new FormData(event.target)
+  // optional fields left empty are not sent: the API takes no empty values
+  for (const [k, v] of [...form.entries()]) {
+    if ((typeof v === 'string' && v.trim() === '') || (v instanceof File && v.name === '')) form.delete(k)
+  }
+  const status = $('#model-status')
+  status.textContent = 'Uploading, checking the model with TensorFlow.js, signing…'
+  try {
+    const res = await api('/api/v1/models', { method: 'POST', body: form })
+    const model = await res.json()
+    status.textContent = `Stored ${model.name} ${model.version}: bundle ${model.digest.slice(0, 12)}… signed and published to the mesh.`
+    event.target.reset()
+  } catch (err) {
+    status.textContent = `Upload failed: ${err.message}`
+  }
+}
+
+async function downloadBundle (target) {
+  const res = await api(`/api/v1/models/${target.split('/').map(encodeURIComponent).join('/versions/')}/bundle`)
+  const url = URL.createObjectURL(await res.blob())
+  h('a', { href: url, download: `${target.replace('/', '-')}.zip` }).click()
+  setTimeout(() => URL.revokeObjectURL(url), 10_000)
+}
+
+// --- deployments -----------------------------------------------------------
+
+const list = (text) => String(text ?? '').split(',').map(s => s.trim()).filter(s => s !== '')
+
+function deploymentSpec (form) {
+  const [name, version] = String(form.get('model') ?? '').split('@')
+  const placement = { policy: form.get('policy') }
+  if (form.get('role') !== '') placement.role = form.get('role')
+  const labels = list(form.get('labels'))
+  if (labels.length > 0) placement.labels = Object.fromEntries(labels.map(l => [l.split('=')[0].trim(), (l.split('=')[1] ?? '').trim()]))
+  const sensorTypes = list(form.get('sensorTypes'))
+  if (sensorTypes.length > 0) placement.sensorTypes = sensorTypes
+  const nodes = list(form.get('nodes'))
+  if (nodes.length > 0) placement.nodes = nodes
+  const spec = { id: form.get('id'), model: { name, version }, replicas: Number(form.get('replicas')), placement, instance: {} }
+  const start = form.get('start')
+  const end = form.get('end')
+  if (start !== '' || end !== '') {
+    if (start === '' || end === '') throw new Error('a window needs both a start and an end')
+    spec.window = { start: new Date(start).toISOString(), end: new Date(end).toISOString() }
+  }
+  if (String(form.get('instanceName') ?? '').trim() !== '') spec.instance.name = String(form.get('instanceName')).trim()
+  const sensors = list(form.get('sensors'))
+  if (sensors.length > 0) spec.instance.input = { sensors }
+  return spec
+}
+
+async function createDeployment (event) {
+  event.preventDefault()
+  const status = $('#deployment-status')
+  try {
+    const spec = deploymentSpec(new FormData(event.target))
+    status.textContent = 'Signing and writing to the mesh…'
+    const res = await api('/api/v1/deployments', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(spec) })
+    const d = await res.json()
+    status.textContent = `Deployment ${d.id} is in the mesh; its scheduler places it now.`
+  } catch (err) {
+    status.textContent = `Deployment failed: ${err.message}`
+  }
+}
+
+async function deleteDeployment (id) {
+  try {
+    await api(`/api/v1/deployments/${encodeURIComponent(id)}`, { method: 'DELETE' })
+    $('#deployment-status').textContent = `Deployment ${id} deleted; its instances stop everywhere.`
+  } catch (err) {
+    $('#deployment-status').textContent = `Delete failed: ${err.message}`
+  }
+}
+
+const when = (iso) => new Date(iso).toLocaleString()
+
+function renderDeployments () {
+  $('#deployments-table tbody').replaceChildren(...deployments.map(d => h('tr', { 'data-deployment': d.id, 'data-running': String(d.running) },
+    h('td', {}, h('b', {}, d.id)),
+    h('td', {}, `${d.spec.model.name} ${d.spec.model.version ?? d.spec.model.digest.slice(0, 12)}`, d.model === d.spec.model.name ? '' : h('div', { class: 'muted' }, `as ${d.model}`)),
+    h('td', {}, `${d.running} / ${d.replicas}`),
+    h('td', {}, d.spec.window == null ? (d.spec.schedule == null ? 'always' : `${d.spec.schedule.cron} for ${d.spec.schedule.durationSec} s`) : `${when(d.spec.window.start)} – ${when(d.spec.window.end)}`, ' ', stateBadge(d.window.active ? 'active' : 'inactive')),
+    h('td', { class: 'mono' }, d.placement == null ? 'not placed yet' : d.placement.nodes.map(short).join(', ')),
+    h('td', {}, d.instances.length === 0 ? '–' : d.instances.map(i => h('div', { 'data-node': i.node }, h('span', { class: 'mono', title: i.node }, short(i.node)), ' ', stateBadge(i.state), i.reason == null ? '' : h('span', { class: 'muted' }, ` ${i.reason}`)))),
+    h('td', { class: 'mono' }, `POST /api/v1/models/${d.model}:predict`),
+    h('td', {}, d.createdBy ?? ''),
+    h('td', {}, h('button', { type: 'button', class: 'danger', 'data-delete': d.id }, 'Delete'))
+  )))
+  $('#deployments-empty').hidden = deployments.length > 0
 }
 
 function logsQuery (form) {
@@ -256,6 +385,10 @@ function show () {
 $('#login-form').addEventListener('submit', login)
 $('#logout').addEventListener('click', () => { void logout() })
 $('#logs-form').addEventListener('submit', searchLogs)
+$('#model-form').addEventListener('submit', uploadModel)
+$('#deployment-form').addEventListener('submit', createDeployment)
+$('#models-list').addEventListener('click', (e) => { const t = e.target.closest('[data-download]'); if (t != null) downloadBundle(t.dataset.download).catch(err => { $('#model-status').textContent = `Download failed: ${err.message}` }) })
+$('#deployments-table').addEventListener('click', (e) => { const t = e.target.closest('[data-delete]'); if (t != null && confirm(`Delete deployment ${t.dataset.delete}?`)) void deleteDeployment(t.dataset.delete) })
 $('#logs-download').addEventListener('click', () => { downloadLogs().catch(err => { $('#logs-status').textContent = `Download failed: ${err.message}` }) })
 for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => selectTab(b.dataset.tab))
 setInterval(() => { if (session != null) renderNodes() }, 5000)
