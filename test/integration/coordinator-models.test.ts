@@ -43,7 +43,7 @@ await t.test('upload a real TF.js model with its config.json through the API', a
     body: await anomalyUploadForm({ config: anomalyConfig('temp') }),
     signal: AbortSignal.timeout(120_000)
   })
-  const model = await res.json()
+  const model: any = await res.json()
   t.equal(res.status, 201, res.status === 201 ? 'uploaded: 201' : JSON.stringify(model))
   t.match(model, { name: 'anomaly', version: '1.0.0', owner: 'admin', format: 'layers', outputs: [{ labels: ['normal', 'anomaly'] }] })
   digest = model.digest
