@@ -17,11 +17,14 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
       announce: { type: 'string', multiple: true },
       bootstrap: { type: 'string', multiple: true },
       'tls-cert': { type: 'string' },
-      'tls-key': { type: 'string' }
+      'tls-key': { type: 'string' },
+      'max-upload-mb': { type: 'string' }
     }
   })
   if ((values['tls-cert'] == null) !== (values['tls-key'] == null)) throw new UsageError('--tls-cert and --tls-key go together')
   const port = parsePort(values.port, '--port')
+  const uploadMb = values['max-upload-mb'] == null ? undefined : Number(values['max-upload-mb'])
+  if (uploadMb != null && !(Number.isInteger(uploadMb) && uploadMb >= 1 && uploadMb <= 65536)) throw new UsageError(`--max-upload-mb: "${values['max-upload-mb']}" must be a whole number of MiB from 1 to 65536`)
   const init: CoordinatorInit = {
     dataDir: resolve(requireArg(values.data, '--data DIR')),
     fleetDir: resolve(requireArg(values.fleet, '--fleet FLEETDIR')),
@@ -30,7 +33,8 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
     ...(values['p2p-listen'] == null ? {} : { listen: values['p2p-listen'] }),
     ...(values.announce == null ? {} : { announce: values.announce }),
     ...(values.bootstrap == null ? {} : { bootstrap: values.bootstrap }),
-    ...(values['tls-cert'] == null || values['tls-key'] == null ? {} : { tls: { certFile: resolve(values['tls-cert']), keyFile: resolve(values['tls-key']) } })
+    ...(values['tls-cert'] == null || values['tls-key'] == null ? {} : { tls: { certFile: resolve(values['tls-cert']), keyFile: resolve(values['tls-key']) } }),
+    ...(uploadMb == null ? {} : { models: { maxUploadBytes: uploadMb * 1024 * 1024 } })
   }
   const coordinator = await Coordinator.create(init)
   const log = coordinator.agent.logger.child({ service: 'coordinator' })
