@@ -28,9 +28,15 @@ export const BUNDLE_EXTERNALS = [
 export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size']
 
 export interface AppBundleResult {
+  /** the entry: `node FILE agent --data DIR` */
   file: string
+  /** every file written: the entry and the inference worker beside it */
+  files: string[]
   bytes: number
 }
+
+/** File name of the inference worker next to the bundle. */
+export const WORKER_FILE = 'gatemesh-worker.mjs'
 
 /**
  * Bundle the gatemesh CLI (agent included) into one ES module with esbuild.
@@ -40,26 +46,32 @@ export interface AppBundleResult {
 export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemesh.mjs')): Promise<AppBundleResult> {
   const esbuild = await import('esbuild')
   await mkdir(dirname(outFile), { recursive: true })
+  const common = {
+    bundle: true,
+    platform: 'node' as const,
+    format: 'esm' as const,
+    target: 'node22',
+    minify: true,
+    legalComments: 'none' as const,
+    external: BUNDLE_EXTERNALS,
+    metafile: true,
+    logLevel: 'silent' as const,
+    // CommonJS dependencies inside an ES module bundle still call require()
+    banner: { js: "import { createRequire as __gmCreateRequire } from 'node:module'; const require = __gmCreateRequire(import.meta.url);" }
+  }
+  const workerFile = join(dirname(outFile), WORKER_FILE)
+  const worker = await esbuild.build({ ...common, entryPoints: [join(REPO_ROOT, 'node', 'runtime', 'worker.ts')], outfile: workerFile })
   const result = await esbuild.build({
+    ...common,
+    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(`./${WORKER_FILE}`) },
     stdin: {
       contents: "import { main } from './node/cli/main.ts'\nprocess.exitCode = await main(process.argv.slice(2))\n",
       resolveDir: REPO_ROOT,
       sourcefile: 'gatemesh-entry.ts',
       loader: 'ts'
     },
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node22',
-    minify: true,
-    legalComments: 'none',
-    outfile: outFile,
-    external: BUNDLE_EXTERNALS,
-    metafile: true,
-    logLevel: 'silent',
-    // CommonJS dependencies inside an ES module bundle still call require()
-    banner: { js: "import { createRequire as __gmCreateRequire } from 'node:module'; const require = __gmCreateRequire(import.meta.url);" }
+    outfile: outFile
   })
-  const bytes = Object.values(result.metafile.outputs).reduce((sum, o) => sum + o.bytes, 0)
-  return { file: outFile, bytes }
+  const bytes = [result, worker].flatMap(r => Object.values(r.metafile?.outputs ?? {})).reduce((sum, o) => sum + o.bytes, 0)
+  return { file: outFile, files: [outFile, workerFile], bytes }
 }
