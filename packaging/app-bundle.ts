@@ -30,6 +30,8 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size
 export interface AppBundleResult {
   file: string
   bytes: number
+  /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
+  externalImports: string[]
 }
 
 /**
@@ -60,6 +62,8 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     // CommonJS dependencies inside an ES module bundle still call require()
     banner: { js: "import { createRequire as __gmCreateRequire } from 'node:module'; const require = __gmCreateRequire(import.meta.url);" }
   })
-  const bytes = Object.values(result.metafile.outputs).reduce((sum, o) => sum + o.bytes, 0)
-  return { file: outFile, bytes }
+  const outputs = Object.values(result.metafile.outputs)
+  const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
+  const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
+  return { file: outFile, bytes, externalImports }
 }
