@@ -3,7 +3,9 @@ import { bundleCommand, BUNDLE_USAGE } from './bundle.ts'
 import { COORDINATOR_USAGE, USER_USAGE } from '../../coordinator/cli/usage.ts'
 import { demoCommand, DEMO_USAGE } from './demo.ts'
 import { enrollCommand, ENROLL_USAGE } from './enroll.ts'
+import { flashCommand, FLASH_USAGE } from './flash.ts'
 import { fleetCommand, FLEET_USAGE } from './fleet.ts'
+import { imageCommand, IMAGE_USAGE } from './image.ts'
 import { nodeCommand, NODE_INIT_USAGE } from './node-init.ts'
 import { statusCommand, STATUS_USAGE } from './status.ts'
 import { VERSION } from '../version.ts'
@@ -18,7 +20,9 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: 
   enroll: { run: enrollCommand, usage: ENROLL_USAGE, help: 'join a fleet through a coordinator with a one-time join token' },
   // the coordinator's commands load Fastify, Swagger and the dashboard only when they run
   coordinator: { run: async argv => { await (await import('../../coordinator/cli/coordinator.ts')).coordinatorCommand(argv) }, usage: COORDINATOR_USAGE, help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer' },
-  user: { run: async argv => { await (await import('../../coordinator/cli/user.ts')).userCommand(argv) }, usage: USER_USAGE, help: 'add a coordinator user or reset a password (coordinator stopped)' }
+  user: { run: async argv => { await (await import('../../coordinator/cli/user.ts')).userCommand(argv) }, usage: USER_USAGE, help: 'add a coordinator user or reset a password (coordinator stopped)' },
+  image: { run: imageCommand, usage: IMAGE_USAGE, help: 'build a self-contained agent image (Node runtime, app, native modules, systemd unit, identity or join token) for x64 or arm64' },
+  flash: { run: flashCommand, usage: FLASH_USAGE, help: 'install an image into a mounted root filesystem, or onto a device over ssh' }
 }
 
 function usage (): string {
