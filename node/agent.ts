@@ -15,6 +15,10 @@ import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
+import { LocalRuntime } from './runtime/local.ts'
+import { Scheduling } from './scheduler/index.ts'
+import { validateInstanceOverrides } from './scheduler/instance-check.ts'
+import { PredictRouter } from './scheduler/router.ts'
 import { VERSION } from './version.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -31,8 +35,9 @@ export const RUNTIME_FILE = 'agent.json'
 
 /**
  * The composition root: one agent process on a gateway or server. Wires the
- * libp2p mesh, fleet trust, the registry, membership and the local HTTP API,
- * and starts and stops them in order.
+ * libp2p mesh, fleet trust, the registry, membership, bundles, the local
+ * runtime, scheduling and the local HTTP API, and starts and stops them in
+ * order.
  */
 export class Agent {
   readonly dataDir: string
@@ -48,6 +53,12 @@ export class Agent {
   readonly logs: LogStore
   readonly logQuery: LogQueryService
   readonly bundles: BundleService
+  /** sensors, actuators, model instances, actions and the outbox */
+  readonly local: LocalRuntime
+  /** election, scheduler, reconciler, drain/evict */
+  readonly scheduling: Scheduling
+  /** predict for models that run on other nodes */
+  readonly router: PredictRouter
   readonly #db: Database
   readonly #closeLog: () => void
   readonly startedAt = Date.now()
@@ -102,6 +113,48 @@ export class Agent {
       logger: logger.child({ service: 'bundles' }),
       metrics
     }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
+    this.local = new LocalRuntime({
+      peerId: peerId.toString(),
+      dataDir,
+      config,
+      db,
+      registry: this.registry,
+      fleetKey: identity.fleetPublicKey,
+      bundleZips: this.bundles,
+      logger,
+      prometheus: metrics.registry,
+      onBackend: () => {
+        this.#announce().catch(err => { logger.warn({ service: 'agent', err: err.message }, 'announce failed') })
+      }
+    })
+    this.scheduling = new Scheduling({
+      peerId,
+      role: config.role,
+      labels: config.labels,
+      registry: this.registry,
+      membership: this.membership,
+      db,
+      runtime: this.local.runtime,
+      bundles: {
+        ensure: async (digest) => {
+          this.bundles.pull(digest)
+          await this.bundles.waitFor(digest)
+        }
+      },
+      logger,
+      announce: async () => { await this.#announce() },
+      parseOptions: { validateInstance: validateInstanceOverrides },
+      metrics
+    })
+    this.router = new PredictRouter({
+      peerId,
+      registry: this.registry,
+      membership: this.membership,
+      runtime: this.local.runtime,
+      network: mesh,
+      logger: logger.child({ service: 'router' }),
+      metrics
+    })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -166,10 +219,14 @@ export class Agent {
         this.logger.debug({ service: 'registry', peer: evt.detail.peerId.toString(), err: err.message }, 'initial sync failed')
       })
     })
+    await this.local.start()
+    await this.scheduling.control.load()
     await this.#announce()
     await this.membership.start()
     await this.connector.start()
     await this.bundles.start()
+    await this.router.start()
+    await this.scheduling.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
@@ -184,7 +241,10 @@ export class Agent {
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
-      bundles: this.bundles
+      bundles: this.bundles,
+      local: this.local,
+      router: this.router,
+      scheduling: this.scheduling.view()
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
@@ -196,9 +256,12 @@ export class Agent {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
     await this.#api?.close()
+    await this.scheduling.stop()
+    await this.router.stop()
     await this.bundles.stop()
     await this.connector.stop()
     await this.membership.stop()
+    await this.local.stop()
     await this.logQuery.stop()
     await this.registry.stop()
     await this.trust.stop()
@@ -211,16 +274,16 @@ export class Agent {
   /** Write `node/<self>` with what peers need to reach and trust us. */
   async #announce (): Promise<void> {
     const { config } = this.identity
-    const previous = this.registry.value<NodeRecord>(`node/${this.peerId}`)
     const record: NodeRecord = {
       role: config.role,
       labels: config.labels,
       addresses: this.addresses(),
-      sensors: previous?.sensors ?? [],
-      backend: previous?.backend ?? null,
+      sensors: this.local.devices.info(),
+      backend: this.local.runtime.backend,
       version: VERSION,
       cert: this.identity.certificate,
-      startedAt: this.startedAt
+      startedAt: this.startedAt,
+      ...this.scheduling.nodeFields()
     }
     await this.registry.set(`node/${this.peerId}`, record)
   }

@@ -10,6 +10,7 @@ let nodes = new Map()
 let models = []
 let refreshTimer
 let events
+let renderPending = false
 
 function h (tag, props = {}, ...children) {
   const el = document.createElement(tag)
@@ -120,9 +121,15 @@ function onEvent (type, data) {
   } else if (type === 'models') {
     models = data.models
   }
-  renderNodes()
-  renderSensors()
-  renderModels()
+  // every node heartbeats each second: draw at most once a frame, however many events arrive
+  if (renderPending) return
+  renderPending = true
+  requestAnimationFrame(() => {
+    renderPending = false
+    renderNodes()
+    renderSensors()
+    renderModels()
+  })
 }
 
 // --- views ---------------------------------------------------------------

@@ -11,6 +11,13 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_CLAIM_MISMATCH: 403,
   ERR_EXPIRED: 403,
   ERR_NOT_FOUND: 404,
+  ERR_INVALID_INPUT: 400,
+  ERR_INSTANCE_SPEC: 400,
+  ERR_DEPLOYMENT_SPEC: 400,
+  ERR_BUNDLE_INVALID: 422,
+  ERR_MODEL_LOAD: 422,
+  ERR_INSTANCE_EXISTS: 409,
+  ERR_INSTANCE_STOPPED: 503,
   FST_ERR_CTP_BODY_TOO_LARGE: 413,
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 415,
   FST_ERR_CTP_EMPTY_JSON_BODY: 400,
@@ -32,6 +39,7 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_UNSUPPORTED_ENTRY: 422,
   ERR_INVALID_MANIFEST: 422,
   ERR_NO_PROVIDERS: 504,
+  ERR_NO_REPLICA: 503,
   ERR_TRANSFER_FAILED: 502,
   ERR_STORE_FULL: 507
 }
@@ -83,19 +91,25 @@ export function errorHandler (err: FastifyError & { field?: string, entry?: stri
     void reply.code(400).send({ error: 'Bad Request', code: 'ERR_VALIDATION', message: `${field}: ${message}`, field } satisfies ErrorBody)
     return
   }
-  const status = STATUS_BY_CODE[err.code] ?? (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500)
-  const known = STATUS_BY_CODE[err.code] != null
-  if (status >= 500 && !known) request.log.error({ err }, 'request failed')
-  const body: ErrorBody = {
-    error: status >= 500 && !known ? 'Internal Server Error' : httpReason(status),
-    code: err.code ?? 'ERR_INTERNAL',
-    message: status >= 500 && !known ? 'internal error' : err.message
-  }
-  if (err.field != null) body.field = err.field
-  if (err.entry != null) body.entry = err.entry
+  const { status, body } = errorReply(err)
+  if (status >= 500 && STATUS_BY_CODE[err.code] == null) request.log.error({ err }, 'request failed')
   void reply.code(status).send(body)
 }
 
+/** Status and body for an error raised anywhere in the agent (also used for forwarded predicts). */
+export function errorReply (err: { code?: string, statusCode?: number, message?: string, field?: string, entry?: string }): { status: number, body: ErrorBody } {
+  const known = err.code != null && STATUS_BY_CODE[err.code] != null
+  const status = (known ? STATUS_BY_CODE[err.code!] : undefined) ?? (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500)
+  const body: ErrorBody = {
+    error: status >= 500 && !known ? 'Internal Server Error' : httpReason(status),
+    code: err.code ?? 'ERR_INTERNAL',
+    message: status >= 500 && !known ? 'internal error' : (err.message ?? '')
+  }
+  if (err.field != null) body.field = err.field
+  if (err.entry != null) body.entry = err.entry
+  return { status, body }
+}
+
 function httpReason (status: number): string {
-  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 502: 'Bad Gateway', 504: 'Gateway Timeout', 507: 'Insufficient Storage' } as Record<number, string>)[status] ?? 'Error'
+  return ({ 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 422: 'Unprocessable Entity', 429: 'Too Many Requests', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout', 507: 'Insufficient Storage' } as Record<number, string>)[status] ?? 'Error'
 }

@@ -2,12 +2,17 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { errorHandler } from './errors.ts'
 import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
+import { instanceRoutes } from './routes/instances.ts'
+import { modelRoutes } from './routes/models.ts'
 import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
 import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
+import type { LocalRuntime } from '../runtime/local.ts'
+import type { PredictRouter } from '../scheduler/router.ts'
+import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -22,6 +27,12 @@ export interface AgentView {
   registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
+  /** sensors, model instances and the outbox, when the agent runs them */
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  /** Predict and model status for models that run on other nodes. */
+  router?: Pick<PredictRouter, 'predict' | 'status'>
+  /** Deployments, the scheduler and drain/evict; the routes exist only when present. */
+  scheduling?: SchedulingView
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
 }
@@ -45,6 +56,9 @@ export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<F
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
   await app.register(watchRoutes, { agent })
+  await app.register(modelRoutes, { agent })
+  await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
+  if (agent.scheduling != null) await app.register(deploymentRoutes, { agent, scheduling: agent.scheduling })
   return app
 }

@@ -3,3 +3,16 @@ export class UsageError extends Error {
   readonly code = 'ERR_USAGE'
   override readonly name = 'UsageError'
 }
+
+/** The agent answered with an error body; keeps its code so scripts can tell failures apart. */
+export class ApiError extends Error {
+  override readonly name = 'ApiError'
+  readonly code: string
+  readonly status: number
+
+  constructor (status: number, body: { code?: string, message?: string }) {
+    super(body.message ?? `the agent answered ${status}`)
+    this.status = status
+    this.code = body.code ?? 'ERR_API'
+  }
+}

@@ -1,32 +1,43 @@
-import { agentCommand, AGENT_USAGE } from './agent.ts'
-import { bundleCommand, BUNDLE_USAGE } from './bundle.ts'
-import { COORDINATOR_USAGE, USER_USAGE } from '../../coordinator/cli/usage.ts'
-import { demoCommand, DEMO_USAGE } from './demo.ts'
-import { enrollCommand, ENROLL_USAGE } from './enroll.ts'
-import { flashCommand, FLASH_USAGE } from './flash.ts'
-import { fleetCommand, FLEET_USAGE } from './fleet.ts'
-import { imageCommand, IMAGE_USAGE } from './image.ts'
-import { nodeCommand, NODE_INIT_USAGE } from './node-init.ts'
-import { statusCommand, STATUS_USAGE } from './status.ts'
 import { VERSION } from '../version.ts'
 
-const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>, usage: string, help: string }> = {
-  fleet: { run: fleetCommand, usage: FLEET_USAGE, help: 'create a fleet: signing key pair and private-network key' },
-  node: { run: nodeCommand, usage: NODE_INIT_USAGE, help: 'create a ready-to-run node directory with a fleet certificate' },
-  agent: { run: agentCommand, usage: AGENT_USAGE, help: 'run the agent of a node directory' },
-  status: { run: statusCommand, usage: STATUS_USAGE, help: 'show the mesh members as one agent sees them' },
-  demo: { run: demoCommand, usage: DEMO_USAGE, help: 'start a throwaway three-node mesh on 127.0.0.1' },
-  bundle: { run: bundleCommand, usage: BUNDLE_USAGE, help: 'build, verify and inspect signed model bundles; publish and pull them through an agent' },
-  enroll: { run: enrollCommand, usage: ENROLL_USAGE, help: 'join a fleet through a coordinator with a one-time join token' },
-  // the coordinator's commands load Fastify, Swagger and the dashboard only when they run
-  coordinator: { run: async argv => { await (await import('../../coordinator/cli/coordinator.ts')).coordinatorCommand(argv) }, usage: COORDINATOR_USAGE, help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer' },
-  user: { run: async argv => { await (await import('../../coordinator/cli/user.ts')).userCommand(argv) }, usage: USER_USAGE, help: 'add a coordinator user or reset a password (coordinator stopped)' },
-  image: { run: imageCommand, usage: IMAGE_USAGE, help: 'build a self-contained agent image (Node runtime, app, native modules, systemd unit, identity or join token) for x64 or arm64' },
-  flash: { run: flashCommand, usage: FLASH_USAGE, help: 'install an image into a mounted root filesystem, or onto a device over ssh' }
+interface Command { run: (argv: string[]) => Promise<void>, usage: string }
+
+/**
+ * Commands load their modules on demand: `gatemesh agent` on a gateway
+ * should not pay in memory and start-up time for the bundle builder or the
+ * coordinator.
+ */
+const COMMANDS: Record<string, { help: string, load: () => Promise<Command> }> = {
+  fleet: { help: 'create a fleet: signing key pair and private-network key', load: async () => { const m = await import('./fleet.ts'); return { run: m.fleetCommand, usage: m.FLEET_USAGE } } },
+  node: { help: 'create a ready-to-run node directory with a fleet certificate', load: async () => { const m = await import('./node-init.ts'); return { run: m.nodeCommand, usage: m.NODE_INIT_USAGE } } },
+  agent: { help: 'run the agent of a node directory', load: async () => { const m = await import('./agent.ts'); return { run: m.agentCommand, usage: m.AGENT_USAGE } } },
+  status: { help: 'show the mesh members as one agent sees them', load: async () => { const m = await import('./status.ts'); return { run: m.statusCommand, usage: m.STATUS_USAGE } } },
+  bundle: { help: 'build, verify and inspect signed model bundles; publish and pull them through an agent', load: async () => { const m = await import('./bundle.ts'); return { run: m.bundleCommand, usage: m.BUNDLE_USAGE } } },
+  run: { help: 'upload a signed bundle to an agent and start an instance of it there', load: async () => { const m = await import('./run.ts'); return { run: m.runCommand, usage: m.RUN_USAGE } } },
+  stop: { help: 'stop an instance on an agent', load: async () => { const m = await import('./run.ts'); return { run: m.stopCommand, usage: m.STOP_USAGE } } },
+  deploy: { help: 'sign a deployment spec and hand it to any agent', load: async () => { const m = await import('./deploy.ts'); return { run: m.deployCommand, usage: m.DEPLOY_USAGE } } },
+  undeploy: { help: 'remove deployments (signed)', load: async () => { const m = await import('./deploy.ts'); return { run: m.undeployCommand, usage: m.UNDEPLOY_USAGE } } },
+  deployments: { help: 'deployments with placement, window and instances, and the scheduler', load: async () => { const m = await import('./deploy.ts'); return { run: m.deploymentsCommand, usage: m.DEPLOYMENTS_USAGE } } },
+  drain: { help: 'stop every instance on a node and take no new placements', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('drain', argv) }, usage: m.CONTROL_USAGE } } },
+  undrain: { help: 'let a drained node take placements again', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('undrain', argv) }, usage: m.CONTROL_USAGE } } },
+  evict: { help: 'stop one deployment\'s instance on a node; it is placed elsewhere', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('evict', argv) }, usage: m.CONTROL_USAGE } } },
+  unevict: { help: 'let a node run an evicted deployment again', load: async () => { const m = await import('./deploy.ts'); return { run: async argv => { await m.controlCommand('unevict', argv) }, usage: m.CONTROL_USAGE } } },
+  enroll: { help: 'join a fleet through a coordinator with a one-time join token', load: async () => { const m = await import('./enroll.ts'); return { run: m.enrollCommand, usage: m.ENROLL_USAGE } } },
+  coordinator: { help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/coordinator.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.coordinatorCommand, usage: u.COORDINATOR_USAGE } } },
+  user: { help: 'add a coordinator user or reset a password (coordinator stopped)', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/user.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.userCommand, usage: u.USER_USAGE } } },
+  demo: { help: 'start a throwaway mesh on 127.0.0.1', load: async () => { const m = await import('./demo.ts'); return { run: m.demoCommand, usage: m.DEMO_USAGE } } },
+  image: { help: 'build a self-contained agent image (Node runtime, app, native modules, systemd unit, identity or join token) for x64 or arm64', load: async () => { const m = await import('./image.ts'); return { run: m.imageCommand, usage: m.IMAGE_USAGE } } },
+  flash: { help: 'install an image into a mounted root filesystem, or onto a device over ssh', load: async () => { const m = await import('./flash.ts'); return { run: m.flashCommand, usage: m.FLASH_USAGE } } }
 }
 
-function usage (): string {
-  const lines = Object.entries(COMMANDS).map(([, c]) => `  ${c.usage}\n      ${c.help}`)
+async function usage (): Promise<string> {
+  const lines: string[] = []
+  const seen = new Set<string>()
+  for (const [, c] of Object.entries(COMMANDS)) {
+    const { usage } = await c.load()
+    lines.push(seen.has(usage) ? `      ${c.help}` : `  ${usage}\n      ${c.help}`)
+    seen.add(usage)
+  }
   return `gatemesh ${VERSION} — AI models on IoT gateways over a peer-to-peer mesh\n\nusage:\n${lines.join('\n')}\n`
 }
 
@@ -34,23 +45,24 @@ function usage (): string {
 export async function main (argv: string[]): Promise<number> {
   const [name, ...rest] = argv
   if (name == null || name === 'help' || name === '--help' || name === '-h') {
-    process.stdout.write(usage())
+    process.stdout.write(await usage())
     return name == null ? 2 : 0
   }
   if (name === '--version' || name === 'version') {
     console.log(VERSION)
     return 0
   }
-  const command = COMMANDS[name]
-  if (command == null) {
-    process.stderr.write(`gatemesh: unknown command "${name}"\n\n${usage()}`)
+  const entry = COMMANDS[name]
+  if (entry == null) {
+    process.stderr.write(`gatemesh: unknown command "${name}"\n\n${await usage()}`)
     return 2
   }
+  const command = await entry.load()
   try {
     await command.run(rest)
     return 0
   } catch (err: any) {
-    const usageLike = ['ERR_USAGE', 'ERR_CONFIG', 'ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'].includes(err?.code)
+    const usageLike = ['ERR_USAGE', 'ERR_CONFIG', 'ERR_DEPLOYMENT_SPEC', 'ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'].includes(err?.code)
     process.stderr.write(`gatemesh ${name}: ${err?.message ?? String(err)}\n`)
     if (err?.code === 'ERR_USAGE') process.stderr.write(`usage: ${command.usage}\n`)
     return usageLike ? 2 : 1

@@ -2,6 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { compile, describeError } from '../../protocols/schema.ts'
+import { checkDevices } from './devices.ts'
 import { ConfigSchema, type Config } from './schema.ts'
 
 export const CONFIG_FILE = 'config.json'
@@ -41,6 +42,7 @@ export function parseConfig (input: unknown): Config {
     throw new ConfigError('config: must be a JSON object', 'config')
   }
   const value = structuredClone(input)
+  checkDevices(value as Record<string, unknown>)
   if (!validate(value)) {
     const { field, message } = describeError('config', validate.errors)
     throw new ConfigError(message, field)

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { ActuatorsSchema, NotificationsSchema, OutboxSchema, RuntimeSchema, ScriptsSchema, SensorsSchema } from './runtime-schema.ts'
 
 /** Label keys and values: what Kubernetes allows, roughly. */
 const LabelKey = Type.String({ minLength: 1, maxLength: 63, pattern: '^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$' })
@@ -74,7 +75,15 @@ export const ConfigSchema = Type.Object({
     retainBytes: Type.Integer({ minimum: 64 * 1024, maximum: 16 * 1024 ** 3, default: 32 * 1024 * 1024 }),
     /** Lines older than this are dropped from search. */
     retainHours: Type.Number({ exclusiveMinimum: 0, maximum: 24 * 3650, default: 168 })
-  }, { additionalProperties: false, default: {} })
+  }, { additionalProperties: false, default: {} }),
+  /** local sensors, advertised in `node/<self>` */
+  sensors: SensorsSchema,
+  /** local outputs for `gpio.write` actions */
+  actuators: ActuatorsSchema,
+  runtime: RuntimeSchema,
+  outbox: OutboxSchema,
+  notifications: NotificationsSchema,
+  scripts: ScriptsSchema
 }, { additionalProperties: false })
 
 export type ConfigInput = Static<typeof ConfigSchema>

@@ -13,12 +13,16 @@ export interface NodeRecord {
   role: Role
   labels: Record<string, string>
   addresses: string[]
-  sensors: Array<{ id: string, type: string, unit?: string, geo?: unknown }>
+  sensors: Array<{ id: string, type: string, measures?: string, unit?: string, geo?: unknown }>
   backend: string | null
   version: string
   /** the node certificate, so peers that never met it can verify its writes */
   cert: string
   startedAt: number
+  /** an operator drained this node: no instances, no new placements */
+  drained?: boolean
+  /** deployments an operator stopped on this node */
+  excluded?: string[]
 }
 
 /** What `health/<peerId>` holds: a health sample plus the sender's heartbeat interval. */

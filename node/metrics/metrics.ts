@@ -25,6 +25,9 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   readonly #chunkBytes: Counter<'direction'>
   readonly #storeBytes: Gauge
   readonly #bundles: Gauge<'state'>
+  readonly #invalidDeployments: Counter
+  readonly #placements: Counter
+  readonly #forwarded: Counter<'outcome'>
 
   constructor (labels: Record<string, string> = {}) {
     const registers = [this.registry]
@@ -45,7 +48,14 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
     this.#chunkBytes = new Counter({ name: 'gatemesh_bundle_bytes_total', help: 'Bytes of verified bundle chunks fetched (in) and served (out)', labelNames: ['direction'], registers })
     this.#storeBytes = new Gauge({ name: 'gatemesh_bundle_store_bytes', help: 'Bytes of bundles on disk, complete and partial', registers })
     this.#bundles = new Gauge({ name: 'gatemesh_bundles', help: 'Bundles held, by state', labelNames: ['state'], registers })
+    this.#invalidDeployments = new Counter({ name: 'gatemesh_invalid_deployments_total', help: 'Deployment entries ignored because their spec is invalid', registers })
+    this.#placements = new Counter({ name: 'gatemesh_placements_written_total', help: 'Placements written while this node was the scheduler', registers })
+    this.#forwarded = new Counter({ name: 'gatemesh_predict_forwarded_total', help: 'Predict requests forwarded to replicas on other nodes, by outcome', labelNames: ['outcome'], registers })
   }
+
+  invalidDeployment (): void { this.#invalidDeployments.inc() }
+  placementWritten (): void { this.#placements.inc() }
+  forwarded (outcome: 'ok' | 'retry' | 'failed'): void { this.#forwarded.inc({ outcome }) }
 
   gossipIn (count: number): void { this.#gossipIn.inc(count) }
   gossipOut (count: number): void { this.#gossipOut.inc(count) }

@@ -79,8 +79,8 @@ export class Scheduling implements Startable {
     return { election: this.election, control: this.control, parseOptions: this.parseOptions }
   }
 
+  /** Call `control.load()` before the first announce; start() runs the rest. */
   async start (): Promise<void> {
-    await this.control.load()
     await this.election.start()
     await this.scheduler.start()
     await this.reconciler.start()

@@ -156,7 +156,7 @@ export class Scheduler implements Startable {
         state: m.state === 'alive' ? 'alive' as const : 'suspect' as const,
         ...(m.role == null ? {} : { role: m.role }),
         labels: m.labels,
-        sensorTypes: (node?.sensors ?? []).map(s => s.type),
+        sensorTypes: (node?.sensors ?? []).flatMap(s => s.measures == null ? [s.type] : [s.type, s.measures]),
         cpuPct: health?.cpuPct ?? 0,
         processCpuPct: health?.processCpuPct ?? 0,
         instances: running.get(m.peerId) ?? 0,

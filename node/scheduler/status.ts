@@ -23,7 +23,7 @@ export interface DeploymentStatus {
 }
 
 /** Deployments with their placement, window and per-node instance states, from the registry. */
-export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, options: ParseOptions = {}, now = Date.now()): DeploymentStatus[] {
+export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus[] {
   const out: DeploymentStatus[] = []
   for (const [id, { spec }] of readDeployments(registry, options)) {
     const p = winningPlacement(registry, id)
@@ -32,7 +32,9 @@ export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, op
     for (const node of new Set([...(p?.nodes ?? []), ...registry.list(`instance/`).filter(e => e.key.endsWith(`/${name}`)).map(e => e.key.split('/')[1]!)])) {
       const v = registry.get(instanceKey(node, name))?.value as { state?: string, reason?: string, deployment?: string } | undefined
       if (v != null && v.deployment != null && v.deployment !== id) continue
-      instances.push({ node, state: v?.state ?? 'pending', ...(v?.reason == null ? {} : { reason: v.reason }) })
+      // what a dead node last wrote is not what it runs now
+      const lost = liveness?.(node) === 'dead'
+      instances.push({ node, state: lost ? 'lost' : (v?.state ?? 'pending'), ...(lost ? { reason: 'node is dead' } : v?.reason == null ? {} : { reason: v.reason }) })
     }
     const period = activePeriod(spec, now)
     out.push({

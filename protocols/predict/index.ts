@@ -15,6 +15,8 @@ const MODEL_NAME = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9
 
 export const PredictRequestSchema = Type.Object({
   model: MODEL_NAME,
+  /** a specific model version, as in /v1/models/NAME/versions/V:predict */
+  version: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
   /** the body of POST /v1/models/<model>:predict, as the client sent it */
   body: Type.Unknown()
 }, { additionalProperties: false })
@@ -31,11 +33,11 @@ export const predictResponseCodec = new JsonCodec({ name: 'predict-response', ve
 export interface PredictReply { status: number, body: unknown }
 
 /** Caller side: send one request, wait for the reply. */
-export async function forwardPredict (stream: Stream, model: string, body: unknown, options: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<PredictReply> {
+export async function forwardPredict (stream: Stream, model: string, version: string | undefined, body: unknown, options: { timeoutMs?: number, signal?: AbortSignal } = {}): Promise<PredictReply> {
   const signal = timeoutSignal(options.timeoutMs ?? DEFAULT_PREDICT_TIMEOUT_MS, options.signal)
   const channel = duplexChannel(stream, predictRequestCodec, predictResponseCodec)
   try {
-    await channel.write({ model, body }, { signal })
+    await channel.write(version == null ? { model, body } : { model, version, body }, { signal })
     const reply = await channel.read({ signal })
     await channel.close({ signal })
     return { status: reply.status, body: reply.body }
@@ -46,12 +48,12 @@ export async function forwardPredict (stream: Stream, model: string, body: unkno
 }
 
 /** Replica side: read one request, answer it with `handle`. */
-export async function answerPredict (stream: Stream, handle: (model: string, body: unknown) => Promise<PredictReply>, options: { timeoutMs?: number } = {}): Promise<void> {
+export async function answerPredict (stream: Stream, handle: (model: string, version: string | undefined, body: unknown) => Promise<PredictReply>, options: { timeoutMs?: number } = {}): Promise<void> {
   const signal = timeoutSignal(options.timeoutMs ?? DEFAULT_PREDICT_TIMEOUT_MS)
   const channel = duplexChannel(stream, predictResponseCodec, predictRequestCodec)
   try {
     const request = await channel.read({ signal })
-    const answer = await handle(request.model, request.body)
+    const answer = await handle(request.model, request.version, request.body)
     await channel.write({ status: answer.status, body: answer.body }, { signal })
     await channel.close({ signal })
   } catch (err: any) {

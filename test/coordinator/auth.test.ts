@@ -134,12 +134,13 @@ t.test('auth over app.inject() and over real HTTP', async t => {
 })
 
 t.test('an access token stops working when it expires', async t => {
-  const coordinator = await testCoordinator({ accessTtlSec: 1 })
+  // JWT times are whole seconds: a 4 s token is good for at least 3 s after it is issued
+  const coordinator = await testCoordinator({ accessTtlSec: 4 })
   t.teardown(coordinator.close)
   for (const client of [injectClient(coordinator.app), await httpClient(coordinator.app)]) {
     const { body } = await client.request('POST', '/api/v1/auth/login', { body: { username: 'ops', password: PASSWORDS.ops } })
     t.equal((await client.request('GET', '/api/v1/nodes', { token: body.token })).status, 200, `${client.name}: works while fresh`)
-    await new Promise(resolve => setTimeout(resolve, 2100))
+    await new Promise(resolve => setTimeout(resolve, 5100))
     const late = await client.request('GET', '/api/v1/nodes', { token: body.token })
     t.equal(late.status, 401, `${client.name}: 401 once expired`)
     t.equal(late.body.code, 'ERR_TOKEN_EXPIRED')

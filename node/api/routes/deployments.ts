@@ -26,7 +26,10 @@ const DeleteBody = Type.Object({ auth: Auth }, { additionalProperties: false })
  * No coordinator is involved.
  */
 export async function deploymentRoutes (app: FastifyInstance, { agent, scheduling }: { agent: AgentView, scheduling: SchedulingView }): Promise<void> {
-  const statuses = () => deploymentStatuses(agent.registry, scheduling.parseOptions)
+  const statuses = () => {
+    const states = new Map(agent.members().map(m => [m.peerId, m.state]))
+    return deploymentStatuses(agent.registry, scheduling.parseOptions, Date.now(), peer => states.get(peer) ?? 'unknown')
+  }
 
   app.get('/v1/deployments', async () => ({ deployments: statuses() }))
 

@@ -14,6 +14,17 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
     },
     members: agent.members(),
     registry: { size: agent.registry.size },
-    denied: agent.deniedPeers()
+    denied: agent.deniedPeers(),
+    ...(agent.local == null
+      ? {}
+      : {
+          runtime: {
+            backend: agent.local.runtime.backend,
+            backendInUse: agent.local.runtime.backendInUse,
+            instances: agent.local.runtime.list().map(i => ({ name: i.name, version: i.version, state: i.state, backend: i.backend ?? null }))
+          },
+          sensors: agent.local.devices.state(),
+          outbox: { pending: agent.local.outbox.size }
+        })
   }))
 }

@@ -1,0 +1,72 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
+import { predictLocal } from '../../runtime/serving.ts'
+import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { AgentView } from '../server.ts'
+
+/** Predict bodies may carry images; other routes keep the API's smaller limit. */
+const PREDICT_BODY_LIMIT = 16 * 1024 * 1024
+
+const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
+const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
+const TargetParams = Type.Object({ target: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false })
+const VersionTargetParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), target: Type.String({ minLength: 1, maxLength: 80 }) }, { additionalProperties: false })
+
+/**
+ * TensorFlow Serving's REST dialect: `GET /v1/models/NAME[/versions/V]`
+ * (model status; 404 when NAME runs nowhere in the mesh) and
+ * `POST /v1/models/NAME[/versions/V]:predict`, answered by the local instance
+ * or forwarded over the mesh to a replica (agent.router).
+ */
+export async function modelRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
+  const local = agent.local
+  if (local == null) return
+
+  // TF Serving clients (and `curl -d`) often send JSON without a JSON content type
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: PREDICT_BODY_LIMIT }, (_req, body, done) => {
+    try {
+      done(null, JSON.parse(body as string))
+    } catch {
+      done(new InvalidInputError('is not valid JSON', 'body'), undefined)
+    }
+  })
+
+  const instanceOf = (name: string, version?: string): ReturnType<typeof local.runtime.get> => {
+    const instance = local.runtime.get(name)
+    if (version != null && instance.version !== version) throw new ModelNotFoundError(`model ${name} runs here in version ${instance.version}, not ${version}`)
+    return instance
+  }
+
+  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name', { schema: { params: NameParams } }, async request => {
+    const name = request.params.name
+    if (local.runtime.has(name) || agent.router == null) return instanceOf(name).status()
+    const status = agent.router.status(name)
+    if (status == null) throw new ModelNotFoundError(`model ${name} is not deployed anywhere in the mesh`)
+    return status
+  })
+  app.get<{ Params: Static<typeof VersionParams> }>('/v1/models/:name/versions/:version', { schema: { params: VersionParams } }, async request => instanceOf(request.params.name, request.params.version).status())
+  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name/metadata', { schema: { params: NameParams } }, async request => {
+    const instance = instanceOf(request.params.name)
+    const { name, version, inputs, outputs } = instance.bundle.manifest
+    return { model_spec: { name, version }, metadata: { signature_def: { inputs, outputs } } }
+  })
+
+  const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
+    if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
+    // no replica here: another node answers, and its status and body are relayed as they are
+    const answer = await agent.router.predict(name, version, body)
+    return await reply.code(answer.status).send(answer.body)
+  }
+
+  // `NAME:predict` is one path segment; the router cannot split it, so the handler does
+  const verb = (target: string): string => {
+    const i = target.lastIndexOf(':')
+    const method = i < 0 ? '' : target.slice(i + 1)
+    if (method !== 'predict') throw new ModelNotFoundError(`${i < 0 ? 'no method' : `method :${method}`} on /v1/models/ (this node serves :predict)`)
+    return target.slice(0, i)
+  }
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
+  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => {
+    return await predict(request.params.name, verb(request.params.target), request.body, reply)
+  })
+}

@@ -1,0 +1,221 @@
+import { randomUUID } from 'node:crypto'
+import { DeadLetterNotFoundError } from './errors.ts'
+import type { ActionSpec, ActionType } from '../actions/schema.ts'
+import type { Database } from '../store/db.ts'
+import type { Startable } from '@libp2p/interface'
+import type { Logger } from 'pino'
+
+/** One queued action or notification. `id` doubles as the idempotency key every channel sends along. */
+export interface OutboxJob {
+  id: string
+  type: ActionType
+  /** the action with its templates already rendered, so every attempt sends the same thing */
+  action: ActionSpec
+  /** the prediction event that triggered it */
+  event: Record<string, unknown>
+  instance: string
+  rule: string
+  /** for scripts: the bundle's action script and the instance's scratch dir */
+  script?: { path: string, scratch: string }
+  createdAt: number
+  attempts: number
+  nextAt: number
+  lastError?: string
+}
+
+export interface DeadLetter extends OutboxJob {
+  deadAt: number
+}
+
+export type EnqueueInput = Pick<OutboxJob, 'type' | 'action' | 'event' | 'instance' | 'rule'> & Partial<Pick<OutboxJob, 'id' | 'script'>>
+
+/** Deliver one job; throw to retry later, throw an error with `permanent: true` to give up at once. */
+export type Deliver = (job: OutboxJob, signal: AbortSignal) => Promise<void>
+
+export interface OutboxMetrics {
+  outboxPending: { set(v: number): void }
+  outboxDelivered: { inc(labels: { type: string }): void }
+  outboxFailures: { inc(labels: { type: string }): void }
+  outboxDead: { inc(labels: { type: string }): void }
+  /** ms from the triggering reading or request to delivery */
+  actionLatency?: { observe(labels: { type: string }, seconds: number): void }
+}
+
+export interface OutboxComponents {
+  db: Database
+  deliver: Deliver
+  logger: Pick<Logger, 'info' | 'warn' | 'error' | 'debug'>
+  metrics?: OutboxMetrics
+}
+
+export interface OutboxInit {
+  /** @default 10 */
+  maxAttempts?: number
+  /** @default 1000 */
+  baseDelayMs?: number
+  /** @default 300000 */
+  maxDelayMs?: number
+  /** @default 4 */
+  concurrency?: number
+  /** @default 15000 */
+  attemptTimeoutMs?: number
+  /** @default Math.random */
+  random?: () => number
+}
+
+export const DEFAULT_MAX_ATTEMPTS = 10
+export const DEFAULT_BASE_DELAY_MS = 1000
+export const DEFAULT_MAX_DELAY_MS = 300_000
+export const DEFAULT_CONCURRENCY = 4
+export const DEFAULT_ATTEMPT_TIMEOUT_MS = 15_000
+
+/**
+ * The durable outbox: every action and notification is written to level
+ * before anything is sent, delivered at least once, retried with
+ * exponential backoff and jitter, and moved to the dead letters after
+ * `maxAttempts`. A job leaves the queue only after its delivery succeeded,
+ * so a crash or restart in between sends it again — with the same id as
+ * idempotency key, which a deduping receiver uses to ignore the repeat.
+ */
+export class Outbox implements Startable {
+  readonly #c: OutboxComponents
+  readonly #maxAttempts: number
+  readonly #baseDelayMs: number
+  readonly #maxDelayMs: number
+  readonly #concurrency: number
+  readonly #attemptTimeoutMs: number
+  readonly #random: () => number
+  readonly #queue
+  readonly #dead
+  readonly #jobs = new Map<string, OutboxJob>()
+  readonly #inFlight = new Map<string, Promise<void>>()
+  #timer?: NodeJS.Timeout
+  #running = false
+
+  constructor (components: OutboxComponents, init: OutboxInit = {}) {
+    this.#c = components
+    this.#maxAttempts = init.maxAttempts ?? DEFAULT_MAX_ATTEMPTS
+    this.#baseDelayMs = init.baseDelayMs ?? DEFAULT_BASE_DELAY_MS
+    this.#maxDelayMs = init.maxDelayMs ?? DEFAULT_MAX_DELAY_MS
+    this.#concurrency = init.concurrency ?? DEFAULT_CONCURRENCY
+    this.#attemptTimeoutMs = init.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS
+    this.#random = init.random ?? Math.random
+    this.#queue = components.db.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' })
+    this.#dead = components.db.sublevel<string, DeadLetter>('outbox-dead', { valueEncoding: 'json' })
+  }
+
+  async start (): Promise<void> {
+    for await (const [id, job] of this.#queue.iterator()) this.#jobs.set(id, job)
+    this.#running = true
+    this.#gauge()
+    if (this.#jobs.size > 0) this.#c.logger.info({ pending: this.#jobs.size }, 'outbox resumed')
+    this.#kick()
+  }
+
+  async stop (): Promise<void> {
+    this.#running = false
+    clearTimeout(this.#timer)
+    await Promise.allSettled([...this.#inFlight.values()])
+  }
+
+  get size (): number {
+    return this.#jobs.size
+  }
+
+  pending (): OutboxJob[] {
+    return [...this.#jobs.values()].sort((a, b) => a.createdAt - b.createdAt)
+  }
+
+  async dead (limit = 100): Promise<DeadLetter[]> {
+    return await this.#dead.values({ limit }).all()
+  }
+
+  /** Persist a job, then try to deliver it right away. */
+  async enqueue (input: EnqueueInput): Promise<OutboxJob> {
+    const now = Date.now()
+    const job: OutboxJob = { ...input, id: input.id ?? randomUUID(), createdAt: now, attempts: 0, nextAt: now }
+    await this.#queue.put(job.id, job)
+    this.#jobs.set(job.id, job)
+    this.#gauge()
+    this.#kick()
+    return job
+  }
+
+  /** Put a dead letter back in the queue with a fresh attempt count (same id, so receivers still dedupe). */
+  async retryDead (id: string): Promise<OutboxJob> {
+    const letter = await this.#dead.get(id)
+    if (letter == null) throw new DeadLetterNotFoundError(`no dead letter ${id}`)
+    const { deadAt: _d, ...rest } = letter
+    const job: OutboxJob = { ...rest, attempts: 0, nextAt: Date.now() }
+    await this.#c.db.batch([{ type: 'put', key: id, value: job, sublevel: this.#queue }, { type: 'del', key: id, sublevel: this.#dead }])
+    this.#jobs.set(id, job)
+    this.#gauge()
+    this.#kick()
+    return job
+  }
+
+  /** Start whatever is due, up to the concurrency limit, and sleep until the next job is due. */
+  #kick (): void {
+    if (!this.#running) return
+    clearTimeout(this.#timer)
+    const now = Date.now()
+    let nextDue = Infinity
+    const due = [...this.#jobs.values()].filter(j => !this.#inFlight.has(j.id)).sort((a, b) => a.nextAt - b.nextAt)
+    for (const job of due) {
+      if (job.nextAt > now) {
+        nextDue = job.nextAt
+        break
+      }
+      if (this.#inFlight.size >= this.#concurrency) break
+      const attempt = this.#attempt(job).catch(err => {
+        // only bookkeeping (level) can fail here; the job stays queued and is tried again
+        this.#c.logger.error({ job: job.id, err: err.message }, 'outbox bookkeeping failed')
+      }).finally(() => {
+        this.#inFlight.delete(job.id)
+        this.#kick()
+      })
+      this.#inFlight.set(job.id, attempt)
+    }
+    if (nextDue < Infinity) this.#timer = setTimeout(() => { this.#kick() }, Math.max(0, nextDue - now))
+  }
+
+  async #attempt (job: OutboxJob): Promise<void> {
+    job.attempts++
+    try {
+      await this.#c.deliver(job, AbortSignal.timeout(this.#attemptTimeoutMs))
+    } catch (err: any) {
+      await this.#failed(job, err)
+      return
+    }
+    await this.#queue.del(job.id)
+    this.#jobs.delete(job.id)
+    this.#gauge()
+    this.#c.metrics?.outboxDelivered.inc({ type: job.type })
+    const started = job.event.ts
+    if (typeof started === 'number') this.#c.metrics?.actionLatency?.observe({ type: job.type }, Math.max(0, Date.now() - started) / 1000)
+    this.#c.logger.debug({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts }, 'delivered')
+  }
+
+  async #failed (job: OutboxJob, err: Error & { permanent?: boolean }): Promise<void> {
+    job.lastError = (err.message ?? String(err)).slice(0, 500)
+    this.#c.metrics?.outboxFailures.inc({ type: job.type })
+    if (err.permanent === true || job.attempts >= this.#maxAttempts) {
+      const letter: DeadLetter = { ...job, deadAt: Date.now() }
+      await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
+      this.#jobs.delete(job.id)
+      this.#gauge()
+      this.#c.metrics?.outboxDead.inc({ type: job.type })
+      this.#c.logger.error({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts, err: job.lastError }, 'delivery abandoned: moved to dead letters')
+      return
+    }
+    const exp = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** (job.attempts - 1))
+    // "equal jitter": at least half the backoff, so retries from many jobs spread out without collapsing to zero
+    job.nextAt = Date.now() + Math.round(exp / 2 + this.#random() * exp / 2)
+    await this.#queue.put(job.id, job)
+    this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: job.nextAt - Date.now(), err: job.lastError }, 'delivery failed; will retry')
+  }
+
+  #gauge (): void {
+    this.#c.metrics?.outboxPending.set(this.#jobs.size)
+  }
+}

@@ -1,0 +1,248 @@
+import { join } from 'node:path'
+import merge from 'it-merge'
+import { pipe } from 'it-pipe'
+import { render } from '../actions/template.ts'
+import { Batcher } from './batcher.ts'
+import { InstanceSpecError, InstanceStoppedError } from './errors.ts'
+import { interpret } from './interpret.ts'
+import { WorkerPool } from './pool.ts'
+import { Rule } from './rules.ts'
+import { checkInstance, rowOf, shapeKey, toBatch, type CheckedInstance, type Nested } from './tensors.ts'
+import { SensorWindow } from './window.ts'
+import type { ActionSpec } from '../actions/schema.ts'
+import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
+import type { EnqueueInput } from '../outbox/outbox.ts'
+import type { AbstractSensor, Reading } from '../../sensors/index.ts'
+import type { BackendPreference } from './backend.ts'
+import type { LoadedBundle } from './bundle-dir.ts'
+import type { InstanceSpec, RuleSpec } from './spec.ts'
+import type { Logger } from 'pino'
+
+export type InstanceState = 'starting' | 'running' | 'stopping' | 'stopped' | 'failed'
+
+export interface InstanceComponents {
+  node: string
+  sensors: Map<string, AbstractSensor>
+  outbox: { enqueue(input: EnqueueInput): Promise<unknown> }
+  logger: Logger
+  metrics?: RuntimeMetrics
+}
+
+export interface InstanceInit {
+  bundle: LoadedBundle
+  spec: InstanceSpec
+  /** the instance's scratch dir (its action script may write there) */
+  scratchDir: string
+  workers: number
+  maxBatchSize: number
+  maxBatchDelayMs: number
+  backend: BackendPreference
+}
+
+/** A prediction with its context: what rules test and what templates and scripts see. */
+export type PredictionEvent = Record<string, unknown> & { model: string, version: string, source: 'api' | 'sensor', ts: number }
+
+/**
+ * One running model: a worker pool with dynamic batching for predict
+ * requests and, when the spec has an input, a pipeline from sensor readings
+ * through windowing and preprocessing into the model and its rules. Rules
+ * that fire queue their actions in the outbox.
+ */
+export class ModelInstance {
+  readonly name: string
+  readonly bundle: LoadedBundle
+  readonly spec: InstanceSpec
+  readonly #c: InstanceComponents
+  readonly #init: InstanceInit
+  readonly #pool: WorkerPool
+  readonly #batcher: Batcher<CheckedInstance, Nested[]>
+  readonly #rules: Array<{ rule: Rule, spec: RuleSpec }>
+  readonly #abort = new AbortController()
+  #pipeline?: Promise<void>
+  #state: InstanceState = 'starting'
+  #reason?: string
+  readonly startedAt = Date.now()
+
+  constructor (components: InstanceComponents, init: InstanceInit) {
+    this.#c = components
+    this.#init = init
+    this.bundle = init.bundle
+    this.spec = init.spec
+    this.name = init.spec.name ?? init.bundle.manifest.name
+    const { manifest } = init.bundle
+    this.#rules = init.spec.rules.map((spec, i) => ({ spec, rule: new Rule(spec, `spec.rules[${i}]`) }))
+    for (const id of init.spec.input?.sensors ?? []) {
+      if (!components.sensors.has(id)) throw new InstanceSpecError(`spec.input.sensors: no sensor "${id}" on this node (declared: ${[...components.sensors.keys()].join(', ') || 'none'})`, 'spec.input.sensors')
+    }
+    this.#pool = new WorkerPool({
+      size: init.spec.workers ?? init.workers,
+      dir: init.bundle.dir,
+      entry: manifest.model.entry,
+      format: manifest.model.format,
+      backend: init.backend,
+      inputs: manifest.inputs,
+      outputs: manifest.outputs,
+      logger: components.logger
+    })
+    this.#batcher = new Batcher({
+      maxSize: init.spec.batch?.maxSize ?? init.maxBatchSize,
+      maxDelayMs: init.spec.batch?.maxDelayMs ?? init.maxBatchDelayMs,
+      concurrency: init.spec.workers ?? init.workers,
+      key: shapeKey,
+      run: async items => await this.#runBatch(items)
+    })
+  }
+
+  get state (): InstanceState {
+    return this.#state
+  }
+
+  get reason (): string | undefined {
+    return this.#reason
+  }
+
+  get version (): string {
+    return this.bundle.manifest.version
+  }
+
+  get backend (): string | undefined {
+    return this.#pool.backend
+  }
+
+  async start (): Promise<void> {
+    try {
+      await this.#pool.start()
+    } catch (err: any) {
+      this.#state = 'failed'
+      this.#reason = err.message
+      throw err
+    }
+    this.#state = 'running'
+    if ((this.spec.input?.sensors.length ?? 0) > 0) this.#pipeline = this.#runPipeline()
+  }
+
+  async stop (): Promise<void> {
+    if (this.#state === 'stopped') return
+    this.#state = 'stopping'
+    this.#abort.abort()
+    this.#batcher.cancel(new InstanceStoppedError(`model ${this.name} is stopping`))
+    await this.#pipeline
+    await this.#pool.stop()
+    this.#state = 'stopped'
+  }
+
+  /** Predict checked instances; rules run on each prediction. Rows come back per instance, per output. */
+  async predict (instances: CheckedInstance[], source: 'api' | 'sensor' = 'api', context: Record<string, unknown> = {}): Promise<Nested[][]> {
+    if (this.#state !== 'running') throw new InstanceStoppedError(`model ${this.name} is ${this.#state}`)
+    const ts = typeof context.ts === 'number' ? context.ts : Date.now()
+    const rows = await Promise.all(instances.map(async i => await this.#batcher.submit(i)))
+    this.#c.metrics?.predictions.inc({ model: this.name, source }, rows.length)
+    if (this.#rules.length > 0) {
+      for (const r of rows) await this.#applyRules({ ...context, ...interpret(r, this.bundle.manifest.outputs), model: this.name, version: this.version, node: this.#c.node, source, ts })
+    }
+    return rows
+  }
+
+  async #runBatch (items: CheckedInstance[]): Promise<Nested[][]> {
+    const { inputs, outputs } = this.bundle.manifest
+    const result = await this.#pool.run(toBatch(items, inputs))
+    this.#c.metrics?.inferenceSeconds.observe({ model: this.name }, result.ms / 1000)
+    this.#c.metrics?.batchSize.observe({ model: this.name }, items.length)
+    return items.map((_, i) => outputs.map((_o, k) => rowOf(result.outputs[k]!, i)))
+  }
+
+  /** sensors → window → model → rules, until stopped. A failed prediction is logged and the stream goes on. */
+  async #runPipeline (): Promise<void> {
+    const input = this.spec.input!
+    const window = new SensorWindow(input)
+    const signal = this.#abort.signal
+    const specs = this.bundle.manifest.inputs
+    const log = this.#c.logger
+    try {
+      await pipe(
+        merge(...input.sensors.map(id => this.#c.sensors.get(id)!.readings({ signal }))),
+        async function * (source: AsyncIterable<Reading>) {
+          for await (const reading of source) {
+            const values = window.push(reading)
+            if (values != null) yield { reading, values, stats: window.stats(reading.sensorId) }
+          }
+        },
+        async (source: AsyncIterable<{ reading: Reading, values: number[] | number[][], stats: ReturnType<SensorWindow['stats']> }>) => {
+          for await (const { reading, values, stats } of source) {
+            try {
+              const checked = checkInstance([values], specs, ['window'])
+              await this.predict([checked], 'sensor', { sensor: reading.sensorId, reading: { value: reading.value, ts: reading.ts }, window: stats, ts: reading.ts })
+            } catch (err: any) {
+              if (signal.aborted) return
+              log.warn({ model: this.name, err: err.message, code: err.code }, 'prediction from sensor window failed')
+            }
+          }
+        }
+      )
+    } catch (err: any) {
+      if (!signal.aborted) log.error({ model: this.name, err: err.message }, 'sensor pipeline ended')
+    }
+  }
+
+  async #applyRules (event: Record<string, unknown>): Promise<void> {
+    for (const { rule, spec } of this.#rules) {
+      if (!rule.test(event)) continue
+      this.#c.metrics?.ruleFired.inc({ model: this.name, rule: rule.name })
+      const fired = { ...event, rule: rule.name, instance: this.name }
+      for (const action of spec.actions) {
+        const job: EnqueueInput = { type: action.type, action: renderAction(action, fired), event: fired, instance: this.name, rule: rule.name }
+        if (action.type === 'script' && this.bundle.actionPath != null) job.script = { path: this.bundle.actionPath, scratch: this.#init.scratchDir }
+        try {
+          await this.#c.outbox.enqueue(job)
+        } catch (err: any) {
+          this.#c.logger.error({ model: this.name, rule: rule.name, type: action.type, err: err.message }, 'could not queue action')
+        }
+      }
+    }
+  }
+
+  /** TensorFlow Serving's GetModelStatus answer. */
+  status (): { model_version_status: Array<{ version: string, state: string, status: { error_code: string, error_message: string } }> } {
+    const state = { starting: 'LOADING', running: 'AVAILABLE', stopping: 'UNLOADING', stopped: 'END', failed: 'END' }[this.#state]
+    return {
+      model_version_status: [{
+        version: this.version,
+        state,
+        status: { error_code: this.#state === 'failed' ? 'UNKNOWN' : 'OK', error_message: this.#reason ?? '' }
+      }]
+    }
+  }
+
+  describe (): Record<string, unknown> {
+    return {
+      name: this.name,
+      model: this.bundle.manifest.name,
+      version: this.version,
+      state: this.#state,
+      backend: this.backend ?? null,
+      workers: this.#pool.size,
+      sensors: this.spec.input?.sensors ?? [],
+      rules: this.#rules.map(r => ({ name: r.rule.name, when: r.rule.when, fired: r.rule.fired })),
+      batches: this.#batcher.stats(),
+      bundle: { dir: this.bundle.dir, manifestDigest: this.bundle.manifestDigest, signer: this.bundle.signer },
+      startedAt: this.startedAt,
+      ...(this.#reason == null ? {} : { reason: this.#reason })
+    }
+  }
+}
+
+/** Fill an action's templates from the event. */
+export function renderAction (action: ActionSpec, event: Record<string, unknown>): ActionSpec {
+  switch (action.type) {
+    case 'log': return { ...action, message: render(action.message, event) }
+    case 'mqtt.publish': return { ...action, topic: render(action.topic, event), ...(action.payload == null ? {} : { payload: render(action.payload, event) }) }
+    case 'http.post': return { ...action, ...(action.body == null ? {} : { body: render(action.body, event) }) }
+    case 'sms': return { ...action, body: render(action.body, event) }
+    case 'email': return { ...action, subject: render(action.subject, event), text: render(action.text, event) }
+    default: return action
+  }
+}
+
+export function scratchDirFor (dataDir: string, name: string): string {
+  return join(dataDir, 'scratch', name)
+}

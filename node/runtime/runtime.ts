@@ -1,0 +1,184 @@
+import { probeBackend, type BackendName, type BackendPreference } from './backend.ts'
+import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
+import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
+import { mergeSpecs, parseInstanceSpec } from './spec.ts'
+import type { Database } from '../store/db.ts'
+import type { UnpackedBundles } from './bundle-store.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
+import type { Startable } from '@libp2p/interface'
+import type { KeyObject } from 'node:crypto'
+
+/** What `gatemesh run` asks for; kept in level so the instance comes back after a restart. */
+export interface RunRequest {
+  /** digest of a bundle this node holds (uploaded or pulled into the bundle store) */
+  bundle: string
+  /** overrides of the bundle's config.json: name, input (e.g. sensors), batch, workers, rules */
+  spec?: Record<string, unknown>
+  /** the deployment this instance belongs to, when a placement started it */
+  deployment?: string
+}
+
+export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
+  fleetKey: KeyObject
+  bundles: Pick<UnpackedBundles, 'load'>
+  db: Database
+  registry: Pick<Registry, 'set'>
+  logger: InstanceComponents['logger']
+  metrics?: RuntimeMetrics
+  /** told whenever the backend in use changes, to re-announce `node/<self>` */
+  onBackend?: (backend: BackendName) => void
+}
+
+export interface RuntimeInit {
+  dataDir: string
+  /** @default 1 */
+  workers?: number
+  /** @default 8 */
+  maxBatchSize?: number
+  /** @default 0 */
+  maxBatchDelayMs?: number
+  /** @default 'auto' */
+  backend?: BackendPreference
+}
+
+/**
+ * The node's model instances: starts them from verified bundles, answers
+ * for them by name, records each in `instance/<self>/<name>`, and restarts
+ * the ones that were running when the agent stopped.
+ */
+export class Runtime implements Startable {
+  readonly #c: RuntimeComponents
+  readonly #init: RuntimeInit
+  readonly #instances = new Map<string, ModelInstance>()
+  readonly #runs
+  #backend: BackendName
+  #backendInUse = false
+  #restoring: Promise<void> = Promise.resolve()
+
+  constructor (components: RuntimeComponents, init: RuntimeInit) {
+    this.#c = components
+    this.#init = init
+    this.#runs = components.db.sublevel<string, RunRequest>('instances', { valueEncoding: 'json' })
+    this.#backend = probeBackend(init.backend ?? 'auto')
+    components.metrics?.setBackend(this.#backend, false)
+  }
+
+  /** The backend instances run on, or would run on before the first one starts. */
+  get backend (): BackendName {
+    return this.#backend
+  }
+
+  get backendInUse (): boolean {
+    return this.#backendInUse
+  }
+
+  /**
+   * Restore the instances that were running, in the background: loading
+   * models takes seconds, and the agent's API and mesh should not wait.
+   */
+  async start (): Promise<void> {
+    this.#restoring = this.#restore()
+  }
+
+  /** Resolves once every instance recorded before the restart was restarted (or failed to). */
+  async restored (): Promise<void> {
+    await this.#restoring
+  }
+
+  async #restore (): Promise<void> {
+    const runs = await this.#runs.iterator().all()
+    for (const [name, request] of runs) {
+      try {
+        await this.run(request, { persist: false })
+        this.#c.logger.info({ model: name }, 'instance restored')
+      } catch (err: any) {
+        this.#c.logger.error({ model: name, code: err.code, err: err.message }, 'instance could not be restored')
+        await this.#announce(name, { state: 'failed', reason: err.message })
+      }
+    }
+  }
+
+  async stop (): Promise<void> {
+    await this.#restoring
+    // records stay in level: these instances come back with the agent
+    await Promise.allSettled([...this.#instances.values()].map(async i => { await i.stop() }))
+    this.#instances.clear()
+    this.#c.metrics?.instances.set(0)
+  }
+
+  get (name: string): ModelInstance {
+    const instance = this.#instances.get(name)
+    if (instance == null) throw new ModelNotFoundError(`no instance of model ${name} runs on this node`)
+    return instance
+  }
+
+  has (name: string): boolean {
+    return this.#instances.has(name)
+  }
+
+  list (): ModelInstance[] {
+    return [...this.#instances.values()]
+  }
+
+  /** Verify the bundle, start an instance of it and remember it. */
+  async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
+    const bundle = await this.#c.bundles.load(request.bundle)
+    const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
+    const name = spec.name ?? bundle.manifest.name
+    if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
+    if (spec.rules.some(r => r.actions.some(a => a.type === 'script')) && bundle.actionPath == null) {
+      throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
+    }
+    const instance = new ModelInstance(this.#c, {
+      bundle,
+      spec,
+      scratchDir: scratchDirFor(this.#init.dataDir, name),
+      workers: this.#init.workers ?? 1,
+      maxBatchSize: this.#init.maxBatchSize ?? 8,
+      maxBatchDelayMs: this.#init.maxBatchDelayMs ?? 0,
+      backend: this.#init.backend ?? 'auto'
+    })
+    this.#instances.set(name, instance)
+    const owner = request.deployment == null ? {} : { deployment: request.deployment }
+    await this.#announce(name, { ...owner, state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
+    try {
+      await instance.start()
+    } catch (err: any) {
+      this.#instances.delete(name)
+      await this.#announce(name, { ...owner, state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, reason: err.message })
+      throw err
+    }
+    if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
+    this.#c.metrics?.instances.set(this.#instances.size)
+    const backend = instance.backend as BackendName | undefined
+    if (backend != null && (backend !== this.#backend || !this.#backendInUse)) {
+      this.#backend = backend
+      this.#backendInUse = true
+      this.#c.metrics?.setBackend(backend, true)
+      this.#c.onBackend?.(backend)
+    }
+    await this.#announce(name, { ...owner, state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
+    this.#c.logger.info({ model: name, version: instance.version, backend: instance.backend, sensors: spec.input?.sensors ?? [], rules: spec.rules.length }, 'instance running')
+    return instance
+  }
+
+  /** Stop an instance and forget it (it will not come back after a restart). */
+  async stopInstance (name: string): Promise<void> {
+    const instance = this.get(name)
+    this.#instances.delete(name)
+    await this.#runs.del(name)
+    await instance.stop()
+    this.#c.metrics?.instances.set(this.#instances.size)
+    await this.#announce(name, { state: 'stopped', model: instance.bundle.manifest.name, version: instance.version, stoppedAt: Date.now() })
+    this.#c.logger.info({ model: name }, 'instance stopped')
+  }
+
+  async #announce (name: string, value: Record<string, unknown>): Promise<void> {
+    try {
+      await this.#c.registry.set(`instance/${this.#c.node}/${name}`, value)
+    } catch (err: any) {
+      this.#c.logger.warn({ model: name, err: err.message }, 'could not record the instance state in the registry')
+    }
+  }
+}

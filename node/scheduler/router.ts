@@ -1,0 +1,167 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import { answerPredict, forwardPredict, PREDICT_PROTOCOL, type PredictReply } from '../../protocols/predict/index.ts'
+import { errorReply } from '../api/errors.ts'
+import { predictLocal } from '../runtime/serving.ts'
+import type { Member } from '../membership/membership.ts'
+import type { Registry } from '../registry/registry.ts'
+import type { Runtime } from '../runtime/runtime.ts'
+import type { Connection, PeerId, Startable, Stream, StreamHandler } from '@libp2p/interface'
+import type { Logger } from 'pino'
+
+export interface RouterComponents {
+  peerId: PeerId
+  registry: Pick<Registry, 'list'>
+  membership: { members(): Member[] }
+  runtime: Pick<Runtime, 'get' | 'has'>
+  network: {
+    handle(protocol: string, handler: StreamHandler, options?: { maxInboundStreams?: number, maxOutboundStreams?: number }): Promise<void>
+    unhandle(protocol: string): Promise<void>
+    dialProtocol(peer: PeerId, protocol: string, options?: { signal?: AbortSignal }): Promise<Stream>
+  }
+  logger: Logger
+  metrics?: { forwarded(outcome: 'ok' | 'retry' | 'failed'): void }
+}
+
+export interface RouterInit {
+  /** Distinct replicas tried before giving up. @default 3 */
+  attempts?: number
+  /** Per forwarded request. @default 10_000 */
+  timeoutMs?: number
+}
+
+interface Replica { peerId: string, cpuPct: number, version?: string }
+
+/** TF Serving's model status for a model that runs elsewhere, plus where. */
+export interface MeshModelStatus {
+  model_version_status: Array<{ version: string, state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }>
+  replicas: Array<{ node: string, version?: string }>
+}
+
+class NoReplicaError extends Error {
+  readonly code = 'ERR_NO_REPLICA'
+  override readonly name = 'NoReplicaError'
+}
+
+/**
+ * Load-balanced predict across the mesh. A request for a model this node
+ * does not run goes to a replica chosen by the power of two choices over
+ * observed latency and reported CPU, and on failure to another replica, so
+ * a replica dying mid-stream costs a retry, not an error.
+ */
+export class PredictRouter implements Startable {
+  readonly #c: RouterComponents
+  readonly #self: string
+  readonly #attempts: number
+  readonly #timeoutMs: number
+  /** exponentially weighted latency per peer, ms */
+  readonly #latency = new Map<string, number>()
+  /** peers that just failed, until when */
+  readonly #penalty = new Map<string, number>()
+
+  constructor (components: RouterComponents, init: RouterInit = {}) {
+    this.#c = components
+    this.#self = components.peerId.toString()
+    this.#attempts = init.attempts ?? 3
+    this.#timeoutMs = init.timeoutMs ?? 10_000
+  }
+
+  async start (): Promise<void> {
+    await this.#c.network.handle(PREDICT_PROTOCOL, this.#answer, { maxInboundStreams: 256, maxOutboundStreams: 256 })
+  }
+
+  async stop (): Promise<void> {
+    await this.#c.network.unhandle(PREDICT_PROTOCOL)
+  }
+
+  /** Running replicas of `model` on other live nodes. */
+  replicas (model: string): Replica[] {
+    const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
+    const out: Replica[] = []
+    for (const e of this.#c.registry.list<{ state?: string, version?: string }>('instance/')) {
+      const [, peer, name] = e.key.split('/')
+      if (name !== model || peer == null || peer === this.#self || e.value?.state !== 'running') continue
+      const m = members.get(peer)
+      if (m?.state !== 'alive') continue
+      out.push({ peerId: peer, cpuPct: m.health?.cpuPct ?? 0, ...(e.value.version == null ? {} : { version: e.value.version }) })
+    }
+    return out
+  }
+
+  status (model: string): MeshModelStatus | undefined {
+    const replicas = this.replicas(model)
+    if (replicas.length === 0) return undefined
+    const versions = [...new Set(replicas.map(r => r.version ?? '1'))]
+    return {
+      model_version_status: versions.map(version => ({ version, state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } })),
+      replicas: replicas.map(r => ({ node: r.peerId, ...(r.version == null ? {} : { version: r.version }) }))
+    }
+  }
+
+  async predict (model: string, version: string | undefined, body: unknown): Promise<PredictReply> {
+    const tried = new Set<string>()
+    let last: unknown
+    for (let attempt = 0; attempt < this.#attempts; attempt++) {
+      const replica = this.#choose(this.replicas(model).filter(r => !tried.has(r.peerId) && (version == null || r.version === version)))
+      if (replica == null) break
+      tried.add(replica.peerId)
+      const started = performance.now()
+      try {
+        const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), PREDICT_PROTOCOL, { signal: AbortSignal.timeout(this.#timeoutMs) })
+        const reply = await forwardPredict(stream, model, version, body, { timeoutMs: this.#timeoutMs })
+        this.#observe(replica.peerId, performance.now() - started)
+        // the replica stopped serving it (404) or failed (5xx): another may succeed
+        if (reply.status === 404 || reply.status >= 500) {
+          last = reply
+          this.#penalise(replica.peerId)
+          this.#c.metrics?.forwarded('retry')
+          continue
+        }
+        this.#c.metrics?.forwarded('ok')
+        return reply
+      } catch (err) {
+        last = err
+        this.#penalise(replica.peerId)
+        this.#c.metrics?.forwarded('retry')
+        this.#c.logger.debug({ model, peer: replica.peerId, err: (err as Error).message }, 'forwarded predict failed; trying another replica')
+      }
+    }
+    this.#c.metrics?.forwarded('failed')
+    if (last != null && typeof last === 'object' && 'status' in last) return last as PredictReply
+    const { status, body: errBody } = errorReply(tried.size === 0
+      ? Object.assign(new Error(`model ${model} is not deployed anywhere in the mesh`), { code: 'ERR_NOT_FOUND' })
+      : new NoReplicaError(`no replica of ${model} answered (${tried.size} tried)`))
+    return { status, body: errBody }
+  }
+
+  #choose (replicas: Replica[]): Replica | undefined {
+    if (replicas.length <= 1) return replicas[0]
+    const now = performance.now()
+    const cost = (r: Replica): number => (this.#latency.get(r.peerId) ?? 5) * (1 + r.cpuPct / 100) + ((this.#penalty.get(r.peerId) ?? 0) > now ? 10_000 : 0)
+    const a = replicas[Math.floor(Math.random() * replicas.length)]!
+    let b = replicas[Math.floor(Math.random() * replicas.length)]!
+    if (b === a) b = replicas[(replicas.indexOf(a) + 1) % replicas.length]!
+    return cost(a) <= cost(b) ? a : b
+  }
+
+  #observe (peer: string, ms: number): void {
+    const previous = this.#latency.get(peer)
+    this.#latency.set(peer, previous == null ? ms : previous * 0.8 + ms * 0.2)
+  }
+
+  #penalise (peer: string): void {
+    this.#penalty.set(peer, performance.now() + 5000)
+  }
+
+  /** Another node forwards a request: answer only from a local instance, never forward again. */
+  readonly #answer = async (stream: Stream, _connection: Connection): Promise<void> => {
+    await answerPredict(stream, async (model, version, body) => {
+      try {
+        return { status: 200, body: await predictLocal(this.#c.runtime, model, version, body) }
+      } catch (err: any) {
+        return errorReply(err)
+      }
+    }, { timeoutMs: this.#timeoutMs }).catch(err => {
+      this.#c.logger.debug({ err: err.message }, 'answering a forwarded predict failed')
+    })
+  }
+}

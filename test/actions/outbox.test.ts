@@ -1,0 +1,113 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Level } from 'level'
+import { pino } from 'pino'
+import t from 'tap'
+import { Outbox, type OutboxJob } from '../../node/outbox/outbox.ts'
+import { PermanentDeliveryError } from '../../node/outbox/errors.ts'
+import { waitFor } from '../helpers/cluster.ts'
+import type { Database } from '../../node/store/db.ts'
+
+const root = await mkdtemp(join(tmpdir(), 'gatemesh-outbox-'))
+t.teardown(async () => { await rm(root, { recursive: true, force: true }) })
+const logger = pino({ level: 'silent' })
+
+async function openDb (name: string): Promise<Database> {
+  const db = new Level<string, unknown>(join(root, name), { valueEncoding: 'json' }) as Database
+  await db.open()
+  return db
+}
+
+const job = (n: number): Parameters<Outbox['enqueue']>[0] => ({ type: 'log', action: { type: 'log', level: 'info', message: `m${n}` }, event: { n, ts: Date.now() }, instance: 'i', rule: 'r' })
+
+t.test('retries with growing, jittered delays until delivered', async t => {
+  const db = await openDb('retry')
+  const attempts: number[] = []
+  let failures = 3
+  const outbox = new Outbox({
+    db,
+    logger,
+    deliver: async () => {
+      attempts.push(Date.now())
+      if (failures-- > 0) throw new Error('receiver down')
+    }
+  }, { baseDelayMs: 40, maxDelayMs: 1000, maxAttempts: 10 })
+  await outbox.start()
+  const queued = await outbox.enqueue(job(1))
+  await waitFor(() => outbox.size === 0, 'delivery', 5000, 10)
+  t.equal(attempts.length, 4, 'three failures, then success')
+  const gaps = attempts.slice(1).map((a, i) => a - attempts[i]!)
+  t.ok(gaps[0]! >= 20 && gaps[1]! >= 40 && gaps[2]! >= 80, `backoff grows: ${gaps.join(', ')} ms`)
+  t.ok(gaps.every((g, i) => g <= 40 * 2 ** i + 50), 'within the cap of each step')
+  t.match(queued.id, /^[0-9a-f-]{36}$/, 'jobs get a UUID as idempotency key')
+  t.equal((await db.sublevel('outbox').keys().all()).length, 0, 'nothing left in level')
+  await outbox.stop()
+  await db.close()
+})
+
+t.test('dead letters: after maxAttempts, or at once for a permanent refusal; retry puts them back', async t => {
+  const db = await openDb('dead')
+  let fixed = false
+  const outbox = new Outbox({
+    db,
+    logger,
+    deliver: async (j: OutboxJob) => {
+      if (fixed) return
+      if (j.event.n === 2) throw new PermanentDeliveryError('400 bad number')
+      throw new Error('still down')
+    }
+  }, { baseDelayMs: 10, maxDelayMs: 20, maxAttempts: 3 })
+  await outbox.start()
+  await outbox.enqueue(job(1))
+  await outbox.enqueue(job(2))
+  await waitFor(async () => (await outbox.dead()).length === 2, 'two dead letters', 5000, 10)
+  const dead = await outbox.dead()
+  const byN = new Map(dead.map(d => [d.event.n, d]))
+  t.equal(byN.get(1)?.attempts, 3, 'transient failures: maxAttempts tries')
+  t.equal(byN.get(2)?.attempts, 1, 'a permanent refusal: one try')
+  t.equal(byN.get(2)?.lastError, '400 bad number')
+  t.equal(outbox.size, 0)
+  fixed = true
+  await outbox.retryDead(byN.get(1)!.id)
+  await waitFor(() => outbox.size === 0, 'the retried job delivered', 5000, 10)
+  t.equal((await outbox.dead()).length, 1)
+  await t.rejects(outbox.retryDead('nope'), { code: 'ERR_NOT_FOUND' })
+  await outbox.stop()
+  await db.close()
+})
+
+t.test('nothing is lost across a restart; a delivery cut short is repeated with the same key', async t => {
+  const db = await openDb('restart')
+  const first = new Outbox({ db, logger, deliver: async () => { throw new Error('receiver down') } }, { baseDelayMs: 10_000 })
+  await first.start()
+  const ids = []
+  for (let n = 0; n < 5; n++) ids.push((await first.enqueue(job(n))).id)
+  await waitFor(() => first.pending().every(j => j.attempts === 1), 'one failed attempt each', 5000, 10)
+  await first.stop()
+  await db.close()
+
+  const again = await openDb('restart')
+  const seen: string[] = []
+  const second = new Outbox({ db: again, logger, deliver: async (j: OutboxJob) => { seen.push(j.id) } }, { baseDelayMs: 10 })
+  await second.start()
+  t.equal(second.size, 5, 'five jobs reloaded')
+  t.ok(second.pending().every(j => j.attempts === 1 && j.lastError === 'receiver down'), 'with their attempt counts')
+  // the backoff chosen before the restart still holds: deliver them now anyway by retrying via a fresh kick
+  await waitFor(() => second.size === 0 || second.pending().every(j => j.nextAt > Date.now()), 'reload', 1000, 10)
+  t.equal(seen.length, 0, 'not before their retry time')
+  await second.stop()
+  await again.close()
+
+  // a restart after the backoff passed delivers each once, under its original id
+  const third = await openDb('restart')
+  const later = new Outbox({ db: third, logger, deliver: async (j: OutboxJob) => { seen.push(j.id) } }, { baseDelayMs: 10 })
+  for (const j of await third.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' }).values().all()) {
+    await third.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' }).put(j.id, { ...j, nextAt: Date.now() })
+  }
+  await later.start()
+  await waitFor(() => later.size === 0, 'all five delivered', 5000, 10)
+  t.same(seen.sort(), ids.sort(), 'the same five ids, once each')
+  await later.stop()
+  await third.close()
+})
