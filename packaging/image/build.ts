@@ -2,7 +2,7 @@ import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'nod
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import * as tar from 'tar'
-import { buildAppBundle, REPO_ROOT } from '../app-bundle.ts'
+import { BUNDLE_EXTERNALS, buildAppBundle, REPO_ROOT } from '../app-bundle.ts'
 import { type Arch } from './arch.ts'
 import { collectPackages, copyPackage, dirBytes, packageNameOf } from './dependencies.ts'
 import { agentUnit, cliWrapper, DATA_DIR, INSTALL_DIR, setupUnit, SETUP_UNIT, AGENT_UNIT, SYSUSERS_FILE, sysusersConf, UNIT_DIR, CLI_WRAPPER, IMAGE_MANIFEST } from './layout.ts'
@@ -83,9 +83,12 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     // the bundle reads its version from ../package.json, and node_modules sits beside it as in any npm project
     await writeFile(join(install, 'package.json'), JSON.stringify({ name: 'gatemesh', version: init.version, private: true, type: 'module' }, null, 2) + '\n')
 
-    const roots = [...new Set(bundle.externalImports.map(packageNameOf).filter((n): n is string => n != null))]
+    const imported = [...new Set(bundle.externalImports.map(packageNameOf).filter((n): n is string => n != null))]
       .filter(n => !TOOLING_ONLY.includes(n))
-    const { packages, omitted } = await collectPackages({ root: REPO_ROOT, roots, omit: OMITTED_FROM_IMAGES })
+    // esbuild also leaves out imports it cannot resolve inside try/catch (ws's bufferutil): optional by construction
+    const roots = imported.filter(isDeclaredExternal)
+    const optionalRoots = imported.filter(n => !isDeclaredExternal(n))
+    const { packages, omitted } = await collectPackages({ root: REPO_ROOT, roots, optionalRoots, omit: OMITTED_FROM_IMAGES })
     const nodeModules = join(install, 'node_modules')
     for (const [i, pkg] of packages.entries()) {
       progress(3, { done: i, total: packages.length })
@@ -145,6 +148,11 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
   } finally {
     await rm(stage, { recursive: true, force: true })
   }
+}
+
+/** Whether the bundle was told to leave `name` out (`@scope/*` patterns included). */
+function isDeclaredExternal (name: string): boolean {
+  return BUNDLE_EXTERNALS.some(p => p === name || (p.endsWith('/*') && name.startsWith(p.slice(0, -1))))
 }
 
 async function writeText (path: string, text: string, mode = 0o644): Promise<void> {

@@ -68,6 +68,8 @@ export interface CollectInit {
   root: string
   /** packages the app imports at run time */
   roots: string[]
+  /** roots the app can run without (imports guarded by try/catch): collected only when installed */
+  optionalRoots?: string[]
   /** package name → why it is left out; neither it nor what only it needs is collected */
   omit?: Record<string, string>
 }
@@ -90,7 +92,8 @@ export async function collectPackages (init: CollectInit): Promise<Collected> {
   const byDir = new Map<string, InstalledPackage>()
   const omitted = new Map<string, string>()
   const queue: Array<{ name: string, from: string, optional: boolean, by: string }> =
-    init.roots.map(name => ({ name, from: init.root, optional: false, by: 'the app' }))
+    [...init.roots.map(name => ({ name, from: init.root, optional: false, by: 'the app' })),
+      ...(init.optionalRoots ?? []).map(name => ({ name, from: init.root, optional: true, by: 'the app' }))]
   while (queue.length > 0) {
     const { name, from, optional, by } = queue.shift()!
     // declaration-only packages that some libraries list as dependencies: nothing runs them

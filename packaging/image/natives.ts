@@ -13,8 +13,8 @@ import type { InstalledPackage } from './dependencies.ts'
  * and everything else runs.
  */
 export const OMITTED_FROM_IMAGES: Record<string, string> = {
-  epoll: 'native module without prebuilt binaries (built by node-gyp on install); GPIO sensors and actuators report GpioUnavailableError in images',
-  onoff: 'GPIO driver that needs epoll (left out, see epoll)'
+  epoll: 'native module without prebuilt binaries (node-gyp builds it on install); GPIO sensors and actuators report GpioUnavailableError in images',
+  onoff: 'GPIO driver whose native epoll module has no prebuilt binaries (node-gyp builds it on install); GPIO sensors and actuators report GpioUnavailableError in images'
 }
 
 /** Packages the CLI imports only to build images or run browser tests; devices never need them. */
