@@ -39,30 +39,41 @@ export interface AppBundleResult {
  * Type stripping and thousands of small module files cost an agent ~80 MB
  * of resident memory when run from sources; one minified file does not.
  */
+/** The inference worker's file beside the bundle; node/runtime/pool.ts finds it through GATEMESH_WORKER_FILE. */
+export const WORKER_BUNDLE_FILE = 'inference-worker.mjs'
+
 export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemesh.mjs')): Promise<AppBundleResult> {
   const esbuild = await import('esbuild')
   await mkdir(dirname(outFile), { recursive: true })
-  const result = await esbuild.build({
-    stdin: {
-      contents: "import { main } from './node/cli/main.ts'\nprocess.exitCode = await main(process.argv.slice(2))\n",
-      resolveDir: REPO_ROOT,
-      sourcefile: 'gatemesh-entry.ts',
-      loader: 'ts'
-    },
+  const common = {
     bundle: true,
     platform: 'node',
     format: 'esm',
     target: 'node22',
     minify: true,
     legalComments: 'none',
-    outfile: outFile,
     external: BUNDLE_EXTERNALS,
     metafile: true,
     logLevel: 'silent',
+    // worker threads are separate module graphs: the pool loads this file instead of worker.ts
+    define: { GATEMESH_WORKER_FILE: JSON.stringify(`./${WORKER_BUNDLE_FILE}`) },
     // CommonJS dependencies inside an ES module bundle still call require()
     banner: { js: "import { createRequire as __gmCreateRequire } from 'node:module'; const require = __gmCreateRequire(import.meta.url);" }
-  })
-  const outputs = Object.values(result.metafile.outputs)
+  } as const
+  const results = await Promise.all([
+    esbuild.build({
+      ...common,
+      stdin: {
+        contents: "import { main } from './node/cli/main.ts'\nprocess.exitCode = await main(process.argv.slice(2))\n",
+        resolveDir: REPO_ROOT,
+        sourcefile: 'gatemesh-entry.ts',
+        loader: 'ts'
+      },
+      outfile: outFile
+    }),
+    esbuild.build({ ...common, entryPoints: [join(REPO_ROOT, 'node', 'runtime', 'worker.ts')], outfile: join(dirname(outFile), WORKER_BUNDLE_FILE) })
+  ])
+  const outputs = results.flatMap(r => Object.values(r.metafile.outputs))
   const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
   const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
   return { file: outFile, bytes, externalImports }

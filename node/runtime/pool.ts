@@ -5,7 +5,9 @@ import type { TensorSpec } from '../../packaging/manifest.ts'
 import type { FromWorker, ToWorker, WireTensor } from './wire.ts'
 import type { Logger } from 'pino'
 
-const WORKER_URL = new URL('./worker.ts', import.meta.url)
+/** Set by the esbuild app bundle (packaging/app-bundle.ts), where worker.ts is bundled into a file of its own. */
+declare const GATEMESH_WORKER_FILE: string | undefined
+const WORKER_URL = new URL(typeof GATEMESH_WORKER_FILE === 'string' ? GATEMESH_WORKER_FILE : './worker.ts', import.meta.url)
 
 export interface PoolInit {
   /** worker threads, each with its own copy of the model. @default 1 */
