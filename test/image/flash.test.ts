@@ -7,6 +7,7 @@ import * as tar from 'tar'
 import t from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { flashRoot, inspectImage } from '../../packaging/image/flash.ts'
+import { remoteInstallScript } from '../../packaging/image/ssh.ts'
 import { CLI } from '../helpers/cluster.ts'
 import { buildImageCli } from '../helpers/image.ts'
 
@@ -143,4 +144,14 @@ await t.test('refuses archives that are not gatemesh images or write elsewhere',
   await t.rejects(inspectImage(plain), { code: 'ERR_IMAGE_ARCHIVE', message: /has no opt\/gatemesh\/image\.json/ }, 'an archive without a manifest')
   await writeFile(join(work, 'junk.tar.gz'), 'not a tarball at all')
   await t.rejects(inspectImage(join(work, 'junk.tar.gz')), { code: 'ERR_IMAGE_ARCHIVE' }, 'junk')
+})
+
+t.test('the ssh installer script is valid sh and checks the CPU before anything else', async t => {
+  const { manifest } = await inspectImage(archive)
+  const script = remoteInstallScript("/tmp/gatemesh-image.it's", manifest)
+  const file = join(work, 'install.sh')
+  await writeFile(file, script)
+  await t.resolves(exec('sh', ['-n', file]), 'sh -n accepts it (quoting included)')
+  t.match(script, /if \[ "\$\(uname -m\)" != 'x86_64' \]; then .*exit 3; fi\ntar -xzf/, 'uname -m is checked before unpacking')
+  t.match(script, /flash "\$f" --root \/\n/, 'the image\'s own CLI flashes the running root')
 })
