@@ -2,6 +2,7 @@ import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { parsePort, requireArg } from '../../node/cli/args.ts'
 import { UsageError } from '../../node/cli/errors.ts'
+import { runService } from '../../node/cli/service.ts'
 import { Coordinator, type CoordinatorInit } from '../coordinator.ts'
 
 /** `gatemesh coordinator`: run until SIGINT/SIGTERM. */
@@ -33,30 +34,7 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
     ...(values['tls-cert'] == null || values['tls-key'] == null ? {} : { tls: { certFile: resolve(values['tls-cert']), keyFile: resolve(values['tls-key']) } })
   }
   const coordinator = await Coordinator.create(init)
-  const log = coordinator.agent.logger.child({ service: 'coordinator' })
-  process.on('unhandledRejection', err => { log.error({ err }, 'unhandled rejection') })
-  process.on('uncaughtException', err => { log.error({ err }, 'uncaught exception') })
-  let stopping = false
-  const shutdown = (signal: string): void => {
-    if (stopping) return
-    stopping = true
-    log.info({ signal }, 'shutting down')
-    const force = setTimeout(() => process.exit(1), 10_000)
-    force.unref()
-    coordinator.stop().then(() => process.exit(0), err => {
-      log.error({ err }, 'stop failed')
-      process.exit(1)
-    })
-  }
-  process.on('SIGINT', () => { shutdown('SIGINT') })
-  process.on('SIGTERM', () => { shutdown('SIGTERM') })
-  let started
-  try {
-    started = await coordinator.start()
-  } catch (err) {
-    await coordinator.stop().catch(() => {})
-    throw err
-  }
+  const started = await runService(coordinator, coordinator.agent.logger.child({ service: 'coordinator' }))
   if (started.firstAdmin != null) {
     // printed once, on purpose not through the logger: it must not land in any log file
     process.stdout.write(`\ngatemesh coordinator: created the first user "${started.firstAdmin.username}" with password\n\n    ${started.firstAdmin.password}\n\n` +

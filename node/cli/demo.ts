@@ -73,6 +73,8 @@ export async function demoCommand (argv: string[]): Promise<void> {
   }
 
   let stopping = false
+  // --duration counts from when the agents are up, however long starting took
+  let stopAfterDuration = (): void => {}
   const done = new Promise<void>(resolve => {
     const stop = (): void => {
       if (stopping) return
@@ -82,7 +84,7 @@ export async function demoCommand (argv: string[]): Promise<void> {
     }
     process.on('SIGINT', stop)
     process.on('SIGTERM', stop)
-    if (Number.isFinite(duration)) setTimeout(stop, duration).unref()
+    stopAfterDuration = () => { if (Number.isFinite(duration)) setTimeout(stop, duration).unref() }
   })
 
   try {
@@ -97,6 +99,7 @@ export async function demoCommand (argv: string[]): Promise<void> {
     throw err
   }
   console.log(tty ? '\nCtrl-C stops the demo.\n' : '')
+  stopAfterDuration()
 
   const refresh = async (): Promise<void> => {
     for (const node of nodes) {

@@ -5,9 +5,9 @@ import type { TensorSpec } from '../../packaging/manifest.ts'
 import type { FromWorker, ToWorker, WireTensor } from './wire.ts'
 import type { Logger } from 'pino'
 
-/** Set by the esbuild app bundle (packaging/app-bundle.ts), where worker.ts is bundled into a file of its own. */
-declare const GATEMESH_WORKER_FILE: string | undefined
-const WORKER_URL = new URL(typeof GATEMESH_WORKER_FILE === 'string' ? GATEMESH_WORKER_FILE : './worker.ts', import.meta.url)
+// the app bundle (packaging/app-bundle.ts) ships the worker as a file of its own beside it
+declare const GATEMESH_BUNDLED_WORKER: string | undefined
+const WORKER_URL = new URL(typeof GATEMESH_BUNDLED_WORKER === 'string' ? GATEMESH_BUNDLED_WORKER : './worker.ts', import.meta.url)
 
 export interface PoolInit {
   /** worker threads, each with its own copy of the model. @default 1 */

@@ -7,6 +7,7 @@ export type BenchArgs = Record<string, string | boolean | undefined>
 
 const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promise<Record<string, unknown>> }>> = {
   mesh: async () => await import('./mesh.ts'),
+  failover: async () => await import('./failover.ts'),
   inference: async () => await import('./inference.ts'),
   bundle: async () => await import('./bundle.ts'),
   coordinator: async () => await import('./coordinator.ts'),

@@ -7,6 +7,7 @@ import { RUNTIME_FILE, type RuntimeInfo } from '../../node/agent.ts'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { initNodeDir } from '../../node/identity/node-dir.ts'
 import { freePort } from '../../node/cli/ports.ts'
+import { Probe } from './netns.ts'
 import type { Role } from '../../node/identity/certificate.ts'
 
 export const CLI = new URL('../../bin/gatemesh.js', import.meta.url).pathname
@@ -20,6 +21,9 @@ export interface ClusterNode {
   multiaddr: string
   api: string
   child?: ChildProcess
+  /** set for nodes inside a test network namespace: their API is reached through a probe there */
+  netns?: string
+  probe?: Probe
 }
 
 export interface AddNodeOptions {
@@ -30,6 +34,8 @@ export interface AddNodeOptions {
   fleetDir?: string
   config?: Record<string, unknown>
   validDays?: number
+  /** run inside this network namespace, listening on `address` */
+  netns?: { ns: string, address: string }
 }
 
 export async function sleep (ms: number): Promise<void> {
@@ -84,8 +90,9 @@ export class Cluster {
   }
 
   async addNode (name: string, options: AddNodeOptions = {}): Promise<ClusterNode> {
-    const p2pPort = await freePort()
-    const apiPort = await freePort()
+    const p2pPort = options.netns == null ? await freePort() : 4001
+    const apiPort = options.netns == null ? await freePort() : 7401
+    const host = options.netns?.address ?? '127.0.0.1'
     const first = [...this.nodes.values()][0]
     const bootstrap = (options.bootstrap ?? (first == null ? [] : [first.name]))
       .map(b => b.startsWith('/') ? b : this.node(b).multiaddr)
@@ -94,7 +101,7 @@ export class Cluster {
       fleetDir: options.fleetDir ?? this.fleetDir,
       role: options.role ?? 'gateway',
       labels: options.labels ?? {},
-      listen: [`/ip4/127.0.0.1/tcp/${p2pPort}`],
+      listen: [`/ip4/${host}/tcp/${p2pPort}`],
       apiPort,
       bootstrap,
       config: { logs: { stdout: false, level: 'debug' }, ...options.config },
@@ -106,8 +113,12 @@ export class Cluster {
       peerId,
       p2pPort,
       apiPort,
-      multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${peerId}`,
+      multiaddr: `/ip4/${host}/tcp/${p2pPort}/p2p/${peerId}`,
       api: `http://127.0.0.1:${apiPort}`
+    }
+    if (options.netns != null) {
+      node.netns = options.netns.ns
+      node.probe = new Probe(options.netns.ns)
     }
     this.nodes.set(name, node)
     return node
@@ -118,7 +129,8 @@ export class Cluster {
     const node = this.node(name)
     await rm(join(node.dir, RUNTIME_FILE), { force: true })
     const err = openSync(join(node.dir, 'stderr.log'), 'a')
-    node.child = spawn(this.command.exec, [...this.command.args, 'agent', '--data', node.dir], {
+    const argv = [...this.command.args, 'agent', '--data', node.dir]
+    node.child = spawn(node.netns == null ? this.command.exec : 'ip', node.netns == null ? argv : ['netns', 'exec', node.netns, this.command.exec, ...argv], {
       stdio: ['ignore', 'ignore', err],
       env: { ...process.env, ...this.command.env }
     })
@@ -154,6 +166,12 @@ export class Cluster {
   }
 
   async get<T = any> (name: string, path: string): Promise<T> {
+    const probe = this.node(name).probe
+    if (probe != null) {
+      const reply = await probe.request('GET', this.node(name).api + path)
+      if (reply.status >= 400) throw Object.assign(new Error(`GET ${path} on ${name}: ${reply.status} ${JSON.stringify(reply.body)}`), { status: reply.status, body: reply.body })
+      return reply.body as T
+    }
     const res = await fetch(this.node(name).api + path, { signal: AbortSignal.timeout(5000) })
     const body = await res.json()
     if (!res.ok) throw Object.assign(new Error(`GET ${path} on ${name}: ${res.status} ${JSON.stringify(body)}`), { status: res.status, body })
@@ -161,6 +179,8 @@ export class Cluster {
   }
 
   async request<T = any> (name: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: T }> {
+    const probe = this.node(name).probe
+    if (probe != null) return await probe.request(method, this.node(name).api + path, body)
     const res = await fetch(this.node(name).api + path, {
       method,
       headers: body === undefined ? {} : { 'content-type': 'application/json' },
@@ -182,6 +202,7 @@ export class Cluster {
 
   async close (): Promise<void> {
     await Promise.all([...this.nodes.keys()].map(async n => { await this.stop(n) }))
+    for (const n of this.nodes.values()) n.probe?.close()
     if (process.env.GATEMESH_KEEP_TEST_DIRS == null) await rm(this.root, { recursive: true, force: true })
   }
 }

@@ -56,7 +56,7 @@ await t.test('flash --root installs the expected tree and enables the unit', asy
   const { code, stdout } = await flashCli(root)
   t.equal(code, 0)
   t.match(stdout, /installed gatemesh \S+ \(x64\) in .*rootfs; the agent starts on the next boot as 12D3KooW/)
-  for (const f of ['opt/gatemesh/node/bin/node', 'opt/gatemesh/app/gatemesh.mjs', 'opt/gatemesh/app/inference-worker.mjs', 'opt/gatemesh/package.json',
+  for (const f of ['opt/gatemesh/node/bin/node', 'opt/gatemesh/app/gatemesh.mjs', 'opt/gatemesh/app/gatemesh-worker.mjs', 'opt/gatemesh/package.json',
     'opt/gatemesh/image.json', 'opt/gatemesh/bin/gatemesh', 'opt/gatemesh/lib/sysusers.d/gatemesh.conf', 'opt/gatemesh/node_modules/classic-level/package.json',
     'etc/systemd/system/gatemesh-agent.service', 'etc/systemd/system/gatemesh-setup.service',
     'var/lib/gatemesh/config.json', 'var/lib/gatemesh/node.cert', 'var/lib/gatemesh/fleet.pub']) {

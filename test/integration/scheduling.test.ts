@@ -1,5 +1,5 @@
 import t from 'tap'
-import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { deploy, publishAnomalyBundle, runningOn, scheduler, simulatedSensor, undeploy } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
 
@@ -102,4 +102,56 @@ await t.test('failover: the scheduler and a replica node die, instances run agai
   t.pass(`after killing ${victim}: ${third.join(',')}`)
   const p = await predictVia(rest.find(n => !third.includes(n)) ?? rest[0]!, 'ha')
   t.equal(p.status, 200, 'predict still answers through a node without a replica')
+})
+
+await t.test('the CLI deploys peer to peer; drain and evict move instances', async t => {
+  const { execFile } = await import('node:child_process')
+  const { writeFile } = await import('node:fs/promises')
+  const { join } = await import('node:path')
+  const exec = async (...args: string[]): Promise<string> => await new Promise((resolve, reject) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 60_000 }, (err, stdout, stderr) => { if (err != null) reject(new Error(`${err.message}\n${stderr}`)); else resolve(stdout) })
+  })
+  const alive = [...cluster.running()].map(n => n.name)
+  const via = alive[0]!
+  const specFile = join(cluster.root, 'cli-spec.json')
+  await writeFile(specFile, JSON.stringify({ id: 'cli', model: { name: 'anomaly', version: '1.0.0' }, placement: { role: 'gateway' }, instance: { name: 'cli' } }))
+  t.match(await exec('deploy', specFile, '--key', join(cluster.fleetDir, 'fleet.key'), '--api', cluster.node(via).api), /deployment cli written/)
+  const [where] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 ? r : null }, 'cli to run', 60_000)
+  const table = await exec('deployments', '--api', cluster.node(via).api)
+  t.match(table, /cli\s+anomaly@1\.0\.0\s+1\s+1/, 'gatemesh deployments lists it running')
+
+  t.match(await exec('evict', 'cli', '--api', cluster.node(where!).api), /evicted: cli/)
+  const [moved] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 && r[0] !== where ? r : null }, 'cli to move off the evicting node', 60_000)
+  t.pass(`evicted from ${where}, now on ${moved}`)
+  await exec('unevict', 'cli', '--api', cluster.node(where!).api)
+
+  t.match(await exec('drain', '--api', cluster.node(moved!).api), /drained/)
+  const [third] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 && r[0] !== moved ? r : null }, 'cli to leave the drained node', 60_000)
+  t.pass(`drained ${moved}; cli now on ${third}`)
+  t.equal((await cluster.get(moved!, '/v1/instances')).instances.length, 0, 'the drained node runs nothing')
+  await exec('undrain', '--api', cluster.node(moved!).api)
+
+  t.match(await exec('undeploy', 'cli', '--key', join(cluster.fleetDir, 'fleet.key'), '--api', cluster.node(via).api), /removed/)
+  await waitFor(async () => (await runningOn(cluster, via, 'cli')).length === 0, 'cli gone after undeploy', 60_000)
+})
+
+await t.test('an unsigned or invalid deployment is refused or ignored and counted', async t => {
+  const via = cluster.running()[0]!.name
+  const unsigned = await cluster.request(via, 'PUT', '/v1/deployments/bad', { spec: { id: 'bad', model: { name: 'anomaly', version: '1.0.0' } }, auth: 'eyJhbGciOiJFZERTQSJ9.e30.AAAA' })
+  t.equal(unsigned.status, 403, 'a bad signature is refused')
+  const invalid = await cluster.request(via, 'PUT', '/v1/deployments/bad', { spec: { id: 'bad', model: { name: 'anomaly' }, replicas: -1 }, auth: 'x'.repeat(20) })
+  t.equal(invalid.status, 400, 'an invalid spec is refused with the field named')
+  t.match(invalid.body.field, /deployment\./)
+  // signed but invalid (as an older or foreign writer might produce): ignored by every scheduler and counted
+  const { loadFleet } = await import('../../node/identity/fleet.ts')
+  const { authorizeRegistryWrite } = await import('../../packaging/trust.ts')
+  const fleet = await loadFleet(cluster.fleetDir)
+  const value = { id: 'bad', model: { name: 'anomaly', version: '1.0.0' }, replicas: 0 }
+  const auth = await authorizeRegistryWrite('deployment/bad', JSON.stringify(value), { key: fleet.privateKey })
+  t.equal((await cluster.request(via, 'PUT', '/v1/registry/deployment/bad', { value, auth })).status, 200, 'the registry takes a signed value')
+  await waitFor(async () => {
+    const metrics = await (await fetch(`${cluster.node(via).api}/metrics`)).text()
+    return /gatemesh_invalid_deployments_total\{[^}]*\} [1-9]/.test(metrics)
+  }, 'the invalid deployment to be counted', 20_000)
+  t.equal((await cluster.get(via, '/v1/registry?prefix=placement/bad/')).count, 0, 'and never placed')
 })
