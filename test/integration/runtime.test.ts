@@ -61,7 +61,7 @@ process.stdin.on('end', () => {
 await t.test('sensor → model → rule → email, SMS, MQTT and script; the model endpoint follows run and stop', async t => {
   const before = await cluster.request('gw', 'GET', '/v1/models/anomaly')
   t.equal(before.status, 404, 'GET /v1/models/anomaly is 404 before run')
-  t.match(before.body, { error: 'Not Found', code: 'ERR_NOT_FOUND', message: /no instance of model anomaly/ })
+  t.match(before.body, { error: 'Not Found', code: 'ERR_NOT_FOUND', message: /model anomaly is not deployed anywhere in the mesh/ })
 
   const zip = await bundleFile({
     action: ACTION,
