@@ -119,6 +119,8 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     // opt/ must be readable by the service user whatever the builder's umask was
     await normaliseModes(install)
     await normaliseModes(at(stage, UNIT_DIR))
+    // parents such as /var and /etc are entries too: a plain `tar -x` at / must not narrow them
+    for (const parent of ['opt', 'var', 'var/lib', 'etc', 'etc/systemd']) await chmod(join(stage, parent), 0o755)
     manifest.unpackedBytes = await dirBytes(stage)
     await writeText(at(stage, IMAGE_MANIFEST), JSON.stringify(manifest, null, 2) + '\n')
 
