@@ -33,6 +33,8 @@ export interface AppBundleResult {
   /** every file written: the entry and the inference worker beside it */
   files: string[]
   bytes: number
+  /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
+  externalImports: string[]
 }
 
 /** File name of the inference worker next to the bundle. */
@@ -72,6 +74,8 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     },
     outfile: outFile
   })
-  const bytes = [result, worker].flatMap(r => Object.values(r.metafile?.outputs ?? {})).reduce((sum, o) => sum + o.bytes, 0)
-  return { file: outFile, files: [outFile, workerFile], bytes }
+  const outputs = [result, worker].flatMap(r => Object.values(r.metafile?.outputs ?? {}))
+  const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
+  const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
+  return { file: outFile, files: [outFile, workerFile], bytes, externalImports }
 }

@@ -28,7 +28,9 @@ export async function loadOnoff (id: string): Promise<GpioConstructor> {
   try {
     mod = await import('onoff') as unknown as { Gpio: GpioConstructor }
   } catch (err: any) {
-    throw new GpioUnavailableError(`gpio ${id}: the onoff driver cannot be loaded (${err.code ?? err.message})`, id, { cause: err })
+    // gatemesh images leave onoff out: its epoll module has no prebuilt binaries to ship for another CPU
+    const why = err.code === 'ERR_MODULE_NOT_FOUND' ? 'onoff is not installed; gatemesh images do not include GPIO support' : err.code ?? err.message
+    throw new GpioUnavailableError(`gpio ${id}: the onoff driver cannot be loaded (${why})`, id, { cause: err })
   }
   if (!mod.Gpio.accessible) {
     throw new GpioUnavailableError(`gpio ${id}: GPIO is not accessible on this machine (no writable /sys/class/gpio)`, id)

@@ -25,7 +25,9 @@ const COMMANDS: Record<string, { help: string, load: () => Promise<Command> }> =
   enroll: { help: 'join a fleet through a coordinator with a one-time join token', load: async () => { const m = await import('./enroll.ts'); return { run: m.enrollCommand, usage: m.ENROLL_USAGE } } },
   coordinator: { help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/coordinator.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.coordinatorCommand, usage: u.COORDINATOR_USAGE } } },
   user: { help: 'add a coordinator user or reset a password (coordinator stopped)', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/user.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.userCommand, usage: u.USER_USAGE } } },
-  demo: { help: 'start a throwaway mesh on 127.0.0.1', load: async () => { const m = await import('./demo.ts'); return { run: m.demoCommand, usage: m.DEMO_USAGE } } }
+  demo: { help: 'start a throwaway mesh on 127.0.0.1', load: async () => { const m = await import('./demo.ts'); return { run: m.demoCommand, usage: m.DEMO_USAGE } } },
+  image: { help: 'build a self-contained agent image (Node runtime, app, native modules, systemd unit, identity or join token) for x64 or arm64', load: async () => { const m = await import('./image.ts'); return { run: m.imageCommand, usage: m.IMAGE_USAGE } } },
+  flash: { help: 'install an image into a mounted root filesystem, or onto a device over ssh', load: async () => { const m = await import('./flash.ts'); return { run: m.flashCommand, usage: m.FLASH_USAGE } } }
 }
 
 async function usage (): Promise<string> {

@@ -10,7 +10,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   failover: async () => await import('./failover.ts'),
   inference: async () => await import('./inference.ts'),
   bundle: async () => await import('./bundle.ts'),
-  coordinator: async () => await import('./coordinator.ts')
+  coordinator: async () => await import('./coordinator.ts'),
+  image: async () => await import('./image.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */

@@ -1,0 +1,78 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { closeSync, openSync } from 'node:fs'
+import { mkdir, open, readFile, readdir } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import * as tar from 'tar'
+import { CLI } from './cluster.ts'
+
+const exec = promisify(execFile)
+
+/** `gatemesh image build ...` as a user runs it (stdout not a terminal: plain progress lines). */
+export async function buildImageCli (args: string[]): Promise<{ stdout: string, stderr: string }> {
+  return await exec(process.execPath, [CLI, 'image', 'build', ...args], { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 })
+}
+
+/** Unpack an image into an empty directory standing in for a device's root filesystem. */
+export async function unpackImage (archive: string, root: string): Promise<void> {
+  await mkdir(root, { recursive: true })
+  await tar.x({ file: archive, cwd: root })
+}
+
+/** ELF e_machine of a file, read straight from its header (independent of the code under test). */
+export async function elfMachine (file: string): Promise<number | undefined> {
+  const fh = await open(file, 'r')
+  try {
+    const buf = Buffer.alloc(20)
+    await fh.read(buf, 0, 20, 0)
+    return buf.readUInt32BE(0) === 0x7f454c46 ? buf.readUInt16LE(18) : undefined
+  } finally {
+    await fh.close()
+  }
+}
+
+export async function filesUnder (dir: string, suffix: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true, recursive: true })
+  return entries.filter(e => e.isFile() && e.name.endsWith(suffix)).map(e => join(e.parentPath, e.name))
+}
+
+/**
+ * The agent's command line and environment from the image's own systemd
+ * unit, with device paths moved under `root`: the test runs exactly what
+ * systemd would run.
+ */
+export async function unitCommand (root: string): Promise<{ argv: string[], env: Record<string, string>, unit: string }> {
+  const unit = await readFile(join(root, 'etc/systemd/system/gatemesh-agent.service'), 'utf8')
+  const move = (s: string): string => s.replaceAll('/opt/gatemesh', join(root, 'opt/gatemesh')).replaceAll('/var/lib/gatemesh', join(root, 'var/lib/gatemesh'))
+  const exec = /^ExecStart=(.+)$/m.exec(unit)?.[1]
+  if (exec == null) throw new Error('the unit has no ExecStart')
+  const env: Record<string, string> = {}
+  for (const m of unit.matchAll(/^Environment=([A-Z_]+)=(.*)$/gm)) env[m[1]!] = m[2]!
+  return { argv: exec.split(' ').map(move), env, unit }
+}
+
+/**
+ * Start the image's agent as the unit would, from `root`, with a bare
+ * environment (nothing of this repository on PATH), optionally through an
+ * emulator (`prefix`, e.g. qemu-aarch64-static -L SYSROOT).
+ */
+export async function startImageAgent (root: string, options: { prefix?: string[], log: string }): Promise<ChildProcess> {
+  const { argv, env } = await unitCommand(root)
+  const command = [...(options.prefix ?? []), ...argv]
+  const out = openSync(options.log, 'a')
+  const child = spawn(command[0]!, command.slice(1), {
+    cwd: join(root, 'var/lib/gatemesh'),
+    env: { PATH: '/usr/bin:/bin', ...env },
+    stdio: ['ignore', out, out]
+  })
+  closeSync(out)
+  return child
+}
+
+/** Resident set size of a process, in bytes. */
+export async function rssBytes (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]
+  if (kb == null) throw new Error(`no VmRSS for ${pid}`)
+  return Number(kb) * 1024
+}

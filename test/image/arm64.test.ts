@@ -1,0 +1,75 @@
+import { execFile } from 'node:child_process'
+import { access, readFile, readlink, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { freePort } from '../../node/cli/ports.ts'
+import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
+import { buildImageCli, elfMachine, filesUnder, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
+
+const exec = promisify(execFile)
+const EM_AARCH64 = 0xb7
+/** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends), the sysroot qemu-user loads them from. */
+const SYSROOT = '/usr/aarch64-linux-gnu'
+
+const cluster = await Cluster.create()
+t.teardown(async () => { await cluster.close() })
+await cluster.addNode('a', { role: 'server' })
+await cluster.addNode('b')
+await Promise.all(['a', 'b'].map(async n => await cluster.start(n)))
+
+const p2pPort = await freePort()
+const apiPort = await freePort()
+const overrides = join(cluster.root, 'device-config.json')
+await writeFile(overrides, JSON.stringify({ listen: [`/ip4/127.0.0.1/tcp/${p2pPort}`], api: { host: '127.0.0.1', port: apiPort }, logs: { stdout: false } }))
+const archive = join(cluster.root, 'gatemesh-arm64.tar.gz')
+const root = join(cluster.root, 'device-root')
+
+await t.test('an arm64 image carries only aarch64 binaries', async t => {
+  const { stdout } = await buildImageCli(['--arch', 'arm64', '--fleet', cluster.fleetDir, '--out', archive, '--bootstrap', cluster.node('a').multiaddr, '--config', overrides])
+  t.match(stdout, /native: .*classic-level \(prebuilds\/linux-arm64\/classic-level\.armv8\.node\)/)
+  await unpackImage(archive, root)
+  t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), EM_AARCH64, 'bin/node is an aarch64 ELF')
+  const natives = await filesUnder(join(root, 'opt/gatemesh'), '.node')
+  t.ok(natives.length >= 2, `${natives.length} native modules`)
+  for (const f of natives) t.equal(await elfMachine(f), EM_AARCH64, `${f.split('node_modules/')[1]} is an aarch64 ELF (e_machine 0xB7)`)
+  t.notOk(natives.some(f => /linux-x64|darwin|win32|android|musl/.test(f)), 'no other platform\'s prebuilds')
+})
+
+// running arm64 code here needs qemu-user and an arm64 sysroot (.ci/run installs both); GATEMESH_TEST_QEMU=0 skips
+const qemu = process.env.GATEMESH_TEST_QEMU === '0' ? undefined : 'qemu-aarch64-static'
+await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which joins the mesh and runs a placement', { skip: qemu == null ? 'GATEMESH_TEST_QEMU=0' : false }, async t => {
+  await access(SYSROOT).catch(() => { throw new Error(`${SYSROOT} is missing: apt-get install qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross`) })
+  const { stdout: arch } = await exec(qemu!, ['-L', SYSROOT, join(root, 'opt/gatemesh/node/bin/node'), '-p', 'process.arch + " " + process.version'])
+  t.match(arch.trim(), /^arm64 v22\./, `the image's runtime reports ${arch.trim()}`)
+
+  const manifest = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  const device: ClusterNode = {
+    name: 'device',
+    dir: join(root, 'var/lib/gatemesh'),
+    peerId: manifest.identity.peerId,
+    p2pPort,
+    apiPort,
+    multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${String(manifest.identity.peerId)}`,
+    api: `http://127.0.0.1:${apiPort}`
+  }
+  cluster.nodes.set('device', device)
+  const started = Date.now()
+  const child = await startImageAgent(root, { prefix: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })
+  device.child = child
+  t.match(await readlink(`/proc/${child.pid!}/exe`), /qemu-aarch64-static$/, 'the process is the emulator running the image\'s node')
+  await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the arm64 agent alive', 120_000, 250)
+  await waitFor(async () => {
+    const m = await cluster.members('device')
+    return ['a', 'b'].every(n => m.get(cluster.node(n).peerId)?.state === 'alive')
+  }, 'the arm64 agent to see a and b alive', 120_000, 250)
+  const joinedMs = Date.now() - started
+  t.pass(`joined ${(joinedMs / 1000).toFixed(1)} s after start (emulated)`)
+  console.error(`# arm64 image under qemu-aarch64-static: joined the mesh ${(joinedMs / 1000).toFixed(1)} s after start`)
+
+  await publishAnomalyBundle(cluster, 'a')
+  await deploy(cluster, 'a', { id: 'pin-arm64', model: { name: 'anomaly', version: '1.0.0' }, placement: { policy: 'pinned', nodes: [device.peerId] }, instance: { name: 'arm64-anomaly' } })
+  await waitFor(async () => (await runningOn(cluster, 'a', 'pin-arm64')).join() === 'device', 'the instance to run on the arm64 agent', 180_000, 500)
+  t.pass(`a pinned deployment runs on it (${((Date.now() - started) / 1000).toFixed(1)} s after start)`)
+})

@@ -1,0 +1,103 @@
+import { execFile } from 'node:child_process'
+import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import t from 'tap'
+import { freePort } from '../../node/cli/ports.ts'
+import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
+import { buildImageCli, elfMachine, filesUnder, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
+import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
+
+const exec = promisify(execFile)
+
+// a mesh of two agents from this repository, and a device that runs nothing but an x64 image
+const cluster = await Cluster.create()
+t.teardown(async () => { await cluster.close() })
+await cluster.addNode('a', { role: 'server' })
+await cluster.addNode('b')
+await Promise.all(['a', 'b'].map(async n => await cluster.start(n)))
+await publishAnomalyBundle(cluster, 'a')
+
+const p2pPort = await freePort()
+const apiPort = await freePort()
+const overrides = join(cluster.root, 'device-config.json')
+await writeFile(overrides, JSON.stringify({ listen: [`/ip4/127.0.0.1/tcp/${p2pPort}`], api: { host: '127.0.0.1', port: apiPort }, logs: { stdout: false, level: 'debug' } }))
+const archive = join(cluster.root, 'gatemesh-x64.tar.gz')
+const root = join(cluster.root, 'device-root')
+
+await t.test('gatemesh image build writes one archive and says what is in it', async t => {
+  const { stdout } = await buildImageCli(['--arch', 'x64', '--fleet', cluster.fleetDir, '--out', archive, '--labels', 'site=device', '--bootstrap', cluster.node('a').multiaddr, '--config', overrides])
+  t.match(stdout, /^\[1\/7\] node directory$/m, 'plain progress lines when stdout is not a terminal')
+  t.match(stdout, /^\[7\/7\] archive$/m)
+  t.match(stdout, /built the gatemesh \S+ image for x64/)
+  t.match(stdout, /native: .*classic-level \(prebuilds\/linux-x64\/classic-level\.node\)/, 'the summary names the native modules')
+  t.match(stdout, /left out {2}onoff: /, 'and what was deliberately left out')
+  t.equal((await stat(archive)).mode & 0o777, 0o600, 'the archive holds a private key: 0600')
+})
+
+let device: ClusterNode
+await t.test('unpacked into an empty root, the image holds everything the agent needs', async t => {
+  await unpackImage(archive, root)
+  t.same((await readdir(root)).sort(), ['etc', 'opt', 'var'])
+  t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), 0x3e, 'its own Node runtime, an x86-64 ELF')
+  const natives = await filesUnder(join(root, 'opt/gatemesh/node_modules'), '.node')
+  t.ok(natives.length >= 2, `native modules: ${natives.map(f => f.split('node_modules/')[1]).join(', ')}`)
+  for (const f of natives) t.equal(await elfMachine(f), 0x3e, `${f.split('node_modules/')[1]} is x86-64`)
+  t.ok((await filesUnder(join(root, 'opt/gatemesh/node_modules/@tensorflow/tfjs-backend-wasm'), '.wasm')).length > 0, 'the wasm backend\'s .wasm files are there')
+  t.equal((await stat(join(root, 'var/lib/gatemesh/peer.key'))).mode & 0o777, 0o600, 'peer.key is 0600')
+  t.equal((await stat(join(root, 'var/lib/gatemesh'))).mode & 0o777, 0o700, 'the data dir is 0700')
+  const { stdout } = await exec(join(root, 'opt/gatemesh/bin/gatemesh'), ['--version'], { env: { PATH: '/usr/bin:/bin' } })
+  t.match(stdout.trim(), /^\d+\.\d+\.\d+/, 'the CLI wrapper runs on the image\'s runtime')
+  const manifest = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  device = {
+    name: 'device',
+    dir: join(root, 'var/lib/gatemesh'),
+    peerId: manifest.identity.peerId,
+    p2pPort,
+    apiPort,
+    multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${String(manifest.identity.peerId)}`,
+    api: `http://127.0.0.1:${apiPort}`
+  }
+  cluster.nodes.set('device', device)
+})
+
+await t.test('the image\'s own Node runs the agent from the unit\'s command line; it joins the mesh', async t => {
+  const child = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
+  device.child = child
+  await waitFor(async () => child.exitCode == null && (await readlink(`/proc/${child.pid!}/exe`)) === join(root, 'opt/gatemesh/node/bin/node'), 'the agent process', 10_000)
+  t.pass('the process runs the image\'s node binary, not the system\'s')
+  await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the device alive', 60_000)
+  const seen = await waitFor(async () => {
+    const m = await cluster.members('device')
+    return ['a', 'b'].every(n => m.get(cluster.node(n).peerId)?.state === 'alive') ? m : null
+  }, 'the device to see a and b alive', 60_000)
+  t.equal(seen.get(device.peerId)?.role, 'gateway')
+  await waitFor(async () => (await cluster.members('b')).get(device.peerId)?.state === 'alive', 'b to see the device alive', 60_000)
+  t.pass('b sees it too')
+  // settle: connections, sync and the first heartbeats are done
+  await sleep(5000)
+  const rss = await rssBytes(child.pid!)
+  t.ok(rss > 0, `agent RSS after joining: ${(rss / 1024 / 1024).toFixed(1)} MB`)
+  console.error(`# image agent (x64) RSS after joining a 3-node mesh: ${(rss / 1024 / 1024).toFixed(1)} MB`)
+})
+
+await t.test('it accepts a placement: a pinned deployment runs on the device and answers', async t => {
+  await deploy(cluster, 'a', {
+    id: 'pin-device',
+    model: { name: 'anomaly', version: '1.0.0' },
+    placement: { policy: 'pinned', nodes: [device.peerId] },
+    instance: { name: 'device-anomaly' }
+  })
+  await waitFor(async () => (await runningOn(cluster, 'a', 'pin-device')).join() === 'device', 'the instance to run on the device', 90_000, 250)
+  t.same(await runningOn(cluster, 'b', 'pin-device'), ['device'], 'running on the device, as every node sees it')
+  const window = temperatures(21).map(v => (v - SCALE.min) / (SCALE.max - SCALE.min))
+  const res = await fetch(`${device.api}/v1/models/device-anomaly:predict`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ instances: [window] }), signal: AbortSignal.timeout(20_000)
+  })
+  t.equal(res.status, 200, 'inference inside the image (TF.js from the image\'s node_modules)')
+  const body = await res.json() as { predictions: unknown[] }
+  t.equal(body.predictions.length, 1, 'one prediction for one window')
+  const rss = await rssBytes(device.child!.pid!)
+  console.error(`# image agent (x64) RSS with one model instance running (TF.js wasm in a worker thread): ${(rss / 1024 / 1024).toFixed(1)} MB`)
+})
