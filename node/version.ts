@@ -1,4 +1,10 @@
 import { readFileSync } from 'node:fs'
 
-/** The gatemesh version, from package.json. */
-export const VERSION: string = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version
+// the app bundle (packaging/app-bundle.ts) defines the version at build time;
+// from sources it is read from package.json
+declare const GATEMESH_VERSION: string | undefined
+
+/** The gatemesh version. */
+export const VERSION: string = typeof GATEMESH_VERSION === 'string'
+  ? GATEMESH_VERSION
+  : JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version

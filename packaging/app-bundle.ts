@@ -1,5 +1,5 @@
-import { mkdir } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { mkdir, readFile } from 'node:fs/promises'
+import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 /** Repository root, where package.json and node_modules live. */
@@ -30,7 +30,7 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size
 export interface AppBundleResult {
   /** the entry: `node FILE agent --data DIR` */
   file: string
-  /** every file written: the entry and the inference worker beside it */
+  /** every file written: the entry, the inference worker beside it, and the shared chunks */
   files: string[]
   bytes: number
   /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
@@ -61,21 +61,24 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     // CommonJS dependencies inside an ES module bundle still call require()
     banner: { js: "import { createRequire as __gmCreateRequire } from 'node:module'; const require = __gmCreateRequire(import.meta.url);" }
   }
-  const workerFile = join(dirname(outFile), WORKER_FILE)
-  const worker = await esbuild.build({ ...common, entryPoints: [join(REPO_ROOT, 'node', 'runtime', 'worker.ts')], outfile: workerFile })
+  const outDir = dirname(outFile)
+  // split at the CLI's dynamic imports: `gatemesh agent` loads only the agent's
+  // code, not the coordinator, image builder or bundle CLI beside it
   const result = await esbuild.build({
     ...common,
-    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(`./${WORKER_FILE}`) },
-    stdin: {
-      contents: "import { main } from './node/cli/main.ts'\nprocess.exitCode = await main(process.argv.slice(2))\n",
-      resolveDir: REPO_ROOT,
-      sourcefile: 'gatemesh-entry.ts',
-      loader: 'ts'
-    },
-    outfile: outFile
+    entryPoints: [
+      { in: join(REPO_ROOT, 'node', 'cli', 'entry.ts'), out: basename(outFile, '.mjs') },
+      { in: join(REPO_ROOT, 'node', 'runtime', 'worker.ts'), out: basename(WORKER_FILE, '.mjs') }
+    ],
+    splitting: true,
+    outdir: outDir,
+    outExtension: { '.js': '.mjs' },
+    chunkNames: 'chunks/[name]-[hash]',
+    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
   })
-  const outputs = [result, worker].flatMap(r => Object.values(r.metafile?.outputs ?? {}))
+  const outputs = Object.values(result.metafile?.outputs ?? {})
   const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
   const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
-  return { file: outFile, files: [outFile, workerFile], bytes, externalImports }
+  const files = Object.keys(result.metafile?.outputs ?? {}).map(f => resolve(REPO_ROOT, f))
+  return { file: outFile, files, bytes, externalImports }
 }

@@ -13,7 +13,6 @@ import type { Role } from '../identity/certificate.ts'
 
 export const DEMO_USAGE = 'gatemesh demo [--duration SECONDS] [--keep]'
 
-const CLI = new URL('../../bin/gatemesh.js', import.meta.url).pathname
 
 interface DemoNode { name: string, role: Role, labels: Record<string, string>, dir: string, child?: ChildProcess, info?: RuntimeInfo }
 
@@ -90,7 +89,7 @@ export async function demoCommand (argv: string[]): Promise<void> {
   try {
     for (const node of nodes) {
       const err = openSync(join(root, `${node.name}.stderr`), 'a')
-      node.child = spawn(process.execPath, [CLI, 'agent', '--data', node.dir], { stdio: ['ignore', 'ignore', err] })
+      node.child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, 'agent', '--data', node.dir], { stdio: ['ignore', 'ignore', err] })
       node.info = await waitForRuntime(node)
       console.log(`  ${node.name.padEnd(10)} ${node.role.padEnd(8)} ${node.info.peerId}  api ${node.info.api}`)
     }

@@ -1,3 +1,5 @@
+import { dirname, join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { InferenceError, InstanceStoppedError, ModelLoadError } from './errors.ts'
 import type { BackendName, BackendPreference } from './backend.ts'
@@ -5,9 +7,12 @@ import type { TensorSpec } from '../../packaging/manifest.ts'
 import type { FromWorker, ToWorker, WireTensor } from './wire.ts'
 import type { Logger } from 'pino'
 
-// the app bundle (packaging/app-bundle.ts) ships the worker as a file of its own beside it
+// the app bundle (packaging/app-bundle.ts) ships the worker as a file of its
+// own beside its entry, which is what the process was started with
 declare const GATEMESH_BUNDLED_WORKER: string | undefined
-const WORKER_URL = new URL(typeof GATEMESH_BUNDLED_WORKER === 'string' ? GATEMESH_BUNDLED_WORKER : './worker.ts', import.meta.url)
+const WORKER_URL = typeof GATEMESH_BUNDLED_WORKER === 'string'
+  ? pathToFileURL(join(dirname(process.argv[1] ?? '.'), GATEMESH_BUNDLED_WORKER))
+  : new URL('./worker.ts', import.meta.url)
 
 export interface PoolInit {
   /** worker threads, each with its own copy of the model. @default 1 */
