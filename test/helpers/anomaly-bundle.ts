@@ -2,10 +2,10 @@ import type { KeyObject } from 'node:crypto'
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildBundle, type BuiltBundle } from '../../packaging/bundle/index.ts'
-import { LABELS, SCALE, WINDOW } from '../fixtures/anomaly/train.ts'
+import { LABELS, SCALE, WINDOW } from '../../node/cli/demo/anomaly/train.ts'
 
-/** The trained anomaly model (made by test/fixtures/anomaly/train.ts). */
-export const ANOMALY_MODEL_DIR = new URL('../fixtures/anomaly/', import.meta.url).pathname
+/** The trained anomaly model (made by node/cli/demo/anomaly/train.ts). */
+export const ANOMALY_MODEL_DIR = new URL('../../node/cli/demo/anomaly/', import.meta.url).pathname
 
 export interface AnomalyBundleOptions {
   name?: string
