@@ -113,7 +113,9 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
     this.#off = []
   }
 
+  /** The cached views, recomputed first when the registry changed since the last refresh. */
   list (): DeploymentView[] {
+    if (this.#dirty) this.refresh()
     return this.#views
   }
 
