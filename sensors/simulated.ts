@@ -5,8 +5,8 @@ import type { SimulatedSensorSpec } from './schema.ts'
 
 export type SimulatedSensorInit = SensorInit & Omit<SimulatedSensorSpec, 'id' | 'type' | 'unit' | 'geo' | 'min' | 'max'>
 
-/** mulberry32: small, fast, seedable; good enough for test signals. */
-function prng (seed: number): () => number {
+/** mulberry32: small, fast, seedable; good enough for test signals and training data. */
+export function prng (seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6D2B79F5) >>> 0

@@ -9,6 +9,7 @@ import { ensureDir, readRequired, writePublic, writeSecret } from './files.ts'
 import { FLEET_FILES } from './fleet.ts'
 import { initNodeDir, loadNodeDir, NODE_FILES } from './node-dir.ts'
 import { PEER_KEY_FILE } from './peer-key.ts'
+import type { ImageIdentity } from '../../packaging/image/manifest.ts'
 
 /** How a node directory for an image gets its identity. */
 export type ProvisionInit = { fleetDir: string, bootstrap?: string[], config?: Record<string, unknown> } & (
@@ -20,16 +21,8 @@ export type ProvisionInit = { fleetDir: string, bootstrap?: string[], config?: R
   | { mode: 'enroll', coordinator: string, token: string, insecure?: boolean, role: 'gateway' | 'server', labels: Record<string, string> }
 )
 
-export interface Provisioned {
-  mode: 'baked' | 'enroll'
-  fleetId: string
-  role: string
-  labels: Record<string, string>
-  /** baked images only */
-  peerId?: string
-  /** enrollment images only: the coordinator's origin (never the token) */
-  coordinator?: string
-}
+/** What a provisioned node directory holds, as the image manifest records it. */
+export type Provisioned = ImageIdentity
 
 /** Defaults of an image's config.json: reachable from the LAN, API on loopback. */
 const IMAGE_CONFIG = {

@@ -1,6 +1,7 @@
 import { winningPlacement } from './placements.ts'
 import { readDeployments, type StoredDeployment } from './scheduler.ts'
 import { activePeriod } from './window.ts'
+import { SerialPass } from './serial.ts'
 import type { ParseOptions } from './spec.ts'
 import type { NodeRecord } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -58,12 +59,12 @@ export class Reconciler implements Startable {
   #timer?: NodeJS.Timeout
   #boundary?: NodeJS.Timeout
   #off: Array<() => void> = []
-  #running = false
-  #again = false
+  readonly #passes: SerialPass
   #stopped = false
 
   constructor (components: ReconcilerComponents, init: ReconcilerInit = {}) {
     this.#c = components
+    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'reconcile pass failed') })
     this.#self = components.peerId.toString()
     this.#intervalMs = init.intervalMs ?? 1000
     this.#retryMs = init.retryMs ?? 2000
@@ -91,22 +92,10 @@ export class Reconciler implements Startable {
     return new Map([...this.#managed].map(([id, m]) => [id, { name: m.name, bundle: m.bundle }]))
   }
 
+  /** Run a pass soon; passes never overlap. */
   kick (): void {
     if (this.#stopped) return
-    if (this.#running) {
-      this.#again = true
-      return
-    }
-    this.#running = true
-    this.pass()
-      .catch(err => { this.#c.logger.error({ err }, 'reconcile pass failed') })
-      .finally(() => {
-        this.#running = false
-        if (this.#again) {
-          this.#again = false
-          this.kick()
-        }
-      })
+    this.#passes.request()
   }
 
   /** What should run here now (deployment id → what to run), and when that next changes. */

@@ -3,6 +3,7 @@ import { deploymentKey, placementKey, zoneOf } from './keys.ts'
 import { choosePlacement, type Candidate } from './placement.ts'
 import { placedDeployments, winningPlacement, type PlacementRecord } from './placements.ts'
 import { parseDeploymentSpec, type DeploymentSpec, type ParseOptions } from './spec.ts'
+import { SerialPass } from './serial.ts'
 import type { Election } from './election.ts'
 import type { HealthRecord, Member, NodeRecord } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -62,11 +63,11 @@ export class Scheduler implements Startable {
   readonly #invalid = new Set<string>()
   #timer?: NodeJS.Timeout
   #off: Array<() => void> = []
-  #running = false
-  #again = false
+  readonly #passes: SerialPass
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.#c = components
+    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'scheduling pass failed') })
     this.#self = components.peerId.toString()
     this.#intervalMs = init.intervalMs ?? 1000
   }
@@ -86,20 +87,7 @@ export class Scheduler implements Startable {
 
   /** Run a pass soon; passes never overlap. */
   kick (): void {
-    if (this.#running) {
-      this.#again = true
-      return
-    }
-    this.#running = true
-    this.pass()
-      .catch(err => { this.#c.logger.error({ err }, 'scheduling pass failed') })
-      .finally(() => {
-        this.#running = false
-        if (this.#again) {
-          this.#again = false
-          this.kick()
-        }
-      })
+    this.#passes.request()
   }
 
   async pass (now = Date.now()): Promise<void> {
@@ -116,6 +104,7 @@ export class Scheduler implements Startable {
     }
     const term = this.#c.election.leader()!.term
     const candidates = this.candidates()
+    const load = new Map(candidates.map(c => [c.peerId, c.processCpuPct]))
     const instanceCounts = new Map<string, number>()
     for (const c of candidates) instanceCounts.set(c.peerId, c.instances)
     for (const [id, { spec, ts }] of deployments) {
@@ -126,7 +115,7 @@ export class Scheduler implements Startable {
         continue
       }
       const current = winningPlacement(this.#c.registry, id)
-      const replicas = this.#replicas(id, spec, current, now)
+      const replicas = this.#replicas(id, spec, current, load, now)
       const live = candidates.map(c => ({ ...c, instances: instanceCounts.get(c.peerId) ?? 0 }))
       const nodes = choosePlacement(spec, live, current?.nodes ?? [], replicas)
       for (const n of nodes) if (!(current?.nodes ?? []).includes(n)) instanceCounts.set(n, (instanceCounts.get(n) ?? 0) + 1)
@@ -166,7 +155,7 @@ export class Scheduler implements Startable {
     })
   }
 
-  #replicas (id: string, spec: DeploymentSpec, current: PlacementRecord | undefined, now: number): number {
+  #replicas (id: string, spec: DeploymentSpec, current: PlacementRecord | undefined, load: Map<string, number>, now: number): number {
     const a = spec.autoscale
     if (a == null) return spec.replicas
     let state = this.#autoscale.get(id)
@@ -174,7 +163,6 @@ export class Scheduler implements Startable {
       // a new scheduler resumes where the placement left off
       state = { replicas: current?.replicas ?? Math.max(a.minReplicas, Math.min(a.maxReplicas, spec.replicas)), changedAt: current?.scaledAt ?? 0 }
     }
-    const load = new Map(this.candidates().map(c => [c.peerId, c.processCpuPct]))
     const samples = (current?.nodes ?? []).map(n => load.get(n)).filter((v): v is number => v != null)
     const avg = samples.length === 0 ? undefined : samples.reduce((s, v) => s + v, 0) / samples.length
     const next = autoscaleStep(a, state, avg, now)

@@ -25,11 +25,17 @@ export interface DeploymentStatus {
 /** Deployments with their placement, window and per-node instance states, from the registry. */
 export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus[] {
   const out: DeploymentStatus[] = []
+  // one pass over the instance entries, not one per deployment
+  const hosts = new Map<string, string[]>()
+  for (const e of registry.list('instance/')) {
+    const [, node, name] = e.key.split('/')
+    if (node != null && name != null) hosts.set(name, [...(hosts.get(name) ?? []), node])
+  }
   for (const [id, { spec }] of readDeployments(registry, options)) {
     const p = winningPlacement(registry, id)
     const name = typeof spec.instance.name === 'string' ? spec.instance.name : spec.model.name
     const instances: InstanceStatus[] = []
-    for (const node of new Set([...(p?.nodes ?? []), ...registry.list(`instance/`).filter(e => e.key.endsWith(`/${name}`)).map(e => e.key.split('/')[1]!)])) {
+    for (const node of new Set([...(p?.nodes ?? []), ...(hosts.get(name) ?? [])])) {
       const v = registry.get(instanceKey(node, name))?.value as { state?: string, reason?: string, deployment?: string } | undefined
       if (v != null && v.deployment != null && v.deployment !== id) continue
       // what a dead node last wrote is not what it runs now
