@@ -10,13 +10,12 @@
  *   each a full EdDSA signature check (the cache is bypassed); the cached
  *   path is reported as authVerifyCachedOpsPerSec
  */
-import { execFile } from 'node:child_process'
 import { generateKeyPairSync } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { AccessTokens } from '../../coordinator/auth/access-tokens.ts'
-import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { round } from './stats.ts'
 import type { BenchArgs } from './run.ts'
@@ -61,10 +60,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const cluster = await Cluster.create()
   const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
   try {
-    await new Promise<void>((resolve, reject) => {
-      const child = execFile(process.execPath, [CLI, 'user', 'add', '--admin', '--data', coordinator.init.dataDir, '--username', 'admin', '--password-stdin'], err => { err == null ? resolve() : reject(err) })
-      child.stdin!.end(PASSWORD)
-    })
+    await coordinator.addUser('admin', PASSWORD, { admin: true })
     for (let i = 0; i < agents; i++) await cluster.addNode(`n${i}`, { role: i === 0 ? 'server' : 'gateway', config: { logs: { stdout: false, level: 'info' } } })
     await Promise.all([...cluster.nodes.keys()].map(async n => await cluster.start(n)))
     coordinator.init.bootstrap = [cluster.node('n0').multiaddr]

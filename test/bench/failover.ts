@@ -7,8 +7,8 @@
  * new scheduler on every survivor, the time until the deployment again runs
  * two replicas on live nodes, and the predict error rate meanwhile.
  */
-import { AGENT_NODE_FLAGS, buildAppBundle } from '../../packaging/app-bundle.ts'
 import { SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
+import { agentCommand } from './agents.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { deploy, publishAnomalyBundle } from '../helpers/scheduling.ts'
 import { round } from './stats.ts'
@@ -17,11 +17,7 @@ import type { BenchArgs } from './run.ts'
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const nodes = Number(args.nodes ?? 10)
   const log = (msg: string): void => { console.error(`[failover] ${msg}`) }
-  let command
-  if (args.sources !== true) {
-    const bundle = await buildAppBundle()
-    command = { exec: process.execPath, args: [...AGENT_NODE_FLAGS, bundle.file], env: { MALLOC_ARENA_MAX: '1' } }
-  }
+  const command = await agentCommand(args.sources === true, log)
   const cluster = await Cluster.create(command == null ? {} : { command })
   try {
     const names = Array.from({ length: nodes }, (_, i) => `n${i}`)

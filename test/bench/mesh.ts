@@ -10,7 +10,7 @@
  * - idle RSS (and PSS) per agent
  */
 import { readFile } from 'node:fs/promises'
-import { AGENT_NODE_FLAGS, buildAppBundle } from '../../packaging/app-bundle.ts'
+import { agentCommand } from './agents.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { watchEvents } from './sse.ts'
 import { median, percentile, round } from './stats.ts'
@@ -29,12 +29,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const fromSources = args.sources === true
   const log = (msg: string): void => { console.error(`[mesh] ${msg}`) }
 
-  let command
-  if (!fromSources) {
-    const bundle = await buildAppBundle()
-    log(`agent bundle ${(bundle.bytes / 1048576).toFixed(1)} MB at ${bundle.file}`)
-    command = { exec: process.execPath, args: [...AGENT_NODE_FLAGS, bundle.file], env: { MALLOC_ARENA_MAX: '1' } }
-  }
+  const command = await agentCommand(fromSources, log)
   const cluster = await Cluster.create(command == null ? {} : { command })
   try {
     const names = Array.from({ length: nodes }, (_, i) => `n${i}`)

@@ -1,8 +1,7 @@
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 import t from 'tap'
 import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
-import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 
 const ADMIN_PASSWORD = 'dashboard-admin-password'
@@ -18,10 +17,7 @@ t.teardown(async () => {
 })
 
 // the first admin made with the CLI before the first start
-await new Promise<void>((resolve, reject) => {
-  const child = execFile(process.execPath, [CLI, 'user', 'add', '--admin', '--data', coordinator.init.dataDir, '--username', 'admin', '--password-stdin'], err => { err == null ? resolve() : reject(err) })
-  child.stdin!.end(`${ADMIN_PASSWORD}\n`)
-})
+await coordinator.addUser('admin', ADMIN_PASSWORD, { admin: true })
 await cluster.addNode('srv', { role: 'server', labels: { zone: 'lab' } })
 await cluster.addNode('gw1', { labels: { zone: 'lab', site: 'north' }, config: { logs: { stdout: false, level: 'debug' }, sensors: [{ id: 'temp-hall', type: 'simulated', unit: '°C', geo: { lat: 48.1, lon: 11.6 }, offset: 21, amplitude: 2 }] } })
 await cluster.addNode('gw2', { labels: { zone: 'lab', site: 'south' } })

@@ -1,9 +1,8 @@
-import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
-import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { ANOMALY_FILES, ANOMALY_OUTPUTS, anomalyConfig } from '../helpers/model-upload.ts'
 import { simulatedSensor } from '../helpers/scheduling.ts'
@@ -19,10 +18,7 @@ t.teardown(async () => {
   await coordinator.stop()
   await cluster.close()
 })
-await new Promise<void>((resolve, reject) => {
-  const child = execFile(process.execPath, [CLI, 'user', 'add', '--role', 'developer', '--data', coordinator.init.dataDir, '--username', 'dana', '--password-stdin'], err => { err == null ? resolve() : reject(err) })
-  child.stdin!.end(`${PASSWORD}\n`)
-})
+await coordinator.addUser('dana', PASSWORD, { role: 'developer' })
 await cluster.addNode('srv', { role: 'server' })
 await cluster.addNode('gw1', { labels: { site: 'north' }, config: { sensors: [simulatedSensor('temp', 'temperature')] } })
 await cluster.addNode('gw2', { labels: { site: 'south' } })

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { request as httpsRequest } from 'node:https'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -38,6 +38,15 @@ export class CoordinatorProcess {
 
   get multiaddr (): string {
     return `/ip4/127.0.0.1/tcp/${this.p2pPort}/p2p/${this.runtime?.peerId ?? ''}`
+  }
+
+  /** `gatemesh user add` (the coordinator stopped), the password on stdin. */
+  async addUser (username: string, password: string, roles: { admin: true } | { role: string }): Promise<void> {
+    const roleArgs = 'admin' in roles ? ['--admin'] : ['--role', roles.role]
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile(process.execPath, [CLI, 'user', 'add', ...roleArgs, '--data', this.init.dataDir, '--username', username, '--password-stdin'], err => { err == null ? resolve() : reject(err) })
+      child.stdin!.end(`${password}\n`)
+    })
   }
 
   async start (tls?: { cert: string, key: string }): Promise<CoordinatorRuntime> {

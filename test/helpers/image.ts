@@ -4,7 +4,7 @@ import { mkdir, open, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import * as tar from 'tar'
-import { CLI } from './cluster.ts'
+import { CLI, type ClusterNode } from './cluster.ts'
 
 const exec = promisify(execFile)
 
@@ -75,4 +75,18 @@ export async function rssBytes (pid: number): Promise<number> {
   const kb = /^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]
   if (kb == null) throw new Error(`no VmRSS for ${pid}`)
   return Number(kb) * 1024
+}
+
+/** An unpacked image's node as a member of a test Cluster (it is started apart, on the image's own Node). */
+export async function imageDevice (root: string, p2pPort: number, apiPort: number): Promise<ClusterNode> {
+  const manifest = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  return {
+    name: 'device',
+    dir: join(root, 'var/lib/gatemesh'),
+    peerId: manifest.identity.peerId,
+    p2pPort,
+    apiPort,
+    multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${String(manifest.identity.peerId)}`,
+    api: `http://127.0.0.1:${apiPort}`
+  }
 }

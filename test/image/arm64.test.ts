@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process'
-import { access, readFile, readlink, writeFile } from 'node:fs/promises'
+import { access, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
-import { buildImageCli, elfMachine, filesUnder, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { buildImageCli, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
 
 const exec = promisify(execFile)
@@ -44,16 +44,7 @@ await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which 
   const { stdout: arch } = await exec(qemu!, ['-L', SYSROOT, join(root, 'opt/gatemesh/node/bin/node'), '-p', 'process.arch + " " + process.version'])
   t.match(arch.trim(), /^arm64 v22\./, `the image's runtime reports ${arch.trim()}`)
 
-  const manifest = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
-  const device: ClusterNode = {
-    name: 'device',
-    dir: join(root, 'var/lib/gatemesh'),
-    peerId: manifest.identity.peerId,
-    p2pPort,
-    apiPort,
-    multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${String(manifest.identity.peerId)}`,
-    api: `http://127.0.0.1:${apiPort}`
-  }
+  const device: ClusterNode = await imageDevice(root, p2pPort, apiPort)
   cluster.nodes.set('device', device)
   const started = Date.now()
   const child = await startImageAgent(root, { prefix: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })

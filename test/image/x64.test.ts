@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process'
-import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
+import { readdir, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
-import { buildImageCli, elfMachine, filesUnder, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { buildImageCli, elfMachine, filesUnder, imageDevice, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
 
@@ -49,16 +49,7 @@ await t.test('unpacked into an empty root, the image holds everything the agent 
   t.equal((await stat(join(root, 'var/lib/gatemesh'))).mode & 0o777, 0o700, 'the data dir is 0700')
   const { stdout } = await exec(join(root, 'opt/gatemesh/bin/gatemesh'), ['--version'], { env: { PATH: '/usr/bin:/bin' } })
   t.match(stdout.trim(), /^\d+\.\d+\.\d+/, 'the CLI wrapper runs on the image\'s runtime')
-  const manifest = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
-  device = {
-    name: 'device',
-    dir: join(root, 'var/lib/gatemesh'),
-    peerId: manifest.identity.peerId,
-    p2pPort,
-    apiPort,
-    multiaddr: `/ip4/127.0.0.1/tcp/${p2pPort}/p2p/${String(manifest.identity.peerId)}`,
-    api: `http://127.0.0.1:${apiPort}`
-  }
+  device = await imageDevice(root, p2pPort, apiPort)
   cluster.nodes.set('device', device)
 })
 
