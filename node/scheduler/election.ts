@@ -1,5 +1,6 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { schedulerKey, zoneOf } from './keys.ts'
+import { firstInPrecedence } from './precedence.ts'
 import type { Member, MemberState, MembershipEvents } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
@@ -46,7 +47,7 @@ export interface ElectionInit {
 /** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
 const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 
-/** The same order on every node: servers before gateways, then by peer id. */
+/** Who claims a vacant zone, the same on every node: servers before gateways, then by peer id. */
 function rank (m: Pick<Member, 'role' | 'peerId'>): string {
   return `${m.role === 'server' ? 0 : 1}:${m.peerId}`
 }
@@ -121,7 +122,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   check (): void {
     const claims = this.#claims()
     const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) === 'alive')
-    const active = live.sort((a, b) => b.term - a.term || (a.rank < b.rank ? -1 : 1))[0]
+    const active = firstInPrecedence(live)
     const leader = active == null ? undefined : { peerId: active.peerId, term: active.term }
     if (leader?.peerId !== this.#leader?.peerId || leader?.term !== this.#leader?.term) {
       this.#leader = leader
@@ -148,12 +149,11 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       .finally(() => { this.#claiming = false })
   }
 
-  #claims (): Array<SchedulerClaim & { peerId: string, rank: string }> {
-    const roles = new Map(this.#c.membership.members().map(m => [m.peerId, m.role]))
+  #claims (): Array<SchedulerClaim & { peerId: string }> {
     return this.#c.registry.list<SchedulerClaim>(`scheduler/${this.zone}/`).flatMap(e => {
       const peerId = e.key.split('/')[2]
       if (peerId == null || e.value == null || typeof e.value.term !== 'number') return []
-      return [{ ...e.value, peerId, rank: rank({ peerId, role: roles.get(peerId) }) }]
+      return [{ ...e.value, peerId }]
     })
   }
 

@@ -1,3 +1,4 @@
+import { comparePrecedence } from './precedence.ts'
 import type { Registry } from '../registry/registry.ts'
 
 /** What a scheduler writes under `placement/<deploymentId>/<schedulerPeerId>`. */
@@ -21,14 +22,14 @@ export interface WinningPlacement extends PlacementRecord {
   scheduler: string
 }
 
-/** The placement agents follow for one deployment: highest term, then scheduler id. */
+/** The placement agents follow for one deployment: the scheduler that takes precedence (see precedence.ts). */
 export function winningPlacement (registry: Pick<Registry, 'list'>, deploymentId: string): WinningPlacement | undefined {
   let best: WinningPlacement | undefined
   for (const e of registry.list<PlacementRecord>(`placement/${deploymentId}/`)) {
     const scheduler = e.key.split('/')[2]
     if (scheduler == null || e.value == null || typeof e.value.term !== 'number' || !Array.isArray(e.value.nodes)) continue
     const candidate = { ...e.value, deploymentId, scheduler }
-    if (best == null || candidate.term > best.term || (candidate.term === best.term && scheduler > best.scheduler)) best = candidate
+    if (best == null || comparePrecedence({ term: candidate.term, peerId: scheduler }, { term: best.term, peerId: best.scheduler }) < 0) best = candidate
   }
   return best
 }
