@@ -10,8 +10,8 @@ import { table } from './table.ts'
 export const BUNDLE_USAGE = `gatemesh bundle build MODEL_DIR --name N --version V [--config FILE] [--action FILE] --key KEY [--cert PUBLISHER_CERT] --out FILE.zip
        gatemesh bundle verify FILE --fleet-pub PUB [--digest SHA256] [--json]
        gatemesh bundle inspect FILE [--fleet-pub PUB] [--json]
-       gatemesh bundle publish FILE [--api URL] [--json]
-       gatemesh bundle pull DIGEST [--api URL] [--no-wait] [--json]`
+       gatemesh bundle publish FILE [--api URL | --data DIR] [--token-file FILE] [--json]
+       gatemesh bundle pull DIGEST [--api URL | --data DIR] [--token-file FILE] [--no-wait] [--json]`
 
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   build: buildCommand,

@@ -120,12 +120,12 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     })
     await cluster.start('bench')
     const upload = async (zip: string): Promise<string> => {
-      const res = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(zip) })
+      const res = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('bench') }, body: await readFile(zip) })
       return ((await res.json()) as { digest: string }).digest
     }
     const digests = { dense: await upload(zips.dense), conv: await upload(zips.conv) }
     for (const name of ['dense', 'conv'] as const) {
-      const res = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ bundle: digests[name] }) })
+      const res = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json', ...await cluster.auth('bench') }, body: JSON.stringify({ bundle: digests[name] }) })
       if (res.status !== 201) throw new Error(`run ${name}: ${res.status} ${await res.text()}`)
     }
 

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process'
+import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
@@ -45,7 +46,7 @@ async function partitionTest (): Promise<void> {
   // the bundle goes in through the real CLI, run inside n1's namespace
   const fleet = await loadFleet(cluster.fleetDir)
   const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-  await promisify(execFile)('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeout: 60_000 })
+  await promisify(execFile)('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api, '--token-file', join(cluster.node('n1').dir, 'api.token')], { timeout: 60_000 })
   await deploy(cluster, 'n2', { id: 'part', model: { name: 'anomaly', version: '1.0.0' }, replicas: 2, placement: { policy: 'spread' } })
   await waitFor(async () => (await running('n3', 'part')).length === 2, 'two replicas before the split', 90_000, 500)
 
