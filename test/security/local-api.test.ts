@@ -17,8 +17,15 @@ t.teardown(async () => { await cluster.close() })
 const gw = await cluster.addNode('gw', {
   config: { sensors: [{ id: 'temp1', type: 'simulated', unit: '°C', waveform: 'sine', offset: 20, amplitude: 2, periodMs: 20_000, rateHz: 5 }] }
 })
-await cluster.start('gw')
-const digest = await publishAnomalyBundle(cluster, 'gw')
+let digest: string
+try {
+  await cluster.start('gw')
+  digest = await publishAnomalyBundle(cluster, 'gw')
+} catch (err) {
+  // a failed start must not leave the agent behind (teardowns do not run after a top-level throw)
+  await cluster.close()
+  throw err
+}
 /** the CLI as a local user without the token would run it: no node directory, no token in the environment */
 const cli = async (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> => {
   const env = { ...process.env }
