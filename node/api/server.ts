@@ -29,7 +29,7 @@ export interface AgentView {
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
-  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'> & Partial<Pick<LocalRuntime, 'scriptIsolation'>>
   /** Predict and model status for models that run on other nodes. */
   router?: Pick<PredictRouter, 'predict' | 'status'>
   /** Deployments, the scheduler and drain/evict; the routes exist only when present. */
