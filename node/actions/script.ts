@@ -115,7 +115,13 @@ export async function runScript (run: ScriptRun): Promise<{ exitCode: number, li
   if (signal != null || /heap out of memory|Allocation failed|allocation failed/i.test(stderr)) {
     throw new ScriptError(`script ${run.path} was killed (${signal ?? 'out of memory'})`, details)
   }
-  throw new ScriptError(`script ${run.path} exited with code ${exitCode}: ${stderr.trim().split('\n').slice(-1)[0] ?? ''}`, details)
+  throw new ScriptError(`script ${run.path} exited with code ${exitCode}: ${headline(stderr)}`, details)
+}
+
+/** The line of a Node error report that says what went wrong (`Error: kill EPERM`), not its version footer. */
+function headline (stderr: string): string {
+  const lines = stderr.trim().split('\n').map(l => l.trim()).filter(l => l !== '')
+  return (lines.find(l => /^([A-Z]\w*)?Error\b.*:/.test(l)) ?? lines.filter(l => !/^Node\.js v/.test(l)).pop() ?? '').slice(0, 300)
 }
 
 function kill (child: ReturnType<typeof import('node:child_process').spawn>): void {

@@ -35,9 +35,9 @@ mkdir root/scratch root/bundle root/net || fail "cannot prepare the sandbox root
 owner=""
 [ -n "$GM_OWNER" ] && owner=",uid=\${GM_OWNER%%:*},gid=\${GM_OWNER##*:}"
 mount -t tmpfs -o "size=$GM_QUOTA,mode=0700$owner" gm-scratch root/scratch || fail "cannot mount the scratch tmpfs"
-cp -a "$GM_SCRATCH/." root/scratch/ || fail "the scratch directory does not fit in its quota of $GM_QUOTA bytes"
-# cp -a gave the top directory the persistent one's owner and mode; the script must own it
-[ -z "$GM_OWNER" ] || chown "$GM_OWNER" root/scratch || fail "cannot hand the scratch directory to $GM_OWNER"
+cp -a --no-preserve=ownership "$GM_SCRATCH/." root/scratch/ || fail "cannot copy the scratch directory in (does it fit its quota of $GM_QUOTA bytes?)"
+# the script owns what it may change; -h: a link is changed itself, never what it points to
+[ -z "$GM_OWNER" ] || chown -R -h "$GM_OWNER" root/scratch || fail "cannot hand the scratch directory to $GM_OWNER"
 chmod 0700 root/scratch || fail "cannot set the scratch directory's mode"
 mount --bind "$GM_BUNDLE" root/bundle && mount -o remount,bind,ro root/bundle || fail "cannot mount the bundle"
 mount --bind net root/net || fail "cannot mount the sockets"
@@ -59,6 +59,6 @@ mount --rbind root "$GM_INSIDE" || fail "cannot mount over $GM_INSIDE"
 timeout --kill-after=1 "$GM_TIMEOUT" "$@"
 code=$?
 # the persistent scratch becomes what the script left, which fits its quota
-find persist -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a root/scratch/. persist/ || printf 'gatemesh-sandbox: could not save the scratch directory\\n' >&2
+find persist -mindepth 1 -maxdepth 1 -exec rm -rf {} + && cp -a --no-preserve=ownership root/scratch/. persist/ || printf 'gatemesh-sandbox: could not save the scratch directory\\n' >&2
 exit $code
 `
