@@ -67,7 +67,9 @@ export class LocalRuntime implements Startable {
       bundles: this.bundles,
       db: c.db,
       registry: c.registry,
-      ...(c.onBackend == null ? {} : { onBackend: c.onBackend })
+      ...(c.onBackend == null ? {} : { onBackend: c.onBackend }),
+      // decided (and logged) when the first instance with scripts starts, not by agents that run none
+      onScriptInstance: () => { void this.sandbox().catch(() => {}) }
     }, { dataDir: c.dataDir, ...config.runtime })
   }
 
@@ -75,8 +77,6 @@ export class LocalRuntime implements Startable {
     await this.outbox.start()
     await this.devices.start()
     await this.runtime.start()
-    // instances with action scripts came back: say now how their scripts will be isolated
-    if (this.runtime.list().some(i => i.spec.rules.some(r => r.actions.some(a => a.type === 'script')))) void this.sandbox().catch(() => {})
   }
 
   /**
@@ -96,6 +96,10 @@ export class LocalRuntime implements Startable {
       if (i.mode === 'none') log.warn({ isolation: i }, 'action scripts run WITHOUT isolation: no namespaces here, so a script can reach the network and signal the agent; only Node\'s permission model and resource limits apply')
       else log.info({ isolation: i }, `action scripts run isolated (${i.mode === 'user' ? `as ${i.user?.name ?? 'another user'}` : 'in a user namespace'}; ${i.namespaces.join(', ')} namespaces)`)
       return sandbox
+    }).catch(err => {
+      // tried again by the next script rather than failing every one after
+      this.#sandbox = undefined
+      throw err
     })
     return await this.#sandbox
   }

@@ -28,6 +28,8 @@ export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
   metrics?: RuntimeMetrics
   /** told whenever the backend in use changes, to re-announce `node/<self>` */
   onBackend?: (backend: BackendName) => void
+  /** told when an instance with action scripts starts, so their sandbox is ready before the first event */
+  onScriptInstance?: () => void
 }
 
 export interface RuntimeInit {
@@ -129,9 +131,11 @@ export class Runtime implements Startable {
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
     if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
-    if (spec.rules.some(r => r.actions.some(a => a.type === 'script')) && bundle.actionPath == null) {
+    const scripted = spec.rules.some(r => r.actions.some(a => a.type === 'script'))
+    if (scripted && bundle.actionPath == null) {
       throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
     }
+    if (scripted) this.#c.onScriptInstance?.()
     const instance = new ModelInstance(this.#c, {
       bundle,
       spec,
