@@ -74,18 +74,24 @@ export async function scriptUser (name: string): Promise<{ user: { name: string,
     }
   }
   const existing = await lookup(name)
-  if (existing != null) return { user: existing }
-  try {
-    await run('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--comment', 'gatemesh action scripts', name])
-    const created = await lookup(name)
-    if (created != null) return { user: created, note: `created the system user ${name}` }
-  } catch (err: any) {
-    const nobody = await lookup('nobody')
-    const note = `could not create the user ${name} (${String(err.stderr ?? err.message).trim()}); scripts run as nobody`
-    if (nobody != null) return { user: nobody, note }
-    return { user: { name: 'nobody', uid: 65534, gid: 65534 }, note }
+  if (existing != null && existing.uid !== 0 && existing.gid !== 0) return { user: existing }
+  if (existing != null) return { user: await lookup('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534 }, note: `config.scripts.user: "${name}" is root or in root's group; scripts run as nobody` }
+  let reason = ''
+  // another agent on this machine may be creating it at the same moment (useradd then fails, or finds /etc/passwd locked)
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      await run('useradd', ['--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', '--comment', 'gatemesh action scripts', name])
+      const created = await lookup(name)
+      if (created != null) return { user: created, note: `created the system user ${name} for action scripts` }
+    } catch (err: any) {
+      reason = String(err.stderr ?? err.message).trim()
+    }
+    const raced = await lookup(name)
+    if (raced != null) return { user: raced }
+    await new Promise(resolve => setTimeout(resolve, 200 + Math.random() * 300))
   }
-  return { user: { name: 'nobody', uid: 65534, gid: 65534 }, note: `${name} not found after useradd; scripts run as nobody` }
+  const note = `could not create the user ${name} (${reason}); scripts run as nobody`
+  return { user: await lookup('nobody') ?? { name: 'nobody', uid: 65534, gid: 65534 }, note }
 }
 
 /**
