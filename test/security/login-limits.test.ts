@@ -69,10 +69,15 @@ t.test('40 concurrent wrong logins: refused past the limit, counted before any p
 
   const owner = await login('dev', PASSWORD, '127.0.0.12')
   t.equal(owner.status, 200, 'the right password from another address still works')
+  // from the attacking address the owner waits too, but seconds (the 1 s after the fifth failure may be over already on a slow machine), not fifteen minutes
   const same = await login('dev', PASSWORD, '127.0.0.11')
-  t.equal(same.status, 429, 'from the attacking address the owner waits too')
-  await new Promise(resolve => setTimeout(resolve, (same.retryAfter ?? 1) * 1000 + 200))
-  t.equal((await login('dev', PASSWORD, '127.0.0.11')).status, 200, 'seconds later, not fifteen minutes')
+  if (same.status === 429) {
+    t.ok((same.retryAfter ?? 0) <= 2, `the attacking address waits ${same.retryAfter} s`)
+    await new Promise(resolve => setTimeout(resolve, (same.retryAfter ?? 1) * 1000 + 200))
+    t.equal((await login('dev', PASSWORD, '127.0.0.11')).status, 200, 'and then the right password works there too')
+  } else {
+    t.equal(same.status, 200, 'the right password works from the attacking address once its short wait is over')
+  }
 })
 
 t.test('the counters survive a restart', async t => {
