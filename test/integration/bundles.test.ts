@@ -72,7 +72,7 @@ await t.test('publish: each provider verifies, stores and advertises the signed 
 })
 
 await t.test('three providers serve one bundle to a fourth agent in parallel (through the CLI)', async t => {
-  const child = spawn(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--data', cluster.node('d').dir, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout.on('data', d => { out += String(d) })
   child.stderr.on('data', d => { out += String(d) })
