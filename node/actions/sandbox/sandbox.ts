@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
+import { rmSync } from 'node:fs'
 import { chmod, lstat, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { basename, dirname, join } from 'node:path'
@@ -8,7 +9,7 @@ import { findTools, nodeBaselineMb, scriptUser, type Isolation, type IsolationMo
 import type { Logger } from 'pino'
 
 export interface SandboxInit {
-  /** Run directories go here (0700). @default `<tmpdir>/gatemesh-sandbox-<uid>` */
+  /** Run directories go here (0700); leftovers of earlier runs are removed. @default a temporary directory of this process's own */
   runDir?: string
   /** Directories scripts must not see (the agent's data directory). */
   hide?: string[]
@@ -73,9 +74,13 @@ export class Sandbox {
 
   /** Find the strongest mode that works here by running a script in it. */
   static async create (init: SandboxInit, log: Pick<Logger, 'info' | 'warn' | 'error'>): Promise<Sandbox> {
-    const runDir = init.runDir ?? join(tmpdir(), `gatemesh-sandbox-${process.getuid?.() ?? 'x'}`)
+    const runDir = init.runDir ?? await ownTempDir()
     await mkdir(runDir, { recursive: true, mode: 0o700 })
     await chmod(runDir, 0o700)
+    // left by runs the agent did not live to clean up (their mounts died with their namespaces)
+    for (const stale of await readdir(runDir)) {
+      if (stale.startsWith('run-') || stale.startsWith('trial-')) await rm(join(runDir, stale), { recursive: true, force: true })
+    }
     const { found, missing: missingTools } = await findTools()
     const baselineMb = await nodeBaselineMb(process.execPath).catch(() => 800)
     const root = process.getuid?.() === 0
@@ -247,6 +252,13 @@ export class Sandbox {
       await rm(dir, { recursive: true, force: true })
     }
   }
+}
+
+/** A run directory for this process alone, removed when it exits. */
+async function ownTempDir (): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'gatemesh-sandbox-'))
+  process.once('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+  return dir
 }
 
 function describe (mode: IsolationMode, user: Isolation['user'], missing: string[]): Isolation {
