@@ -28,8 +28,8 @@ export async function loadOnoff (id: string): Promise<GpioConstructor> {
   try {
     mod = await import('onoff') as unknown as { Gpio: GpioConstructor }
   } catch (err: any) {
-    // gatemesh images leave onoff out: its epoll module has no prebuilt binaries to ship for another CPU
-    const why = err.code === 'ERR_MODULE_NOT_FOUND' ? 'onoff is not installed; gatemesh images do not include GPIO support' : err.code ?? err.message
+    // images compile epoll for their CPU; from source, `npm ci` builds it, and a failed build leaves it unloadable
+    const why = err.code === 'ERR_MODULE_NOT_FOUND' ? 'onoff is not installed' : err.code === 'ERR_DLOPEN_FAILED' || /epoll\.node|Could not locate the bindings/.test(String(err.message)) ? `its native epoll module does not load: ${String(err.message).split('\n')[0]}` : err.code ?? err.message
     throw new GpioUnavailableError(`gpio ${id}: the onoff driver cannot be loaded (${why})`, id, { cause: err })
   }
   if (!mod.Gpio.accessible) {
