@@ -1,0 +1,151 @@
+/**
+ * Bundle distribution over real, capped links:
+ *
+ *   npm run bench -- bundle --size-mb 64 --peers 8 --link-mbit 20 [--sources]
+ *
+ * Every agent (one seed holding the bundle, `peers` pullers) runs in a
+ * network namespace of its own on a switch this benchmark builds
+ * (test/helpers/netns.ts), and each host's link is capped by `tc tbf` in
+ * both directions: on the host's side of its veth (its upload) and on the
+ * switch's side (its download). Gateways are limited by their links, not by
+ * the two CPUs every process shares here, so what peer-to-peer delivery buys
+ * shows: one source must push every copy through its own uplink.
+ *
+ *  - singlePullSeconds: one puller, one provider;
+ *  - fanoutSeconds: `peers` pullers at once, serving each other what they hold;
+ *  - singleSourceFanoutSeconds: the same with sharing off, so only the seed serves.
+ *
+ * Target: fanoutSeconds ≤ 2 × singlePullSeconds, while one source needs ≥ 6×.
+ */
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { NetLab } from '../helpers/netns.ts'
+import { agentCommand } from './agents.ts'
+import { benchBundle } from './bundle.ts'
+import type { BenchArgs } from './run.ts'
+
+const exec = promisify(execFile)
+const log = (msg: string): void => { console.log(`[bundle-links] ${msg}`) }
+
+/**
+ * Cap every host's link at `mbit` both ways. tbf's bucket is 64 KiB: a few
+ * milliseconds of line rate, so bursts cannot add up to a faster link.
+ */
+async function capLinks (lab: NetLab, mbit: number): Promise<void> {
+  const tbf = ['root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '64kb', 'latency', '100ms']
+  for (const [i, host] of lab.hosts.entries()) {
+    await exec('tc', ['-n', host, 'qdisc', 'replace', 'dev', 'eth0', ...tbf])
+    await exec('tc', ['-n', lab.switch, 'qdisc', 'replace', 'dev', `p${i + 1}`, ...tbf])
+  }
+}
+
+interface Phase {
+  lab: NetLab
+  command: Cluster['command'] | undefined
+  fleetDir: string
+  zip: string
+  digest: string
+}
+
+/** Seed on host 1, `pullers` agents on the next hosts; returns once every puller sees the seed's advert. */
+async function mesh (p: Phase, pullers: number, share: boolean): Promise<{ cluster: Cluster, names: string[] }> {
+  const cluster = await Cluster.create(p.command == null ? {} : { command: p.command })
+  try {
+    const quiet = { logs: { stdout: false, level: 'warn' } }
+    await cluster.addNode('seed', { role: 'server', fleetDir: p.fleetDir, bootstrap: [], config: quiet, netns: { ns: p.lab.hosts[0]!, address: p.lab.address(0) } })
+    const names = Array.from({ length: pullers }, (_, i) => `p${i + 1}`)
+    for (const [i, n] of names.entries()) {
+      await cluster.addNode(n, { fleetDir: p.fleetDir, bootstrap: ['seed'], config: { ...quiet, bundles: { share } }, netns: { ns: p.lab.hosts[i + 1]!, address: p.lab.address(i + 1) } })
+    }
+    await cluster.start('seed', { wait: false })
+    await Promise.all(names.map(async n => await cluster.start(n, { wait: false })))
+    await Promise.all(['seed', ...names].map(async n => await cluster.waitReady(n, 180_000)))
+    // published through the real CLI inside the seed's namespace (its API listens on that loopback)
+    await exec('ip', ['netns', 'exec', p.lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', p.zip, '--api', cluster.node('seed').api], { timeout: 300_000 })
+    await Promise.all(names.map(async n => {
+      await waitFor(async () => (await cluster.get(n, `/v1/registry?prefix=bundle/${p.digest}/`)).count > 0, `${n} to see the seed's advert`, 120_000, 250)
+    }))
+    return { cluster, names }
+  } catch (err) {
+    await cluster.close()
+    throw err
+  }
+}
+
+/** Start pulls on `names` at once; seconds until the last one holds the verified bundle. */
+async function pullAll (cluster: Cluster, names: string[], digest: string): Promise<{ seconds: number, each: number[] }> {
+  const start = performance.now()
+  const each = await Promise.all(names.map(async n => {
+    const { status, body } = await cluster.request(n, 'POST', `/v1/bundles/${digest}/pull`)
+    if (status !== 202 && status !== 200) throw new Error(`pull on ${n}: ${status} ${JSON.stringify(body)}`)
+    // the probe relays one short request at a time, so poll rather than wait on the pull
+    for (;;) {
+      const view = await cluster.get(n, `/v1/bundles/${digest}`).catch(() => undefined)
+      if (view?.state === 'complete') return (performance.now() - start) / 1000
+      if (view?.transfer?.state === 'failed') throw new Error(`pull on ${n} failed: ${JSON.stringify(view.transfer.error)}`)
+      if (performance.now() - start > 30 * 60_000) throw new Error(`pull on ${n} did not finish in 30 minutes`)
+      await sleep(200)
+    }
+  }))
+  return { seconds: Math.max(...each), each }
+}
+
+async function phase (p: Phase, pullers: number, share: boolean, what: string): Promise<number> {
+  const { cluster, names } = await mesh(p, pullers, share)
+  try {
+    const { seconds, each } = await pullAll(cluster, names, p.digest)
+    log(`${what}: ${seconds.toFixed(2)} s (each: ${each.map(s => s.toFixed(1)).join(', ')})`)
+    return seconds
+  } finally {
+    await cluster.close()
+  }
+}
+
+export async function runOverLinks (args: BenchArgs): Promise<Record<string, unknown>> {
+  const sizeMb = Number(args['size-mb'] ?? 64)
+  const peers = Number(args.peers ?? 8)
+  const linkMbit = Number(args['link-mbit'])
+  if (!Number.isFinite(linkMbit) || linkMbit <= 0) throw new Error('--link-mbit must be a positive number')
+  const available = await NetLab.available()
+  if (!available.ok) throw new Error(`this benchmark needs network namespaces (root and iproute2): ${available.reason ?? 'ip netns add failed'}`)
+
+  const root = await mkdtemp(join(tmpdir(), 'gatemesh-bench-links-'))
+  const lab = await NetLab.create(peers + 1)
+  // the namespaces are the machine's, not the process's: remove them on every way out
+  const onSignal = (): void => { void lab.destroy().finally(() => process.exit(130)) }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    await capLinks(lab, linkMbit)
+    log(`${peers + 1} hosts in network namespaces, each link capped at ${linkMbit} Mbit/s both ways (tc tbf)`)
+    const { fleetDir, zip, digest, size } = await benchBundle(root, sizeMb)
+    log(`line rate for one copy: ${(size * 8 / (linkMbit * 1e6)).toFixed(1)} s`)
+    const command = await agentCommand(args.sources === true, log)
+    const p: Phase = { lab, command, fleetDir, zip, digest }
+
+    const singlePullSeconds = await phase(p, 1, false, 'one pull, one provider')
+    const fanoutSeconds = await phase(p, peers, true, `fan-out to ${peers}, peers share`)
+    const singleSourceFanoutSeconds = await phase(p, peers, false, `fan-out to ${peers}, one source`)
+    const round = (n: number): number => Math.round(n * 100) / 100
+    return {
+      linkMbit,
+      singlePullSeconds: round(singlePullSeconds),
+      fanoutSeconds: round(fanoutSeconds),
+      singleSourceFanoutSeconds: round(singleSourceFanoutSeconds),
+      scenario: 'bundle',
+      sizeMb,
+      peers,
+      fanoutVsSingle: round(fanoutSeconds / singlePullSeconds),
+      singleSourceVsSingle: round(singleSourceFanoutSeconds / singlePullSeconds)
+    }
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+    await lab.destroy()
+    await rm(root, { recursive: true, force: true })
+  }
+}
