@@ -92,6 +92,12 @@ export class GpiodSensor extends AbstractSensor {
       this.#monitor = undefined
       throw new GpioUnavailableError(`gpio ${this.id}: cannot watch ${this.#where} (${early})`, this.id)
     }
+    if (this.status !== 'open' && this.status !== 'opening') {
+      // closed while a restart was starting it
+      this.#monitor = undefined
+      await stopTool(child)
+      return
+    }
     void exited.then(why => {
       if (this.#monitor !== child) return
       this.#monitor = undefined
