@@ -13,7 +13,9 @@
  *
  *  - singlePullSeconds: one puller, one provider;
  *  - fanoutSeconds: `peers` pullers at once, serving each other what they hold;
- *  - singleSourceFanoutSeconds: the same with sharing off, so only the seed serves.
+ *  - singleSourceFanoutSeconds: the same with sharing off, so only the seed serves;
+ *  - fetchSeconds: each of those until every puller held every chunk, before
+ *    the final check of the whole file (CPU-bound, and slow on a loaded machine).
  *
  * Target: fanoutSeconds ≤ 2 × singlePullSeconds, while one source needs ≥ 6×.
  */
@@ -77,30 +79,42 @@ async function mesh (p: Phase, pullers: number, share: boolean): Promise<{ clust
   }
 }
 
-/** Start pulls on `names` at once; seconds until the last one holds the verified bundle. */
-async function pullAll (cluster: Cluster, names: string[], digest: string): Promise<{ seconds: number, each: number[] }> {
+/**
+ * Start pulls on `names` at once. `seconds`: until the last one holds the
+ * verified bundle; `fetchSeconds`: until the last one held every chunk (the
+ * link-bound part, before the CPU-bound check of the whole file).
+ */
+async function pullAll (cluster: Cluster, names: string[], digest: string): Promise<{ seconds: number, fetchSeconds: number, each: number[] }> {
   const start = performance.now()
+  const elapsed = (): number => (performance.now() - start) / 1000
+  const fetched: number[] = []
   const each = await Promise.all(names.map(async n => {
     const { status, body } = await cluster.request(n, 'POST', `/v1/bundles/${digest}/pull`)
     if (status !== 202 && status !== 200) throw new Error(`pull on ${n}: ${status} ${JSON.stringify(body)}`)
+    let allChunks: number | undefined
     // the probe relays one short request at a time, so poll rather than wait on the pull
     for (;;) {
       const view = await cluster.get(n, `/v1/bundles/${digest}`).catch(() => undefined)
-      if (view?.state === 'complete') return (performance.now() - start) / 1000
-      if (view?.transfer?.state === 'failed') throw new Error(`pull on ${n} failed: ${JSON.stringify(view.transfer.error)}`)
-      if (performance.now() - start > 30 * 60_000) throw new Error(`pull on ${n} did not finish in 30 minutes`)
+      const t = view?.transfer
+      if (allChunks == null && (view?.state === 'complete' || (t != null && t.chunks != null && t.chunksHave === t.chunks))) {
+        allChunks = elapsed()
+        fetched.push(allChunks)
+      }
+      if (view?.state === 'complete') return elapsed()
+      if (t?.state === 'failed') throw new Error(`pull on ${n} failed: ${JSON.stringify(t.error)}`)
+      if (elapsed() > 30 * 60) throw new Error(`pull on ${n} did not finish in 30 minutes`)
       await sleep(200)
     }
   }))
-  return { seconds: Math.max(...each), each }
+  return { seconds: Math.max(...each), fetchSeconds: Math.max(...fetched), each }
 }
 
-async function phase (p: Phase, pullers: number, share: boolean, what: string): Promise<number> {
+async function phase (p: Phase, pullers: number, share: boolean, what: string): Promise<{ seconds: number, fetchSeconds: number }> {
   const { cluster, names } = await mesh(p, pullers, share)
   try {
-    const { seconds, each } = await pullAll(cluster, names, p.digest)
-    log(`${what}: ${seconds.toFixed(2)} s (each: ${each.map(s => s.toFixed(1)).join(', ')})`)
-    return seconds
+    const { seconds, fetchSeconds, each } = await pullAll(cluster, names, p.digest)
+    log(`${what}: ${seconds.toFixed(2)} s, all chunks held after ${fetchSeconds.toFixed(2)} s (each done: ${each.map(s => s.toFixed(1)).join(', ')})`)
+    return { seconds, fetchSeconds }
   } finally {
     await cluster.close()
   }
@@ -128,20 +142,21 @@ export async function runOverLinks (args: BenchArgs): Promise<Record<string, unk
     const command = await agentCommand(args.sources === true, log)
     const p: Phase = { lab, command, fleetDir, zip, digest }
 
-    const singlePullSeconds = await phase(p, 1, false, 'one pull, one provider')
-    const fanoutSeconds = await phase(p, peers, true, `fan-out to ${peers}, peers share`)
-    const singleSourceFanoutSeconds = await phase(p, peers, false, `fan-out to ${peers}, one source`)
+    const single = await phase(p, 1, false, 'one pull, one provider')
+    const fanout = await phase(p, peers, true, `fan-out to ${peers}, peers share`)
+    const oneSource = await phase(p, peers, false, `fan-out to ${peers}, one source`)
     const round = (n: number): number => Math.round(n * 100) / 100
     return {
       linkMbit,
-      singlePullSeconds: round(singlePullSeconds),
-      fanoutSeconds: round(fanoutSeconds),
-      singleSourceFanoutSeconds: round(singleSourceFanoutSeconds),
+      singlePullSeconds: round(single.seconds),
+      fanoutSeconds: round(fanout.seconds),
+      singleSourceFanoutSeconds: round(oneSource.seconds),
       scenario: 'bundle',
       sizeMb,
       peers,
-      fanoutVsSingle: round(fanoutSeconds / singlePullSeconds),
-      singleSourceVsSingle: round(singleSourceFanoutSeconds / singlePullSeconds)
+      fanoutVsSingle: round(fanout.seconds / single.seconds),
+      singleSourceVsSingle: round(oneSource.seconds / single.seconds),
+      fetchSeconds: { singlePull: round(single.fetchSeconds), fanout: round(fanout.fetchSeconds), singleSourceFanout: round(oneSource.fetchSeconds) }
     }
   } finally {
     process.off('SIGINT', onSignal)
