@@ -45,6 +45,9 @@ async function capLinks (lab: NetLab, mbit: number): Promise<void> {
   }
 }
 
+/** The agents running now, for a signal to stop them before the namespaces go. */
+let live: Cluster | undefined
+
 interface Phase {
   lab: NetLab
   command: Cluster['command'] | undefined
@@ -56,6 +59,7 @@ interface Phase {
 /** Seed on host 1, `pullers` agents on the next hosts; returns once every puller sees the seed's advert. */
 async function mesh (p: Phase, pullers: number, share: boolean): Promise<{ cluster: Cluster, names: string[] }> {
   const cluster = await Cluster.create(p.command == null ? {} : { command: p.command })
+  live = cluster
   try {
     const quiet = { logs: { stdout: false, level: 'warn' } }
     await cluster.addNode('seed', { role: 'server', fleetDir: p.fleetDir, bootstrap: [], config: quiet, netns: { ns: p.lab.hosts[0]!, address: p.lab.address(0) } })
@@ -75,6 +79,7 @@ async function mesh (p: Phase, pullers: number, share: boolean): Promise<{ clust
     return { cluster, names }
   } catch (err) {
     await cluster.close()
+    live = undefined
     throw err
   }
 }
@@ -117,6 +122,7 @@ async function phase (p: Phase, pullers: number, share: boolean, what: string): 
     return { seconds, fetchSeconds }
   } finally {
     await cluster.close()
+    live = undefined
   }
 }
 
@@ -130,8 +136,8 @@ export async function runOverLinks (args: BenchArgs): Promise<Record<string, unk
 
   const root = await mkdtemp(join(tmpdir(), 'gatemesh-bench-links-'))
   const lab = await NetLab.create(peers + 1)
-  // the namespaces are the machine's, not the process's: remove them on every way out
-  const onSignal = (): void => { void lab.destroy().finally(() => process.exit(130)) }
+  // the namespaces are the machine's, not the process's: stop the agents and remove them on every way out
+  const onSignal = (): void => { void (live?.close() ?? Promise.resolve()).finally(() => { void lab.destroy().finally(() => process.exit(130)) }) }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
   try {
