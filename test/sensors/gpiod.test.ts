@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
+import { checkDevices } from '../../node/config/devices.ts'
 import { GpioActuator } from '../../sensors/gpio.ts'
 import { GpiodSensor, type GpiodSensorInit } from '../../sensors/gpiod.ts'
 import { detectTools } from '../../sensors/gpiod-tools.ts'
@@ -152,6 +153,17 @@ await t.test('config picks the driver: chardev builds the libgpiod driver, sysfs
   const sysfs = createSensor({ id: 'sf', type: 'gpio', driver: 'sysfs', pin: 17, edge: 'both', debounceMs: 10, activeLow: false, bias: 'as-is' })
   t.notOk(sysfs instanceof GpiodSensor)
   t.throws(() => createSensor({ id: 'x', type: 'gpio', driver: 'chardev', chip: CHIP, edge: 'both', debounceMs: 10, activeLow: false, bias: 'as-is' }), { code: 'ERR_SENSOR_CONFIG', field: 'line' })
+})
+
+await t.test('the config names what each driver is missing', async t => {
+  const check = (sensors: unknown[], actuators: unknown[] = []): unknown => { const c = { sensors, actuators }; checkDevices(c); return c }
+  t.throws(() => check([{ id: 's', type: 'gpio', driver: 'chardev', chip: CHIP }]), { code: 'ERR_CONFIG', field: 'config.sensors[0].line', message: /line: is required/ })
+  t.throws(() => check([{ id: 's', type: 'gpio', driver: 'chardev', line: 3 }]), { code: 'ERR_CONFIG', field: 'config.sensors[0].chip' })
+  t.throws(() => check([{ id: 's', type: 'gpio' }]), { code: 'ERR_CONFIG', field: 'config.sensors[0].pin' }, 'sysfs is the default and needs a pin')
+  t.throws(() => check([{ id: 's', type: 'gpio', driver: 'chardev', chip: '../../etc/passwd', line: 1 }]), { code: 'ERR_CONFIG', field: 'config.sensors[0].chip' }, 'a chip is a name, a number or /dev/gpiochipN, nothing else')
+  t.throws(() => check([], [{ id: 'r', type: 'gpio', driver: 'chardev', chip: CHIP }]), { code: 'ERR_CONFIG', field: 'config.actuators[0].line' })
+  t.throws(() => check([{ id: 's', type: 'gpio', driver: 'spi', pin: 1 }]), { code: 'ERR_CONFIG', field: 'config.sensors[0].driver' })
+  t.same(check([{ id: 's', type: 'gpio', driver: 'chardev', chip: '/dev/gpiochip1', line: 5 }]), { sensors: [{ id: 's', type: 'gpio', driver: 'chardev', chip: '/dev/gpiochip1', line: 5, edge: 'both', debounceMs: 10, activeLow: false, bias: 'as-is' }], actuators: [] }, 'defaults filled')
 })
 
 await t.test('without libgpiod\'s tools the driver says what to install', async t => {
