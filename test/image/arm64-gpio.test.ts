@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process'
+import { execFile, type ChildProcess } from 'node:child_process'
 import { access, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -46,36 +46,46 @@ async function arm64Gpio (qemu: string): Promise<void> {
   }))
   const archive = join(work, 'gatemesh-arm64.tar.gz')
   const root = join(work, 'device-root')
-  // as a user runs it; a loaded machine may take many minutes to compile epoll and pack the image
-  await exec(process.execPath, [CLI, 'image', 'build', '--arch', 'arm64', '--fleet', fleetDir, '--out', archive, '--config', overrides], { timeout: 40 * 60_000, maxBuffer: 16 * 1024 * 1024 })
-  await unpackImage(archive, root)
   const epoll = join(root, 'opt/gatemesh/node_modules/epoll/build/Release/epoll.node')
-  t.equal(await elfMachine(epoll), 0xb7, 'the image carries epoll.node compiled for AArch64')
+  // every assertion lives in a subtest: tap ends a root test that asserted and then waits
+  await t.test('the arm64 image is built with epoll compiled for AArch64', async t => {
+    // as a user runs it; a loaded machine may take many minutes to compile epoll and pack the image
+    await exec(process.execPath, [CLI, 'image', 'build', '--arch', 'arm64', '--fleet', fleetDir, '--out', archive, '--config', overrides], { timeout: 40 * 60_000, maxBuffer: 16 * 1024 * 1024 })
+    await unpackImage(archive, root)
+    t.equal(await elfMachine(epoll), 0xb7, 'the image carries epoll.node compiled for AArch64')
+  })
 
-  const qemuRoot = await fakeSysfsGpio(join(work, 'qemu-root'))
-  const started = Date.now()
-  // its own UTS namespace with hostname "0": the GPIO input's value file (see fakeSysfsGpio)
-  const child = await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh', qemu, '-L', qemuRoot], log: join(work, 'device.log') })
-  stop = async () => {
-    if (child.exitCode != null || child.signalCode != null) return
-    const gone = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    const timer = setTimeout(() => { child.kill('SIGKILL') }, 60_000)
-    await gone
-    clearTimeout(timer)
+  const qemuRoot = join(work, 'qemu-root')
+  let child: ChildProcess | undefined
+  let started = 0
+  const startAgent = async (): Promise<ChildProcess> => {
+    await fakeSysfsGpio(qemuRoot)
+    started = Date.now()
+    // its own UTS namespace with hostname "0": the GPIO input's value file (see fakeSysfsGpio)
+    const c = await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh', qemu, '-L', qemuRoot], log: join(work, 'device.log') })
+    stop = async () => {
+      if (c.exitCode != null || c.signalCode != null) return
+      const gone = new Promise(resolve => c.once('exit', resolve))
+      c.kill('SIGTERM')
+      const timer = setTimeout(() => { c.kill('SIGKILL') }, 60_000)
+      await gone
+      clearTimeout(timer)
+    }
+    return c
   }
   type Sensor = { id: string, status: string, readings: number, lastReading?: { value: number }, error?: string }
   const sensors = async (): Promise<Sensor[]> => {
-    if (child.exitCode != null) throw new Error(`the agent exited with ${child.exitCode}: ${await readFile(join(work, 'device.log'), 'utf8').catch(() => '')}`)
+    if (child?.exitCode != null) throw new Error(`the agent exited with ${child.exitCode}: ${await readFile(join(work, 'device.log'), 'utf8').catch(() => '')}`)
     const res = await fetch(`http://127.0.0.1:${apiPort}/v1/sensors`, { signal: AbortSignal.timeout(10_000) })
     return ((await res.json()) as { sensors: Sensor[] }).sensors
   }
 
   await t.test('the emulated agent opens a GPIO sensor and actuator through the image\'s onoff and arm64 epoll', async t => {
+    child = await startAgent()
     const door = await waitFor(async () => (await sensors()).find(s => s.id === 'door' && (s.status === 'open' || s.error != null)), 'the GPIO sensor to open', 600_000, 500)
     t.equal(door.status, 'open', `the GPIO sensor is open${door.error == null ? '' : ` (${door.error})`}`)
     t.pass(`open ${((Date.now() - started) / 1000).toFixed(1)} s after start (emulated)`)
-    const maps = await readFile(`/proc/${child.pid!}/maps`, 'utf8')
+    const maps = await readFile(`/proc/${child!.pid!}/maps`, 'utf8')
     t.ok(maps.includes(epoll), 'the emulated process has the image\'s arm64 epoll.node mapped')
     t.ok(maps.includes(join(root, 'opt/gatemesh/node/bin/node')), 'and runs the image\'s own Node')
     const gpio = join(qemuRoot, 'sys/class/gpio')
@@ -87,10 +97,10 @@ async function arm64Gpio (qemu: string): Promise<void> {
 
   await t.test('an edge on the line arrives as a reading through epoll', async t => {
     // the value changes and the kernel raises POLLPRI, as sysfs does on an edge; epoll wakes onoff
-    await exec('nsenter', ['--uts', '--target', String(child.pid!), 'hostname', '1'])
+    await exec('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '1'])
     const door = await waitFor(async () => (await sensors()).find(s => s.id === 'door' && s.readings > 0), 'a reading from the GPIO edge', 300_000, 250)
     t.equal(door.lastReading?.value, 1, 'the rising edge is a reading of 1')
-    await exec('nsenter', ['--uts', '--target', String(child.pid!), 'hostname', '0'])
+    await exec('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '0'])
     const back = await waitFor(async () => (await sensors()).find(s => s.id === 'door' && s.readings > 1), 'a reading from the falling edge', 300_000, 250)
     t.equal(back.lastReading?.value, 0, 'and the falling edge a reading of 0')
   })
