@@ -4,6 +4,7 @@ import { dirname, join, resolve } from 'node:path'
 import * as tar from 'tar'
 import { BUNDLE_EXTERNALS, buildAppBundle, REPO_ROOT } from '../app-bundle.ts'
 import { type Arch } from './arch.ts'
+import { prepareToolchain, type Toolchain } from './compile.ts'
 import { collectPackages, copyPackage, dirBytes, packageNameOf } from './dependencies.ts'
 import { agentUnit, cliWrapper, DATA_DIR, INSTALL_DIR, setupUnit, SETUP_UNIT, AGENT_UNIT, SYSUSERS_FILE, sysusersConf, UNIT_DIR, CLI_WRAPPER, IMAGE_MANIFEST } from './layout.ts'
 import { fitNativeModules, OMITTED_FROM_IMAGES, TOOLING_ONLY, type NativeModule } from './natives.ts'
@@ -97,7 +98,14 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     progress(3, { done: packages.length, total: packages.length })
 
     progress(4)
-    const natives: NativeModule[] = await fitNativeModules(packages, nodeModules, init.arch)
+    // the compiler and headers are looked for only when a package needs compiling
+    let toolchain: Promise<Toolchain> | undefined
+    let natives: NativeModule[]
+    try {
+      natives = await fitNativeModules(packages, nodeModules, init.arch, async () => await (toolchain ??= prepareToolchain(runtime, init.arch)))
+    } finally {
+      await (await toolchain?.catch(() => undefined))?.dispose()
+    }
 
     progress(5)
     await writeText(at(stage, `${UNIT_DIR}/${AGENT_UNIT}`), agentUnit({ version: init.version, arch: init.arch }))

@@ -29,12 +29,14 @@ const root = join(cluster.root, 'device-root')
 await t.test('an arm64 image carries only aarch64 binaries', async t => {
   const { stdout } = await buildImageCli(['--arch', 'arm64', '--fleet', cluster.fleetDir, '--out', archive, '--bootstrap', cluster.node('a').multiaddr, '--config', overrides])
   t.match(stdout, /native: .*classic-level \(prebuilds\/linux-arm64\/classic-level\.armv8\.node\)/)
+  t.match(stdout, /native: .*epoll \(epoll\/build\/Release\/epoll\.node, compiled for the image\)/, 'onoff\'s epoll is compiled for arm64 into the image (arm64-gpio.test.ts runs it)')
   await unpackImage(archive, root)
   t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), EM_AARCH64, 'bin/node is an aarch64 ELF')
   const natives = await filesUnder(join(root, 'opt/gatemesh'), '.node')
   t.ok(natives.length >= 2, `${natives.length} native modules`)
   for (const f of natives) t.equal(await elfMachine(f), EM_AARCH64, `${f.split('node_modules/')[1]} is an aarch64 ELF (e_machine 0xB7)`)
   t.notOk(natives.some(f => /linux-x64|darwin|win32|android|musl/.test(f)), 'no other platform\'s prebuilds')
+  t.ok(natives.some(f => f.endsWith('node_modules/epoll/build/Release/epoll.node')), 'epoll.node is there, where onoff\'s `bindings` looks')
 })
 
 // running arm64 code here needs qemu-user and an arm64 sysroot (.ci/run installs both); GATEMESH_TEST_QEMU=0 skips
