@@ -16,6 +16,10 @@ export const BUNDLE_EXTERNALS = [
   'onoff',
   'epoll',
   '@tensorflow/*',
+  'onnxruntime-node',
+  'onnxruntime-web',
+  'onnxruntime-common',
+  '@litertjs/*',
   'playwright-core',
   'esbuild'
 ]
@@ -30,7 +34,7 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size
 export interface AppBundleResult {
   /** the entry: `node FILE agent --data DIR` */
   file: string
-  /** every file written: the entry, the inference worker beside it, and the shared chunks */
+  /** every file written: the entry, the inference worker and model-check child beside it, and the shared chunks */
   files: string[]
   bytes: number
   /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
@@ -39,6 +43,8 @@ export interface AppBundleResult {
 
 /** File name of the inference worker next to the bundle. */
 export const WORKER_FILE = 'gatemesh-worker.mjs'
+/** File name of the model-check child process next to the bundle. */
+export const MODEL_CHECK_FILE = 'gatemesh-model-check.mjs'
 
 /**
  * Bundle the gatemesh CLI (agent included) into one ES module with esbuild.
@@ -68,13 +74,14 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     ...common,
     entryPoints: [
       { in: join(REPO_ROOT, 'node', 'cli', 'entry.ts'), out: basename(outFile, '.mjs') },
-      { in: join(REPO_ROOT, 'node', 'runtime', 'worker.ts'), out: basename(WORKER_FILE, '.mjs') }
+      { in: join(REPO_ROOT, 'node', 'runtime', 'worker.ts'), out: basename(WORKER_FILE, '.mjs') },
+      { in: join(REPO_ROOT, 'packaging', 'bundle', 'model-check-child.ts'), out: basename(MODEL_CHECK_FILE, '.mjs') }
     ],
     splitting: true,
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
     chunkNames: 'chunks/[name]-[hash]',
-    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
+    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_BUNDLED_MODEL_CHECK: JSON.stringify(MODEL_CHECK_FILE), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
   })
   const outputs = Object.values(result.metafile?.outputs ?? {})
   const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)

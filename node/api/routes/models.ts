@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
 import { predictLocal } from '../../runtime/serving.ts'
+import { retryAfterOf } from '../errors.ts'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { AgentView } from '../server.ts'
 
@@ -55,6 +56,8 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
     // no replica here: another node answers, and its status and body are relayed as they are
     const answer = await agent.router.predict(name, version, body)
+    const retryAfter = retryAfterOf(answer.status, answer.body)
+    if (retryAfter != null) void reply.header('retry-after', retryAfter)
     return await reply.code(answer.status).send(answer.body)
   }
 
