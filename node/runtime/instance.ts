@@ -148,13 +148,10 @@ export class ModelInstance {
     const declared = this.#pool.declared
     const { manifest } = this.bundle
     if (declared == null) return
-    // TF.js layers models are fed by position, and their loaded names depend on what else the process loaded
-    const named = manifest.model.format !== 'tfjs-layers'
+    // TF.js models are fed by position, and their loaded names depend on what else the process loaded
+    const byPosition = manifest.model.format.startsWith('tfjs-')
     try {
-      for (const field of ['inputs', 'outputs'] as const) {
-        const model = named ? declared[field] : declared[field].map((d, i) => ({ ...d, name: manifest[field][i]?.name ?? d.name }))
-        reconcileSpecs(model, manifest[field], field)
-      }
+      for (const field of ['inputs', 'outputs'] as const) reconcileSpecs(declared[field], manifest[field], field, { byPosition })
     } catch (err: any) {
       throw new ModelLoadError(`the manifest does not describe the model it carries: manifest.${err.message}`, { cause: err })
     }

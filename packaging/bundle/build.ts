@@ -101,8 +101,9 @@ export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> 
   let outputs = init.outputs
   if (init.validate !== false || inputs == null || outputs == null) {
     const checked = await checkModel(format, join(init.modelDir, modelFile), init.check)
-    inputs = reconcileSpecs(checked.inputs, inputs, 'inputs')
-    outputs = reconcileSpecs(checked.outputs, outputs, 'outputs')
+    const byPosition = RUNTIME_OF[format] === 'tfjs'
+    inputs = reconcileSpecs(checked.inputs, inputs, 'inputs', { byPosition })
+    outputs = reconcileSpecs(checked.outputs, outputs, 'outputs', { byPosition })
   }
 
   const sources: ZipSource[] = []

@@ -9,19 +9,25 @@ import type { TensorSpec } from '../manifest.ts'
  * with; every disagreement is a ModelSpecError naming the field, e.g.
  * `inputs[0].dtype`. The batch dimension may always be left free (`-1`):
  * fixed-batch models are fed slice by slice.
+ *
+ * With `byPosition` (TensorFlow.js, whose runner feeds tensors by position
+ * and whose loaded names depend on what the process loaded before), the
+ * user's specs pair with the model's in order and may rename them.
  */
-export function reconcileSpecs (model: TensorSpec[], given: TensorSpec[] | undefined, field: 'inputs' | 'outputs'): TensorSpec[] {
+export function reconcileSpecs (model: TensorSpec[], given: TensorSpec[] | undefined, field: 'inputs' | 'outputs', options: { byPosition?: boolean } = {}): TensorSpec[] {
   if (given == null) return model
   const what = field === 'inputs' ? 'input' : 'output'
   if (given.length !== model.length) {
     throw new ModelSpecError(`gives ${given.length} ${what}s; the model has ${model.length} (${model.map(describe).join('; ')})`, field)
   }
   const byName = new Map(given.map((s, i) => [s.name, { spec: s, i }]))
-  for (const [i, s] of given.entries()) {
-    if (!model.some(m => m.name === s.name)) throw new ModelSpecError(`the model has no ${what} "${s.name}" (it has ${model.map(m => `"${m.name}"`).join(', ')})`, `${field}[${i}].name`)
+  if (options.byPosition !== true) {
+    for (const [i, s] of given.entries()) {
+      if (!model.some(m => m.name === s.name)) throw new ModelSpecError(`the model has no ${what} "${s.name}" (it has ${model.map(m => `"${m.name}"`).join(', ')})`, `${field}[${i}].name`)
+    }
   }
-  return model.map(m => {
-    const { spec, i } = byName.get(m.name)!
+  return model.map((m, position) => {
+    const { spec, i } = options.byPosition === true ? { spec: given[position]!, i: position } : byName.get(m.name)!
     const at = `${field}[${i}]`
     if (spec.dtype !== m.dtype) throw new ModelSpecError(`is ${spec.dtype}; the model's ${what} ${m.name} is ${m.dtype}`, `${at}.dtype`)
     if (spec.shape.length !== m.shape.length) throw new ModelSpecError(`[${spec.shape.join(', ')}] has ${spec.shape.length} dimensions; the model's ${what} ${m.name} has ${m.shape.length}: [${m.shape.join(', ')}]`, `${at}.shape`)
@@ -31,7 +37,7 @@ export function reconcileSpecs (model: TensorSpec[], given: TensorSpec[] | undef
       if (k === 0 && u === -1) return -1
       return d >= 0 ? d : u
     })
-    return { ...m, shape, ...(spec.labels == null ? {} : { labels: spec.labels }) }
+    return { ...m, name: spec.name, shape, ...(spec.labels == null ? {} : { labels: spec.labels }) }
   })
 }
 
