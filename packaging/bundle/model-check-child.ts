@@ -21,3 +21,6 @@ process.once('message', (request: CheckRequest) => {
     process.send!(result, () => { process.exit(0) })
   })
 })
+
+// the caller is gone (killed mid-check): nobody wants the answer
+process.once('disconnect', () => { process.exit(1) })
