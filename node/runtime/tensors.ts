@@ -174,3 +174,69 @@ function nest (flat: Array<number | boolean | string>, shape: number[]): Nested 
   const per = rest.reduce((a, b) => a * b, 1)
   return Array.from({ length: d! }, (_, i) => nest(flat.slice(i * per, (i + 1) * per), rest))
 }
+
+/**
+ * Batch-first tensors by input name (a gRPC PredictRequest's inputs) as
+ * checked instances: the names must be the model's inputs, ranks and fixed
+ * dimensions must match its specs, and every input must have the same
+ * batch. Numbers convert to the model's dtype where every value fits (a
+ * DT_DOUBLE tensor feeds a float32 input; 2.5 does not feed an int32 one).
+ * Errors name the input, e.g. `inputs.readings.tensor_shape`.
+ */
+export function instancesFromTensors (inputs: Record<string, WireTensor>, specs: TensorSpec[], root = 'inputs'): CheckedInstance[] {
+  const names = specs.map(s => s.name)
+  for (const key of Object.keys(inputs)) {
+    if (!names.includes(key)) throw new InvalidInputError(`is not an input of this model (its inputs: ${names.join(', ')})`, `${root}.${key}`)
+  }
+  let batch = -1
+  const columns = specs.map(spec => {
+    const field = `${root}.${spec.name}`
+    const t = inputs[spec.name]
+    if (t == null) throw new InvalidInputError('is required', field)
+    if (t.shape.length !== spec.shape.length) throw new InvalidInputError(`has shape [${t.shape.join(', ')}]; the model takes [${spec.shape.join(', ')}] (batch first)`, `${field}.tensor_shape`)
+    spec.shape.forEach((d, k) => {
+      if (k > 0 && d >= 0 && t.shape[k] !== d) throw new InvalidInputError(`has shape [${t.shape.join(', ')}]; the model takes [${spec.shape.join(', ')}] (batch first)`, `${field}.tensor_shape`)
+    })
+    const rows = t.shape[0]!
+    if (rows === 0) throw new InvalidInputError('has an empty batch', `${field}.tensor_shape`)
+    if (batch >= 0 && rows !== batch) throw new InvalidInputError(`has a batch of ${rows}; another input has ${batch}`, `${field}.tensor_shape`)
+    batch = rows
+    return { spec, field, t: convert(t, spec.dtype, field) }
+  })
+  if (batch > MAX_INSTANCES) throw new InvalidInputError(`at most ${MAX_INSTANCES} instances per request`, `${root}.${names[0]}.tensor_shape`)
+  return Array.from({ length: batch }, (_, i) => {
+    const inst: CheckedInstance = { values: [], shapes: [] }
+    for (const { t } of columns) {
+      const rest = t.shape.slice(1)
+      const per = rest.reduce((a, b) => a * b, 1)
+      inst.values.push(t.data.slice(i * per, (i + 1) * per) as TensorData)
+      inst.shapes.push(rest)
+    }
+    return inst
+  })
+}
+
+function convert (t: WireTensor, dtype: TensorSpec['dtype'], field: string): WireTensor {
+  if (t.dtype === dtype) return t
+  if (t.dtype === 'string' || dtype === 'string') throw new InvalidInputError(`is ${t.dtype}; the model takes ${dtype}`, `${field}.dtype`)
+  const values = Array.from(t.data as ArrayLike<number | bigint>, x => Number(x))
+  return { dtype, shape: t.shape, data: toTyped(dtype === 'bool' ? values.map(v => v === 0 ? 0 : v === 1 ? 1 : v) : values, dtype, field) }
+}
+
+/** Rows of one output, stacked back into a batch-first tensor. */
+export function stackRows (rows: Nested[], dtype: TensorSpec['dtype']): WireTensor {
+  const shape: number[] = [rows.length]
+  let probe: Nested = rows[0]!
+  while (Array.isArray(probe)) {
+    shape.push(probe.length)
+    probe = probe[0]!
+  }
+  const flat = (rows as unknown[]).flat(shape.length) as Array<number | boolean | string>
+  const data = allocate(dtype, flat.length)
+  flat.forEach((v, i) => {
+    if (Array.isArray(data)) data[i] = String(v)
+    else if (data instanceof BigInt64Array) data[i] = BigInt(v as number)
+    else (data as Float32Array)[i] = v === true ? 1 : v === false ? 0 : v as number
+  })
+  return { dtype, shape, data }
+}
