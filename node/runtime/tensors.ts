@@ -36,15 +36,17 @@ export function parsePredictBody (body: unknown, specs: TensorSpec[]): { instanc
       columnar: false,
       instances: rows.map((row, i) => {
         const field = `instances[${i}]`
-        if (specs.length === 1 && !(isObject(row) && names[0]! in row)) return checkInstance([row], specs, [field])
+        // a single input may come bare; an object is always inputs by name
+        if (specs.length === 1 && !isObject(row)) return checkInstance([row], specs, [field])
         if (!isObject(row)) throw new InvalidInputError(`must be an object with the inputs ${names.join(', ')}`, field)
         return checkInstance(namedValues(row, names, field), specs, names.map(n => `${field}.${n}`))
       })
     }
   }
   const inputs = body.inputs
-  const columns: unknown[] = specs.length === 1 && !(isObject(inputs) && names[0]! in inputs) ? [inputs] : namedValues(inputs, names, 'inputs')
-  const fields = specs.length === 1 && columns[0] === inputs ? ['inputs'] : names.map(n => `inputs.${n}`)
+  const bare = specs.length === 1 && !isObject(inputs)
+  const columns: unknown[] = bare ? [inputs] : namedValues(inputs, names, 'inputs')
+  const fields = bare ? ['inputs'] : names.map(n => `inputs.${n}`)
   let batch = -1
   columns.forEach((col, k) => {
     if (!Array.isArray(col) || col.length === 0) throw new InvalidInputError('must be a non-empty array (batch first)', fields[k]!)
@@ -60,7 +62,7 @@ export function parsePredictBody (body: unknown, specs: TensorSpec[]): { instanc
 
 function namedValues (obj: unknown, names: string[], field: string): unknown[] {
   if (!isObject(obj)) throw new InvalidInputError(`must be an object with the inputs ${names.join(', ')}`, field)
-  for (const key of Object.keys(obj)) if (!names.includes(key)) throw new InvalidInputError('is not an input of this model', `${field}.${key}`)
+  for (const key of Object.keys(obj)) if (!names.includes(key)) throw new InvalidInputError(`is not an input of this model (its inputs: ${names.join(', ')})`, `${field}.${key}`)
   return names.map(n => {
     if (!(n in obj)) throw new InvalidInputError('is required', `${field}.${n}`)
     return obj[n]

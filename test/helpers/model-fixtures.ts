@@ -41,3 +41,30 @@ export function maxDiff (a: unknown, b: unknown): number {
   }
   return typeof a === 'number' && typeof b === 'number' ? Math.abs(a - b) : Infinity
 }
+
+/**
+ * The TensorFlow.js twin of a fixture network, built from weights.json with
+ * the same layers Keras used, saved as a layers model in `dir`.
+ */
+export async function saveTfjsTwin (net: 'mlp' | 'conv', dir: string): Promise<void> {
+  const { loadBackend } = await import('../../node/runtime/backend.ts')
+  const { fileSaveHandler } = await import('../../packaging/tfjs/file-io.ts')
+  const { tf } = await loadBackend('auto')
+  const w = JSON.parse(readFileSync(fixture('weights.json'), 'utf8'))[net]
+  const m = tf.sequential()
+  if (net === 'mlp') {
+    m.add(tf.layers.dense({ inputShape: [16], units: 32, activation: 'relu' }))
+    m.add(tf.layers.dense({ units: 2, activation: 'softmax' }))
+    m.layers[0]!.setWeights([tf.tensor(w.W1), tf.tensor(w.b1)])
+    m.layers[1]!.setWeights([tf.tensor(w.W2), tf.tensor(w.b2)])
+  } else {
+    m.add(tf.layers.conv2d({ inputShape: [28, 28, 1], filters: 8, kernelSize: 3, activation: 'relu' }))
+    m.add(tf.layers.maxPooling2d({ poolSize: 2 }))
+    m.add(tf.layers.flatten())
+    m.add(tf.layers.dense({ units: 10, activation: 'softmax' }))
+    m.layers[0]!.setWeights([tf.tensor(w.kernel_hwio), tf.tensor(w.kernel_bias)])
+    m.layers[3]!.setWeights([tf.tensor(w.dense), tf.tensor(w.dense_bias)])
+  }
+  await m.save(fileSaveHandler(tf, dir))
+  m.dispose()
+}
