@@ -68,6 +68,8 @@ export class Agent {
   #api?: FastifyInstance
   #apiUrl = ''
   #grpc?: GrpcServing
+  #grpcStarting?: Promise<void>
+  #runtimeWrite: Promise<void> = Promise.resolve()
   #peerTimer?: NodeJS.Timeout
 
   private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
@@ -252,7 +254,13 @@ export class Agent {
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
-    if (config.grpc.enabled) await this.#startGrpc()
+    // gRPC loads its stack (a few hundred ms, much more on a busy gateway) after the agent is up,
+    // and agent.json names its address once it listens
+    if (config.grpc.enabled) {
+      this.#grpcStarting = this.#startGrpc().then(async () => { if (this.#grpc != null) await this.#writeRuntime() }).catch(err => {
+        this.logger.warn({ service: 'grpc', err: err.message }, 'gRPC API not started')
+      })
+    }
     // peers (and the coordinator's deployment endpoints) learn where this API answers
     await this.#announce()
     await this.#writeRuntime()
@@ -286,6 +294,7 @@ export class Agent {
   async stop (): Promise<void> {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
+    await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()
     await this.scheduling.stop()
@@ -321,10 +330,14 @@ export class Agent {
     await this.registry.set(`node/${this.peerId}`, record)
   }
 
+  /** Writes run one after another, each with what is true when it runs, so the last one written is the latest. */
   async #writeRuntime (): Promise<void> {
-    const info: RuntimeInfo = { peerId: this.peerId, pid: process.pid, api: this.#apiUrl, addresses: this.addresses(), startedAt: this.startedAt, ...(this.#grpc == null ? {} : { grpc: this.#grpc.address }) }
-    const path = join(this.dataDir, RUNTIME_FILE)
-    await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
-    await rename(`${path}.tmp`, path)
+    this.#runtimeWrite = this.#runtimeWrite.catch(() => {}).then(async () => {
+      const info: RuntimeInfo = { peerId: this.peerId, pid: process.pid, api: this.#apiUrl, addresses: this.addresses(), startedAt: this.startedAt, ...(this.#grpc == null ? {} : { grpc: this.#grpc.address }) }
+      const path = join(this.dataDir, RUNTIME_FILE)
+      await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
+      await rename(`${path}.tmp`, path)
+    })
+    await this.#runtimeWrite
   }
 }

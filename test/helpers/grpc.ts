@@ -1,6 +1,10 @@
 import { credentials, Metadata, type Client, type ServiceError } from '@grpc/grpc-js'
 import { MESSAGE_OPTIONS, messageType, servingServices } from '../../protocols/tf-serving/definitions.ts'
 import { decodeTensor, encodeTensor, type TensorProtoObject } from '../../protocols/tf-serving/tensor-proto.ts'
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { RUNTIME_FILE } from '../../node/agent.ts'
+import { waitFor } from './cluster.ts'
 import type { WireTensor } from '../../packaging/models/tensor.ts'
 
 /** A TF Serving gRPC client, as a user's client generated from TF Serving's protos would call. */
@@ -65,4 +69,9 @@ export function readTensorProto (bytes: Uint8Array): TensorProtoObject {
 export function signatureOf (any: { type_url: string, value: Uint8Array }): any {
   const type = messageType('tensorflow.serving.SignatureDefMap')
   return type.toObject(type.decode(any.value), MESSAGE_OPTIONS as any)
+}
+
+/** An agent's gRPC address, once it listens (the agent starts gRPC after its HTTP API and names it in agent.json). */
+export async function agentGrpc (dir: string, timeoutMs = 60_000): Promise<string> {
+  return await waitFor(async () => (JSON.parse(await readFile(join(dir, RUNTIME_FILE), 'utf8')) as { grpc?: string }).grpc, 'the agent\'s gRPC API', timeoutMs, 200)
 }

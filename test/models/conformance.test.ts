@@ -6,7 +6,7 @@ import { loadFleet } from '../../node/identity/fleet.ts'
 import { buildBundle } from '../../packaging/bundle/index.ts'
 import { decodeTensor, encodeTensor } from '../../protocols/tf-serving/tensor-proto.ts'
 import { Cluster } from '../helpers/cluster.ts'
-import { floatTensor, readTensorProto, rowsOf, servingClient, signatureOf, tensorBytes } from '../helpers/grpc.ts'
+import { agentGrpc, floatTensor, readTensorProto, rowsOf, servingClient, signatureOf, tensorBytes } from '../helpers/grpc.ts'
 import { fixture, maxDiff, MODEL_FIXTURES, REFERENCE, saveTfjsTwin } from '../helpers/model-fixtures.ts'
 
 /**
@@ -23,6 +23,7 @@ t.teardown(async () => { await cluster.close() })
 const grpcPort = await freePort()
 const gw = await cluster.addNode('gw', { config: { grpc: { port: grpcPort }, runtime: { maxBatchSize: 8 } } })
 await cluster.start('gw')
+await agentGrpc(gw.dir)
 const fleet = await loadFleet(cluster.fleetDir)
 
 const models = [

@@ -4,7 +4,7 @@ import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
-import { floatTensor, rowsOf, servingClient, signatureOf } from '../helpers/grpc.ts'
+import { agentGrpc, floatTensor, rowsOf, servingClient, signatureOf } from '../helpers/grpc.ts'
 import { fixture, maxDiff, REFERENCE } from '../helpers/model-fixtures.ts'
 import { runningOn } from '../helpers/scheduling.ts'
 
@@ -29,6 +29,7 @@ for (const [name, role] of [['srv', 'server'], ['gw1', 'gateway'], ['gw2', 'gate
   await cluster.addNode(name, { role, config: { grpc: { port: grpcPorts[name] } } })
 }
 await Promise.all(['srv', 'gw1', 'gw2'].map(async n => await cluster.start(n)))
+await agentGrpc(cluster.node('srv').dir)
 coordinator.init.bootstrap = [cluster.node('srv').multiaddr]
 const started = await coordinator.start()
 t.ok(started.grpc != null, `the coordinator serves gRPC at ${started.grpc}`)
