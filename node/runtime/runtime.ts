@@ -2,6 +2,7 @@ import { familyOf, probeBackends, type BackendName, type BackendPreference, type
 import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
+import { resolveOnnxBackend } from '../../packaging/models/onnx-probe.ts'
 import type { Database } from '../store/db.ts'
 import type { UnpackedBundles } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -145,6 +146,8 @@ export class Runtime implements Startable {
     if (spec.rules.some(r => r.actions.some(a => a.type === 'script')) && bundle.actionPath == null) {
       throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
     }
+    // the native ONNX binding is tried in a child first: one that crashes (an emulator) must not take the agent down
+    const onnxBackend = bundle.manifest.model.format === 'onnx' ? await resolveOnnxBackend(this.#init.onnxBackend ?? 'auto') : 'auto'
     const instance = new ModelInstance(this.#c, {
       bundle,
       spec,
@@ -153,7 +156,7 @@ export class Runtime implements Startable {
       maxBatchSize: this.#init.maxBatchSize ?? 8,
       maxBatchDelayMs: this.#init.maxBatchDelayMs ?? 0,
       backend: this.#init.backend ?? 'auto',
-      onnxBackend: this.#init.onnxBackend ?? 'auto',
+      onnxBackend,
       ...(this.#init.loadWaitMs == null ? {} : { loadWaitMs: this.#init.loadWaitMs })
     })
     this.#instances.set(name, instance)

@@ -2,6 +2,7 @@ import { fork, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { resolveOnnxBackend } from '../models/onnx-probe.ts'
 import { ModelCheckLimitError, ModelLoadError } from './errors.ts'
 import type { ModelFormat, TensorSpec } from '../manifest.ts'
 import type { OnnxBackendPreference } from '../models/runner.ts'
@@ -83,6 +84,8 @@ export async function checkModel (format: ModelFormat, path: string, limits: Mod
   const timeoutMs = limits.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS
   const entry = path.split('/').pop() ?? path
   const release = await turn(limits.concurrency ?? 1)
+  // never let the child import a native binding that crashes here (an emulator): ask a probe first
+  const onnxBackend = format === 'onnx' ? await resolveOnnxBackend(limits.onnxBackend ?? 'auto') : 'wasm'
   let child: ChildProcess | undefined
   let watch: NodeJS.Timeout | undefined
   let timer: NodeJS.Timeout | undefined
@@ -116,7 +119,7 @@ export async function checkModel (format: ModelFormat, path: string, limits: Mod
         // a V8 heap past its cap aborts the process
         else reject(new ModelCheckLimitError(`${entry}: the model check ended (${signal ?? `exit ${String(code)}`}) before answering, out of memory at ${Math.round(peak / 1024 / 1024)} MiB or crashed in the ${format} runtime; refused`, { entry }))
       })
-      c.send({ format, path, onnxBackend: limits.onnxBackend ?? 'auto' } satisfies CheckRequest)
+      c.send({ format, path, onnxBackend } satisfies CheckRequest)
     })
     if (!result.ok) throw new ModelLoadError(`${entry}: ${result.message}`, { entry })
     return { inputs: result.inputs, outputs: result.outputs, backend: result.backend }

@@ -2,6 +2,7 @@ import { readdir, rm, stat } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
 import { describeElf, ELF_MACHINE, readElfHeader, type Arch } from './arch.ts'
 import { NoPrebuildError, WrongArchitectureError } from './errors.ts'
+import { MODEL_RUNTIME_LAYOUTS } from './model-runtimes.ts'
 import type { InstalledPackage } from './dependencies.ts'
 
 /**
@@ -77,6 +78,8 @@ export async function fitNativeModules (packages: InstalledPackage[], nodeModule
       throw new NoPrebuildError(pkg.name, `${pkg.name}@${pkg.version} is a package for cpu ${pkg.manifest.cpu.join(',')}, not ${arch}: install dependencies on an ${arch} machine or add the ${arch} variant`)
     }
     if (!await isNative(pkg, dir)) continue
+    // the model runtimes keep their binaries in layouts of their own (fitModelRuntimes); checkBinaries below still checks them
+    if (MODEL_RUNTIME_LAYOUTS[pkg.name] != null) continue
     const prebuilds = join(dir, 'prebuilds')
     const platform = `linux-${arch}`
     if (!await isDir(prebuilds)) {

@@ -7,8 +7,6 @@ import { RuntimeUnavailableError } from './errors.ts'
 
 export type LiteRt = typeof import('@litertjs/core')
 
-// a variable, so a bundler leaves the package where it is (it loads its .wasm from beside itself)
-const LITERT = '@litertjs/core'
 
 let loading: Promise<LiteRt> | undefined
 
@@ -38,8 +36,9 @@ export async function loadLiteRt (): Promise<LiteRt> {
     console.warn = () => {}
     console.error = () => {}
     try {
-      const litert = await import(LITERT) as LiteRt
-      const wasmDir = join(dirname(fileURLToPath(import.meta.resolve(LITERT))), '..', 'wasm') + '/'
+      // a bundle external: it loads its .wasm from beside itself
+      const litert = await import('@litertjs/core')
+      const wasmDir = join(dirname(fileURLToPath(import.meta.resolve('@litertjs/core'))), '..', 'wasm') + '/'
       await litert.loadLiteRt(wasmDir)
       return litert
     } catch (err: any) {

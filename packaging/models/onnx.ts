@@ -13,18 +13,16 @@ const FROM_ORT: Record<string, DType> = { float32: 'float32', float64: 'float64'
 let native: Promise<OrtModule> | undefined
 let wasm: Promise<OrtModule> | undefined
 
-// variables, so a bundler leaves the packages where they are (both locate binaries beside themselves)
-const ORT_NODE = 'onnxruntime-node'
-const ORT_WEB = 'onnxruntime-web'
 
 async function loadNative (): Promise<OrtModule> {
-  native ??= import(ORT_NODE) as Promise<OrtModule>
+  // both packages are bundle externals: they locate their binaries beside themselves
+  native ??= import('onnxruntime-node') as Promise<OrtModule>
   return await native
 }
 
 async function loadWasm (): Promise<OrtModule> {
   wasm ??= (async () => {
-    const ort = await import(ORT_WEB) as OrtModule
+    const ort = await import('onnxruntime-web') as OrtModule
     // one thread: inference already runs in one worker per replica, and wasm threads would need workers of their own
     ort.env.wasm.numThreads = 1
     ort.env.wasm.proxy = false

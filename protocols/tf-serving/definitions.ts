@@ -1,3 +1,4 @@
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { loadSync, type Options } from '@grpc/proto-loader'
 import protobuf from 'protobufjs'
@@ -9,7 +10,11 @@ import type { GrpcObject, ServiceClientConstructor } from '@grpc/grpc-js'
  * Messages are plain objects with TF's field names (snake_case), enums as
  * their names (`DT_FLOAT`), int64 as decimal strings and bytes as Buffers.
  */
-export const PROTO_DIR = fileURLToPath(new URL('./protos/', import.meta.url))
+// the app bundle (packaging/app-bundle.ts) copies the .proto files beside its entry
+declare const GATEMESH_BUNDLED_PROTOS: string | undefined
+export const PROTO_DIR = typeof GATEMESH_BUNDLED_PROTOS === 'string'
+  ? join(dirname(process.argv[1] ?? '.'), GATEMESH_BUNDLED_PROTOS) + '/'
+  : fileURLToPath(new URL('./protos/', import.meta.url))
 export const PROTO_FILES = [
   'tensorflow_serving/apis/prediction_service.proto',
   'tensorflow_serving/apis/model_service.proto'
