@@ -5,7 +5,7 @@ import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts'
 import { placeModelFiles, type UploadedFile } from './model-files.ts'
 import type { Database } from '../../node/store/db.ts'
 import type { ModelCheckLimits } from '../../packaging/bundle/model-check.ts'
-import type { ModelFormat, TensorSpec } from '../../packaging/manifest.ts'
+import { LEGACY_FORMATS, type ModelFormat, type TensorSpec } from '../../packaging/manifest.ts'
 import type { Signer } from '../../packaging/trust.ts'
 import type { Logger } from 'pino'
 
@@ -121,7 +121,8 @@ export class ModelRepository extends EventTarget {
   async open (): Promise<void> {
     // what a crash left half-uploaded
     await rm(this.stagingDir, { recursive: true, force: true })
-    for await (const [key, v] of this.#db.iterator()) this.#versions.set(key, v)
+    // versions stored before ONNX and TFLite name their TF.js format the old way
+    for await (const [key, v] of this.#db.iterator()) this.#versions.set(key, { ...v, format: LEGACY_FORMATS[v.format] ?? v.format })
   }
 
   /**
