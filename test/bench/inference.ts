@@ -117,12 +117,15 @@ const FORMAT_CASES: FormatCase[] = [
  */
 async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: Cluster, requests: number): Promise<Record<string, unknown>> {
   const zips: Record<string, string> = {}
+  const inputNames: Record<string, string> = {}
   for (const c of FORMAT_CASES) {
     const dir = join(root, 'formats', c.name)
     await mkdir(dir, { recursive: true })
     if (c.file == null) await saveTfjsTwin('conv', dir)
     else await copyFile(fixture(c.file), join(dir, c.file))
-    zips[c.name] = (await buildBundle({ modelDir: dir, name: c.name, version: '1', signer: { key }, out: join(root, `${c.name}.zip`) })).out
+    const built = await buildBundle({ modelDir: dir, name: c.name, version: '1', signer: { key }, out: join(root, `${c.name}.zip`) })
+    zips[c.name] = built.out
+    inputNames[c.name] = built.manifest.inputs[0]!.name
   }
   const one = REFERENCE.conv.input.slice(0, 1)
   const eight = Array.from({ length: 8 }, (_, i) => REFERENCE.conv.input[i % REFERENCE.conv.input.length])
@@ -174,7 +177,7 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
       if (ran.status !== 201) throw new Error(`run ${c.name}: ${ran.status} ${await ran.text()}`)
       const body = JSON.stringify({ instances: one })
       const viaHttp = async (): Promise<number> => await post(http, node.apiPort, `/v1/models/${c.name}:predict`, body)
-      const request = { model_spec: { name: c.name }, inputs: { image: floatTensor(one) } }
+      const request = { model_spec: { name: c.name }, inputs: { [inputNames[c.name]!]: floatTensor(one) } }
       const viaGrpc = async (): Promise<number> => {
         const start = performance.now()
         await client.predict(request)
