@@ -3,6 +3,7 @@ import { join, relative, sep } from 'node:path'
 import { describeElf, ELF_MACHINE, readElfHeader, type Arch } from './arch.ts'
 import { BUILT_FROM_SOURCE, compileFromSource, type Toolchain } from './compile.ts'
 import { NoPrebuildError, WrongArchitectureError } from './errors.ts'
+import { MODEL_RUNTIME_LAYOUTS } from './model-runtimes.ts'
 import type { InstalledPackage } from './dependencies.ts'
 
 /** Native packages deliberately left out of images (none today: `epoll` is compiled for the image, see compile.ts). */
@@ -80,6 +81,8 @@ export async function fitNativeModules (packages: InstalledPackage[], nodeModule
       continue
     }
     if (!await isNative(pkg, dir)) continue
+    // the model runtimes keep their binaries in layouts of their own (fitModelRuntimes); checkBinaries below still checks them
+    if (MODEL_RUNTIME_LAYOUTS[pkg.name] != null) continue
     const prebuilds = join(dir, 'prebuilds')
     const platform = `linux-${arch}`
     if (!await isDir(prebuilds)) {
