@@ -109,7 +109,7 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
       await (await toolchain?.catch(() => undefined))?.dispose()
     }
     for (const r of runtimes) {
-      if (r.binaries.length > 0) natives.push({ package: r.package, version: packages.find(p => p.name === r.package)?.version ?? '', binaries: r.binaries })
+      if (r.binaries.length > 0) natives.push({ package: r.package, version: packages.find(p => p.name === r.package)?.version ?? '', binaries: r.binaries, origin: 'prebuilt' })
     }
 
     progress(5)
