@@ -54,6 +54,10 @@ export function parseConfig (input: unknown): Config {
   if (!isLoopbackHostname(value.api.host) && value.api.tls == null) {
     throw new ConfigError(`config.api.host: "${value.api.host}" is not a loopback address; the agent API may listen beyond this machine only with config.api.tls (a certificate and key), and then every route but /healthz needs the node's API token. Use 127.0.0.1, or set config.api.tls`, 'config.api.host')
   }
+  // the gRPC API asks for no token: it is for this machine's clients only
+  if (value.grpc.enabled && !isLoopbackHostname(value.grpc.host)) {
+    throw new ConfigError(`config.grpc.host: "${value.grpc.host}" is not a loopback address; the agent's gRPC API checks no token, so it listens on this machine only (127.0.0.1 or ::1)`, 'config.grpc.host')
+  }
   if (value.membership.deadAfterMisses <= value.membership.suspectAfterMisses) {
     throw new ConfigError('config.membership.deadAfterMisses: must be greater than suspectAfterMisses', 'config.membership.deadAfterMisses')
   }
