@@ -23,7 +23,7 @@ const agent: AgentView = {
   metrics: new AgentMetrics(),
   deniedPeers: () => [],
   local: {
-    runtime: { list: () => [], run: record('runtime.run'), stopInstance: record('runtime.stop'), backend: 'cpu' } as any,
+    runtime: { list: () => [], run: record('runtime.run'), stopInstance: record('runtime.stop'), backend: 'cpu', backends: () => ({}) } as any,
     devices: { state: () => [] } as any,
     outbox: { size: 0, pending: () => [], dead: async () => [], retryDead: record('outbox.retry') } as any
   },
