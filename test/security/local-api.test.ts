@@ -96,9 +96,12 @@ t.test('with the token: evict, an instance and a registry write all work', async
   t.equal(evict.status, 200)
   t.same(evict.body.excluded, ['anything'])
   t.equal((await cluster.request('gw', 'DELETE', '/v1/deployments/anything/evict')).status, 200)
-  const run = await cluster.request('gw', 'POST', '/v1/instances', { bundle: digest })
+  // starting an instance loads TF.js in workers: slow on a busy machine, so not through the 5 s helper
+  const started = await fetch(`${gw.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json', ...await cluster.auth('gw') }, body: JSON.stringify({ bundle: digest }), signal: AbortSignal.timeout(120_000) })
+  const run = { status: started.status, body: await started.json() as { name?: string } }
   t.equal(run.status, 201, JSON.stringify(run.body))
-  t.equal((await cluster.request('gw', 'DELETE', `/v1/instances/${String(run.body.name)}`)).status, 200)
+  const stopped = await fetch(`${gw.api}/v1/instances/${String(run.body.name)}`, { method: 'DELETE', headers: await cluster.auth('gw'), signal: AbortSignal.timeout(60_000) })
+  t.equal(stopped.status, 200)
   t.equal((await cluster.request('gw', 'PUT', `/v1/registry/instance/${gw.peerId}/mine`, { value: { ok: true } })).status, 200)
 })
 
