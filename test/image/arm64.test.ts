@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process'
 import { access, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { buildImageCli, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
+import { exec } from '../helpers/processes.ts'
 
-const exec = promisify(execFile)
 const EM_AARCH64 = 0xb7
 /** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends), the sysroot qemu-user loads them from. */
 const SYSROOT = '/usr/aarch64-linux-gnu'

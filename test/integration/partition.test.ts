@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { anomalyBundleZip } from '../helpers/anomaly-bundle.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
+import { run } from '../helpers/processes.ts'
 import { deploy } from '../helpers/scheduling.ts'
 
 // Five agents, each in a network namespace of its own, on a switch this test
@@ -45,7 +44,7 @@ async function partitionTest (): Promise<void> {
   // the bundle goes in through the real CLI, run inside n1's namespace
   const fleet = await loadFleet(cluster.fleetDir)
   const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-  await promisify(execFile)('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeout: 60_000 })
+  await run('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeoutMs: 120_000 })
   await deploy(cluster, 'n2', { id: 'part', model: { name: 'anomaly', version: '1.0.0' }, replicas: 2, placement: { policy: 'spread' } })
   await waitFor(async () => (await running('n3', 'part')).length === 2, 'two replicas before the split', 90_000, 500)
 

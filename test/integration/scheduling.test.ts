@@ -105,12 +105,10 @@ await t.test('failover: the scheduler and a replica node die, instances run agai
 })
 
 await t.test('the CLI deploys peer to peer; drain and evict move instances', async t => {
-  const { execFile } = await import('node:child_process')
   const { writeFile } = await import('node:fs/promises')
   const { join } = await import('node:path')
-  const exec = async (...args: string[]): Promise<string> => await new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 60_000 }, (err, stdout, stderr) => { if (err != null) reject(new Error(`${err.message}\n${stderr}`)); else resolve(stdout) })
-  })
+  const { run } = await import('../helpers/processes.ts')
+  const exec = async (...args: string[]): Promise<string> => (await run(process.execPath, [CLI, ...args], { timeoutMs: 120_000 })).stdout
   const alive = [...cluster.running()].map(n => n.name)
   const via = alive[0]!
   const specFile = join(cluster.root, 'cli-spec.json')
