@@ -1,4 +1,4 @@
-import { cp, mkdir, readFile, readdir } from 'node:fs/promises'
+import { mkdir, readFile } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -30,7 +30,7 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size
 export interface AppBundleResult {
   /** the entry: `node FILE agent --data DIR` */
   file: string
-  /** every file written: the entry, the inference worker beside it, the shared chunks and the dashboard */
+  /** every file written: the entry, the inference worker beside it, and the shared chunks */
   files: string[]
   bytes: number
   /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
@@ -39,9 +39,6 @@ export interface AppBundleResult {
 
 /** File name of the inference worker next to the bundle. */
 export const WORKER_FILE = 'gatemesh-worker.mjs'
-
-/** The coordinator's dashboard (static files) next to the bundle: its source location means nothing once bundled. */
-export const DASHBOARD_DIR_NAME = 'dashboard'
 
 /**
  * Bundle the gatemesh CLI (agent included) into one ES module with esbuild.
@@ -77,14 +74,11 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
     chunkNames: 'chunks/[name]-[hash]',
-    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_BUNDLED_DASHBOARD: JSON.stringify(DASHBOARD_DIR_NAME), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
+    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
   })
   const outputs = Object.values(result.metafile?.outputs ?? {})
   const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
   const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
-  const dashboard = join(outDir, DASHBOARD_DIR_NAME)
-  await cp(join(REPO_ROOT, 'coordinator', 'dashboard'), dashboard, { recursive: true })
-  const dashboardFiles = (await readdir(dashboard, { recursive: true, withFileTypes: true })).filter(e => e.isFile()).map(e => join(e.parentPath, e.name))
-  const files = [...Object.keys(result.metafile?.outputs ?? {}).map(f => resolve(REPO_ROOT, f)), ...dashboardFiles]
+  const files = Object.keys(result.metafile?.outputs ?? {}).map(f => resolve(REPO_ROOT, f))
   return { file: outFile, files, bytes, externalImports }
 }

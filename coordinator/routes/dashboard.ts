@@ -1,14 +1,8 @@
-import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import fastifyStatic from '@fastify/static'
 import type { FastifyInstance } from 'fastify'
 
-// the app bundle (packaging/app-bundle.ts) copies the dashboard beside its
-// entry, which is what the process was started with
-declare const GATEMESH_BUNDLED_DASHBOARD: string | undefined
-export const DASHBOARD_DIR = typeof GATEMESH_BUNDLED_DASHBOARD === 'string'
-  ? join(dirname(process.argv[1] ?? '.'), GATEMESH_BUNDLED_DASHBOARD)
-  : fileURLToPath(new URL('../dashboard/', import.meta.url))
+export const DASHBOARD_DIR = fileURLToPath(new URL('../dashboard/', import.meta.url))
 
 /**
  * Everything the dashboard loads comes from this server: no CDN, so it

@@ -3,8 +3,9 @@ import { request as httpsRequest } from 'node:https'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort } from '../../node/cli/ports.ts'
-import { bundleCommand, type AppCommand } from './app-bundle.ts'
-import { budget, noteStart, startBudget } from './budget.ts'
+import type { AppCommand } from './app-bundle.ts'
+import { budget, startBudget } from './budget.ts'
+import { SOURCES_COMMAND } from './cluster.ts'
 import { run, start, type TestProcess } from './processes.ts'
 import type { CoordinatorRuntime } from '../../coordinator/coordinator.ts'
 
@@ -13,16 +14,22 @@ export interface CoordinatorProcessInit {
   fleetDir: string
   bootstrap?: string[]
   tls?: { cert: string, key: string }
-  /** how to start the CLI: `exec ...args coordinator ...`. @default the app bundle; `SOURCES_COMMAND` (cluster.ts) runs the sources */
+  /**
+   * How to start the CLI: `exec ...args coordinator ...`. The coordinator
+   * ships as the npm package and runs from its sources (the app bundle is
+   * the agent's: @fastify/swagger-ui finds its files through __dirname,
+   * which a bundle cannot keep).
+   * @default SOURCES_COMMAND (cluster.ts)
+   */
   command?: AppCommand
 }
 
 /**
  * `gatemesh coordinator` as a child process on 127.0.0.1 with fixed ports
  * (kept across restarts), its stdout captured for the first admin's
- * password. It runs from the app bundle unless `command` says otherwise,
- * and is started through test/helpers/processes.ts, so it never outlives
- * the test.
+ * password. It is started through test/helpers/processes.ts, so it never
+ * outlives the test; its start gets max(60 s, 10 × the first agent's
+ * start) (test/helpers/budget.ts).
  */
 export class CoordinatorProcess {
   readonly init: CoordinatorProcessInit
@@ -48,7 +55,7 @@ export class CoordinatorProcess {
   }
 
   async #command (): Promise<AppCommand> {
-    return this.init.command ?? await bundleCommand()
+    return this.init.command ?? SOURCES_COMMAND
   }
 
   /** `gatemesh user add` (the coordinator stopped), the password on stdin. */
@@ -75,7 +82,6 @@ export class CoordinatorProcess {
       this.ca = await readFile(this.init.tls.cert)
     }
     this.stdout = ''
-    const startedAt = performance.now()
     const p = start(command.exec, args, { name: 'coordinator', stdio: ['ignore', 'pipe', 'pipe'], ...(command.env == null ? {} : { env: command.env }) })
     this.process = p
     const child = this.child = p.child
@@ -88,7 +94,6 @@ export class CoordinatorProcess {
       if (p.exit != null) throw new Error(`coordinator exited with ${p.exit.signal ?? String(p.exit.code)}: ${stderr}`)
       try {
         this.runtime = JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
-        noteStart(performance.now() - startedAt)
         return this.runtime
       } catch (err) {
         lastErr = err
