@@ -47,6 +47,8 @@ async function partitionTest (): Promise<void> {
   await run('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeoutMs: 120_000 })
   await deploy(cluster, 'n2', { id: 'part', model: { name: 'anomaly', version: '1.0.0' }, replicas: 2, placement: { policy: 'spread' } })
   await waitFor(async () => (await running('n3', 'part')).length === 2, 'two replicas before the split', 90_000, 500)
+  const nameOf = new Map(names.map(n => [cluster.node(n).peerId, n]))
+  t.comment(`DIAG replicas before the split: ${(await running('n3', 'part')).map(p => nameOf.get(p)).sort().join(',')}`)
 
   await t.test('a 3/2 split schedules on both sides, and healing converges', async t => {
     const before = await leaderOf('n1')
