@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import { loadPeerKey } from '../../node/identity/peer-key.ts'
 import { authorizeRegistryWrite } from '../../packaging/trust.ts'
+import { budget } from '../helpers/budget.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { start } from '../helpers/processes.ts'
 
@@ -87,8 +88,8 @@ async function rogueCannotJoin (t: Test, name: string, dir: string, expectDenied
     await waitFor(async () => (await cluster.get('a', '/v1/status')).denied.some((d: any) => d.peerId === peerId), `${name} to be denied by a`)
     t.pass(`${name} was denied by the bootstrap peer`)
   }
-  // give it time to publish and sync
-  await sleep(4000)
+  // give it time to start, publish and sync (a rogue from sources starts slowly on a busy machine)
+  await sleep(budget(4000))
   for (const n of names) {
     const status = await cluster.get(n, '/v1/status')
     t.notOk(status.members.some((m: any) => m.peerId === peerId), `${name} is not a member on ${n}`)
