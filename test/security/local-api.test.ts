@@ -1,17 +1,15 @@
-import { execFile } from 'node:child_process'
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
+import { exec } from '../helpers/processes.ts'
 import { publishAnomalyBundle } from '../helpers/scheduling.ts'
 
 // Issue 14, "any local process: drain, evict, start an instance; api.host:
 // 0.0.0.0": against real agent processes, what a process on the gateway
 // without the node's token can and cannot do.
 
-const exec = promisify(execFile)
 const cluster = await Cluster.create()
 t.teardown(async () => { await cluster.close() })
 const gw = await cluster.addNode('gw', {
@@ -135,7 +133,7 @@ t.test('an API on the LAN: TLS, and the token for everything but /healthz', asyn
   config.api = { host: address, port: 7401, tls: { cert: 'api.crt', key: 'api.key' } }
   await writeFile(join(lan.dir, 'config.json'), JSON.stringify(config))
   await cluster.start('lan', { wait: false })
-  const info = await cluster.waitReady('lan', 60_000)
+  const info = await cluster.waitReady('lan')
   t.equal(info.api, `https://${address}:7401`)
   const token = await cluster.token('lan')
   // a client on another host of the LAN

@@ -1,20 +1,18 @@
-import { execFile } from 'node:child_process'
 import { chmod, mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t, { type Test } from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { SECRET_FILES, tightenSecretModes } from '../../node/identity/node-dir.ts'
 import { provisionNodeDir } from '../../node/identity/provision.ts'
 import { CLI } from '../helpers/cluster.ts'
+import { exec } from '../helpers/processes.ts'
 import { httpClient, PASSWORDS, testCoordinator } from '../helpers/coordinator-app.ts'
 
 // Issue 14, item 10: "gatemesh node init, enroll and images write config.json
 // 0600". Every file of a node directory that holds a secret must be 0600,
 // however the directory was made; the rest may be read by others.
 
-const exec = promisify(execFile)
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-modes-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 const fleet = join(work, 'fleet')
