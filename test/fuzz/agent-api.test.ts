@@ -46,9 +46,9 @@ const alive = async (): Promise<boolean> => (await fetch(`${base}/healthz`).catc
 // a real model to predict with: publish the bundle, run it
 const built = await anomalyBundleZip(fleet.privateKey, { under: root })
 const published = await fetch(`${base}/v1/bundles`, { method: 'POST', headers: { ...auth, 'content-type': 'application/zip' }, body: built.bytes })
-t.equal(published.status < 300, true, `bundle published: ${published.status}`)
+if (published.status >= 300) throw new Error(`publishing the bundle: ${published.status} ${await published.text()}`)
 const run = await fetch(`${base}/v1/instances`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ bundle: built.digest }) })
-t.equal(run.status, 201, `model running: ${await run.text()}`)
+if (run.status !== 201) throw new Error(`running the model: ${run.status} ${await run.text()}`)
 const heapAtStart = await settledHeap()
 
 const self = agent.peerId
