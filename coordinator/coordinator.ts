@@ -4,6 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
+import type { DiskGuard } from '../node/store/disk-guard.ts'
 import { predictLocal } from '../node/runtime/serving.ts'
 import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
@@ -60,9 +61,9 @@ export interface StartResult {
   firstAdmin?: { username: string, password: string }
 }
 
-/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`. */
-export async function openCoordinatorDb (dataDir: string): Promise<Database> {
-  return await openDatabase(dataDir)
+/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`; writes report to `disk` when given. */
+export async function openCoordinatorDb (dataDir: string, disk?: DiskGuard): Promise<Database> {
+  return await openDatabase(dataDir, { owner: 'coordinator', ...(disk == null ? {} : { guard: disk }) })
 }
 
 /**
@@ -140,7 +141,7 @@ export class Coordinator {
     const agent = await Agent.create(nodeDir)
     let db: Database
     try {
-      db = await openCoordinatorDb(init.dataDir)
+      db = await openCoordinatorDb(init.dataDir, agent.disk)
     } catch (err) {
       await agent.stop().catch(() => {})
       throw err
@@ -194,7 +195,7 @@ export class Coordinator {
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,
       version: VERSION
-    }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    }, { logger: this.agent.logger, predictBodyLimit: this.agent.identity.config.api.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
     await this.#writeRuntime()

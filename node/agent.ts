@@ -14,6 +14,7 @@ import { AgentMetrics } from './metrics/metrics.ts'
 import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
+import { DiskGuard } from './store/disk-guard.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
 import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
@@ -44,6 +45,8 @@ export class Agent {
   readonly identity: NodeIdentity
   readonly logger: Logger
   readonly metrics: AgentMetrics
+  /** the disk under the data dir: full or not, and resuming writes when space returns */
+  readonly disk: DiskGuard
   readonly trust: PeerTrust
   readonly mesh: Mesh
   readonly registry: Registry
@@ -66,10 +69,11 @@ export class Agent {
   #apiUrl = ''
   #peerTimer?: NodeJS.Timeout
 
-  private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
+  private constructor (dataDir: string, identity: NodeIdentity, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
     this.#db = db
+    this.disk = disk
     this.logger = logger
     this.#closeLog = closeLog
     this.mesh = mesh
@@ -154,7 +158,7 @@ export class Agent {
       network: mesh,
       logger: logger.child({ service: 'router' }),
       metrics
-    })
+    }, { maxBodyBytes: config.api.maxPredictBytes })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -162,6 +166,9 @@ export class Agent {
     const identity = await loadNodeDir(dataDir)
     const { config, peerId } = identity
     const logs = new LogStore({ maxEntries: config.logs.retainEntries, maxBytes: config.logs.retainBytes, maxAgeMs: config.logs.retainHours * 3600_000 })
+    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
+    // first: the log file is one of the writers a full disk stops
+    const disk = new DiskGuard({ dataDir, metrics })
     const { logger, close } = createLogger({
       node: peerId.toString(),
       level: config.logs.level,
@@ -169,9 +176,13 @@ export class Agent {
       maxFileBytes: config.logs.maxFileBytes,
       files: config.logs.files,
       stdout: config.logs.stdout,
-      sinks: [logs]
+      sinks: [logs],
+      onFileError: (err, path) => {
+        if (disk.report(err, path)) return
+        setImmediate(() => { logger.warn({ service: 'logs', path, err: err.message }, 'writing the log file failed; its lines are dropped until it works again') })
+      }
     })
-    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
+    disk.useLogger(logger)
     const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
       fleetPublicKey: identity.fleetPublicKey,
       certificate: identity.certificate
@@ -187,9 +198,19 @@ export class Agent {
       version: VERSION
     })
     trust.attach(mesh)
-    const db = await openDatabase(dataDir)
+    let db: Database
+    try {
+      db = await openDatabase(dataDir, { guard: disk, logger })
+    } catch (err: any) {
+      // the CLI prints it too, but the journal and the log file should say what to do
+      logger.error({ service: 'agent', code: err.code, path: err.path, err: err.message }, 'cannot open the database')
+      disk.close()
+      try { await mesh.stop() } catch {}
+      close()
+      throw err
+    }
     await logs.open(db)
-    return new Agent(dataDir, identity, db, logger, close, mesh, trust, metrics, logs)
+    return new Agent(dataDir, identity, db, disk, logger, close, mesh, trust, metrics, logs)
   }
 
   get peerId (): string {
@@ -244,8 +265,9 @@ export class Agent {
       bundles: this.bundles,
       local: this.local,
       router: this.router,
-      scheduling: this.scheduling.view()
-    }, { logger: this.logger })
+      scheduling: this.scheduling.view(),
+      disk: this.disk
+    }, { logger: this.logger, predictBodyLimit: config.api.maxPredictBytes, maxWatchStreams: config.api.maxWatchStreams })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
     // peers (and the coordinator's deployment endpoints) learn where this API answers
@@ -269,6 +291,7 @@ export class Agent {
     await this.trust.stop()
     await this.mesh.stop()
     await this.logs.close()
+    this.disk.close()
     await this.#db.close()
     this.#closeLog()
   }

@@ -24,7 +24,15 @@ export const ConfigSchema = Type.Object({
   mdns: Type.Boolean({ default: false }),
   api: Type.Object({
     host: Type.String({ minLength: 1, default: '127.0.0.1' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 })
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 }),
+    /**
+     * Largest predict request body, the one limit at every hop: this API,
+     * the coordinator's predict (it uses its embedded agent's value) and
+     * forwarding over the mesh. Past it a request is a 413 where it enters.
+     */
+    maxPredictBytes: Type.Integer({ minimum: 1024, maximum: 1024 ** 3, default: 16 * 1024 * 1024 }),
+    /** Open `/v1/watch` event streams at once; more are refused with 429. */
+    maxWatchStreams: Type.Integer({ minimum: 1, maximum: 10_000, default: 64 })
   }, { additionalProperties: false, default: {} }),
   membership: Type.Object({
     heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),

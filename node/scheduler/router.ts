@@ -1,5 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
-import { answerPredict, forwardPredict, PREDICT_PROTOCOL, type PredictReply } from '../../protocols/predict/index.ts'
+import { OverloadedError } from '../../protocols/errors.ts'
+import { answerPredict, DEFAULT_MAX_PREDICT_BYTES, encodePredictBody, forwardPredict, PREDICT_PROTOCOL, REPLY_LIMIT_FACTOR, type PredictReply } from '../../protocols/predict/index.ts'
 import { errorReply } from '../api/errors.ts'
 import { predictLocal } from '../runtime/serving.ts'
 import type { Member } from '../membership/membership.ts'
@@ -25,9 +26,16 @@ export interface RouterComponents {
 export interface RouterInit {
   /** Distinct replicas tried before giving up. @default 3 */
   attempts?: number
-  /** Per forwarded request. @default 10_000 */
+  /** Per forwarded request, plus a second per MiB of body. @default 10_000 */
   timeoutMs?: number
+  /** The predict body limit (config `api.maxPredictBytes`), here as at the HTTP edge. @default DEFAULT_MAX_PREDICT_BYTES */
+  maxBodyBytes?: number
+  /** Bytes of forwarded request bodies answered at once; past it a request is refused (503) and goes to another replica. @default 4 × maxBodyBytes */
+  maxInboundBytes?: number
 }
+
+/** 5xx answers that another replica would give the same way: relayed, not retried. */
+const FINAL_CODES = new Set(['ERR_REPLY_TOO_LARGE'])
 
 interface Replica { peerId: string, cpuPct: number, version?: string }
 
@@ -53,6 +61,9 @@ export class PredictRouter implements Startable {
   readonly #self: string
   readonly #attempts: number
   readonly #timeoutMs: number
+  readonly #maxBodyBytes: number
+  readonly #maxInboundBytes: number
+  #inboundBytes = 0
   /** exponentially weighted latency per peer, ms */
   readonly #latency = new Map<string, number>()
   /** peers that just failed, until when */
@@ -63,6 +74,13 @@ export class PredictRouter implements Startable {
     this.#self = components.peerId.toString()
     this.#attempts = init.attempts ?? 3
     this.#timeoutMs = init.timeoutMs ?? 10_000
+    this.#maxBodyBytes = init.maxBodyBytes ?? DEFAULT_MAX_PREDICT_BYTES
+    this.#maxInboundBytes = init.maxInboundBytes ?? 4 * this.#maxBodyBytes
+  }
+
+  /** The predict body limit this router forwards and answers with. */
+  get maxBodyBytes (): number {
+    return this.#maxBodyBytes
   }
 
   async start (): Promise<void> {
@@ -98,6 +116,13 @@ export class PredictRouter implements Startable {
   }
 
   async predict (model: string, version: string | undefined, body: unknown): Promise<PredictReply> {
+    // a body past the limit is the caller's error, answered here: no replica sees it or is blamed for it
+    let bytes: Uint8Array
+    try {
+      bytes = encodePredictBody(body, this.#maxBodyBytes)
+    } catch (err: any) {
+      return errorReply(err)
+    }
     const tried = new Set<string>()
     let last: unknown
     for (let attempt = 0; attempt < this.#attempts; attempt++) {
@@ -107,10 +132,10 @@ export class PredictRouter implements Startable {
       const started = performance.now()
       try {
         const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), PREDICT_PROTOCOL, { signal: AbortSignal.timeout(this.#timeoutMs) })
-        const reply = await forwardPredict(stream, model, version, body, { timeoutMs: this.#timeoutMs })
+        const reply = await forwardPredict(stream, { model, ...(version == null ? {} : { version }), body: bytes }, { timeoutMs: this.#timeoutMs, maxReplyBytes: REPLY_LIMIT_FACTOR * this.#maxBodyBytes })
         this.#observe(replica.peerId, performance.now() - started)
         // the replica stopped serving it (404) or failed (5xx): another may succeed
-        if (reply.status === 404 || reply.status >= 500) {
+        if ((reply.status === 404 || reply.status >= 500) && !FINAL_CODES.has(codeOf(reply.body))) {
           last = reply
           this.#penalise(replica.peerId)
           this.#c.metrics?.forwarded('retry')
@@ -152,6 +177,19 @@ export class PredictRouter implements Startable {
     this.#penalty.set(peer, performance.now() + 5000)
   }
 
+  /** Hold `bytes` of an inbound body, within the budget. */
+  readonly #admit = (bytes: number): (() => void) | Error => {
+    if (this.#inboundBytes > 0 && this.#inboundBytes + bytes > this.#maxInboundBytes) {
+      return new OverloadedError(`this node is answering ${this.#inboundBytes} bytes of forwarded predicts; another ${bytes} exceed its budget of ${this.#maxInboundBytes}`)
+    }
+    this.#inboundBytes += bytes
+    let held = true
+    return () => {
+      if (held) this.#inboundBytes -= bytes
+      held = false
+    }
+  }
+
   /** Another node forwards a request: answer only from a local instance, never forward again. */
   readonly #answer = async (stream: Stream, _connection: Connection): Promise<void> => {
     await answerPredict(stream, async (model, version, body) => {
@@ -160,8 +198,13 @@ export class PredictRouter implements Startable {
       } catch (err: any) {
         return errorReply(err)
       }
-    }, { timeoutMs: this.#timeoutMs }).catch(err => {
+    }, { timeoutMs: this.#timeoutMs, maxBodyBytes: this.#maxBodyBytes, admit: this.#admit, refuse: err => errorReply(err) }).catch(err => {
       this.#c.logger.debug({ err: err.message }, 'answering a forwarded predict failed')
     })
   }
+}
+
+function codeOf (body: unknown): string {
+  const code = (body as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : ''
 }
