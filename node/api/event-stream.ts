@@ -4,8 +4,12 @@ import type { FastifyReply } from 'fastify'
 import type { Logger } from 'pino'
 
 export const DEFAULT_HEARTBEAT_MS = 15_000
-/** Bytes of events waiting for a slow reader; past it the stream is closed. */
-export const DEFAULT_MAX_PENDING_BYTES = 1024 * 1024
+/**
+ * Bytes of events waiting for a slow reader; past it the stream is closed.
+ * Room for a burst (an anti-entropy round applying many entries at once)
+ * that a reader who keeps up takes a moment later.
+ */
+export const DEFAULT_MAX_PENDING_BYTES = 2 * 1024 * 1024
 const RETRY_AFTER_SEC = 5
 /** A closed stream whose reader never takes the last bytes is cut after this long. */
 const END_GRACE_MS = 5_000
@@ -108,6 +112,11 @@ export class EventStream {
   /** True once the stream ended, for whatever reason. */
   get closed (): boolean {
     return this.#ended
+  }
+
+  /** Bytes held for this reader: queued on the socket plus events waiting. */
+  get bufferedBytes (): number {
+    return this.#res.writableLength + this.#pendingBytes
   }
 
   /** Run when the stream ends (unsubscribe here). */

@@ -32,7 +32,7 @@ export const ConfigSchema = Type.Object({
      */
     maxPredictBytes: Type.Integer({ minimum: 1024, maximum: 1024 ** 3, default: 16 * 1024 * 1024 }),
     /** Open `/v1/watch` event streams at once; more are refused with 429. */
-    maxWatchStreams: Type.Integer({ minimum: 1, maximum: 10_000, default: 64 })
+    maxWatchStreams: Type.Integer({ minimum: 1, maximum: 10_000, default: 32 })
   }, { additionalProperties: false, default: {} }),
   membership: Type.Object({
     heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
+import { closeSync, ftruncateSync, mkdirSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs'
 import { dirname } from 'node:path'
 
 export const DEFAULT_RETRY_MS = 5_000
@@ -39,7 +39,7 @@ export class RotatingFile {
   #dropped = 0
   /** dropped since writing last failed */
   #lost = 0
-  /** the last failed write may have left part of a line */
+  /** a failed write left part of a line that could not be taken back */
   #torn = false
 
   constructor (init: RotatingFileInit) {
@@ -94,15 +94,25 @@ export class RotatingFile {
     this.#size = statSync(this.#init.path).size
   }
 
-  /** Write all of `text`; a failure part-way leaves a torn line that the next write ends. */
+  /** Write all of `text`, or none of it: a line cut short by a full disk is taken back. */
   #append (text: string): void {
     const buf = Buffer.from(text)
     let done = 0
     try {
       while (done < buf.byteLength) done += writeSync(this.#fd, buf, done)
+    } catch (err) {
+      if (done > 0) {
+        try {
+          ftruncateSync(this.#fd, this.#size)
+          done = 0
+        } catch {
+          // the next write starts on a new line instead
+          this.#torn = true
+        }
+      }
+      throw err
     } finally {
       this.#size += done
-      if (done > 0) this.#torn = done < buf.byteLength
     }
   }
 

@@ -40,12 +40,25 @@ const base = Level.prototype as unknown as WriteInternals
 export class GuardedLevel extends Level<string, unknown> {
   readonly guard: DiskGuard
   readonly #sublevels = new Set<{ status: string, open(): Promise<void> }>()
+  #unhook?: () => void
+  #reopening = false
 
   constructor (location: string, guard: DiskGuard, options: ConstructorParameters<typeof Level<string, unknown>>[1]) {
     super(location, options)
     this.guard = guard
     // sublevels close with their parent and stay closed until opened again
     this.hooks.newsub.add(sublevel => { this.#sublevels.add(sublevel as unknown as { status: string, open(): Promise<void> }) })
+    // closed by its owner (not by a reopen): the guard must not open it again
+    this.on('closing', () => {
+      if (this.#reopening) return
+      this.#unhook?.()
+      this.#unhook = undefined
+    })
+  }
+
+  /** Once open: reopen before writing resumes after the disk was full. */
+  watchDisk (): void {
+    this.#unhook ??= this.guard.beforeResume(async () => { await this.reopen() })
   }
 
   async _put (key: unknown, value: unknown, options: unknown): Promise<void> {
@@ -69,8 +82,13 @@ export class GuardedLevel extends Level<string, unknown> {
 
   /** Close and open again (clearing LevelDB's sticky write error), sublevels included. */
   async reopen (): Promise<void> {
-    if (this.status === 'open') await this.close()
-    await this.open()
+    this.#reopening = true
+    try {
+      if (this.status === 'open') await this.close()
+      await this.open()
+    } finally {
+      this.#reopening = false
+    }
     for (const sub of this.#sublevels) if (sub.status === 'closed') await sub.open()
   }
 
@@ -107,7 +125,7 @@ export async function openDatabase (dataDir: string, init: OpenDatabaseInit = {}
       await guard.waitForSpace(init.signal)
     }
   }
-  guard.beforeResume(async () => { await db.reopen() })
+  db.watchDisk()
   return db
 }
 

@@ -3,7 +3,8 @@ import { EventStreams } from '../event-stream.ts'
 import type { FastifyInstance } from 'fastify'
 import type { AgentView } from '../server.ts'
 
-export const DEFAULT_MAX_WATCH_STREAMS = 64
+/** Each stream may hold DEFAULT_MAX_PENDING_BYTES for a slow reader: 64 MiB at most on a gateway. */
+export const DEFAULT_MAX_WATCH_STREAMS = 32
 
 const WatchQuery = Type.Object({
   prefix: Type.String({ default: '', maxLength: 256 })
