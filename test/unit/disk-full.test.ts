@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
@@ -19,6 +19,8 @@ if (skip != null) {
 }
 
 const root = await mkdtemp(join(tmpdir(), 'gm-diskfull-'))
+// runs after every test's own teardown, which unmounts its tmpfs
+t.teardown(async () => { await rm(root, { recursive: true, force: true }) })
 
 /** A logger that records what it was told, as pino would print it. */
 function recorder (): { lines: Array<{ level: string, msg: string, [k: string]: unknown }>, logger: any } {
