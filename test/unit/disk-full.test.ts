@@ -14,7 +14,7 @@ import type { WireEntry } from '../../protocols/registry/wire.ts'
 
 const skip = tmpfsUnavailable()
 if (skip != null) {
-  t.skip(skip)
+  t.plan(0, skip)
   process.exit(0)
 }
 

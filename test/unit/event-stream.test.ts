@@ -3,6 +3,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import { errorHandler } from '../../node/api/errors.ts'
 import { EventStreams, type EventStream } from '../../node/api/event-stream.ts'
+import type { Logger } from 'pino'
 
 interface Harness {
   app: FastifyInstance
@@ -17,7 +18,7 @@ interface Harness {
 /** A real HTTP server whose `/events` route opens a stream and hands it to the test. */
 async function harness (t: Test, init: { max?: number, heartbeatMs?: number, maxPendingBytes?: number } = {}): Promise<Harness> {
   const logs: Harness['logs'] = []
-  const logger = { debug: (obj: unknown, msg: string) => { logs.push({ level: 'debug', msg }) } }
+  const logger = { debug: (_obj: unknown, msg?: string) => { logs.push({ level: 'debug', msg: msg ?? '' }) } } as unknown as Pick<Logger, 'debug'>
   const app = Fastify()
   app.setErrorHandler(errorHandler)
   const streams = new EventStreams({ max: init.max ?? 10, heartbeatMs: init.heartbeatMs ?? 60_000, maxPendingBytes: init.maxPendingBytes ?? 256 * 1024, logger })
@@ -89,7 +90,6 @@ t.test('a client that aborts while events flow ends its stream quietly', async t
   t.equal(h.streams.size, 0, 'the stream count is back to 0')
   stream.send('change', { after: true })
   t.pass('sending on an ended stream is a no-op')
-  t.same(h.logs.filter(l => l.level !== 'debug'), [], 'nothing logged above debug')
   const res = await fetch(`http://127.0.0.1:${h.port}/events`, { signal: AbortSignal.timeout(5000) })
   t.equal(res.status, 200, 'the server still serves streams')
   await res.body?.cancel()
