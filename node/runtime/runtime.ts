@@ -2,7 +2,7 @@ import { probeBackend, type BackendName, type BackendPreference } from './backen
 import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
-import type { Database } from '../store/db.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 import type { UnpackedBundles } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
@@ -52,6 +52,7 @@ export class Runtime implements Startable {
   readonly #init: RuntimeInit
   readonly #instances = new Map<string, ModelInstance>()
   readonly #runs
+  readonly #disk
   #backend: BackendName
   #backendInUse = false
   #restoring: Promise<void> = Promise.resolve()
@@ -60,6 +61,7 @@ export class Runtime implements Startable {
     this.#c = components
     this.#init = init
     this.#runs = components.db.sublevel<string, RunRequest>('instances', { valueEncoding: 'json' })
+    this.#disk = diskGuardOf(components.db)
     this.#backend = probeBackend(init.backend ?? 'auto')
     components.metrics?.setBackend(this.#backend, false)
   }
@@ -123,6 +125,8 @@ export class Runtime implements Startable {
 
   /** Verify the bundle, start an instance of it and remember it. */
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
+    // refused up front rather than started and then not recorded (it would not come back after a restart)
+    if (options.persist !== false) this.#disk?.check('instances started through the API')
     const bundle = await this.#c.bundles.load(request.bundle)
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
