@@ -43,7 +43,8 @@ export class GuardedLevel extends Level<string, unknown> {
   #unhook?: () => void
   #reopening = false
 
-  constructor (location: string, guard: DiskGuard, options: ConstructorParameters<typeof Level<string, unknown>>[1]) {
+  /** `ownsGuard`: made for this database alone, so closing the database closes it (and its timer). */
+  constructor (location: string, guard: DiskGuard, options: ConstructorParameters<typeof Level<string, unknown>>[1], ownsGuard = false) {
     super(location, options)
     this.guard = guard
     // sublevels close with their parent and stay closed until opened again
@@ -53,6 +54,7 @@ export class GuardedLevel extends Level<string, unknown> {
       if (this.#reopening) return
       this.#unhook?.()
       this.#unhook = undefined
+      if (ownsGuard) guard.close()
     })
   }
 
@@ -105,15 +107,18 @@ export class GuardedLevel extends Level<string, unknown> {
 /**
  * The LevelDB of an agent or coordinator under `<dataDir>/db`; subsystems
  * take sublevels of it. Opening tells the reasons it can fail apart: a full
- * disk is waited out (logged once), a lock held by another process and a
- * damaged database are errors that name the path and say what to do.
+ * disk is waited out (logged once) when a guard is given, a lock held by
+ * another process and a damaged database are errors that name the path and
+ * say what to do.
  */
 export async function openDatabase (dataDir: string, init: OpenDatabaseInit = {}): Promise<GuardedLevel> {
   const path = join(dataDir, DB_DIR)
+  // a service (given its guard) waits out a full disk; a one-shot tool (`gatemesh user add`) is told at once
+  const waits = init.guard != null
   const guard = init.guard ?? new DiskGuard({ dataDir, ...(init.logger == null ? {} : { logger: init.logger }) })
   // LevelDB defaults (4 MiB memtable, 8 MiB block cache) suit a server; the
   // agent's working set is a few thousand small entries held in memory anyway
-  const db = new GuardedLevel(path, guard, { valueEncoding: 'json', writeBufferSize: 512 * 1024, cacheSize: 1024 * 1024 })
+  const db = new GuardedLevel(path, guard, { valueEncoding: 'json', writeBufferSize: 512 * 1024, cacheSize: 1024 * 1024 }, !waits)
   while (true) {
     try {
       await db.open()
@@ -121,7 +126,7 @@ export async function openDatabase (dataDir: string, init: OpenDatabaseInit = {}
     } catch (err: any) {
       const cause = err?.cause ?? err
       // opening writes (a new log file, a new MANIFEST): with no space it fails, and only space helps
-      if (!guard.report(cause, path)) throw openError(path, cause, init.owner ?? 'agent')
+      if (!waits || !guard.report(cause, path)) throw openError(path, cause, init.owner ?? 'agent')
       await guard.waitForSpace(init.signal)
     }
   }
