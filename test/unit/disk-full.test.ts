@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto'
-import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { BundleStore, SPACE_RESERVE_BYTES } from '../../node/bundles/store.ts'
 import { LogStore } from '../../node/logs/log-store.ts'
 import { RotatingFile } from '../../node/logs/rotating-file.ts'
 import { Outbox } from '../../node/outbox/outbox.ts'
@@ -192,4 +193,21 @@ t.test('an agent starting on a full disk waits for space to open its database, t
   t.equal(await opened!.get('kept'), 1, 'opened once space returned, nothing lost')
   t.equal(lines.filter(l => l.level === 'error').length, 1, 'one error line for the whole wait')
   await opened!.close()
+})
+
+t.test('a bundle download that would not fit in the free space is refused before a byte is written', async t => {
+  const fs = await Tmpfs.mount(join(root, 'bundles'), 32 * 1024 * 1024)
+  t.teardown(async () => { await fs.unmount() })
+  const db = await openDatabase(fs.dir)
+  t.teardown(async () => { await db.close() })
+  const store = new BundleStore(fs.dir, db)
+  await store.open()
+  const size = 20 * 1024 * 1024
+  const head = { size, tailOffset: size - 64, midstate: new Uint8Array(32), tail: new Uint8Array(64) }
+  await t.rejects(store.createPartial('ab'.repeat(32), head, { chunkSize: 1024 * 1024, hashes: [] } as unknown as Parameters<BundleStore['createPartial']>[2]), {
+    code: 'ERR_INSUFFICIENT_SPACE',
+    message: new RegExp(`needs ${size} bytes plus a reserve of ${SPACE_RESERVE_BYTES}; \\d+ are free on ${fs.dir}`)
+  })
+  t.same(await readdir(join(fs.dir, 'bundles', 'partial')), [], 'no partial file was made')
+  t.equal(store.get('ab'.repeat(32)), undefined, 'nor a record')
 })
