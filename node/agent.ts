@@ -158,7 +158,7 @@ export class Agent {
       network: mesh,
       logger: logger.child({ service: 'router' }),
       metrics
-    }, { maxBodyBytes: config.api.maxPredictBytes })
+    }, { maxBodyBytes: config.api.maxPredictBytes, timeoutMs: config.api.predictTimeoutMs })
   }
 
   /** Load a node directory and build (not start) its agent. */

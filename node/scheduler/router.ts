@@ -34,6 +34,9 @@ export interface RouterInit {
   maxInboundBytes?: number
 }
 
+/** How long a predict waits for a replica to look alive again before answering that there is none. */
+const SETTLE_MS = 2000
+
 /** 5xx answers that another replica would give the same way: relayed, not retried. */
 const FINAL_CODES = new Set(['ERR_REPLY_TOO_LARGE'])
 
@@ -123,6 +126,7 @@ export class PredictRouter implements Startable {
     } catch (err: any) {
       return errorReply(err)
     }
+    await this.#settle(model, version)
     const tried = new Set<string>()
     let last: unknown
     for (let attempt = 0; attempt < this.#attempts; attempt++) {
@@ -156,6 +160,25 @@ export class PredictRouter implements Startable {
       ? Object.assign(new Error(`model ${model} is not deployed anywhere in the mesh`), { code: 'ERR_NOT_FOUND' })
       : new NoReplicaError(`no replica of ${model} answered (${tried.size} tried)`))
     return { status, body: errBody }
+  }
+
+  /**
+   * With no live replica in sight, wait a moment before answering that there
+   * is none: a large body just parsed or encoded can stall this process for
+   * longer than a heartbeat interval, and until the heartbeats that queued up
+   * meanwhile are read, every peer looks silent.
+   */
+  async #settle (model: string, version: string | undefined): Promise<void> {
+    const deadline = performance.now() + SETTLE_MS
+    while (!this.replicas(model).some(r => version == null || r.version === version) && performance.now() < deadline) {
+      // a model that runs nowhere at all is a 404 at once
+      const recorded = this.#c.registry.list<{ state?: string }>('instance/').some(e => {
+        const [, peer, name] = e.key.split('/')
+        return name === model && peer !== this.#self && e.value?.state === 'running'
+      })
+      if (!recorded) return
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
   }
 
   #choose (replicas: Replica[]): Replica | undefined {

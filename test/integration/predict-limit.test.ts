@@ -4,6 +4,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { loadConfig, writeConfig } from '../../node/config/config.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
+import { initNodeDir } from '../../node/identity/node-dir.ts'
 import { buildBundle } from '../../packaging/bundle/index.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../../protocols/predict/index.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
@@ -22,11 +23,26 @@ t.teardown(async () => {
   await coordinator.stop()
   await cluster.close()
 })
-await cluster.addNode('srv', { role: 'server' })
-await cluster.addNode('gw')
-const narrow = await cluster.addNode('small')
-const narrowConfig = await loadConfig(narrow.dir)
-await writeConfig(narrow.dir, { ...narrowConfig, api: { ...narrowConfig.api, maxPredictBytes: 4 * MIB } })
+// a forwarded 10 MiB predict takes a second on a quiet machine, and far longer on a loaded one: the
+// forwarding deadline is raised on every node (the coordinator's embedded agent included)
+const PREDICT_TIMEOUT_MS = 240_000
+async function configure (dir: string, api: Record<string, unknown>): Promise<void> {
+  const config = await loadConfig(dir)
+  await writeConfig(dir, { ...config, api: { ...config.api, predictTimeoutMs: PREDICT_TIMEOUT_MS, ...api } })
+}
+for (const name of ['srv', 'gw', 'small']) await cluster.addNode(name, name === 'srv' ? { role: 'server' } : {})
+await configure(cluster.node('srv').dir, {})
+await configure(cluster.node('gw').dir, {})
+await configure(cluster.node('small').dir, { maxPredictBytes: 4 * MIB })
+// the coordinator's node directory, made as its first start would make it, with the longer deadline
+await initNodeDir(join(coordinator.init.dataDir, 'node'), {
+  fleetDir: cluster.fleetDir,
+  role: 'coordinator',
+  listen: ['/ip4/127.0.0.1/tcp/0'],
+  bootstrap: [],
+  apiPort: 0,
+  config: { logs: { stdout: true }, api: { host: '127.0.0.1', port: 0, predictTimeoutMs: PREDICT_TIMEOUT_MS } }
+})
 // started together, waited for generously: agents from sources load slowly on a busy 2-core machine
 for (const n of ['srv', 'gw', 'small']) await cluster.start(n, { wait: false })
 for (const n of ['srv', 'gw', 'small']) await cluster.waitReady(n, 240_000)
@@ -45,13 +61,13 @@ await exec(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('smal
 function body (bytes: number): { text: string, rows: number } {
   const row = (): number[] => Array.from({ length: WIDTH }, () => Math.random())
   const rowBytes = JSON.stringify(row()).length + 1
-  const rows = Math.ceil(bytes / rowBytes)
+  const rows = Math.ceil(bytes / rowBytes) + 1
   const text = JSON.stringify({ instances: Array.from({ length: rows }, row) })
   return { text, rows }
 }
 
 const post = async (url: string, text: string, headers: Record<string, string> = {}): Promise<{ status: number, body: any }> => {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: text, signal: AbortSignal.timeout(120_000) })
+  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: text, signal: AbortSignal.timeout(PREDICT_TIMEOUT_MS + 60_000) })
   return { status: res.status, body: await res.json().catch(() => undefined) }
 }
 const viaCoordinator = (model: string, text: string): ReturnType<typeof post> => post(`${coordinator.url}/api/v1/models/${model}:predict`, text, { authorization: `Bearer ${token}` })
