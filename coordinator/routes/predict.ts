@@ -1,9 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { retryAfterOf } from '../../node/api/errors.ts'
 import { predictLengthCheck } from '../../node/api/routes/models.ts'
 import { NotFoundError } from '../errors.ts'
 import { errorResponses, NoQuery } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 
 const Target = Type.Object({ target: Type.String({ minLength: 1, maxLength: 80, pattern: '^[a-z0-9][a-z0-9._-]*:[a-z]+$', description: 'NAME:predict' }) }, { additionalProperties: false })
 const VersionTarget = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a-z0-9._-]*$' }), target: Type.String({ minLength: 1, maxLength: 80, pattern: '^[A-Za-z0-9][A-Za-z0-9.+_-]*:[a-z]+$', description: 'VERSION:predict' }) }, { additionalProperties: false })
@@ -14,6 +15,13 @@ const PredictBody = Type.Object({
   instances: Type.Optional(Type.Array(Type.Unknown())),
   inputs: Type.Optional(Type.Unknown())
 }, { additionalProperties: false })
+
+/** A replica's answer as it came, with Retry-After when a model was still loading. */
+async function relay (reply: FastifyReply, answer: { status: number, body: unknown }): Promise<FastifyReply> {
+  const retryAfter = retryAfterOf(answer.status, answer.body)
+  if (retryAfter != null) void reply.header('retry-after', retryAfter)
+  return await reply.code(answer.status).send(answer.body)
+}
 
 function split (target: string): string {
   const i = target.lastIndexOf(':')
@@ -50,7 +58,7 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     schema: schema(Target)
   }, async (request, reply) => {
     const answer = await predict(split(request.params.target), undefined, request.body)
-    return await reply.code(answer.status).send(answer.body)
+    return await relay(reply, answer)
   })
 
   app.post<{ Params: Static<typeof VersionTarget>, Body: Static<typeof PredictBody> }>('/api/v1/models/:name/versions/:target', {
@@ -60,6 +68,6 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     schema: schema(VersionTarget)
   }, async (request, reply) => {
     const answer = await predict(request.params.name, split(request.params.target), request.body)
-    return await reply.code(answer.status).send(answer.body)
+    return await relay(reply, answer)
   })
 }

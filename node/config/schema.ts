@@ -36,6 +36,13 @@ export const ConfigSchema = Type.Object({
     /** Open `/v1/watch` event streams at once; more are refused with 429. */
     maxWatchStreams: Type.Integer({ minimum: 1, maximum: 10_000, default: 32 })
   }, { additionalProperties: false, default: {} }),
+  /** TensorFlow Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus); a port in use is logged, not fatal. */
+  grpc: Type.Object({
+    enabled: Type.Boolean({ default: true }),
+    /** loopback by default, like the HTTP API */
+    host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7402 })
+  }, { additionalProperties: false, default: {} }),
   membership: Type.Object({
     heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
     /** A peer silent for (misses + ½) heartbeat intervals is suspect. */

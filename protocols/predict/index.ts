@@ -33,11 +33,15 @@ export const PredictRequestHeaderSchema = Type.Object({
   model: MODEL_NAME,
   /** a specific model version, as in /v1/models/NAME/versions/V:predict */
   version: Type.Optional(Type.String({ minLength: 1, maxLength: 64 })),
-  /** length of the body that follows: the JSON of POST /v1/models/<model>:predict */
+  /** length of the body that follows: the JSON of POST /v1/models/<model>:predict; for `answer: tensors`, `{inputs, output_filter}` of typed tensors */
   bytes: BYTES,
   /** the longest answer body the asking node takes */
-  maxReplyBytes: BYTES
+  maxReplyBytes: BYTES,
+  /** how to answer: TF Serving's REST JSON (absent), typed tensors (gRPC Predict) or the model's signature (GetModelMetadata) */
+  answer: Type.Optional(Type.Union([Type.Literal('tensors'), Type.Literal('metadata')]))
 }, { additionalProperties: false })
+
+export type PredictAnswer = 'tensors' | 'metadata'
 
 export const PredictReplyHeaderSchema = Type.Object({
   /** the HTTP status the replica answered with */
@@ -56,10 +60,24 @@ export interface PredictRequest {
   version?: string
   /** the body as encodePredictBody made it */
   body: Uint8Array
+  /** how the replica answers (gRPC's typed tensors or signature); TF Serving's REST JSON when absent */
+  answer?: PredictAnswer
 }
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: true })
+
+/** Room for tensors' names, shapes and dtypes around their base64 data. */
+const TENSOR_JSON_OVERHEAD = 64 * 1024
+
+/**
+ * The limit on a request body as it crosses the mesh. The body limit is on
+ * what a client sends; a gRPC request's tensors cross the mesh as base64
+ * (4/3 of their bytes) in a little JSON, so they get that much more room.
+ */
+export function bodyLimitFor (answer: PredictAnswer | undefined, maxBodyBytes: number): number {
+  return answer === 'tensors' ? Math.ceil(maxBodyBytes * 4 / 3) + TENSOR_JSON_OVERHEAD : maxBodyBytes
+}
 
 /** The JSON of a predict body, refused past `limit` bytes (before anything is sent). */
 export function encodePredictBody (body: unknown, limit: number): Uint8Array {
@@ -117,8 +135,14 @@ export async function forwardPredict (stream: Stream, request: PredictRequest, o
   const signal = deadline(options.timeoutMs ?? DEFAULT_PREDICT_TIMEOUT_MS, request.body.byteLength, options.signal)
   const lp = channel(stream, maxReply)
   try {
-    const header = { model: request.model, bytes: request.body.byteLength, maxReplyBytes: maxReply }
-    await lp.write(predictRequestHeaderCodec.encode(request.version == null ? header : { ...header, version: request.version }), { signal })
+    const header = {
+      model: request.model,
+      ...(request.version == null ? {} : { version: request.version }),
+      bytes: request.body.byteLength,
+      maxReplyBytes: maxReply,
+      ...(request.answer == null ? {} : { answer: request.answer })
+    }
+    await lp.write(predictRequestHeaderCodec.encode(header), { signal })
     await writeBody(lp, request.body, signal)
     const head = predictReplyHeaderCodec.decode(await lp.read({ signal }))
     if (head.bytes > maxReply) throw new MessageTooLargeError(`predict-reply: an answer of ${head.bytes} bytes exceeds the ${maxReply} asked for`)
@@ -146,17 +170,18 @@ export interface AnswerOptions {
 }
 
 /** Replica side: read one request, answer it with `handle`. */
-export async function answerPredict (stream: Stream, handle: (model: string, version: string | undefined, body: unknown) => Promise<PredictReply>, options: AnswerOptions): Promise<void> {
+export async function answerPredict (stream: Stream, handle: (model: string, version: string | undefined, body: unknown, answer: PredictAnswer | undefined) => Promise<PredictReply>, options: AnswerOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_PREDICT_TIMEOUT_MS
-  const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_PREDICT_BYTES
-  const lp = channel(stream, maxBody)
+  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_PREDICT_BYTES
+  const lp = channel(stream, bodyLimitFor('tensors', maxBodyBytes))
   let release: (() => void) | undefined
   try {
     const head = predictRequestHeaderCodec.decode(await lp.read({ signal: timeoutSignal(timeoutMs) }))
+    const maxBody = bodyLimitFor(head.answer, maxBodyBytes)
     const signal = deadline(timeoutMs, Math.min(head.bytes, maxBody))
     let reply: PredictReply | undefined
     const admitted = head.bytes > maxBody
-      ? new BodyTooLargeError(`body: the predict request is ${head.bytes} bytes; this node's limit is ${maxBody} (api.maxPredictBytes)`, head.bytes, maxBody)
+      ? new BodyTooLargeError(`body: the predict request is ${head.bytes} bytes; this node's limit is ${maxBody} (api.maxPredictBytes${maxBody === maxBodyBytes ? '' : ', as tensors cross the mesh'})`, head.bytes, maxBody)
       : options.admit?.(head.bytes)
     if (admitted instanceof Error) {
       // answered in full, not reset: the asking node reads a clear refusal, and the body it
@@ -172,7 +197,7 @@ export async function answerPredict (stream: Stream, handle: (model: string, ver
         if (err?.code !== 'ERR_INVALID_MESSAGE') throw err
         reply = options.refuse(err)
       }
-      reply ??= await handle(head.model, head.version, body)
+      reply ??= await handle(head.model, head.version, body, head.answer)
       // held until answered: the parsed body lives as long as the predict does
       release?.()
       release = undefined
