@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process'
 import { readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { EXIT_DAMAGED_DATA } from '../../node/store/errors.ts'
 import { agentUnit, DAMAGED_DATA_EXIT } from '../../packaging/image/layout.ts'
-import { CLI, Cluster } from '../helpers/cluster.ts'
+import { budget } from '../helpers/budget.ts'
+import { Cluster } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 
 // one agent process on 127.0.0.1 whose database the test damages between runs
 const cluster = await Cluster.create()
@@ -12,16 +13,20 @@ t.teardown(async () => { await cluster.close() })
 const gw = await cluster.addNode('gw')
 const db = join(gw.dir, 'db')
 
-/** Run the CLI to its end (every run here is short); killed if it outlives `ms`. */
+/** Run the CLI (as the agent runs: the cluster's command) to its end; every run here is short, killed if it outlives `ms`. */
 async function cli (args: string[], ms = 60_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-  const timer = setTimeout(() => child.kill('SIGKILL'), ms)
-  t.teardown(() => { child.kill('SIGKILL') })
+  const p = start(cluster.command.exec, [...cluster.command.args, ...args], {
+    name: `gatemesh ${args.join(' ')}`,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    t,
+    ...(cluster.command.env == null ? {} : { env: cluster.command.env })
+  })
+  const timer = setTimeout(() => { p.kill() }, budget(ms))
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', d => { stdout += String(d) })
-  child.stderr.on('data', d => { stderr += String(d) })
-  const code = await new Promise<number | null>(resolve => child.on('close', resolve))
+  p.child.stdout!.on('data', d => { stdout += String(d) })
+  p.child.stderr!.on('data', d => { stderr += String(d) })
+  const code = await new Promise<number | null>(resolve => p.child.on('close', resolve))
   clearTimeout(timer)
   return { code, stdout, stderr }
 }
@@ -36,12 +41,11 @@ async function flipByte (file: string, at: (length: number) => number): Promise<
 /** The agent's exit on a damaged database: status and what it printed. */
 async function startDamaged (): Promise<{ code: number | null, stderr: string }> {
   const before = (await cluster.stderr('gw')).length
-  await cluster.start('gw', { wait: false })
-  const child = cluster.node('gw').child!
-  const code = await new Promise<number | null>(resolve => {
-    if (child.exitCode != null) resolve(child.exitCode)
-    else child.once('exit', c => { resolve(c) })
-  })
+  const node = await cluster.start('gw', { wait: false })
+  // an agent that does start (the damage went unnoticed) is stopped at the budget's end and fails the test
+  const timer = setTimeout(() => { node.process?.kill() }, budget(120_000))
+  const { code } = await node.process!.exited
+  clearTimeout(timer)
   return { code, stderr: (await cluster.stderr('gw')).slice(before) }
 }
 
@@ -71,7 +75,7 @@ for (const target of ['MANIFEST', 'CURRENT'] as const) {
     const kept = await cluster.get('gw', `/v1/registry/instance/${gw.peerId}/kept`)
     t.match(kept, { value: { kept: true } }, 'the agent starts, with its data')
     await cluster.stop('gw')
-    t.equal(cluster.node('gw').child?.exitCode, 0, 'and stops cleanly')
+    t.equal(cluster.node('gw').process?.exit?.code, 0, 'and stops cleanly')
   })
 }
 
@@ -84,7 +88,7 @@ await t.test('repair leaves a healthy database alone, and refuses one in use', a
   const busy = await cli(['repair', '--data', gw.dir])
   t.equal(busy.code, 1, 'refused while the agent runs')
   t.match(busy.stderr, `${db} is in use by a running agent or coordinator: stop it before repairing`)
-  t.ok(cluster.node('gw').child?.exitCode == null, 'the running agent is untouched')
+  t.ok(cluster.node('gw').process?.running, 'the running agent is untouched')
   t.ok((await cluster.get('gw', '/v1/status')).self, 'and answers')
   await cluster.stop('gw')
 

@@ -1,10 +1,24 @@
-import { execFile } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
 import { mkdir, open, rm, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { onExit } from 'signal-exit'
+import { run } from './processes.ts'
 
-const exec = promisify(execFile)
 const FILL = '.fill'
+const mounted = new Set<string>()
+
+// a test that exits, throws, is interrupted or hits tap's timeout (SIGALRM, then SIGKILL) leaves no mount behind
+function unmountAllSync (): void {
+  for (const dir of mounted) spawnSync('umount', ['-l', dir], { stdio: 'ignore', timeout: 5000 })
+  mounted.clear()
+}
+let hooked = false
+function hook (): void {
+  if (hooked) return
+  hooked = true
+  onExit(() => { unmountAllSync() })
+  if (process.env.TAP === '1') process.on('SIGALRM', unmountAllSync)
+}
 
 /** Why a test cannot mount a tmpfs here (not root), or undefined when it can. */
 export function tmpfsUnavailable (): string | undefined {
@@ -15,7 +29,8 @@ export function tmpfsUnavailable (): string | undefined {
 /**
  * A small tmpfs the test mounts (as root) to run out of space for real:
  * `fill()` takes all of it (or all but `leave` bytes) with a file, `free()`
- * deletes that file. Unmount it on every way out (t.teardown).
+ * deletes that file. Unmount it in t.teardown; a test process that exits
+ * or is interrupted without doing so unmounts it on the way out.
  */
 export class Tmpfs {
   readonly dir: string
@@ -27,7 +42,9 @@ export class Tmpfs {
 
   static async mount (dir: string, bytes: number): Promise<Tmpfs> {
     await mkdir(dir, { recursive: true })
-    await exec('mount', ['-t', 'tmpfs', '-o', `size=${bytes},mode=0755`, 'tmpfs', dir])
+    hook()
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${bytes},mode=0755`, 'tmpfs', dir], { timeoutMs: 30_000 })
+    mounted.add(dir)
     const fs = new Tmpfs(dir)
     fs.#mounted = true
     return fs
@@ -68,6 +85,7 @@ export class Tmpfs {
     if (!this.#mounted) return
     this.#mounted = false
     // lazily: a process the test killed may still be letting go of its files
-    await exec('umount', ['-l', this.dir]).catch(() => {})
+    await run('umount', ['-l', this.dir], { timeoutMs: 30_000 }).catch(() => {})
+    mounted.delete(this.dir)
   }
 }

@@ -1,10 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { anomalyBundleZip, SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { budget, noteStart, startBudget } from '../helpers/budget.ts'
+import { run, start, type TestProcess } from '../helpers/processes.ts'
 import { Tmpfs, tmpfsUnavailable } from '../helpers/tmpfs.ts'
 
 const skip = tmpfsUnavailable()
@@ -12,24 +12,30 @@ if (skip != null) {
   t.plan(0, skip)
   process.exit(0)
 }
-const exec = promisify(execFile)
 
 // one agent process whose data dir is a 24 MiB tmpfs the test fills up; its stdout (JSON log lines) is kept
 const cluster = await Cluster.create()
 const dir = join(cluster.root, 'gw')
 const disk = await Tmpfs.mount(dir, 24 * 1024 * 1024)
-let agent: ChildProcess | undefined
+let agent: TestProcess | undefined
 const lines: Array<{ level: string, msg: string, [k: string]: unknown }> = []
 t.teardown(async () => {
-  agent?.kill('SIGKILL')
+  agent?.kill()
   // the mount point is inside the cluster's directory: unmount before it is removed
   await disk.unmount()
   await cluster.close()
 })
 const gw = await cluster.addNode('gw', { config: { logs: { stdout: true, level: 'debug' } } })
 
-async function startAgent (): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [CLI, 'agent', '--data', dir], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** The agent from the app bundle, as the cluster starts its agents, but with its stdout (the log) read here. */
+async function startAgent (): Promise<TestProcess> {
+  const started = performance.now()
+  const p = start(cluster.command.exec, [...cluster.command.args, 'agent', '--data', dir], {
+    name: 'agent gw (disk full)',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(cluster.command.env == null ? {} : { env: cluster.command.env })
+  })
+  const child = p.child
   let partial = ''
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     const parts = (partial + d).split('\n')
@@ -40,19 +46,24 @@ async function startAgent (): Promise<ChildProcess> {
       } catch {}
     }
   })
-  child.stderr!.resume()
-  agent = child
-  await waitFor(async () => {
-    if (child.exitCode != null) throw new Error(`the agent exited with ${child.exitCode}`)
-    return (await fetch(`${gw.api}/healthz`, { signal: AbortSignal.timeout(2000) })).ok
-  }, 'the agent to answer', 120_000, 250)
-  return child
+  let stderr = ''
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr = (stderr + d).slice(-4000) })
+  agent = p
+  // not waitFor: its budget is the machine's slowness, which this very start measures
+  const deadline = Date.now() + startBudget()
+  while (true) {
+    if (p.exit != null) throw new Error(`the agent exited with ${p.exit.signal ?? String(p.exit.code)}: ${stderr}`)
+    const ok = await fetch(`${gw.api}/healthz`, { signal: AbortSignal.timeout(2000) }).then(r => r.ok, () => false)
+    if (ok) break
+    if (Date.now() > deadline) throw new Error(`the agent did not answer within ${startBudget()} ms: ${stderr}`)
+    await sleep(250)
+  }
+  noteStart(performance.now() - started)
+  return p
 }
 
-async function stopAgent (child: ChildProcess): Promise<number | null> {
-  const exited = new Promise<number | null>(resolve => child.once('exit', resolve))
-  child.kill('SIGTERM')
-  return await exited
+async function stopAgent (p: TestProcess): Promise<number | null> {
+  return (await p.stop(budget(30_000)))?.code ?? null
 }
 
 const api = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
@@ -71,7 +82,7 @@ const key = (name: string): string => `/v1/registry/instance/${gw.peerId}/${name
 let child = await startAgent()
 const fleet = await loadFleet(cluster.fleetDir)
 const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-await exec(process.execPath, [CLI, 'run', built.out, '--api', gw.api], { timeout: 120_000 })
+await run(process.execPath, [CLI, 'run', built.out, '--api', gw.api], { timeoutMs: budget(120_000) })
 await waitFor(async () => (await api('POST', '/v1/models/anomaly:predict', predictBody)).status === 200, 'the model to answer', 60_000, 250)
 
 await t.test('the disk fills up: the agent stops writing, says so once, and keeps answering', async t => {
@@ -98,7 +109,7 @@ await t.test('the disk fills up: the agent stops writing, says so once, and keep
   t.equal((await fetch(`${gw.api}/healthz`)).status, 200)
   const metrics = await (await fetch(`${gw.api}/metrics`)).text()
   t.match(metrics, /^gatemesh_disk_full\{[^}]*\} 1$/m, 'the disk_full gauge is 1')
-  t.equal(child.exitCode, null, 'the agent is still running: no crash, nothing for systemd to restart')
+  t.ok(child.running, 'the agent is still running: no crash, nothing for systemd to restart')
 
   const errors = lines.filter(l => l.level === 'error' || l.level === 'fatal')
   t.equal(errors.length, 1, `one error line in all that: ${errors.map(e => e.msg).join(' | ')}`)

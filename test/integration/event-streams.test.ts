@@ -18,8 +18,7 @@ t.teardown(async () => {
 const gw = await cluster.addNode('gw')
 const config = await loadConfig(gw.dir)
 await writeConfig(gw.dir, { ...config, api: { ...config.api, maxWatchStreams: 3 } })
-await cluster.start('gw', { wait: false })
-await cluster.waitReady('gw', 240_000)
+await cluster.start('gw')
 coordinator.init.bootstrap = [gw.multiaddr]
 await coordinator.start()
 const token = await coordinator.login('admin', await waitFor(() => coordinator.printedPassword(), 'the first admin\'s password', 60_000))

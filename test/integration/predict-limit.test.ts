@@ -1,6 +1,4 @@
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadConfig, writeConfig } from '../../node/config/config.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
@@ -10,8 +8,8 @@ import { DEFAULT_MAX_PREDICT_BYTES } from '../../protocols/predict/index.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { saveLayersModel } from '../helpers/models.ts'
-
-const exec = promisify(execFile)
+import { run } from '../helpers/processes.ts'
+import { budget, startBudget } from '../helpers/budget.ts'
 const MIB = 1024 * 1024
 const WIDTH = 1024
 
@@ -43,9 +41,9 @@ await initNodeDir(join(coordinator.init.dataDir, 'node'), {
   apiPort: 0,
   config: { logs: { stdout: true }, api: { host: '127.0.0.1', port: 0, predictTimeoutMs: PREDICT_TIMEOUT_MS } }
 })
-// started together, waited for generously: agents from sources load slowly on a busy 2-core machine
+// started together (three at once load slowly on a busy 2-core machine), each waited for twice a lone start's budget
 for (const n of ['srv', 'gw', 'small']) await cluster.start(n, { wait: false })
-for (const n of ['srv', 'gw', 'small']) await cluster.waitReady(n, 240_000)
+for (const n of ['srv', 'gw', 'small']) await cluster.waitReady(n, 2 * startBudget())
 coordinator.init.bootstrap = [cluster.node('srv').multiaddr]
 await coordinator.start()
 // printed just after coordinator.json is written: on a busy machine it can lag behind it
@@ -54,8 +52,8 @@ const token = await coordinator.login('admin', await waitFor(() => coordinator.p
 const fleet = await loadFleet(cluster.fleetDir)
 await saveLayersModel(join(cluster.root, 'wide'), { inputs: WIDTH, hidden: 8 })
 const built = await buildBundle({ modelDir: join(cluster.root, 'wide'), name: 'wide', version: '1.0.0', config: {}, signer: { key: fleet.privateKey }, out: join(cluster.root, 'wide.zip') })
-await exec(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('gw').api], { timeout: 120_000 })
-await exec(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('small').api, '--name', 'narrow'], { timeout: 120_000 })
+await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('gw').api], { timeoutMs: budget(120_000) })
+await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('small').api, '--name', 'narrow'], { timeoutMs: budget(120_000) })
 
 /** A predict body of about `bytes` bytes of JSON: rows of WIDTH random numbers. */
 function body (bytes: number): { text: string, rows: number } {
