@@ -87,16 +87,19 @@ await t.test('a 10 MiB predict through the coordinator reaches the model on a ga
   const ten = body(10 * MIB)
   t.ok(ten.text.length > 10 * MIB && ten.text.length < DEFAULT_MAX_PREDICT_BYTES, `${(ten.text.length / MIB).toFixed(2)} MiB of JSON, ${ten.rows} instances`)
   const before = await coordinatorForwarded()
+  let started = performance.now()
   const res = await viaCoordinator('wide', ten.text)
-  t.equal(res.status, 200, res.status === 200 ? 'answered' : JSON.stringify(res.body))
+  const coordinatorMs = performance.now() - started
+  t.equal(res.status, 200, res.status === 200 ? `answered in ${coordinatorMs.toFixed(0)} ms` : JSON.stringify(res.body))
   t.equal(res.body?.predictions?.length, ten.rows, 'one prediction per instance')
   t.ok(res.body.predictions.every((p: number[]) => p.length === 3 && Math.abs(p[0]! + p[1]! + p[2]! - 1) < 1e-4), 'softmax rows')
   const after = await coordinatorForwarded()
   t.equal((after.ok ?? 0) - (before.ok ?? 0), 1, 'forwarded once over the mesh, and it went through')
   t.equal((after.retry ?? 0) - (before.retry ?? 0), 0, 'no replica failed on the way')
 
+  started = performance.now()
   const agent = await viaServer('wide', ten.text)
-  t.equal(agent.status, 200, 'the same body through an agent without the model, forwarded agent to agent')
+  t.equal(agent.status, 200, `the same body through an agent without the model, forwarded agent to agent (${(performance.now() - started).toFixed(0)} ms)`)
   t.equal(agent.body?.predictions?.length, ten.rows)
 })
 
