@@ -66,10 +66,12 @@ async function stopAgent (p: TestProcess): Promise<number | null> {
   return (await p.stop(budget(30_000)))?.code ?? null
 }
 
+// the node's API token, read now: writes need it, and the file is on the disk the test fills
+const auth = await cluster.auth('gw')
 const api = async (method: string, path: string, body?: unknown): Promise<{ status: number, body: any }> => {
   const res = await fetch(gw.api + path, {
     method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    headers: { ...auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(10_000)
   })
@@ -82,7 +84,7 @@ const key = (name: string): string => `/v1/registry/instance/${gw.peerId}/${name
 let child = await startAgent()
 const fleet = await loadFleet(cluster.fleetDir)
 const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-await run(process.execPath, [CLI, 'run', built.out, '--api', gw.api], { timeoutMs: budget(120_000) })
+await run(process.execPath, [CLI, 'run', built.out, '--api', gw.api, '--data', gw.dir], { timeoutMs: budget(120_000) })
 await waitFor(async () => (await api('POST', '/v1/models/anomaly:predict', predictBody)).status === 200, 'the model to answer', 60_000, 250)
 
 await t.test('the disk fills up: the agent stops writing, says so once, and keeps answering', async t => {

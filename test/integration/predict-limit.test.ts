@@ -52,8 +52,8 @@ const token = await coordinator.login('admin', await waitFor(() => coordinator.p
 const fleet = await loadFleet(cluster.fleetDir)
 await saveLayersModel(join(cluster.root, 'wide'), { inputs: WIDTH, hidden: 8 })
 const built = await buildBundle({ modelDir: join(cluster.root, 'wide'), name: 'wide', version: '1.0.0', config: {}, signer: { key: fleet.privateKey }, out: join(cluster.root, 'wide.zip') })
-await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('gw').api], { timeoutMs: budget(120_000) })
-await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('small').api, '--name', 'narrow'], { timeoutMs: budget(120_000) })
+await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('gw').api, '--data', cluster.node('gw').dir], { timeoutMs: budget(120_000) })
+await run(process.execPath, [CLI, 'run', built.out, '--api', cluster.node('small').api, '--data', cluster.node('small').dir, '--name', 'narrow'], { timeoutMs: budget(120_000) })
 
 /** A predict body of about `bytes` bytes of JSON: rows of WIDTH random numbers. */
 function body (bytes: number): { text: string, rows: number } {
