@@ -2,7 +2,7 @@ import { writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
 import { BundleService } from './bundles/service.ts'
-import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
+import { loadNodeDir, NODE_FILES, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
@@ -15,6 +15,7 @@ import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
+import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
 import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
@@ -45,6 +46,8 @@ export class Agent {
   readonly logger: Logger
   readonly metrics: AgentMetrics
   readonly trust: PeerTrust
+  /** renews this node's certificate from a coordinator before it expires */
+  readonly renewal: CertificateRenewal
   readonly mesh: Mesh
   readonly registry: Registry
   readonly membership: Membership
@@ -86,7 +89,15 @@ export class Agent {
       store: new LevelRegistryStore(db),
       logger: logger.child({ service: 'registry' }),
       metrics
-    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs })
+    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, quota: config.registry.quota })
+    this.renewal = new CertificateRenewal({
+      peerId,
+      trust,
+      network: mesh,
+      save: async cert => { await writeCertificateFile(join(dataDir, NODE_FILES.certificate), cert) },
+      announce: async () => { await this.#announce() },
+      logger: logger.child({ service: 'trust' })
+    }, { renewAfterFraction: config.trust.renewAfterFraction, checkIntervalMs: config.trust.renewCheckIntervalMs })
     this.membership = new Membership({
       peerId,
       registry: this.registry,
@@ -209,6 +220,8 @@ export class Agent {
     // verify our own certificate first: an agent with a bad one would only be refused everywhere
     await this.trust.learnCertificate(this.identity.certificate, this.peerId)
     await this.trust.start()
+    // revocations on disk are enforced before the first connection
+    await this.registry.load()
     await this.mesh.start()
     await this.registry.start()
     await this.logQuery.start()
@@ -227,6 +240,7 @@ export class Agent {
     await this.bundles.start()
     await this.router.start()
     await this.scheduling.start()
+    await this.renewal.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
@@ -258,6 +272,7 @@ export class Agent {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
     await this.#api?.close()
+    await this.renewal.stop()
     await this.scheduling.stop()
     await this.router.stop()
     await this.bundles.stop()
@@ -283,7 +298,7 @@ export class Agent {
       sensors: this.local.devices.info(),
       backend: this.local.runtime.backend,
       version: VERSION,
-      cert: this.identity.certificate,
+      cert: this.trust.certificate,
       startedAt: this.startedAt,
       ...(this.#apiUrl === '' ? {} : { api: this.#apiUrl }),
       ...this.scheduling.nodeFields()

@@ -36,3 +36,15 @@ export class InvalidMessageError extends ProtocolMessageError {
     this.field = field
   }
 }
+
+/** The remote side answered with a refusal; `remoteCode` is the code it gave. */
+export class RemoteRefusedError extends ProtocolMessageError {
+  override readonly code = 'ERR_REMOTE_REFUSED'
+  override readonly name = 'RemoteRefusedError'
+  readonly remoteCode: string
+
+  constructor (message: string, remoteCode: string) {
+    super(message)
+    this.remoteCode = remoteCode
+  }
+}

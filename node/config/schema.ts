@@ -36,8 +36,25 @@ export const ConfigSchema = Type.Object({
   registry: Type.Object({
     /** Anti-entropy with one random peer this often. */
     syncIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 15_000 }),
-    /** Entries stamped further than this in the future are refused. */
-    maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 })
+    /** Entries stamped further than this in the future are refused (and stamps more than half of it ahead are never adopted). */
+    maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 }),
+    /** What each node may make every peer store about itself (the keys it owns); excess is refused and counted. */
+    quota: Type.Object({
+      /** Keys, tombstones included. */
+      maxKeys: Type.Integer({ minimum: 16, maximum: 10_000_000, default: 4096 }),
+      /** Bytes of keys and values. */
+      maxBytes: Type.Integer({ minimum: 64 * 1024, maximum: 1024 ** 3, default: 4 * 1024 * 1024 }),
+      /** Entries per second a writer may gossip, sustained (anti-entropy brings the rest later). */
+      entriesPerSec: Type.Number({ exclusiveMinimum: 0, maximum: 100_000, default: 50 }),
+      /** … and in one burst. */
+      burst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 })
+    }, { additionalProperties: false, default: {} })
+  }, { additionalProperties: false, default: {} }),
+  trust: Type.Object({
+    /** Ask a coordinator for a fresh certificate once this fraction of the current one's lifetime has passed. */
+    renewAfterFraction: Type.Number({ exclusiveMinimum: 0, maximum: 0.95, default: 0.7 }),
+    /** Check the certificate's age (and retry a failed renewal) this often. */
+    renewCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 3_600_000 })
   }, { additionalProperties: false, default: {} }),
   connections: Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */

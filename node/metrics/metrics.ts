@@ -18,6 +18,9 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   readonly #gossipOut: Counter
   readonly #rejected: Counter<'reason'>
   readonly #denied: Counter<'reason'>
+  readonly #writerRefused: Counter<'writer' | 'reason'>
+  readonly #clockOffset: Gauge<'writer'>
+  readonly #revokedPeers: Gauge
   readonly #syncs: Counter
   readonly #syncEntries: Counter<'direction'>
   readonly #corruptChunks: Counter<'provider'>
@@ -41,6 +44,9 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
     this.#gossipOut = new Counter({ name: 'gatemesh_gossip_messages_out_total', help: 'Registry deltas published', registers })
     this.#rejected = new Counter({ name: 'gatemesh_rejected_messages_total', help: 'Wire messages and registry entries refused, by reason', labelNames: ['reason'], registers })
     this.#denied = new Counter({ name: 'gatemesh_denied_peers_total', help: 'Peers denied for failing the certificate exchange', labelNames: ['reason'], registers })
+    this.#writerRefused = new Counter({ name: 'gatemesh_registry_refused_entries_total', help: 'Registry entries of certified writers refused, by writer and reason (clock drift, quota, malformed values)', labelNames: ['writer', 'reason'], registers })
+    this.#clockOffset = new Gauge({ name: 'gatemesh_registry_writer_clock_ahead_ms', help: 'How far ahead of this node\'s clock the last entry refused for drift was, by writer', labelNames: ['writer'], registers })
+    this.#revokedPeers = new Gauge({ name: 'gatemesh_revoked_peers', help: 'Peers the fleet revoked, enforced by this node', registers })
     this.#syncs = new Counter({ name: 'gatemesh_registry_syncs_total', help: 'Anti-entropy rounds completed', registers })
     this.#syncEntries = new Counter({ name: 'gatemesh_registry_sync_entries_total', help: 'Entries exchanged by anti-entropy', labelNames: ['direction'], registers })
     this.#corruptChunks = new Counter({ name: 'gatemesh_bundle_corrupt_chunks_total', help: 'Bundle chunks that failed verification on arrival, by the provider that sent them', labelNames: ['provider'], registers })
@@ -61,6 +67,9 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   gossipOut (count: number): void { this.#gossipOut.inc(count) }
   rejected (reason: string): void { this.#rejected.inc({ reason }) }
   denied (reason: string): void { this.#denied.inc({ reason: reason.slice(0, 40) }) }
+  writerRefused (writer: string, reason: string): void { this.#writerRefused.inc({ writer, reason }) }
+  clockOffset (writer: string, offsetMs: number): void { this.#clockOffset.set({ writer }, offsetMs) }
+  revokedPeers (count: number): void { this.#revokedPeers.set(count) }
   synced (result: SyncResult): void {
     this.#syncs.inc()
     this.#syncEntries.inc({ direction: 'in' }, result.received)
