@@ -19,6 +19,12 @@ export class MessageTooLargeError extends ProtocolMessageError {
   override readonly name = 'MessageTooLargeError'
 }
 
+/** The message nests arrays and objects deeper than the codec allows. */
+export class MessageTooDeepError extends ProtocolMessageError {
+  override readonly code = 'ERR_MESSAGE_TOO_DEEP'
+  override readonly name = 'MessageTooDeepError'
+}
+
 /** The message carries a codec version this build does not speak. */
 export class UnsupportedVersionError extends ProtocolMessageError {
   override readonly code = 'ERR_UNSUPPORTED_VERSION'

@@ -102,7 +102,13 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
     this.#off.push(() => this.#c.membership?.removeEventListener('member:state', dirty))
     this.refresh()
     this.#timer = setInterval(() => {
-      if (this.#dirty || Date.now() - this.#lastRefresh >= this.#tickMs) this.refresh()
+      if (!this.#dirty && Date.now() - this.#lastRefresh < this.#tickMs) return
+      try {
+        this.refresh()
+      } catch (err) {
+        // keep the last good list: nothing in the registry may stop the coordinator
+        this.#c.logger.error({ err }, 'recomputing deployments failed')
+      }
     }, this.#refreshMs)
     this.#timer.unref()
   }

@@ -19,7 +19,7 @@ export interface NodeView {
   instances: { total: number, running: number, failed: number }
 }
 
-export interface SensorView { id: string, type: string, unit?: string, geo?: unknown }
+export interface SensorView { id: string, type: string, unit?: string, geo?: { lat: number, lon: number, alt?: number } }
 
 export interface HealthView {
   cpuPct: number
@@ -139,15 +139,53 @@ export function instanceView (key: string, value: unknown, updatedAt: number): I
   }
 }
 
+const MAX_SENSORS = 256
+const MAX_TEXT = 256
+const text = (v: unknown): string | null => typeof v === 'string' ? v.slice(0, MAX_TEXT) : null
+
+/**
+ * A node's sensors as the dashboard shows them, copied field by field:
+ * whatever else a node wrote into its record (a `geo` nested a million
+ * levels deep, thousands of entries) stays out of the coordinator's views.
+ */
 export function sensorViews (value: unknown): SensorView[] {
   if (!Array.isArray(value)) return []
-  return value.flatMap(s => {
-    if (s == null || typeof s !== 'object' || typeof s.id !== 'string' || typeof s.type !== 'string') return []
-    const view: SensorView = { id: s.id, type: s.type }
-    if (typeof s.unit === 'string') view.unit = s.unit
-    if (s.geo != null) view.geo = s.geo
+  return value.slice(0, MAX_SENSORS).flatMap(s => {
+    if (s == null || typeof s !== 'object') return []
+    const id = text(s.id)
+    const type = text(s.type)
+    if (id == null || type == null) return []
+    const view: SensorView = { id, type }
+    const unit = text(s.unit)
+    if (unit != null) view.unit = unit
+    const geo = geoView(s.geo)
+    if (geo != null) view.geo = geo
     return [view]
   })
+}
+
+/** `{lat, lon, alt?}` with finite numbers in range, or nothing. */
+export function geoView (value: unknown): SensorView['geo'] | undefined {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const v = value as Record<string, unknown>
+  const lat = num(v.lat)
+  const lon = num(v.lon)
+  if (lat == null || lon == null || Math.abs(lat) > 90 || Math.abs(lon) > 180) return undefined
+  const alt = num(v.alt)
+  return alt == null ? { lat, lon } : { lat, lon, alt }
+}
+
+/** Labels as strings only: a record's labels are the writer's say, and only string pairs are labels. */
+export function labelsView (value: unknown): Record<string, string> {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) return {}
+  const out: Record<string, string> = {}
+  let n = 0
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof v !== 'string' || k.length > 63) continue
+    out[k] = v.slice(0, 63)
+    if (++n >= 64) break
+  }
+  return out
 }
 
 export function healthView (value: unknown): HealthView | null {

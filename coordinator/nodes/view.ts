@@ -1,8 +1,9 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { gatewayStatus, healthView, instanceView, modelStatus, sensorViews, type GatewayStatus, type InstanceView, type ModelStatus, type NodeView } from './monitoring.ts'
+import { gatewayStatus, healthView, instanceView, labelsView, modelStatus, sensorViews, type GatewayStatus, type InstanceView, type ModelStatus, type NodeView } from './monitoring.ts'
 import type { Member, NodeRecord } from '../../node/membership/membership.ts'
 import type { Registry } from '../../node/registry/registry.ts'
 import type { Startable } from '@libp2p/interface'
+import type { Logger } from 'pino'
 
 export const DEFAULT_REFRESH_MS = 250
 
@@ -12,6 +13,8 @@ export interface NodesViewComponents {
   members(): Member[]
   /** state changes that come from silence, not from a registry write */
   membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
+  /** where a rebuild that failed is reported (the view keeps its last good state) */
+  logger?: Pick<Logger, 'error'>
 }
 
 export interface NodesViewInit {
@@ -62,8 +65,8 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     for (const prefix of ['node/', 'health/', 'instance/']) this.#off.push(this.#c.registry.onChange(prefix, dirty))
     this.#c.membership?.addEventListener('member:state', dirty)
     this.#off.push(() => this.#c.membership?.removeEventListener('member:state', dirty))
-    this.refresh()
-    this.#timer = setInterval(() => { if (this.#dirty) this.refresh() }, this.#refreshMs)
+    this.#safeRefresh()
+    this.#timer = setInterval(() => { if (this.#dirty) this.#safeRefresh() }, this.#refreshMs)
     this.#timer.unref()
   }
 
@@ -98,6 +101,15 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     return this.#models
   }
 
+  /** A failed rebuild keeps the last good picture: nothing a node wrote may stop the coordinator. */
+  #safeRefresh (): void {
+    try {
+      this.refresh()
+    } catch (err) {
+      this.#c.logger?.error({ err }, 'rebuilding the nodes view failed')
+    }
+  }
+
   /** Rebuild now. */
   refresh (): void {
     this.#dirty = false
@@ -115,11 +127,11 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
       const view: NodeView = {
         peerId: m.peerId,
         role: m.role ?? null,
-        labels: m.labels,
+        labels: labelsView(m.labels),
         state: m.state,
         since: m.since,
         self: m.self,
-        addresses: m.addresses,
+        addresses: Array.isArray(m.addresses) ? m.addresses.filter((a): a is string => typeof a === 'string').slice(0, 32) : [],
         version: typeof record?.version === 'string' ? record.version : null,
         backend: typeof record?.backend === 'string' ? record.backend : null,
         startedAt: typeof record?.startedAt === 'number' ? record.startedAt : null,
@@ -130,7 +142,14 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
       return view
     }).sort((a, b) => (a.role ?? '').localeCompare(b.role ?? '') || a.peerId.localeCompare(b.peerId))
 
-    const serialized = new Map(nodes.map(n => [n.peerId, JSON.stringify(n)]))
+    const serialized = new Map(nodes.flatMap(n => {
+      try {
+        return [[n.peerId, JSON.stringify(n)] as const]
+      } catch (err) {
+        this.#c.logger?.error({ err, peer: n.peerId }, 'a node view cannot be serialised; left out')
+        return []
+      }
+    }))
     const changed = nodes.filter(n => this.#serialized.get(n.peerId) !== serialized.get(n.peerId))
     const removed = [...this.#serialized.keys()].filter(id => !serialized.has(id))
     const models = modelStatus(instances, nodes)

@@ -116,8 +116,9 @@ export class RegistryGossip {
     }
     for (const e of fresh) {
       try {
-        await this.#c.verifier.verify(e)
+        // the quota first: it costs nothing, the signature does
         this.#c.replica.admit(e)
+        await this.#c.verifier.verify(e)
       } catch (err) {
         refusals.refuse(err, e)
         // an unknown writer may simply not have reached us yet, a quota is the author's, not the relay's,

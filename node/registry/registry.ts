@@ -313,6 +313,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     let rejected = 0
     for (const e of entries.filter(e => this.#replica.wouldWin(e)).sort(byTrustFirst)) {
       try {
+        this.#replica.admit(e)
         await this.#verifier.verify(e)
         fresh.push(e)
       } catch (err: any) {

@@ -21,11 +21,11 @@ export class MemoryMesh {
   /** when false, gossip is dropped (to make replicas diverge) */
   gossip = true
 
-  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, init?: RegistryInit } = {}): Promise<MemoryMember> {
+  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, init?: RegistryInit, components?: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> } = {}): Promise<MemoryMember> {
     const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
     const peerId = peerIdFromPrivateKey(privateKey)
     const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: 'gateway', fleetId: 'test' })
-    const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), { syncIntervalMs: options.syncIntervalMs ?? 3_600_000, ...options.init })
+    const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), { syncIntervalMs: options.syncIntervalMs ?? 3_600_000, ...options.init }, options.components)
     this.members.push(member)
     return member
   }
@@ -58,7 +58,7 @@ export class MemoryMember {
   readonly #listeners = new Set<(evt: CustomEvent<Message>) => void>()
   readonly #validators = new Map<string, any>()
 
-  constructor (mesh: MemoryMesh, peerId: PeerId, privateKey: PrivateKey, cert: string, store: RegistryStore, init: RegistryInit = {}) {
+  constructor (mesh: MemoryMesh, peerId: PeerId, privateKey: PrivateKey, cert: string, store: RegistryStore, init: RegistryInit = {}, components: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> = {}) {
     this.peerId = peerId
     this.privateKey = privateKey
     this.cert = cert
@@ -112,7 +112,7 @@ export class MemoryMember {
         return outbound as Stream
       }
     }
-    this.registry = new Registry({ peerId, privateKey, pubsub, network, trust: this.trust, store, logger: pino({ level: 'silent' }) }, init)
+    this.registry = new Registry({ peerId, privateKey, pubsub, network, trust: this.trust, store, logger: pino({ level: 'silent' }), ...components }, init)
   }
 
   /** Gossip arrival: the registry's validator decides, then the message event fires. */

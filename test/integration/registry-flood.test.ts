@@ -1,0 +1,63 @@
+import t from 'tap'
+import { DEFAULT_QUOTA } from '../../node/registry/quota.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { metric, rogueReport, rssBytes, startRogue } from '../helpers/trust.ts'
+
+// Row 5 of issue 14: a gateway writes 1000 × 60 KiB keys under its own prefix.
+// Three real agents; the flooder is a rogue process with a valid certificate
+// that gossips the keys and pushes them through anti-entropy to every peer.
+const cluster = await Cluster.create()
+t.teardown(async () => { await cluster.close() })
+const names = ['a', 'b', 'c']
+await cluster.addNode('a', { role: 'server' })
+await cluster.addNode('b')
+await cluster.addNode('c')
+await Promise.all(names.map(async n => await cluster.start(n)))
+await waitFor(async () => (await Promise.all(names.map(async n => [...(await cluster.members(n)).values()].filter(m => m.state === 'alive').length === 3))).every(Boolean), 'three agents alive', 60_000)
+const flooder = await cluster.addNode('flooder', { bootstrap: ['a'] })
+
+const pid = (n: string): number => cluster.node(n).child!.pid!
+const rss = async (): Promise<number[]> => await Promise.all(names.map(async n => await rssBytes(pid(n))))
+const MiB = 1024 * 1024
+
+/** Bytes of the flooder's keys and values one agent holds. */
+async function held (n: string): Promise<{ keys: number, bytes: number }> {
+  const { entries } = await cluster.get(n, `/v1/registry?prefix=instance/${flooder.peerId}/`)
+  return { keys: entries.length, bytes: entries.reduce((sum: number, e: any) => sum + e.key.length + JSON.stringify(e.value).length, 0) }
+}
+
+t.test('a writer flooding its own prefix is capped at its quota on every peer, and their memory stays flat', async t => {
+  // settle, then take the baseline as the highest of a few samples
+  await sleep(3000)
+  let before = await rss()
+  for (let i = 0; i < 3; i++) {
+    await sleep(500)
+    before = (await rss()).map((r, j) => Math.max(r, before[j]!))
+  }
+  startRogue(t, flooder.dir, ['--flood', '1000', '--flood-bytes', String(60 * 1024)])
+  const report = await rogueReport(flooder.dir, 120_000)
+  t.ok(report.sent.some(s => s.startsWith('gossip:')), `the flooder gossiped (${report.sent.slice(0, 5).join(', ')} …)`)
+  // several anti-entropy rounds push the whole flood at every peer
+  await waitFor(async () => (await rogueReport(flooder.dir)).sent.filter(s => s.startsWith('sync:')).length >= 6, 'the flooder to push the flood by sync', 120_000)
+  await sleep(5000)
+
+  for (const n of names) {
+    const h = await held(n)
+    t.ok(h.bytes <= DEFAULT_QUOTA.maxBytes && h.keys < 1000, `${n} holds ${h.keys} of the 1000 keys, ${(h.bytes / MiB).toFixed(2)} MiB (quota ${DEFAULT_QUOTA.maxBytes / MiB} MiB)`)
+    t.ok(await metric(cluster, n, 'gatemesh_registry_refused_entries_total', { writer: flooder.peerId, reason: 'ERR_QUOTA_EXCEEDED' }) > 0, `${n} counted the refusals against the flooder`)
+    t.equal((await cluster.get(n, '/healthz')).ok, true, `${n} answers`)
+  }
+  const after = await rss()
+  const growth = after.map((r, i) => r - before[i]!)
+  t.comment(`RSS before ${before.map(b => (b / MiB).toFixed(0)).join('/')} MiB, after ${after.map(b => (b / MiB).toFixed(0)).join('/')} MiB, growth ${growth.map(g => (g / MiB).toFixed(1)).join('/')} MiB (unbounded: +188/+485/+803 MB)`)
+  // the quota (4 MiB) plus the transient cost of decoding and refusing 60 MB of gossip and sync frames
+  for (const [i, n] of names.entries()) t.ok(growth[i]! < 64 * MiB, `${n} grew ${(growth[i]! / MiB).toFixed(1)} MiB, under 64 MiB`)
+
+  // the flooder's own records and honest writes still flow
+  const a = cluster.node('a')
+  t.equal((await cluster.request('a', 'PUT', `/v1/registry/instance/${a.peerId}/after-flood`, { value: 1 })).status, 200)
+  await waitFor(async () => (await Promise.all(['b', 'c'].map(async n => (await cluster.get(n, `/v1/registry/instance/${a.peerId}/after-flood`).catch(() => null))?.value === 1))).every(Boolean), 'an honest write after the flood', 30_000)
+  t.pass('honest writes still reach every peer')
+  const members = await cluster.members('a')
+  t.ok(names.every(n => members.get(cluster.node(n).peerId)?.state === 'alive'), 'the mesh is intact')
+})
