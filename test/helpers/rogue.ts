@@ -143,6 +143,7 @@ async function rawFrame (peer: string, protocol: string, bytes: Uint8Array, pref
 
 const attacking = values.poison === true || values.flood != null || values.nested != null
 let round = 0
+const syncing = new Set<string>()
 setInterval(() => {
   round++
   void dialBootstrap()
@@ -155,9 +156,18 @@ setInterval(() => {
       .catch(() => {})
   }
   for (const peer of trust.verifiedPeers()) {
+    const id = peer.toString()
+    // one session per peer at a time: a flood takes a while to push
+    if (syncing.has(id)) continue
+    syncing.add(id)
     mesh.dialProtocol(peer, SYNC_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
-      .then(async stream => await syncWith(stream, replica))
-      .then(r => { if (attacking) sent.push(`sync:${r.sent}`) }, () => {})
+      .then(async stream => await syncWith(stream, replica, { timeoutMs: 120_000 }))
+      .then(async r => {
+        if (!attacking) return
+        sent.push(`sync:${r.sent}`)
+        await writeFile(join(dir, 'rogue.json'), JSON.stringify(report))
+      }, (err: Error) => { if (attacking) sent.push(`sync:failed:${err.message}`) })
+      .finally(() => { syncing.delete(id) })
   }
   // fresh attack entries every few rounds, so they keep winning over what they replace
   if (attacking && round % 4 === 1) {

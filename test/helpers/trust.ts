@@ -49,3 +49,9 @@ export async function agentLog (dir: string): Promise<Array<Record<string, any>>
     }
   })
 }
+
+/** Start agents and wait for each with a budget fit for a loaded 2-core machine (start-up alone can take a minute there). */
+export async function startAll (cluster: Cluster, names: string[], timeoutMs = 180_000): Promise<void> {
+  for (const n of names) await cluster.start(n, { wait: false })
+  await Promise.all(names.map(async n => await cluster.waitReady(n, timeoutMs)))
+}

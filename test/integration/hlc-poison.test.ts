@@ -6,7 +6,7 @@ import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { MAX_COUNTER } from '../../protocols/registry/wire.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { agentLog, metric, rogueReport, startRogue } from '../helpers/trust.ts'
+import { agentLog, metric, rogueReport, startRogue, startAll } from '../helpers/trust.ts'
 
 // Row 2 of issue 14: a peer with a valid certificate stamps entries [now+50 s, 2^31].
 // Three real agents and a rogue process with a fleet certificate, over TCP on 127.0.0.1.
@@ -16,7 +16,7 @@ const names = ['a', 'b', 'c']
 await cluster.addNode('a', { role: 'server' })
 await cluster.addNode('b')
 await cluster.addNode('c')
-await Promise.all(names.map(async n => await cluster.start(n)))
+await startAll(cluster, names)
 const peer = (n: string): string => cluster.node(n).peerId
 const allAlive = async (): Promise<boolean> => (await Promise.all(names.map(async n => {
   const members = await cluster.members(n)
@@ -76,7 +76,7 @@ await t.test('an agent started on a poisoned database heals itself', async t => 
   await new LevelRegistryStore(db).put(poisoned)
   await db.close()
 
-  await cluster.start('c')
+  await startAll(cluster, ['c'])
   const healed = (await agentLog(c.dir)).filter(l => l.msg?.startsWith('registry healed at load'))
   t.equal(healed.length, 1, 'the start logged that it healed the registry')
   t.equal(healed[0]?.dropped, 4, `four poisoned entries dropped (${JSON.stringify(healed[0]?.reasons)})`)
@@ -89,7 +89,7 @@ await t.test('an agent started on a poisoned database heals itself', async t => 
   const put = await cluster.request('c', 'PUT', `/v1/registry/instance/${c.peerId}/healed`, { value: true })
   t.equal(put.status, 200)
   const ts = (put.body as any).ts as [number, number]
-  t.ok(ts[1] <= MAX_COUNTER && ts[0] > now + 10_000, `the next stamp ${JSON.stringify(ts)} carried into the wall clock`)
+  t.ok(ts[1] <= MAX_COUNTER && ts[0] > now + 10_000, `the next stamp ${JSON.stringify(ts)} is past its stored maximum and within the schema`)
   await waitFor(async () => (await Promise.all(['a', 'b'].map(async n => (await cluster.get(n, `/v1/registry/instance/${c.peerId}/healed`).catch(() => null))?.value === true))).every(Boolean), 'the healed agent\'s write on its peers', 30_000)
   t.pass('the healed agent\'s writes reach its peers')
   await waitFor(allAlive, 'all three alive again', 60_000)

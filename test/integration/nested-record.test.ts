@@ -6,7 +6,7 @@ import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
-import { agentLog, metric, rogueReport, startRogue } from '../helpers/trust.ts'
+import { agentLog, metric, rogueReport, startRogue, startAll } from '../helpers/trust.ts'
 
 // Row 3 of issue 14: a gateway's node record with a deeply nested sensors[].geo.
 // A coordinator and an agent as real processes, and a rogue with a valid certificate.
@@ -17,7 +17,7 @@ t.teardown(async () => {
   await cluster.close()
 })
 await cluster.addNode('a', { role: 'server' })
-await cluster.start('a')
+await startAll(cluster, ['a'])
 coordinator.init.bootstrap = [cluster.node('a').multiaddr]
 await coordinator.start()
 const password = coordinator.printedPassword()!

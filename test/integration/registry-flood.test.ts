@@ -1,7 +1,7 @@
 import t from 'tap'
 import { DEFAULT_QUOTA } from '../../node/registry/quota.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { metric, rogueReport, rssBytes, startRogue } from '../helpers/trust.ts'
+import { metric, rogueReport, rssBytes, startRogue, startAll } from '../helpers/trust.ts'
 
 // Row 5 of issue 14: a gateway writes 1000 × 60 KiB keys under its own prefix.
 // Three real agents; the flooder is a rogue process with a valid certificate
@@ -12,7 +12,7 @@ const names = ['a', 'b', 'c']
 await cluster.addNode('a', { role: 'server' })
 await cluster.addNode('b')
 await cluster.addNode('c')
-await Promise.all(names.map(async n => await cluster.start(n)))
+await startAll(cluster, names)
 await waitFor(async () => (await Promise.all(names.map(async n => [...(await cluster.members(n)).values()].filter(m => m.state === 'alive').length === 3))).every(Boolean), 'three agents alive', 60_000)
 const flooder = await cluster.addNode('flooder', { bootstrap: ['a'] })
 
@@ -44,9 +44,10 @@ t.test('a writer flooding its own prefix is capped at its quota on every peer, a
   for (const n of names) {
     const h = await held(n)
     t.ok(h.bytes <= DEFAULT_QUOTA.maxBytes && h.keys < 1000, `${n} holds ${h.keys} of the 1000 keys, ${(h.bytes / MiB).toFixed(2)} MiB (quota ${DEFAULT_QUOTA.maxBytes / MiB} MiB)`)
-    t.ok(await metric(cluster, n, 'gatemesh_registry_refused_entries_total', { writer: flooder.peerId, reason: 'ERR_QUOTA_EXCEEDED' }) > 0, `${n} counted the refusals against the flooder`)
     t.equal((await cluster.get(n, '/healthz')).ok, true, `${n} answers`)
   }
+  // its bootstrap peer took the brunt; what it refused it did not forward, so the others may never see the excess
+  t.ok(await metric(cluster, 'a', 'gatemesh_registry_refused_entries_total', { writer: flooder.peerId, reason: 'ERR_QUOTA_EXCEEDED' }) > 0, 'a counted the refusals against the flooder')
   const after = await rss()
   const growth = after.map((r, i) => r - before[i]!)
   t.comment(`RSS before ${before.map(b => (b / MiB).toFixed(0)).join('/')} MiB, after ${after.map(b => (b / MiB).toFixed(0)).join('/')} MiB, growth ${growth.map(g => (g / MiB).toFixed(1)).join('/')} MiB (unbounded: +188/+485/+803 MB)`)

@@ -7,6 +7,7 @@ import { loadFleet } from '../../node/identity/fleet.ts'
 import { deploymentKey } from '../../node/scheduler/keys.ts'
 import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { startAll } from '../helpers/trust.ts'
 import { fleetAuth } from '../helpers/scheduling.ts'
 
 const exec = promisify(execFile)
@@ -18,7 +19,7 @@ const names = ['a', 'b', 'c']
 await cluster.addNode('a', { role: 'server' })
 await cluster.addNode('b')
 await cluster.addNode('c')
-await Promise.all(names.map(async n => await cluster.start(n)))
+await startAll(cluster, names)
 await waitFor(async () => (await Promise.all(names.map(async n => [...(await cluster.members(n)).values()].filter(m => m.state === 'alive').length === 3))).every(Boolean), 'three agents alive', 60_000)
 const fleet = await loadFleet(cluster.fleetDir)
 const fleetKeyFile = join(cluster.fleetDir, 'fleet.key')

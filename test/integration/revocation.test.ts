@@ -5,6 +5,7 @@ import { promisify } from 'node:util'
 import t from 'tap'
 import { decodeJwt } from 'jose'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { startAll } from '../helpers/trust.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 
 const exec = promisify(execFile)
@@ -26,7 +27,7 @@ await cluster.addNode('d')
 await cluster.addNode('v', { validDays: 600 / 86400, config: { trust: { renewAfterFraction: 0.002, renewCheckIntervalMs: 1000 } } })
 await cluster.addNode('w')
 const all = ['a', 'b', 'd', 'v', 'w']
-await Promise.all(all.map(async n => await cluster.start(n)))
+await startAll(cluster, all)
 coordinator.init.bootstrap = [cluster.node('a').multiaddr]
 await coordinator.start()
 const token = await coordinator.login('admin', coordinator.printedPassword()!)
@@ -102,7 +103,7 @@ t.test('revoked with the CLI through any agent', async t => {
 })
 
 t.test('an agent that was offline learns the revocations when it comes back', async t => {
-  await cluster.start('d')
+  await startAll(cluster, ['d'])
   await waitFor(async () => await cutOff('d', peer('v')) && await cutOff('d', peer('w')), 'd to refuse both revoked peers', 120_000)
   t.pass('d refuses v and w')
 })
@@ -111,7 +112,7 @@ t.test('revocations survive restarts of every agent and the coordinator', async 
   const honest = ['a', 'b', 'd']
   await coordinator.stop()
   for (const n of honest) await cluster.stop(n)
-  await Promise.all(honest.map(async n => await cluster.start(n)))
+  await startAll(cluster, honest)
   await coordinator.start()
   await waitFor(async () => (await Promise.all(honest.map(async n => {
     const members = await cluster.members(n)
