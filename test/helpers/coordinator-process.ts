@@ -11,6 +11,8 @@ export interface CoordinatorProcessInit {
   fleetDir: string
   bootstrap?: string[]
   tls?: { cert: string, key: string }
+  /** How long a start may take before it counts as failed. @default 60_000 */
+  startTimeoutMs?: number
 }
 
 /**
@@ -69,7 +71,7 @@ export class CoordinatorProcess {
     this.runtime = await waitFor(async () => {
       if (child.exitCode != null) throw new Error(`coordinator exited with ${child.exitCode}: ${stderr}`)
       return JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
-    }, 'the coordinator to start', 60_000)
+    }, 'the coordinator to start', this.init.startTimeoutMs ?? 60_000)
     return this.runtime
   }
 

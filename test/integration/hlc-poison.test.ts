@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { openSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { loadPeerKey } from '../../node/identity/peer-key.ts'
@@ -5,7 +7,7 @@ import { signEntry } from '../../node/registry/entry.ts'
 import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { MAX_COUNTER } from '../../protocols/registry/wire.ts'
-import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { agentLog, metric, rogueReport, startRogue, startAll } from '../helpers/trust.ts'
 
 // Row 2 of issue 14: a peer with a valid certificate stamps entries [now+50 s, 2^31].
@@ -94,4 +96,22 @@ await t.test('an agent started on a poisoned database heals itself', async t => 
   t.pass('the healed agent\'s writes reach its peers')
   await waitFor(allAlive, 'all three alive again', 60_000)
   t.pass('and it is alive everywhere')
+})
+
+await t.test('an agent whose clock runs 5 minutes ahead: every peer says so at warn, names it and counts it', async t => {
+  // a real agent under libfaketime (wall clock only: its timers keep real time)
+  const skewed = await cluster.addNode('skewed', { bootstrap: ['a'] })
+  const err = openSync(join(skewed.dir, 'stderr.log'), 'a')
+  const child = spawn('faketime', ['-f', '+300s', process.execPath, CLI, 'agent', '--data', skewed.dir], { stdio: ['ignore', 'ignore', err], env: { ...process.env, FAKETIME_DONT_FAKE_MONOTONIC: '1' } })
+  closeSync(err)
+  t.teardown(() => { child.kill('SIGKILL') })
+  await waitFor(async () => await metric(cluster, 'a', 'gatemesh_registry_refused_entries_total', { writer: skewed.peerId, reason: 'ERR_CLOCK_DRIFT' }) > 0, 'a to refuse the skewed agent\'s entries', 180_000, 500)
+  const ahead = await metric(cluster, 'a', 'gatemesh_registry_writer_clock_ahead_ms', { writer: skewed.peerId })
+  t.ok(ahead > 280_000 && ahead < 320_000, `a exports how far ahead its clock is (${ahead} ms)`)
+  await sleep(5000)
+  const warns = (await agentLog(cluster.node('a').dir)).filter(l => l.level === 'warn' && l.reason === 'ERR_CLOCK_DRIFT' && l.writer === skewed.peerId)
+  t.ok(warns.length >= 1, 'a warned, naming the writer')
+  t.match(warns[0]?.msg, /clock is (29\d|30\d) s ahead/, `with the offset: "${warns[0]?.msg}"`)
+  const refused = await metric(cluster, 'a', 'gatemesh_registry_refused_entries_total', { writer: skewed.peerId, reason: 'ERR_CLOCK_DRIFT' })
+  t.ok(refused > warns.length, `rate-limited: ${warns.length} warning(s) for ${refused} refusals`)
 })

@@ -14,7 +14,7 @@ const exec = promisify(execFile)
 // real processes over TCP on 127.0.0.1: a, b and d honest (d offline while the
 // revocation is written), v revoked through the coordinator's API, w through the CLI.
 const cluster = await Cluster.create()
-const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
+const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir, startTimeoutMs: 180_000 })
 t.teardown(async () => {
   await coordinator.stop()
   await cluster.close()
@@ -26,18 +26,23 @@ await cluster.addNode('d')
 // v renews every few seconds until it is revoked
 await cluster.addNode('v', { validDays: 600 / 86400, config: { trust: { renewAfterFraction: 0.002, renewCheckIntervalMs: 1000 } } })
 await cluster.addNode('w')
+// as issued, before the agent could renew it
+const bInitial = decodeJwt(await readFile(join(cluster.node('b').dir, 'node.cert'), 'utf8'))
 const all = ['a', 'b', 'd', 'v', 'w']
 await startAll(cluster, all)
 coordinator.init.bootstrap = [cluster.node('a').multiaddr]
 await coordinator.start()
-const token = await coordinator.login('admin', coordinator.printedPassword()!)
+const token = await coordinator.login('admin', await waitFor(() => coordinator.printedPassword(), 'the first admin\'s password on stdout', 30_000))
 const peer = (n: string): string => cluster.node(n).peerId
 await waitFor(async () => (await Promise.all(all.map(async n => {
   const members = await cluster.members(n)
   return all.every(m => members.get(peer(m))?.state === 'alive') && members.get(coordinator.runtime!.peerId)?.state === 'alive'
 }))).every(Boolean), 'every agent and the coordinator alive everywhere', 120_000)
 // each victim wrote something before it was revoked
-for (const n of ['v', 'w']) t.equal((await cluster.request(n, 'PUT', `/v1/registry/instance/${peer(n)}/before`, { value: 1 })).status, 200)
+for (const n of ['v', 'w']) {
+  const put = await cluster.request(n, 'PUT', `/v1/registry/instance/${peer(n)}/before`, { value: 1 })
+  if (put.status !== 200) throw new Error(`${n} could not write: ${put.status}`)
+}
 await waitFor(async () => (await cluster.get('a', `/v1/registry/instance/${peer('w')}/before`).catch(() => null)) != null, 'the victims\' writes to spread', 30_000)
 
 /** One honest agent's view of a revoked peer: refused, not a member, nothing of it in the registry. */
@@ -53,9 +58,9 @@ async function coordinatorCutOff (victim: string): Promise<boolean> {
   return res.status === 200 && !res.body.nodes.some((n: any) => n.peerId === victim)
 }
 
-t.test('a certificate is renewed from the coordinator before it expires', async t => {
+await t.test('a certificate is renewed from the coordinator before it expires', async t => {
   const b = cluster.node('b')
-  const first = decodeJwt(await readFile(join(b.dir, 'node.cert'), 'utf8'))
+  const first = bInitial
   const renewed = await waitFor(async () => {
     const now = decodeJwt((await readFile(join(b.dir, 'node.cert'), 'utf8')).trim())
     return now.exp! > first.exp! ? now : null
@@ -66,7 +71,7 @@ t.test('a certificate is renewed from the coordinator before it expires', async 
   t.pass('its node record carries the renewed certificate to its peers')
 })
 
-t.test('revoked through the coordinator: cut off everywhere, and it cannot renew', async t => {
+await t.test('revoked through the coordinator: cut off everywhere, and it cannot renew', async t => {
   const v = peer('v')
   const certFile = join(cluster.node('v').dir, 'node.cert')
   const first = await readFile(certFile, 'utf8')
@@ -92,7 +97,7 @@ t.test('revoked through the coordinator: cut off everywhere, and it cannot renew
   t.equal(await readFile(certFile, 'utf8'), certAfter, 'v cannot renew its certificate any more')
 })
 
-t.test('revoked with the CLI through any agent', async t => {
+await t.test('revoked with the CLI through any agent', async t => {
   const w = peer('w')
   await exec(process.execPath, [CLI, 'revoke', w, '--key', join(cluster.fleetDir, 'fleet.key'), '--reason', 'decommissioned', '--api', cluster.node('b').api], { timeout: 60_000 })
   await waitFor(async () => (await Promise.all([cutOff('a', w), cutOff('b', w), coordinatorCutOff(w)])).every(Boolean), 'w cut off everywhere', 60_000, 50)
@@ -102,13 +107,13 @@ t.test('revoked with the CLI through any agent', async t => {
   t.match(stdout, 'decommissioned')
 })
 
-t.test('an agent that was offline learns the revocations when it comes back', async t => {
+await t.test('an agent that was offline learns the revocations when it comes back', async t => {
   await startAll(cluster, ['d'])
   await waitFor(async () => await cutOff('d', peer('v')) && await cutOff('d', peer('w')), 'd to refuse both revoked peers', 120_000)
   t.pass('d refuses v and w')
 })
 
-t.test('revocations survive restarts of every agent and the coordinator', async t => {
+await t.test('revocations survive restarts of every agent and the coordinator', async t => {
   const honest = ['a', 'b', 'd']
   await coordinator.stop()
   for (const n of honest) await cluster.stop(n)
