@@ -1,21 +1,20 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { decodeJwt } from 'jose'
-import { KEY_PATTERN, MAX_KEY_LENGTH, MAX_VALUE_BYTES, type WireEntry } from '../../protocols/registry/wire.ts'
 import { REVOKED_PREFIX, revokedPeerOf, type Revocation } from '../../protocols/registry/revocation.ts'
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica, type SyncResult } from '../../protocols/registry-sync/index.ts'
-import { verifyRegistryWrite } from '../../packaging/trust.ts'
-import { authorityFor, DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
-import { signEntry, toRegistryEntry, type RegistryEntry } from './entry.ts'
-import { InvalidValueError, StaleWriteError, UnauthorizedWriteError, UnknownWriterError } from './errors.ts'
+import { DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
+import { toRegistryEntry, type RegistryEntry } from './entry.ts'
+import { InvalidValueError, UnknownWriterError } from './errors.ts'
 import { RegistryGossip } from './gossip.ts'
-import { checkTimestamp, DEFAULT_MAX_DRIFT_MS, HybridLogicalClock, type Timestamp } from './hlc.ts'
-import { checkValue, EntryVerifier } from './ingress.ts'
+import { DEFAULT_MAX_DRIFT_MS, HybridLogicalClock } from './hlc.ts'
+import { EntryVerifier } from './ingress.ts'
 import { healStoredEntries } from './load.ts'
+import { LocalWriter, type WriteStamp } from './local-write.ts'
 import { byTrustFirst } from './order.ts'
 import { WriterQuotas, type WriterQuotaInit } from './quota.ts'
 import { Refusals, type RefusalMetrics } from './refusals.ts'
 import { Replica } from './replica.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
+import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { RegistryStore } from './store.ts'
 import type { NodeClaims } from '../identity/certificate.ts'
 import type { GossipSub } from '@libp2p/gossipsub'
@@ -24,7 +23,8 @@ import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
 
 export const DEFAULT_SYNC_INTERVAL_MS = 15_000
-const KEY_RE = new RegExp(KEY_PATTERN)
+
+export type { WriteStamp }
 
 /** What the registry needs to know about fleet membership. */
 export interface WriterTrust {
@@ -83,13 +83,6 @@ export interface WriteOptions {
   auth?: string
 }
 
-/** What a fleet signer needs to authorise a write through this node: see `Registry.stampFor`. */
-export interface WriteStamp {
-  key: string
-  writer: string
-  ts: Timestamp
-}
-
 export interface RegistryEvents {
   /** A peer finished an anti-entropy round with us. */
   synced: CustomEvent<{ peer: string, result: SyncResult }>
@@ -116,6 +109,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #replica: Replica
   readonly #verifier: EntryVerifier
   readonly #gossip: RegistryGossip
+  readonly #writer: LocalWriter
   #clock: HybridLogicalClock
   #loaded?: Promise<void>
   #syncTimer?: NodeJS.Timeout
@@ -153,6 +147,16 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       refusals: this.#refusals,
       apply: entries => { this.#applyRemote(entries, 'gossip') },
       logger: this.#log
+    })
+    this.#writer = new LocalWriter({
+      self: this.#self,
+      privateKey: components.privateKey,
+      fleetPublicKey: components.trust.fleetPublicKey,
+      rules: this.#rules,
+      clock: () => this.#clock,
+      replica: this.#replica,
+      gossip: this.#gossip,
+      now: this.#now
     })
     // every revocation, however it arrives, is enforced the moment it lands
     this.#feed.onChange(REVOKED_PREFIX, change => {
@@ -260,14 +264,9 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     })
   }
 
-  /**
-   * The writer and timestamp a fleet authorisation for `key` must bind when
-   * the write goes through this node: a fresh stamp of this node's clock,
-   * past the key's current entry.
-   */
+  /** The writer and timestamp a fleet authorisation for a write of `key` through this node must bind. */
   stampFor (key: string): WriteStamp {
-    const current = this.#replica.get(key)
-    return { key, writer: this.#self, ts: current == null ? this.#clock.tick() : this.#clock.tickAfter(current.t) }
+    return this.#writer.stampFor(key)
   }
 
   async set (key: string, value: unknown, options: WriteOptions = {}): Promise<RegistryEntry> {
@@ -278,11 +277,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     } catch (err) {
       throw new InvalidValueError(`${key}: value is not JSON`, { cause: err })
     }
-    return await this.#write(key, json, options)
+    return await this.#writer.write(key, json, options.auth)
   }
 
   async delete (key: string, options: WriteOptions = {}): Promise<RegistryEntry> {
-    return await this.#write(key, null, options)
+    return await this.#writer.write(key, null, options.auth)
   }
 
   /** Changes under `prefix` as an async iterator. */
@@ -322,52 +321,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       }
     }
     return { applied: this.#applyRemote(fresh, 'sync'), rejected }
-  }
-
-  async #write (key: string, json: string | null, options: WriteOptions): Promise<RegistryEntry> {
-    if (key.length > MAX_KEY_LENGTH || !KEY_RE.test(key)) throw new InvalidValueError(`key "${key}" is not a valid registry key`)
-    if (json != null && Buffer.byteLength(json) > MAX_VALUE_BYTES) throw new InvalidValueError(`${key}: value exceeds ${MAX_VALUE_BYTES} bytes`)
-    checkValue(key, json)
-    const authority = authorityFor(key, this.#rules)
-    let ts: Timestamp
-    if (authority.kind === 'owner') {
-      if (authority.owner !== this.#self) throw new UnauthorizedWriteError(`${key} belongs to ${authority.owner}`)
-      ts = this.#clock.tick()
-    } else {
-      if (options.auth == null) throw new UnauthorizedWriteError(`${key} needs a fleet authorisation`)
-      ts = await this.#authorizedStamp(key, json, options.auth)
-    }
-    const unsigned: Omit<WireEntry, 's'> = { k: key, v: json, t: ts, w: this.#self }
-    if (authority.kind === 'fleet') unsigned.a = options.auth
-    const entry = await signEntry(this.#c.privateKey, unsigned)
-    const current = this.#replica.get(key)
-    if (!this.#replica.wouldWin(entry)) {
-      // the same authorisation again yields the very same entry: nothing to do
-      if (current?.s === entry.s) return toRegistryEntry(current)
-      throw new StaleWriteError(`${key}: the key already holds a newer write (${JSON.stringify(current?.t)} by ${current?.w ?? '?'}) than this authorisation's ${JSON.stringify(ts)}; authorise it again`)
-    }
-    this.#replica.admit(entry)
-    if (this.#replica.install([entry], 'local').length > 0) this.#gossip.publish(entry)
-    return toRegistryEntry(entry)
-  }
-
-  /** The timestamp a fleet authorisation binds, once it checks out for this node, this write and now. */
-  async #authorizedStamp (key: string, json: string | null, auth: string): Promise<Timestamp> {
-    let ts: Timestamp
-    try {
-      const t = decodeJwt(auth).t as Timestamp
-      checkTimestamp(t)
-      ts = [t[0], t[1]]
-      await verifyRegistryWrite(auth, { key, valueJson: json, writer: this.#self, ts }, this.#c.trust.fleetPublicKey, {
-        allowPublishers: !key.startsWith(REVOKED_PREFIX),
-        writingAt: Math.floor(this.#now() / 1000)
-      })
-    } catch (err: any) {
-      throw new UnauthorizedWriteError(`${key}: ${String(err.message)}`, { cause: err })
-    }
-    this.#clock.check(ts)
-    this.#clock.observe(ts)
-    return ts
   }
 
   /** Install verified entries from peers and fold their stamps into the clock; returns how many changed state. */
