@@ -14,7 +14,7 @@ export function startRogue (t: Test, dir: string, args: string[]): ChildProcess 
 }
 
 /** What the rogue reports it sent (it writes rogue.json after each attack round). */
-export async function rogueReport (dir: string, timeoutMs = 60_000): Promise<{ peerId: string, sent: string[] }> {
+export async function rogueReport (dir: string, timeoutMs = 180_000): Promise<{ peerId: string, sent: string[] }> {
   return await waitFor(async () => JSON.parse(await readFile(join(dir, 'rogue.json'), 'utf8')), 'the rogue to attack', timeoutMs)
 }
 
