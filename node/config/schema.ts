@@ -40,9 +40,9 @@ export const ConfigSchema = Type.Object({
     maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 }),
     /** What each node may make every peer store about itself (the keys it owns); excess is refused and counted. */
     quota: Type.Object({
-      /** Keys, tombstones included. */
+      /** Live keys (tombstones count against the bytes). */
       maxKeys: Type.Integer({ minimum: 16, maximum: 10_000_000, default: 4096 }),
-      /** Bytes of keys and values. */
+      /** Bytes of entries: keys, values, signatures, tombstones included. */
       maxBytes: Type.Integer({ minimum: 64 * 1024, maximum: 1024 ** 3, default: 4 * 1024 * 1024 }),
       /** Entries per second a writer may gossip, sustained (anti-entropy brings the rest later). */
       entriesPerSec: Type.Number({ exclusiveMinimum: 0, maximum: 100_000, default: 50 }),

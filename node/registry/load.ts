@@ -75,11 +75,12 @@ export function healStoredEntries (stored: Array<[string, unknown]>, init: HealI
     const authority = authorityFor(e.k, init.rules)
     if (authority.kind === 'owner') {
       const u = usage.get(e.w) ?? { keys: 0, bytes: 0 }
-      if (u.keys + 1 > init.quotas.maxKeys || u.bytes + entryCost(e) > init.quotas.maxBytes) {
+      const isLive = e.v == null ? 0 : 1
+      if (u.keys + isLive > init.quotas.maxKeys || u.bytes + entryCost(e) > init.quotas.maxBytes) {
         dropped.push({ key: e.k, reason: 'quota' })
         continue
       }
-      u.keys++
+      u.keys += isLive
       u.bytes += entryCost(e)
       usage.set(e.w, u)
     }

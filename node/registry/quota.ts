@@ -8,9 +8,9 @@ import type { WireEntry } from '../../protocols/registry/wire.ts'
  * whoever holds the fleet key, not here.
  */
 export interface WriterQuotaInit {
-  /** Keys, tombstones included, one writer may hold. @default DEFAULT_QUOTA.maxKeys */
+  /** Live keys one writer may hold (tombstones are bounded by the bytes). @default DEFAULT_QUOTA.maxKeys */
   maxKeys?: number
-  /** Bytes of keys and value text one writer may hold. @default DEFAULT_QUOTA.maxBytes */
+  /** Bytes of entries (key, value text, signature, writer, stamp) one writer may hold, tombstones included. @default DEFAULT_QUOTA.maxBytes */
   maxBytes?: number
   /** Entries per second one writer may send through gossip, sustained. @default DEFAULT_QUOTA.entriesPerSec */
   entriesPerSec?: number
@@ -25,10 +25,19 @@ export const DEFAULT_QUOTA = {
   burst: 1000
 } as const
 
-/** What one entry costs its writer: key and value text, in UTF-16 code units (what the replica keeps). */
-export function entryCost (e: Pick<WireEntry, 'k' | 'v'>): number {
-  return e.k.length + (e.v?.length ?? 0)
+/** Bookkeeping of one entry beyond its strings: the stamp, the map slot, object headers. */
+const ENTRY_OVERHEAD = 64
+
+/**
+ * What one entry costs its writer, roughly what the replica keeps of it: its
+ * strings in UTF-16 code units plus a fixed overhead. A tombstone costs its
+ * key, signature and writer, so deletes are bounded too.
+ */
+export function entryCost (e: Pick<WireEntry, 'k' | 'v' | 's' | 'w'> & { a?: string | undefined }): number {
+  return e.k.length + (e.v?.length ?? 0) + e.s.length + e.w.length + (e.a?.length ?? 0) + ENTRY_OVERHEAD
 }
+
+const live = (e: WireEntry | undefined): number => e != null && e.v != null ? 1 : 0
 
 export interface WriterUsage { keys: number, bytes: number }
 
@@ -64,7 +73,7 @@ export class WriterQuotas {
    */
   check (e: WireEntry, previous: WireEntry | undefined): void {
     const u = this.usage(e.w)
-    const keys = u.keys + (previous == null ? 1 : 0)
+    const keys = u.keys + live(e) - live(previous)
     const bytes = u.bytes - (previous == null ? 0 : entryCost(previous)) + entryCost(e)
     if (keys > this.maxKeys && keys > u.keys) {
       throw new QuotaExceededError(`${e.k}: ${e.w} already holds ${u.keys} keys (limit ${this.maxKeys})`, 'keys')
@@ -76,7 +85,7 @@ export class WriterQuotas {
 
   add (e: WireEntry): void {
     const u = this.#usage.get(e.w) ?? { keys: 0, bytes: 0 }
-    u.keys++
+    u.keys += live(e)
     u.bytes += entryCost(e)
     this.#usage.set(e.w, u)
   }
@@ -84,9 +93,9 @@ export class WriterQuotas {
   remove (e: WireEntry): void {
     const u = this.#usage.get(e.w)
     if (u == null) return
-    u.keys--
+    u.keys -= live(e)
     u.bytes -= entryCost(e)
-    if (u.keys <= 0) this.#usage.delete(e.w)
+    if (u.bytes <= 0) this.#usage.delete(e.w)
   }
 
   /** Take `n` entries from the writer's gossip budget; false (and nothing taken) when it has not enough. */

@@ -71,6 +71,13 @@ t.test('a writer is held to its quota of keys and bytes, whichever way its entri
   await b.registry.merge(big)
   t.ok(b.registry.usage(self).bytes <= 10_000, `bytes stay within the quota (${b.registry.usage(self).bytes})`)
 
+  // tombstones of keys never written count against the bytes: a flood of deletes is bounded too
+  const tombs = []
+  for (let i = 0; i < 200; i++) tombs.push(await signEntry(a.privateKey, { k: `instance/${self}/gone${i}`, v: null, t: [Date.now() + 3, i], w: self }))
+  await b.registry.merge(tombs)
+  t.ok(b.registry.usage(self).bytes <= 10_000, `a flood of tombstones stays within the bytes (${b.registry.usage(self).bytes})`)
+  t.ok(b.registry.list(`instance/${self}/gone`, { tombstones: true }).length < 200, 'and not all of them landed')
+
   // local writes are held to the node's own quota too
   const local = await (new MemoryMesh()).add({ init: { quota: { maxKeys: 16, maxBytes: 65_536, entriesPerSec: 1, burst: 1 } } })
   await local.registry.start()
