@@ -166,7 +166,11 @@ setInterval(() => {
         if (!attacking) return
         sent.push(`sync:${r.sent}`)
         await writeFile(join(dir, 'rogue.json'), JSON.stringify(report))
-      }, (err: Error) => { if (attacking) sent.push(`sync:failed:${err.message}`) })
+      }, async (err: Error) => {
+        if (!attacking) return
+        sent.push(`sync:failed:${err.message}`)
+        await writeFile(join(dir, 'rogue.json'), JSON.stringify(report))
+      })
       .finally(() => { syncing.delete(id) })
   }
   // fresh attack entries every few rounds, so they keep winning over what they replace
