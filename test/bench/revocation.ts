@@ -7,15 +7,12 @@
  * refuses it (denied as revoked, no longer a member, nothing it wrote left
  * in its registry). Target: cut off everywhere within 5 s.
  */
-import { execFile } from 'node:child_process'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { agentCommand } from './agents.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { exec } from '../helpers/processes.ts'
 import { median, percentile, round } from './stats.ts'
 import type { BenchArgs } from './run.ts'
-
-const exec = promisify(execFile)
 
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const nodes = Number(args.nodes ?? 5)

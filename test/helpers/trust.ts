@@ -1,16 +1,15 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { startBudget } from './budget.ts'
 import { waitFor, type Cluster } from './cluster.ts'
+import { start, type TestProcess } from './processes.ts'
 import type { Test } from 'tap'
 
 export const ROGUE = new URL('./rogue.ts', import.meta.url).pathname
 
-/** Start test/helpers/rogue.ts on a node directory; it is killed when `t` ends, whatever happens. */
-export function startRogue (t: Test, dir: string, args: string[]): ChildProcess {
-  const child = spawn(process.execPath, [ROGUE, '--data', dir, ...args], { stdio: 'ignore' })
-  t.teardown(() => { child.kill('SIGKILL') })
-  return child
+/** Start test/helpers/rogue.ts on a node directory; it is ended when `t` ends, and on every other way out (test/helpers/processes.ts). */
+export function startRogue (t: Test, dir: string, args: string[]): TestProcess {
+  return start(process.execPath, [ROGUE, '--data', dir, ...args], { name: `rogue ${args.join(' ')}`, t, graceMs: 2000 })
 }
 
 /** What the rogue reports it sent (it writes rogue.json after each attack round). */
@@ -50,8 +49,12 @@ export async function agentLog (dir: string): Promise<Array<Record<string, any>>
   })
 }
 
-/** Start agents and wait for each with a budget fit for a loaded 2-core machine (start-up alone can take a minute there). */
-export async function startAll (cluster: Cluster, names: string[], timeoutMs = 180_000): Promise<void> {
+/**
+ * Start agents at once and wait for each. They compete for the CPU, so each
+ * start gets at least 180 s (stretched past that by the first start this
+ * process measured, test/helpers/budget.ts).
+ */
+export async function startAll (cluster: Cluster, names: string[], timeoutMs = startBudget(180_000)): Promise<void> {
   for (const n of names) await cluster.start(n, { wait: false })
   await Promise.all(names.map(async n => await cluster.waitReady(n, timeoutMs)))
 }

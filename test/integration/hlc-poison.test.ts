@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
@@ -7,7 +6,8 @@ import { signEntry } from '../../node/registry/entry.ts'
 import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { MAX_COUNTER } from '../../protocols/registry/wire.ts'
-import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 import { agentLog, metric, rogueReport, startRogue, startAll } from '../helpers/trust.ts'
 
 // Row 2 of issue 14: a peer with a valid certificate stamps entries [now+50 s, 2^31].
@@ -102,9 +102,17 @@ await t.test('an agent whose clock runs 5 minutes ahead: every peer says so at w
   // a real agent under libfaketime (wall clock only: its timers keep real time)
   const skewed = await cluster.addNode('skewed', { bootstrap: ['a'] })
   const err = openSync(join(skewed.dir, 'stderr.log'), 'a')
-  const child = spawn('faketime', ['-f', '+300s', process.execPath, CLI, 'agent', '--data', skewed.dir], { stdio: ['ignore', 'ignore', err], env: { ...process.env, FAKETIME_DONT_FAKE_MONOTONIC: '1' } })
-  closeSync(err)
-  t.teardown(() => { child.kill('SIGKILL') })
+  // the agent as shipped (the app bundle, as the cluster starts it), under faketime
+  try {
+    start('faketime', ['-f', '+300s', cluster.command.exec, ...cluster.command.args, 'agent', '--data', skewed.dir], {
+      name: 'agent skewed (faketime +300s)',
+      stdio: ['ignore', 'ignore', err],
+      env: { ...cluster.command.env, FAKETIME_DONT_FAKE_MONOTONIC: '1' },
+      t
+    })
+  } finally {
+    closeSync(err)
+  }
   await waitFor(async () => await metric(cluster, 'a', 'gatemesh_registry_refused_entries_total', { writer: skewed.peerId, reason: 'ERR_CLOCK_DRIFT' }) > 0, 'a to refuse the skewed agent\'s entries', 180_000, 500)
   const ahead = await metric(cluster, 'a', 'gatemesh_registry_writer_clock_ahead_ms', { writer: skewed.peerId })
   t.ok(ahead > 280_000 && ahead < 320_000, `a exports how far ahead its clock is (${ahead} ms)`)

@@ -1,16 +1,14 @@
-import { execFile } from 'node:child_process'
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { deploymentKey } from '../../node/scheduler/keys.ts'
 import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { startAll } from '../helpers/trust.ts'
+import { exec } from '../helpers/processes.ts'
 import { fleetAuth } from '../helpers/scheduling.ts'
 
-const exec = promisify(execFile)
 
 // Row 6 of issue 14: replay through any agent's local API of a saved {value, auth}.
 const cluster = await Cluster.create()

@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { decodeJwt } from 'jose'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { startAll } from '../helpers/trust.ts'
+import { exec } from '../helpers/processes.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 
-const exec = promisify(execFile)
 
 // Row 12 of issue 14: a stolen gateway, revoked. A coordinator and six agents as
 // real processes over TCP on 127.0.0.1: a, b and d honest (d offline while the
