@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { startBudget } from './budget.ts'
+import { budget, startBudget } from './budget.ts'
 import { waitFor, type Cluster } from './cluster.ts'
-import { start, type TestProcess } from './processes.ts'
+import { run, start, type TestProcess } from './processes.ts'
 import type { Test } from 'tap'
 
 export const ROGUE = new URL('./rogue.ts', import.meta.url).pathname
@@ -10,6 +10,15 @@ export const ROGUE = new URL('./rogue.ts', import.meta.url).pathname
 /** Start test/helpers/rogue.ts on a node directory; it is ended when `t` ends, and on every other way out (test/helpers/processes.ts). */
 export function startRogue (t: Test, dir: string, args: string[]): TestProcess {
   return start(process.execPath, [ROGUE, '--data', dir, ...args], { name: `rogue ${args.join(' ')}`, t, graceMs: 2000 })
+}
+
+/**
+ * Run the CLI as the cluster runs its agents (the app bundle: it starts in a
+ * fraction of the time the sources take on a loaded machine); its stdout.
+ */
+export async function gatemesh (cluster: Cluster, args: string[], timeoutMs = 60_000): Promise<string> {
+  const { exec, args: pre, env } = cluster.command
+  return (await run(exec, [...pre, ...args], { name: `gatemesh ${args[0] ?? ''}`, timeoutMs: budget(timeoutMs), ...(env == null ? {} : { env }) })).stdout
 }
 
 /** What the rogue reports it sent (it writes rogue.json after each attack round). */

@@ -47,13 +47,17 @@ t.test('a writer flooding its own prefix is capped at its quota on every peer, a
   await waitFor(async () => await pushes() >= pushed + 6, 'six more pushes of the flood', 300_000)
   await sleep(5000)
 
+  // an agent busy refusing the flood on a loaded machine may take a while to answer: retry, within a budget
+  const answer = async <T>(what: string, fn: () => Promise<T>): Promise<T> => (await waitFor(async () => ({ v: await fn() }), what, 30_000, 500)).v
   for (const n of names) {
-    const h = await held(n)
+    const h = await answer(`${n}'s registry listing`, async () => await held(n))
     t.ok(h.bytes <= DEFAULT_QUOTA.maxBytes && h.keys < 1000, `${n} holds ${h.keys} of the 1000 keys, ${(h.bytes / MiB).toFixed(2)} MiB (quota ${DEFAULT_QUOTA.maxBytes / MiB} MiB)`)
-    t.equal((await cluster.get(n, '/healthz')).ok, true, `${n} answers`)
+    t.equal((await answer(`${n}'s /healthz`, async () => await cluster.get(n, '/healthz'))).ok, true, `${n} answers`)
   }
-  // its bootstrap peer took the brunt; what it refused it did not forward, so the others may never see the excess
-  t.ok(await metric(cluster, 'a', 'gatemesh_registry_refused_entries_total', { writer: flooder.peerId, reason: 'ERR_QUOTA_EXCEEDED' }) > 0, 'a counted the refusals against the flooder')
+  // whichever peer first received the excess refused it and counted it against the flooder; what it refused it did
+  // not pass on, so a peer that got the flood only second-hand has nothing to count
+  const refused = await Promise.all(names.map(async n => await answer(`${n}'s metrics`, async () => await metric(cluster, n, 'gatemesh_registry_refused_entries_total', { writer: flooder.peerId, reason: 'ERR_QUOTA_EXCEEDED' }))))
+  t.ok(refused.reduce((a, b) => a + b, 0) > 0, `the excess was refused and counted against the flooder (a/b/c: ${refused.join('/')})`)
   const after = await rss()
   const growth = after.map((r, i) => r - before[i]!)
   const late = after.map((r, i) => r - mid[i]!)
@@ -67,9 +71,9 @@ t.test('a writer flooding its own prefix is capped at its quota on every peer, a
 
   // the flooder's own records and honest writes still flow
   const a = cluster.node('a')
-  t.equal((await cluster.request('a', 'PUT', `/v1/registry/instance/${a.peerId}/after-flood`, { value: 1 })).status, 200)
+  t.equal((await answer('an honest write on a', async () => await cluster.request('a', 'PUT', `/v1/registry/instance/${a.peerId}/after-flood`, { value: 1 }))).status, 200)
   await waitFor(async () => (await Promise.all(['b', 'c'].map(async n => (await cluster.get(n, `/v1/registry/instance/${a.peerId}/after-flood`).catch(() => null))?.value === 1))).every(Boolean), 'an honest write after the flood', 30_000)
   t.pass('honest writes still reach every peer')
-  const members = await cluster.members('a')
+  const members = await answer('a\'s members', async () => await cluster.members('a'))
   t.ok(names.every(n => members.get(cluster.node(n).peerId)?.state === 'alive'), 'the mesh is intact')
 })

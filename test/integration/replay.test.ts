@@ -4,9 +4,8 @@ import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { deploymentKey } from '../../node/scheduler/keys.ts'
 import { authorizeRegistryWrite } from '../../packaging/trust.ts'
-import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { startAll } from '../helpers/trust.ts'
-import { exec } from '../helpers/processes.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { gatemesh as cli, startAll } from '../helpers/trust.ts'
 import { fleetAuth } from '../helpers/scheduling.ts'
 
 
@@ -27,7 +26,7 @@ const key = deploymentKey('d1')
 const everywhere = async (check: (entry: any) => boolean, what: string): Promise<void> => {
   await waitFor(async () => (await Promise.all(names.map(async n => check(await cluster.get(n, `/v1/registry/${key}`).catch(() => null))))).every(Boolean), what, 30_000)
 }
-const gatemesh = async (...args: string[]): Promise<string> => (await exec(process.execPath, [CLI, ...args], { timeout: 60_000 })).stdout
+const gatemesh = async (...args: string[]): Promise<string> => await cli(cluster, args)
 
 t.test('a saved {value, auth} replayed through any agent cannot undo a later write', async t => {
   // deploy and undeploy with the CLI, as an operator would

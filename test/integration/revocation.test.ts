@@ -2,9 +2,8 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { decodeJwt } from 'jose'
-import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { startAll } from '../helpers/trust.ts'
-import { exec } from '../helpers/processes.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { gatemesh, startAll } from '../helpers/trust.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 
 
@@ -97,10 +96,10 @@ await t.test('revoked through the coordinator: cut off everywhere, and it cannot
 
 await t.test('revoked with the CLI through any agent', async t => {
   const w = peer('w')
-  await exec(process.execPath, [CLI, 'revoke', w, '--key', join(cluster.fleetDir, 'fleet.key'), '--reason', 'decommissioned', '--api', cluster.node('b').api], { timeout: 60_000 })
+  await gatemesh(cluster, ['revoke', w, '--key', join(cluster.fleetDir, 'fleet.key'), '--reason', 'decommissioned', '--api', cluster.node('b').api])
   await waitFor(async () => (await Promise.all([cutOff('a', w), cutOff('b', w), coordinatorCutOff(w)])).every(Boolean), 'w cut off everywhere', 60_000, 50)
   t.pass('w is cut off')
-  const { stdout } = await exec(process.execPath, [CLI, 'revoke', '--list', '--api', cluster.node('a').api], { timeout: 60_000 })
+  const stdout = await gatemesh(cluster, ['revoke', '--list', '--api', cluster.node('a').api])
   t.match(stdout, w)
   t.match(stdout, 'decommissioned')
 })
