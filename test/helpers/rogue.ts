@@ -81,6 +81,8 @@ async function publish (entries: WireEntry[]): Promise<void> {
     await mesh.services.pubsub.publish(REGISTRY_TOPIC, deltaCodec.encode({ entries: batch })).then(() => sent.push(`gossip:${batch.length}`), (err: Error) => sent.push(`gossip:failed:${err.message}`))
     batch = []
     size = 0
+    // paced, so the flood leaves through gossipsub's outbound buffer instead of overflowing it here
+    await new Promise(resolve => setTimeout(resolve, 50))
   }
   for (const e of entries) {
     const s = JSON.stringify(e).length
