@@ -2,18 +2,17 @@ import { parseArgs } from 'node:util'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { revocationKey, type Revocation } from '../../protocols/registry/revocation.ts'
 import { readPrivateKey } from '../../packaging/trust.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { requireArg } from './args.ts'
 import { call } from './deploy.ts'
 import { UsageError } from './errors.ts'
 import { authorizeThrough } from './fleet-write.ts'
-import { resolveApi } from './status.ts'
 import { table } from './table.ts'
 
-export const REVOKE_USAGE = 'gatemesh revoke PEERID ... --key FLEETKEY [--reason TEXT] [--api URL | --data DIR] · gatemesh revoke --list [--api URL | --data DIR]'
+export const REVOKE_USAGE = 'gatemesh revoke PEERID ... --key FLEETKEY [--reason TEXT] [--api URL | --data DIR] [--token-file FILE] · gatemesh revoke --list [--api URL | --data DIR]'
 
 const options = {
-  api: { type: 'string' },
-  data: { type: 'string' },
+  ...AGENT_OPTIONS,
   key: { type: 'string' },
   reason: { type: 'string' },
   list: { type: 'boolean' },
@@ -27,9 +26,9 @@ const options = {
  */
 export async function revokeCommand (argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options })
-  const api = await resolveApi(values)
   if (values.list === true) {
-    const { revocations } = await call(api, 'GET', '/v1/revocations') as { revocations: Array<Revocation & { peerId: string }> }
+    const client = await AgentClient.from(values, { reading: true })
+    const { revocations } = await call(client, 'GET', '/v1/revocations') as { revocations: Array<Revocation & { peerId: string }> }
     if (values.json === true) {
       console.log(JSON.stringify(revocations, null, 2))
       return
@@ -46,10 +45,11 @@ export async function revokeCommand (argv: string[]): Promise<void> {
     }
   }
   const key = await readPrivateKey(requireArg(values.key, '--key FLEETKEY (the fleet\'s private key: only it may revoke)'))
+  const client = await AgentClient.from(values)
   for (const peer of positionals) {
     const record: Revocation = { reason: values.reason ?? '', revokedAt: Date.now(), by: 'cli' }
-    const auth = await authorizeThrough(async (m, p, b) => await call(api, m, p, b), revocationKey(peer), JSON.stringify(record), { key })
-    await call(api, 'PUT', `/v1/registry/${revocationKey(peer)}`, { value: record, auth })
+    const auth = await authorizeThrough(async (m, p, b) => await call(client, m, p, b), revocationKey(peer), JSON.stringify(record), { key })
+    await call(client, 'PUT', `/v1/registry/${revocationKey(peer)}`, { value: record, auth })
     console.log(`${peer} revoked: every agent cuts it off and drops what it wrote`)
   }
 }
