@@ -43,7 +43,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       const victim = cluster.node(name).peerId
       const via = honest[i % honest.length]!
       const started = performance.now()
-      await gatemesh(cluster, ['revoke', victim, '--key', join(cluster.fleetDir, 'fleet.key'), '--api', cluster.node(via).api])
+      await gatemesh(cluster, ['revoke', victim, '--key', join(cluster.fleetDir, 'fleet.key'), '--data', cluster.node(via).dir])
       const ms = await waitFor(async () => (await Promise.all(honest.map(async n => await cutOff(n, victim)))).every(Boolean) ? performance.now() - started : null, `${name} cut off everywhere`, 60_000, 25)
       log(`round ${i + 1}: ${name} cut off by ${nodes} agents in ${Math.round(ms)} ms (revoked through ${via}, CLI start-up included)`)
       times.push(ms)

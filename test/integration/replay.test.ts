@@ -32,14 +32,14 @@ t.test('a saved {value, auth} replayed through any agent cannot undo a later wri
   // deploy and undeploy with the CLI, as an operator would
   const specFile = join(cluster.root, 'd1.json')
   await writeFile(specFile, JSON.stringify(spec))
-  await gatemesh('deploy', specFile, '--key', fleetKeyFile, '--api', cluster.node('a').api)
+  await gatemesh('deploy', specFile, '--key', fleetKeyFile, '--data', cluster.node('a').dir)
   await everywhere(e => e?.value?.id === 'd1', 'the deployment on every agent')
   const created = await cluster.get('a', `/v1/registry/${key}`)
   t.equal(created.writer, cluster.node('a').peerId, 'written by the agent the CLI handed it to')
   // what an attacker keeps: the entry as any agent shows it
   const saved = { value: created.value, auth: created.auth as string }
 
-  await gatemesh('undeploy', 'd1', '--key', fleetKeyFile, '--api', cluster.node('b').api)
+  await gatemesh('undeploy', 'd1', '--key', fleetKeyFile, '--data', cluster.node('b').dir)
   await everywhere(e => e?.deleted === true, 'the tombstone on every agent')
   const tomb = await cluster.get('b', `/v1/registry/${key}`)
   const savedTomb = { auth: tomb.auth as string }
@@ -56,7 +56,7 @@ t.test('a saved {value, auth} replayed through any agent cannot undo a later wri
   t.pass('deleted stays deleted on every agent')
 
   // a new deployment with the same id; the old tombstone's authorisation must not delete it
-  await gatemesh('deploy', specFile, '--key', fleetKeyFile, '--api', cluster.node('c').api)
+  await gatemesh('deploy', specFile, '--key', fleetKeyFile, '--data', cluster.node('c').dir)
   await everywhere(e => e?.value?.id === 'd1', 'the new deployment on every agent')
   for (const n of names) {
     const replay = await cluster.request(n, 'DELETE', `/v1/registry/${key}`, savedTomb)

@@ -96,10 +96,10 @@ await t.test('revoked through the coordinator: cut off everywhere, and it cannot
 
 await t.test('revoked with the CLI through any agent', async t => {
   const w = peer('w')
-  await gatemesh(cluster, ['revoke', w, '--key', join(cluster.fleetDir, 'fleet.key'), '--reason', 'decommissioned', '--api', cluster.node('b').api])
+  await gatemesh(cluster, ['revoke', w, '--key', join(cluster.fleetDir, 'fleet.key'), '--reason', 'decommissioned', '--data', cluster.node('b').dir])
   await waitFor(async () => (await Promise.all([cutOff('a', w), cutOff('b', w), coordinatorCutOff(w)])).every(Boolean), 'w cut off everywhere', 60_000, 50)
   t.pass('w is cut off')
-  const stdout = await gatemesh(cluster, ['revoke', '--list', '--api', cluster.node('a').api])
+  const stdout = await gatemesh(cluster, ['revoke', '--list', '--data', cluster.node('a').dir])
   t.match(stdout, w)
   t.match(stdout, 'decommissioned')
 })
