@@ -125,7 +125,10 @@ export interface MembershipInit {
   awarenessMaxMultiplier?: number
   /** A clock further off than this is skewed. @default 15000 */
   clockSkewLimitMs?: number
-  /** Timers this late mean this process stalled. @default probeTimeoutMs */
+  /**
+   * Timers this late mean this process stalled (SIGSTOP, starved of CPU);
+   * shorter delays show up as missed acks and nacks instead. @default 2 · probeIntervalMs
+   */
   stallThresholdMs?: number
   /** @default performance.now */
   monotonic?: () => number
@@ -187,7 +190,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
       awarenessMaxMultiplier: init.awarenessMaxMultiplier ?? 8,
       clockSkewLimitMs: init.clockSkewLimitMs ?? 15_000,
-      stallThresholdMs: init.stallThresholdMs ?? init.probeTimeoutMs ?? 500
+      stallThresholdMs: init.stallThresholdMs ?? 2 * (init.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS)
     }
     this.#mono = init.monotonic ?? (() => performance.now())
     const logger = components.logger

@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims, type Role } from '../../node/identity/certificate.ts'
 import { Membership, type MemberState, type MembershipInit, type MemberTrust } from '../../node/membership/membership.ts'
 import { MemorySwimNetwork } from './memory-swim.ts'
+import type { ProbeResult } from '../../node/membership/prober.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /**
@@ -28,6 +29,8 @@ export interface SwimNode {
   cert: string
   trust: MemberTrust & { claims: Map<string, NodeClaims>, denied: Set<string> }
   membership: Membership
+  /** outcomes of this node's probes, in order */
+  probes: ProbeResult[]
 }
 
 /**
@@ -58,6 +61,7 @@ export class SwimFleet {
         return verified
       }
     }
+    const probes: ProbeResult[] = []
     const membership = new Membership({
       peerId,
       privateKey,
@@ -65,9 +69,10 @@ export class SwimFleet {
       trust,
       transport: this.net.transport(id),
       addresses: () => [`/ip4/127.0.0.1/tcp/${4000 + this.nodes.length}`],
-      logger: pino({ level: process.env.LOG ?? 'silent' }).child({ node: name })
+      logger: pino({ level: process.env.LOG ?? 'silent' }).child({ node: name }),
+      metrics: { probe: r => { probes.push(r) }, members: () => {}, localHealth: () => {}, clockSelf: () => {}, recordMismatch: () => {}, rejected: () => {} }
     }, init)
-    const node = { name, peerId, id, privateKey, cert, trust, membership }
+    const node = { name, peerId, id, privateKey, cert, trust, membership, probes }
     this.nodes.push(node)
     return node
   }

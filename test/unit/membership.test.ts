@@ -73,7 +73,7 @@ t.test('a partition splits the view and healing joins it again', async t => {
   t.pass('healed')
 })
 
-t.test('records nobody signed are refused; a relay cannot forge an ack', async t => {
+t.test('records nobody signed are refused', async t => {
   const fleet = await fleetOf(t, 5)
   const all = names(fleet)
   await waitFor(() => fleet.all(all, all, 'alive'), 'all alive', 10_000, 20)
@@ -107,6 +107,45 @@ t.test('an accusation the accused hears is refuted before anyone declares it dea
   await sleep(1000)
   t.same(deaths, [], 'nobody declared n1 dead')
   t.ok(fleet.all(all, all, 'alive'), 'all alive')
+})
+
+t.test('a relay cannot vouch for a dead member: acks it forwards must carry the target\'s signature', async t => {
+  const fleet = new SwimFleet()
+  for (let i = 0; i < 4; i++) await fleet.add(`n${i}`, { ...FAST, indirectChecks: 2 })
+  await fleet.introduce()
+  // n1 and n2 answer every indirect probe with an ack they made up
+  for (const liar of ['n1', 'n2']) {
+    const transport = fleet.net.nodes.get(fleet.node(liar).id)!
+    const start = transport.start.bind(transport)
+    transport.start = async h => {
+      await start({ ...h, onRequest: async (from, frame, signal) => frame.t === 'req' ? { t: 'ack', re: frame.seq, now: Date.now(), sig: 'A'.repeat(86) } : await h.onRequest(from, frame, signal) })
+    }
+  }
+  for (const node of fleet.nodes) await node.membership.start()
+  t.teardown(async () => { await fleet.stop() })
+  const all = names(fleet)
+  await waitFor(() => fleet.all(all, all, 'alive'), 'all alive', 10_000, 20)
+  const n0 = fleet.node('n0')
+  n0.probes.length = 0
+  fleet.net.freeze(fleet.node('n3').id)
+  await waitFor(() => fleet.state('n0', 'n3') === 'dead', 'n0 to declare the frozen n3 dead anyway', 15_000, 20)
+  t.ok(n0.probes.includes('failed'), 'n0\'s own probes failed, relays notwithstanding')
+  t.notOk(n0.probes.includes('indirect'), 'no forged ack was taken for an answer')
+})
+
+t.test('a revoked member drops out; a member that leaves is dead at once', async t => {
+  const fleet = await fleetOf(t, 4)
+  const all = names(fleet)
+  await waitFor(() => fleet.all(all, all, 'alive'), 'all alive', 10_000, 20)
+  const n3 = fleet.node('n3')
+  for (const n of fleet.nodes) n.trust.denied.add(n3.id)
+  await waitFor(() => fleet.nodes.slice(0, 3).every(n => n.membership.members().every(m => m.peerId !== n3.id)), 'n3 gone from every list', 5000, 20)
+  t.equal(fleet.state('n0', 'n3'), 'dead', 'and dead to anyone who asks')
+  const n2 = fleet.node('n2')
+  const t0 = performance.now()
+  await n2.membership.stop()
+  await waitFor(() => ['n0', 'n1'].every(o => fleet.state(o, 'n2') === 'dead'), 'n2 dead after leaving', 5000, 10)
+  t.ok(performance.now() - t0 < 2000, `it left in ${Math.round(performance.now() - t0)} ms, without waiting for a suspicion timeout`)
 })
 
 t.test('cost per member stays flat as the fleet grows', async t => {
