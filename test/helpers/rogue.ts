@@ -4,7 +4,11 @@
  * network key its directory holds, writes registry entries, and in
  * `--garbage` mode sends malformed frames on every protocol of ours.
  *
- *   node test/helpers/rogue.ts --data DIR [--garbage] [--forge KEY]
+ * With `--member` it also runs real SWIM membership, so peers see it alive,
+ * and `--record JSON` merges fields into the node record it writes about
+ * itself (e.g. a role or labels its certificate does not give it).
+ *
+ *   node test/helpers/rogue.ts --data DIR [--garbage] [--forge KEY] [--member] [--record JSON]
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -15,6 +19,8 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadNodeDir } from '../../node/identity/node-dir.ts'
 import { createLogger } from '../../node/logs/logger.ts'
 import { createMesh } from '../../node/mesh/libp2p.ts'
+import { Membership } from '../../node/membership/membership.ts'
+import { Libp2pSwimTransport } from '../../node/membership/transport.ts'
 import { Registry } from '../../node/registry/registry.ts'
 import { MemoryRegistryStore } from '../../node/registry/store.ts'
 import { signEntry } from '../../node/registry/entry.ts'
@@ -23,7 +29,8 @@ import { CERT_PROTOCOL } from '../../protocols/cert-exchange/index.ts'
 import { SYNC_PROTOCOL } from '../../protocols/registry-sync/index.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
 
-const { values } = parseArgs({ options: { data: { type: 'string' }, garbage: { type: 'boolean' }, forge: { type: 'string' } } })
+const { values } = parseArgs({ options: { data: { type: 'string' }, garbage: { type: 'boolean' }, forge: { type: 'string' }, member: { type: 'boolean' }, record: { type: 'string' } } })
+const recordFields = values.record == null ? {} : JSON.parse(values.record) as Record<string, unknown>
 const dir = values.data!
 const id = await loadNodeDir(dir)
 const self = id.peerId.toString()
@@ -38,6 +45,18 @@ await registry.start()
 // our own certificate may be bad; trust it locally anyway so we can write
 trust.learnCertificate(id.certificate, self).catch(() => {})
 ;(trust as any).claimsFor = () => ({ sub: self, role: 'gateway', labels: {}, fleet: 'x', iat: 0, exp: 2 ** 40 })
+if (values.member === true) {
+  const membership = new Membership({
+    peerId: id.peerId,
+    privateKey: id.privateKey,
+    registry,
+    trust,
+    transport: new Libp2pSwimTransport({ network: mesh, trust, logger }),
+    addresses: () => mesh.getMultiaddrs().map(String),
+    logger
+  })
+  await membership.start()
+}
 
 const report: Record<string, unknown> = { peerId: self, sent: [] as string[] }
 const sent = report.sent as string[]
@@ -62,7 +81,7 @@ let round = 0
 setInterval(() => {
   round++
   void dialBootstrap()
-  registry.set(`node/${self}`, { role: 'gateway', labels: {}, addresses: mesh.getMultiaddrs().map(String), sensors: [], backend: null, version: 'rogue', cert: id.certificate, startedAt: Date.now() }).catch(() => {})
+  registry.set(`node/${self}`, { role: 'gateway', labels: {}, addresses: mesh.getMultiaddrs().map(String), sensors: [], backend: null, version: 'rogue', cert: id.certificate, startedAt: Date.now(), ...recordFields }).catch(() => {})
   registry.set(`instance/${self}/rogue`, { round }).catch(() => {})
   if (values.forge != null) {
     // a write to a key it does not own, with no fleet authorisation

@@ -1,0 +1,83 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { access, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+
+export interface Starvation {
+  /** how the process is starved, for the test log */
+  method: string
+  undo(): Promise<void>
+}
+
+const exists = async (path: string): Promise<boolean> => await access(path).then(() => true, () => false)
+
+/**
+ * Starve one process of CPU: a CFS quota of `percent` % of one core in a
+ * cgroup of its own (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`), or,
+ * where cgroups cannot be written, busy processes pinned with taskset to
+ * the core it is pinned to. `undo()` releases it and removes what it made.
+ */
+export async function starve (pid: number, percent: number): Promise<Starvation> {
+  const name = `gatemesh-starve-${pid}`
+  const period = 100_000
+  const quota = Math.max(1000, Math.round(period * percent / 100))
+  // cgroup v2: one unified hierarchy with the cpu controller enabled for children
+  if (await exists('/sys/fs/cgroup/cgroup.controllers')) {
+    const controllers = await readFile('/sys/fs/cgroup/cgroup.subtree_control', 'utf8').catch(() => '')
+    if (controllers.split(/\s+/).includes('cpu')) {
+      const dir = join('/sys/fs/cgroup', name)
+      try {
+        await mkdir(dir)
+        await writeFile(join(dir, 'cpu.max'), `${quota} ${period}`)
+        await writeFile(join(dir, 'cgroup.procs'), String(pid))
+        return {
+          method: `cgroup v2 cpu.max "${quota} ${period}" (${percent} % of one core)`,
+          undo: async () => {
+            await writeFile('/sys/fs/cgroup/cgroup.procs', String(pid)).catch(() => {})
+            await rmdir(dir).catch(() => {})
+          }
+        }
+      } catch {
+        await rmdir(dir).catch(() => {})
+      }
+    }
+  }
+  // cgroup v1: the cpu controller's own hierarchy
+  if (await exists('/sys/fs/cgroup/cpu/cgroup.procs')) {
+    const dir = join('/sys/fs/cgroup/cpu', name)
+    try {
+      await mkdir(dir)
+      await writeFile(join(dir, 'cpu.cfs_period_us'), String(period))
+      await writeFile(join(dir, 'cpu.cfs_quota_us'), String(quota))
+      await writeFile(join(dir, 'cgroup.procs'), String(pid))
+      return {
+        method: `cgroup v1 cpu.cfs_quota_us ${quota} / cpu.cfs_period_us ${period} (${percent} % of one core)`,
+        undo: async () => {
+          await writeFile('/sys/fs/cgroup/cpu/cgroup.procs', String(pid)).catch(() => {})
+          await rmdir(dir).catch(() => {})
+        }
+      }
+    } catch {
+      await rmdir(dir).catch(() => {})
+    }
+  }
+  // no writable cgroup: pin it to core 0 with busy processes competing there
+  await run('taskset', ['-a', '-cp', '0', String(pid)])
+  const hogs: ChildProcess[] = [0, 1, 2].map(() => spawn('taskset', ['-c', '0', process.execPath, '-e', 'for(;;){}'], { stdio: 'ignore' }))
+  const kill = (): void => { for (const h of hogs) h.kill('SIGKILL') }
+  process.once('exit', kill)
+  return {
+    method: 'taskset: pinned to core 0 with three busy processes pinned there too',
+    undo: async () => {
+      kill()
+      process.off('exit', kill)
+    }
+  }
+}
+
+async function run (cmd: string, args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: 'ignore' })
+    child.once('error', reject)
+    child.once('exit', code => { code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`)) })
+  })
+}
