@@ -403,7 +403,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   async #pushPull (peer: string): Promise<void> {
     this.#pushPulledAt.set(peer, this.#mono())
     const theirs = await this.#c.transport.pushPull(peer, this.#table.records(), PUSH_PULL_TIMEOUT_MS, this.#addrsOf(peer))
-    await this.#mergeSync(theirs.records, peer)
+    await this.#mergeSync(theirs, peer)
   }
 
   async #mergeSync (records: MemberRecord[], from: string): Promise<void> {
@@ -474,7 +474,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     onGossip: (from, frame) => { this.#prober.handleGossip(from, frame) },
     records: () => this.#table.records(),
     onPushPull: (from, theirs) => {
-      this.#mergeSync(theirs.records, from).catch(err => { this.#c.logger.debug({ peer: from, err: err.message }, 'merging push-pull failed') })
+      this.#mergeSync(theirs, from).catch(err => { this.#c.logger.debug({ peer: from, err: err.message }, 'merging push-pull failed') })
     },
     onConnected: (peer) => {
       if (!this.#started) return

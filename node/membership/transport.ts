@@ -1,13 +1,13 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
-import { answerPushPull, pushPull, SWIM_SYNC_PROTOCOL, type PushPull } from '../../protocols/swim-sync/index.ts'
+import { answerPushPull, pushPull, SWIM_SYNC_PROTOCOL } from '../../protocols/swim-sync/index.ts'
 import { LinkClosedError, SwimLink, type LinkObserver } from '../../protocols/swim/link.ts'
-import { SWIM_PROTOCOL, type Gossip, type MemberRecord, type Ping, type Relay, type Reply, type Request } from '../../protocols/swim/wire.ts'
+import { SWIM_PROTOCOL, type Gossip, type MemberRecord, type Reply, type Request, type Unsequenced } from '../../protocols/swim/wire.ts'
 import { UnverifiedPeerError } from './errors.ts'
 import type { Connection, PeerId, Stream, StreamHandler } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-export type OutgoingRequest = Omit<Ping, 'seq'> | Omit<Relay, 'seq'>
+export type OutgoingRequest = Unsequenced
 
 /** What membership does with what arrives; the transport only moves frames. */
 export interface TransportHandler {
@@ -15,7 +15,8 @@ export interface TransportHandler {
   onGossip(from: string, frame: Gossip): void
   /** our records, for a peer that asked for a push-pull */
   records(): MemberRecord[]
-  onPushPull(from: string, theirs: PushPull): void
+  /** a push-pull a peer started sent us these (where we differed) */
+  onPushPull(from: string, theirs: MemberRecord[]): void
   /** a peer proved fleet membership on a new connection */
   onConnected(peer: string, outbound: boolean): void
   onDisconnected(peer: string): void
@@ -31,7 +32,8 @@ export interface SwimTransport {
   request(peer: string, frame: OutgoingRequest, timeoutMs: number, addrs: readonly string[]): Promise<Reply>
   /** Best effort, only to a peer we are connected to. */
   gossip(peer: string, frame: Gossip): void
-  pushPull(peer: string, records: MemberRecord[], timeoutMs: number, addrs: readonly string[]): Promise<PushPull>
+  /** Reconcile with `peer`; returns its records where we differed. */
+  pushPull(peer: string, records: MemberRecord[], timeoutMs: number, addrs: readonly string[]): Promise<MemberRecord[]>
   connected(peer: string): boolean
   /** Peers connected now that proved fleet membership. */
   peers(): string[]
@@ -131,7 +133,7 @@ export class Libp2pSwimTransport implements SwimTransport {
       .catch(() => {})
   }
 
-  async pushPull (peer: string, records: MemberRecord[], timeoutMs: number, addrs: readonly string[]): Promise<PushPull> {
+  async pushPull (peer: string, records: MemberRecord[], timeoutMs: number, addrs: readonly string[]): Promise<MemberRecord[]> {
     const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))), this.#stopping.signal])
     const conn = await this.#connection(peer, addrs, signal)
     const stream = await conn.newStream(SWIM_SYNC_PROTOCOL, { signal })

@@ -1,6 +1,6 @@
 import { lpStream } from '@libp2p/utils'
 import { ProtocolMessageError } from '../errors.ts'
-import { frameCodec, MAX_FRAME_BYTES, MAX_SEQ, type Frame, type Gossip, type Reply, type Request } from './wire.ts'
+import { frameCodec, MAX_FRAME_BYTES, MAX_SEQ, type Frame, type Gossip, type Reply, type Request, type Unsequenced } from './wire.ts'
 import type { Stream } from '@libp2p/interface'
 
 /** No reply came in time, or the link closed first. */
@@ -40,6 +40,9 @@ export interface LinkInit {
   maxConcurrent?: number
   observer?: LinkObserver
 }
+
+/** What lpStream throws for a length prefix past the limit or malformed: the peer's fault, as bad JSON is. */
+const FRAMING_ERRORS = new Set(['InvalidDataLengthError', 'InvalidDataLengthLengthError', 'InvalidMessageLengthError', 'StreamBufferError'])
 
 interface Pending {
   resolve(reply: Reply): void
@@ -89,7 +92,7 @@ export class SwimLink {
   }
 
   /** Send a request and wait for its reply; the request's `seq` is assigned here. */
-  async request (frame: Omit<Request, 'seq'> & { seq?: number }, timeoutMs: number): Promise<Reply> {
+  async request (frame: Unsequenced, timeoutMs: number): Promise<Reply> {
     if (this.#closed) throw new LinkClosedError('swim link is closed')
     if (this.#pending.size >= this.#maxPending) throw new LinkBusyError(`swim link has ${this.#pending.size} requests waiting`)
     this.#seq = (this.#seq + 1) % (MAX_SEQ + 1)
@@ -144,7 +147,7 @@ export class SwimLink {
         frame = frameCodec.decode(bytes)
         this.#observer?.frame('in', frame.t, bytes.byteLength)
       } catch (err: any) {
-        if (!this.#closed && err instanceof ProtocolMessageError) {
+        if (!this.#closed && (err instanceof ProtocolMessageError || FRAMING_ERRORS.has(err?.name))) {
           this.#handler.onInvalid?.(err)
           this.abort(err)
         }

@@ -110,6 +110,8 @@ export type Nack = Static<typeof NackSchema>
 export type Gossip = Static<typeof GossipSchema>
 export type Frame = Static<typeof FrameSchema>
 export type Request = Ping | Relay
+/** A request before its link assigns the sequence number. */
+export type Unsequenced = Omit<Ping, 'seq'> | Omit<Relay, 'seq'>
 export type Reply = Ack | Nack
 
 export const frameCodec = new JsonCodec({ name: 'swim', version: 1, schema: FrameSchema, maxBytes: MAX_FRAME_BYTES })

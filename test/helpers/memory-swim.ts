@@ -1,6 +1,6 @@
 import { LinkClosedError, ProbeTimeoutError } from '../../protocols/swim/link.ts'
 import { frameCodec, type Gossip, type MemberRecord, type Reply, type Request } from '../../protocols/swim/wire.ts'
-import type { PushPull } from '../../protocols/swim-sync/index.ts'
+import { digest, bucketOf } from '../../protocols/swim-sync/index.ts'
 import type { OutgoingRequest, SwimTransport, TransportHandler } from '../../node/membership/transport.ts'
 
 /**
@@ -132,15 +132,22 @@ export class MemorySwimTransport implements SwimTransport {
     })
   }
 
-  async pushPull (peer: string, records: MemberRecord[], timeoutMs: number): Promise<PushPull> {
+  async pushPull (peer: string, records: MemberRecord[], timeoutMs: number): Promise<MemberRecord[]> {
     const remote = this.#net.nodes.get(peer)
     if (!this.#net.reachable(this.peerId, peer) || remote?.handler == null) {
       await new Promise(resolve => setTimeout(resolve, Math.min(timeoutMs, 50)))
       throw new ProbeTimeoutError('push-pull failed')
     }
-    const theirs: PushPull = { records: remote.handler.records(), now: Date.now() }
-    remote.handler.onPushPull(this.peerId, { records, now: Date.now() })
-    return theirs
+    // the real exchange's outcome: each side gets the other's records in the buckets that differ
+    const ours = digest(records)
+    const theirRecords = remote.handler.records()
+    const differing = new Set(digest(theirRecords).flatMap((d, i) => d === ours[i] ? [] : [i]))
+    const count = (n: number): void => { this.#net.count(this.peerId, n) }
+    count(JSON.stringify(ours).length)
+    const mine = records.filter(r => differing.has(bucketOf(r.id)))
+    count(JSON.stringify(mine).length)
+    remote.handler.onPushPull(this.peerId, mine)
+    return theirRecords.filter(r => differing.has(bucketOf(r.id)))
   }
 
   connected (peer: string): boolean {
