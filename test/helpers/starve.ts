@@ -5,6 +5,8 @@ import { join } from 'node:path'
 export interface Starvation {
   /** how the process is starved, for the test log */
   method: string
+  /** how much it was held back so far (the cgroup's throttling counters), when known */
+  throttled(): Promise<string>
   undo(): Promise<void>
 }
 
@@ -31,6 +33,7 @@ export async function starve (pid: number, percent: number): Promise<Starvation>
         await writeFile(join(dir, 'cgroup.procs'), String(pid))
         return {
           method: `cgroup v2 cpu.max "${quota} ${period}" (${percent} % of one core)`,
+          throttled: async () => await throttling(join(dir, 'cpu.stat')),
           undo: async () => {
             await writeFile('/sys/fs/cgroup/cgroup.procs', String(pid)).catch(() => {})
             await rmdir(dir).catch(() => {})
@@ -51,6 +54,7 @@ export async function starve (pid: number, percent: number): Promise<Starvation>
       await writeFile(join(dir, 'cgroup.procs'), String(pid))
       return {
         method: `cgroup v1 cpu.cfs_quota_us ${quota} / cpu.cfs_period_us ${period} (${percent} % of one core)`,
+        throttled: async () => await throttling(join(dir, 'cpu.stat')),
         undo: async () => {
           await writeFile('/sys/fs/cgroup/cpu/cgroup.procs', String(pid)).catch(() => {})
           await rmdir(dir).catch(() => {})
@@ -67,11 +71,19 @@ export async function starve (pid: number, percent: number): Promise<Starvation>
   process.once('exit', kill)
   return {
     method: 'taskset: pinned to core 0 with three busy processes pinned there too',
+    throttled: async () => 'unknown (no cgroup)',
     undo: async () => {
       kill()
       process.off('exit', kill)
     }
   }
+}
+
+/** `nr_periods`, `nr_throttled` and the time held back, from a cgroup's cpu.stat. */
+async function throttling (path: string): Promise<string> {
+  const stat = Object.fromEntries((await readFile(path, 'utf8').catch(() => '')).trim().split('\n').map(l => l.split(' ')))
+  const ms = stat.throttled_usec != null ? Number(stat.throttled_usec) / 1000 : Number(stat.throttled_time ?? 0) / 1e6
+  return `throttled in ${stat.nr_throttled ?? '?'} of ${stat.nr_periods ?? '?'} periods, ${(ms / 1000).toFixed(1)} s held back`
 }
 
 async function run (cmd: string, args: string[]): Promise<void> {
