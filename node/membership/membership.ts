@@ -141,6 +141,8 @@ const PUSH_PULL_TIMEOUT_MS = 10_000
 const PUSH_PULL_RETRY_MS = 2000
 const MAX_STRANGERS = 256
 const SKEW_REMINDER_MS = 10 * 60_000
+/** A registry write this recent from a member held dead is worth a probe. */
+const FRESH_WRITE_MS = 30_000
 
 /**
  * Fleet membership and failure detection, off the registry: SWIM probing
@@ -264,6 +266,13 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     for (const { key, value } of this.#c.registry.list<Partial<NodeRecord>>('node/')) this.#onNodeRecord(key.slice(5), value)
     this.#off.push(this.#c.registry.onChange('node/', change => {
       if (!change.entry.deleted) this.#onNodeRecord(change.key.slice(5), change.entry.value as Partial<NodeRecord> | undefined)
+    }))
+    // a fresh signed write from a member we hold suspect or dead hints that it is back
+    // (after a partition heals, registry news can beat membership news): probe it now
+    this.#off.push(this.#c.registry.onChange('', change => {
+      if (change.via === 'local' || change.entry.writer === this.#self) return
+      if (Math.abs(Date.now() - change.entry.ts[0]) > FRESH_WRITE_MS) return
+      if (this.#table.entries.get(change.entry.writer)?.state !== 'alive') this.#prober.recheck(change.entry.writer)
     }))
     await this.#c.transport.start(this.#handler)
     this.#started = true

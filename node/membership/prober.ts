@@ -15,6 +15,8 @@ const PIGGYBACK_ITEMS = 8
 const PIGGYBACK_BYTES = 6 * 1024
 /** Indirect probes this node runs for others at once. */
 const MAX_RELAYING = 8
+/** Re-probe a member held suspect or dead on outside news at most this often. */
+const RECHECK_MS = 5000
 
 export interface ProberTiming {
   probeIntervalMs: number
@@ -56,6 +58,7 @@ export class Prober {
   #index = 0
   readonly #urgent = new Set<string>()
   readonly #probing = new Set<string>()
+  readonly #rechecked = new Map<string, number>()
   #relaying = 0
   #lastHint = -Infinity
   #probeTimer?: NodeJS.Timeout
@@ -102,6 +105,21 @@ export class Prober {
     if (!this.#running || e == null || e.state !== 'alive' || this.#probing.has(id)) return
     if (now - this.#lastHint < this.#t.probeIntervalMs) return
     this.#lastHint = now
+    void this.probe(id).catch(err => { this.#c.logger.debug({ peer: id, err: err.message }, 'probe failed') })
+  }
+
+  /**
+   * Something we heard elsewhere (a fresh registry write) says `id`, which we
+   * hold suspect or dead, may be back: probe it now, at most once per
+   * `RECHECK_MS` per member. Its ack carries its refutation if it made one.
+   */
+  recheck (id: string): void {
+    const e = this.#c.table.entries.get(id)
+    if (!this.#running || e == null || e.state === 'alive' || this.#probing.has(id)) return
+    const now = this.#c.monotonic()
+    if (now - (this.#rechecked.get(id) ?? -Infinity) < RECHECK_MS) return
+    this.#rechecked.set(id, now)
+    if (this.#rechecked.size > 10_000) this.#rechecked.clear()
     void this.probe(id).catch(err => { this.#c.logger.debug({ peer: id, err: err.message }, 'probe failed') })
   }
 
@@ -219,7 +237,11 @@ export class Prober {
   async handleRequest (from: string, frame: Request, signal: AbortSignal): Promise<Reply | undefined> {
     const { table } = this.#c
     table.heard(from)
-    this.#mergeAll(frame.g, from)
+    // news about us first: if the prober holds us suspect or dead, we refute before
+    // answering, so the ack itself carries the refutation (one round trip back to alive)
+    const aboutUs = frame.g?.filter(r => r.id === this.#c.self) ?? []
+    for (const r of aboutUs) await table.merge(r, 'gossip', from).catch(() => {})
+    this.#mergeAll(frame.g?.filter(r => r.id !== this.#c.self), from)
     if (frame.t === 'ping') {
       const g = this.#piggyback(from)
       // the prober is behind on us: it gets our own claim
