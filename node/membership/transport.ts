@@ -137,7 +137,7 @@ export class Libp2pSwimTransport implements SwimTransport {
     const signal = AbortSignal.any([AbortSignal.timeout(Math.max(1, Math.ceil(timeoutMs))), this.#stopping.signal])
     const conn = await this.#connection(peer, addrs, signal)
     const stream = await conn.newStream(SWIM_SYNC_PROTOCOL, { signal })
-    return await pushPull(stream, records, { timeoutMs, signal })
+    return await pushPull(stream, records, { timeoutMs, signal, onBytes: this.#countSync })
   }
 
   connected (peer: string): boolean {
@@ -256,7 +256,7 @@ export class Libp2pSwimTransport implements SwimTransport {
     this.#pushPulls++
     try {
       await this.#verified(peer, AbortSignal.any([AbortSignal.timeout(this.#verifyTimeoutMs), this.#stopping.signal]))
-      const theirs = await answerPushPull(stream, () => handler.records(), { signal: this.#stopping.signal })
+      const theirs = await answerPushPull(stream, () => handler.records(), { signal: this.#stopping.signal, onBytes: this.#countSync })
       handler.onPushPull(peer, theirs)
     } catch (err: any) {
       stream.abort(err)
@@ -266,6 +266,8 @@ export class Libp2pSwimTransport implements SwimTransport {
       this.#pushPulls--
     }
   }
+
+  readonly #countSync = (direction: 'in' | 'out', bytes: number): void => { this.#c.observer?.frame(direction, 'sync', bytes) }
 
   readonly #onVerified = (evt: CustomEvent<VerifiedEvent>): void => {
     this.#handler?.onConnected(evt.detail.peerId.toString(), evt.detail.outbound)

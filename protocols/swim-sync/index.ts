@@ -69,17 +69,27 @@ export interface PushPullOptions {
   /** @default DEFAULT_PUSH_PULL_TIMEOUT_MS */
   timeoutMs?: number
   signal?: AbortSignal
+  /** told the size of every message sent and received (its JSON text), for accounting */
+  onBytes?: (direction: 'in' | 'out', bytes: number) => void
 }
+
+const size = (m: SwimSyncMessage): number => JSON.stringify(m).length + 1
 
 /** Initiator: returns the peer's records where we differ (and sends ours there). */
 export async function pushPull (stream: Stream, records: readonly MemberRecord[], options: PushPullOptions = {}): Promise<MemberRecord[]> {
   const signal = timeoutSignal(options.timeoutMs ?? DEFAULT_PUSH_PULL_TIMEOUT_MS, options.signal)
   const channel = messageChannel(stream, swimSyncCodec)
+  const count = options.onBytes ?? (() => {})
   try {
-    await channel.write({ t: 'digest', buckets: digest(records) }, { signal })
+    const first: SwimSyncMessage = { t: 'digest', buckets: digest(records) }
+    await channel.write(first, { signal })
+    count('out', size(first))
     const diff = await channel.read({ signal })
+    count('in', size(diff))
     if (diff.t !== 'diff') throw new ProtocolMessageError(`swim-sync: expected diff, got ${diff.t}`)
-    await channel.write({ t: 'records', records: inBuckets(records, diff.buckets) }, { signal })
+    const mine: SwimSyncMessage = { t: 'records', records: inBuckets(records, diff.buckets) }
+    await channel.write(mine, { signal })
+    count('out', size(mine))
     await channel.close({ signal })
     return diff.records
   } catch (err: any) {
@@ -92,14 +102,19 @@ export async function pushPull (stream: Stream, records: readonly MemberRecord[]
 export async function answerPushPull (stream: Stream, records: () => readonly MemberRecord[], options: PushPullOptions = {}): Promise<MemberRecord[]> {
   const signal = timeoutSignal(options.timeoutMs ?? DEFAULT_PUSH_PULL_TIMEOUT_MS, options.signal)
   const channel = messageChannel(stream, swimSyncCodec)
+  const count = options.onBytes ?? (() => {})
   try {
     const first = await channel.read({ signal })
+    count('in', size(first))
     if (first.t !== 'digest') throw new ProtocolMessageError(`swim-sync: expected digest, got ${first.t}`)
     const ours = records()
     const mine = digest(ours)
     const differing = mine.flatMap((d, i) => d === first.buckets[i] ? [] : [i])
-    await channel.write({ t: 'diff', buckets: differing, records: inBuckets(ours, differing) }, { signal })
+    const diff: SwimSyncMessage = { t: 'diff', buckets: differing, records: inBuckets(ours, differing) }
+    await channel.write(diff, { signal })
+    count('out', size(diff))
     const theirs = await channel.read({ signal })
+    count('in', size(theirs))
     if (theirs.t !== 'records') throw new ProtocolMessageError(`swim-sync: expected records, got ${theirs.t}`)
     await channel.close({ signal })
     return theirs.records

@@ -30,7 +30,8 @@ export interface LinkHandler {
 }
 
 export interface LinkObserver {
-  frame(direction: 'in' | 'out', type: Frame['t'], bytes: number): void
+  /** `sync` counts push-pull messages, which travel on a stream of their own */
+  frame(direction: 'in' | 'out', type: Frame['t'] | 'sync', bytes: number): void
 }
 
 export interface LinkInit {
