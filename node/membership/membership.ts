@@ -2,145 +2,32 @@ import { TypedEventEmitter } from '@libp2p/interface'
 import { MAX_ADDR_CHARS, MAX_ADDRS, type MemberRecord } from '../../protocols/swim/wire.ts'
 import { LocalHealth, StallWatch, type LocalHealthState } from './awareness.ts'
 import { BroadcastQueue } from './broadcasts.ts'
-import { ClockOffsets, type SelfClock } from './clock.ts'
-import { Prober, shuffle, type ProbeResult } from './prober.ts'
+import { firstIncarnation } from './incarnation.ts'
+import { Prober, shuffle } from './prober.ts'
 import { RecordVerifier } from './records.ts'
 import { RecordAudit, type NodeRecord } from './roster.ts'
+import { ClockWatch } from './skew.ts'
 import { retransmitLimit, suspicionTimeoutMs } from './suspicion.ts'
 import { MemberTable, type MemberState } from './table.ts'
+import { DEFAULT_PROBE_INTERVAL_MS, type Member, type MembershipComponents, type MembershipEvents, type MembershipInit } from './types.ts'
+import type { SelfClock } from './clock.ts'
 import type { HealthRecord } from './health.ts'
-import type { SwimTransport, TransportHandler } from './transport.ts'
-import type { NodeClaims, Role } from '../identity/certificate.ts'
-import type { Registry } from '../registry/registry.ts'
-import type { Database } from '../store/db.ts'
-import type { PeerId, PrivateKey, Startable } from '@libp2p/interface'
-import type { Logger } from 'pino'
+import type { TransportHandler } from './transport.ts'
+import type { Startable } from '@libp2p/interface'
 
 export type { MemberState } from './table.ts'
 export type { NodeRecord } from './roster.ts'
 export type { HealthRecord } from './health.ts'
 export type { LocalHealthState } from './awareness.ts'
 export type { SelfClock } from './clock.ts'
+export { levelIncarnationStore, type IncarnationStore } from './incarnation.ts'
+export { DEFAULT_PROBE_INTERVAL_MS, type Member, type MemberTrust, type MembershipComponents, type MembershipEvents, type MembershipInit, type MembershipMetrics } from './types.ts'
 
-export interface Member {
-  peerId: string
-  self: boolean
-  /** from the member's certificate, never from what it writes about itself */
-  role?: Role
-  labels: Record<string, string>
-  addresses: string[]
-  state: MemberState
-  /** ms since we last heard from it directly (probe, ack, any frame); null if never */
-  lastSeenMs: number | null
-  /** wall-clock ms when the state last changed */
-  since: number
-  /** its latest health report (written on change), if any */
-  health?: HealthRecord
-  /** the incarnation of its latest alive claim; null before we have one */
-  incarnation?: number | null
-  /** its wall clock minus ours, from probe round trips (for ourselves: ours minus the fleet's) */
-  clockOffsetMs?: number | null
-  /** its clock is off past `clockSkewLimitMs` (for ourselves: most peers disagree with us) */
-  clockSkewed?: boolean
-}
-
-export interface MembershipEvents {
-  'member:state': CustomEvent<{ peerId: string, state: MemberState, previous: MemberState | undefined }>
-  /** this node's Lifeguard health flipped between healthy and not */
-  'health:local': CustomEvent<LocalHealthState>
-  /** this node's clock started or stopped disagreeing with most peers */
-  'clock:skew': CustomEvent<SelfClock>
-}
-
-export interface MembershipMetrics {
-  members(counts: Record<MemberState, number>): void
-  probe(result: ProbeResult): void
-  localHealth(score: number): void
-  clockSelf(clock: SelfClock): void
-  recordMismatch(field: 'role' | 'labels'): void
-  rejected(reason: string): void
-}
-
-/** What membership needs from fleet trust: who holds a valid, unrevoked certificate. */
-export interface MemberTrust {
-  claimsFor(peerId: string): NodeClaims | undefined
-  isDenied(peerId: string): boolean
-  /** Verify a certificate found in a `node/<peerId>` record and remember it. */
-  learnCertificate(cert: string, peerId: string): Promise<NodeClaims>
-}
-
-/** Where our incarnation survives restarts. */
-export interface IncarnationStore {
-  load(): Promise<number | undefined>
-  save(inc: number): Promise<void>
-}
-
-/** Our incarnation in the agent's database. */
-export function levelIncarnationStore (db: Pick<Database, 'get' | 'put'>): IncarnationStore {
-  const KEY = 'membership:incarnation'
-  return {
-    load: async () => {
-      const v = await db.get(KEY)
-      return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined
-    },
-    save: async inc => { await db.put(KEY, inc) }
-  }
-}
-
-export interface MembershipComponents {
-  peerId: PeerId
-  privateKey: PrivateKey
-  registry: Pick<Registry, 'list' | 'value' | 'onChange'>
-  trust: MemberTrust
-  transport: SwimTransport
-  /** our multiaddrs, signed into our alive claim */
-  addresses(): string[]
-  logger: Logger
-  metrics?: MembershipMetrics
-  incarnations?: IncarnationStore
-}
-
-export interface MembershipInit {
-  /** Probe one member this often. @default 1000 */
-  probeIntervalMs?: number
-  /** Wait this long for a direct ack before asking others. @default 500 */
-  probeTimeoutMs?: number
-  /** Members asked to probe indirectly. @default 3 */
-  indirectChecks?: number
-  /** Suspicion lasts at least mult · max(1, log10 N) probe intervals. @default 1 */
-  suspicionMult?: number
-  /** … and at most this many times that, without confirmations. @default 6 */
-  suspicionMaxMult?: number
-  /** Independent confirmations that bring suspicion down to its minimum. @default 3 */
-  suspicionConfirmations?: number
-  /** A change is piggybacked mult · ⌈log10(N + 1)⌉ times. @default 4 */
-  retransmitMult?: number
-  /** Gossip pending changes this often … @default 200 */
-  gossipIntervalMs?: number
-  /** … to this many connected members. @default 3 */
-  gossipNodes?: number
-  /** Full state exchange with one member this often (scaled up past 32 members). @default 30000 */
-  pushPullIntervalMs?: number
-  /** Lifeguard: timeouts stretch up to this many times while this node is unhealthy. @default 8 */
-  awarenessMaxMultiplier?: number
-  /** A clock further off than this is skewed. @default 15000 */
-  clockSkewLimitMs?: number
-  /**
-   * Timers this late mean this process stalled (SIGSTOP, starved of CPU);
-   * shorter delays show up as missed acks and nacks instead. @default 2 · probeIntervalMs
-   */
-  stallThresholdMs?: number
-  /** @default performance.now */
-  monotonic?: () => number
-}
-
-export const DEFAULT_PROBE_INTERVAL_MS = 1000
 const HOUSEKEEPING_MS = 1000
 const PUSH_PULL_TIMEOUT_MS = 10_000
 /** Ask the same peer for a push-pull at most this often on (re)connection. */
 const PUSH_PULL_RETRY_MS = 2000
 const MAX_STRANGERS = 256
-const SKEW_REMINDER_MS = 10 * 60_000
 /** A registry write this recent from a member held dead is worth a probe. */
 const FRESH_WRITE_MS = 30_000
 
@@ -161,15 +48,12 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   readonly #stall: StallWatch
   readonly #queue: BroadcastQueue
   readonly #verifier = new RecordVerifier()
-  readonly #clock: ClockOffsets
+  readonly #clock: ClockWatch
   readonly #table: MemberTable
   readonly #prober: Prober
   readonly #audit: RecordAudit
   readonly #strangers = new Map<string, MemberRecord>()
   readonly #pushPulledAt = new Map<string, number>()
-  readonly #skewedPeers = new Set<string>()
-  #selfClock: SelfClock
-  #skewWarnedAt = -Infinity
   #nextPushPull = 0
   #timer?: NodeJS.Timeout
   #off: Array<() => void> = []
@@ -199,8 +83,13 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     this.#health = new LocalHealth({ maxMultiplier: this.#init.awarenessMaxMultiplier })
     this.#stall = new StallWatch(late => { this.#onStall(late) }, { thresholdMs: this.#init.stallThresholdMs, monotonic: this.#mono })
     this.#queue = new BroadcastQueue(() => retransmitLimit(this.#init.retransmitMult, this.#size()))
-    this.#clock = new ClockOffsets({ limitMs: this.#init.clockSkewLimitMs, monotonic: this.#mono })
-    this.#selfClock = this.#clock.self([])
+    this.#clock = new ClockWatch({
+      logger,
+      onSelf: (clock, changed) => {
+        components.metrics?.clockSelf(clock)
+        if (changed) this.safeDispatchEvent('clock:skew', { detail: clock })
+      }
+    }, { limitMs: this.#init.clockSkewLimitMs, monotonic: this.#mono })
     this.#table = new MemberTable({
       self: this.#self,
       privateKey: components.privateKey,
@@ -218,10 +107,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       },
       postponeMs: () => this.#health.scale(this.#init.probeIntervalMs),
       onState: (id, state, previous, reason) => { this.#onState(id, state, previous, reason) },
-      onReject: (reason, from) => {
-        components.metrics?.rejected(reason)
-        logger.debug({ peer: from, reason }, 'member record rejected')
-      },
+      onReject: (err, from) => { this.#reject(err, from) },
       onStranger: r => {
         if (this.#strangers.size < MAX_STRANGERS) this.#strangers.set(r.id, r)
       },
@@ -238,11 +124,12 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       stall: this.#stall,
       queue: this.#queue,
       verifier: this.#verifier,
-      clock: this.#clock,
+      clock: this.#clock.offsets,
       addrsOf: id => this.#addrsOf(id),
       logger,
       monotonic: this.#mono,
-      onProbe: result => { components.metrics?.probe(result) }
+      onProbe: result => { components.metrics?.probe(result) },
+      onReject: (err, from) => { this.#reject(err, from) }
     }, this.#init)
     this.#audit = new RecordAudit({ self: this.#self, trust: components.trust, logger, metrics: components.metrics })
     this.#health.addEventListener('health:local', evt => {
@@ -259,9 +146,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   async start (): Promise<void> {
     const saved = await this.#c.incarnations?.load().catch(() => undefined)
-    // past any incarnation of an earlier run, even with the store lost
-    const inc = Math.max(saved == null ? 0 : saved + 1, Math.floor(Date.now() / 1000))
-    await this.#table.init(this.#ownAddrs(), inc)
+    await this.#table.init(this.#ownAddrs(), firstIncarnation(saved))
     this.#queue.push(this.#table.self)
     for (const { key, value } of this.#c.registry.list<Partial<NodeRecord>>('node/')) this.#onNodeRecord(key.slice(5), value)
     this.#off.push(this.#c.registry.onChange('node/', change => {
@@ -310,7 +195,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   /** This node's clock against its peers'. */
   clock (): SelfClock {
-    return this.#selfClock
+    return this.#clock.self
   }
 
   /** Liveness of one peer right now; members we know nothing of are dead. */
@@ -322,7 +207,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   members (): Member[] {
     const now = this.#mono()
-    const out: Member[] = [this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, this.#selfClock.offsetMs, this.#selfClock.skewed)]
+    const self = this.#clock.self
+    const out: Member[] = [this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)]
     for (const e of this.#table.entries.values()) {
       if (!this.#admits(e.id)) continue
       const clock = this.#clock.of(e.id)
@@ -396,11 +282,15 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     }
     if (state === 'dead') {
       this.#clock.forget(id)
-      this.#skewedPeers.delete(id)
       // its connections are probably half-open; if it lives, it is redialled and refutes
       if (previous != null && this.#started) this.#c.transport.hangUp(id)
     }
     this.safeDispatchEvent('member:state', { detail: { peerId: id, state, previous } })
+  }
+
+  #reject (err: Error & { code?: string }, from: string | undefined): void {
+    this.#c.metrics?.rejected(err.code ?? 'ERR_SWIM')
+    this.#c.logger.debug({ peer: from, code: err.code, err: err.message }, 'membership message refused')
   }
 
   #onStall (lateMs: number): void {
@@ -431,9 +321,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     for (const e of this.#table.entries.values()) counts[e.state]++
     this.#c.metrics?.members(counts)
 
-    const step = this.#clock.checkStep()
-    if (step != null) this.#c.logger.info({ stepMs: Math.round(step) }, 'the wall clock stepped; measuring offsets afresh')
-    this.#checkClocks()
+    this.#clock.check([...this.#table.entries.values()].filter(e => e.state === 'alive').map(e => e.id))
 
     const [stranger] = this.#strangers.values()
     if (stranger != null) {
@@ -450,32 +338,6 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       const peer = shuffle(this.#c.transport.peers().filter(p => this.#table.entries.get(p)?.state === 'alive'))[0]
       if (peer != null) this.#pushPull(peer).catch(err => { this.#c.logger.debug({ peer, err: err.message }, 'push-pull failed') })
     }
-  }
-
-  #checkClocks (): void {
-    const alive = [...this.#table.entries.values()].filter(e => e.state === 'alive').map(e => e.id)
-    for (const id of alive) {
-      const skewed = this.#clock.skewed(id)
-      if (skewed === this.#skewedPeers.has(id)) continue
-      if (skewed) {
-        this.#skewedPeers.add(id)
-        this.#c.logger.warn({ peer: id, offsetMs: this.#clock.of(id)?.offsetMs, limitMs: this.#clock.limitMs }, 'a member\'s clock disagrees with ours')
-      } else {
-        this.#skewedPeers.delete(id)
-        this.#c.logger.info({ peer: id, offsetMs: this.#clock.of(id)?.offsetMs }, 'a member\'s clock agrees with ours again')
-      }
-    }
-    const previous = this.#selfClock
-    this.#selfClock = this.#clock.self(alive)
-    this.#c.metrics?.clockSelf(this.#selfClock)
-    const now = this.#mono()
-    if (this.#selfClock.skewed && (!previous.skewed || now - this.#skewWarnedAt >= SKEW_REMINDER_MS)) {
-      this.#skewWarnedAt = now
-      this.#c.logger.warn({ ...this.#selfClock }, 'THIS NODE\'S CLOCK DISAGREES WITH MOST PEERS: fix its time (NTP); peers refuse its writes and schedulers avoid it')
-    } else if (!this.#selfClock.skewed && previous.skewed) {
-      this.#c.logger.info({ ...this.#selfClock }, 'this node\'s clock agrees with its peers again')
-    }
-    if (this.#selfClock.skewed !== previous.skewed) this.safeDispatchEvent('clock:skew', { detail: this.#selfClock })
   }
 
   readonly #handler: TransportHandler = {
@@ -501,9 +363,6 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       if (e.state === 'dead') this.#prober.soon(peer)
     },
     onDisconnected: peer => { this.#prober.hint(peer) },
-    onInvalid: (from, err) => {
-      this.#c.metrics?.rejected((err as { code?: string }).code ?? 'ERR_SWIM')
-      this.#c.logger.debug({ peer: from, err: err.message }, 'invalid swim message')
-    }
+    onInvalid: (from, err) => { this.#reject(err, from) }
   }
 }

@@ -1,4 +1,5 @@
 import { MAX_SEQ, type Ack, type Gossip, type MemberRecord, type Reply, type Request } from '../../protocols/swim/wire.ts'
+import { ForgedAckError, type MembershipError } from './errors.ts'
 import { signRelayedAck, type RecordVerifier } from './records.ts'
 import { recordOf, type MemberTable } from './table.ts'
 import type { LocalHealth, StallWatch } from './awareness.ts'
@@ -41,6 +42,8 @@ export interface ProberContext {
   logger: Logger
   monotonic: () => number
   onProbe?(result: ProbeResult): void
+  /** a relay sent an ack the target did not sign */
+  onReject?(err: MembershipError, from: string): void
 }
 
 /**
@@ -209,6 +212,7 @@ export class Prober {
         health.apply(-1, 'probe answered through a relay')
         return 'indirect'
       }
+      this.#c.onReject?.(new ForgedAckError(`an ack for ${id} relayed by ${relays[i]!} is not signed by ${id}`), relays[i]!)
     }
     if (stall.stalledSince(start)) return 'inconclusive'
     // Lifeguard: relays that did not even nack suggest we are the one not keeping up

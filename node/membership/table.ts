@@ -1,4 +1,5 @@
 import { MAX_INCARNATION, type Accusation, type MemberRecord } from '../../protocols/swim/wire.ts'
+import { BadMemberRecordError, type MembershipError } from './errors.ts'
 import { signAccusation, signAlive, type RecordVerifier } from './records.ts'
 import { Suspicion } from './suspicion.ts'
 import type { LocalHealth, StallWatch } from './awareness.ts'
@@ -39,7 +40,8 @@ export interface TableContext {
   /** how long to wait before deciding again while unhealthy */
   postponeMs(): number
   onState(id: string, state: MemberState, previous: MemberState | undefined, reason: string): void
-  onReject(reason: string, from: string | undefined): void
+  /** a record a peer sent was refused */
+  onReject(err: MembershipError, from: string | undefined): void
   /** a signed record about someone whose certificate we do not know yet */
   onStranger(record: MemberRecord): void
   /** our incarnation changed (persist it) */
@@ -177,7 +179,7 @@ export class MemberTable {
     if (r.inc < current) return
     if (r.inc > current) {
       if (!await this.#c.verifier.alive(r)) {
-        this.#c.onReject('ERR_BAD_MEMBER_RECORD', sender)
+        this.#c.onReject(new BadMemberRecordError(`alive claim of ${r.id} at ${r.inc} is not signed by it`), sender)
         return
       }
       e.record = { id: r.id, inc: r.inc, addrs: r.addrs, sig: r.sig }
@@ -193,7 +195,7 @@ export class MemberTable {
     // only its own `dead` (leaving) may come from the member itself
     if (acc.from === r.id ? acc.k !== 'd' : !this.#c.admits(acc.from)) return
     if (!await this.#c.verifier.accusation(r, acc)) {
-      this.#c.onReject('ERR_BAD_MEMBER_RECORD', sender)
+      this.#c.onReject(new BadMemberRecordError(`accusation of ${r.id} is not signed by ${acc.from}`), sender)
       return
     }
     if (acc.k === 'd' && via === 'sync' && acc.from !== r.id) {

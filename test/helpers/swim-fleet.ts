@@ -4,8 +4,9 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { pino } from 'pino'
 import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims, type Role } from '../../node/identity/certificate.ts'
 import { Membership, type MemberState, type MembershipInit, type MemberTrust } from '../../node/membership/membership.ts'
-import { MemorySwimNetwork } from './memory-swim.ts'
+import { MemorySwimNetwork, type MemorySwimTransport } from './memory-swim.ts'
 import type { ProbeResult } from '../../node/membership/prober.ts'
+import type { TransportHandler } from '../../node/membership/transport.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 
 /**
@@ -31,6 +32,8 @@ export interface SwimNode {
   membership: Membership
   /** outcomes of this node's probes, in order */
   probes: ProbeResult[]
+  /** codes of what this node refused */
+  rejected: string[]
 }
 
 /**
@@ -62,6 +65,7 @@ export class SwimFleet {
       }
     }
     const probes: ProbeResult[] = []
+    const rejected: string[] = []
     const membership = new Membership({
       peerId,
       privateKey,
@@ -70,16 +74,34 @@ export class SwimFleet {
       transport: this.net.transport(id),
       addresses: () => [`/ip4/127.0.0.1/tcp/${4000 + this.nodes.length}`],
       logger: pino({ level: process.env.LOG ?? 'silent' }).child({ node: name }),
-      metrics: { probe: r => { probes.push(r) }, members: () => {}, localHealth: () => {}, clockSelf: () => {}, recordMismatch: () => {}, rejected: () => {} }
+      metrics: { probe: r => { probes.push(r) }, members: () => {}, localHealth: () => {}, clockSelf: () => {}, recordMismatch: () => {}, rejected: code => { rejected.push(code) } }
     }, init)
-    const node = { name, peerId, id, privateKey, cert, trust, membership, probes }
+    const node = { name, peerId, id, privateKey, cert, trust, membership, probes, rejected }
     this.nodes.push(node)
     return node
   }
 
+  /**
+   * A member with a valid certificate that does not run membership but
+   * answers on the network as `handler` says (a liar, in tests). Its
+   * certificate is learnt by the others at `introduce()`.
+   */
+  async addStub (name: string, handler: (self: { id: string, privateKey: PrivateKey }) => Promise<TransportHandler>): Promise<{ id: string, transport: MemorySwimTransport }> {
+    const privateKey = await generateKeyPair('Ed25519')
+    const id = peerIdFromPrivateKey(privateKey).toString()
+    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: id, role: 'gateway', fleetId: 'test' })
+    this.#stubs.push({ id, cert })
+    const transport = this.net.transport(id)
+    await transport.start(await handler({ id, privateKey }))
+    return { id, transport }
+  }
+
+  readonly #stubs: Array<{ id: string, cert: string }> = []
+
   /** Everyone learns everyone's certificate. */
   async introduce (): Promise<void> {
-    for (const a of this.nodes) for (const b of this.nodes) await a.trust.learnCertificate(b.cert, b.id)
+    const all = [...this.nodes.map(n => ({ id: n.id, cert: n.cert })), ...this.#stubs]
+    for (const a of this.nodes) for (const b of all) await a.trust.learnCertificate(b.cert, b.id)
   }
 
   node (name: string): SwimNode {
