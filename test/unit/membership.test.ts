@@ -50,6 +50,8 @@ t.test('a member that stalls is declared dead, then refutes and comes back with 
   const all = names(fleet)
   await waitFor(() => fleet.all(all, all, 'alive'), 'all alive', 10_000, 20)
   const before = fleet.node('n0').membership.members().find(m => m.peerId === fleet.node('n2').id)!.incarnation!
+  const flips: boolean[] = []
+  fleet.node('n2').membership.addEventListener('health:local', evt => { flips.push(evt.detail.healthy) })
   fleet.net.freeze(fleet.node('n2').id)
   const others = all.filter(n => n !== 'n2')
   await waitFor(() => others.every(o => fleet.state(o, 'n2') === 'dead'), 'n2 dead while frozen', 15_000, 20)
@@ -57,6 +59,9 @@ t.test('a member that stalls is declared dead, then refutes and comes back with 
   await waitFor(() => others.every(o => fleet.state(o, 'n2') === 'alive'), 'n2 alive again after it refutes', 15_000, 20)
   const after = fleet.node('n0').membership.members().find(m => m.peerId === fleet.node('n2').id)!.incarnation!
   t.ok(after > before, `incarnation went up (${before} → ${after})`)
+  t.equal(flips[0], false, 'cut off, n2 doubted itself (health:local, healthy false)')
+  await waitFor(() => fleet.node('n2').membership.localHealth().healthy, 'n2 to trust itself again', 15_000, 20)
+  t.equal(flips.at(-1), true, 'and said so when it recovered')
 })
 
 t.test('a partition splits the view and healing joins it again', async t => {
