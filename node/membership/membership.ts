@@ -28,6 +28,8 @@ const PUSH_PULL_TIMEOUT_MS = 10_000
 /** Ask the same peer for a push-pull at most this often on (re)connection. */
 const PUSH_PULL_RETRY_MS = 2000
 const MAX_STRANGERS = 256
+/** A member dead this long, with no node record left, is forgotten. */
+const FORGET_DEAD_MS = 60 * 60_000
 /** A registry write this recent from a member held dead is worth a probe. */
 const FRESH_WRITE_MS = 30_000
 
@@ -316,7 +318,10 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   #housekeeping (): void {
     this.#stall.check()
-    this.#table.sweep()
+    // a member dead for long whose node record the registry has collected is gone:
+    // forget it (if it comes back, its alive claim admits it again)
+    const wall = Date.now()
+    this.#table.sweep(e => wall - e.since > FORGET_DEAD_MS && this.#c.registry.value(`node/${e.id}`) === undefined)
     const counts: Record<MemberState, number> = { alive: 1, suspect: 0, dead: 0 }
     for (const e of this.#table.entries.values()) counts[e.state]++
     this.#c.metrics?.members(counts)

@@ -119,10 +119,14 @@ export class MemberTable {
     if (e != null) e.lastHeard = this.#c.monotonic()
   }
 
-  /** Drop members whose certificate is no longer valid (expired, revoked). */
-  sweep (): void {
+  /**
+   * Drop members whose certificate is no longer valid (expired, revoked),
+   * and dead ones `forget` says are gone for good.
+   */
+  sweep (forget: (e: TableEntry) => boolean = () => false): void {
     for (const e of this.entries.values()) {
-      if (this.#c.admits(e.id)) continue
+      const admitted = this.#c.admits(e.id)
+      if (admitted && !(e.state === 'dead' && forget(e))) continue
       e.suspicion?.cancel()
       this.entries.delete(e.id)
       this.#c.queue.drop(e.id)
