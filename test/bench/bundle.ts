@@ -2,6 +2,7 @@
  * Bundle distribution benchmark:
  *
  *   npm run bench -- bundle [--size-mb 64] [--peers 8] [--runs 3]
+ *   npm run bench -- bundle --size-mb 64 --peers 8 --link-mbit 20   (capped links: bundle-links.ts)
  *
  * Builds a real TF.js layers model of about `size-mb` (one dense layer),
  * bundles it, then measures on 127.0.0.1, every agent a separate process:
@@ -12,7 +13,6 @@
  *  - fanoutSeconds: `peers` agents pulling at once, allowed to fetch from each other;
  *  - singleSourceFanoutSeconds: the same when only the original source serves.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -22,6 +22,7 @@ import { buildBundle } from '../../packaging/bundle/index.ts'
 import { loadTf } from '../../packaging/tfjs/backend.ts'
 import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { Cluster, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 import type { BenchArgs } from './run.ts'
 
 const MB = 1024 * 1024
@@ -53,7 +54,7 @@ async function rawTcp (bytes: number): Promise<number> {
   })
   const sender = `const s=require('net').connect(${port},'127.0.0.1');const b=Buffer.alloc(${MB},7);let left=${bytes};` +
     'function go(){while(left>0){left-=b.length;if(!s.write(b)){s.once("drain",go);return}}s.end()};s.on("connect",go)'
-  const child = spawn(process.execPath, ['-e', sender], { stdio: 'ignore' })
+  const child = start(process.execPath, ['-e', sender], { name: 'raw TCP sender' })
   const mbps = await result
   child.kill()
   server.close()
@@ -72,7 +73,8 @@ async function publish (cluster: Cluster, name: string, zip: string): Promise<vo
 
 /** A seed holding the bundle and `pullers` agents that see its advert. */
 async function mesh (fleetDir: string, zip: string, digest: string, pullers: number, share: boolean): Promise<{ cluster: Cluster, names: string[] }> {
-  const cluster = await Cluster.create()
+  // agents from sources, as this benchmark's published figures were measured
+  const cluster = await Cluster.create({ sources: true })
   const config = { logs: { stdout: false, level: 'warn' }, bundles: { share } }
   await cluster.addNode('seed', { role: 'server', fleetDir, config: { logs: { stdout: false, level: 'warn' } } })
   const names = Array.from({ length: pullers }, (_, i) => `p${i + 1}`)
@@ -97,19 +99,26 @@ async function fanout (fleetDir: string, zip: string, digest: string, pullers: n
   }
 }
 
+/** A signed bundle of about `sizeMb` in `root`, with the fleet that signed it. */
+export async function benchBundle (root: string, sizeMb: number): Promise<{ fleetDir: string, zip: string, digest: string, size: number }> {
+  const fleetDir = join(root, 'fleet')
+  await initFleet(fleetDir)
+  const fleet = await loadFleet(fleetDir)
+  await makeModel(join(root, 'model'), sizeMb)
+  const built = await buildBundle({ modelDir: join(root, 'model'), name: 'bench', version: '1', signer: { key: fleet.privateKey }, out: join(root, 'bench.zip') })
+  console.log(`bundle ${built.digest}: ${(built.size / MB).toFixed(1)} MiB in ${built.index.hashes.length} chunks`)
+  return { fleetDir, zip: built.out, digest: built.digest, size: built.size }
+}
+
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
+  if (args['link-mbit'] != null) return await (await import('./bundle-links.ts')).runOverLinks(args)
   const sizeMb = Number(args['size-mb'] ?? 64)
   const peers = Number(args.peers ?? 8)
   const runs = Number(args.runs ?? 3)
   const root = await mkdtemp(join(tmpdir(), 'gatemesh-bench-bundle-'))
   try {
-    const fleetDir = join(root, 'fleet')
-    await initFleet(fleetDir)
-    const fleet = await loadFleet(fleetDir)
-    await makeModel(join(root, 'model'), sizeMb)
-    const built = await buildBundle({ modelDir: join(root, 'model'), name: 'bench', version: '1', signer: { key: fleet.privateKey }, out: join(root, 'bench.zip') })
-    const sizeBytes = built.size
-    console.log(`bundle ${built.digest}: ${(sizeBytes / MB).toFixed(1)} MiB in ${built.index.hashes.length} chunks`)
+    const { fleetDir, zip, digest, size: sizeBytes } = await benchBundle(root, sizeMb)
+    const built = { out: zip, digest }
 
     const rawTcpMBps = await rawTcp(Math.max(256, sizeMb * 4) * MB)
     console.log(`raw TCP loopback: ${rawTcpMBps.toFixed(0)} MB/s`)

@@ -1,20 +1,20 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { CLI } from '../helpers/cluster.ts'
 import { saveLayersModel } from '../helpers/models.ts'
+import { start } from '../helpers/processes.ts'
 
 const root = await mkdtemp(join(tmpdir(), 'gatemesh-cli-'))
 t.teardown(async () => { await rm(root, { recursive: true, force: true }) })
 
 async function cli (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const { child } = start(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], t })
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', d => { stdout += String(d) })
-  child.stderr.on('data', d => { stderr += String(d) })
+  child.stdout!.on('data', d => { stdout += String(d) })
+  child.stderr!.on('data', d => { stderr += String(d) })
   const code = await new Promise<number | null>(resolve => child.on('close', resolve))
   return { code, stdout, stderr }
 }
@@ -74,7 +74,7 @@ await t.test('bad input is a clear error', async t => {
   await writeFile(join(root, 'model', 'bad.json'), JSON.stringify({ format: 'layers-model', modelTopology: { class_name: 'Sequential', config: { layers: [{ class_name: 'Nope', config: {} }] } }, weightsManifest: [] }))
   const broken = await cli('bundle', 'build', join(root, 'model'), '--model-file', 'bad.json', '--name', 'x', '--version', '1', '--key', join(fleet, 'fleet.key'), '--out', join(root, 'x.zip'))
   t.equal(broken.code, 1, 'a model TensorFlow.js cannot load is refused before signing')
-  t.match(broken.stderr, /cannot load this layers model/)
+  t.match(broken.stderr, /bad\.json: TensorFlow.js cannot load this tfjs-layers model: Unknown layer: Nope/)
   const badName = await cli('bundle', 'build', join(root, 'model'), '--name', 'Bad Name', '--version', '1', '--key', join(fleet, 'fleet.key'), '--out', join(root, 'x.zip'))
   t.equal(badName.code, 1)
   t.match(badName.stderr, /manifest\.name/)
