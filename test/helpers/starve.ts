@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { access, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { run, start } from './processes.ts'
 
 export interface Starvation {
   /** how the process is starved, for the test log */
@@ -65,16 +65,15 @@ export async function starve (pid: number, percent: number): Promise<Starvation>
     }
   }
   // no writable cgroup: pin it to core 0 with busy processes competing there
-  await run('taskset', ['-a', '-cp', '0', String(pid)])
-  const hogs: ChildProcess[] = [0, 1, 2].map(() => spawn('taskset', ['-c', '0', process.execPath, '-e', 'for(;;){}'], { stdio: 'ignore' }))
-  const kill = (): void => { for (const h of hogs) h.kill('SIGKILL') }
-  process.once('exit', kill)
+  await run('taskset', ['-a', '-cp', '0', String(pid)], { timeoutMs: 30_000 })
+  // through the process helper: the hogs die with the test however it ends
+  const hogs = [0, 1, 2].map(i => start('taskset', ['-c', '0', process.execPath, '-e', 'for(;;){}'], { name: `cpu hog ${i}` }))
   return {
     method: 'taskset: pinned to core 0 with three busy processes pinned there too',
     throttled: async () => 'unknown (no cgroup)',
     undo: async () => {
-      kill()
-      process.off('exit', kill)
+      for (const h of hogs) h.kill()
+      await Promise.all(hogs.map(async h => await h.exited))
     }
   }
 }
@@ -84,12 +83,4 @@ async function throttling (path: string): Promise<string> {
   const stat = Object.fromEntries((await readFile(path, 'utf8').catch(() => '')).trim().split('\n').map(l => l.split(' ')))
   const ms = stat.throttled_usec != null ? Number(stat.throttled_usec) / 1000 : Number(stat.throttled_time ?? 0) / 1e6
   return `throttled in ${stat.nr_throttled ?? '?'} of ${stat.nr_periods ?? '?'} periods, ${(ms / 1000).toFixed(1)} s held back`
-}
-
-async function run (cmd: string, args: string[]): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: 'ignore' })
-    child.once('error', reject)
-    child.once('exit', code => { code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}`)) })
-  })
 }

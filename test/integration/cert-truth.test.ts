@@ -1,6 +1,6 @@
-import { spawn } from 'node:child_process'
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 import { deploy, publishAnomalyBundle } from '../helpers/scheduling.ts'
 
 // Issue 14 item 1: a gateway whose certificate says `gateway` with no labels
@@ -15,11 +15,10 @@ await cluster.addNode('srv', { role: 'server' })
 await cluster.addNode('gw')
 const names = ['srv', 'gw']
 for (const n of names) await cluster.start(n, { wait: false })
-for (const n of names) await cluster.waitReady(n, 180_000)
+for (const n of names) await cluster.waitReady(n)
 
 const liar = await cluster.addNode('liar', { role: 'gateway', labels: {}, bootstrap: ['srv'] })
-const child = spawn(process.execPath, [ROGUE, '--data', liar.dir, '--member', '--record', JSON.stringify({ role: 'server', labels: { site: 'north' } })], { stdio: 'ignore' })
-t.teardown(() => { child.kill('SIGKILL') })
+start(process.execPath, [ROGUE, '--data', liar.dir, '--member', '--record', JSON.stringify({ role: 'server', labels: { site: 'north' } })], { name: 'rogue liar', t })
 
 const memberOn = async (observer: string, peerId: string): Promise<any> =>
   (await cluster.get(observer, '/v1/status')).members.find((m: any) => m.peerId === peerId)

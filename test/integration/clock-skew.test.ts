@@ -1,7 +1,8 @@
 import { access, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { bundleCommand } from '../helpers/app-bundle.ts'
+import { Cluster, waitFor } from '../helpers/cluster.ts'
 
 // Issue 14 item 10, membership side: one agent runs five minutes ahead
 // (libfaketime, Debian's `faketime`); it says so itself and its peers say
@@ -20,12 +21,13 @@ async function clockSkewTest (lib: string): Promise<void> {
   const cluster = await Cluster.create()
   const offsetFile = join(cluster.root, 'faketime')
   await writeFile(offsetFile, '+5m\n')
+  // the shipped agent (the app bundle), as the others run, under libfaketime
+  const app = await bundleCommand()
   const skewed = await Cluster.create({
     command: {
-      exec: process.execPath,
-      args: [CLI],
+      ...app,
       // only the wall clock moves: timers and the monotonic clock stay true
-      env: { LD_PRELOAD: lib, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_DONT_FAKE_MONOTONIC: '1', FAKETIME_CACHE_DURATION: '1' }
+      env: { ...app.env, LD_PRELOAD: lib, FAKETIME_TIMESTAMP_FILE: offsetFile, FAKETIME_DONT_FAKE_MONOTONIC: '1', FAKETIME_CACHE_DURATION: '1' }
     }
   })
   t.teardown(async () => {
@@ -39,8 +41,8 @@ async function clockSkewTest (lib: string): Promise<void> {
   const peers = ['a', 'b', 'c']
   for (const n of peers) await cluster.start(n, { wait: false })
   await skewed.start('d', { wait: false })
-  for (const n of peers) await cluster.waitReady(n, 180_000)
-  await skewed.waitReady('d', 180_000)
+  for (const n of peers) await cluster.waitReady(n)
+  await skewed.waitReady('d')
 
   const status = async (name: string): Promise<any> => name === 'd' ? await skewed.get('d', '/v1/status') : await cluster.get(name, '/v1/status')
   const memberD = async (observer: string): Promise<any> => (await status(observer)).members.find((m: any) => m.peerId === d.peerId)

@@ -13,7 +13,7 @@ t.teardown(async () => { await cluster.close() })
 const names = ['n1', 'n2', 'n3', 'n4', 'slow']
 for (const [i, n] of names.entries()) await cluster.addNode(n, { role: i === 0 ? 'server' : 'gateway' })
 for (const n of names) await cluster.start(n, { wait: false })
-for (const n of names) await cluster.waitReady(n, 180_000)
+for (const n of names) await cluster.waitReady(n)
 const ids = new Map(names.map(n => [n, cluster.node(n).peerId]))
 const healthy = names.filter(n => n !== 'slow')
 
@@ -22,7 +22,7 @@ await waitFor(async () => (await Promise.all(names.map(async n => await cluster.
 
 await t.test('a CPU-starved agent makes no healthy agent dead', async t => {
   // an idle agent needs a few % of a core; 3 % leaves it behind on everything
-  const starved = await starve(cluster.node('slow').child!.pid!, 3)
+  const starved = await starve(cluster.node('slow').process!.pid!, 3)
   t.teardown(async () => { await starved.undo() })
   t.comment(`starving "slow" with ${starved.method}`)
   const violations: string[] = []
