@@ -2,7 +2,8 @@ import { access, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { bundleCommand } from '../helpers/app-bundle.ts'
-import { Cluster, waitFor } from '../helpers/cluster.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { deploy, publishAnomalyBundle } from '../helpers/scheduling.ts'
 
 // Issue 14 item 10, membership side: one agent runs five minutes ahead
 // (libfaketime, Debian's `faketime`); it says so itself and its peers say
@@ -63,12 +64,25 @@ async function clockSkewTest (lib: string): Promise<void> {
     t.ok(log.split('\n').some(l => l.includes('"level":"warn"') && l.includes('CLOCK DISAGREES')), 'd said so at warn level')
   })
 
+  const placedOn = async (): Promise<string[]> => (await cluster.get('a', '/v1/deployments/everywhere').catch(() => null))?.placement?.nodes ?? []
+
+  await t.test('the skewed node is not placed on', async t => {
+    await publishAnomalyBundle(cluster, 'a')
+    // four replicas, four nodes: only the skewed one is left out
+    await deploy(cluster, 'a', { id: 'everywhere', model: { name: 'anomaly', version: '1.0.0' }, replicas: 4 })
+    const nodes = await waitFor(async () => { const n = await placedOn(); return n.length >= 3 ? n : null }, 'three replicas placed', 120_000, 500)
+    t.same([...nodes].sort(), peers.map(p => cluster.node(p).peerId).sort(), 'a, b and c hold the replicas')
+    await sleep(3000)
+    t.notOk((await placedOn()).includes(d.peerId), 'd holds none, though four were asked for')
+  })
+
   await t.test('fixing the clock clears it everywhere without a restart', async t => {
     const pid = skewed.node('d').child?.pid
     await writeFile(offsetFile, '+0\n')
     await waitFor(async () => (await status('d')).self.clock.skewed === false, 'd to agree with its peers again', 90_000, 500)
     for (const p of peers) await waitFor(async () => (await memberD(p))?.clockSkewed === false, `${p} to clear d's flag`, 120_000, 500)
     t.equal(skewed.node('d').child?.pid, pid, 'the same process: no restart')
-    t.pass('cleared on d and on its peers')
+    await waitFor(async () => (await placedOn()).includes(d.peerId), 'the fourth replica placed on d', 120_000, 500)
+    t.pass('cleared on d and on its peers, and d is placed on again')
   })
 }
