@@ -19,8 +19,6 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { loadNodeDir } from '../../node/identity/node-dir.ts'
 import { createLogger } from '../../node/logs/logger.ts'
 import { createMesh } from '../../node/mesh/libp2p.ts'
-import { Membership } from '../../node/membership/membership.ts'
-import { Libp2pSwimTransport } from '../../node/membership/transport.ts'
 import { Registry } from '../../node/registry/registry.ts'
 import { MemoryRegistryStore } from '../../node/registry/store.ts'
 import { signEntry } from '../../node/registry/entry.ts'
@@ -46,6 +44,9 @@ await registry.start()
 trust.learnCertificate(id.certificate, self).catch(() => {})
 ;(trust as any).claimsFor = () => ({ sub: self, role: 'gateway', labels: {}, fleet: 'x', iat: 0, exp: 2 ** 40 })
 if (values.member === true) {
+  // loaded only when asked for: a rogue started from sources on a busy machine is slow enough already
+  const { Membership } = await import('../../node/membership/membership.ts')
+  const { Libp2pSwimTransport } = await import('../../node/membership/transport.ts')
   const membership = new Membership({
     peerId: id.peerId,
     privateKey: id.privateKey,
