@@ -121,7 +121,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   check (): void {
     const claims = this.#claims()
-    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) === 'alive')
+    // a suspect holder still holds its lease: SWIM suspicion is an accusation
+    // it may refute (it is how a healed partition's old news arrives), so
+    // only a confirmed death frees the zone
+    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) !== 'dead')
     const active = firstInPrecedence(live)
     const leader = active == null ? undefined : { peerId: active.peerId, term: active.term }
     if (leader?.peerId !== this.#leader?.peerId || leader?.term !== this.#leader?.term) {
