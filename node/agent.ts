@@ -157,6 +157,7 @@ export class Agent {
       labels: config.labels,
       registry: this.registry,
       membership: this.membership,
+      expectPeers: config.bootstrap.length > 0 || config.mdns,
       db,
       runtime: this.local.runtime,
       bundles: {
