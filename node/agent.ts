@@ -9,8 +9,9 @@ import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
-import { HealthSampler } from './membership/health.ts'
-import { Membership, type NodeRecord } from './membership/membership.ts'
+import { HealthReporter, HealthSampler } from './membership/health.ts'
+import { levelIncarnationStore, Membership, type NodeRecord } from './membership/membership.ts'
+import { Libp2pSwimTransport } from './membership/transport.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
 import { ConfigError } from './config/config.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
@@ -56,6 +57,8 @@ export class Agent {
   readonly mesh: Mesh
   readonly registry: Registry
   readonly membership: Membership
+  /** writes `health/<self>` when it changes */
+  readonly health: HealthReporter
   readonly connector: Connector
   /** this node's own logs, searchable from the coordinator over the mesh */
   readonly logs: LogStore
@@ -108,13 +111,28 @@ export class Agent {
       announce: async () => { await this.#announce() },
       logger: logger.child({ service: 'trust' })
     }, { renewAfterFraction: config.trust.renewAfterFraction, checkIntervalMs: config.trust.renewCheckIntervalMs })
+    const { health: healthInit, clockSkewLimitMs, ...swimInit } = config.membership
     this.membership = new Membership({
       peerId,
+      privateKey,
+      registry: this.registry,
+      trust,
+      transport: new Libp2pSwimTransport({ network: mesh, trust, logger: logger.child({ service: 'membership' }), observer: { frame: (d, t, b) => { metrics.swimFrame(d, t, b) } } }),
+      addresses: () => this.addresses(),
+      logger: logger.child({ service: 'membership' }),
+      metrics,
+      incarnations: levelIncarnationStore(db)
+    }, { ...swimInit, clockSkewLimitMs: clockSkewLimitMs ?? Math.round(config.registry.maxClockDriftMs / 4) })
+    this.health = new HealthReporter({
+      peerId: peerId.toString(),
       registry: this.registry,
       sampler: new HealthSampler(),
-      logger: logger.child({ service: 'membership' }),
-      metrics
-    }, config.membership)
+      instances: () => {
+        const list = this.local.runtime.list()
+        return { total: list.length, running: list.filter(i => i.state === 'running').length }
+      },
+      logger: logger.child({ service: 'membership' })
+    }, healthInit)
     this.connector = new Connector({
       peerId,
       network: mesh,
@@ -154,6 +172,7 @@ export class Agent {
       labels: config.labels,
       registry: this.registry,
       membership: this.membership,
+      expectPeers: config.bootstrap.length > 0 || config.mdns,
       db,
       runtime: this.local.runtime,
       bundles: {
@@ -250,6 +269,7 @@ export class Agent {
     await this.scheduling.control.load()
     await this.#announce()
     await this.membership.start()
+    await this.health.start()
     await this.connector.start()
     await this.bundles.start()
     await this.router.start()
@@ -258,14 +278,16 @@ export class Agent {
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
+    const claims = this.trust.claimsFor(this.peerId)
     this.#api = await buildApi({
       peerId: this.peerId,
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       version: VERSION,
       startedAt: this.startedAt,
       addresses: () => this.addresses(),
       members: () => this.membership.members(),
+      membership: this.membership,
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
@@ -328,6 +350,7 @@ export class Agent {
     await this.router.stop()
     await this.bundles.stop()
     await this.connector.stop()
+    await this.health.stop()
     await this.membership.stop()
     await this.local.stop()
     await this.logQuery.stop()
@@ -342,9 +365,11 @@ export class Agent {
   /** Write `node/<self>` with what peers need to reach and trust us. */
   async #announce (): Promise<void> {
     const { config } = this.identity
+    // the certificate is what peers believe; config.role and config.labels only ask for it
+    const claims = this.trust.claimsFor(this.peerId)
     const record: NodeRecord = {
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       addresses: this.addresses(),
       sensors: this.local.devices.info(),
       backend: this.local.runtime.backend,

@@ -148,6 +148,10 @@ const short = (id) => id.length > 16 ? `…${id.slice(-10)}` : id
 const mb = (bytes) => `${Math.round(bytes / 1048576)} MB`
 const ago = (ms) => ms == null || ms === 0 ? '–' : `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago`
 const stateBadge = (state) => h('span', { class: `state ${state}` }, state)
+// the coordinator measures every clock against its own; for itself, its own against the fleet's
+const clockText = (n) => n.clock == null || n.clock.offsetSec == null
+  ? '–'
+  : `${n.clock.offsetSec > 0 ? '+' : ''}${n.clock.offsetSec} s${n.clock.skewed ? (n.self ? ' — this coordinator\'s clock is off: fix NTP' : ' — skewed: fix NTP') : ''}`
 const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ')
 
 function renderNodes () {
@@ -170,6 +174,7 @@ function renderNodes () {
     h('td', {}, n.health == null ? '–' : n.health.load.map(l => l.toFixed(1)).join(' ')),
     h('td', {}, n.sensors.length),
     h('td', {}, `${n.instances.running} running${n.instances.failed > 0 ? `, ${n.instances.failed} failed` : ''}`),
+    h('td', { class: n.clock?.skewed ? 'clock skewed' : 'clock', 'data-clock-skewed': String(n.clock?.skewed === true) }, clockText(n)),
     h('td', {}, ago(n.health?.ts)),
     h('td', {}, isAdmin() && !n.self ? h('button', { type: 'button', class: 'danger', 'data-revoke': n.peerId }, 'Revoke') : '')
   )))

@@ -1,6 +1,6 @@
 import type { MemberState } from '../../node/membership/membership.ts'
 
-/** One node as the coordinator shows it: registry record, liveness and latest health. */
+/** One node as the coordinator shows it: liveness and clock from membership, record and health from the registry. */
 export interface NodeView {
   peerId: string
   role: string | null
@@ -16,6 +16,8 @@ export interface NodeView {
   startedAt: number | null
   sensors: SensorView[]
   health: HealthView | null
+  /** from the coordinator's own probes of it, in whole seconds so the view changes only when it matters */
+  clock: { offsetSec: number | null, skewed: boolean }
   instances: { total: number, running: number, failed: number }
 }
 
@@ -29,7 +31,7 @@ export interface HealthView {
   memTotalBytes: number
   load: number[]
   uptimeSec: number
-  /** the node's wall clock at its last heartbeat */
+  /** the node's wall clock when it last wrote its health (on change, or every membership.health.maxIntervalMs) */
   ts: number
 }
 
@@ -58,7 +60,9 @@ export interface GatewayRow {
   rssBytes: number | null
   load1: number | null
   uptimeSec: number | null
-  lastHeartbeat: number | null
+  lastHealthReport: number | null
+  clockOffsetSec: number | null
+  clockSkewed: boolean
   sensors: number
   instances: NodeView['instances']
 }
@@ -96,7 +100,9 @@ export function gatewayStatus (nodes: NodeView[]): GatewayStatus {
       rssBytes: n.health?.rssBytes ?? null,
       load1: n.health?.load[0] ?? null,
       uptimeSec: n.health?.uptimeSec ?? null,
-      lastHeartbeat: n.health?.ts ?? null,
+      lastHealthReport: n.health?.ts ?? null,
+      clockOffsetSec: n.clock.offsetSec,
+      clockSkewed: n.clock.skewed,
       sensors: n.sensors.length,
       instances: n.instances
     }))

@@ -6,12 +6,13 @@ import type { Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
 export const DEFAULT_REFRESH_MS = 250
+const CLOCK_REFRESH_MS = 5000
 
 export interface NodesViewComponents {
   registry: Pick<Registry, 'list' | 'value' | 'onChange'>
-  /** liveness as the embedded agent's membership judges it */
+  /** liveness (and clocks) as the embedded agent's membership judges them; never health freshness */
   members(): Member[]
-  /** state changes that come from silence, not from a registry write */
+  /** liveness and clock changes come from probes, not from registry writes */
   membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
   /** where a rebuild that failed is reported (the view keeps its last good state) */
   logger?: Pick<Logger, 'error'>
@@ -65,6 +66,10 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     for (const prefix of ['node/', 'health/', 'instance/']) this.#off.push(this.#c.registry.onChange(prefix, dirty))
     this.#c.membership?.addEventListener('member:state', dirty)
     this.#off.push(() => this.#c.membership?.removeEventListener('member:state', dirty))
+    // clock offsets move without any event: look again now and then
+    const clocks = setInterval(dirty, CLOCK_REFRESH_MS)
+    clocks.unref()
+    this.#off.push(() => { clearInterval(clocks) })
     this.#safeRefresh()
     this.#timer = setInterval(() => { if (this.#dirty) this.#safeRefresh() }, this.#refreshMs)
     this.#timer.unref()
@@ -137,6 +142,7 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
         startedAt: typeof record?.startedAt === 'number' ? record.startedAt : null,
         sensors: sensorViews(record?.sensors),
         health: healthView(m.health),
+        clock: { offsetSec: m.clockOffsetMs == null ? null : Math.round(m.clockOffsetMs / 1000), skewed: m.clockSkewed === true },
         instances: counts.get(m.peerId) ?? { total: 0, running: 0, failed: 0 }
       }
       return view

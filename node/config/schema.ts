@@ -39,12 +39,45 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ minLength: 1, default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 7402 })
   }, { additionalProperties: false, default: {} }),
+  /** SWIM failure detection with Lifeguard; see the README's "Membership protocol". */
   membership: Type.Object({
-    heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
-    /** A peer silent for (misses + ½) heartbeat intervals is suspect. */
-    suspectAfterMisses: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
-    /** … and dead after this many. */
-    deadAfterMisses: Type.Integer({ minimum: 1, maximum: 1000, default: 2 })
+    /** Probe one member this often. */
+    probeIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
+    /** Wait this long for a direct ack before asking others to probe (about the network's p99 round trip). */
+    probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 30_000, default: 500 }),
+    /** Members asked to probe indirectly when a direct probe fails. */
+    indirectChecks: Type.Integer({ minimum: 0, maximum: 16, default: 3 }),
+    /** Suspicion lasts at least mult · max(1, log10 N) probe intervals … */
+    suspicionMult: Type.Number({ minimum: 0.1, maximum: 100, default: 1 }),
+    /** … and at most this many times that, unless others confirm it. */
+    suspicionMaxMult: Type.Number({ minimum: 1, maximum: 100, default: 6 }),
+    /** Independent confirmations that bring suspicion down to its minimum. */
+    suspicionConfirmations: Type.Integer({ minimum: 0, maximum: 32, default: 3 }),
+    /** Each membership change is piggybacked mult · ⌈log10(N + 1)⌉ times. */
+    retransmitMult: Type.Integer({ minimum: 1, maximum: 32, default: 4 }),
+    /** Send pending changes this often … */
+    gossipIntervalMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 200 }),
+    /** … to this many connected members. */
+    gossipNodes: Type.Integer({ minimum: 1, maximum: 32, default: 3 }),
+    /** Swap the whole member list with one member this often (longer past 32 members). */
+    pushPullIntervalMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
+    /** Lifeguard: while this node is unhealthy its timeouts stretch up to this many times. */
+    awarenessMaxMultiplier: Type.Integer({ minimum: 1, maximum: 64, default: 8 }),
+    /** A clock further off than this is skewed. Default: a quarter of registry.maxClockDriftMs. */
+    clockSkewLimitMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    /** `health/<self>` (cpu, memory, load, instances): written on change, not on every probe. */
+    health: Type.Object({
+      /** Sample this often. */
+      sampleIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 5000 }),
+      /** Write at least this often, changed or not. */
+      maxIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 30_000 }),
+      /** Write when machine or process CPU moved this many points. */
+      cpuChangePct: Type.Number({ minimum: 0, maximum: 100, default: 15 }),
+      /** … or used memory moved this many points of the total. */
+      memoryChangePct: Type.Number({ minimum: 0, maximum: 100, default: 5 }),
+      /** … or the 1-minute load moved this much. */
+      loadChange: Type.Number({ minimum: 0, maximum: 1000, default: 0.5 })
+    }, { additionalProperties: false, default: {} })
   }, { additionalProperties: false, default: {} }),
   registry: Type.Object({
     /** Anti-entropy with one random peer this often. */

@@ -3,7 +3,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { pino } from 'pino'
-import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims } from '../../node/identity/certificate.ts'
+import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims, type Role } from '../../node/identity/certificate.ts'
 import { Registry, type RegistryComponents, type RegistryInit, type WriterTrust } from '../../node/registry/registry.ts'
 import { MemoryRegistryStore, type RegistryStore } from '../../node/registry/store.ts'
 import { authorizeRegistryWrite, type AuthorizeOptions } from '../../packaging/trust.ts'
@@ -21,10 +21,10 @@ export class MemoryMesh {
   /** when false, gossip is dropped (to make replicas diverge) */
   gossip = true
 
-  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, init?: RegistryInit, components?: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> } = {}): Promise<MemoryMember> {
+  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, role?: Role, labels?: Record<string, string>, init?: RegistryInit, components?: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> } = {}): Promise<MemoryMember> {
     const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
     const peerId = peerIdFromPrivateKey(privateKey)
-    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: 'gateway', fleetId: 'test' })
+    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: options.role ?? 'gateway', labels: options.labels ?? {}, fleetId: 'test' })
     const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), { syncIntervalMs: options.syncIntervalMs ?? 3_600_000, ...options.init }, options.components)
     this.members.push(member)
     return member

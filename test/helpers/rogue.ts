@@ -9,6 +9,9 @@
  *                      (HLC poisoning), by gossip and anti-entropy
  *   --flood N          writes N keys of --flood-bytes (default 60 KiB) under its own prefix
  *   --nested DEPTH     its node record carries a sensor whose `geo` nests DEPTH levels
+ *   --member           also runs real SWIM membership, so peers see it alive
+ *   --record JSON      merges fields into the node record it writes about itself
+ *                      (e.g. a role or labels its certificate does not give it)
  *
  *   node test/helpers/rogue.ts --data DIR [mode ...]
  *
@@ -41,9 +44,12 @@ const { values } = parseArgs({
     poison: { type: 'boolean' },
     flood: { type: 'string' },
     'flood-bytes': { type: 'string' },
-    nested: { type: 'string' }
+    nested: { type: 'string' },
+    member: { type: 'boolean' },
+    record: { type: 'string' }
   }
 })
+const recordFields = values.record == null ? {} : JSON.parse(values.record) as Record<string, unknown>
 const dir = values.data!
 const id = await loadNodeDir(dir)
 const self = id.peerId.toString()
@@ -59,6 +65,21 @@ await registry.start()
 // our own certificate may be bad; trust it locally anyway so we can write
 trust.learnCertificate(id.certificate, self).catch(() => {})
 ;(trust as any).claimsFor = () => ({ sub: self, role: 'gateway', labels: {}, fleet: 'x', iat: 0, exp: 2 ** 40 })
+if (values.member === true) {
+  // loaded only when asked for: a rogue started from sources on a busy machine is slow enough already
+  const { Membership } = await import('../../node/membership/membership.ts')
+  const { Libp2pSwimTransport } = await import('../../node/membership/transport.ts')
+  const membership = new Membership({
+    peerId: id.peerId,
+    privateKey: id.privateKey,
+    registry,
+    trust,
+    transport: new Libp2pSwimTransport({ network: mesh, trust, logger }),
+    addresses: () => mesh.getMultiaddrs().map(String),
+    logger
+  })
+  await membership.start()
+}
 
 const report: Record<string, unknown> = { peerId: self, sent: [] as string[] }
 const sent = report.sent as string[]
@@ -149,7 +170,7 @@ const syncing = new Set<string>()
 setInterval(() => {
   round++
   void dialBootstrap()
-  if (values.nested == null) registry.set(`node/${self}`, nodeRecord()).catch(() => {})
+  if (values.nested == null) registry.set(`node/${self}`, nodeRecord(recordFields)).catch(() => {})
   registry.set(`instance/${self}/rogue`, { round }).catch(() => {})
   if (values.forge != null) {
     // a write to a key it does not own, with no fleet authorisation
