@@ -76,6 +76,12 @@ export class EnrollmentTokenError extends CoordinatorError {
   override readonly name = 'EnrollmentTokenError'
 }
 
+/** Too many open event streams, or the mesh is not up yet. */
+export class UnavailableError extends CoordinatorError {
+  override readonly code = 'ERR_UNAVAILABLE'
+  override readonly name = 'UnavailableError'
+}
+
 /** An upload past the coordinator's limit. */
 export class UploadTooLargeError extends CoordinatorError {
   override readonly code = 'ERR_UPLOAD_TOO_LARGE'
@@ -101,10 +107,11 @@ export const STATUS_BY_CODE: Record<string, number> = {
   ERR_CONFLICT: 409,
   ERR_UPLOAD_TOO_LARGE: 413,
   ERR_MEDIA_TYPE: 415,
-  ERR_RATE_LIMITED: 429
+  ERR_RATE_LIMITED: 429,
+  ERR_UNAVAILABLE: 503
 }
 
-const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests' }
+const REASONS: Record<number, string> = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 409: 'Conflict', 413: 'Payload Too Large', 415: 'Unsupported Media Type', 429: 'Too Many Requests', 503: 'Service Unavailable' }
 
 /**
  * The coordinator's error handler: its own codes map through the catalog

@@ -1,10 +1,16 @@
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 import { diskGuardOf, type Database } from '../store/db.ts'
 
-/** Where the registry keeps its entries between restarts. */
+/**
+ * Where the registry keeps its entries between restarts. `load` hands back
+ * what is on disk as it is, keyed by registry key: the registry checks every
+ * entry again before trusting it (the disk may hold what an older version
+ * accepted, or what a crash cut short).
+ */
 export interface RegistryStore {
-  load(): Promise<WireEntry[]>
+  load(): Promise<Array<[key: string, raw: unknown]>>
   put(entries: WireEntry[]): Promise<void>
+  delete(keys: string[]): Promise<void>
 }
 
 /**
@@ -30,8 +36,19 @@ export class LevelRegistryStore implements RegistryStore {
     return this.#held.size
   }
 
-  async load (): Promise<WireEntry[]> {
-    return await this.#db.values().all()
+  async load (): Promise<Array<[string, unknown]>> {
+    const out: Array<[string, unknown]> = []
+    // read text and parse here: one corrupt value must not stop the whole load
+    for await (const [key, text] of this.#db.iterator<string, string>({ valueEncoding: 'utf8' })) {
+      let raw: unknown
+      try {
+        raw = JSON.parse(text)
+      } catch {
+        raw = undefined
+      }
+      out.push([key, raw])
+    }
+    return out
   }
 
   async put (entries: WireEntry[]): Promise<void> {
@@ -58,17 +75,26 @@ export class LevelRegistryStore implements RegistryStore {
       if (err?.code !== 'ERR_DISK_FULL') throw err
     }
   }
+
+  async delete (keys: string[]): Promise<void> {
+    if (keys.length === 0) return
+    await this.#db.batch(keys.map(key => ({ type: 'del' as const, key })))
+  }
 }
 
 /** For tests and tools that need no persistence. */
 export class MemoryRegistryStore implements RegistryStore {
-  readonly entries = new Map<string, WireEntry>()
+  readonly entries = new Map<string, unknown>()
 
-  async load (): Promise<WireEntry[]> {
-    return [...this.entries.values()]
+  async load (): Promise<Array<[string, unknown]>> {
+    return [...this.entries]
   }
 
   async put (entries: WireEntry[]): Promise<void> {
     for (const e of entries) this.entries.set(e.k, e)
+  }
+
+  async delete (keys: string[]): Promise<void> {
+    for (const k of keys) this.entries.delete(k)
   }
 }

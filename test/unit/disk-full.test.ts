@@ -128,7 +128,7 @@ t.test('LevelDB on a full disk: writes stop at once, reads go on, everything hel
   await logs.close()
   await db.close()
   db = await openDatabase(fs.dir, { guard })
-  t.same((await new LevelRegistryStore(db).load()).map(e => e.k), ['node/held'], 'the held registry entry is on disk')
+  t.same((await new LevelRegistryStore(db).load()).map(([key]) => key), ['node/held'], 'the held registry entry is on disk')
   t.equal(await db.sublevel('outbox', { valueEncoding: 'json' }).get(job.id), undefined, 'the delivered job is not left on disk')
   t.ok((await db.sublevel('logs', { valueEncoding: 'utf8' }).values().all()).some(l => l.includes('during 49')), 'the held log lines are on disk')
   await db.close()
