@@ -17,6 +17,7 @@ import { modelRoutes, ModelVersionSchema } from './routes/models.ts'
 import { monitoringRoutes } from './routes/monitoring.ts'
 import { nodeRoutes } from './routes/nodes.ts'
 import { predictRoutes } from './routes/predict.ts'
+import { DEFAULT_MAX_PREDICT_BYTES } from '../protocols/predict/index.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
@@ -29,6 +30,7 @@ import type { LogSearch } from './logs/search.ts'
 import type { CoordinatorMetrics } from './metrics.ts'
 import type { ModelRepository } from './models/repository.ts'
 import type { NodesView } from './nodes/view.ts'
+import type { Revocations } from './nodes/revocations.ts'
 import type { Registry as PromRegistry } from 'prom-client'
 import type { Logger } from 'pino'
 
@@ -45,6 +47,8 @@ export interface CoordinatorServices {
   models?: ModelRepository
   /** signed deployments and their status (service `deployments`) */
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
+  /** fleet-signed revocations of nodes (service `nodes`, admins) */
+  revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
   predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
   /** failed-login counters; the coordinator's persist in its database */
@@ -65,6 +69,8 @@ export interface CoordinatorAppInit {
   loginLimits?: Partial<LoginLimits>
   /** @default DEFAULT_MAX_EVENT_STREAMS */
   maxEventStreams?: number
+  /** Largest predict body: the embedded agent's `api.maxPredictBytes`, so one limit holds at every hop. @default DEFAULT_MAX_PREDICT_BYTES */
+  predictBodyLimit?: number
 }
 
 /** What every route module receives. */
@@ -72,6 +78,7 @@ export interface CoordinatorContext extends CoordinatorServices {
   logger: Logger
   loginLimiter: LoginLimiter
   maxEventStreams: number
+  predictBodyLimit: number
 }
 
 const API_PREFIX = '/api/v1/'
@@ -99,7 +106,8 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
     ...services,
     logger: logger.child({ service: 'coordinator' }),
     loginLimiter: services.loginLimiter ?? new LoginLimiter(undefined, init.loginLimits),
-    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS
+    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS,
+    predictBodyLimit: init.predictBodyLimit ?? DEFAULT_MAX_PREDICT_BYTES
   }
 
   app.setErrorHandler(coordinatorErrorHandler)

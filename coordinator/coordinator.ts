@@ -4,6 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
+import type { DiskGuard } from '../node/store/disk-guard.ts'
 import { predictLocal } from '../node/runtime/serving.ts'
 import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
@@ -22,6 +23,9 @@ import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
 import { ModelRepository, type ModelRepositoryInit } from './models/repository.ts'
 import { NodesView } from './nodes/view.ts'
+import { Revocations } from './nodes/revocations.ts'
+import { RenewalService } from './enrollment/renewal.ts'
+import { revocationKey } from '../protocols/registry/revocation.ts'
 import { grpcAuthorizer } from './grpc.ts'
 import { agentBackend } from '../node/api/grpc/agent-backend.ts'
 import { GrpcServing } from '../node/api/grpc/server.ts'
@@ -72,9 +76,9 @@ export interface StartResult {
   firstAdmin?: { username: string, password: string }
 }
 
-/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`. */
-export async function openCoordinatorDb (dataDir: string): Promise<Database> {
-  return await openDatabase(dataDir)
+/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`; writes report to `disk` when given. */
+export async function openCoordinatorDb (dataDir: string, disk?: DiskGuard): Promise<Database> {
+  return await openDatabase(dataDir, { owner: 'coordinator', ...(disk == null ? {} : { guard: disk }) })
 }
 
 /**
@@ -90,6 +94,8 @@ export class Coordinator {
   readonly nodes: NodesView
   readonly models: ModelRepository
   readonly deployments: Deployments
+  readonly revocations: Revocations
+  readonly #renewal: RenewalService
   readonly #init: CoordinatorInit
   readonly #db: Database
   readonly #sessions: SessionStore
@@ -116,7 +122,16 @@ export class Coordinator {
     this.#loginLimiter = new LoginLimiter(db, init.app?.loginLimits)
     this.#enrollment = parts.enrollment
     this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
-    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership })
+    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership, logger: agent.logger.child({ service: 'nodes' }) })
+    this.revocations = new Revocations({ registry: agent.registry, fleetKey: parts.fleet.privateKey, self: agent.peerId, logger: agent.logger.child({ service: 'coordinator' }) })
+    this.#renewal = new RenewalService({
+      network: agent.mesh,
+      fleet: parts.fleet,
+      isRevoked: peerId => agent.registry.value(revocationKey(peerId)) != null,
+      logger: agent.logger.child({ service: 'enrollment' })
+    })
+    // the coordinator holds the fleet key: its own agent renews by signing, not by asking
+    agent.renewal.useIssuer(async current => await this.#renewal.issueFor(agent.peerId, current))
     const signer = { key: parts.fleet.privateKey }
     this.models = new ModelRepository({
       db,
@@ -156,7 +171,7 @@ export class Coordinator {
     const agent = await Agent.create(nodeDir)
     let db: Database
     try {
-      db = await openCoordinatorDb(init.dataDir)
+      db = await openCoordinatorDb(init.dataDir, agent.disk)
     } catch (err) {
       await agent.stop().catch(() => {})
       throw err
@@ -180,6 +195,7 @@ export class Coordinator {
     await this.#loginLimiter.open()
     await this.models.open()
     await this.agent.start()
+    await this.#renewal.start()
     await this.nodes.start()
     await this.deployments.start()
     await this.models.republish()
@@ -204,6 +220,7 @@ export class Coordinator {
       metrics: this.#metrics,
       models: this.models,
       deployments: this.deployments,
+      revocations: this.revocations,
       predict: async (model, version, body) => {
         // the coordinator runs no instances itself, but its agent may one day
         if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
@@ -212,7 +229,7 @@ export class Coordinator {
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,
       version: VERSION
-    }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    }, { logger: this.agent.logger, predictBodyLimit: this.agent.identity.config.api.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
     if (this.#init.grpcPort !== false) {
@@ -220,6 +237,8 @@ export class Coordinator {
         host: this.#init.host ?? DEFAULT_HOST,
         port: this.#init.grpcPort ?? (this.#init.port == null ? DEFAULT_GRPC_PORT : this.#init.port === 0 ? 0 : this.#init.port + 1),
         ...(tls == null ? {} : { tls }),
+        // the same limit as REST and the mesh: the embedded agent's
+        maxMessageBytes: this.agent.identity.config.api.maxPredictBytes,
         authorize: grpcAuthorizer(this.#auth),
         logger: this.agent.logger.child({ service: 'coordinator-grpc' })
       })
@@ -242,6 +261,7 @@ export class Coordinator {
     await this.#app?.close()
     await this.deployments.stop()
     await this.nodes.stop()
+    await this.#renewal.stop().catch(() => {})
     this.#sessions.close()
     await this.#apiTokens.close()
     await this.#loginLimiter.flush()

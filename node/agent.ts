@@ -4,20 +4,23 @@ import { buildApi } from './api/server.ts'
 import type { GrpcServing } from './api/grpc/server.ts'
 import { BundleService } from './bundles/service.ts'
 import { ensureApiToken } from './identity/api-token.ts'
-import { loadNodeDir, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
+import { loadNodeDir, NODE_FILES, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
-import { HealthSampler } from './membership/health.ts'
-import { Membership, type NodeRecord } from './membership/membership.ts'
+import { HealthReporter, HealthSampler } from './membership/health.ts'
+import { levelIncarnationStore, Membership, type NodeRecord } from './membership/membership.ts'
+import { Libp2pSwimTransport } from './membership/transport.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
 import { ConfigError } from './config/config.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
 import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
+import { DiskGuard } from './store/disk-guard.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
+import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
 import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
@@ -49,10 +52,16 @@ export class Agent {
   readonly identity: NodeIdentity
   readonly logger: Logger
   readonly metrics: AgentMetrics
+  /** the disk under the data dir: full or not, and resuming writes when space returns */
+  readonly disk: DiskGuard
   readonly trust: PeerTrust
+  /** renews this node's certificate from a coordinator before it expires */
+  readonly renewal: CertificateRenewal
   readonly mesh: Mesh
   readonly registry: Registry
   readonly membership: Membership
+  /** writes `health/<self>` when it changes */
+  readonly health: HealthReporter
   readonly connector: Connector
   /** this node's own logs, searchable from the coordinator over the mesh */
   readonly logs: LogStore
@@ -75,11 +84,12 @@ export class Agent {
   #runtimeWrite: Promise<void> = Promise.resolve()
   #peerTimer?: NodeJS.Timeout
 
-  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
+  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
     this.#apiToken = apiToken
     this.#db = db
+    this.disk = disk
     this.logger = logger
     this.#closeLog = closeLog
     this.mesh = mesh
@@ -96,14 +106,37 @@ export class Agent {
       store: new LevelRegistryStore(db),
       logger: logger.child({ service: 'registry' }),
       metrics
-    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs })
+    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, quota: config.registry.quota })
+    this.renewal = new CertificateRenewal({
+      peerId,
+      trust,
+      network: mesh,
+      save: async cert => { await writeCertificateFile(join(dataDir, NODE_FILES.certificate), cert) },
+      announce: async () => { await this.#announce() },
+      logger: logger.child({ service: 'trust' })
+    }, { renewAfterFraction: config.trust.renewAfterFraction, checkIntervalMs: config.trust.renewCheckIntervalMs })
+    const { health: healthInit, clockSkewLimitMs, ...swimInit } = config.membership
     this.membership = new Membership({
       peerId,
+      privateKey,
+      registry: this.registry,
+      trust,
+      transport: new Libp2pSwimTransport({ network: mesh, trust, logger: logger.child({ service: 'membership' }), observer: { frame: (d, t, b) => { metrics.swimFrame(d, t, b) } } }),
+      addresses: () => this.addresses(),
+      logger: logger.child({ service: 'membership' }),
+      metrics,
+      incarnations: levelIncarnationStore(db)
+    }, { ...swimInit, clockSkewLimitMs: clockSkewLimitMs ?? Math.round(config.registry.maxClockDriftMs / 4) })
+    this.health = new HealthReporter({
+      peerId: peerId.toString(),
       registry: this.registry,
       sampler: new HealthSampler(),
-      logger: logger.child({ service: 'membership' }),
-      metrics
-    }, config.membership)
+      instances: () => {
+        const list = this.local.runtime.list()
+        return { total: list.length, running: list.filter(i => i.state === 'running').length }
+      },
+      logger: logger.child({ service: 'membership' })
+    }, healthInit)
     this.connector = new Connector({
       peerId,
       network: mesh,
@@ -143,6 +176,7 @@ export class Agent {
       labels: config.labels,
       registry: this.registry,
       membership: this.membership,
+      expectPeers: config.bootstrap.length > 0 || config.mdns,
       db,
       runtime: this.local.runtime,
       bundles: {
@@ -164,7 +198,7 @@ export class Agent {
       network: mesh,
       logger: logger.child({ service: 'router' }),
       metrics
-    })
+    }, { maxBodyBytes: config.api.maxPredictBytes, timeoutMs: config.api.predictTimeoutMs })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -175,6 +209,9 @@ export class Agent {
     const apiToken = await ensureApiToken(dataDir)
     const { config, peerId } = identity
     const logs = new LogStore({ maxEntries: config.logs.retainEntries, maxBytes: config.logs.retainBytes, maxAgeMs: config.logs.retainHours * 3600_000 })
+    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
+    // first: the log file is one of the writers a full disk stops
+    const disk = new DiskGuard({ dataDir, metrics })
     const { logger, close } = createLogger({
       node: peerId.toString(),
       level: config.logs.level,
@@ -182,10 +219,14 @@ export class Agent {
       maxFileBytes: config.logs.maxFileBytes,
       files: config.logs.files,
       stdout: config.logs.stdout,
-      sinks: [logs]
+      sinks: [logs],
+      onFileError: (err, path) => {
+        if (disk.report(err, path)) return
+        setImmediate(() => { logger.warn({ service: 'logs', path, err: err.message }, 'writing the log file failed; its lines are dropped until it works again') })
+      }
     })
+    disk.useLogger(logger)
     if (narrowed.length > 0) logger.warn({ service: 'agent', files: narrowed }, 'secret files of the node directory were readable by others; narrowed to 0600')
-    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
     const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
       fleetPublicKey: identity.fleetPublicKey,
       certificate: identity.certificate
@@ -201,9 +242,19 @@ export class Agent {
       version: VERSION
     })
     trust.attach(mesh)
-    const db = await openDatabase(dataDir)
+    let db: Database
+    try {
+      db = await openDatabase(dataDir, { guard: disk, logger })
+    } catch (err: any) {
+      // the CLI prints it too, but the journal and the log file should say what to do
+      logger.error({ service: 'agent', code: err.code, path: err.path, err: err.message }, 'cannot open the database')
+      disk.close()
+      try { await mesh.stop() } catch {}
+      close()
+      throw err
+    }
     await logs.open(db)
-    return new Agent(dataDir, identity, apiToken, db, logger, close, mesh, trust, metrics, logs)
+    return new Agent(dataDir, identity, apiToken, db, disk, logger, close, mesh, trust, metrics, logs)
   }
 
   get peerId (): string {
@@ -223,6 +274,8 @@ export class Agent {
     // verify our own certificate first: an agent with a bad one would only be refused everywhere
     await this.trust.learnCertificate(this.identity.certificate, this.peerId)
     await this.trust.start()
+    // revocations on disk are enforced before the first connection
+    await this.registry.load()
     await this.mesh.start()
     await this.registry.start()
     await this.logQuery.start()
@@ -237,31 +290,38 @@ export class Agent {
     await this.scheduling.control.load()
     await this.#announce()
     await this.membership.start()
+    await this.health.start()
     await this.connector.start()
     await this.bundles.start()
     await this.router.start()
     await this.scheduling.start()
+    await this.renewal.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
+    const claims = this.trust.claimsFor(this.peerId)
     this.#api = await buildApi({
       peerId: this.peerId,
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       version: VERSION,
       startedAt: this.startedAt,
       addresses: () => this.addresses(),
       members: () => this.membership.members(),
+      membership: this.membership,
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
       bundles: this.bundles,
       local: this.local,
       router: this.router,
-      scheduling: this.scheduling.view()
+      scheduling: this.scheduling.view(),
+      disk: this.disk
     }, {
       token: this.#apiToken,
       logger: this.logger,
+      predictBodyLimit: config.api.maxPredictBytes,
+      maxWatchStreams: config.api.maxWatchStreams,
       ...(config.api.tls == null ? {} : { https: await this.#readTls(config.api.tls) })
     })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
@@ -288,6 +348,8 @@ export class Agent {
     const grpc = new GrpcServing(agentBackend({ runtime: this.local.runtime, router: this.router }), {
       host: config.grpc.host,
       port: config.grpc.port,
+      // the same limit as REST and the mesh
+      maxMessageBytes: config.api.maxPredictBytes,
       logger: this.logger.child({ service: 'grpc' })
     })
     try {
@@ -309,10 +371,12 @@ export class Agent {
     await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()
+    await this.renewal.stop()
     await this.scheduling.stop()
     await this.router.stop()
     await this.bundles.stop()
     await this.connector.stop()
+    await this.health.stop()
     await this.membership.stop()
     await this.local.stop()
     await this.logQuery.stop()
@@ -320,6 +384,7 @@ export class Agent {
     await this.trust.stop()
     await this.mesh.stop()
     await this.logs.close()
+    this.disk.close()
     await this.#db.close()
     this.#closeLog()
   }
@@ -327,14 +392,16 @@ export class Agent {
   /** Write `node/<self>` with what peers need to reach and trust us. */
   async #announce (): Promise<void> {
     const { config } = this.identity
+    // the certificate is what peers believe; config.role and config.labels only ask for it
+    const claims = this.trust.claimsFor(this.peerId)
     const record: NodeRecord = {
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       addresses: this.addresses(),
       sensors: this.local.devices.info(),
       backend: this.local.runtime.backend,
       version: VERSION,
-      cert: this.identity.certificate,
+      cert: this.trust.certificate,
       startedAt: this.startedAt,
       ...(this.#apiUrl === '' ? {} : { api: this.#apiUrl }),
       ...this.scheduling.nodeFields()

@@ -9,11 +9,12 @@ import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
 import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
-import type { Member } from '../membership/membership.ts'
+import type { LocalHealthState, Member, SelfClock } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
 import type { PredictRouter } from '../scheduler/router.ts'
 import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
+import type { DiskState } from '../store/disk-guard.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -25,7 +26,9 @@ export interface AgentView {
   startedAt: number
   addresses(): string[]
   members(): Member[]
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
+  /** this node's own liveness signals: Lifeguard health and clock agreement */
+  membership?: { localHealth(): LocalHealthState, clock(): SelfClock }
+  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
@@ -36,6 +39,8 @@ export interface AgentView {
   scheduling?: SchedulingView
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
+  /** The disk under the data dir (full or not), for status. */
+  disk?: { state(): DiskState }
 }
 
 export interface ApiInit {
@@ -49,6 +54,10 @@ export interface ApiInit {
   logger?: Logger
   /** @default 1 MiB */
   bodyLimit?: number
+  /** Largest predict body (config `api.maxPredictBytes`). @default DEFAULT_MAX_PREDICT_BYTES */
+  predictBodyLimit?: number
+  /** `/v1/watch` streams open at once. @default DEFAULT_MAX_WATCH_STREAMS */
+  maxWatchStreams?: number
 }
 
 /** Build the agent's HTTP API (not listening: call `listen` yourself, or `inject` in tests). */
@@ -66,8 +75,8 @@ export async function buildApi (agent: AgentView, init: ApiInit): Promise<Fastif
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
-  await app.register(watchRoutes, { agent })
-  await app.register(modelRoutes, { agent })
+  await app.register(watchRoutes, { agent, ...(init.maxWatchStreams == null ? {} : { maxStreams: init.maxWatchStreams }) })
+  await app.register(modelRoutes, { agent, ...(init.predictBodyLimit == null ? {} : { bodyLimit: init.predictBodyLimit }) })
   await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   if (agent.scheduling != null) await app.register(deploymentRoutes, { agent, scheduling: agent.scheduling })

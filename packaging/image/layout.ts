@@ -32,6 +32,9 @@ export const IMAGE_ROOTS = ['opt/gatemesh/', 'var/lib/gatemesh/', `etc/systemd/s
  */
 export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', NODE_ENV: 'production' }
 
+/** The agent's exit status for a damaged database (EXIT_DAMAGED_DATA in node/store/errors.ts; packaging does not import node). */
+export const DAMAGED_DATA_EXIT = 65
+
 /** The agent's command line, as the unit runs it. */
 export function agentCommandLine (): string[] {
   return [NODE_BINARY, ...AGENT_NODE_FLAGS, APP_ENTRY, 'agent', '--data', DATA_DIR]
@@ -43,7 +46,8 @@ export function agentUnit (description: { version: string, arch: string }): stri
 [Unit]
 Description=gatemesh agent: this device's share of the fleet's models, sensors and actions
 Wants=network-online.target
-After=network-online.target ${SETUP_UNIT}
+# time-sync.target only waits when systemd-time-wait-sync is enabled (gateways without a real-time clock)
+After=network-online.target time-sync.target ${SETUP_UNIT}
 Requires=${SETUP_UNIT}
 
 [Service]
@@ -58,8 +62,9 @@ ${env}
 ExecStart=${agentCommandLine().join(' ')}
 Restart=on-failure
 RestartSec=5s
-# exit status 2 is bad configuration or a refused join token: restarting cannot fix it
-RestartPreventExitStatus=2
+# exit status 2 is bad configuration or a refused join token, ${DAMAGED_DATA_EXIT} a damaged database
+# (the journal says to run \`gatemesh repair\`): restarting cannot fix either
+RestartPreventExitStatus=2 ${DAMAGED_DATA_EXIT}
 TimeoutStopSec=20s
 NoNewPrivileges=yes
 ProtectSystem=full
