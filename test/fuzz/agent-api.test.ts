@@ -53,8 +53,9 @@ const heapAtStart = await settledHeap()
 
 const self = agent.peerId
 const spec = { id: 'fuzzdep', model: { name: 'anomaly', version: '1.0.0' }, replicas: 1, placement: { policy: 'spread' }, instance: { name: 'fuzzdep' } }
-const deployAuth = await authorizeRegistryWrite(deploymentKey('fuzzdep'), JSON.stringify(spec), { key: fleet.privateKey })
-const undeployAuth = await authorizeRegistryWrite(deploymentKey('gone'), null, { key: fleet.privateKey })
+// signed for this writer and moment: replays of the same body later are refused (403), which is fine here
+const deployAuth = await authorizeRegistryWrite({ key: deploymentKey('fuzzdep'), valueJson: JSON.stringify(spec), writer: self, ts: [Date.now(), 0] }, { key: fleet.privateKey })
+const undeployAuth = await authorizeRegistryWrite({ key: deploymentKey('gone'), valueJson: null, writer: self, ts: [Date.now(), 0] }, { key: fleet.privateKey })
 const window = Array.from({ length: 16 }, (_, i) => 0.4 + i / 100)
 
 const ROUTES: RouteCase[] = [
