@@ -66,6 +66,8 @@ const ROUTES: RouteCase[] = [
   { method: 'GET', url: `/v1/registry/node/${self}`, params: [`node/${self}`] },
   { method: 'PUT', url: `/v1/registry/instance/${self}/fuzz`, params: [`instance/${self}/fuzz`], bodies: [{ value: { a: [1, 'b', null] } }, { value: 'text' }] },
   { method: 'DELETE', url: `/v1/registry/instance/${self}/fuzz`, params: [`instance/${self}/fuzz`], bodies: [{}, { auth: 'x'.repeat(20) }] },
+  { method: 'GET', url: '/v1/write-stamp', query: { key: 'deployment/fuzzdep' } },
+  { method: 'GET', url: '/v1/revocations' },
   { method: 'GET', url: '/v1/watch', query: { prefix: 'node/' }, stream: true },
   { method: 'GET', url: '/v1/models/anomaly', params: ['anomaly'] },
   { method: 'GET', url: '/v1/models/anomaly/versions/1.0.0', params: ['anomaly', '1.0.0'] },
