@@ -145,11 +145,12 @@ export class Agent {
       announce: async () => { await this.#announce() },
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics
-    })
+    }, config.scheduler)
     this.router = new PredictRouter({
       peerId,
       registry: this.registry,
       membership: this.membership,
+      placements: this.scheduling.election,
       runtime: this.local.runtime,
       network: mesh,
       logger: logger.child({ service: 'router' }),

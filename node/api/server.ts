@@ -24,7 +24,7 @@ export interface AgentView {
   startedAt: number
   addresses(): string[]
   members(): Member[]
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
+  registry: Pick<Registry, 'list' | 'get' | 'value' | 'set' | 'delete' | 'size' | 'onChange'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */

@@ -45,6 +45,8 @@ export interface Member {
   /** wall-clock ms when the state last changed */
   since: number
   health?: HealthRecord
+  /** its clock disagrees with its peers' (set by membership's skew check): nothing is placed on it */
+  clockSkewed?: boolean
 }
 
 export interface MembershipEvents {

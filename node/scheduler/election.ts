@@ -1,22 +1,17 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { schedulerKey, zoneOf } from './keys.ts'
-import { firstInPrecedence } from './precedence.ts'
-import type { Member, MemberState, MembershipEvents } from '../membership/membership.ts'
+import { chooseLeader, positionOf, type ClaimState, type Leader, type ZoneMember } from './leader.ts'
+import { MAX_LEASE_MS, MAX_TERM, MIN_LEASE_MS, parseScheduleKey, parseScheduleRecord, type Endorsement, type SchedulerClaim } from './lease.ts'
+import { StallWatch } from './stall.ts'
+import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
+import type { PlacementAuthority } from './placements.ts'
+import type { Member, MembershipEvents } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
+import type { RegistryChange } from '../registry/watch.ts'
 import type { PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-/** What a scheduler writes under `scheduler/<zone>/<peerId>` to claim its zone. */
-export interface SchedulerClaim {
-  term: number
-  /** wall-clock ms when the claim was made */
-  since: number
-}
-
-export interface Leader {
-  peerId: string
-  term: number
-}
+export type { Leader, SchedulerClaim, Endorsement }
 
 export interface ElectionEvents {
   'leader:change': CustomEvent<{ zone: string, leader: Leader | undefined, self: boolean }>
@@ -25,8 +20,14 @@ export interface ElectionEvents {
 export interface ElectionComponents {
   peerId: PeerId
   registry: Pick<Registry, 'set' | 'delete' | 'list' | 'onChange'>
-  membership: { members(): Member[], stateOf(peerId: string): MemberState } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
+  membership: { members(): Member[] } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
   logger: Logger
+  /** floors and followed schedulers, kept across restarts. @default in memory */
+  store?: TermStore
+  /** Lifeguard-style local health (membership provides it); an unhealthy node claims nothing. */
+  localHealth?: () => { healthy: boolean }
+  /** monotonic ms clock. @default performance.now */
+  monotonic?: () => number
 }
 
 export interface ElectionInit {
@@ -37,41 +38,105 @@ export interface ElectionInit {
   /** @default 250 */
   checkIntervalMs?: number
   /**
-   * Do not claim until this long after start: a fresh agent has heard no
-   * heartbeats yet and would otherwise see itself as the only live node.
+   * Do not claim until this long after start: a fresh agent has heard from
+   * nobody yet and would otherwise see itself as the only live node.
    * @default 3000
    */
   settleMs?: number
+  /** How long a claim holds after each renewal. @default DEFAULT_LEASE_MS */
+  leaseMs?: number
+  /** The holder renews this often. @default DEFAULT_RENEW_INTERVAL_MS */
+  renewIntervalMs?: number
+  /** A check this much later than scheduled means this node was stalled. @default leaseMs / 2 */
+  stallThresholdMs?: number
+  /** After a stall, claim nothing and endorse no one new for this long. @default 2 × leaseMs */
+  deferMs?: number
+  /** The k-th ranked node claims a vacant zone after k × this much vacancy. @default leaseMs */
+  staggerMs?: number
 }
+
+export const DEFAULT_LEASE_MS = 2000
+export const DEFAULT_RENEW_INTERVAL_MS = 500
 
 /** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
 const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
+/** Zones followed at most (from members' labels); claims in others are ignored. */
+const MAX_ZONES = 256
 
-/** Who claims a vacant zone, the same on every node: servers before gateways, then by peer id. */
-function rank (m: Pick<Member, 'role' | 'peerId'>): string {
-  return `${m.role === 'server' ? 0 : 1}:${m.peerId}`
+interface Lease {
+  term: number
+  leaseMs: number
+  /** monotonic ms of the renewal's arrival */
+  receivedAt: number
+}
+
+interface ZoneState {
+  leases: Map<string, Lease>
+  endorsements: Map<string, string>
+  current?: Leader & { established: boolean, endorsements: number }
+  anchor: number
+  vacantSince?: number
+  memory: ZoneMemory
+}
+
+interface Mine {
+  term: number
+  since: number
+  /** monotonic start of the last renewal */
+  renewedAt: number
+  /** the lease holds for this node until then (monotonic) */
+  validUntil: number
 }
 
 /**
- * Scheduler election, one per zone and connected part of the mesh. A
- * claim is a lease held for as long as its writer stays alive (membership
- * heartbeats renew it); the live claim with the highest term is the active
- * scheduler. When no live claim exists, the best-ranked live eligible node
- * claims with a term above every term it has seen, so terms only grow. When
- * partitions heal, the lower term steps down by deleting its claim.
+ * Scheduler election, one per zone and connected part of the mesh. The
+ * scheduler holds a lease: a claim `scheduler/<zone>/<self>` it renews every
+ * `renewIntervalMs`; every other node writes there the scheduler it follows.
+ * Who leads is chosen by `chooseLeader` (leader.ts) from live leases and
+ * those endorsements, the same on every node with the same view.
+ *
+ * Leases are timed by arrival on each observer's monotonic clock, so clock
+ * skew does not matter, and the holder stops calling itself scheduler
+ * (`isLeader`) earlier than anyone else may take over: from the start of
+ * its last renewal, not its arrival, and a margin short of the lease. A
+ * node that notices it was stalled (its own checks ran late) shifts every
+ * lease by the stall, since it heard nothing while it was stopped, and then
+ * claims nothing for `deferMs`; so a follower's stall never moves the role
+ * and a scheduler back from a stall finds its lease gone and follows its
+ * successor.
+ *
+ * Every node also follows the other zones it sees, without taking part, so
+ * placements of any zone can be judged (`leaderOf`, `followed`).
  */
-export class Election extends TypedEventEmitter<ElectionEvents> implements Startable {
+export class Election extends TypedEventEmitter<ElectionEvents> implements Startable, PlacementAuthority {
   readonly #c: ElectionComponents
   readonly #self: string
   readonly zone: string
   readonly #eligible: boolean
   readonly #checkIntervalMs: number
   readonly #settleMs: number
+  readonly #leaseMs: number
+  readonly #renewIntervalMs: number
+  readonly #stallThresholdMs: number
+  readonly #deferMs: number
+  readonly #staggerMs: number
+  readonly #mono: () => number
+  readonly #store: TermStore
+  readonly #zones = new Map<string, ZoneState>()
+  #stall: StallWatch
   #startedAt = 0
+  #deferUntil = 0
   #timer?: NodeJS.Timeout
   #off?: () => void
-  #leader: Leader | undefined
-  #claiming = false
+  #mine: Mine | undefined
+  /** what this node's own key holds now */
+  #ownValue: 'claim' | 'endorsement' | 'other' | 'none' = 'none'
+  #ownEndorsement: string | undefined
+  #writing = false
+  #lastOwnWrite = -Infinity
+  #evaluateScheduled = false
+  #saving: Promise<void> = Promise.resolve()
+  #started = false
 
   constructor (components: ElectionComponents, init: ElectionInit = {}) {
     super()
@@ -81,81 +146,340 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#eligible = init.eligible ?? true
     this.#checkIntervalMs = init.checkIntervalMs ?? 250
     this.#settleMs = init.settleMs ?? 3000
+    this.#leaseMs = Math.min(MAX_LEASE_MS, Math.max(MIN_LEASE_MS, init.leaseMs ?? DEFAULT_LEASE_MS))
+    this.#renewIntervalMs = Math.min(this.#leaseMs / 2, init.renewIntervalMs ?? DEFAULT_RENEW_INTERVAL_MS)
+    this.#stallThresholdMs = init.stallThresholdMs ?? this.#leaseMs / 2
+    this.#deferMs = init.deferMs ?? 2 * this.#leaseMs
+    this.#staggerMs = init.staggerMs ?? this.#leaseMs
+    this.#mono = components.monotonic ?? (() => performance.now())
+    this.#store = components.store ?? new MemoryTermStore()
+    this.#stall = new StallWatch(this.#checkIntervalMs, this.#stallThresholdMs, this.#mono())
   }
 
   async start (): Promise<void> {
-    this.#startedAt = performance.now()
+    for (const [zone, memory] of await this.#store.load()) this.#zoneState(zone, memory)
+    this.#zoneState(this.zone)
+    this.#startedAt = this.#mono()
+    this.#stall = new StallWatch(this.#checkIntervalMs, this.#stallThresholdMs, this.#startedAt)
+    this.#started = true
+    for (const e of this.#c.registry.list('scheduler/')) this.#record(e.key, e.value, e.deleted, false)
     // a claim left on disk from before a restart is not a lease: the others
     // may have elected someone meanwhile. Start over.
-    for (const c of this.#claims()) {
-      if (c.peerId === this.#self) await this.#c.registry.delete(schedulerKey(this.zone, this.#self))
-    }
-    this.#off = this.#c.registry.onChange(`scheduler/${this.zone}/`, () => { this.check() })
+    if (this.#ownValue === 'claim') await this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
+    this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
     this.#c.membership.addEventListener('member:state', this.#onMember)
-    this.#timer = setInterval(() => { this.check() }, this.#checkIntervalMs)
-    this.check()
+    this.#timer = setInterval(() => { this.tick() }, this.#checkIntervalMs)
+    this.tick()
   }
 
   async stop (): Promise<void> {
+    this.#started = false
     clearInterval(this.#timer)
     this.#off?.()
     this.#c.membership.removeEventListener('member:state', this.#onMember)
-    if (this.#leader?.peerId === this.#self) {
+    if (this.#mine != null) {
+      this.#mine = undefined
       await this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
     }
+    await this.#saving
   }
 
   /** The active scheduler of this node's zone, as this node sees it. */
   leader (): Leader | undefined {
-    return this.#leader
+    const l = this.#own().current
+    if (l == null || (l.peerId === this.#self && !this.isLeader())) return undefined
+    return { peerId: l.peerId, term: l.term }
   }
 
+  /**
+   * Whether this node is its zone's scheduler right now: chosen, its claim
+   * established (endorsed by half the other live members), its lease still
+   * valid by its own clock, and its event loop not stalled at this moment.
+   * Computed at the call, so an API request answered right after SIGCONT,
+   * before any timer ran, already says no.
+   */
   isLeader (): boolean {
-    return this.#leader?.peerId === this.#self
+    const l = this.#own().current
+    const mine = this.#mine
+    if (l == null || mine == null || l.peerId !== this.#self || l.term !== mine.term || !l.established) return false
+    const now = this.#mono()
+    return now < mine.validUntil && !this.#stall.overdue(now)
   }
 
-  /** Highest term written in this zone, live or not. */
-  highestTerm (): number {
-    return Math.max(0, ...this.#claims().map(c => c.term))
+  /** The scheduler this node follows in `zone` (any zone it sees). */
+  leaderOf (zone: string): Leader | undefined {
+    const l = this.#zones.get(zone)?.current
+    return l == null ? undefined : { peerId: l.peerId, term: l.term }
   }
 
-  check (): void {
-    const claims = this.#claims()
-    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) === 'alive')
-    const active = firstInPrecedence(live)
-    const leader = active == null ? undefined : { peerId: active.peerId, term: active.term }
-    if (leader?.peerId !== this.#leader?.peerId || leader?.term !== this.#leader?.term) {
-      this.#leader = leader
-      const self = leader?.peerId === this.#self
-      this.#c.logger.info({ zone: this.zone, leader: leader?.peerId, term: leader?.term, self }, leader == null ? 'no scheduler' : 'scheduler elected')
-      this.safeDispatchEvent('leader:change', { detail: { zone: this.zone, leader, self } })
+  /** Schedulers this node followed in `zone`, newest first. */
+  followed (zone: string): readonly Leader[] {
+    return this.#zones.get(zone)?.memory.followed ?? []
+  }
+
+  /** Details for the status API. */
+  status (): { zone: string, leader: string | null, term: number | null, self: boolean, established: boolean, endorsements: number, deferring: boolean } {
+    const l = this.leader()
+    const current = this.#own().current
+    return {
+      zone: this.zone,
+      leader: l?.peerId ?? null,
+      term: l?.term ?? null,
+      self: this.isLeader(),
+      established: l != null && current?.established === true,
+      endorsements: l != null ? current?.endorsements ?? 0 : 0,
+      deferring: this.#distrusting(this.#mono())
     }
-    const mine = claims.find(c => c.peerId === this.#self)
-    if (mine != null && leader != null && leader.peerId !== this.#self) {
-      // someone with a higher term holds the zone: step down
-      this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
+  }
+
+  /** Run one check now: notice stalls, re-evaluate every zone, renew, claim, endorse or step down. */
+  tick (): void {
+    if (!this.#started) return
+    this.#noticeStall()
+    this.#evaluate()
+  }
+
+  #evaluate (): void {
+    const now = this.#mono()
+    const members = this.#c.membership.members()
+    const zones = new Set([this.zone])
+    for (const m of members) if (zones.size < MAX_ZONES) zones.add(zoneOf(m.labels))
+    for (const zone of zones) this.#evaluateZone(zone, members, now)
+    // zones no member is in any more (or never was) are dropped, memory and all
+    for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
+    this.#act(members, now)
+  }
+
+  #evaluateZone (zone: string, members: Member[], now: number): void {
+    const z = this.#zoneState(zone)
+    const zoneMembers: ZoneMember[] = members.filter(m => zoneOf(m.labels) === zone).map(m => ({
+      peerId: m.peerId,
+      state: m.state,
+      eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
+      ...(m.role == null ? {} : { role: m.role })
+    }))
+    const eligible = new Set(zoneMembers.filter(m => m.eligible).map(m => m.peerId))
+    const inZone = new Set(zoneMembers.map(m => m.peerId))
+    const claims: ClaimState[] = []
+    for (const [peerId, lease] of z.leases) {
+      if (peerId === this.#self || !eligible.has(peerId)) continue
+      claims.push({ peerId, term: lease.term, live: now - lease.receivedAt <= lease.leaseMs })
+    }
+    if (zone === this.zone && this.#mine != null && eligible.has(this.#self)) {
+      claims.push({ peerId: this.#self, term: this.#mine.term, live: now < this.#mine.validUntil })
+    }
+    const endorsements = new Map([...z.endorsements].filter(([endorser]) => inZone.has(endorser)))
+    const choice = chooseLeader({
+      claims,
+      endorsements,
+      members: zoneMembers,
+      floor: z.memory.floor,
+      ...(z.current == null ? {} : { current: z.current }),
+      vacantForMs: z.vacantSince == null ? 0 : now - z.vacantSince,
+      staggerMs: this.#staggerMs
+    })
+    z.anchor = choice.anchor
+    const leader = choice.leader
+    const changed = leader?.peerId !== z.current?.peerId || leader?.term !== z.current?.term
+    z.current = leader
+    if (leader == null) z.vacantSince ??= now
+    else z.vacantSince = undefined
+    if (!changed) return
+    const self = leader?.peerId === this.#self
+    this.#c.logger.info({ zone, leader: leader?.peerId, term: leader?.term, endorsements: leader?.endorsements, self }, leader == null ? 'no scheduler' : 'scheduler chosen')
+    if (leader != null) {
+      z.memory = remember(z.memory, { peerId: leader.peerId, term: leader.term })
+      const memory = z.memory
+      this.#saving = this.#saving.then(async () => { await this.#store.save(zone, memory) })
+        .catch(err => { this.#c.logger.warn({ err: err.message }, 'saving the election memory failed') })
+    }
+    this.safeDispatchEvent('leader:change', { detail: { zone, leader: leader == null ? undefined : { peerId: leader.peerId, term: leader.term }, self } })
+  }
+
+  /** This node's part in its own zone: renew, step down, claim, or endorse. */
+  #act (members: Member[], now: number): void {
+    const z = this.#own()
+    const leader = z.current
+    const mine = this.#mine
+    const deferring = this.#distrusting(now, members)
+    if (mine != null) {
+      // the claim is being written: it is not live yet, which is no reason to give it up
+      if (mine.validUntil === -Infinity) return
+      if (leader?.peerId === this.#self && leader.term === mine.term) {
+        if (now - mine.renewedAt >= this.#renewIntervalMs && now < mine.validUntil) this.#renew(mine, now)
+        return
+      }
+      // someone else leads, or this lease lapsed (a stall longer than the lease): step down
+      this.#c.logger.info({ zone: this.zone, term: mine.term, leader: leader?.peerId }, 'stepping down as scheduler')
+      this.#mine = undefined
+      this.#writeOwn(leader == null || deferring ? undefined : leader, now, true)
       return
     }
-    if (leader != null || !this.#eligible || this.#claiming || performance.now() - this.#startedAt < this.#settleMs) return
-    const best = this.#c.membership.members()
-      .filter(m => m.state === 'alive' && m.role != null && ELIGIBLE_ROLES.has(m.role) && zoneOf(m.labels) === this.zone)
-      .sort((a, b) => rank(a) < rank(b) ? -1 : 1)[0]
-    if (best?.peerId !== this.#self) return
-    const claim: SchedulerClaim = { term: this.highestTerm() + 1, since: Date.now() }
-    this.#claiming = true
-    this.#c.registry.set(schedulerKey(this.zone, this.#self), claim)
-      .catch(err => { this.#c.logger.warn({ err: err.message }, 'claiming the scheduler lease failed') })
-      // the claim's own registry change re-runs check(); a failure waits for the next tick
-      .finally(() => { this.#claiming = false })
+    if (leader == null) {
+      if (this.#ownValue === 'claim') this.#writeOwn(undefined, now, false)
+      const settling = now - this.#startedAt < this.#settleMs
+      if (!deferring && !settling && this.#eligible && this.#entitled(members, now)) this.#claim(z.anchor + 1, now)
+      return
+    }
+    if (leader.peerId === this.#self) return
+    // follow: say so, unless this node cannot trust its own view right now
+    if (this.#ownValue === 'claim' || (!deferring && (this.#ownValue !== 'endorsement' || this.#ownEndorsement !== leader.peerId))) {
+      this.#writeOwn(deferring ? undefined : leader, now, false)
+    }
   }
 
-  #claims (): Array<SchedulerClaim & { peerId: string }> {
-    return this.#c.registry.list<SchedulerClaim>(`scheduler/${this.zone}/`).flatMap(e => {
-      const peerId = e.key.split('/')[2]
-      if (peerId == null || e.value == null || typeof e.value.term !== 'number') return []
-      return [{ ...e.value, peerId }]
+  /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
+  #entitled (members: Member[], now: number): boolean {
+    const z = this.#own()
+    const zoneMembers: ZoneMember[] = members.filter(m => zoneOf(m.labels) === this.zone).map(m => ({
+      peerId: m.peerId, state: m.state, eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true, ...(m.role == null ? {} : { role: m.role })
+    }))
+    const claims: ClaimState[] = [...z.leases].map(([peerId, l]) => ({ peerId, term: l.term, live: now - l.receivedAt <= l.leaseMs }))
+    const position = positionOf(this.#self, zoneMembers, claims)
+    if (position === Infinity) return false
+    return position === 0 || (z.vacantSince != null && now - z.vacantSince >= position * this.#staggerMs)
+  }
+
+  /**
+   * Whether this node should doubt its own view: just back from a stall,
+   * unhealthy by its membership's measure, or told its clock disagrees with
+   * its peers'. Such a node claims nothing and changes no endorsement.
+   */
+  #distrusting (now: number, members?: Member[]): boolean {
+    if (now < this.#deferUntil) return true
+    try {
+      if (this.#c.localHealth?.().healthy === false) return true
+    } catch {}
+    const self = (members ?? this.#c.membership.members()).find(m => m.peerId === this.#self)
+    return self?.clockSkewed === true
+  }
+
+  #claim (term: number, now: number): void {
+    if (this.#writing) return
+    if (term > MAX_TERM) {
+      this.#c.logger.error({ zone: this.zone, term }, 'cannot claim: the term would pass its maximum')
+      return
+    }
+    const mine: Mine = { term, since: Date.now(), renewedAt: now, validUntil: -Infinity }
+    this.#mine = mine
+    this.#c.logger.info({ zone: this.zone, term }, 'claiming the scheduler lease')
+    this.#renew(mine, now)
+  }
+
+  #renew (mine: Mine, now: number): void {
+    if (this.#writing) return
+    this.#writing = true
+    mine.renewedAt = now
+    const claim: SchedulerClaim = { term: mine.term, leaseMs: this.#leaseMs, since: mine.since }
+    this.#c.registry.set(schedulerKey(this.zone, this.#self), claim)
+      .then(() => {
+        // valid from the start of the renewal, never from its end: peers time it from arrival, which is later
+        mine.validUntil = now + this.#leaseMs - Math.max(this.#checkIntervalMs, this.#leaseMs / 8)
+      })
+      .catch(err => {
+        this.#c.logger.warn({ err: err.message }, 'writing the scheduler lease failed')
+        if (this.#mine === mine && mine.validUntil === -Infinity) this.#mine = undefined
+      })
+      .finally(() => {
+        this.#writing = false
+        this.#scheduleEvaluate()
+      })
+  }
+
+  /**
+   * Write this node's own key: an endorsement of `leader`, or nothing (a
+   * delete, only when it holds a claim). At most once per renewal interval
+   * unless `now`: whatever rewrites this key behind the node's back (its
+   * local API) cannot make it write in a loop.
+   */
+  #writeOwn (leader: Leader | undefined, now: number, urgent: boolean): void {
+    if (this.#writing || (!urgent && now - this.#lastOwnWrite < this.#renewIntervalMs)) return
+    if (leader == null && this.#ownValue !== 'claim' && this.#ownValue !== 'other') return
+    this.#writing = true
+    this.#lastOwnWrite = now
+    const key = schedulerKey(this.zone, this.#self)
+    const write = leader == null
+      ? this.#c.registry.delete(key)
+      : this.#c.registry.set(key, { follows: leader.peerId, term: leader.term } satisfies Endorsement)
+    write.catch(err => { this.#c.logger.warn({ err: err.message }, 'writing the endorsement failed') })
+      .finally(() => { this.#writing = false })
+  }
+
+  /** A stall shifts every lease and vacancy by its length: nothing was heard while stopped. */
+  #noticeStall (): void {
+    const now = this.#mono()
+    const late = this.#stall.check(now)
+    if (late === 0) return
+    this.#deferUntil = now + this.#deferMs
+    for (const z of this.#zones.values()) {
+      for (const lease of z.leases.values()) lease.receivedAt = Math.min(now, lease.receivedAt + late)
+      if (z.vacantSince != null) z.vacantSince = Math.min(now, z.vacantSince + late)
+    }
+    this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#deferMs }, 'this node was stalled: deferring to the current scheduler')
+  }
+
+  #zoneState (zone: string, memory?: ZoneMemory): ZoneState {
+    let z = this.#zones.get(zone)
+    if (z == null) {
+      z = { leases: new Map(), endorsements: new Map(), anchor: 0, memory: memory ?? { floor: 0, followed: [] } }
+      this.#zones.set(zone, z)
+      // a zone seen for the first time (a member with a new zone label): take in what the registry holds for it
+      if (this.#started) for (const e of this.#c.registry.list(`scheduler/${zone}/`)) this.#record(e.key, e.value, e.deleted, false)
+    }
+    return z
+  }
+
+  #own (): ZoneState {
+    return this.#zoneState(this.zone)
+  }
+
+  /** Fold one `scheduler/…` entry into the lease and endorsement tables. */
+  #record (key: string, value: unknown, deleted: boolean, fresh: boolean): void {
+    const k = parseScheduleKey(key)
+    if (k == null) return
+    const record = deleted ? undefined : parseScheduleRecord(value)
+    if (k.peerId === this.#self && k.zone === this.zone) {
+      this.#ownValue = deleted ? 'none' : record?.kind ?? 'other'
+      this.#ownEndorsement = record?.kind === 'endorsement' ? record.endorsement.follows : undefined
+    }
+    // zones are those of members (created in #evaluate); a claim in a zone nobody is in is not followed
+    const z = this.#zones.get(k.zone)
+    if (z == null) return
+    if (record?.kind === 'endorsement') z.endorsements.set(k.peerId, record.endorsement.follows)
+    else z.endorsements.delete(k.peerId)
+    if (k.peerId === this.#self) return
+    if (record?.kind === 'claim') {
+      if (fresh) z.leases.set(k.peerId, { term: record.claim.term, leaseMs: record.claim.leaseMs, receivedAt: this.#mono() })
+      else if (z.leases.get(k.peerId)?.term !== record.claim.term) z.leases.delete(k.peerId)
+    } else if (record != null || deleted) {
+      // withdrawn (deleted, or now an endorsement). An invalid value is
+      // ignored: the lease it replaced runs out on its own.
+      z.leases.delete(k.peerId)
+    }
+  }
+
+  readonly #onChange = (change: RegistryChange): void => {
+    this.#noticeStall()
+    const value = change.entry.value as { leaseMs?: unknown } | undefined
+    // anti-entropy hands over whatever was last written, however old: only a
+    // recent write (by its writer's clock) is a renewal
+    const leaseMs = typeof value?.leaseMs === 'number' ? Math.min(MAX_LEASE_MS, value.leaseMs) : this.#leaseMs
+    const fresh = change.via !== 'sync' || Date.now() - change.entry.ts[0] <= leaseMs
+    this.#record(change.key, change.entry.value, change.entry.deleted, fresh)
+    this.#scheduleEvaluate()
+  }
+
+  readonly #onMember = (): void => { this.#scheduleEvaluate() }
+
+  /** Evaluate soon, once for any number of changes; never inside the registry's change callback. */
+  #scheduleEvaluate (): void {
+    if (this.#evaluateScheduled || !this.#started) return
+    this.#evaluateScheduled = true
+    setImmediate(() => {
+      this.#evaluateScheduled = false
+      if (!this.#started) return
+      this.#noticeStall()
+      this.#evaluate()
     })
   }
-
-  readonly #onMember = (): void => { this.check() }
 }

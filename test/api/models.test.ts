@@ -38,7 +38,7 @@ const app = await buildApi({
   startedAt: Date.now(),
   addresses: () => [],
   members: () => [],
-  registry: { list: () => [], get: () => undefined, set: async () => ({}) as any, delete: async () => ({}) as any, onChange: () => () => {}, size: 0 },
+  registry: { list: () => [], get: () => undefined, value: () => undefined, set: async () => ({}) as any, delete: async () => ({}) as any, onChange: () => () => {}, size: 0 },
   metrics,
   deniedPeers: () => [],
   local: { runtime, devices, outbox }
