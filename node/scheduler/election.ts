@@ -63,6 +63,17 @@ const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 /** Zones followed at most (from members' labels); claims in others are ignored. */
 const MAX_ZONES = 256
 
+/** A zone's members as the leader choice sees them. */
+function membersOf (zone: string, members: Member[]): ZoneMember[] {
+  return members.filter(m => zoneOf(m.labels) === zone).map(m => ({
+    peerId: m.peerId,
+    state: m.state,
+    eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
+    ...(m.clockSkewed === true ? { skewed: true } : {}),
+    ...(m.role == null ? {} : { role: m.role })
+  }))
+}
+
 interface Lease {
   term: number
   leaseMs: number
@@ -86,6 +97,8 @@ interface Mine {
   renewedAt: number
   /** the lease holds for this node until then (monotonic) */
   validUntil: number
+  /** the claim has been established at least once this term */
+  confirmed?: boolean
 }
 
 /**
@@ -201,7 +214,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   isLeader (): boolean {
     const l = this.#own().current
     const mine = this.#mine
-    if (l == null || mine == null || l.peerId !== this.#self || l.term !== mine.term || !l.established) return false
+    if (l == null || mine == null || l.peerId !== this.#self || l.term !== mine.term) return false
+    // once established, endorsements that lapse (a member deferring after a stall, a key
+    // rewritten behind its owner's back) do not unseat it: only a claim ahead of it does
+    if (!l.established && mine.confirmed !== true) return false
     const now = this.#mono()
     return now < mine.validUntil && !this.#stall.overdue(now)
   }
@@ -252,12 +268,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   #evaluateZone (zone: string, members: Member[], now: number): void {
     const z = this.#zoneState(zone)
-    const zoneMembers: ZoneMember[] = members.filter(m => zoneOf(m.labels) === zone).map(m => ({
-      peerId: m.peerId,
-      state: m.state,
-      eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
-      ...(m.role == null ? {} : { role: m.role })
-    }))
+    const zoneMembers = membersOf(zone, members)
     const eligible = new Set(zoneMembers.filter(m => m.eligible).map(m => m.peerId))
     const inZone = new Set(zoneMembers.map(m => m.peerId))
     const claims: ClaimState[] = []
@@ -306,6 +317,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       // the claim is being written: it is not live yet, which is no reason to give it up
       if (mine.validUntil === -Infinity) return
       if (leader?.peerId === this.#self && leader.term === mine.term) {
+        if (leader.established) mine.confirmed = true
         if (now - mine.renewedAt >= this.#renewIntervalMs && now < mine.validUntil) this.#renew(mine, now)
         return
       }
@@ -331,9 +343,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
   #entitled (members: Member[], now: number): boolean {
     const z = this.#own()
-    const zoneMembers: ZoneMember[] = members.filter(m => zoneOf(m.labels) === this.zone).map(m => ({
-      peerId: m.peerId, state: m.state, eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true, ...(m.role == null ? {} : { role: m.role })
-    }))
+    const zoneMembers = membersOf(this.zone, members)
     const claims: ClaimState[] = [...z.leases].map(([peerId, l]) => ({ peerId, term: l.term, live: now - l.receivedAt <= l.leaseMs }))
     const position = positionOf(this.#self, zoneMembers, claims)
     if (position === Infinity) return false

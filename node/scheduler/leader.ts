@@ -14,6 +14,8 @@ export interface ZoneMember {
   state: MemberState
   /** a gateway or server whose clock agrees with its peers: it may hold the lease */
   eligible: boolean
+  /** its clock disagrees with its peers': it neither holds the lease nor counts as an endorser */
+  skewed?: boolean
   role?: string
 }
 
@@ -88,7 +90,7 @@ export function positionOf (peerId: string, members: ZoneMember[], claims: Claim
  * current, not entitled unless it ranks first, and endorsed by nobody.
  */
 export function chooseLeader (input: LeaderInput): LeaderChoice {
-  const live = new Map(input.members.filter(m => m.state !== 'dead').map(m => [m.peerId, m]))
+  const live = new Map(input.members.filter(m => m.state !== 'dead' && m.skewed !== true).map(m => [m.peerId, m]))
   const count = (peerId: string): number => {
     let n = 0
     for (const [endorser, follows] of input.endorsements) if (follows === peerId && endorser !== peerId && live.has(endorser)) n++

@@ -1,5 +1,4 @@
 import t from 'tap'
-import { TypedEventEmitter } from '@libp2p/interface'
 import { pino } from 'pino'
 import { Election } from '../../node/scheduler/election.ts'
 import { MAX_TERM } from '../../node/scheduler/lease.ts'
@@ -7,30 +6,7 @@ import { winningPlacement } from '../../node/scheduler/placements.ts'
 import { MemoryTermStore } from '../../node/scheduler/terms.ts'
 import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
 import { sleep } from '../helpers/cluster.ts'
-import type { Member, MemberState, MembershipEvents } from '../../node/membership/membership.ts'
-
-/** A membership view this test controls: who each observer thinks is alive, and whose clock is off. */
-class FakeMembership extends TypedEventEmitter<MembershipEvents> {
-  readonly states = new Map<string, MemberState>()
-  readonly skewed = new Set<string>()
-  readonly self: string
-  readonly all: () => Array<{ id: string, role: 'server' | 'gateway' | 'coordinator' }>
-  constructor (self: string, all: () => Array<{ id: string, role: 'server' | 'gateway' | 'coordinator' }>) {
-    super()
-    this.self = self
-    this.all = all
-  }
-
-  members (): Member[] {
-    return this.all().map(({ id, role }) => ({
-      peerId: id, self: id === this.self, role, labels: {}, addresses: [], state: this.stateOf(id), lastSeenMs: 0, since: 0,
-      ...(this.skewed.has(id) ? { clockSkewed: true } : {})
-    }))
-  }
-
-  stateOf (id: string): MemberState { return id === this.self ? 'alive' : this.states.get(id) ?? 'alive' }
-  set (id: string, state: MemberState): void { this.states.set(id, state) }
-}
+import { FakeMembership } from '../helpers/fake-membership.ts'
 
 interface Node {
   member: MemoryMember
