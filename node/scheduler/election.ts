@@ -1,9 +1,10 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { schedulerKey, zoneOf } from './keys.ts'
-import { chooseLeader, positionOf, type ClaimState, type Leader, type ZoneMember } from './leader.ts'
 import { MAX_LEASE_MS, MAX_TERM, MIN_LEASE_MS, parseScheduleKey, parseScheduleRecord, type Endorsement, type SchedulerClaim } from './lease.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
+import { membersOf, ZoneView } from './zone-view.ts'
+import type { Leader } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
 import type { Member, MembershipEvents } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -58,37 +59,8 @@ export interface ElectionInit {
 export const DEFAULT_LEASE_MS = 2000
 export const DEFAULT_RENEW_INTERVAL_MS = 500
 
-/** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
-const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 /** Zones followed at most (from members' labels); claims in others are ignored. */
 const MAX_ZONES = 256
-
-/** A zone's members as the leader choice sees them. */
-function membersOf (zone: string, members: Member[]): ZoneMember[] {
-  return members.filter(m => zoneOf(m.labels) === zone).map(m => ({
-    peerId: m.peerId,
-    state: m.state,
-    eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
-    ...(m.clockSkewed === true ? { skewed: true } : {}),
-    ...(m.role == null ? {} : { role: m.role })
-  }))
-}
-
-interface Lease {
-  term: number
-  leaseMs: number
-  /** monotonic ms of the renewal's arrival */
-  receivedAt: number
-}
-
-interface ZoneState {
-  leases: Map<string, Lease>
-  endorsements: Map<string, string>
-  current?: Leader & { established: boolean, endorsements: number }
-  anchor: number
-  vacantSince?: number
-  memory: ZoneMemory
-}
 
 interface Mine {
   term: number
@@ -135,7 +107,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   readonly #staggerMs: number
   readonly #mono: () => number
   readonly #store: TermStore
-  readonly #zones = new Map<string, ZoneState>()
+  readonly #zones = new Map<string, ZoneView>()
   #stall: StallWatch
   #startedAt = 0
   #deferUntil = 0
@@ -268,33 +240,9 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   #evaluateZone (zone: string, members: Member[], now: number): void {
     const z = this.#zoneState(zone)
-    const zoneMembers = membersOf(zone, members)
-    const eligible = new Set(zoneMembers.filter(m => m.eligible).map(m => m.peerId))
-    const inZone = new Set(zoneMembers.map(m => m.peerId))
-    const claims: ClaimState[] = []
-    for (const [peerId, lease] of z.leases) {
-      if (peerId === this.#self || !eligible.has(peerId)) continue
-      claims.push({ peerId, term: lease.term, live: now - lease.receivedAt <= lease.leaseMs })
-    }
-    if (zone === this.zone && this.#mine != null && eligible.has(this.#self)) {
-      claims.push({ peerId: this.#self, term: this.#mine.term, live: now < this.#mine.validUntil })
-    }
-    const endorsements = new Map([...z.endorsements].filter(([endorser]) => inZone.has(endorser)))
-    const choice = chooseLeader({
-      claims,
-      endorsements,
-      members: zoneMembers,
-      floor: z.memory.floor,
-      ...(z.current == null ? {} : { current: z.current }),
-      vacantForMs: z.vacantSince == null ? 0 : now - z.vacantSince,
-      staggerMs: this.#staggerMs
-    })
-    z.anchor = choice.anchor
-    const leader = choice.leader
-    const changed = leader?.peerId !== z.current?.peerId || leader?.term !== z.current?.term
-    z.current = leader
-    if (leader == null) z.vacantSince ??= now
-    else z.vacantSince = undefined
+    const mine = zone === this.zone && this.#mine != null ? { term: this.#mine.term, live: now < this.#mine.validUntil } : undefined
+    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#staggerMs)
+    const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self
     this.#c.logger.info({ zone, leader: leader?.peerId, term: leader?.term, endorsements: leader?.endorsements, self }, leader == null ? 'no scheduler' : 'scheduler chosen')
@@ -342,12 +290,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
   #entitled (members: Member[], now: number): boolean {
-    const z = this.#own()
-    const zoneMembers = membersOf(this.zone, members)
-    const claims: ClaimState[] = [...z.leases].map(([peerId, l]) => ({ peerId, term: l.term, live: now - l.receivedAt <= l.leaseMs }))
-    const position = positionOf(this.#self, zoneMembers, claims)
-    if (position === Infinity) return false
-    return position === 0 || (z.vacantSince != null && now - z.vacantSince >= position * this.#staggerMs)
+    return this.#own().entitled(membersOf(this.zone, members), this.#self, now, this.#staggerMs)
   }
 
   /**
@@ -421,17 +364,14 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const late = this.#stall.check(now)
     if (late === 0) return
     this.#deferUntil = now + this.#deferMs
-    for (const z of this.#zones.values()) {
-      for (const lease of z.leases.values()) lease.receivedAt = Math.min(now, lease.receivedAt + late)
-      if (z.vacantSince != null) z.vacantSince = Math.min(now, z.vacantSince + late)
-    }
+    for (const z of this.#zones.values()) z.shift(late, now)
     this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#deferMs }, 'this node was stalled: deferring to the current scheduler')
   }
 
-  #zoneState (zone: string, memory?: ZoneMemory): ZoneState {
+  #zoneState (zone: string, memory?: ZoneMemory): ZoneView {
     let z = this.#zones.get(zone)
     if (z == null) {
-      z = { leases: new Map(), endorsements: new Map(), anchor: 0, memory: memory ?? { floor: 0, followed: [] } }
+      z = new ZoneView(zone, memory)
       this.#zones.set(zone, z)
       // a zone seen for the first time (a member with a new zone label): take in what the registry holds for it
       if (this.#started) for (const e of this.#c.registry.list(`scheduler/${zone}/`)) this.#record(e.key, e.value, e.deleted, false)
@@ -439,7 +379,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     return z
   }
 
-  #own (): ZoneState {
+  #own (): ZoneView {
     return this.#zoneState(this.zone)
   }
 
@@ -453,19 +393,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       this.#ownEndorsement = record?.kind === 'endorsement' ? record.endorsement.follows : undefined
     }
     // zones are those of members (created in #evaluate); a claim in a zone nobody is in is not followed
-    const z = this.#zones.get(k.zone)
-    if (z == null) return
-    if (record?.kind === 'endorsement') z.endorsements.set(k.peerId, record.endorsement.follows)
-    else z.endorsements.delete(k.peerId)
-    if (k.peerId === this.#self) return
-    if (record?.kind === 'claim') {
-      if (fresh) z.leases.set(k.peerId, { term: record.claim.term, leaseMs: record.claim.leaseMs, receivedAt: this.#mono() })
-      else if (z.leases.get(k.peerId)?.term !== record.claim.term) z.leases.delete(k.peerId)
-    } else if (record != null || deleted) {
-      // withdrawn (deleted, or now an endorsement). An invalid value is
-      // ignored: the lease it replaced runs out on its own.
-      z.leases.delete(k.peerId)
-    }
+    if (k.peerId === this.#self && record?.kind === 'claim') return
+    this.#zones.get(k.zone)?.fold(k.peerId, record, deleted, fresh, this.#mono())
   }
 
   readonly #onChange = (change: RegistryChange): void => {

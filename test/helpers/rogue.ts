@@ -4,7 +4,11 @@
  * network key its directory holds, writes registry entries, and in
  * `--garbage` mode sends malformed frames on every protocol of ours.
  *
- *   node test/helpers/rogue.ts --data DIR [--garbage] [--forge KEY]
+ *   node test/helpers/rogue.ts --data DIR [--garbage] [--forge KEY] [--own KEY=JSON ...] [--every MS]
+ *
+ * `--own` writes keys the rogue does own (its own scheduler claim, its own
+ * placements) with whatever value it likes, `$self` standing for its peer
+ * id, every `--every` ms (default 500): what a stolen gateway can gossip.
  */
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -23,7 +27,7 @@ import { CERT_PROTOCOL } from '../../protocols/cert-exchange/index.ts'
 import { SYNC_PROTOCOL } from '../../protocols/registry-sync/index.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
 
-const { values } = parseArgs({ options: { data: { type: 'string' }, garbage: { type: 'boolean' }, forge: { type: 'string' } } })
+const { values } = parseArgs({ options: { data: { type: 'string' }, garbage: { type: 'boolean' }, forge: { type: 'string' }, own: { type: 'string', multiple: true }, every: { type: 'string' } } })
 const dir = values.data!
 const id = await loadNodeDir(dir)
 const self = id.peerId.toString()
@@ -56,6 +60,16 @@ async function rawFrame (peer: string, protocol: string, bytes: Uint8Array, pref
   } catch (err: any) {
     sent.push(`${protocol}:failed:${err.message}`)
   }
+}
+
+const own = (values.own ?? []).map(kv => {
+  const at = kv.indexOf('=')
+  return { key: kv.slice(0, at).replaceAll('$self', self), json: kv.slice(at + 1).replaceAll('$self', self) }
+})
+if (own.length > 0) {
+  setInterval(() => {
+    for (const { key, json } of own) registry.set(key, JSON.parse(json)).catch(() => {})
+  }, Number(values.every ?? 500))
 }
 
 let round = 0
