@@ -52,11 +52,14 @@ export interface ElectionInit {
   stallThresholdMs?: number
   /** After a stall, claim nothing and endorse no one new for this long. @default 2 × leaseMs */
   deferMs?: number
-  /** The k-th ranked node claims a vacant zone after k × this much vacancy. @default leaseMs */
+  /**
+   * The k-th ranked node claims a vacant zone after k × this much vacancy:
+   * longer than a better-ranked node may defer after a stall. @default deferMs + leaseMs
+   */
   staggerMs?: number
 }
 
-export const DEFAULT_LEASE_MS = 2000
+export const DEFAULT_LEASE_MS = 3000
 export const DEFAULT_RENEW_INTERVAL_MS = 500
 
 /** Zones followed at most (from members' labels); claims in others are ignored. */
@@ -71,6 +74,12 @@ interface Mine {
   validUntil: number
   /** the claim has been established at least once this term */
   confirmed?: boolean
+  /**
+   * Back from its own stall: keep the claim (and renew it) but do not act as
+   * scheduler until then (monotonic), so a successor elected meanwhile is
+   * heard before this node could contradict it.
+   */
+  probationUntil?: number
 }
 
 /**
@@ -135,7 +144,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#renewIntervalMs = Math.min(this.#leaseMs / 2, init.renewIntervalMs ?? DEFAULT_RENEW_INTERVAL_MS)
     this.#stallThresholdMs = init.stallThresholdMs ?? this.#leaseMs / 2
     this.#deferMs = init.deferMs ?? 2 * this.#leaseMs
-    this.#staggerMs = init.staggerMs ?? this.#leaseMs
+    this.#staggerMs = init.staggerMs ?? this.#deferMs + this.#leaseMs
     this.#mono = components.monotonic ?? (() => performance.now())
     this.#store = components.store ?? new MemoryTermStore()
     this.#stall = new StallWatch(this.#checkIntervalMs, this.#stallThresholdMs, this.#mono())
@@ -191,7 +200,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     // rewritten behind its owner's back) do not unseat it: only a claim ahead of it does
     if (!l.established && mine.confirmed !== true) return false
     const now = this.#mono()
-    return now < mine.validUntil && !this.#stall.overdue(now)
+    return now < mine.validUntil && now >= (mine.probationUntil ?? 0) && !this.#stall.overdue(now)
   }
 
   /** The scheduler this node follows in `zone` (any zone it sees). */
@@ -240,7 +249,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   #evaluateZone (zone: string, members: Member[], now: number): void {
     const z = this.#zoneState(zone)
-    const mine = zone === this.zone && this.#mine != null ? { term: this.#mine.term, live: now < this.#mine.validUntil } : undefined
+    const mine = zone === this.zone && this.#mine != null ? { term: this.#mine.term, live: now < Math.max(this.#mine.validUntil, this.#mine.probationUntil ?? 0) } : undefined
     const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#staggerMs)
     const leader = z.current
     if (!changed) return
@@ -266,7 +275,16 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       if (mine.validUntil === -Infinity) return
       if (leader?.peerId === this.#self && leader.term === mine.term) {
         if (leader.established) mine.confirmed = true
-        if (now - mine.renewedAt >= this.#renewIntervalMs && now < mine.validUntil) this.#renew(mine, now)
+        // two claimed the vacancy (their views of who is alive differed): until
+        // established, the one ranked behind gives way at once
+        const better = mine.confirmed === true ? undefined : z.claimantAhead(membersOf(this.zone, members), this.#self, now)
+        if (better != null) {
+          this.#c.logger.info({ zone: this.zone, term: mine.term, ahead: better }, 'a better-ranked node claimed too: giving way')
+          this.#mine = undefined
+          this.#writeOwn(undefined, now, true)
+          return
+        }
+        if (now - mine.renewedAt >= this.#renewIntervalMs) this.#renew(mine, now)
         return
       }
       // someone else leads, or this lease lapsed (a stall longer than the lease): step down
@@ -364,7 +382,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const late = this.#stall.check(now)
     if (late === 0) return
     this.#deferUntil = now + this.#deferMs
+    // settling counts time this node was running, not stopped
+    this.#startedAt += late
     for (const z of this.#zones.values()) z.shift(late, now)
+    if (this.#mine != null) this.#mine.probationUntil = now + 2 * this.#renewIntervalMs + this.#checkIntervalMs
     this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#deferMs }, 'this node was stalled: deferring to the current scheduler')
   }
 

@@ -32,7 +32,7 @@ export interface SchedulingComponents {
 
 /** The `scheduler` part of the node config. */
 export interface SchedulingInit {
-  /** How long a scheduler's claim holds after each renewal. @default 2000 */
+  /** How long a scheduler's claim holds after each renewal. @default 3000 */
   leaseMs?: number
   /** The scheduler renews its claim this often. @default 500 */
   renewIntervalMs?: number

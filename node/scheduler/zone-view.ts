@@ -1,5 +1,5 @@
 import { zoneOf } from './keys.ts'
-import { chooseLeader, positionOf, type ClaimState, type Leader, type ZoneMember } from './leader.ts'
+import { chooseLeader, positionOf, rank, type ClaimState, type Leader, type ZoneMember } from './leader.ts'
 import type { ScheduleRecord } from './lease.ts'
 import type { ZoneMemory } from './terms.ts'
 import type { Member } from '../membership/membership.ts'
@@ -106,6 +106,14 @@ export class ZoneView {
     if (leader == null) this.vacantSince ??= now
     else this.vacantSince = undefined
     return changed
+  }
+
+  /** A live claim of an eligible member ranked ahead of `self`, if any. */
+  claimantAhead (members: ZoneMember[], self: string, now: number): string | undefined {
+    const me = members.find(m => m.peerId === self)
+    if (me == null) return undefined
+    const eligible = new Map(members.filter(m => m.eligible).map(m => [m.peerId, m]))
+    return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
   /** Whether `self` may claim the vacant zone now: first in rank, or the vacancy has lasted its stagger. */

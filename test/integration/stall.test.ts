@@ -96,5 +96,5 @@ await t.test('the scheduler stopped for 5 s hands over once and does not take th
 
 sampling = false
 await sampler
-t.ok(rounds.length > 200, `${rounds.length} sampling rounds`)
+t.ok(rounds.length >= 100, `${rounds.length} sampling rounds, 100 ms apart when the machine allows`)
 t.same(doubles().map(r => [...r.views].filter(([, v]) => v.self).map(([n]) => n)), [], 'never two agents each saying it is the scheduler')

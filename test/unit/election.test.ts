@@ -28,7 +28,7 @@ async function settle (): Promise<void> {
 }
 
 /** A zone of agents with real registries gossiping in memory; each node's monotonic clock is its own. */
-async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options: { rogues?: number, before?: (nodes: Node[]) => void } = {}) {
+async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options: { rogues?: number, before?: (nodes: Node[], mesh: MemoryMesh) => void } = {}) {
   const mesh = new MemoryMesh()
   const members: MemoryMember[] = []
   for (let i = 0; i < roles.length + (options.rogues ?? 0); i++) members.push(await mesh.add())
@@ -53,7 +53,7 @@ async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options
     })
     nodes.push(node)
   }
-  options.before?.(nodes)
+  options.before?.(nodes, mesh)
   for (const n of nodes) await n.election.start()
   t.teardown(async () => {
     for (const n of nodes) await n.election.stop()
@@ -87,6 +87,28 @@ t.test('the best-ranked live node is elected, established by the others, and eve
   t.equal(server.election.leader()?.term, 1)
   t.equal(server.election.status().established, true)
   t.equal(server.election.status().endorsements, 4, 'endorsed by the four others')
+})
+
+t.test('two that claim at once (their views differ): the one ranked behind gives way', async t => {
+  let g: Node | undefined
+  let mesh: MemoryMesh | undefined
+  const { nodes, run } = await zone(['server', 'gateway', 'gateway'], {
+    before: (nodes, m) => {
+      mesh = m
+      g = [...nodes.slice(1)].sort((a, b) => a.id < b.id ? -1 : 1)[0]!
+      // this gateway has not heard the server yet: it believes itself first in rank
+      g.view.set(nodes[0]!.id, 'dead')
+      m.linked = (from, to) => !(from === nodes[0]!.id && to === g!.id)
+    }
+  })
+  await run(300)
+  t.equal(g!.member.registry.value<any>(`scheduler/default/${g!.id}`)?.term, 1, 'the gateway claimed too')
+  delete mesh!.linked
+  await run(1500)
+  const server = nodes[0]!
+  t.same(leaders(nodes), [server.id], 'the server schedules')
+  t.ok(nodes.every(n => leaderSeenBy(n) === server.id), 'everyone follows it, the gateway that claimed too included')
+  t.equal(g!.member.registry.value<any>(`scheduler/default/${g!.id}`)?.follows, server.id, 'which withdrew its claim')
 })
 
 t.test('a follower stopped for 5 s does not move the scheduler', async t => {
@@ -142,6 +164,25 @@ t.test('a scheduler stopped for 5 s is replaced once and does not take the role 
   t.equal(old.member.registry.value<any>(`scheduler/default/${old.id}`)?.follows, successor!.id, 'and withdrew its claim')
   t.ok(nodes.every(n => n.seen.join() === [old.id, successor!.id].join()), 'exactly one hand-over, seen the same by every node')
   void roster
+})
+
+t.test('a scheduler stalled for less than its lease keeps the role, saying no until it has heard from the others', async t => {
+  const { nodes, run } = await zone(['server', 'gateway', 'gateway'])
+  await run(1500)
+  const leader = nodes.find(n => n.election.isLeader())!
+  const term = leader.election.leader()!.term
+  const others = nodes.filter(n => n !== leader)
+  // a stall beyond the threshold (half the lease), short of the lease as the others count it
+  await run(1400, others)
+  leader.clock.now += 1400
+  t.equal(leader.election.isLeader(), false, 'not the scheduler the moment it wakes')
+  leader.election.tick()
+  await settle()
+  t.equal(leader.election.isLeader(), false, 'nor during its probation')
+  await run(2000)
+  t.same(leaders(nodes), [leader.id], 'then the scheduler again')
+  t.equal(leader.election.leader()?.term, term, 'with the same term')
+  t.ok(nodes.every(n => n.seen.length === 1), 'nobody followed another scheduler meanwhile')
 })
 
 t.test('after a partition heals the side most members follow keeps the zone, the other steps down', async t => {
@@ -212,7 +253,8 @@ t.test('a node whose local health is degraded does not claim; the next in rank d
   })
   await run(1000)
   t.same(leaders(nodes), [], 'no one claims while the best-ranked is alive, however unhealthy')
-  await run(2500)
+  // the stagger: longer than a stalled node defers (2 leases) plus a lease
+  await run(5500)
   const leader = leaders(nodes)
   t.equal(leader.length, 1, 'after the stagger the next one claims')
   t.not(leader[0], first!.id)
