@@ -21,10 +21,15 @@ import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
 import { ModelRepository, type ModelRepositoryInit } from './models/repository.ts'
 import { NodesView } from './nodes/view.ts'
+import { grpcAuthorizer } from './grpc.ts'
+import { agentBackend } from '../node/api/grpc/agent-backend.ts'
+import { GrpcServing } from '../node/api/grpc/server.ts'
 import type { Fleet } from '../node/identity/fleet.ts'
 import type { FastifyInstance } from 'fastify'
 
 export const DEFAULT_PORT = 7480
+/** TensorFlow Serving's gRPC API, beside the HTTP port: the HTTP port + 1 (7481 by default). */
+export const DEFAULT_GRPC_PORT = DEFAULT_PORT + 1
 export const DEFAULT_HOST = '0.0.0.0'
 export const FIRST_ADMIN = 'admin'
 
@@ -43,6 +48,8 @@ export interface CoordinatorInit extends MeshOptions {
   scrypt?: ScryptParams
   /** Upload limits of the model repository. */
   models?: ModelRepositoryInit
+  /** gRPC port (TensorFlow Serving's API, on `host`, with TLS when `tls` is set); `false` serves none. @default the HTTP port + 1 (DEFAULT_GRPC_PORT) */
+  grpcPort?: number | false
 }
 
 /** Written to `<dataDir>/coordinator.json` once listening. */
@@ -52,10 +59,14 @@ export interface CoordinatorRuntime {
   pid: number
   addresses: string[]
   startedAt: number
+  /** host:port of the gRPC API, when it listens */
+  grpc?: string
 }
 
 export interface StartResult {
   url: string
+  /** host:port of the gRPC API, when it listens */
+  grpc?: string
   /** set on the very first start only: print it once, it is stored nowhere */
   firstAdmin?: { username: string, password: string }
 }
@@ -87,6 +98,7 @@ export class Coordinator {
   readonly #enrollment: Enrollment
   readonly #metrics: CoordinatorMetrics
   #app?: FastifyInstance
+  #grpc?: GrpcServing
   #url = ''
 
   private constructor (init: CoordinatorInit, agent: Agent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment, fleet: Fleet }) {
@@ -198,6 +210,22 @@ export class Coordinator {
     }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
+    if (this.#init.grpcPort !== false) {
+      this.#grpc = new GrpcServing(agentBackend({ runtime: this.agent.local.runtime, router: this.agent.router }), {
+        host: this.#init.host ?? DEFAULT_HOST,
+        port: this.#init.grpcPort ?? (this.#init.port == null ? DEFAULT_GRPC_PORT : this.#init.port === 0 ? 0 : this.#init.port + 1),
+        ...(tls == null ? {} : { tls }),
+        authorize: grpcAuthorizer(this.#auth),
+        logger: this.agent.logger.child({ service: 'coordinator-grpc' })
+      })
+      try {
+        result.grpc = await this.#grpc.start()
+      } catch (err: any) {
+        // a second door to predict: the coordinator runs on without it, and says why
+        this.#grpc = undefined
+        this.agent.logger.warn({ service: 'coordinator-grpc', err: err.message }, 'gRPC API not started: its port cannot be bound (--grpc-port N, or --no-grpc)')
+      }
+    }
     await this.#writeRuntime()
     this.agent.logger.info({ service: 'coordinator', url: this.#url, tls: tls != null, peerId: this.peerId }, 'coordinator started')
     return result
@@ -205,6 +233,7 @@ export class Coordinator {
 
   async stop (): Promise<void> {
     this.agent.logger.info({ service: 'coordinator' }, 'coordinator stopping')
+    await this.#grpc?.stop()
     await this.#app?.close()
     await this.deployments.stop()
     await this.nodes.stop()
@@ -215,7 +244,7 @@ export class Coordinator {
   }
 
   async #writeRuntime (): Promise<void> {
-    const info: CoordinatorRuntime = { url: this.#url, peerId: this.peerId, pid: process.pid, addresses: this.agent.addresses(), startedAt: Date.now() }
+    const info: CoordinatorRuntime = { url: this.#url, peerId: this.peerId, pid: process.pid, addresses: this.agent.addresses(), startedAt: Date.now(), ...(this.#grpc == null ? {} : { grpc: this.#grpc.address }) }
     const path = join(this.dataDir, COORDINATOR_FILES.runtime)
     await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
     await rename(`${path}.tmp`, path)

@@ -50,7 +50,8 @@ export async function ensureNodeDir (dataDir: string, fleetDir: string, mesh: Me
       bootstrap: mesh.bootstrap ?? [],
       // the embedded agent's own HTTP API stays on loopback, on any free port
       apiPort: 0,
-      config: { announce: mesh.announce ?? [], logs: { stdout: mesh.stdoutLogs ?? true } }
+      // the coordinator serves gRPC itself, with its users' tokens; its agent does not
+      config: { announce: mesh.announce ?? [], logs: { stdout: mesh.stdoutLogs ?? true }, grpc: { enabled: false } }
     })
     created = true
   } else if (mesh.listen != null || mesh.bootstrap != null || mesh.announce != null) {

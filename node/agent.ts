@@ -1,6 +1,7 @@
 import { writeFile, rename } from 'node:fs/promises'
 import { join } from 'node:path'
 import { buildApi } from './api/server.ts'
+import type { GrpcServing } from './api/grpc/server.ts'
 import { BundleService } from './bundles/service.ts'
 import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
@@ -29,6 +30,8 @@ export interface RuntimeInfo {
   api: string
   addresses: string[]
   startedAt: number
+  /** host:port of the gRPC API (TensorFlow Serving), when it listens */
+  grpc?: string
 }
 
 export const RUNTIME_FILE = 'agent.json'
@@ -64,6 +67,9 @@ export class Agent {
   readonly startedAt = Date.now()
   #api?: FastifyInstance
   #apiUrl = ''
+  #grpc?: GrpcServing
+  #grpcStarting?: Promise<void>
+  #runtimeWrite: Promise<void> = Promise.resolve()
   #peerTimer?: NodeJS.Timeout
 
   private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
@@ -249,15 +255,48 @@ export class Agent {
     }, { logger: this.logger })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
+    // gRPC loads its stack (a few hundred ms, much more on a busy gateway) after the agent is up,
+    // and agent.json names its address once it listens
+    if (config.grpc.enabled) {
+      this.#grpcStarting = this.#startGrpc().then(async () => { if (this.#grpc != null) await this.#writeRuntime() }).catch(err => {
+        this.logger.warn({ service: 'grpc', err: err.message }, 'gRPC API not started')
+      })
+    }
     // peers (and the coordinator's deployment endpoints) learn where this API answers
     await this.#announce()
     await this.#writeRuntime()
     this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
   }
 
+  /** gRPC is a second door to the same models: a port that is taken is logged, and the agent runs on without it. */
+  async #startGrpc (): Promise<void> {
+    const { config } = this.identity
+    // the gRPC stack loads only where it is enabled
+    const { GrpcServing } = await import('./api/grpc/server.ts')
+    const { agentBackend } = await import('./api/grpc/agent-backend.ts')
+    const grpc = new GrpcServing(agentBackend({ runtime: this.local.runtime, router: this.router }), {
+      host: config.grpc.host,
+      port: config.grpc.port,
+      logger: this.logger.child({ service: 'grpc' })
+    })
+    try {
+      await grpc.start()
+      this.#grpc = grpc
+    } catch (err: any) {
+      this.logger.warn({ service: 'grpc', host: config.grpc.host, port: config.grpc.port, err: err.message }, 'gRPC API not started: the port cannot be bound (set grpc.port in config.json)')
+    }
+  }
+
+  /** host:port of the gRPC API, when it listens. */
+  get grpcAddress (): string | undefined {
+    return this.#grpc?.address
+  }
+
   async stop (): Promise<void> {
     this.logger.info({ service: 'agent' }, 'agent stopping')
     clearInterval(this.#peerTimer)
+    await this.#grpcStarting
+    await this.#grpc?.stop()
     await this.#api?.close()
     await this.scheduling.stop()
     await this.router.stop()
@@ -292,10 +331,14 @@ export class Agent {
     await this.registry.set(`node/${this.peerId}`, record)
   }
 
+  /** Writes run one after another, each with what is true when it runs, so the last one written is the latest. */
   async #writeRuntime (): Promise<void> {
-    const info: RuntimeInfo = { peerId: this.peerId, pid: process.pid, api: this.#apiUrl, addresses: this.addresses(), startedAt: this.startedAt }
-    const path = join(this.dataDir, RUNTIME_FILE)
-    await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
-    await rename(`${path}.tmp`, path)
+    this.#runtimeWrite = this.#runtimeWrite.catch(() => {}).then(async () => {
+      const info: RuntimeInfo = { peerId: this.peerId, pid: process.pid, api: this.#apiUrl, addresses: this.addresses(), startedAt: this.startedAt, ...(this.#grpc == null ? {} : { grpc: this.#grpc.address }) }
+      const path = join(this.dataDir, RUNTIME_FILE)
+      await writeFile(`${path}.tmp`, JSON.stringify(info, null, 2) + '\n')
+      await rename(`${path}.tmp`, path)
+    })
+    await this.#runtimeWrite
   }
 }

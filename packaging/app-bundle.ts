@@ -1,4 +1,4 @@
-import { mkdir, readFile } from 'node:fs/promises'
+import { cp, mkdir, readdir, readFile } from 'node:fs/promises'
 import { basename, dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -16,6 +16,10 @@ export const BUNDLE_EXTERNALS = [
   'onoff',
   'epoll',
   '@tensorflow/*',
+  'onnxruntime-node',
+  'onnxruntime-web',
+  'onnxruntime-common',
+  '@litertjs/*',
   'playwright-core',
   'esbuild'
 ]
@@ -30,7 +34,7 @@ export const AGENT_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size
 export interface AppBundleResult {
   /** the entry: `node FILE agent --data DIR` */
   file: string
-  /** every file written: the entry, the inference worker beside it, and the shared chunks */
+  /** every file written: the entry, the inference worker and model-check child beside it, the shared chunks and the .proto files */
   files: string[]
   bytes: number
   /** bare specifiers the bundle imports at run time (the externals it really uses), e.g. `classic-level` */
@@ -39,6 +43,10 @@ export interface AppBundleResult {
 
 /** File name of the inference worker next to the bundle. */
 export const WORKER_FILE = 'gatemesh-worker.mjs'
+/** File name of the model-check child process next to the bundle. */
+export const MODEL_CHECK_FILE = 'gatemesh-model-check.mjs'
+/** Folder of TensorFlow Serving's .proto files next to the bundle (the gRPC API reads them at start). */
+export const PROTOS_DIR = 'protos'
 
 /**
  * Bundle the gatemesh CLI (agent included) into one ES module with esbuild.
@@ -68,17 +76,20 @@ export async function buildAppBundle (outFile = join(REPO_ROOT, 'dist', 'gatemes
     ...common,
     entryPoints: [
       { in: join(REPO_ROOT, 'node', 'cli', 'entry.ts'), out: basename(outFile, '.mjs') },
-      { in: join(REPO_ROOT, 'node', 'runtime', 'worker.ts'), out: basename(WORKER_FILE, '.mjs') }
+      { in: join(REPO_ROOT, 'node', 'runtime', 'worker.ts'), out: basename(WORKER_FILE, '.mjs') },
+      { in: join(REPO_ROOT, 'packaging', 'bundle', 'model-check-child.ts'), out: basename(MODEL_CHECK_FILE, '.mjs') }
     ],
     splitting: true,
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
     chunkNames: 'chunks/[name]-[hash]',
-    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
+    define: { GATEMESH_BUNDLED_WORKER: JSON.stringify(WORKER_FILE), GATEMESH_BUNDLED_MODEL_CHECK: JSON.stringify(MODEL_CHECK_FILE), GATEMESH_BUNDLED_PROTOS: JSON.stringify(PROTOS_DIR), GATEMESH_VERSION: JSON.stringify(JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')).version) }
   })
+  await cp(join(REPO_ROOT, 'protocols', 'tf-serving', 'protos'), join(outDir, PROTOS_DIR), { recursive: true })
+  const protos = (await readdir(join(outDir, PROTOS_DIR), { recursive: true, withFileTypes: true })).filter(e => e.isFile()).map(e => join(e.parentPath, e.name))
   const outputs = Object.values(result.metafile?.outputs ?? {})
   const bytes = outputs.reduce((sum, o) => sum + o.bytes, 0)
   const externalImports = [...new Set(outputs.flatMap(o => o.imports.filter(i => i.external).map(i => i.path)))].sort()
-  const files = Object.keys(result.metafile?.outputs ?? {}).map(f => resolve(REPO_ROOT, f))
+  const files = [...Object.keys(result.metafile?.outputs ?? {}).map(f => resolve(REPO_ROOT, f)), ...protos]
   return { file: outFile, files, bytes, externalImports }
 }

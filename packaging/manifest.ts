@@ -1,11 +1,26 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { DTYPES } from './models/tensor.ts'
+
+export { DTYPES }
 
 /**
  * `manifest.json` of a model bundle: the contract between the bundle
  * builder, the store, the transfer protocol and the runtime.
  */
 
-export const DTYPES = ['float32', 'int32', 'bool', 'string'] as const
+/**
+ * The model formats a bundle may carry, each run by its own runtime:
+ * TensorFlow.js layers and graph models (`model.json` + weight shards),
+ * ONNX (`.onnx`, ONNX Runtime) and TensorFlow Lite (`.tflite`, LiteRT).
+ */
+export const MODEL_FORMATS = ['tfjs-layers', 'tfjs-graph', 'onnx', 'tflite'] as const
+export type ModelFormat = typeof MODEL_FORMATS[number]
+
+/** The runtime family of each format, as `manifest.runtime` names it. */
+export const RUNTIME_OF: Record<ModelFormat, 'tfjs' | 'onnx' | 'tflite'> = { 'tfjs-layers': 'tfjs', 'tfjs-graph': 'tfjs', onnx: 'onnx', tflite: 'tflite' }
+
+/** Formats of bundles built before ONNX and TFLite, still read (as tfjs-layers, tfjs-graph). */
+export const LEGACY_FORMATS: Record<string, ModelFormat> = { layers: 'tfjs-layers', graph: 'tfjs-graph' }
 
 /** One input or output tensor. `-1` in a shape means any size (the batch dimension, usually). */
 export const TensorSpecSchema = Type.Object({
@@ -33,10 +48,12 @@ export const ManifestSchema = Type.Object({
   createdAt: Type.String({ minLength: 10, maxLength: 40 }),
   /** `fleet`, or the name in the signing publisher's certificate */
   publisher: Type.String({ minLength: 1, maxLength: 128 }),
-  runtime: Type.Literal('tfjs'),
+  /** the runtime family: `tfjs`, `onnx` or `tflite` (must agree with model.format) */
+  runtime: Type.Union([Type.Literal('tfjs'), Type.Literal('onnx'), Type.Literal('tflite')]),
   model: Type.Object({
-    format: Type.Union([Type.Literal('layers'), Type.Literal('graph')]),
-    /** path of the TensorFlow.js `model.json` inside the bundle */
+    /** one of MODEL_FORMATS; `layers` and `graph` are read as tfjs-layers and tfjs-graph */
+    format: Type.Union([...MODEL_FORMATS, ...Object.keys(LEGACY_FORMATS)].map(f => Type.Literal(f))),
+    /** path of the model inside the bundle: the TensorFlow.js `model.json`, the `.onnx` or the `.tflite` file */
     entry: Type.String({ pattern: BUNDLE_PATH_PATTERN })
   }, { additionalProperties: false }),
   inputs: Type.Array(TensorSpecSchema, { minItems: 1, maxItems: 32 }),
@@ -50,4 +67,5 @@ export const ManifestSchema = Type.Object({
 
 export type TensorSpec = Static<typeof TensorSpecSchema>
 export type FileEntry = Static<typeof FileEntrySchema>
-export type Manifest = Static<typeof ManifestSchema>
+/** A manifest as read: `model.format` normalised to one of MODEL_FORMATS. */
+export type Manifest = Omit<Static<typeof ManifestSchema>, 'model'> & { model: { format: ModelFormat, entry: string } }

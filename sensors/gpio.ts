@@ -1,4 +1,5 @@
-import { GpioUnavailableError, SensorError, SensorNotOpenError } from './errors.ts'
+import { GpioUnavailableError, SensorConfigError, SensorError, SensorNotOpenError } from './errors.ts'
+import { openGpiodOutput, type OutputLine } from './gpiod.ts'
 import { AbstractSensor, type SensorInit, type SensorLogger } from './sensor.ts'
 import type { ActuatorSpec, GpioSensorSpec } from './schema.ts'
 
@@ -28,8 +29,8 @@ export async function loadOnoff (id: string): Promise<GpioConstructor> {
   try {
     mod = await import('onoff') as unknown as { Gpio: GpioConstructor }
   } catch (err: any) {
-    // gatemesh images leave onoff out: its epoll module has no prebuilt binaries to ship for another CPU
-    const why = err.code === 'ERR_MODULE_NOT_FOUND' ? 'onoff is not installed; gatemesh images do not include GPIO support' : err.code ?? err.message
+    // images compile epoll for their CPU; from source, `npm ci` builds it, and a failed build leaves it unloadable
+    const why = err.code === 'ERR_MODULE_NOT_FOUND' ? 'onoff is not installed' : err.code === 'ERR_DLOPEN_FAILED' || /epoll\.node|Could not locate the bindings/.test(String(err.message)) ? `its native epoll module does not load: ${String(err.message).split('\n')[0]}` : err.code ?? err.message
     throw new GpioUnavailableError(`gpio ${id}: the onoff driver cannot be loaded (${why})`, id, { cause: err })
   }
   if (!mod.Gpio.accessible) {
@@ -47,7 +48,8 @@ function exportPin (Gpio: GpioConstructor, id: string, pin: number, direction: '
   }
 }
 
-export type GpioSensorInit = SensorInit & Pick<GpioSensorSpec, 'pin' | 'edge' | 'debounceMs' | 'activeLow'> & {
+export type GpioSensorInit = SensorInit & Pick<GpioSensorSpec, 'edge' | 'debounceMs' | 'activeLow'> & {
+  pin: number
   /** an onoff-compatible Gpio class; onoff itself when absent */
   gpio?: GpioConstructor
 }
@@ -112,17 +114,25 @@ export class GpioSensor extends AbstractSensor {
   }
 }
 
-export interface GpioActuatorInit extends Omit<ActuatorSpec, 'type'> {
+export interface GpioActuatorInit extends Omit<ActuatorSpec, 'type' | 'driver'> {
+  /** @default 'sysfs' */
+  driver?: ActuatorSpec['driver']
+  /** sysfs: an onoff-compatible Gpio class; onoff itself when absent */
   gpio?: GpioConstructor
+  /** chardev: directory holding libgpiod's tools; PATH when absent */
+  gpiodBin?: string
   logger?: SensorLogger
 }
 
-/** A digital output (relay, LED, buzzer): the actuator behind `gpio.write` actions. */
+/**
+ * A digital output (relay, LED, buzzer): the actuator behind `gpio.write`
+ * actions, on either driver (see schema.ts).
+ */
 export class GpioActuator {
   readonly id: string
   readonly type = 'gpio'
   readonly #init: GpioActuatorInit
-  #pin?: GpioLike
+  #line?: OutputLine
   #pulse?: NodeJS.Timeout
   #value: BinaryValue
 
@@ -137,25 +147,33 @@ export class GpioActuator {
   }
 
   async open (): Promise<void> {
-    if (this.#pin != null) return
-    const Gpio = this.#init.gpio ?? await loadOnoff(this.id)
+    if (this.#line != null) return
+    const init = this.#init
+    if (init.driver === 'chardev') {
+      if (init.chip == null || init.line == null) throw new SensorConfigError(`actuator ${this.id}: the chardev driver needs chip and line`, this.id, init.chip == null ? 'chip' : 'line')
+      this.#line = await openGpiodOutput(this.id, { chip: init.chip, line: init.line, activeLow: init.activeLow, bias: 'as-is' }, init.initial, { ...(init.gpiodBin == null ? {} : { bin: init.gpiodBin }), ...(init.logger == null ? {} : { logger: init.logger }) })
+      return
+    }
+    if (init.pin == null) throw new SensorConfigError(`actuator ${this.id}: the sysfs driver needs pin`, this.id, 'pin')
+    const Gpio = init.gpio ?? await loadOnoff(this.id)
     // 'high'/'low' set the level atomically with the direction, so a relay never glitches on open
-    this.#pin = exportPin(Gpio, this.id, this.#init.pin, this.#init.initial === 1 ? 'high' : 'low', 'none', { activeLow: this.#init.activeLow })
+    const pin = exportPin(Gpio, this.id, init.pin, init.initial === 1 ? 'high' : 'low', 'none', { activeLow: init.activeLow })
+    this.#line = { write: async v => { await pin.write(v) }, release: async () => { pin.unexport() } }
   }
 
   /** Set the output; with `pulseMs`, set it back to the opposite level after that long. */
   async write (value: BinaryValue, pulseMs?: number): Promise<void> {
-    const pin = this.#pin
-    if (pin == null) throw new SensorNotOpenError(`actuator ${this.id} is not open`, this.id)
+    const line = this.#line
+    if (line == null) throw new SensorNotOpenError(`actuator ${this.id} is not open`, this.id)
     if (value !== 0 && value !== 1) throw new SensorError(`actuator ${this.id}: value must be 0 or 1`, this.id)
     clearTimeout(this.#pulse)
-    await pin.write(value)
+    await line.write(value)
     this.#value = value
     if (pulseMs != null && pulseMs > 0) {
       const back: BinaryValue = value === 1 ? 0 : 1
       await new Promise<void>((resolve, reject) => {
         this.#pulse = setTimeout(() => {
-          pin.write(back).then(() => { this.#value = back; resolve() }, reject)
+          line.write(back).then(() => { this.#value = back; resolve() }, reject)
         }, pulseMs)
       })
     }
@@ -163,7 +181,8 @@ export class GpioActuator {
 
   async close (): Promise<void> {
     clearTimeout(this.#pulse)
-    this.#pin?.unexport()
-    this.#pin = undefined
+    const line = this.#line
+    this.#line = undefined
+    await line?.release()
   }
 }

@@ -1,5 +1,6 @@
 import { SensorConfigError } from './errors.ts'
 import { GpioActuator, GpioSensor, type GpioConstructor } from './gpio.ts'
+import { GpiodSensor } from './gpiod.ts'
 import { MqttSensor } from './mqtt.ts'
 import { SerialSensor } from './serial.ts'
 import { SimulatedSensor } from './simulated.ts'
@@ -14,6 +15,8 @@ export interface DriverOptions {
   logger?: SensorLogger
   /** onoff-compatible Gpio class (tests); onoff itself when absent */
   gpio?: GpioConstructor
+  /** directory holding libgpiod's gpiomon, gpioget and gpioset (tests); PATH when absent */
+  gpiodBin?: string
 }
 
 /**
@@ -26,6 +29,11 @@ export function createSensor (spec: SensorSpec, options: DriverOptions = {}): Ab
   const base = { id, ...(measures == null ? {} : { measures }), ...(unit == null ? {} : { unit }), ...(geo == null ? {} : { geo }), ...(min == null ? {} : { min }), ...(max == null ? {} : { max }), ...(options.logger == null ? {} : { logger: options.logger }) }
   switch (spec.type) {
     case 'gpio':
+      if (spec.driver === 'chardev') {
+        if (spec.chip == null || spec.line == null) throw new SensorConfigError(`sensor ${id}: the chardev driver needs chip and line`, id, spec.chip == null ? 'chip' : 'line')
+        return new GpiodSensor({ ...base, chip: spec.chip, line: spec.line, edge: spec.edge, debounceMs: spec.debounceMs, activeLow: spec.activeLow, bias: spec.bias, ...(options.gpiodBin == null ? {} : { bin: options.gpiodBin }) })
+      }
+      if (spec.pin == null) throw new SensorConfigError(`sensor ${id}: the sysfs driver needs pin`, id, 'pin')
       return new GpioSensor({ ...base, pin: spec.pin, edge: spec.edge, debounceMs: spec.debounceMs, activeLow: spec.activeLow, ...(options.gpio == null ? {} : { gpio: options.gpio }) })
     case 'serial':
       return new SerialSensor({ ...base, path: spec.path, baudRate: spec.baudRate, parser: spec.parser, reconnectMs: spec.reconnectMs })
@@ -43,5 +51,5 @@ export function createSensor (spec: SensorSpec, options: DriverOptions = {}): Ab
 }
 
 export function createActuator (spec: ActuatorSpec, options: DriverOptions = {}): GpioActuator {
-  return new GpioActuator({ ...spec, ...(options.gpio == null ? {} : { gpio: options.gpio }), ...(options.logger == null ? {} : { logger: options.logger }) })
+  return new GpioActuator({ ...spec, ...(options.gpio == null ? {} : { gpio: options.gpio }), ...(options.gpiodBin == null ? {} : { gpiodBin: options.gpiodBin }), ...(options.logger == null ? {} : { logger: options.logger }) })
 }

@@ -28,15 +28,40 @@ const common = {
 
 const Pin = Type.Integer({ minimum: 0, maximum: 4095 })
 
+/**
+ * Which kernel interface drives a GPIO line: `sysfs` (/sys/class/gpio,
+ * through onoff; lines by global `pin` number) or `chardev` (the GPIO
+ * character device /dev/gpiochipN, through libgpiod's tools; lines by
+ * `chip` and `line` offset). Newer kernels build without sysfs GPIO.
+ */
+const GpioDriver = Type.Union([Type.Literal('sysfs'), Type.Literal('chardev')], { default: 'sysfs' })
+/** `gpiochip0`, `0` or `/dev/gpiochip0` (what libgpiod's tools accept) */
+const Chip = Type.String({ pattern: '^(/dev/)?(gpiochip)?[0-9]{1,3}$' })
+const Line = Type.Integer({ minimum: 0, maximum: 4095 })
+/** sysfs needs `pin`; chardev needs `chip` and `line`: a missing one is named in the error */
+const byDriver = {
+  if: { properties: { driver: { const: 'chardev' } }, required: ['driver'] },
+  then: { properties: { chip: Chip, line: Line }, required: ['chip', 'line'] },
+  else: { properties: { pin: Pin }, required: ['pin'] }
+}
+
 export const GpioSensorSchema = Type.Object({
   ...common,
   type: Type.Literal('gpio'),
-  pin: Pin,
+  driver: GpioDriver,
+  /** sysfs: the global GPIO number */
+  pin: Type.Optional(Pin),
+  /** chardev: the chip */
+  chip: Type.Optional(Chip),
+  /** chardev: the line's offset on the chip */
+  line: Type.Optional(Line),
   edge: Type.Union([Type.Literal('rising'), Type.Literal('falling'), Type.Literal('both')], { default: 'both' }),
   /** ignore further edges for this long after one (contact bounce) */
   debounceMs: Type.Integer({ minimum: 0, maximum: 10_000, default: 10 }),
-  activeLow: Type.Boolean({ default: false })
-}, { additionalProperties: false })
+  activeLow: Type.Boolean({ default: false }),
+  /** chardev only: the line's pull resistor (sysfs cannot set it) */
+  bias: Type.Union([Type.Literal('as-is'), Type.Literal('disable'), Type.Literal('pull-up'), Type.Literal('pull-down')], { default: 'as-is' })
+}, { additionalProperties: false, ...byDriver })
 
 /** JSON path into a message: `a.b[0].c` (dots and numeric indexes). */
 const JsonPath = Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9_$-]+(\\[[0-9]+\\])*(\\.[A-Za-z0-9_$-]+(\\[[0-9]+\\])*)*$' })
@@ -103,11 +128,14 @@ export const SimulatedSensorSchema = Type.Object({
 export const GpioActuatorSchema = Type.Object({
   id: Type.String({ pattern: SENSOR_ID_PATTERN }),
   type: Type.Literal('gpio'),
-  pin: Pin,
+  driver: GpioDriver,
+  pin: Type.Optional(Pin),
+  chip: Type.Optional(Chip),
+  line: Type.Optional(Line),
   activeLow: Type.Boolean({ default: false }),
   /** level written when the actuator opens */
   initial: Type.Union([Type.Literal(0), Type.Literal(1)], { default: 0 })
-}, { additionalProperties: false })
+}, { additionalProperties: false, ...byDriver })
 
 export const SENSOR_SCHEMAS: Record<string, TObject> = {
   gpio: GpioSensorSchema,

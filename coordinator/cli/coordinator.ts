@@ -13,6 +13,8 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
       data: { type: 'string' },
       fleet: { type: 'string' },
       port: { type: 'string' },
+      'grpc-port': { type: 'string' },
+      'no-grpc': { type: 'boolean' },
       host: { type: 'string' },
       'p2p-listen': { type: 'string', multiple: true },
       announce: { type: 'string', multiple: true },
@@ -24,12 +26,14 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
   })
   if ((values['tls-cert'] == null) !== (values['tls-key'] == null)) throw new UsageError('--tls-cert and --tls-key go together')
   const port = parsePort(values.port, '--port')
+  const grpcPort = values['no-grpc'] === true ? false : parsePort(values['grpc-port'], '--grpc-port')
   const uploadMb = values['max-upload-mb'] == null ? undefined : Number(values['max-upload-mb'])
   if (uploadMb != null && !(Number.isInteger(uploadMb) && uploadMb >= 1 && uploadMb <= 65536)) throw new UsageError(`--max-upload-mb: "${values['max-upload-mb']}" must be a whole number of MiB from 1 to 65536`)
   const init: CoordinatorInit = {
     dataDir: resolve(requireArg(values.data, '--data DIR')),
     fleetDir: resolve(requireArg(values.fleet, '--fleet FLEETDIR')),
     ...(port == null ? {} : { port }),
+    ...(grpcPort == null ? {} : { grpcPort }),
     ...(values.host == null ? {} : { host: values.host }),
     ...(values['p2p-listen'] == null ? {} : { listen: values['p2p-listen'] }),
     ...(values.announce == null ? {} : { announce: values.announce }),
@@ -45,5 +49,5 @@ export async function coordinatorCommand (argv: string[]): Promise<void> {
       'It is shown only this once. Change it after logging in, or reset it with\n' +
       `gatemesh user password --data ${init.dataDir} --username ${started.firstAdmin.username} (coordinator stopped).\n\n`)
   }
-  process.stdout.write(`gatemesh coordinator ${coordinator.peerId} listening on ${started.url} (dashboard /, API /api/v1, OpenAPI /docs)\n`)
+  process.stdout.write(`gatemesh coordinator ${coordinator.peerId} listening on ${started.url} (dashboard /, API /api/v1, OpenAPI /docs)${started.grpc == null ? '' : `, gRPC ${started.grpc}`}\n`)
 }

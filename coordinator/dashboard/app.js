@@ -212,6 +212,7 @@ function renderRepository () {
   $('#models-list tbody').replaceChildren(...repository.map(({ name, versions, latest }) => h('tr', { 'data-model': name, 'data-running': String(models.find(x => x.model === name)?.states.running ?? 0) },
     h('td', {}, h('b', {}, name), latest.metadata.description == null ? '' : h('div', { class: 'muted' }, latest.metadata.description)),
     h('td', {}, latest.version),
+    h('td', {}, latest.format),
     h('td', {}, versions.join(', ')),
     h('td', {}, latest.owner),
     h('td', {}, latest.metadata.modelType ?? ''),
@@ -235,11 +236,11 @@ async function uploadModel (event) {
     if ((typeof v === 'string' && v.trim() === '') || (v instanceof File && v.name === '')) form.delete(k)
   }
   const status = $('#model-status')
-  status.textContent = 'Uploading, checking the model with TensorFlow.js, signing…'
+  status.textContent = 'Uploading, checking the model (loaded and run once with its runtime), signing…'
   try {
     const res = await api('/api/v1/models', { method: 'POST', body: form })
     const model = await res.json()
-    status.textContent = `Stored ${model.name} ${model.version}: bundle ${model.digest.slice(0, 12)}… signed and published to the mesh.`
+    status.textContent = `Stored ${model.name} ${model.version} (${model.format}: ${model.inputs.map(i => `${i.name} ${i.dtype}[${i.shape.join('×')}]`).join(', ')} → ${model.outputs.map(o => o.name).join(', ')}): bundle ${model.digest.slice(0, 12)}… signed and published to the mesh.`
     event.target.reset()
   } catch (err) {
     status.textContent = `Upload failed: ${err.message}`

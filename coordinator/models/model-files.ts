@@ -25,6 +25,9 @@ export interface ModelFilesLimits {
 
 export const DEFAULT_MAX_ZIP_ENTRIES = 1000
 export const MODEL_JSON = 'model.json'
+/** Single-file model formats: ONNX and TensorFlow Lite. */
+const SINGLE_FILE_MODEL = /\.(onnx|tflite)$/i
+const isModelEntry = (name: string): boolean => name === MODEL_JSON || SINGLE_FILE_MODEL.test(name)
 /** Names of uploaded files: no directories, no leading dot. */
 export const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
@@ -47,16 +50,19 @@ async function isZip (file: UploadedFile): Promise<boolean> {
 }
 
 /**
- * Lay out an uploaded TensorFlow.js model in `dir`: either its files
- * (model.json and the weight shards it lists) or one zip holding them,
- * possibly inside a folder. Checks that model.json is there and every
- * shard it lists came too; a bad upload is a 400 naming `body.model`.
+ * Lay out an uploaded model in `dir`: a TensorFlow.js model (model.json and
+ * the weight shards it lists), one `.onnx` or one `.tflite` file — sent as
+ * files or as one zip holding them, possibly inside a folder. Checks the
+ * upload is whole (every shard a model.json lists came too, nothing beside
+ * a single-file model); a bad upload is a 400 naming `body.model`. Returns
+ * the model's entry file.
  */
-export async function placeModelFiles (files: UploadedFile[], dir: string, limits: ModelFilesLimits): Promise<void> {
-  if (files.length === 0) throw bad('is required: model.json with its weight files, or a zip of them')
+export async function placeModelFiles (files: UploadedFile[], dir: string, limits: ModelFilesLimits): Promise<string> {
+  if (files.length === 0) throw bad('is required: a TensorFlow.js model.json with its weight files, an .onnx or a .tflite file, or a zip of them')
   await mkdir(dir, { recursive: true })
+  let names: string[]
   if (files.length === 1 && await isZip(files[0]!)) {
-    await unzipModel(files[0]!.path, dir, limits)
+    names = await unzipModel(files[0]!.path, dir, limits)
   } else {
     const seen = new Set<string>()
     for (const f of files) {
@@ -65,8 +71,21 @@ export async function placeModelFiles (files: UploadedFile[], dir: string, limit
       seen.add(f.filename)
       await rename(f.path, join(dir, f.filename))
     }
+    names = [...seen]
   }
-  await checkWeights(dir)
+  const entries = names.filter(n => !n.includes('/') && isModelEntry(n))
+  if (entries.length !== 1) {
+    throw bad(entries.length === 0
+      ? `holds no model: send a TensorFlow.js ${MODEL_JSON} with its weight files, an .onnx or a .tflite file`
+      : `holds ${entries.length} models (${entries.join(', ')}); upload one at a time`)
+  }
+  const entry = entries[0]!
+  if (entry === MODEL_JSON) {
+    await checkWeights(dir)
+  } else if (names.length > 1) {
+    throw bad(`a ${entry.split('.').pop()!.toLowerCase()} model is one file; remove ${names.filter(n => n !== entry).join(', ')}`)
+  }
+  return entry
 }
 
 /** model.json must be a TF.js model whose every weight file is present. */
@@ -98,12 +117,13 @@ async function checkWeights (dir: string): Promise<void> {
 }
 
 /**
- * Extract the folder of a zip that holds its one model.json. Names are
+ * Extract the folder of a zip that holds its one model (model.json, .onnx
+ * or .tflite); returns the files extracted, relative to `dir`. Names are
  * checked before anything is written (no absolute paths, `..`, links or
  * odd characters), and sizes are counted as they decompress, so a zip bomb
  * stops at the limit whatever its headers claim.
  */
-async function unzipModel (zipPath: string, dir: string, limits: ModelFilesLimits): Promise<void> {
+async function unzipModel (zipPath: string, dir: string, limits: ModelFilesLimits): Promise<string[]> {
   let zip: yauzl.ZipFile
   try {
     zip = await yauzl.openPromise(zipPath, { lazyEntries: true, decodeStrings: true, validateEntrySizes: true, autoClose: false, strictFileNames: true })
@@ -127,13 +147,15 @@ async function unzipModel (zipPath: string, dir: string, limits: ModelFilesLimit
       if (type !== 0 && type !== S_IFREG) throw bad(`zip entry ${e.fileName}: only regular files are allowed`)
       if (e.isEncrypted()) throw bad(`zip entry ${e.fileName}: encrypted entries are not supported`)
     }
-    const roots = files.filter(e => posix.basename(e.fileName) === MODEL_JSON)
-    if (roots.length !== 1) throw bad(`the zip must hold exactly one ${MODEL_JSON}; it holds ${roots.length}`)
+    const roots = files.filter(e => isModelEntry(posix.basename(e.fileName)))
+    if (roots.length !== 1) throw bad(`the zip must hold exactly one model (${MODEL_JSON}, .onnx or .tflite); it holds ${roots.length}`)
     const base = posix.dirname(roots[0]!.fileName)
     const prefix = base === '.' ? '' : `${base}/`
     let total = 0
+    const extracted: string[] = []
     for (const e of files) {
       if (!e.fileName.startsWith(prefix)) continue
+      extracted.push(e.fileName.slice(prefix.length))
       const target = join(dir, e.fileName.slice(prefix.length))
       await mkdir(dirname(target), { recursive: true })
       const counter = new Transform({
@@ -150,6 +172,7 @@ async function unzipModel (zipPath: string, dir: string, limits: ModelFilesLimit
         throw bad(`zip entry ${e.fileName}: ${err.message}`)
       }
     }
+    return extracted
   } finally {
     zip.close()
   }

@@ -1,10 +1,11 @@
 import { copyFile, mkdir, rename, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { buildBundle } from '../../packaging/bundle/index.ts'
-import { ConflictError, NotFoundError } from '../errors.ts'
+import { buildBundle, ModelSpecError } from '../../packaging/bundle/index.ts'
+import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts'
 import { placeModelFiles, type UploadedFile } from './model-files.ts'
 import type { Database } from '../../node/store/db.ts'
-import type { TensorSpec } from '../../packaging/manifest.ts'
+import type { ModelCheckLimits } from '../../packaging/bundle/model-check.ts'
+import { LEGACY_FORMATS, type ModelFormat, type TensorSpec } from '../../packaging/manifest.ts'
 import type { Signer } from '../../packaging/trust.ts'
 import type { Logger } from 'pino'
 
@@ -29,7 +30,8 @@ export interface ModelVersion {
   /** sha256 of the signed bundle zip: its id in the mesh */
   digest: string
   size: number
-  format: 'layers' | 'graph'
+  /** tfjs-layers, tfjs-graph, onnx or tflite */
+  format: ModelFormat
   inputs: TensorSpec[]
   outputs: TensorSpec[]
   /** the instance defaults (config.json) */
@@ -76,6 +78,8 @@ export interface ModelRepositoryInit {
   maxUploadBytes?: number
   /** Largest model once a zip of it is unpacked. @default 4 × maxUploadBytes */
   maxModelBytes?: number
+  /** Memory and time limits of the model check (a child process per upload, one at a time). */
+  check?: ModelCheckLimits
 }
 
 export const DEFAULT_MAX_UPLOAD_BYTES = 256 * 1024 * 1024
@@ -100,6 +104,7 @@ export class ModelRepository extends EventTarget {
   readonly #pending = new Set<string>()
   readonly maxUploadBytes: number
   readonly maxModelBytes: number
+  readonly #check: ModelCheckLimits
   /** where uploads stage their files: beside the repository, so they move in by rename */
   readonly stagingDir: string
 
@@ -109,13 +114,15 @@ export class ModelRepository extends EventTarget {
     this.#db = components.db.sublevel<string, ModelVersion>('models', { valueEncoding: 'json' })
     this.maxUploadBytes = init.maxUploadBytes ?? DEFAULT_MAX_UPLOAD_BYTES
     this.maxModelBytes = init.maxModelBytes ?? 4 * this.maxUploadBytes
+    this.#check = init.check ?? {}
     this.stagingDir = join(components.dir, '.staging')
   }
 
   async open (): Promise<void> {
     // what a crash left half-uploaded
     await rm(this.stagingDir, { recursive: true, force: true })
-    for await (const [key, v] of this.#db.iterator()) this.#versions.set(key, v)
+    // versions stored before ONNX and TFLite name their TF.js format the old way
+    for await (const [key, v] of this.#db.iterator()) this.#versions.set(key, { ...v, format: LEGACY_FORMATS[v.format] ?? v.format })
   }
 
   /**
@@ -162,8 +169,12 @@ export class ModelRepository extends EventTarget {
 
   /**
    * Store a new version: lay out its files, build the bundle (loading and
-   * running the model with TF.js first), sign it with the fleet key, keep
-   * it, and publish it into the mesh. 409 when the name and version exist.
+   * running the model with its runtime first, in a child process with
+   * memory and time limits), sign it with the fleet key, keep it, and
+   * publish it into the mesh. 409 when the name and version exist; a user
+   * spec that disagrees with the model is a 400 naming `body.inputs[i]…`;
+   * a model that does not load or run is a 422. A refused upload leaves
+   * nothing behind: its files are only in the request's staging folder.
    */
   async add (upload: ModelUpload): Promise<ModelVersion> {
     const key = keyOf(upload.name, upload.version)
@@ -172,7 +183,7 @@ export class ModelRepository extends EventTarget {
     try {
       const work = join(upload.staging, 'build')
       const modelDir = join(work, 'model')
-      await placeModelFiles(upload.model, modelDir, { maxBytes: this.maxModelBytes })
+      const modelFile = await placeModelFiles(upload.model, modelDir, { maxBytes: this.maxModelBytes })
       let action: string | undefined
       if (upload.action != null) {
         // the bundle names it action<ext>; keep the extension the user gave
@@ -183,6 +194,7 @@ export class ModelRepository extends EventTarget {
       const out = join(work, BUNDLE_FILE)
       const built = await buildBundle({
         modelDir,
+        modelFile,
         name: upload.name,
         version: upload.version,
         config: upload.config,
@@ -190,8 +202,13 @@ export class ModelRepository extends EventTarget {
         signer: this.#c.signer,
         out,
         validate: true,
+        check: this.#check,
         ...(upload.inputs == null ? {} : { inputs: upload.inputs }),
         ...(upload.outputs == null ? {} : { outputs: upload.outputs })
+      }).catch(err => {
+        // a spec that disagrees with the model names the form field at fault
+        if (err instanceof ModelSpecError) throw new BadRequestError(`body.${err.message}`, { field: `body.${err.field}`, cause: err })
+        throw err
       })
       // someone may have published the same name and version to the mesh meanwhile
       this.#checkFree(upload.name, upload.version, true)

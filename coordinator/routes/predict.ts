@@ -1,8 +1,9 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { retryAfterOf } from '../../node/api/errors.ts'
 import { NotFoundError } from '../errors.ts'
 import { errorResponses, NoQuery } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyReply } from 'fastify'
 
 /** Predict bodies may carry images, as on the agents. */
 export const PREDICT_BODY_LIMIT = 16 * 1024 * 1024
@@ -16,6 +17,13 @@ const PredictBody = Type.Object({
   instances: Type.Optional(Type.Array(Type.Unknown())),
   inputs: Type.Optional(Type.Unknown())
 }, { additionalProperties: false })
+
+/** A replica's answer as it came, with Retry-After when a model was still loading. */
+async function relay (reply: FastifyReply, answer: { status: number, body: unknown }): Promise<FastifyReply> {
+  const retryAfter = retryAfterOf(answer.status, answer.body)
+  if (retryAfter != null) void reply.header('retry-after', retryAfter)
+  return await reply.code(answer.status).send(answer.body)
+}
 
 function split (target: string): string {
   const i = target.lastIndexOf(':')
@@ -47,7 +55,7 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     schema: schema(Target)
   }, async (request, reply) => {
     const answer = await predict(split(request.params.target), undefined, request.body)
-    return await reply.code(answer.status).send(answer.body)
+    return await relay(reply, answer)
   })
 
   app.post<{ Params: Static<typeof VersionTarget>, Body: Static<typeof PredictBody> }>('/api/v1/models/:name/versions/:target', {
@@ -56,6 +64,6 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     schema: schema(VersionTarget)
   }, async (request, reply) => {
     const answer = await predict(request.params.name, split(request.params.target), request.body)
-    return await reply.code(answer.status).send(answer.body)
+    return await relay(reply, answer)
   })
 }

@@ -16,6 +16,11 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_DEPLOYMENT_SPEC: 400,
   ERR_BUNDLE_INVALID: 422,
   ERR_MODEL_LOAD: 422,
+  ERR_MODEL_FORMAT: 422,
+  ERR_MODEL_SPEC: 400,
+  ERR_MODEL_CHECK_LIMIT: 422,
+  ERR_MODEL_LOADING: 503,
+  ERR_RUNTIME_UNAVAILABLE: 503,
   ERR_INSTANCE_EXISTS: 409,
   ERR_INSTANCE_STOPPED: 503,
   FST_ERR_CTP_BODY_TOO_LARGE: 413,
@@ -68,6 +73,8 @@ export interface ErrorBody {
   field?: string
   /** the archive entry at fault (bundle errors) */
   entry?: string
+  /** when to ask again (a model still loading): also sent as the Retry-After header */
+  retryAfterSec?: number
 }
 
 /**
@@ -92,12 +99,13 @@ export function errorHandler (err: FastifyError & { field?: string, entry?: stri
     return
   }
   const { status, body } = errorReply(err)
+  if (body.retryAfterSec != null) void reply.header('retry-after', String(body.retryAfterSec))
   if (status >= 500 && STATUS_BY_CODE[err.code] == null) request.log.error({ err }, 'request failed')
   void reply.code(status).send(body)
 }
 
 /** Status and body for an error raised anywhere in the agent (also used for forwarded predicts). */
-export function errorReply (err: { code?: string, statusCode?: number, message?: string, field?: string, entry?: string }): { status: number, body: ErrorBody } {
+export function errorReply (err: { code?: string, statusCode?: number, message?: string, field?: string, entry?: string, retryAfterSec?: number }): { status: number, body: ErrorBody } {
   const known = err.code != null && STATUS_BY_CODE[err.code] != null
   const status = (known ? STATUS_BY_CODE[err.code!] : undefined) ?? (err.statusCode != null && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 500)
   const body: ErrorBody = {
@@ -107,7 +115,19 @@ export function errorReply (err: { code?: string, statusCode?: number, message?:
   }
   if (err.field != null) body.field = err.field
   if (err.entry != null) body.entry = err.entry
+  if (known && typeof err.retryAfterSec === 'number') body.retryAfterSec = err.retryAfterSec
   return { status, body }
+}
+
+/**
+ * The Retry-After header for a relayed answer (a predict another node
+ * answered), from its error body. Bodies from the mesh are data: only a
+ * small whole number of seconds is passed on.
+ */
+export function retryAfterOf (status: number, body: unknown): string | undefined {
+  if (status !== 503 || body == null || typeof body !== 'object') return undefined
+  const sec = (body as { retryAfterSec?: unknown }).retryAfterSec
+  return typeof sec === 'number' && Number.isInteger(sec) && sec > 0 && sec <= 3600 ? String(sec) : undefined
 }
 
 function httpReason (status: number): string {

@@ -28,8 +28,14 @@ export interface TransferComponents {
 export interface TransferInit {
   /** Most providers fetched from at once. @default 8 */
   maxProviders?: number
-  /** Requests in flight per provider. @default 4 */
+  /**
+   * Most requests in flight per provider. Each provider's pipeline holds
+   * about `pipelineMs` of its measured throughput (at least 2 requests) up
+   * to this cap. @default 4
+   */
   requestsPerProvider?: number
+  /** How much of a provider's measured throughput to keep requested ahead. @default 500 */
+  pipelineMs?: number
   /** A provider must answer each request within this long. @default 15_000 */
   chunkTimeoutMs?: number
   /** Give up when nothing arrives for this long. @default 600_000 */
@@ -45,11 +51,18 @@ interface Session {
   client?: TransferClient
   status: ProviderStatus
   bitmap?: Uint8Array
-  inflight: Set<number>
+  /** chunk index → when it was requested from this provider */
+  inflight: Map<number, number>
   retryAt: number
   haveAt: number
   rate: RateMeter
+  /** smoothed throughput of this provider's replies, bytes/s; 0 before the first */
+  bps: number
+  lastReplyAt: number
 }
+
+/** Requests kept in flight to any provider, whatever its rate: one arriving, one queued behind it. */
+const MIN_DEPTH = 2
 
 /**
  * One pull of one bundle from the mesh. Learns the chunk index from the
@@ -66,6 +79,7 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
   readonly #c: TransferComponents
   readonly #maxProviders: number
   readonly #depth: number
+  readonly #pipelineMs: number
   readonly #chunkTimeoutMs: number
   readonly #stallTimeoutMs: number
   readonly #retryMs: number
@@ -92,6 +106,7 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     this.digest = components.digest
     this.#maxProviders = init.maxProviders ?? 8
     this.#depth = init.requestsPerProvider ?? 4
+    this.#pipelineMs = init.pipelineMs ?? 500
     this.#chunkTimeoutMs = init.chunkTimeoutMs ?? 15_000
     this.#stallTimeoutMs = init.stallTimeoutMs ?? 600_000
     this.#retryMs = init.retryMs ?? 2_000
@@ -220,7 +235,7 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     let session = this.#sessions.get(peer)
     if (session?.client != null || session?.status.state === 'banned' || session?.status.state === 'connecting') return session
     if (session != null && session.retryAt > Date.now()) return session
-    session ??= { peer, status: { peer, complete: false, state: 'connecting', chunks: 0, bytes: 0, rateBps: 0 }, inflight: new Set(), retryAt: 0, haveAt: 0, rate: new RateMeter() }
+    session ??= { peer, status: { peer, complete: false, state: 'connecting', chunks: 0, bytes: 0, rateBps: 0 }, inflight: new Map(), retryAt: 0, haveAt: 0, rate: new RateMeter(), bps: 0, lastReplyAt: 0 }
     session.status.state = 'connecting'
     this.#sessions.set(peer, session)
     try {
@@ -274,12 +289,19 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     return s.status.complete || (s.bitmap != null && bitmapHas(s.bitmap, i))
   }
 
-  /** Keep every usable provider's pipeline full. */
+  /**
+   * Keep every usable provider's pipeline full, and no fuller than its rate
+   * warrants. A deep queue at a slow provider (a seed whose uplink serves
+   * many pullers) ties chunks to it that faster or nearer holders could
+   * serve once they have them, and duplicates the seed's work across
+   * pullers; a shallow one at a fast provider leaves its link idle.
+   */
   #fill (): void {
     if (this.#record == null || this.#finish == null || this.#abort.signal.aborted) return
     for (const s of this.#sessions.values()) {
       if (s.client == null || s.haveAt === 0) continue
-      while (s.inflight.size < this.#depth) {
+      const depth = this.#depthOf(s)
+      while (s.inflight.size < depth) {
         const i = this.#pick(s)
         if (i < 0) break
         this.#request(s, i)
@@ -315,9 +337,26 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     return best
   }
 
+  #depthOf (s: Session): number {
+    const ahead = Math.ceil(s.bps * this.#pipelineMs / 1000 / this.#record!.index.chunkSize)
+    return Math.max(Math.min(MIN_DEPTH, this.#depth), Math.min(this.#depth, ahead + 1))
+  }
+
+  /**
+   * A reply's throughput: its bytes over the time since the later of its
+   * request and the previous reply (replies come in order, so with a full
+   * pipeline that is the time the provider took to send it).
+   */
+  #observe (s: Session, bytes: number, requestedAt: number): void {
+    const now = Date.now()
+    const bps = bytes * 1000 / Math.max(1, now - Math.max(requestedAt, s.lastReplyAt))
+    s.bps = s.bps === 0 ? bps : 0.7 * s.bps + 0.3 * bps
+    s.lastReplyAt = now
+  }
+
   #request (s: Session, i: number): void {
     const client = s.client!
-    s.inflight.add(i)
+    s.inflight.set(i, Date.now())
     this.#requested[i]!++
     this.#requestedAt[i] = Date.now()
     client.chunk(this.digest, i, this.#abort.signal).then(
@@ -336,21 +375,21 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
   }
 
   async #onChunk (s: Session, client: TransferClient, i: number, data: Iterable<Uint8Array>): Promise<void> {
-    if (!s.inflight.delete(i)) return
+    const requestedAt = s.inflight.get(i)
+    if (requestedAt == null || !s.inflight.delete(i)) return
     this.#requested[i]!--
     const record = this.#record!
+    const parts = [...data]
+    let size = 0
+    for (const p of parts) size += p.byteLength
+    this.#observe(s, size, requestedAt)
     if (this.#have[i] === 1 || this.#writing.has(i)) {
       this.#status.duplicateChunks++
       this.#fill()
       return
     }
-    const parts = [...data]
     const hash = createHash('sha256')
-    let size = 0
-    for (const p of parts) {
-      hash.update(p)
-      size += p.byteLength
-    }
+    for (const p of parts) hash.update(p)
     const { start, end } = chunkRange(record.index, i)
     if (size !== end - start || hash.digest('hex') !== record.index.hashes[i]) {
       this.#status.corruptChunks++
@@ -401,8 +440,10 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
   }
 
   #drop (s: Session, state: 'failed' | 'banned', error: string): void {
-    for (const i of s.inflight) this.#requested[i]!--
+    for (const i of s.inflight.keys()) this.#requested[i]!--
     s.inflight.clear()
+    s.bps = 0
+    s.lastReplyAt = 0
     s.client?.abort(new Error(error))
     delete s.client
     delete s.bitmap

@@ -1,5 +1,8 @@
-import { readFile } from 'node:fs/promises'
-import { resolve } from 'node:path'
+import { readFile, stat } from 'node:fs/promises'
+import { basename, dirname, resolve } from 'node:path'
+import { Type } from '@sinclair/typebox'
+import { TensorSpecSchema, type TensorSpec } from '../../packaging/manifest.ts'
+import { compile, describeError } from '../../protocols/schema.ts'
 import { parseArgs } from 'node:util'
 import { buildBundle, inspectBundle, verifyBundle, type BundleInfo } from '../../packaging/bundle/index.ts'
 import { readPrivateKey, readPublicKey } from '../../packaging/trust.ts'
@@ -7,7 +10,8 @@ import { requireArg } from './args.ts'
 import { UsageError } from './errors.ts'
 import { table } from './table.ts'
 
-export const BUNDLE_USAGE = `gatemesh bundle build MODEL_DIR --name N --version V [--config FILE] [--action FILE] --key KEY [--cert PUBLISHER_CERT] --out FILE.zip
+export const BUNDLE_USAGE = `gatemesh bundle build MODEL --name N --version V [--inputs SPECS.json] [--outputs SPECS.json] [--config FILE] [--action FILE] --key KEY [--cert PUBLISHER_CERT] --out FILE.zip
+         (MODEL: a TF.js model folder, or an .onnx, .tflite or model.json file)
        gatemesh bundle verify FILE --fleet-pub PUB [--digest SHA256] [--json]
        gatemesh bundle inspect FILE [--fleet-pub PUB] [--json]
        gatemesh bundle publish FILE [--api URL] [--json]
@@ -27,6 +31,8 @@ export async function bundleCommand (argv: string[]): Promise<void> {
   if (run == null) throw new UsageError(`unknown bundle command "${sub ?? ''}"`)
   await run(rest)
 }
+
+const validateSpecs = compile(Type.Array(TensorSpecSchema, { minItems: 1, maxItems: 32 }))
 
 export function formatBytes (n: number): string {
   if (n < 1024) return `${n} B`
@@ -50,10 +56,18 @@ async function buildCommand (argv: string[]): Promise<void> {
       cert: { type: 'string' },
       out: { type: 'string' },
       'model-file': { type: 'string' },
+      inputs: { type: 'string' },
+      outputs: { type: 'string' },
       json: { type: 'boolean' }
     }
   })
-  const modelDir = resolve(requireArg(positionals[0], 'MODEL_DIR'))
+  // a model file (.onnx, .tflite, model.json) or the folder holding it
+  const model = resolve(requireArg(positionals[0], 'MODEL'))
+  const isFile = (await stat(model).catch(() => { throw new UsageError(`${model}: no such model file or folder`) })).isFile()
+  const modelDir = isFile ? dirname(model) : model
+  const modelFile = values['model-file'] ?? (isFile ? basename(model) : undefined)
+  const inputs = values.inputs == null ? undefined : await readSpecs(values.inputs, '--inputs')
+  const outputs = values.outputs == null ? undefined : await readSpecs(values.outputs, '--outputs')
   const key = await readPrivateKey(resolve(requireArg(values.key, '--key KEY')))
   const publisherCert = values.cert == null ? undefined : (await readFile(resolve(values.cert), 'utf8')).trim()
   const built = await buildBundle({
@@ -62,7 +76,9 @@ async function buildCommand (argv: string[]): Promise<void> {
     version: requireArg(values.version, '--version V'),
     out: resolve(requireArg(values.out, '--out FILE.zip')),
     signer: publisherCert == null ? { key } : { key, publisherCert },
-    ...(values['model-file'] == null ? {} : { modelFile: values['model-file'] }),
+    ...(modelFile == null ? {} : { modelFile }),
+    ...(inputs == null ? {} : { inputs }),
+    ...(outputs == null ? {} : { outputs }),
     ...(values.config == null ? {} : { config: resolve(values.config) }),
     ...(values.action == null ? {} : { action: resolve(values.action) })
   })
@@ -75,6 +91,21 @@ async function buildCommand (argv: string[]): Promise<void> {
   console.log(`  digest  ${built.digest}`)
   console.log(`  size    ${formatBytes(built.size)} in ${built.index.hashes.length} chunk(s) of ${formatBytes(built.index.chunkSize)}`)
   console.log(`  file    ${built.out}`)
+}
+
+/** Tensor specs from a JSON file (`[{name, dtype, shape, labels?}]`), checked; the model check then compares them with the model. */
+async function readSpecs (path: string, flag: string): Promise<TensorSpec[]> {
+  let value: unknown
+  try {
+    value = JSON.parse(await readFile(resolve(path), 'utf8'))
+  } catch (err: any) {
+    throw new UsageError(`${flag}: ${path} is not a JSON file: ${err.message}`)
+  }
+  if (!validateSpecs(value)) {
+    const { message } = describeError(flag, validateSpecs.errors)
+    throw new UsageError(message)
+  }
+  return value
 }
 
 async function verifyCommand (argv: string[]): Promise<void> {

@@ -150,7 +150,7 @@ function printSummary (r: ImageBuildResult): void {
   const m = r.manifest
   const id = m.identity
   const labels = Object.entries(id.labels).map(([k, v]) => `${k}=${v}`).join(',')
-  const natives = m.modules.natives.map(n => `${n.package} (${n.binaries.map(b => b.slice(b.lastIndexOf('/prebuilds/') + 1)).join(', ')})`).join('; ')
+  const natives = m.modules.natives.map(n => `${n.package} (${n.binaries.map(b => n.origin === 'compiled' ? b : b.slice(b.lastIndexOf('/prebuilds/') + 1)).join(', ')}${n.origin === 'compiled' ? ', compiled for the image' : ''})`).join('; ')
   const lines = [
     `built the gatemesh ${m.version} image for ${m.arch} in ${(r.durationMs / 1000).toFixed(1)} s`,
     `  file      ${r.file}`,

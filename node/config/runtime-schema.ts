@@ -22,7 +22,11 @@ export const RuntimeSchema = Type.Object({
   /** how long the first request of a batch waits for company; 0: only what arrives together (batches still grow while workers are busy) */
   maxBatchDelayMs: Type.Number({ minimum: 0, maximum: 1000, default: 0 }),
   /** `auto`: tensorflow (tfjs-node) if it loads, else wasm, else cpu */
-  backend: Type.Union([Type.Literal('auto'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: 'auto' })
+  backend: Type.Union([Type.Literal('auto'), Type.Literal('tensorflow'), Type.Literal('wasm'), Type.Literal('cpu')], { default: 'auto' }),
+  /** ONNX Runtime: `auto` is the native binding (onnxruntime-node) if it loads, else its wasm build (onnxruntime-web) */
+  onnxBackend: Type.Union([Type.Literal('auto'), Type.Literal('native'), Type.Literal('wasm')], { default: 'auto' }),
+  /** a predict for a model that is still loading waits this long before a 503 with Retry-After */
+  loadWaitMs: Type.Integer({ minimum: 0, maximum: 60_000, default: 2000 })
 }, { additionalProperties: false, default: {} })
 
 export const OutboxSchema = Type.Object({

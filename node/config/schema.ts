@@ -26,6 +26,13 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ minLength: 1, default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 })
   }, { additionalProperties: false, default: {} }),
+  /** TensorFlow Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus); a port in use is logged, not fatal. */
+  grpc: Type.Object({
+    enabled: Type.Boolean({ default: true }),
+    /** loopback by default, like the HTTP API */
+    host: Type.String({ minLength: 1, default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7402 })
+  }, { additionalProperties: false, default: {} }),
   membership: Type.Object({
     heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
     /** A peer silent for (misses + ½) heartbeat intervals is suspect. */

@@ -6,7 +6,7 @@ import type { OutboxMetrics } from '../outbox/outbox.ts'
  * agent's own Prometheus registry.
  */
 export class RuntimeMetrics implements OutboxMetrics {
-  readonly backend: Gauge<'backend'>
+  readonly backend: Gauge<'runtime' | 'backend'>
   readonly instances: Gauge
   readonly predictions: Counter<'model' | 'source'>
   readonly inferenceSeconds: Histogram<'model'>
@@ -22,7 +22,7 @@ export class RuntimeMetrics implements OutboxMetrics {
 
   constructor (registry: PromRegistry) {
     const registers = [registry]
-    this.backend = new Gauge({ name: 'gatemesh_inference_backend', help: 'TensorFlow.js backend in use (1) or that would be used (0 until an instance runs)', labelNames: ['backend'], registers })
+    this.backend = new Gauge({ name: 'gatemesh_inference_backend', help: 'Backend of each runtime (tfjs, onnx, tflite): in use (1), or the one that would be used (0 until an instance of that runtime runs)', labelNames: ['runtime', 'backend'], registers })
     this.instances = new Gauge({ name: 'gatemesh_instances', help: 'Model instances running on this node', registers })
     this.predictions = new Counter({ name: 'gatemesh_predictions_total', help: 'Predictions made, by model and source (api, sensor)', labelNames: ['model', 'source'], registers })
     this.inferenceSeconds = new Histogram({ name: 'gatemesh_inference_seconds', help: 'Time a worker spent on one batch', labelNames: ['model'], buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers })
@@ -37,8 +37,8 @@ export class RuntimeMetrics implements OutboxMetrics {
     this.actionLatency = new Histogram({ name: 'gatemesh_action_latency_seconds', help: 'From the triggering reading or request to delivery', labelNames: ['type'], buckets: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 300], registers })
   }
 
-  setBackend (backend: string, inUse: boolean): void {
-    this.backend.reset()
-    this.backend.set({ backend }, inUse ? 1 : 0)
+  setBackend (runtime: string, backend: string, inUse: boolean): void {
+    for (const b of ['tensorflow', 'wasm', 'cpu', 'onnx-native', 'onnx-wasm', 'litert-wasm']) if (b !== backend) this.backend.remove({ runtime, backend: b })
+    this.backend.set({ runtime, backend }, inUse ? 1 : 0)
   }
 }

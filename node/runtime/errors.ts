@@ -70,3 +70,15 @@ export class InstanceStoppedError extends RuntimeError {
   override readonly name = 'InstanceStoppedError'
 }
 
+
+/** The model is still loading; `retryAfterSec` is when to ask again (HTTP 503 with Retry-After, gRPC UNAVAILABLE). */
+export class ModelLoadingError extends RuntimeError {
+  override readonly code = 'ERR_MODEL_LOADING'
+  override readonly name = 'ModelLoadingError'
+  readonly retryAfterSec: number
+
+  constructor (message: string, retryAfterSec: number) {
+    super(message)
+    this.retryAfterSec = retryAfterSec
+  }
+}

@@ -3,7 +3,7 @@ import merge from 'it-merge'
 import { pipe } from 'it-pipe'
 import { render } from '../actions/template.ts'
 import { Batcher } from './batcher.ts'
-import { InstanceSpecError, InstanceStoppedError } from './errors.ts'
+import { InstanceSpecError, InstanceStoppedError, ModelLoadError, ModelLoadingError } from './errors.ts'
 import { interpret } from './interpret.ts'
 import { WorkerPool } from './pool.ts'
 import { Rule } from './rules.ts'
@@ -13,7 +13,8 @@ import type { ActionSpec } from '../actions/schema.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import type { EnqueueInput } from '../outbox/outbox.ts'
 import type { AbstractSensor, Reading } from '../../sensors/index.ts'
-import type { BackendPreference } from './backend.ts'
+import { reconcileSpecs } from '../../packaging/models/specs.ts'
+import type { OnnxBackendPreference, TfjsBackendPreference } from '../../packaging/models/runner.ts'
 import type { LoadedBundle } from './bundle-dir.ts'
 import type { InstanceSpec, RuleSpec } from './spec.ts'
 import type { Logger } from 'pino'
@@ -36,8 +37,16 @@ export interface InstanceInit {
   workers: number
   maxBatchSize: number
   maxBatchDelayMs: number
-  backend: BackendPreference
+  /** TensorFlow.js backend wanted */
+  backend: TfjsBackendPreference
+  /** ONNX Runtime backend wanted. @default 'auto' */
+  onnxBackend?: OnnxBackendPreference
+  /** how long a predict that arrives while the model loads waits for it before a 503. @default DEFAULT_LOAD_WAIT_MS */
+  loadWaitMs?: number
 }
+
+/** A predict during loading waits this long for the model before it is answered 503 with Retry-After. */
+export const DEFAULT_LOAD_WAIT_MS = 2000
 
 /** A prediction with its context: what rules test and what templates and scripts see. */
 export type PredictionEvent = Record<string, unknown> & { model: string, version: string, source: 'api' | 'sensor', ts: number }
@@ -61,6 +70,7 @@ export class ModelInstance {
   #pipeline?: Promise<void>
   #state: InstanceState = 'starting'
   #reason?: string
+  readonly #started = deferred()
   readonly startedAt = Date.now()
 
   constructor (components: InstanceComponents, init: InstanceInit) {
@@ -74,18 +84,21 @@ export class ModelInstance {
     for (const id of init.spec.input?.sensors ?? []) {
       if (!components.sensors.has(id)) throw new InstanceSpecError(`spec.input.sensors: no sensor "${id}" on this node (declared: ${[...components.sensors.keys()].join(', ') || 'none'})`, 'spec.input.sensors')
     }
+    const maxBatch = init.spec.batch?.maxSize ?? init.maxBatchSize
     this.#pool = new WorkerPool({
       size: init.spec.workers ?? init.workers,
-      dir: init.bundle.dir,
-      entry: manifest.model.entry,
+      // the entry is a manifest path: relative, no `..` (checked by the manifest schema)
+      path: join(init.bundle.dir, manifest.model.entry),
       format: manifest.model.format,
-      backend: init.backend,
-      inputs: manifest.inputs,
-      outputs: manifest.outputs,
+      tfjsBackend: init.backend,
+      onnxBackend: init.onnxBackend ?? 'auto',
+      maxBatch,
       logger: components.logger
     })
+    // nobody may be waiting when a start fails
+    this.#started.promise.catch(() => {})
     this.#batcher = new Batcher({
-      maxSize: init.spec.batch?.maxSize ?? init.maxBatchSize,
+      maxSize: maxBatch,
       maxDelayMs: init.spec.batch?.maxDelayMs ?? init.maxBatchDelayMs,
       concurrency: init.spec.workers ?? init.workers,
       key: shapeKey,
@@ -109,20 +122,44 @@ export class ModelInstance {
     return this.#pool.backend
   }
 
+  /** The model's format and the runtime it runs on. */
+  get format (): string {
+    return this.bundle.manifest.model.format
+  }
+
   async start (): Promise<void> {
     try {
       await this.#pool.start()
+      this.#checkDeclared()
     } catch (err: any) {
       this.#state = 'failed'
       this.#reason = err.message
+      this.#started.reject(err)
+      await this.#pool.stop()
       throw err
     }
     this.#state = 'running'
+    this.#started.resolve()
     if ((this.spec.input?.sensors.length ?? 0) > 0) this.#pipeline = this.#runPipeline()
+  }
+
+  /** The signed manifest must describe the model the workers loaded: same inputs and outputs, dtypes and ranks. */
+  #checkDeclared (): void {
+    const declared = this.#pool.declared
+    const { manifest } = this.bundle
+    if (declared == null) return
+    // TF.js models are fed by position, and their loaded names depend on what else the process loaded
+    const byPosition = manifest.model.format.startsWith('tfjs-')
+    try {
+      for (const field of ['inputs', 'outputs'] as const) reconcileSpecs(declared[field], manifest[field], field, { byPosition })
+    } catch (err: any) {
+      throw new ModelLoadError(`the manifest does not describe the model it carries: manifest.${err.message}`, { cause: err })
+    }
   }
 
   async stop (): Promise<void> {
     if (this.#state === 'stopped') return
+    this.#started.reject(new InstanceStoppedError(`model ${this.name} is stopping`))
     this.#state = 'stopping'
     this.#abort.abort()
     this.#batcher.cancel(new InstanceStoppedError(`model ${this.name} is stopping`))
@@ -133,6 +170,7 @@ export class ModelInstance {
 
   /** Predict checked instances; rules run on each prediction. Rows come back per instance, per output. */
   async predict (instances: CheckedInstance[], source: 'api' | 'sensor' = 'api', context: Record<string, unknown> = {}): Promise<Nested[][]> {
+    if (this.#state === 'starting') await this.loaded()
     if (this.#state !== 'running') throw new InstanceStoppedError(`model ${this.name} is ${this.#state}`)
     const ts = typeof context.ts === 'number' ? context.ts : Date.now()
     const rows = await Promise.all(instances.map(async i => await this.#batcher.submit(i)))
@@ -141,6 +179,29 @@ export class ModelInstance {
       for (const r of rows) await this.#applyRules({ ...context, ...interpret(r, this.bundle.manifest.outputs), model: this.name, version: this.version, node: this.#c.node, source, ts })
     }
     return rows
+  }
+
+  /**
+   * Resolves once the model can predict. A request that arrives while it
+   * loads waits a little (loading takes a second or two); past that it is
+   * a ModelLoadingError, which clients see as 503 with Retry-After.
+   */
+  async loaded (): Promise<void> {
+    if (this.#state === 'running') return
+    if (this.#state !== 'starting') throw new InstanceStoppedError(`model ${this.name} is ${this.#state}`)
+    const waitMs = this.#init.loadWaitMs ?? DEFAULT_LOAD_WAIT_MS
+    let timer: NodeJS.Timeout | undefined
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => { reject(new ModelLoadingError(`model ${this.name} is loading; try again shortly`, Math.max(1, Math.ceil(waitMs / 1000)))) }, waitMs)
+    })
+    try {
+      await Promise.race([this.#started.promise, timeout])
+    } catch (err) {
+      if (err instanceof ModelLoadingError) throw err
+      throw new InstanceStoppedError(`model ${this.name} failed to load: ${(err as Error).message}`)
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   async #runBatch (items: CheckedInstance[]): Promise<Nested[][]> {
@@ -219,6 +280,7 @@ export class ModelInstance {
       model: this.bundle.manifest.name,
       version: this.version,
       state: this.#state,
+      format: this.format,
       backend: this.backend ?? null,
       workers: this.#pool.size,
       sensors: this.spec.input?.sensors ?? [],
@@ -229,6 +291,13 @@ export class ModelInstance {
       ...(this.#reason == null ? {} : { reason: this.#reason })
     }
   }
+}
+
+function deferred (): { promise: Promise<void>, resolve: () => void, reject: (err: Error) => void } {
+  let resolve!: () => void
+  let reject!: (err: Error) => void
+  const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej })
+  return { promise, resolve, reject }
 }
 
 /** Fill an action's templates from the event. */

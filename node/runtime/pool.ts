@@ -2,8 +2,9 @@ import { dirname, join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { InferenceError, InstanceStoppedError, ModelLoadError } from './errors.ts'
-import type { BackendName, BackendPreference } from './backend.ts'
-import type { TensorSpec } from '../../packaging/manifest.ts'
+import { transferables } from '../../packaging/models/tensor.ts'
+import type { ModelFormat, TensorSpec } from '../../packaging/manifest.ts'
+import type { BackendName, OnnxBackendPreference, TfjsBackendPreference } from '../../packaging/models/runner.ts'
 import type { FromWorker, ToWorker, WireTensor } from './wire.ts'
 import type { Logger } from 'pino'
 
@@ -17,14 +18,17 @@ const WORKER_URL = typeof GATEMESH_BUNDLED_WORKER === 'string'
 export interface PoolInit {
   /** worker threads, each with its own copy of the model. @default 1 */
   size?: number
-  dir: string
-  entry: string
-  format: 'layers' | 'graph'
-  backend?: BackendPreference
-  inputs: TensorSpec[]
-  outputs: TensorSpec[]
+  /** absolute path of the model entry (model.json, .onnx, .tflite) */
+  path: string
+  format: ModelFormat
+  /** @default 'auto' */
+  tfjsBackend?: TfjsBackendPreference
+  /** @default 'auto' */
+  onnxBackend?: OnnxBackendPreference
+  /** rows per batch at most (fixed-shape runtimes size their slices by it). @default 8 */
+  maxBatch?: number
   logger: Pick<Logger, 'info' | 'warn' | 'error'>
-  /** how long a worker may take to load tfjs and the model. @default 60000 */
+  /** how long a worker may take to load its runtime and the model. @default 60000 */
   loadTimeoutMs?: number
 }
 
@@ -43,6 +47,7 @@ export class WorkerPool {
   readonly #slots: Slot[] = []
   #nextId = 1
   #backend?: BackendName
+  #declared?: { inputs: TensorSpec[], outputs: TensorSpec[] }
   #stopping = false
 
   constructor (init: PoolInit) {
@@ -52,6 +57,11 @@ export class WorkerPool {
   /** The backend the workers run on; known once `start()` resolves. */
   get backend (): BackendName | undefined {
     return this.#backend
+  }
+
+  /** What the loaded model declares; known once `start()` resolves. */
+  get declared (): { inputs: TensorSpec[], outputs: TensorSpec[] } | undefined {
+    return this.#declared
   }
 
   get size (): number {
@@ -77,7 +87,7 @@ export class WorkerPool {
     return await new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve, reject })
       const msg: ToWorker = { type: 'run', id, inputs }
-      slot.worker.postMessage(msg, inputs.map(t => t.data.buffer as ArrayBuffer))
+      slot.worker.postMessage(msg, transferables(inputs))
     })
   }
 
@@ -92,7 +102,7 @@ export class WorkerPool {
   }
 
   async #spawn (): Promise<Slot> {
-    const { dir, entry, format, inputs, outputs } = this.#init
+    const { path, format } = this.#init
     const worker = new Worker(WORKER_URL, { stdout: false, stderr: false })
     const slot: Slot = { worker, pending: new Map() }
     await new Promise<void>((resolve, reject) => {
@@ -109,14 +119,15 @@ export class WorkerPool {
           worker.off('message', onLoad)
           worker.off('error', fail)
           this.#backend = msg.backend
+          this.#declared = { inputs: msg.inputs, outputs: msg.outputs }
           resolve()
         } else if (msg.type === 'error') {
-          fail(new ModelLoadError(`model ${entry}: ${msg.message}`))
+          fail(new ModelLoadError(`model ${path.split('/').pop() ?? path} (${format}): ${msg.message}`))
         }
       }
       worker.on('message', onLoad)
       worker.once('error', fail)
-      const load: ToWorker = { type: 'load', dir, entry, format, backend: this.#init.backend ?? 'auto', inputs, outputs }
+      const load: ToWorker = { type: 'load', path, format, tfjsBackend: this.#init.tfjsBackend ?? 'auto', onnxBackend: this.#init.onnxBackend ?? 'auto', maxBatch: this.#init.maxBatch ?? 8 }
       worker.postMessage(load)
     })
     worker.on('message', (msg: FromWorker) => {

@@ -1,7 +1,8 @@
-import { probeBackend, type BackendName, type BackendPreference } from './backend.ts'
+import { familyOf, probeBackends, type BackendName, type BackendPreference, type OnnxBackendPreference, type RuntimeFamily } from './backend.ts'
 import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
+import { resolveOnnxBackend } from '../../packaging/models/onnx-probe.ts'
 import type { Database } from '../store/db.ts'
 import type { UnpackedBundles } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -38,9 +39,16 @@ export interface RuntimeInit {
   maxBatchSize?: number
   /** @default 0 */
   maxBatchDelayMs?: number
-  /** @default 'auto' */
+  /** TensorFlow.js backend. @default 'auto' */
   backend?: BackendPreference
+  /** ONNX Runtime backend. @default 'auto' */
+  onnxBackend?: OnnxBackendPreference
+  /** how long a predict waits for a loading model before a 503. @default DEFAULT_LOAD_WAIT_MS */
+  loadWaitMs?: number
 }
+
+/** The backend of one runtime family: the one in use, or the one that would be used. */
+export interface BackendState { backend: BackendName, inUse: boolean }
 
 /**
  * The node's model instances: starts them from verified bundles, answers
@@ -54,17 +62,25 @@ export class Runtime implements Startable {
   readonly #runs
   #backend: BackendName
   #backendInUse = false
+  readonly #backends: Record<RuntimeFamily, BackendState>
   #restoring: Promise<void> = Promise.resolve()
 
   constructor (components: RuntimeComponents, init: RuntimeInit) {
     this.#c = components
     this.#init = init
     this.#runs = components.db.sublevel<string, RunRequest>('instances', { valueEncoding: 'json' })
-    this.#backend = probeBackend(init.backend ?? 'auto')
-    components.metrics?.setBackend(this.#backend, false)
+    const probed = probeBackends(init.backend ?? 'auto', init.onnxBackend ?? 'auto')
+    this.#backends = { tfjs: { backend: probed.tfjs, inUse: false }, onnx: { backend: probed.onnx, inUse: false }, tflite: { backend: probed.tflite, inUse: false } }
+    this.#backend = probed.tfjs
+    for (const [family, state] of Object.entries(this.#backends)) components.metrics?.setBackend(family, state.backend, false)
   }
 
-  /** The backend instances run on, or would run on before the first one starts. */
+  /** Per runtime family (tfjs, onnx, tflite): the backend its instances run on, or would. */
+  backends (): Record<RuntimeFamily, BackendState> {
+    return structuredClone(this.#backends)
+  }
+
+  /** The backend the latest instance started on (TensorFlow.js's, before any starts): what `node/<self>` advertises. */
   get backend (): BackendName {
     return this.#backend
   }
@@ -130,6 +146,8 @@ export class Runtime implements Startable {
     if (spec.rules.some(r => r.actions.some(a => a.type === 'script')) && bundle.actionPath == null) {
       throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
     }
+    // the native ONNX binding is tried in a child first: one that crashes (an emulator) must not take the agent down
+    const onnxBackend = bundle.manifest.model.format === 'onnx' ? await resolveOnnxBackend(this.#init.onnxBackend ?? 'auto') : 'auto'
     const instance = new ModelInstance(this.#c, {
       bundle,
       spec,
@@ -137,7 +155,9 @@ export class Runtime implements Startable {
       workers: this.#init.workers ?? 1,
       maxBatchSize: this.#init.maxBatchSize ?? 8,
       maxBatchDelayMs: this.#init.maxBatchDelayMs ?? 0,
-      backend: this.#init.backend ?? 'auto'
+      backend: this.#init.backend ?? 'auto',
+      onnxBackend,
+      ...(this.#init.loadWaitMs == null ? {} : { loadWaitMs: this.#init.loadWaitMs })
     })
     this.#instances.set(name, instance)
     const owner = request.deployment == null ? {} : { deployment: request.deployment }
@@ -152,11 +172,15 @@ export class Runtime implements Startable {
     if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
     this.#c.metrics?.instances.set(this.#instances.size)
     const backend = instance.backend as BackendName | undefined
-    if (backend != null && (backend !== this.#backend || !this.#backendInUse)) {
-      this.#backend = backend
-      this.#backendInUse = true
-      this.#c.metrics?.setBackend(backend, true)
-      this.#c.onBackend?.(backend)
+    if (backend != null) {
+      const family = familyOf(bundle.manifest.model.format)
+      this.#backends[family] = { backend, inUse: true }
+      this.#c.metrics?.setBackend(family, backend, true)
+      if (backend !== this.#backend || !this.#backendInUse) {
+        this.#backend = backend
+        this.#backendInUse = true
+        this.#c.onBackend?.(backend)
+      }
     }
     await this.#announce(name, { ...owner, state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
     this.#c.logger.info({ model: name, version: instance.version, backend: instance.backend, sensors: spec.input?.sensors ?? [], rules: spec.rules.length }, 'instance running')

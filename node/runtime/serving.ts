@@ -1,11 +1,19 @@
-import { ModelNotFoundError } from './errors.ts'
-import { parsePredictBody, type Nested } from './tensors.ts'
+import { DTYPES, type DType, type WireTensor } from '../../packaging/models/tensor.ts'
+import { InvalidInputError, ModelNotFoundError } from './errors.ts'
+import { instancesFromTensors, MAX_INSTANCES, parsePredictBody, stackRows, type Nested } from './tensors.ts'
+import type { TensorSpec } from '../../packaging/manifest.ts'
+import type { ModelInstance } from './instance.ts'
 import type { Runtime } from './runtime.ts'
+
+function instanceOf (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined): ModelInstance {
+  const instance = runtime.get(name)
+  if (version != null && instance.version !== version) throw new ModelNotFoundError(`model ${name} runs here in version ${instance.version}, not ${version}`)
+  return instance
+}
 
 /** TF Serving's predict, answered by the instance of `name` on this node. */
 export async function predictLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown): Promise<Record<string, unknown>> {
-  const instance = runtime.get(name)
-  if (version != null && instance.version !== version) throw new ModelNotFoundError(`model ${name} runs here in version ${instance.version}, not ${version}`)
+  const instance = instanceOf(runtime, name, version)
   const { manifest } = instance.bundle
   const { instances, columnar } = parsePredictBody(body, manifest.inputs)
   const rows = await instance.predict(instances)
@@ -15,4 +23,96 @@ export async function predictLocal (runtime: Pick<Runtime, 'get'>, name: string,
   // TF Serving answers the columnar form with `outputs`, batch-major per output
   const outputs = single ? rows.map(r => r[0]!) : Object.fromEntries(manifest.outputs.map((o, k) => [o.name, rows.map(r => r[k]!)])) as Record<string, Nested[]>
   return { outputs, predictions }
+}
+
+/** A typed predict's answer: batch-first tensors by output name, and which model version answered. */
+export interface TensorAnswer {
+  model: string
+  version: string
+  outputs: Record<string, WireTensor>
+}
+
+/** What GetModelMetadata reports: the model's signature. */
+export interface MetadataAnswer {
+  model: string
+  version: string
+  format: string
+  inputs: TensorSpec[]
+  outputs: TensorSpec[]
+}
+
+/**
+ * Predict with tensors in and out (gRPC's form): inputs by name, batch
+ * first; every output by name unless `filter` names some.
+ */
+export async function predictTensorsLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[] = []): Promise<TensorAnswer> {
+  const instance = instanceOf(runtime, name, version)
+  const { manifest } = instance.bundle
+  const names = manifest.outputs.map(o => o.name)
+  filter.forEach((f, i) => { if (!names.includes(f)) throw new InvalidInputError(`"${f}" is not an output of this model (its outputs: ${names.join(', ')})`, `output_filter[${i}]`) })
+  const rows = await instance.predict(instancesFromTensors(inputs, manifest.inputs))
+  const outputs: Record<string, WireTensor> = {}
+  manifest.outputs.forEach((o, k) => {
+    if (filter.length === 0 || filter.includes(o.name)) outputs[o.name] = stackRows(rows.map(r => r[k]!), o.dtype)
+  })
+  return { model: instance.name, version: instance.version, outputs }
+}
+
+export function metadataLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined): MetadataAnswer {
+  const instance = instanceOf(runtime, name, version)
+  const { manifest } = instance.bundle
+  return { model: instance.name, version: instance.version, format: manifest.model.format, inputs: manifest.inputs, outputs: manifest.outputs }
+}
+
+/** A tensor as JSON, for the mesh: int64 as decimal strings, so nothing is rounded. */
+export interface JsonTensor { dtype: DType, shape: number[], data: Array<number | boolean | string> }
+
+export function tensorsToJson (tensors: Record<string, WireTensor>): Record<string, JsonTensor> {
+  return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, {
+    dtype: t.dtype,
+    shape: t.shape,
+    data: Array.from(t.data as ArrayLike<number | bigint | string>, x => typeof x === 'bigint' ? x.toString() : t.dtype === 'bool' ? x === 1 : x as number | string)
+  }]))
+}
+
+const MAX_JSON_TENSORS = 64
+const MAX_JSON_ELEMENTS = 16 * 1024 * 1024
+
+/** Tensors sent as JSON by another node, checked (names, dtypes, shapes, sizes, element types) before use. */
+export function tensorsFromJson (value: unknown, root: string): Record<string, WireTensor> {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) throw new InvalidInputError('must be an object of tensors by name', root)
+  const entries = Object.entries(value)
+  if (entries.length > MAX_JSON_TENSORS) throw new InvalidInputError(`at most ${MAX_JSON_TENSORS} tensors`, root)
+  const out: Record<string, WireTensor> = {}
+  for (const [name, t] of entries) {
+    const field = `${root}.${name}`
+    if (t == null || typeof t !== 'object') throw new InvalidInputError('must be {dtype, shape, data}', field)
+    const { dtype, shape, data } = t as Partial<JsonTensor>
+    if (typeof dtype !== 'string' || !(DTYPES as readonly string[]).includes(dtype)) throw new InvalidInputError(`dtype must be one of ${DTYPES.join(', ')}`, `${field}.dtype`)
+    if (!Array.isArray(shape) || shape.length > 8 || shape.some(d => !Number.isSafeInteger(d) || d < 0)) throw new InvalidInputError('shape must be at most 8 sizes ≥ 0', `${field}.shape`)
+    const n = shape.reduce((a: number, b: number) => a * b, 1)
+    if (n > MAX_JSON_ELEMENTS || (shape[0] ?? 0) > MAX_INSTANCES * 1024) throw new InvalidInputError(`has ${n} elements; too many`, `${field}.shape`)
+    if (!Array.isArray(data) || data.length !== n) throw new InvalidInputError(`data must hold ${n} values`, `${field}.data`)
+    const ok = dtype === 'string' ? data.every(x => typeof x === 'string') : dtype === 'bool' ? data.every(x => typeof x === 'boolean') : dtype === 'int64' ? data.every(x => typeof x === 'string' && /^-?\d{1,19}$/.test(x)) : data.every(x => typeof x === 'number' && Number.isFinite(x))
+    if (!ok) throw new InvalidInputError(`data holds a value that is not ${dtype}`, `${field}.data`)
+    out[name] = { dtype: dtype as DType, shape, data: stackRows(data as Nested[], dtype as DType).data }
+  }
+  return out
+}
+
+/**
+ * Answer a request for a model this node runs, in the form asked: TF
+ * Serving's REST JSON (absent), typed tensors as JSON (`tensors`: body
+ * `{inputs, output_filter?}`, answer `{model, version, outputs}`) or the
+ * model's signature (`metadata`). What a forwarded request from another
+ * node gets, and what the local APIs use.
+ */
+export async function answerLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown, answer?: 'tensors' | 'metadata'): Promise<unknown> {
+  if (answer === 'metadata') return metadataLocal(runtime, name, version)
+  if (answer == null) return await predictLocal(runtime, name, version, body)
+  if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new InvalidInputError('must be {inputs, output_filter}', 'body')
+  const { inputs, output_filter: filter } = body as { inputs?: unknown, output_filter?: unknown }
+  if (filter != null && (!Array.isArray(filter) || filter.length > 64 || filter.some(f => typeof f !== 'string'))) throw new InvalidInputError('must be a list of output names', 'output_filter')
+  const result = await predictTensorsLocal(runtime, name, version, tensorsFromJson(inputs, 'inputs'), (filter as string[] | undefined) ?? [])
+  return { model: result.model, version: result.version, outputs: tensorsToJson(result.outputs) }
 }

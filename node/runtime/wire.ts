@@ -1,21 +1,14 @@
-import type { TensorSpec } from '../../packaging/manifest.ts'
-import type { BackendName, BackendPreference } from './backend.ts'
+import type { ModelFormat, TensorSpec } from '../../packaging/manifest.ts'
+import type { BackendName, OnnxBackendPreference, TfjsBackendPreference } from '../../packaging/models/runner.ts'
+import type { WireTensor } from '../../packaging/models/tensor.ts'
 
-/** Typed array per dtype: float32 → Float32Array, int32 → Int32Array, bool → Uint8Array. */
-export type TensorData = Float32Array | Int32Array | Uint8Array
-
-/** A tensor crossing the worker boundary; `data` is transferred, not copied. */
-export interface WireTensor {
-  dtype: 'float32' | 'int32' | 'bool'
-  shape: number[]
-  data: TensorData
-}
+export type { TensorData, WireTensor } from '../../packaging/models/tensor.ts'
 
 export type ToWorker =
-  | { type: 'load', dir: string, entry: string, format: 'layers' | 'graph', backend: BackendPreference, inputs: TensorSpec[], outputs: TensorSpec[] }
+  | { type: 'load', path: string, format: ModelFormat, tfjsBackend: TfjsBackendPreference, onnxBackend: OnnxBackendPreference, maxBatch: number }
   | { type: 'run', id: number, inputs: WireTensor[] }
 
 export type FromWorker =
-  | { type: 'ready', backend: BackendName }
+  | { type: 'ready', backend: BackendName, inputs: TensorSpec[], outputs: TensorSpec[] }
   | { type: 'result', id: number, outputs: WireTensor[], ms: number }
   | { type: 'error', id?: number, code: string, message: string }

@@ -1,7 +1,8 @@
 import { peerIdFromString } from '@libp2p/peer-id'
-import { answerPredict, forwardPredict, PREDICT_PROTOCOL, type PredictReply } from '../../protocols/predict/index.ts'
+import { answerPredict, forwardPredict, PREDICT_PROTOCOL, type PredictAnswer, type PredictReply } from '../../protocols/predict/index.ts'
 import { errorReply } from '../api/errors.ts'
-import { predictLocal } from '../runtime/serving.ts'
+import { ModelLoadingError } from '../runtime/errors.ts'
+import { answerLocal } from '../runtime/serving.ts'
 import { winningPlacement, type PlacementAuthority } from './placements.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -36,7 +37,7 @@ interface Replica { peerId: string, cpuPct: number, version?: string }
 
 /** TF Serving's model status for a model that runs elsewhere, plus where. */
 export interface MeshModelStatus {
-  model_version_status: Array<{ version: string, state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } }>
+  model_version_status: Array<{ version: string, state: 'AVAILABLE' | 'LOADING', status: { error_code: 'OK', error_message: '' } }>
   replicas: Array<{ node: string, version?: string }>
 }
 
@@ -77,12 +78,12 @@ export class PredictRouter implements Startable {
   }
 
   /**
-   * Running replicas of `model` on other live nodes. An instance that says
-   * it runs for a deployment counts only where that deployment's valid
-   * placement puts it: a node cannot draw a deployment's requests by
-   * announcing an instance nobody placed there.
+   * Running replicas of `model` on other live nodes (`starting`: those still
+   * loading it). An instance that says it runs for a deployment counts only
+   * where that deployment's valid placement puts it: a node cannot draw a
+   * deployment's requests by announcing an instance nobody placed there.
    */
-  replicas (model: string): Replica[] {
+  replicas (model: string, state: 'running' | 'starting' = 'running'): Replica[] {
     const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
     const placed = new Map<string, string[] | undefined>()
     const placedOn = (deployment: string): string[] | undefined => {
@@ -92,7 +93,7 @@ export class PredictRouter implements Startable {
     const out: Replica[] = []
     for (const e of this.#c.registry.list<{ state?: string, version?: string, deployment?: unknown }>('instance/')) {
       const [, peer, name] = e.key.split('/')
-      if (name !== model || peer == null || peer === this.#self || e.value?.state !== 'running') continue
+      if (name !== model || peer == null || peer === this.#self || e.value?.state !== state) continue
       const m = members.get(peer)
       if (m?.state !== 'alive') continue
       if (typeof e.value.deployment === 'string' && placedOn(e.value.deployment)?.includes(peer) === false) continue
@@ -101,17 +102,25 @@ export class PredictRouter implements Startable {
     return out
   }
 
+  /** TF Serving's status of a model that runs elsewhere: AVAILABLE once a replica runs, LOADING while they only load it. */
   status (model: string): MeshModelStatus | undefined {
-    const replicas = this.replicas(model)
-    if (replicas.length === 0) return undefined
-    const versions = [...new Set(replicas.map(r => r.version ?? '1'))]
+    const running = this.replicas(model)
+    const loading = this.replicas(model, 'starting')
+    if (running.length === 0 && loading.length === 0) return undefined
+    const available = new Set(running.map(r => r.version ?? '1'))
+    const versions = [...new Set([...available, ...loading.map(r => r.version ?? '1')])]
     return {
-      model_version_status: versions.map(version => ({ version, state: 'AVAILABLE', status: { error_code: 'OK', error_message: '' } })),
-      replicas: replicas.map(r => ({ node: r.peerId, ...(r.version == null ? {} : { version: r.version }) }))
+      model_version_status: versions.map(version => ({ version, state: available.has(version) ? 'AVAILABLE' : 'LOADING', status: { error_code: 'OK', error_message: '' } })),
+      replicas: running.map(r => ({ node: r.peerId, ...(r.version == null ? {} : { version: r.version }) }))
     }
   }
 
-  async predict (model: string, version: string | undefined, body: unknown): Promise<PredictReply> {
+  /**
+   * Send a request to a replica and relay its answer: a predict in TF
+   * Serving's REST JSON, or (`answer`) typed tensors or the model's
+   * signature for the gRPC API.
+   */
+  async predict (model: string, version: string | undefined, body: unknown, answer?: PredictAnswer): Promise<PredictReply> {
     const tried = new Set<string>()
     let last: unknown
     for (let attempt = 0; attempt < this.#attempts; attempt++) {
@@ -121,7 +130,7 @@ export class PredictRouter implements Startable {
       const started = performance.now()
       try {
         const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), PREDICT_PROTOCOL, { signal: AbortSignal.timeout(this.#timeoutMs) })
-        const reply = await forwardPredict(stream, model, version, body, { timeoutMs: this.#timeoutMs })
+        const reply = await forwardPredict(stream, model, version, body, { timeoutMs: this.#timeoutMs, ...(answer == null ? {} : { answer }) })
         this.#observe(replica.peerId, performance.now() - started)
         // the replica stopped serving it (404) or failed (5xx): another may succeed
         if (reply.status === 404 || reply.status >= 500) {
@@ -141,6 +150,10 @@ export class PredictRouter implements Startable {
     }
     this.#c.metrics?.forwarded('failed')
     if (last != null && typeof last === 'object' && 'status' in last) return last as PredictReply
+    // nothing runs it yet, but replicas are loading it: ask again shortly
+    if (tried.size === 0 && this.replicas(model, 'starting').some(r => version == null || r.version === version)) {
+      return errorReply(new ModelLoadingError(`model ${model} is loading on ${this.replicas(model, 'starting').length} node(s); try again shortly`, 1))
+    }
     const { status, body: errBody } = errorReply(tried.size === 0
       ? Object.assign(new Error(`model ${model} is not deployed anywhere in the mesh`), { code: 'ERR_NOT_FOUND' })
       : new NoReplicaError(`no replica of ${model} answered (${tried.size} tried)`))
@@ -168,9 +181,9 @@ export class PredictRouter implements Startable {
 
   /** Another node forwards a request: answer only from a local instance, never forward again. */
   readonly #answer = async (stream: Stream, _connection: Connection): Promise<void> => {
-    await answerPredict(stream, async (model, version, body) => {
+    await answerPredict(stream, async (model, version, body, answer) => {
       try {
-        return { status: 200, body: await predictLocal(this.#c.runtime, model, version, body) }
+        return { status: 200, body: await answerLocal(this.#c.runtime, model, version, body, answer) }
       } catch (err: any) {
         return errorReply(err)
       }

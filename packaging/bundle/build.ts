@@ -4,17 +4,19 @@ import { readFile, stat } from 'node:fs/promises'
 import { basename, extname, join, posix } from 'node:path'
 import { BUNDLE_PATH_PATTERN, type FileEntry, type Manifest, type TensorSpec } from '../manifest.ts'
 import { signDetached, TYP_BUNDLE_MANIFEST, type Signer } from '../trust.ts'
+import { RUNTIME_OF } from '../manifest.ts'
+import { findModelFile, formatOf } from '../models/formats.ts'
+import { reconcileSpecs } from '../models/specs.ts'
 import { BuildInputError, InvalidEntryNameError, ModelLoadError } from './errors.ts'
-import { checkModel, modelFormatOf } from './model-check.ts'
+import { checkModel, type ModelCheckLimits } from './model-check.ts'
 import { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from './verify.ts'
 import { writeBundleZip, type ZipSource } from './zip-write.ts'
 import type { ChunkIndex } from './chunk-index.ts'
-import type { io } from '@tensorflow/tfjs'
 
 export interface BuildBundleInit {
-  /** Directory holding the TensorFlow.js model. */
+  /** Directory holding the model: a TensorFlow.js model.json with its weight shards, an .onnx or a .tflite file. */
   modelDir: string
-  /** @default 'model.json' */
+  /** The model's entry file in `modelDir`. @default model.json, else the folder's one .onnx or .tflite file */
   modelFile?: string
   name: string
   version: string
@@ -28,9 +30,15 @@ export interface BuildBundleInit {
   out: string
   /** @default now */
   createdAt?: Date
-  /** Load and run the model with TensorFlow.js before signing. @default true */
+  /** Load and run the model with its runtime (in a child process with memory and time limits) before signing. @default true */
   validate?: boolean
-  /** Override the specs read from the model (e.g. to add class labels). */
+  /** Limits of that check. */
+  check?: ModelCheckLimits
+  /**
+   * Specs for the model's inputs and outputs, checked against what the
+   * model declares (names, dtypes, ranks, fixed dimensions): e.g. to add
+   * class labels. Without `validate` they are taken as they are.
+   */
   inputs?: TensorSpec[]
   outputs?: TensorSpec[]
 }
@@ -64,21 +72,27 @@ export function publisherOf (signer: Signer): string {
 }
 
 /**
- * Build a signed bundle from a TensorFlow.js model directory: check the model
- * loads and runs, gather its files, write `config.json` and the optional
- * action script, sign the manifest (detached JWS over its exact bytes) and
- * write the zip with its chunk index. Returns the bundle id (sha256 of the zip).
+ * Build a signed bundle from a model directory (TensorFlow.js layers or
+ * graph, ONNX or TensorFlow Lite): check the model loads and runs, read its
+ * inputs and outputs from it, gather its files, write `config.json` and the
+ * optional action script, sign the manifest (detached JWS over its exact
+ * bytes) and write the zip with its chunk index. Returns the bundle id
+ * (sha256 of the zip).
  */
 export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> {
-  const modelFile = init.modelFile ?? 'model.json'
-  let modelJson: io.ModelJSON
+  let modelFile: string
+  let format: Awaited<ReturnType<typeof formatOf>>
   try {
-    modelJson = JSON.parse(await readFile(join(init.modelDir, modelFile), 'utf8')) as io.ModelJSON
+    modelFile = init.modelFile ?? await findModelFile(init.modelDir)
+    format = await formatOf(init.modelDir, modelFile)
   } catch (err: any) {
-    throw new ModelLoadError(`${join(init.modelDir, modelFile)}: cannot read a TensorFlow.js model.json: ${err.message}`, { cause: err, entry: modelFile })
+    throw new ModelLoadError(err.message, { cause: err, entry: init.modelFile ?? 'model' })
   }
-  const format = modelFormatOf(modelJson)
-  const modelFiles = [modelFile, ...(modelJson.weightsManifest ?? []).flatMap(g => g.paths.map(p => posix.normalize(p)))]
+  let modelFiles = [modelFile]
+  if (RUNTIME_OF[format] === 'tfjs') {
+    const { tfjsModelFiles } = await import('../models/tfjs.ts')
+    modelFiles = (await tfjsModelFiles(init.modelDir, modelFile)).files
+  }
   for (const f of modelFiles) {
     if (!PATH_RE.test(`${MODEL_DIR}/${f}`)) throw new InvalidEntryNameError(`${f}: model file names must be relative paths of letters, digits and ._-/`, { entry: f })
   }
@@ -86,9 +100,10 @@ export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> 
   let inputs = init.inputs
   let outputs = init.outputs
   if (init.validate !== false || inputs == null || outputs == null) {
-    const checked = await checkModel(init.modelDir, modelFile, format, modelJson)
-    inputs ??= checked.inputs
-    outputs ??= checked.outputs
+    const checked = await checkModel(format, join(init.modelDir, modelFile), init.check)
+    const byPosition = RUNTIME_OF[format] === 'tfjs'
+    inputs = reconcileSpecs(checked.inputs, inputs, 'inputs', { byPosition })
+    outputs = reconcileSpecs(checked.outputs, outputs, 'outputs', { byPosition })
   }
 
   const sources: ZipSource[] = []
@@ -120,7 +135,7 @@ export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> 
     version: init.version,
     createdAt: createdAt.toISOString(),
     publisher: publisherOf(init.signer),
-    runtime: 'tfjs',
+    runtime: RUNTIME_OF[format],
     model: { format, entry: `${MODEL_DIR}/${modelFile}` },
     inputs,
     outputs,

@@ -116,3 +116,21 @@ export class BuildInputError extends BundleError {
   override readonly code = 'ERR_BUILD_INPUT'
   override readonly name = 'BuildInputError'
 }
+
+/** The input or output specs a user gave disagree with what the model declares; `field` names the place, e.g. `inputs[0].dtype`. */
+export class ModelSpecError extends BundleError {
+  override readonly code = 'ERR_MODEL_SPEC'
+  override readonly name = 'ModelSpecError'
+  readonly field: string
+
+  constructor (message: string, field: string, options?: ErrorOptions) {
+    super(`${field}: ${message}`, options)
+    this.field = field
+  }
+}
+
+/** The model check ran past its memory or time limit (a model built to exhaust the machine that checks it). */
+export class ModelCheckLimitError extends BundleError {
+  override readonly code = 'ERR_MODEL_CHECK_LIMIT'
+  override readonly name = 'ModelCheckLimitError'
+}

@@ -1,92 +1,137 @@
-import { join } from 'node:path'
-import { DTYPES, type TensorSpec } from '../manifest.ts'
-import { ModelLoadError } from './errors.ts'
-import type { io } from '@tensorflow/tfjs'
+import { fork, type ChildProcess } from 'node:child_process'
+import { readFile } from 'node:fs/promises'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { resolveOnnxBackend } from '../models/onnx-probe.ts'
+import { ModelCheckLimitError, ModelLoadError } from './errors.ts'
+import type { ModelFormat, TensorSpec } from '../manifest.ts'
+import type { OnnxBackendPreference } from '../models/runner.ts'
 
-export type ModelFormat = 'layers' | 'graph'
-
-/** `layers` or `graph`, from model.json's `format`, or its topology's shape when absent. */
-export function modelFormatOf (modelJson: io.ModelJSON): ModelFormat {
-  if (modelJson.format === 'layers-model') return 'layers'
-  if (modelJson.format === 'graph-model') return 'graph'
-  const topology = modelJson.modelTopology as Record<string, unknown> | undefined
-  if (topology != null && Array.isArray(topology.node)) return 'graph'
-  if (topology != null && ('class_name' in topology || 'model_config' in topology)) return 'layers'
-  throw new ModelLoadError(`model.json: format "${String(modelJson.format)}" is neither a layers nor a graph model`, { entry: 'model.json' })
+/** What the checking process is asked. */
+export interface CheckRequest {
+  format: ModelFormat
+  /** absolute path of the model entry */
+  path: string
+  onnxBackend: OnnxBackendPreference
 }
 
-function toSpec (name: string, shape: Array<number | null> | undefined, dtype: string | undefined, what: string): TensorSpec {
-  if (dtype == null || !(DTYPES as readonly string[]).includes(dtype)) {
-    throw new ModelLoadError(`${what} ${name}: dtype ${String(dtype)} is not one of ${DTYPES.join(', ')}`)
+export type CheckResult =
+  | { ok: true, inputs: TensorSpec[], outputs: TensorSpec[], backend: string }
+  | { ok: false, code: string, message: string }
+
+export interface ModelCheckLimits {
+  /** resident memory of the checking process — heap, ArrayBuffers and wasm memory together — in MiB. @default DEFAULT_CHECK_MAX_RSS_MB */
+  maxRssMb?: number
+  /** wall-clock time for loading and one run on zeros. @default DEFAULT_CHECK_TIMEOUT_MS */
+  timeoutMs?: number
+  /** checks run at once in this process; more wait their turn. @default 1 */
+  concurrency?: number
+  /** @default 'auto' */
+  onnxBackend?: OnnxBackendPreference
+}
+
+export const DEFAULT_CHECK_MAX_RSS_MB = 1024
+export const DEFAULT_CHECK_TIMEOUT_MS = 120_000
+/** how often the checking process's resident memory is read */
+const WATCH_INTERVAL_MS = 20
+
+// the app bundle (packaging/app-bundle.ts) ships the child as a file of its own beside its entry
+declare const GATEMESH_BUNDLED_MODEL_CHECK: string | undefined
+const CHILD = typeof GATEMESH_BUNDLED_MODEL_CHECK === 'string'
+  ? join(dirname(process.argv[1] ?? '.'), GATEMESH_BUNDLED_MODEL_CHECK)
+  : fileURLToPath(new URL('./model-check-child.ts', import.meta.url))
+
+let running = 0
+const queue: Array<() => void> = []
+
+async function turn (concurrency: number): Promise<() => void> {
+  if (running >= concurrency) await new Promise<void>(resolve => { queue.push(resolve) })
+  running++
+  return () => {
+    running--
+    queue.shift()?.()
   }
-  return { name: name.slice(0, 128), dtype: dtype as TensorSpec['dtype'], shape: (shape ?? []).map(d => d == null || d < 0 ? -1 : d) }
+}
+
+/** Resident set of a process in bytes, from /proc (undefined where there is none, or it is gone). */
+async function rssOf (pid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${pid}/status`, 'utf8')
+    const kb = /^VmRSS:\s+(\d+)\s+kB/m.exec(status)?.[1]
+    return kb == null ? undefined : Number(kb) * 1024
+  } catch {
+    return undefined
+  }
 }
 
 /**
- * Input and output names of a layers model as its topology spells them.
- * TF.js renames layers it has seen before in the same process
- * (`dense_input_1`), so the loaded model's names depend on what ran earlier.
+ * Load the model with the runtime of its format, run it once on zeros, and
+ * report the inputs and outputs it declares (names, dtypes, shapes, output
+ * shapes a graph does not declare filled in from the run). Proves the model
+ * loads and executes before anything is signed.
+ *
+ * A model is input from a user, and a few hundred bytes of it can ask a
+ * runtime for gigabytes (an UpSampling2D of a huge factor) or for minutes.
+ * So the check runs in a child process of its own, never in the caller: its
+ * V8 heap is capped, and since ArrayBuffers and WebAssembly memory live
+ * outside that cap, a watchdog reads its resident memory every few
+ * milliseconds and kills it past `maxRssMb`, as it does past `timeoutMs`.
+ * When the child dies, every byte it took goes back to the system; the
+ * caller never held any of it. Checks run one at a time by default.
  */
-function layersNames (modelJson: io.ModelJSON): { inputs?: string[], outputs?: string[] } {
-  const topology = modelJson.modelTopology as { model_config?: unknown, class_name?: string, config?: any } | undefined
-  const model = (topology?.model_config ?? topology) as { class_name?: string, config?: any } | undefined
-  const config = model?.config
-  if (config == null) return {}
-  if (Array.isArray(config.input_layers) && Array.isArray(config.output_layers)) {
-    return { inputs: config.input_layers.map((l: unknown[]) => String(l[0])), outputs: config.output_layers.map((l: unknown[]) => String(l[0])) }
-  }
-  const layers = Array.isArray(config) ? config : config.layers
-  if (model?.class_name === 'Sequential' && Array.isArray(layers) && layers.length > 0) {
-    const first = layers[0]
-    const input = first.class_name === 'InputLayer' ? String(first.config.name) : `${String(first.config.name)}_input`
-    return { inputs: [input], outputs: [String(layers[layers.length - 1].config.name)] }
-  }
-  return {}
-}
-
-/**
- * Load the model with TensorFlow.js, run it once on zeros, and report its
- * input and output specs. Proves the model loads and executes before
- * anything is signed; the dry run also fills in output shapes a graph model
- * does not declare.
- */
-export async function checkModel (modelDir: string, modelFile: string, format: ModelFormat, modelJson: io.ModelJSON): Promise<{ inputs: TensorSpec[], outputs: TensorSpec[], backend: string }> {
-  const { loadTf } = await import('../tfjs/backend.ts')
-  const { fileLoadHandler } = await import('../tfjs/file-io.ts')
-  const { tf, backend } = await loadTf()
-  const handler = fileLoadHandler(tf, join(modelDir, modelFile))
-  let model: import('@tensorflow/tfjs').LayersModel | import('@tensorflow/tfjs').GraphModel
+export async function checkModel (format: ModelFormat, path: string, limits: ModelCheckLimits = {}): Promise<{ inputs: TensorSpec[], outputs: TensorSpec[], backend: string }> {
+  const maxRssMb = limits.maxRssMb ?? DEFAULT_CHECK_MAX_RSS_MB
+  const timeoutMs = limits.timeoutMs ?? DEFAULT_CHECK_TIMEOUT_MS
+  const entry = path.split('/').pop() ?? path
+  const release = await turn(limits.concurrency ?? 1)
+  // never let the child import a native binding that crashes here (an emulator): ask a probe first
+  const onnxBackend = format === 'onnx' ? await resolveOnnxBackend(limits.onnxBackend ?? 'auto') : 'wasm'
+  let child: ChildProcess | undefined
+  let watch: NodeJS.Timeout | undefined
+  let timer: NodeJS.Timeout | undefined
   try {
-    model = format === 'layers' ? await tf.loadLayersModel(handler) : await tf.loadGraphModel(handler)
-  } catch (err: any) {
-    throw new ModelLoadError(`${modelFile}: TensorFlow.js cannot load this ${format} model: ${err.message}`, { cause: err, entry: modelFile })
-  }
-  try {
-    const names = format === 'layers' ? layersNames(modelJson) : {}
-    const declaredIn = format === 'layers'
-      ? (model as import('@tensorflow/tfjs').LayersModel).inputs.map((t, i) => ({ name: names.inputs?.[i] ?? t.name, shape: t.shape, dtype: t.dtype as string }))
-      : (model as import('@tensorflow/tfjs').GraphModel).inputs.map(t => ({ name: t.name, shape: t.shape, dtype: t.dtype as string }))
-    const declaredOut = format === 'layers'
-      ? (model as import('@tensorflow/tfjs').LayersModel).outputs.map((t, i) => ({ name: names.outputs?.[i] ?? t.name, shape: t.shape as Array<number | null> | undefined, dtype: t.dtype as string | undefined }))
-      : (model as import('@tensorflow/tfjs').GraphModel).outputs.map(t => ({ name: t.name, shape: t.shape as Array<number | null> | undefined, dtype: t.dtype as string | undefined }))
-    const inputs = declaredIn.map(t => toSpec(t.name, t.shape, t.dtype, 'input'))
-    const outputs = tf.tidy(() => {
-      const feeds = inputs.map(s => tf.zeros(s.shape.map(d => d < 0 ? 1 : d), s.dtype === 'string' ? 'float32' : s.dtype))
-      const result = model.predict(feeds.length === 1 ? feeds[0]! : feeds)
-      const tensors = Array.isArray(result) ? result : result instanceof tf.Tensor ? [result] : Object.values(result)
-      const batchFree = inputs.some(s => s.shape[0] === -1)
-      return declaredOut.map((o, i) => {
-        const t = tensors[i]
-        if (t == null) throw new Error(`output ${o.name} produced no tensor`)
-        const shape = o.shape ?? t.shape.map((d, j) => j === 0 && batchFree ? -1 : d)
-        return toSpec(o.name, shape, o.dtype ?? t.dtype, 'output')
+    const result = await new Promise<CheckResult>((resolve, reject) => {
+      child = fork(CHILD, [], {
+        execArgv: [`--max-old-space-size=${Math.max(64, Math.floor(maxRssMb * 0.75))}`, '--max-semi-space-size=4'],
+        stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+        serialization: 'advanced',
+        env: { ...process.env, NODE_OPTIONS: '' }
       })
+      const c = child
+      let verdict: Error | undefined
+      const kill = (err: Error): void => {
+        verdict ??= err
+        c.kill('SIGKILL')
+      }
+      timer = setTimeout(() => { kill(new ModelCheckLimitError(`${entry}: the ${format} model did not load and run within ${timeoutMs} ms; refused`, { entry })) }, timeoutMs)
+      let peak = 0
+      watch = setInterval(() => {
+        void rssOf(c.pid!).then(rss => {
+          if (rss == null) return
+          peak = Math.max(peak, rss)
+          if (rss > maxRssMb * 1024 * 1024) kill(new ModelCheckLimitError(`${entry}: loading and running the ${format} model took more than ${maxRssMb} MiB of memory; refused`, { entry }))
+        })
+      }, WATCH_INTERVAL_MS)
+      c.once('message', (msg: CheckResult) => { resolve(msg) })
+      c.once('error', err => { reject(new ModelLoadError(`${entry}: could not start the model check: ${err.message}`, { cause: err, entry })) })
+      c.once('exit', (code, signal) => {
+        if (verdict != null) reject(verdict)
+        // a V8 heap past its cap aborts the process
+        else reject(new ModelCheckLimitError(`${entry}: the model check ended (${signal ?? `exit ${String(code)}`}) before answering, out of memory at ${Math.round(peak / 1024 / 1024)} MiB or crashed in the ${format} runtime; refused`, { entry }))
+      })
+      c.send({ format, path, onnxBackend } satisfies CheckRequest)
     })
-    return { inputs, outputs, backend }
-  } catch (err: any) {
-    if (err instanceof ModelLoadError) throw err
-    throw new ModelLoadError(`${modelFile}: the ${format} model loads but does not run on zero inputs: ${err.message}`, { cause: err, entry: modelFile })
+    if (!result.ok) throw new ModelLoadError(`${entry}: ${result.message}`, { entry })
+    return { inputs: result.inputs, outputs: result.outputs, backend: result.backend }
   } finally {
-    model.dispose()
+    clearInterval(watch)
+    clearTimeout(timer)
+    if (child != null && child.exitCode == null && child.signalCode == null) {
+      const c = child
+      const gone = new Promise(resolve => c.once('exit', resolve))
+      c.kill('SIGKILL')
+      await gone
+    }
+    release()
   }
 }

@@ -1,5 +1,5 @@
 import { compile, describeError } from '../../protocols/schema.ts'
-import { ManifestSchema, type Manifest } from '../manifest.ts'
+import { LEGACY_FORMATS, ManifestSchema, RUNTIME_OF, type Manifest, type ModelFormat } from '../manifest.ts'
 import { TYP_BUNDLE_MANIFEST, verifyDetached } from '../trust.ts'
 import { openArchive, readEntry, readSmallEntry, resolveLimits, type BundleLimits, type CheckedEntry, type OpenArchive } from './archive.ts'
 import {
@@ -53,7 +53,9 @@ export function parseManifest (bytes: Uint8Array): Manifest {
     const { field, message } = describeError('manifest', validateManifest.errors)
     throw new InvalidManifestError(message, field)
   }
-  const manifest = value
+  const format: ModelFormat = LEGACY_FORMATS[value.model.format] ?? value.model.format as ModelFormat
+  if (RUNTIME_OF[format] !== value.runtime) throw new InvalidManifestError(`manifest.runtime: a ${format} model runs on ${RUNTIME_OF[format]}, not ${value.runtime}`, 'manifest.runtime')
+  const manifest: Manifest = { ...value, model: { ...value.model, format } }
   const seen = new Set<string>()
   manifest.files.forEach((f, i) => {
     if (seen.has(f.path.toLowerCase())) throw new DuplicateEntryError(`manifest.files[${i}]: ${f.path} is listed twice`, { entry: f.path })

@@ -4,8 +4,10 @@ import { dirname, join, resolve } from 'node:path'
 import * as tar from 'tar'
 import { BUNDLE_EXTERNALS, buildAppBundle, REPO_ROOT } from '../app-bundle.ts'
 import { type Arch } from './arch.ts'
+import { prepareToolchain, type Toolchain } from './compile.ts'
 import { collectPackages, copyPackage, dirBytes, packageNameOf } from './dependencies.ts'
 import { agentUnit, cliWrapper, DATA_DIR, INSTALL_DIR, setupUnit, SETUP_UNIT, AGENT_UNIT, SYSUSERS_FILE, sysusersConf, UNIT_DIR, CLI_WRAPPER, IMAGE_MANIFEST } from './layout.ts'
+import { fitModelRuntimes } from './model-runtimes.ts'
 import { fitNativeModules, OMITTED_FROM_IMAGES, TOOLING_ONLY, type NativeModule } from './natives.ts'
 import { fetchNodeRuntime, installNodeRuntime } from './node-runtime.ts'
 import type { ImageIdentity, ImageManifest } from './manifest.ts'
@@ -97,7 +99,18 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     progress(3, { done: packages.length, total: packages.length })
 
     progress(4)
-    const natives: NativeModule[] = await fitNativeModules(packages, nodeModules, init.arch)
+    const runtimes = await fitModelRuntimes(nodeModules, init.arch)
+    // the compiler and headers are looked for only when a package needs compiling
+    let toolchain: Promise<Toolchain> | undefined
+    let natives: NativeModule[]
+    try {
+      natives = await fitNativeModules(packages, nodeModules, init.arch, async () => await (toolchain ??= prepareToolchain(runtime, init.arch)))
+    } finally {
+      await (await toolchain?.catch(() => undefined))?.dispose()
+    }
+    for (const r of runtimes) {
+      if (r.binaries.length > 0) natives.push({ package: r.package, version: packages.find(p => p.name === r.package)?.version ?? '', binaries: r.binaries, origin: 'prebuilt' })
+    }
 
     progress(5)
     await writeText(at(stage, `${UNIT_DIR}/${AGENT_UNIT}`), agentUnit({ version: init.version, arch: init.arch }))
@@ -112,7 +125,7 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
       builtAt: new Date().toISOString(),
       node: { version: runtime.version, package: runtime.spec, bytes: node.bytes },
       app: { file: 'app/gatemesh.mjs', bytes: bundle.bytes },
-      modules: { packages: packages.length, bytes: await dirBytes(nodeModules), natives, omitted },
+      modules: { packages: packages.length, bytes: await dirBytes(nodeModules), natives, omitted, runtimes: runtimes.map(r => ({ package: r.package, bytesBefore: r.bytesBefore, bytesAfter: r.bytesAfter })) },
       identity,
       unpackedBytes: 0
     }

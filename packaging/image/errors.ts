@@ -52,3 +52,14 @@ export class FlashTargetError extends ImageError {
   override readonly code = 'ERR_FLASH_TARGET'
   override readonly name = 'FlashTargetError'
 }
+
+/** A native module the image compiles from source (no prebuilt binaries exist) could not be built for the image's CPU. */
+export class NativeBuildError extends ImageError {
+  override readonly code = 'ERR_NATIVE_BUILD'
+  override readonly name = 'NativeBuildError'
+  readonly package: string
+  constructor (pkg: string, message: string, options?: ErrorOptions) {
+    super(message, options)
+    this.package = pkg
+  }
+}

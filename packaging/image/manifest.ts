@@ -27,6 +27,8 @@ export interface ImageManifest {
     bytes: number
     natives: NativeModule[]
     omitted: Array<{ name: string, reason: string }>
+    /** the model runtimes fitted to the arch: bytes as installed and as shipped */
+    runtimes?: Array<{ package: string, bytesBefore: number, bytesAfter: number }>
   }
   identity: ImageIdentity
   unpackedBytes: number

@@ -1,21 +1,13 @@
 import { readdir, rm, stat } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path'
 import { describeElf, ELF_MACHINE, readElfHeader, type Arch } from './arch.ts'
+import { BUILT_FROM_SOURCE, compileFromSource, type Toolchain } from './compile.ts'
 import { NoPrebuildError, WrongArchitectureError } from './errors.ts'
+import { MODEL_RUNTIME_LAYOUTS } from './model-runtimes.ts'
 import type { InstalledPackage } from './dependencies.ts'
 
-/**
- * Native packages deliberately left out of images. onoff's `epoll` is
- * compiled by node-gyp at install time and publishes no prebuilt binaries;
- * it cannot be compiled for another CPU here and would need a compiler on
- * the device. Images ship without GPIO: a GPIO sensor or actuator in an
- * image fails to open with GpioUnavailableError naming the missing driver,
- * and everything else runs.
- */
-export const OMITTED_FROM_IMAGES: Record<string, string> = {
-  epoll: 'native module without prebuilt binaries (node-gyp builds it on install); GPIO sensors and actuators report GpioUnavailableError in images',
-  onoff: 'GPIO driver whose native epoll module has no prebuilt binaries (node-gyp builds it on install); GPIO sensors and actuators report GpioUnavailableError in images'
-}
+/** Native packages deliberately left out of images (none today: `epoll` is compiled for the image, see compile.ts). */
+export const OMITTED_FROM_IMAGES: Record<string, string> = {}
 
 /** Packages the CLI imports only to build images or run browser tests; devices never need them. */
 export const TOOLING_ONLY = ['esbuild', 'playwright-core']
@@ -25,6 +17,8 @@ export interface NativeModule {
   version: string
   /** the `.node` files kept, relative to the image's node_modules */
   binaries: string[]
+  /** `prebuilt`: shipped by the package; `compiled`: built from source for the image by compile.ts */
+  origin: 'prebuilt' | 'compiled'
 }
 
 /** Leftovers of building from source that a prebuilt package never reads at run time. */
@@ -63,20 +57,32 @@ function loadableOnGlibc (file: string): boolean {
 }
 
 /**
- * Make the copied packages in `nodeModules` fit `arch`: for every native
+ * Make the copied packages in `nodeModules` fit `arch`: compile the
+ * packages of BUILT_FROM_SOURCE with `toolchain`; for every other native
  * package keep only `prebuilds/linux-<arch>` (glibc builds), drop other
  * platforms' prebuilds, local `build/` output and C/C++ sources; refuse a
  * package built for another CPU or a native package without a prebuild for
  * `arch`. Finally check that every `.node` file left is an ELF for `arch`.
  */
-export async function fitNativeModules (packages: InstalledPackage[], nodeModules: string, arch: Arch): Promise<NativeModule[]> {
+export async function fitNativeModules (packages: InstalledPackage[], nodeModules: string, arch: Arch, toolchain: () => Promise<Toolchain>): Promise<NativeModule[]> {
   const natives: NativeModule[] = []
   for (const pkg of packages) {
     const dir = join(nodeModules, pkg.rel)
     if (pkg.manifest.cpu != null && !cpuAllows(pkg.manifest.cpu, arch)) {
       throw new NoPrebuildError(pkg.name, `${pkg.name}@${pkg.version} is a package for cpu ${pkg.manifest.cpu.join(',')}, not ${arch}: install dependencies on an ${arch} machine or add the ${arch} variant`)
     }
+    const fromSource = BUILT_FROM_SOURCE[pkg.name]
+    if (fromSource != null) {
+      const binary = await compileFromSource(pkg.name, dir, fromSource.binary, await toolchain(), nodeModules)
+      for (const file of await filesUnder(dir)) {
+        if (SOURCE_FILE.test(file)) await rm(file, { force: true })
+      }
+      natives.push({ package: pkg.name, version: pkg.version, binaries: [binary], origin: 'compiled' })
+      continue
+    }
     if (!await isNative(pkg, dir)) continue
+    // the model runtimes keep their binaries in layouts of their own (fitModelRuntimes); checkBinaries below still checks them
+    if (MODEL_RUNTIME_LAYOUTS[pkg.name] != null) continue
     const prebuilds = join(dir, 'prebuilds')
     const platform = `linux-${arch}`
     if (!await isDir(prebuilds)) {
@@ -97,7 +103,7 @@ export async function fitNativeModules (packages: InstalledPackage[], nodeModule
     for (const file of await filesUnder(dir)) {
       if (SOURCE_FILE.test(file)) await rm(file, { force: true })
     }
-    natives.push({ package: pkg.name, version: pkg.version, binaries: wanted.map(f => relative(nodeModules, f).split(sep).join('/')) })
+    natives.push({ package: pkg.name, version: pkg.version, binaries: wanted.map(f => relative(nodeModules, f).split(sep).join('/')), origin: 'prebuilt' })
   }
   await checkBinaries(nodeModules, arch)
   return natives

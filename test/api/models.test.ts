@@ -103,5 +103,5 @@ t.test('run, status, predict, stop', async t => {
   t.equal((await app.inject({ method: 'DELETE', url: '/v1/instances/anomaly' })).statusCode, 404)
   const metricsText = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.match(metricsText, /gatemesh_predictions_total\{model="anomaly",source="api"\} \d+/)
-  t.match(metricsText, /gatemesh_inference_backend\{backend="wasm"\} 1/)
+  t.match(metricsText, /gatemesh_inference_backend\{runtime="tfjs",backend="wasm"\} 1/)
 })

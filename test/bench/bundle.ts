@@ -2,6 +2,7 @@
  * Bundle distribution benchmark:
  *
  *   npm run bench -- bundle [--size-mb 64] [--peers 8] [--runs 3]
+ *   npm run bench -- bundle --size-mb 64 --peers 8 --link-mbit 20   (capped links: bundle-links.ts)
  *
  * Builds a real TF.js layers model of about `size-mb` (one dense layer),
  * bundles it, then measures on 127.0.0.1, every agent a separate process:
@@ -97,19 +98,26 @@ async function fanout (fleetDir: string, zip: string, digest: string, pullers: n
   }
 }
 
+/** A signed bundle of about `sizeMb` in `root`, with the fleet that signed it. */
+export async function benchBundle (root: string, sizeMb: number): Promise<{ fleetDir: string, zip: string, digest: string, size: number }> {
+  const fleetDir = join(root, 'fleet')
+  await initFleet(fleetDir)
+  const fleet = await loadFleet(fleetDir)
+  await makeModel(join(root, 'model'), sizeMb)
+  const built = await buildBundle({ modelDir: join(root, 'model'), name: 'bench', version: '1', signer: { key: fleet.privateKey }, out: join(root, 'bench.zip') })
+  console.log(`bundle ${built.digest}: ${(built.size / MB).toFixed(1)} MiB in ${built.index.hashes.length} chunks`)
+  return { fleetDir, zip: built.out, digest: built.digest, size: built.size }
+}
+
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
+  if (args['link-mbit'] != null) return await (await import('./bundle-links.ts')).runOverLinks(args)
   const sizeMb = Number(args['size-mb'] ?? 64)
   const peers = Number(args.peers ?? 8)
   const runs = Number(args.runs ?? 3)
   const root = await mkdtemp(join(tmpdir(), 'gatemesh-bench-bundle-'))
   try {
-    const fleetDir = join(root, 'fleet')
-    await initFleet(fleetDir)
-    const fleet = await loadFleet(fleetDir)
-    await makeModel(join(root, 'model'), sizeMb)
-    const built = await buildBundle({ modelDir: join(root, 'model'), name: 'bench', version: '1', signer: { key: fleet.privateKey }, out: join(root, 'bench.zip') })
-    const sizeBytes = built.size
-    console.log(`bundle ${built.digest}: ${(sizeBytes / MB).toFixed(1)} MiB in ${built.index.hashes.length} chunks`)
+    const { fleetDir, zip, digest, size: sizeBytes } = await benchBundle(root, sizeMb)
+    const built = { out: zip, digest }
 
     const rawTcpMBps = await rawTcp(Math.max(256, sizeMb * 4) * MB)
     console.log(`raw TCP loopback: ${rawTcpMBps.toFixed(0)} MB/s`)

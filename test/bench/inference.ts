@@ -1,7 +1,19 @@
 /**
- * `npm run bench -- inference [--requests N] [--concurrency C] [--rate HZ] [--seconds S]`
+ * `npm run bench -- inference [--requests N] [--concurrency C] [--rate HZ] [--seconds S] [--format-requests N]`
  *
- * A small dense model (the anomaly model) and a small conv net (28×28×1 →
+ * Formats: the fixtures' conv net (28×28×1 → conv8 → pool → dense10) in
+ * every format and backend — TF.js (its twin from weights.json) on wasm,
+ * ONNX on the native binding and on wasm, TFLite (dynamic and fixed batch)
+ * on LiteRT — each in process at batch 1 and 8, p50 and p99 per predict:
+ * the runtime alone (its ModelRunner in this thread: `runtime*`) and the
+ * whole instance (ModelInstance.predict: body check, batcher, worker thread
+ * and back: `batch*`); then, on an agent process, the same models over
+ * HTTP (REST predict) and gRPC (TF Serving's Predict) at batch 1, as
+ * overhead at p50 over the instance in process. Targets: ONNX native ≥ 5×
+ * faster than TF.js wasm at batch 1 (the runtimes); HTTP and gRPC each add
+ * ≤ 0.5 ms at p50.
+ *
+ * Then a small dense model (the anomaly model) and a small conv net (28×28×1 →
  * conv8 → pool → conv16 → pool → dense10), each measured:
  *  - in process: ModelInstance.predict, one request at a time (p50), then C at once (rps);
  *  - over HTTP: POST /v1/models/NAME:predict on a separate agent process, one
@@ -27,6 +39,10 @@ import { parsePredictBody } from '../../node/runtime/tensors.ts'
 import { freePort } from '../../node/cli/ports.ts'
 import { ANOMALY_MODEL_DIR, LABELS, WINDOW } from '../helpers/anomaly-bundle.ts'
 import { Cluster, sleep } from '../helpers/cluster.ts'
+import { copyFile, mkdir } from 'node:fs/promises'
+import { agentGrpc, floatTensor, servingClient } from '../helpers/grpc.ts'
+import { fixture, REFERENCE, saveTfjsTwin } from '../helpers/model-fixtures.ts'
+import { openModel } from '../../packaging/models/runner.ts'
 import type { BenchArgs } from './run.ts'
 import type { Database } from '../../node/store/db.ts'
 import type { KeyObject } from 'node:crypto'
@@ -88,6 +104,149 @@ async function load (n: number, concurrency: number, one: () => Promise<number>)
   return { latencies, rps: n / ((performance.now() - start) / 1000) }
 }
 
+interface FormatCase { key: string, name: string, file?: string, onnxBackend?: 'native' | 'wasm' }
+
+/** The conv net in every format and backend. */
+const FORMAT_CASES: FormatCase[] = [
+  { key: 'tfjs-layers/wasm', name: 'conv-tfjs' },
+  { key: 'onnx/onnx-native', name: 'conv-onnx', file: 'conv.onnx', onnxBackend: 'native' },
+  { key: 'onnx/onnx-wasm', name: 'conv-onnx-wasm', file: 'conv.onnx', onnxBackend: 'wasm' },
+  { key: 'tflite/litert-wasm', name: 'conv-tflite', file: 'conv-dyn.tflite' },
+  { key: 'tflite-fixed-batch/litert-wasm', name: 'conv-tflite-b1', file: 'conv-b1.tflite' }
+]
+
+/**
+ * In-process p50/p99 of each format at batch 1 and 8, then HTTP and gRPC
+ * overhead at p50 against an agent process serving the same bundles.
+ */
+async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: Cluster, requests: number): Promise<Record<string, unknown>> {
+  const zips: Record<string, string> = {}
+  const inputNames: Record<string, string> = {}
+  for (const c of FORMAT_CASES) {
+    const dir = join(root, 'formats', c.name)
+    await mkdir(dir, { recursive: true })
+    if (c.file == null) await saveTfjsTwin('conv', dir)
+    else await copyFile(fixture(c.file), join(dir, c.file))
+    const built = await buildBundle({ modelDir: dir, name: c.name, version: '1', signer: { key }, out: join(root, `${c.name}.zip`) })
+    zips[c.name] = built.out
+    inputNames[c.name] = built.manifest.inputs[0]!.name
+  }
+  const one = REFERENCE.conv.input.slice(0, 1)
+  const eight = Array.from({ length: 8 }, (_, i) => REFERENCE.conv.input[i % REFERENCE.conv.input.length])
+  const results: Record<string, Record<string, number | string>> = {}
+
+  // the runtimes alone, in this thread: what each format costs before gatemesh adds anything
+  const tensorOf = (rows: unknown[]): { dtype: 'float32', shape: number[], data: Float32Array } => ({ dtype: 'float32', shape: [rows.length, 28, 28, 1], data: Float32Array.from((rows as unknown[]).flat(3) as number[]) })
+  for (const c of FORMAT_CASES) {
+    const dir = join(root, 'formats', c.name)
+    const file = c.file ?? 'model.json'
+    const runner = await openModel({ format: c.file == null ? 'tfjs-layers' : c.file.endsWith('.onnx') ? 'onnx' : 'tflite', path: join(dir, file), onnxBackend: c.onnxBackend ?? 'auto', maxBatch: 8 })
+    const timed = (rows: unknown[]) => async (): Promise<number> => {
+      const input = tensorOf(rows)
+      const start = performance.now()
+      await runner.run([input])
+      return performance.now() - start
+    }
+    await load(100, 1, timed(one))
+    const b1 = await load(requests, 1, timed(one))
+    await load(20, 1, timed(eight))
+    const b8 = await load(Math.max(50, Math.floor(requests / 4)), 1, timed(eight))
+    results[c.key] = {
+      model: c.name,
+      backend: runner.backend,
+      runtimeBatch1P50Ms: round(percentile(b1.latencies, 50)),
+      runtimeBatch1P99Ms: round(percentile(b1.latencies, 99)),
+      runtimeBatch8P50Ms: round(percentile(b8.latencies, 50)),
+      runtimeBatch8P99Ms: round(percentile(b8.latencies, 99))
+    }
+    await runner.dispose()
+  }
+
+  const db = new Level<string, unknown>(join(root, 'formats-db'), { valueEncoding: 'json' }) as Database
+  await db.open()
+  const shelf = new ZipShelf()
+  const store = new UnpackedBundles({ dataDir: join(root, 'formats-data'), fleetKey: pub, zips: shelf })
+  for (const c of FORMAT_CASES) {
+    const local = new Runtime({ node: 'bench', sensors: new Map(), outbox: { enqueue: async () => ({}) }, logger: pino({ level: 'silent' }), fleetKey: pub, bundles: store, db, registry: { set: async () => ({}) as any } }, { dataDir: join(root, 'formats-data'), workers: 1, maxBatchSize: 8, maxBatchDelayMs: 0, onnxBackend: c.onnxBackend ?? 'auto' })
+    await local.start()
+    const instance = await local.run({ bundle: await shelf.add(zips[c.name]!) }, { persist: false })
+    const specs = instance.bundle.manifest.inputs
+    const timed = (rows: unknown[]) => async (): Promise<number> => {
+      const start = performance.now()
+      await instance.predict(parsePredictBody({ instances: rows }, specs).instances)
+      return performance.now() - start
+    }
+    await load(100, 1, timed(one))
+    const b1 = await load(requests, 1, timed(one))
+    await load(20, 1, timed(eight))
+    const b8 = await load(Math.max(50, Math.floor(requests / 4)), 1, timed(eight))
+    results[c.key] = {
+      ...results[c.key],
+      batch1P50Ms: round(percentile(b1.latencies, 50)),
+      batch1P99Ms: round(percentile(b1.latencies, 99)),
+      batch8P50Ms: round(percentile(b8.latencies, 50)),
+      batch8P99Ms: round(percentile(b8.latencies, 99))
+    }
+    await local.stop()
+  }
+  await db.close()
+
+  // the same bundles on an agent process: REST and gRPC at batch 1
+  const grpcPort = await freePort()
+  const node = await cluster.addNode('formats', { config: { logs: { stdout: false, level: 'warn' }, runtime: { workers: 1, maxBatchSize: 8, maxBatchDelayMs: 0 }, grpc: { port: grpcPort } } })
+  await cluster.start('formats')
+  const address = await agentGrpc(node.dir)
+  const client = await servingClient(address)
+  const http = new HttpAgent({ keepAlive: true, maxSockets: 1 })
+  const overheads: Record<string, number[]> = { http: [], grpc: [] }
+  try {
+    for (const c of FORMAT_CASES.filter(c => c.onnxBackend !== 'wasm')) {
+      const up = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(zips[c.name]!) })
+      const { digest } = await up.json() as { digest: string }
+      const ran = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ bundle: digest }) })
+      if (ran.status !== 201) throw new Error(`run ${c.name}: ${ran.status} ${await ran.text()}`)
+      const body = JSON.stringify({ instances: one })
+      const viaHttp = async (): Promise<number> => await post(http, node.apiPort, `/v1/models/${c.name}:predict`, body)
+      const request = { model_spec: { name: c.name }, inputs: { [inputNames[c.name]!]: floatTensor(one) } }
+      const viaGrpc = async (): Promise<number> => {
+        const start = performance.now()
+        await client.predict(request)
+        return performance.now() - start
+      }
+      await load(100, 1, viaHttp)
+      await load(100, 1, viaGrpc)
+      const h = percentile((await load(requests, 1, viaHttp)).latencies, 50)
+      const g = percentile((await load(requests, 1, viaGrpc)).latencies, 50)
+      const r = results[c.key]!
+      r.httpP50Ms = round(h)
+      r.grpcP50Ms = round(g)
+      r.httpOverheadP50Ms = round(h - (r.batch1P50Ms as number))
+      r.grpcOverheadP50Ms = round(g - (r.batch1P50Ms as number))
+      overheads.http!.push(h - (r.batch1P50Ms as number))
+      overheads.grpc!.push(g - (r.batch1P50Ms as number))
+    }
+  } finally {
+    client.close()
+    http.destroy()
+  }
+  const ratio = (field: string): number => round((results['tfjs-layers/wasm']![field] as number) / (results['onnx/onnx-native']![field] as number), 1)
+  const speedup = ratio('runtimeBatch1P50Ms')
+  const httpOverhead = round(Math.max(...overheads.http!))
+  const grpcOverhead = round(Math.max(...overheads.grpc!))
+  return {
+    conv: results,
+    targets: {
+      onnxNativeVsTfjsWasmBatch1: speedup,
+      onnxNativeAtLeast5x: speedup >= 5,
+      // through the whole instance the fixed cost (body check, batcher, worker round trip) narrows the gap
+      onnxNativeVsTfjsWasmBatch1Instance: ratio('batch1P50Ms'),
+      httpOverheadP50Ms: httpOverhead,
+      grpcOverheadP50Ms: grpcOverhead,
+      overheadsWithinHalfMs: httpOverhead <= 0.5 && grpcOverhead <= 0.5
+    }
+  }
+}
+
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const requests = Number(args.requests ?? 2000)
   const concurrency = Number(args.concurrency ?? 16)
@@ -108,6 +267,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   await new Promise<void>(resolve => receiver.listen(receiverPort, '127.0.0.1', resolve))
   try {
     const fleet = await loadFleet(cluster.fleetDir)
+    const formatResults = await formats(root, fleet.privateKey, fleet.publicKey, cluster, Number(args['format-requests'] ?? 1000))
     const zips = await bundles(root, fleet.privateKey)
     const runtimeConfig = { workers: 1, maxBatchSize: 8, maxBatchDelayMs: 0 }
     const node = await cluster.addNode('bench', {
@@ -207,7 +367,8 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       concurrency,
       requests,
       agentRssMb: Math.round((status.members.find(m => m.self)?.health?.rssBytes ?? 0) / 1048576),
-      models
+      models,
+      formats: formatResults
     }
   } finally {
     receiver.close()

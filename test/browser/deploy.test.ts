@@ -1,6 +1,7 @@
 import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
+import { fixture } from '../helpers/model-fixtures.ts'
 import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
 import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
@@ -58,9 +59,19 @@ t.test('log in, upload a model with its config, deploy it with a window, see it 
   await page.setInputFiles(`${form} input[name=config]`, configFile)
   await page.click(`${form} button[type=submit]`)
   await page.waitForFunction(() => /^(Stored|Upload failed)/.test((globalThis as any).document.querySelector('#model-status').textContent), undefined, { timeout: 120_000 })
-  t.match(await page.locator('#model-status').innerText(), /^Stored anomaly 1\.0\.0: bundle [0-9a-f]{12}… signed and published/, 'the page reports the upload')
+  t.match(await page.locator('#model-status').innerText(), /^Stored anomaly 1\.0\.0 \(tfjs-layers: .* → class\): bundle [0-9a-f]{12}… signed and published/, 'the page reports the upload')
   await page.waitForSelector('#models-list tr[data-model="anomaly"]')
-  t.match(await page.locator('#models-list tr[data-model="anomaly"]').innerText(), /anomaly\s+1\.0\.0\s+1\.0\.0\s+dana\s+anomaly detection\s+gateway\s+16 temperature readings, °C → normal \/ anomaly/, 'listed live with its metadata, owned by the uploader')
+  t.match(await page.locator('#models-list tr[data-model="anomaly"]').innerText(), /anomaly\s+1\.0\.0\s+tfjs-layers\s+1\.0\.0\s+dana\s+anomaly detection\s+gateway\s+16 temperature readings, °C → normal \/ anomaly/, 'listed live with its metadata, owned by the uploader')
+
+  // an ONNX file, as PyTorch or skl2onnx writes one: its inputs and outputs are read from it
+  await page.fill(`${form} input[name=name]`, 'mlp-onnx')
+  await page.fill(`${form} input[name=version]`, '1')
+  await page.setInputFiles(`${form} input[name=model]`, fixture('mlp.onnx'))
+  await page.click(`${form} button[type=submit]`)
+  await page.waitForFunction(() => /^(Stored mlp-onnx|Upload failed)/.test((globalThis as any).document.querySelector('#model-status').textContent), undefined, { timeout: 120_000 })
+  t.match(await page.locator('#model-status').innerText(), /^Stored mlp-onnx 1 \(onnx: readings float32\[-1×16\] → scores\)/, 'an .onnx upload reports the specs read from the model')
+  await page.waitForSelector('#models-list tr[data-model="mlp-onnx"]')
+  t.match(await page.locator('#models-list tr[data-model="mlp-onnx"]').innerText(), /mlp-onnx\s+1\s+onnx\s+1\s+dana/, 'listed with its format')
   await page.screenshot({ path: join(TEST_RESULTS, 'dashboard-models.png'), fullPage: true })
 
   await page.click('#tabs button[data-tab="deployments"]')

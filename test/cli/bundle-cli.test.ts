@@ -74,7 +74,7 @@ await t.test('bad input is a clear error', async t => {
   await writeFile(join(root, 'model', 'bad.json'), JSON.stringify({ format: 'layers-model', modelTopology: { class_name: 'Sequential', config: { layers: [{ class_name: 'Nope', config: {} }] } }, weightsManifest: [] }))
   const broken = await cli('bundle', 'build', join(root, 'model'), '--model-file', 'bad.json', '--name', 'x', '--version', '1', '--key', join(fleet, 'fleet.key'), '--out', join(root, 'x.zip'))
   t.equal(broken.code, 1, 'a model TensorFlow.js cannot load is refused before signing')
-  t.match(broken.stderr, /cannot load this layers model/)
+  t.match(broken.stderr, /bad\.json: TensorFlow.js cannot load this tfjs-layers model: Unknown layer: Nope/)
   const badName = await cli('bundle', 'build', join(root, 'model'), '--name', 'Bad Name', '--version', '1', '--key', join(fleet, 'fleet.key'), '--out', join(root, 'x.zip'))
   t.equal(badName.code, 1)
   t.match(badName.stderr, /manifest\.name/)

@@ -9,6 +9,7 @@ import { waitFor } from '../helpers/cluster.ts'
 import { httpClient, injectClient, PASSWORDS, testCoordinator } from '../helpers/coordinator-app.ts'
 import { craftZip } from '../helpers/zip-craft.ts'
 import { ANOMALY_FILES, anomalyConfig, anomalyUploadForm, multipartPayload } from '../helpers/model-upload.ts'
+import { fixture } from '../helpers/model-fixtures.ts'
 
 const LIMIT = 512 * 1024
 const coordinator = await testCoordinator({ maxUploadBytes: LIMIT })
@@ -48,7 +49,7 @@ t.test('upload a TF.js model with config.json: stored, signed, published, listed
     name: 'anomaly',
     version: '1.0.0',
     owner: 'dev',
-    format: 'layers',
+    format: 'tfjs-layers',
     inputs: [{ dtype: 'float32', shape: [-1, 16] }],
     outputs: [{ name: 'class', labels: ['normal', 'anomaly'] }],
     action: 'action.js',
@@ -109,7 +110,9 @@ t.test('malformed uploads are 400s naming the field', async t => {
     ['an unknown field', await anomalyUploadForm({ version: '2.0.0', fields: { colour: 'blue' } }), 'body.colour'],
     ['config.json that is not JSON', await anomalyUploadForm({ version: '2.0.0', config: '{"rules": [' }), 'body.config', /not JSON/],
     ['a rule with a bad action', await anomalyUploadForm({ version: '2.0.0', config: { rules: [{ name: 'r', when: 'score > 1', actions: [{ type: 'email', to: 'nobody' }] }] } }), 'body.config.rules[0].actions[0]'],
-    ['an output spec of the wrong type', await anomalyUploadForm({ version: '2.0.0', fields: { outputs: '[{"name":"class","dtype":"float64","shape":[-1,2]}]' } }), 'body.outputs.0.dtype'],
+    ['an output spec of an unknown type', await anomalyUploadForm({ version: '2.0.0', fields: { outputs: '[{"name":"class","dtype":"complex64","shape":[-1,2]}]' } }), 'body.outputs.0.dtype'],
+    ['an output spec the model disagrees with', await anomalyUploadForm({ version: '2.0.0', fields: { outputs: '[{"name":"class","dtype":"float64","shape":[-1,2]}]' } }), 'body.outputs[0].dtype', /the model's output .* is float32/],
+    ['an input spec of the wrong size', await anomalyUploadForm({ version: '2.0.0', fields: { inputs: '[{"name":"window","dtype":"float32","shape":[-1,17]}]' } }), 'body.inputs[0].shape', /dimension 1 is 17/],
     ['no model.json', await anomalyUploadForm({ version: '2.0.0', files: [['weights.bin', new Uint8Array(16)]] }), 'body.model', /model\.json/],
     ['a missing weight shard', await anomalyUploadForm({ version: '2.0.0', files: [['model.json', await readFile(ANOMALY_FILES[0]!)]] }), 'body.model', /group1-shard1of1\.bin, which was not uploaded/]
   ]
@@ -125,6 +128,54 @@ t.test('malformed uploads are 400s naming the field', async t => {
   const json = await client.request('POST', '/api/v1/models', { token: dev, body: { name: 'x', version: '1', model: 'upload:0' } })
   t.equal(json.status, 415, 'a JSON body cannot name uploaded files')
   t.equal((await client.request('GET', '/api/v1/models', { token: dev })).body.models[0].versions.length, 2, 'nothing was stored by the failures')
+})
+
+/** An upload form of one model file, with optional specs. */
+async function fileForm (name: string, version: string, file: string, bytes: Uint8Array, fields: Record<string, string> = {}): Promise<FormData> {
+  const form = new FormData()
+  form.set('name', name)
+  form.set('version', version)
+  for (const [k, v] of Object.entries(fields)) form.set(k, v)
+  form.append('model', new Blob([bytes]), file)
+  return form
+}
+
+t.test('ONNX and TFLite uploads: specs read from the model, checked against the user\'s, corrupt files refused', async t => {
+  const onnx = await readFile(fixture('mlp.onnx'))
+  const tflite = await readFile(fixture('mlp-dyn.tflite'))
+  const stored = (): Promise<number> => client.request('GET', '/api/v1/models', { token: dev }).then(r => r.body.count as number)
+  const before = await stored()
+
+  const o = await post(await fileForm('mlp-onnx', '1', 'mlp.onnx', onnx, { outputs: JSON.stringify([{ name: 'scores', dtype: 'float32', shape: [-1, 2], labels: ['normal', 'anomaly'] }]) }))
+  t.equal(o.status, 201, JSON.stringify(o.body))
+  t.match(o.body, { format: 'onnx', files: ['mlp.onnx'], inputs: [{ name: 'readings', dtype: 'float32', shape: [-1, 16] }], outputs: [{ name: 'scores', shape: [-1, 2], labels: ['normal', 'anomaly'] }] })
+  const bundle = await verifyBundle(coordinator.models.bundlePath(coordinator.models.get('mlp-onnx', '1')), { fleetPublicKey: coordinator.fleet.publicKey })
+  t.match(bundle.manifest, { runtime: 'onnx', model: { format: 'onnx', entry: 'model/mlp.onnx' } }, 'the manifest names the format')
+
+  const l = await post(await fileForm('mlp-tflite', '1', 'mlp.tflite', tflite))
+  t.equal(l.status, 201, JSON.stringify(l.body))
+  t.match(l.body, { format: 'tflite', inputs: [{ name: 'readings', dtype: 'float32', shape: [-1, 16] }], outputs: [{ name: 'output_0', dtype: 'float32', shape: [-1, 2] }] })
+
+  const zipped = await post(await fileForm('mlp-zip', '1', 'model.zip', await zipOf([['export/mlp.onnx', onnx]])))
+  t.equal(zipped.status, 201, `an .onnx inside a zip folder: ${JSON.stringify(zipped.body)}`)
+
+  const cases: Array<[string, FormData, number, string, RegExp]> = [
+    ['a truncated .onnx', await fileForm('bad', '1', 'mlp.onnx', onnx.subarray(0, Math.floor(onnx.length / 2))), 422, 'ERR_MODEL_LOAD', /mlp\.onnx: ONNX Runtime cannot load this model/],
+    ['a truncated .tflite', await fileForm('bad', '1', 'mlp.tflite', tflite.subarray(0, 1000)), 422, 'ERR_MODEL_LOAD', /mlp\.tflite: (LiteRT cannot load|not a TensorFlow Lite)/],
+    ['text named .tflite', await fileForm('bad', '1', 'x.tflite', Buffer.from('hello, world')), 422, 'ERR_MODEL_LOAD', /not a TensorFlow Lite model/],
+    ['an ONNX input spec with another name', await fileForm('bad', '1', 'mlp.onnx', onnx, { inputs: '[{"name":"window","dtype":"float32","shape":[-1,16]}]' }), 400, 'ERR_BAD_REQUEST', /body\.inputs\[0\]\.name: the model has no input "window" \(it has "readings"\)/],
+    ['a TFLite output spec of the wrong dtype', await fileForm('bad', '1', 'mlp.tflite', tflite, { outputs: '[{"name":"output_0","dtype":"int32","shape":[-1,2]}]' }), 400, 'ERR_BAD_REQUEST', /body\.outputs\[0\]\.dtype/],
+    ['two models at once', await fileForm('bad', '1', 'mlp.onnx', onnx).then(f => { f.append('model', new Blob([tflite]), 'mlp.tflite'); return f }), 400, 'ERR_BAD_REQUEST', /holds 2 models/],
+    ['an .onnx with a stray file', await fileForm('bad', '1', 'mlp.onnx', onnx).then(f => { f.append('model', new Blob([Buffer.from('x')]), 'notes.txt'); return f }), 400, 'ERR_BAD_REQUEST', /one file; remove notes\.txt/]
+  ]
+  for (const [what, form, status, code, message] of cases) {
+    const res = await inject(form)
+    t.equal(res.status, status, `${what}: ${status} (${JSON.stringify(res.body)})`)
+    t.equal(res.body.code, code, `${what}: ${code}`)
+    t.match(res.body.message, message, `${what}: ${res.body.message}`)
+  }
+  t.equal(await stored(), before + 3, 'the refused uploads stored nothing')
+  t.equal(coordinator.models.has('bad', '1'), false)
 })
 
 t.test('uploads past the limit are 413s', async t => {

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { access, readlink, writeFile } from 'node:fs/promises'
+import { access, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
@@ -7,6 +7,9 @@ import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { buildImageCli, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
+import { fixture, maxDiff, REFERENCE } from '../helpers/model-fixtures.ts'
+import { loadFleet } from '../../node/identity/fleet.ts'
+import { buildBundle } from '../../packaging/bundle/index.ts'
 
 const exec = promisify(execFile)
 const EM_AARCH64 = 0xb7
@@ -29,12 +32,17 @@ const root = join(cluster.root, 'device-root')
 await t.test('an arm64 image carries only aarch64 binaries', async t => {
   const { stdout } = await buildImageCli(['--arch', 'arm64', '--fleet', cluster.fleetDir, '--out', archive, '--bootstrap', cluster.node('a').multiaddr, '--config', overrides])
   t.match(stdout, /native: .*classic-level \(prebuilds\/linux-arm64\/classic-level\.armv8\.node\)/)
+  t.match(stdout, /native: .*epoll \(epoll\/build\/Release\/epoll\.node, compiled for the image\)/, 'onoff\'s epoll is compiled for arm64 into the image (arm64-gpio.test.ts runs it)')
   await unpackImage(archive, root)
   t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), EM_AARCH64, 'bin/node is an aarch64 ELF')
   const natives = await filesUnder(join(root, 'opt/gatemesh'), '.node')
   t.ok(natives.length >= 2, `${natives.length} native modules`)
   for (const f of natives) t.equal(await elfMachine(f), EM_AARCH64, `${f.split('node_modules/')[1]} is an aarch64 ELF (e_machine 0xB7)`)
-  t.notOk(natives.some(f => /linux-x64|darwin|win32|android|musl/.test(f)), 'no other platform\'s prebuilds')
+  t.notOk(natives.some(f => /linux-x64|linux\/x64|darwin|win32|android|musl/.test(f)), 'no other platform\'s prebuilds')
+  t.ok(natives.some(f => f.endsWith('node_modules/epoll/build/Release/epoll.node')), 'epoll.node is there, where onoff\'s `bindings` looks')
+  t.ok(natives.some(f => f.endsWith('onnxruntime-node/bin/napi-v6/linux/arm64/onnxruntime_binding.node')), 'ONNX Runtime\'s arm64 binding is in')
+  const image = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  for (const r of image.modules.runtimes) console.error(`# arm64 image: ${r.package} ${(r.bytesBefore / 1048576).toFixed(1)} MiB installed, ${(r.bytesAfter / 1048576).toFixed(1)} MiB in the image`)
 })
 
 // running arm64 code here needs qemu-user and an arm64 sysroot (.ci/run installs both); GATEMESH_TEST_QEMU=0 skips
@@ -63,4 +71,22 @@ await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which 
   await deploy(cluster, 'a', { id: 'pin-arm64', model: { name: 'anomaly', version: '1.0.0' }, placement: { policy: 'pinned', nodes: [device.peerId] }, instance: { name: 'arm64-anomaly' } })
   await waitFor(async () => (await runningOn(cluster, 'a', 'pin-arm64')).join() === 'device', 'the instance to run on the arm64 agent', 180_000, 500)
   t.pass(`a pinned deployment runs on it (${((Date.now() - started) / 1000).toFixed(1)} s after start)`)
+
+  // an ONNX model on the arm64 agent: the native binding where it loads, its wasm build where it cannot (it segfaults under qemu-user)
+  const fleet = await loadFleet(cluster.fleetDir)
+  const onnxDir = join(cluster.root, 'onnx-model')
+  await mkdir(onnxDir, { recursive: true })
+  await copyFile(fixture('mlp.onnx'), join(onnxDir, 'mlp.onnx'))
+  const built = await buildBundle({ modelDir: onnxDir, name: 'mlp-onnx', version: '1', signer: { key: fleet.privateKey }, out: join(cluster.root, 'mlp-onnx.zip') })
+  const up = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(built.out) })
+  t.ok(up.ok, 'the ONNX bundle is published')
+  await deploy(cluster, 'a', { id: 'onnx-arm64', model: { name: 'mlp-onnx', version: '1' }, placement: { policy: 'pinned', nodes: [device.peerId] } })
+  await waitFor(async () => (await runningOn(cluster, 'a', 'onnx-arm64')).join() === 'device', 'the ONNX model to run on the arm64 agent', 300_000, 500)
+  const res = await fetch(`${device.api}/v1/models/mlp-onnx:predict`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ instances: REFERENCE.mlp.input }), signal: AbortSignal.timeout(60_000) })
+  const body = await res.json() as { predictions: number[][] }
+  t.equal(res.status, 200, 'the arm64 agent answers predict for the ONNX model')
+  t.ok(maxDiff(body.predictions, REFERENCE.mlp.output) <= 1e-5, 'and matches TensorFlow\'s reference')
+  const status = await (await fetch(`${device.api}/v1/status`)).json() as { runtime: { backends: { onnx: { backend: string, inUse: boolean } } } }
+  t.match(status.runtime.backends.onnx, { backend: /^onnx-(native|wasm)$/, inUse: true })
+  console.error(`# arm64 image under qemu-aarch64-static: the ONNX model runs on ${status.runtime.backends.onnx.backend}`)
 })

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process'
-import { readdir, readlink, stat, writeFile } from 'node:fs/promises'
+import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import t from 'tap'
@@ -32,7 +32,8 @@ await t.test('gatemesh image build writes one archive and says what is in it', a
   t.match(stdout, /^\[7\/7\] archive$/m)
   t.match(stdout, /built the gatemesh \S+ image for x64/)
   t.match(stdout, /native: .*classic-level \(prebuilds\/linux-x64\/classic-level\.node\)/, 'the summary names the native modules')
-  t.match(stdout, /left out {2}onoff: /, 'and what was deliberately left out')
+  t.match(stdout, /native: .*epoll \(epoll\/build\/Release\/epoll\.node, compiled for the image\)/, 'and onoff\'s epoll, compiled from source for the image')
+  t.notMatch(stdout, /left out/, 'nothing is left out: GPIO is in the image')
   t.equal((await stat(archive)).mode & 0o777, 0o600, 'the archive holds a private key: 0600')
 })
 
@@ -45,6 +46,11 @@ await t.test('unpacked into an empty root, the image holds everything the agent 
   t.ok(natives.length >= 2, `native modules: ${natives.map(f => f.split('node_modules/')[1]).join(', ')}`)
   for (const f of natives) t.equal(await elfMachine(f), 0x3e, `${f.split('node_modules/')[1]} is x86-64`)
   t.ok((await filesUnder(join(root, 'opt/gatemesh/node_modules/@tensorflow/tfjs-backend-wasm'), '.wasm')).length > 0, 'the wasm backend\'s .wasm files are there')
+  t.ok(natives.some(f => f.endsWith('onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node')), 'ONNX Runtime\'s x64 binding is in, and no other platform\'s')
+  t.same((await filesUnder(join(root, 'opt/gatemesh/node_modules/onnxruntime-web'), '.wasm')).map(f => f.split('/').pop()), ['ort-wasm-simd-threaded.wasm'], 'onnxruntime-web keeps the one wasm build Node loads')
+  t.same((await filesUnder(join(root, 'opt/gatemesh/node_modules/@litertjs/core'), '.wasm')).map(f => f.split('/').pop()).sort(), ['litert_wasm_compat_internal.wasm', 'litert_wasm_internal.wasm'], 'LiteRT.js keeps its two CPU builds')
+  const image = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  for (const r of image.modules.runtimes) console.error(`# x64 image: ${r.package} ${(r.bytesBefore / 1048576).toFixed(1)} MiB installed, ${(r.bytesAfter / 1048576).toFixed(1)} MiB in the image`)
   t.equal((await stat(join(root, 'var/lib/gatemesh/peer.key'))).mode & 0o777, 0o600, 'peer.key is 0600')
   t.equal((await stat(join(root, 'var/lib/gatemesh'))).mode & 0o777, 0o700, 'the data dir is 0700')
   const { stdout } = await exec(join(root, 'opt/gatemesh/bin/gatemesh'), ['--version'], { env: { PATH: '/usr/bin:/bin' } })

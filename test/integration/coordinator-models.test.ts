@@ -45,7 +45,7 @@ await t.test('upload a real TF.js model with its config.json through the API', a
   })
   const model: any = await res.json()
   t.equal(res.status, 201, res.status === 201 ? 'uploaded: 201' : JSON.stringify(model))
-  t.match(model, { name: 'anomaly', version: '1.0.0', owner: 'admin', format: 'layers', outputs: [{ labels: ['normal', 'anomaly'] }] })
+  t.match(model, { name: 'anomaly', version: '1.0.0', owner: 'admin', format: 'tfjs-layers', outputs: [{ labels: ['normal', 'anomaly'] }] })
   digest = model.digest
   // the coordinator's embedded agent advertises it; every agent sees that in the registry
   await waitFor(async () => (await cluster.get('gw2', `/v1/registry?prefix=bundle/${digest}/`)).entries?.some((e: any) => e.value?.complete === true && e.value?.name === 'anomaly'), 'the bundle advert to reach the agents', 30_000)

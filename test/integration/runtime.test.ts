@@ -121,7 +121,7 @@ await t.test('sensor → model → rule → email, SMS, MQTT and script; the mod
   const instance = await cluster.get('gw', `/v1/registry/instance/${gw.peerId}/anomaly`)
   t.match(instance.value, { state: 'running', model: 'anomaly', version: '1.0.0' })
   const metrics = await (await fetch(`${gw.api}/metrics`)).text()
-  t.match(metrics, /gatemesh_inference_backend\{backend="wasm"[^}]*\} 1/)
+  t.match(metrics, /gatemesh_inference_backend\{runtime="tfjs",backend="wasm"[^}]*\} 1/)
   t.match(metrics, /gatemesh_rule_fired_total\{model="anomaly",rule="overheat"[^}]*\} 1/)
 
   t.match(await gatemesh('stop', 'anomaly', '--api', gw.api), /anomaly stopped/)

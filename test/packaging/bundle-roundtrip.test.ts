@@ -42,7 +42,7 @@ for (const format of ['layers', 'graph'] as const) {
   await t.test(`build → verify → unpack round trip of a ${format} model`, async t => {
     const built = await build(format)
     t.match(built.digest, /^[0-9a-f]{64}$/, 'bundle id is a sha256')
-    t.equal(built.manifest.model.format, format)
+    t.equal(built.manifest.model.format, `tfjs-${format}`)
     t.same(built.manifest.inputs, [{ name: format === 'layers' ? 'hidden_input' : 'x', dtype: 'float32', shape: [-1, 4] }], 'input spec read from the model')
     t.same(built.manifest.outputs, [{ name: format === 'layers' ? 'probs' : 'probs/Softmax', dtype: 'float32', shape: [-1, 3] }], 'output spec read from the model')
 

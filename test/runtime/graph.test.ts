@@ -34,7 +34,7 @@ t.test('layers and graph formats load and agree', async t => {
   const results: number[][][] = []
   for (const format of ['layers', 'graph']) {
     const built = await buildBundle({ modelDir: join(root, format), name: `m-${format}`, version: '1', signer: { key: fleet.privateKey }, out: join(root, `${format}.zip`) })
-    t.equal(built.manifest.model.format, format)
+    t.equal(built.manifest.model.format, `tfjs-${format}`)
     const digest = await shelf.add(built.out)
     const instance = await runtime.run({ bundle: digest })
     t.equal(instance.state, 'running', `${format} model running`)

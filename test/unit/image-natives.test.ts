@@ -7,6 +7,9 @@ import { readElfHeader, archOfElf } from '../../packaging/image/arch.ts'
 import { collectPackages, type InstalledPackage } from '../../packaging/image/dependencies.ts'
 import { checkBinaries, fitNativeModules } from '../../packaging/image/natives.ts'
 
+/** No package here needs compiling: asking for a compiler is a bug. */
+const noToolchain = async (): Promise<never> => { throw new Error('no package here should need a compiler') }
+
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-natives-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 
@@ -45,7 +48,7 @@ t.test('classic-level keeps exactly its prebuild for the target', async t => {
   for (const [arch, file] of [['arm64', 'classic-level.armv8.node'], ['x64', 'classic-level.node']] as const) {
     const nm = join(work, `cl-${arch}`)
     const packages = await stage('classic-level', nm)
-    const natives = await fitNativeModules(packages, nm, arch)
+    const natives = await fitNativeModules(packages, nm, arch, noToolchain)
     t.same(natives.map(n => n.binaries), [[`classic-level/prebuilds/linux-${arch}/${file}`]], `${arch}: ${file} only (no musl build)`)
     t.same(await readdir(join(nm, 'classic-level/prebuilds')), [`linux-${arch}`], `${arch}: other platforms removed`)
     t.notOk((await readdir(join(nm, 'classic-level'))).includes('deps'), `${arch}: LevelDB sources removed`)
@@ -55,15 +58,15 @@ t.test('classic-level keeps exactly its prebuild for the target', async t => {
 t.test('a native module without a prebuild for the target fails the build, naming it', async t => {
   const nm = join(work, 'crafted')
   const gyp = await craft(nm, 'needs-gyp', { gypfile: true }, { 'binding.gyp': '{}', 'index.js': '' })
-  await t.rejects(fitNativeModules([gyp], nm, 'arm64'), { code: 'ERR_NO_PREBUILD', package: 'needs-gyp', message: /native module without prebuilt binaries/ })
+  await t.rejects(fitNativeModules([gyp], nm, 'arm64', noToolchain), { code: 'ERR_NO_PREBUILD', package: 'needs-gyp', message: /native module without prebuilt binaries/ })
   const mac = await craft(nm, 'mac-only', {}, { 'prebuilds/darwin-x64+arm64/mac-only.node': elf(0xb7) })
-  await t.rejects(fitNativeModules([mac], nm, 'arm64'), { code: 'ERR_NO_PREBUILD', package: 'mac-only', message: /no prebuilt binary for linux-arm64/ })
+  await t.rejects(fitNativeModules([mac], nm, 'arm64', noToolchain), { code: 'ERR_NO_PREBUILD', package: 'mac-only', message: /no prebuilt binary for linux-arm64/ })
   const musl = await craft(nm, 'musl-only', {}, { 'prebuilds/linux-arm64/musl-only.musl.node': elf(0xb7) })
-  await t.rejects(fitNativeModules([musl], nm, 'arm64'), { code: 'ERR_NO_PREBUILD', package: 'musl-only' }, 'a musl build cannot load on the official (glibc) Node')
+  await t.rejects(fitNativeModules([musl], nm, 'arm64', noToolchain), { code: 'ERR_NO_PREBUILD', package: 'musl-only' }, 'a musl build cannot load on the official (glibc) Node')
   const cpu = await craft(nm, '@esbuild/linux-x64', { cpu: ['x64'], os: ['linux'] })
-  await t.rejects(fitNativeModules([cpu], nm, 'arm64'), { code: 'ERR_NO_PREBUILD', package: '@esbuild/linux-x64', message: /for cpu x64, not arm64/ })
+  await t.rejects(fitNativeModules([cpu], nm, 'arm64', noToolchain), { code: 'ERR_NO_PREBUILD', package: '@esbuild/linux-x64', message: /for cpu x64, not arm64/ })
   const lying = await craft(nm, 'lying', {}, { 'prebuilds/linux-arm64/lying.node': elf(0x3e) })
-  await t.rejects(fitNativeModules([lying], nm, 'arm64'), { code: 'ERR_WRONG_ARCH', message: /lying\.node is an ELF64 LE file for machine 0x3e \(x64\), not an arm64 binary/ }, 'every kept binary is checked')
+  await t.rejects(fitNativeModules([lying], nm, 'arm64', noToolchain), { code: 'ERR_WRONG_ARCH', message: /lying\.node is an ELF64 LE file for machine 0x3e \(x64\), not an arm64 binary/ }, 'every kept binary is checked')
   await t.resolves(checkBinaries(join(nm, 'mac-only'), 'arm64'), 'an arm64 binary passes the check')
 })
 

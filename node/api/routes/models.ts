@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
 import { predictLocal } from '../../runtime/serving.ts'
+import { retryAfterOf } from '../errors.ts'
 import type { FastifyInstance, FastifyReply } from 'fastify'
 import type { AgentView } from '../server.ts'
 
@@ -45,16 +46,26 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     return status
   })
   app.get<{ Params: Static<typeof VersionParams> }>('/v1/models/:name/versions/:version', { schema: { params: VersionParams } }, async request => instanceOf(request.params.name, request.params.version).status())
-  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name/metadata', { schema: { params: NameParams } }, async request => {
-    const instance = instanceOf(request.params.name)
-    const { name, version, inputs, outputs } = instance.bundle.manifest
-    return { model_spec: { name, version }, metadata: { signature_def: { inputs, outputs } } }
+  app.get<{ Params: Static<typeof NameParams> }>('/v1/models/:name/metadata', { schema: { params: NameParams } }, async (request, reply) => {
+    const name = request.params.name
+    if (local.runtime.has(name) || agent.router == null) {
+      const instance = instanceOf(name)
+      const { version, inputs, outputs, model } = instance.bundle.manifest
+      return { model_spec: { name, version }, metadata: { format: model.format, signature_def: { inputs, outputs } } }
+    }
+    // a model that runs elsewhere: its replica tells its signature
+    const answer = await agent.router.predict(name, undefined, null, 'metadata')
+    if (answer.status !== 200) return await reply.code(answer.status).send(answer.body)
+    const meta = answer.body as { version?: unknown, format?: unknown, inputs?: unknown, outputs?: unknown }
+    return { model_spec: { name, version: meta.version }, metadata: { format: meta.format, signature_def: { inputs: meta.inputs, outputs: meta.outputs } } }
   })
 
   const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
     if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
     // no replica here: another node answers, and its status and body are relayed as they are
     const answer = await agent.router.predict(name, version, body)
+    const retryAfter = retryAfterOf(answer.status, answer.body)
+    if (retryAfter != null) void reply.header('retry-after', retryAfter)
     return await reply.code(answer.status).send(answer.body)
   }
 

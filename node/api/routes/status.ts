@@ -21,7 +21,9 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
           runtime: {
             backend: agent.local.runtime.backend,
             backendInUse: agent.local.runtime.backendInUse,
-            instances: agent.local.runtime.list().map(i => ({ name: i.name, version: i.version, state: i.state, backend: i.backend ?? null }))
+            // per runtime family: which backend its models run on (e.g. onnx: onnx-wasm where the native binding cannot load)
+            backends: agent.local.runtime.backends(),
+            instances: agent.local.runtime.list().map(i => ({ name: i.name, version: i.version, state: i.state, format: i.format, backend: i.backend ?? null }))
           },
           sensors: agent.local.devices.state(),
           outbox: { pending: agent.local.outbox.size }
