@@ -48,7 +48,10 @@ export interface ElectionInit {
   leaseMs?: number
   /** The holder renews this often. @default DEFAULT_RENEW_INTERVAL_MS */
   renewIntervalMs?: number
-  /** A check this much later than scheduled means this node was stalled. @default leaseMs / 2 */
+  /**
+   * A check this much later than scheduled means this node was stalled for
+   * long enough that a lease may have run out unseen. @default leaseMs − renewIntervalMs − checkIntervalMs
+   */
   stallThresholdMs?: number
   /** After a stall, claim nothing and endorse no one new for this long. @default 2 × leaseMs */
   deferMs?: number
@@ -93,11 +96,11 @@ interface Mine {
  * skew does not matter, and the holder stops calling itself scheduler
  * (`isLeader`) earlier than anyone else may take over: from the start of
  * its last renewal, not its arrival, and a margin short of the lease. A
- * node that notices it was stalled (its own checks ran late) shifts every
- * lease by the stall, since it heard nothing while it was stopped, and then
- * claims nothing for `deferMs`; so a follower's stall never moves the role
- * and a scheduler back from a stall finds its lease gone and follows its
- * successor.
+ * node that notices it was stalled (its own checks ran late) doubts its
+ * view and claims nothing for `deferMs`, so a follower's stall never moves
+ * the role; a scheduler back from a stall longer than its lease keeps its
+ * claim on probation, says it schedules only after it has had time to hear
+ * of a successor, and gives way to one.
  *
  * Every node also follows the other zones it sees, without taking part, so
  * placements of any zone can be judged (`leaderOf`, `followed`).
@@ -142,7 +145,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#settleMs = init.settleMs ?? 3000
     this.#leaseMs = Math.min(MAX_LEASE_MS, Math.max(MIN_LEASE_MS, init.leaseMs ?? DEFAULT_LEASE_MS))
     this.#renewIntervalMs = Math.min(this.#leaseMs / 2, init.renewIntervalMs ?? DEFAULT_RENEW_INTERVAL_MS)
-    this.#stallThresholdMs = init.stallThresholdMs ?? this.#leaseMs / 2
+    this.#stallThresholdMs = init.stallThresholdMs ?? Math.max(this.#checkIntervalMs, this.#leaseMs - this.#renewIntervalMs - this.#checkIntervalMs)
     this.#deferMs = init.deferMs ?? 2 * this.#leaseMs
     this.#staggerMs = init.staggerMs ?? this.#deferMs + this.#leaseMs
     this.#mono = components.monotonic ?? (() => performance.now())
@@ -376,16 +379,22 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       .finally(() => { this.#writing = false })
   }
 
-  /** A stall shifts every lease and vacancy by its length: nothing was heard while stopped. */
+  /**
+   * Back from a stall, this node's view is stale: what expired meanwhile may
+   * have been renewed unheard, and whoever was elected meanwhile has not
+   * reached it yet. It claims nothing and endorses no one new for `deferMs`,
+   * its settling and vacancy clocks skip the stall, and a scheduler whose own
+   * lease lapsed during it keeps its claim on probation: it renews, but says
+   * it schedules only once it has had time to hear of a successor.
+   */
   #noticeStall (): void {
     const now = this.#mono()
     const late = this.#stall.check(now)
     if (late === 0) return
     this.#deferUntil = now + this.#deferMs
-    // settling counts time this node was running, not stopped
     this.#startedAt += late
-    for (const z of this.#zones.values()) z.shift(late, now)
-    if (this.#mine != null) this.#mine.probationUntil = now + 2 * this.#renewIntervalMs + this.#checkIntervalMs
+    for (const z of this.#zones.values()) z.skipVacancy(late, now)
+    if (this.#mine != null && now >= this.#mine.validUntil) this.#mine.probationUntil = now + 2 * this.#renewIntervalMs + this.#checkIntervalMs
     this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#deferMs }, 'this node was stalled: deferring to the current scheduler')
   }
 

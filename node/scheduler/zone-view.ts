@@ -69,9 +69,8 @@ export class ZoneView {
     }
   }
 
-  /** A stall of `late` ms: nothing was heard meanwhile, so no lease ran out and no vacancy grew. */
-  shift (late: number, now: number): void {
-    for (const lease of this.#leases.values()) lease.receivedAt = Math.min(now, lease.receivedAt + late)
+  /** A stall of `late` ms does not count as vacancy this node witnessed. */
+  skipVacancy (late: number, now: number): void {
     if (this.vacantSince != null) this.vacantSince = Math.min(now, this.vacantSince + late)
   }
 

@@ -1,6 +1,6 @@
 import t from 'tap'
 import { pino } from 'pino'
-import { Election } from '../../node/scheduler/election.ts'
+import { Election, type ElectionInit } from '../../node/scheduler/election.ts'
 import { MAX_TERM } from '../../node/scheduler/lease.ts'
 import { winningPlacement } from '../../node/scheduler/placements.ts'
 import { MemoryTermStore } from '../../node/scheduler/terms.ts'
@@ -28,7 +28,7 @@ async function settle (): Promise<void> {
 }
 
 /** A zone of agents with real registries gossiping in memory; each node's monotonic clock is its own. */
-async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options: { rogues?: number, before?: (nodes: Node[], mesh: MemoryMesh) => void } = {}) {
+async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options: { rogues?: number, before?: (nodes: Node[], mesh: MemoryMesh) => void, init?: ElectionInit } = {}) {
   const mesh = new MemoryMesh()
   const members: MemoryMember[] = []
   for (let i = 0; i < roles.length + (options.rogues ?? 0); i++) members.push(await mesh.add())
@@ -45,7 +45,7 @@ async function zone (roles: Array<'server' | 'gateway' | 'coordinator'>, options
     const election = new Election({
       peerId: member.peerId, registry: member.registry, membership: view, logger: quiet, store,
       monotonic: () => clock.now, localHealth: () => ({ healthy: node.healthy })
-    }, { eligible: roles[i] !== 'coordinator', checkIntervalMs: 250, settleMs: 0, leaseMs: LEASE, renewIntervalMs: 500 })
+    }, { eligible: roles[i] !== 'coordinator', checkIntervalMs: 250, settleMs: 0, leaseMs: LEASE, renewIntervalMs: 500, ...options.init })
     const node: Node = { member, id, clock, view, store, election, seen: [], ...health }
     node.election.addEventListener('leader:change', evt => {
       const l = evt.detail.leader?.peerId
@@ -167,14 +167,15 @@ t.test('a scheduler stopped for 5 s is replaced once and does not take the role 
 })
 
 t.test('a scheduler stalled for less than its lease keeps the role, saying no until it has heard from the others', async t => {
-  const { nodes, run } = await zone(['server', 'gateway', 'gateway'])
+  // a 4 s lease: a 3.5 s stall is past the stall threshold (3 s here) and lapses the holder's own view of its
+  // lease (3.5 s from the start of its last renewal), but not the others' (4 s from its arrival, under 0.5 s later)
+  const { nodes, run } = await zone(['server', 'gateway', 'gateway'], { init: { leaseMs: 4000, stallThresholdMs: 3000 } })
   await run(1500)
   const leader = nodes.find(n => n.election.isLeader())!
   const term = leader.election.leader()!.term
   const others = nodes.filter(n => n !== leader)
-  // a stall beyond the threshold (half the lease), short of the lease as the others count it
-  await run(1400, others)
-  leader.clock.now += 1400
+  await run(3500, others)
+  leader.clock.now += 3500
   t.equal(leader.election.isLeader(), false, 'not the scheduler the moment it wakes')
   leader.election.tick()
   await settle()
