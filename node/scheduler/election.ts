@@ -1,6 +1,8 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { schedulerKey, zoneOf } from './keys.ts'
-import { MAX_LEASE_MS, MAX_TERM, MIN_LEASE_MS, parseScheduleKey, parseScheduleRecord, type Endorsement, type SchedulerClaim } from './lease.ts'
+import { electionTiming, type ElectionInit, type ElectionTiming } from './election-timing.ts'
+import { zoneOf } from './keys.ts'
+import { MAX_LEASE_MS, MAX_TERM, parseScheduleKey, parseScheduleRecord, type Endorsement, type SchedulerClaim } from './lease.ts'
+import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
 import { membersOf, ZoneView } from './zone-view.ts'
@@ -12,7 +14,8 @@ import type { RegistryChange } from '../registry/watch.ts'
 import type { PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-export type { Leader, SchedulerClaim, Endorsement }
+export type { Leader, SchedulerClaim, Endorsement, ElectionInit }
+export { DEFAULT_LEASE_MS, DEFAULT_RENEW_INTERVAL_MS } from './election-timing.ts'
 
 export interface ElectionEvents {
   'leader:change': CustomEvent<{ zone: string, leader: Leader | undefined, self: boolean }>
@@ -31,59 +34,8 @@ export interface ElectionComponents {
   monotonic?: () => number
 }
 
-export interface ElectionInit {
-  /** this node's labels; its `zone` label picks the zone it schedules for */
-  labels?: Record<string, string>
-  /** whether this node may become a scheduler. @default true */
-  eligible?: boolean
-  /** @default 250 */
-  checkIntervalMs?: number
-  /**
-   * Do not claim until this long after start: a fresh agent has heard from
-   * nobody yet and would otherwise see itself as the only live node.
-   * @default 3000
-   */
-  settleMs?: number
-  /** How long a claim holds after each renewal. @default DEFAULT_LEASE_MS */
-  leaseMs?: number
-  /** The holder renews this often. @default DEFAULT_RENEW_INTERVAL_MS */
-  renewIntervalMs?: number
-  /**
-   * A check this much later than scheduled means this node was stalled for
-   * long enough that a lease may have run out unseen. @default leaseMs − renewIntervalMs − checkIntervalMs
-   */
-  stallThresholdMs?: number
-  /** After a stall, claim nothing and endorse no one new for this long. @default 2 × leaseMs */
-  deferMs?: number
-  /**
-   * The k-th ranked node claims a vacant zone after k × this much vacancy:
-   * longer than a better-ranked node may defer after a stall. @default deferMs + leaseMs
-   */
-  staggerMs?: number
-}
-
-export const DEFAULT_LEASE_MS = 3000
-export const DEFAULT_RENEW_INTERVAL_MS = 500
-
 /** Zones followed at most (from members' labels); claims in others are ignored. */
 const MAX_ZONES = 256
-
-interface Mine {
-  term: number
-  since: number
-  /** monotonic start of the last renewal */
-  renewedAt: number
-  /** the lease holds for this node until then (monotonic) */
-  validUntil: number
-  /** the claim has been established at least once this term */
-  confirmed?: boolean
-  /**
-   * Back from its own stall: keep the claim (and renew it) but do not act as
-   * scheduler until then (monotonic), so a successor elected meanwhile is
-   * heard before this node could contradict it.
-   */
-  probationUntil?: number
-}
 
 /**
  * Scheduler election, one per zone and connected part of the mesh. The
@@ -110,13 +62,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   readonly #self: string
   readonly zone: string
   readonly #eligible: boolean
-  readonly #checkIntervalMs: number
-  readonly #settleMs: number
-  readonly #leaseMs: number
-  readonly #renewIntervalMs: number
-  readonly #stallThresholdMs: number
-  readonly #deferMs: number
-  readonly #staggerMs: number
+  readonly #t: ElectionTiming
   readonly #mono: () => number
   readonly #store: TermStore
   readonly #zones = new Map<string, ZoneView>()
@@ -125,12 +71,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #deferUntil = 0
   #timer?: NodeJS.Timeout
   #off?: () => void
-  #mine: Mine | undefined
-  /** what this node's own key holds now */
-  #ownValue: 'claim' | 'endorsement' | 'other' | 'none' = 'none'
-  #ownEndorsement: string | undefined
-  #writing = false
-  #lastOwnWrite = -Infinity
+  readonly #key: OwnKey
   #evaluateScheduled = false
   #saving: Promise<void> = Promise.resolve()
   #started = false
@@ -141,31 +82,33 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#self = components.peerId.toString()
     this.zone = zoneOf(init.labels)
     this.#eligible = init.eligible ?? true
-    this.#checkIntervalMs = init.checkIntervalMs ?? 250
-    this.#settleMs = init.settleMs ?? 3000
-    this.#leaseMs = Math.min(MAX_LEASE_MS, Math.max(MIN_LEASE_MS, init.leaseMs ?? DEFAULT_LEASE_MS))
-    this.#renewIntervalMs = Math.min(this.#leaseMs / 2, init.renewIntervalMs ?? DEFAULT_RENEW_INTERVAL_MS)
-    this.#stallThresholdMs = init.stallThresholdMs ?? Math.max(this.#checkIntervalMs, this.#leaseMs - this.#renewIntervalMs - this.#checkIntervalMs)
-    this.#deferMs = init.deferMs ?? 2 * this.#leaseMs
-    this.#staggerMs = init.staggerMs ?? this.#deferMs + this.#leaseMs
+    this.#t = electionTiming(init)
     this.#mono = components.monotonic ?? (() => performance.now())
     this.#store = components.store ?? new MemoryTermStore()
-    this.#stall = new StallWatch(this.#checkIntervalMs, this.#stallThresholdMs, this.#mono())
+    this.#stall = new StallWatch(this.#t.checkIntervalMs, this.#t.stallThresholdMs, this.#mono())
+    this.#key = new OwnKey({
+      registry: components.registry,
+      zone: this.zone,
+      self: this.#self,
+      logger: components.logger,
+      timing: this.#t,
+      onWritten: () => { this.#scheduleEvaluate() }
+    })
   }
 
   async start (): Promise<void> {
     for (const [zone, memory] of await this.#store.load()) this.#zoneState(zone, memory)
     this.#zoneState(this.zone)
     this.#startedAt = this.#mono()
-    this.#stall = new StallWatch(this.#checkIntervalMs, this.#stallThresholdMs, this.#startedAt)
+    this.#stall = new StallWatch(this.#t.checkIntervalMs, this.#t.stallThresholdMs, this.#startedAt)
     this.#started = true
     for (const e of this.#c.registry.list('scheduler/')) this.#record(e.key, e.value, e.deleted, false)
     // a claim left on disk from before a restart is not a lease: the others
     // may have elected someone meanwhile. Start over.
-    if (this.#ownValue === 'claim') await this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
+    if (this.#key.value === 'claim') await this.#key.remove()
     this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
     this.#c.membership.addEventListener('member:state', this.#onMember)
-    this.#timer = setInterval(() => { this.tick() }, this.#checkIntervalMs)
+    this.#timer = setInterval(() => { this.tick() }, this.#t.checkIntervalMs)
     this.tick()
   }
 
@@ -174,10 +117,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     clearInterval(this.#timer)
     this.#off?.()
     this.#c.membership.removeEventListener('member:state', this.#onMember)
-    if (this.#mine != null) {
-      this.#mine = undefined
-      await this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
-    }
+    if (this.#key.mine != null) await this.#key.remove()
     await this.#saving
   }
 
@@ -197,7 +137,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    */
   isLeader (): boolean {
     const l = this.#own().current
-    const mine = this.#mine
+    const mine = this.#key.mine
     if (l == null || mine == null || l.peerId !== this.#self || l.term !== mine.term) return false
     // once established, endorsements that lapse (a member deferring after a stall, a key
     // rewritten behind its owner's back) do not unseat it: only a claim ahead of it does
@@ -252,8 +192,9 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   #evaluateZone (zone: string, members: Member[], now: number): void {
     const z = this.#zoneState(zone)
-    const mine = zone === this.zone && this.#mine != null ? { term: this.#mine.term, live: now < Math.max(this.#mine.validUntil, this.#mine.probationUntil ?? 0) } : undefined
-    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#staggerMs)
+    const held = this.#key.mine
+    const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
+    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs)
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self
@@ -271,7 +212,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #act (members: Member[], now: number): void {
     const z = this.#own()
     const leader = z.current
-    const mine = this.#mine
+    const mine = this.#key.mine
     const deferring = this.#distrusting(now, members)
     if (mine != null) {
       // the claim is being written: it is not live yet, which is no reason to give it up
@@ -283,35 +224,34 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
         const better = mine.confirmed === true ? undefined : z.claimantAhead(membersOf(this.zone, members), this.#self, now)
         if (better != null) {
           this.#c.logger.info({ zone: this.zone, term: mine.term, ahead: better }, 'a better-ranked node claimed too: giving way')
-          this.#mine = undefined
-          this.#writeOwn(undefined, now, true)
+          this.#key.stepDown(undefined, now)
           return
         }
-        if (now - mine.renewedAt >= this.#renewIntervalMs) this.#renew(mine, now)
+        if (now - mine.renewedAt >= this.#t.renewIntervalMs) this.#key.renew(mine, now)
         return
       }
       // someone else leads, or this lease lapsed (a stall longer than the lease): step down
       this.#c.logger.info({ zone: this.zone, term: mine.term, leader: leader?.peerId }, 'stepping down as scheduler')
-      this.#mine = undefined
-      this.#writeOwn(leader == null || deferring ? undefined : leader, now, true)
+      this.#key.stepDown(leader == null || deferring ? undefined : leader, now)
       return
     }
     if (leader == null) {
-      if (this.#ownValue === 'claim') this.#writeOwn(undefined, now, false)
-      const settling = now - this.#startedAt < this.#settleMs
+      if (this.#key.value === 'claim') this.#key.endorse(undefined, now, false)
+      const settling = now - this.#startedAt < this.#t.settleMs
       if (!deferring && !settling && this.#eligible && this.#entitled(members, now)) this.#claim(z.anchor + 1, now)
       return
     }
     if (leader.peerId === this.#self) return
     // follow: say so, unless this node cannot trust its own view right now
-    if (this.#ownValue === 'claim' || (!deferring && (this.#ownValue !== 'endorsement' || this.#ownEndorsement !== leader.peerId))) {
-      this.#writeOwn(deferring ? undefined : leader, now, false)
+    const key = this.#key
+    if (key.value === 'claim' || (!deferring && (key.value !== 'endorsement' || key.endorsement !== leader.peerId))) {
+      key.endorse(deferring ? undefined : leader, now, false)
     }
   }
 
   /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
   #entitled (members: Member[], now: number): boolean {
-    return this.#own().entitled(membersOf(this.zone, members), this.#self, now, this.#staggerMs)
+    return this.#own().entitled(membersOf(this.zone, members), this.#self, now, this.#t.staggerMs)
   }
 
   /**
@@ -329,54 +269,11 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   }
 
   #claim (term: number, now: number): void {
-    if (this.#writing) return
     if (term > MAX_TERM) {
       this.#c.logger.error({ zone: this.zone, term }, 'cannot claim: the term would pass its maximum')
       return
     }
-    const mine: Mine = { term, since: Date.now(), renewedAt: now, validUntil: -Infinity }
-    this.#mine = mine
-    this.#c.logger.info({ zone: this.zone, term }, 'claiming the scheduler lease')
-    this.#renew(mine, now)
-  }
-
-  #renew (mine: Mine, now: number): void {
-    if (this.#writing) return
-    this.#writing = true
-    mine.renewedAt = now
-    const claim: SchedulerClaim = { term: mine.term, leaseMs: this.#leaseMs, since: mine.since }
-    this.#c.registry.set(schedulerKey(this.zone, this.#self), claim)
-      .then(() => {
-        // valid from the start of the renewal, never from its end: peers time it from arrival, which is later
-        mine.validUntil = now + this.#leaseMs - Math.max(this.#checkIntervalMs, this.#leaseMs / 8)
-      })
-      .catch(err => {
-        this.#c.logger.warn({ err: err.message }, 'writing the scheduler lease failed')
-        if (this.#mine === mine && mine.validUntil === -Infinity) this.#mine = undefined
-      })
-      .finally(() => {
-        this.#writing = false
-        this.#scheduleEvaluate()
-      })
-  }
-
-  /**
-   * Write this node's own key: an endorsement of `leader`, or nothing (a
-   * delete, only when it holds a claim). At most once per renewal interval
-   * unless `now`: whatever rewrites this key behind the node's back (its
-   * local API) cannot make it write in a loop.
-   */
-  #writeOwn (leader: Leader | undefined, now: number, urgent: boolean): void {
-    if (this.#writing || (!urgent && now - this.#lastOwnWrite < this.#renewIntervalMs)) return
-    if (leader == null && this.#ownValue !== 'claim' && this.#ownValue !== 'other') return
-    this.#writing = true
-    this.#lastOwnWrite = now
-    const key = schedulerKey(this.zone, this.#self)
-    const write = leader == null
-      ? this.#c.registry.delete(key)
-      : this.#c.registry.set(key, { follows: leader.peerId, term: leader.term } satisfies Endorsement)
-    write.catch(err => { this.#c.logger.warn({ err: err.message }, 'writing the endorsement failed') })
-      .finally(() => { this.#writing = false })
+    this.#key.claim(term, now)
   }
 
   /**
@@ -391,11 +288,12 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const now = this.#mono()
     const late = this.#stall.check(now)
     if (late === 0) return
-    this.#deferUntil = now + this.#deferMs
+    this.#deferUntil = now + this.#t.deferMs
     this.#startedAt += late
     for (const z of this.#zones.values()) z.skipVacancy(late, now)
-    if (this.#mine != null && now >= this.#mine.validUntil) this.#mine.probationUntil = now + 2 * this.#renewIntervalMs + this.#checkIntervalMs
-    this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#deferMs }, 'this node was stalled: deferring to the current scheduler')
+    const mine = this.#key.mine
+    if (mine != null && now >= mine.validUntil) mine.probationUntil = now + 2 * this.#t.renewIntervalMs + this.#t.checkIntervalMs
+    this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#t.deferMs }, 'this node was stalled: deferring to the current scheduler')
   }
 
   #zoneState (zone: string, memory?: ZoneMemory): ZoneView {
@@ -418,10 +316,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const k = parseScheduleKey(key)
     if (k == null) return
     const record = deleted ? undefined : parseScheduleRecord(value)
-    if (k.peerId === this.#self && k.zone === this.zone) {
-      this.#ownValue = deleted ? 'none' : record?.kind ?? 'other'
-      this.#ownEndorsement = record?.kind === 'endorsement' ? record.endorsement.follows : undefined
-    }
+    if (k.peerId === this.#self && k.zone === this.zone) this.#key.note(record, deleted)
     // zones are those of members (created in #evaluate); a claim in a zone nobody is in is not followed
     if (k.peerId === this.#self && record?.kind === 'claim') return
     this.#zones.get(k.zone)?.fold(k.peerId, record, deleted, fresh, this.#mono())
@@ -432,7 +327,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const value = change.entry.value as { leaseMs?: unknown } | undefined
     // anti-entropy hands over whatever was last written, however old: only a
     // recent write (by its writer's clock) is a renewal
-    const leaseMs = typeof value?.leaseMs === 'number' ? Math.min(MAX_LEASE_MS, value.leaseMs) : this.#leaseMs
+    const leaseMs = typeof value?.leaseMs === 'number' ? Math.min(MAX_LEASE_MS, value.leaseMs) : this.#t.leaseMs
     const fresh = change.via !== 'sync' || Date.now() - change.entry.ts[0] <= leaseMs
     this.#record(change.key, change.entry.value, change.entry.deleted, fresh)
     this.#scheduleEvaluate()
