@@ -1,7 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 import { deploy, publishAnomalyBundle, runningOn, scheduler } from '../helpers/scheduling.ts'
 
 // Issue 14, first row: forged placements and forged terms, written through a
@@ -12,11 +12,7 @@ import { deploy, publishAnomalyBundle, runningOn, scheduler } from '../helpers/s
 
 const ROGUE = new URL('../helpers/rogue.ts', import.meta.url).pathname
 const cluster = await Cluster.create()
-const children: ChildProcess[] = []
-t.teardown(async () => {
-  for (const c of children) c.kill('SIGKILL')
-  await cluster.close()
-})
+t.teardown(async () => { await cluster.close() })
 await cluster.addNode('s1', { role: 'server' })
 for (const g of ['g1', 'g2']) await cluster.addNode(g)
 const names = ['s1', 'g1', 'g2']
@@ -34,7 +30,7 @@ t.equal(leader.name, 's1', 'the server schedules')
 
 const s1 = cluster.node('s1')
 const g1 = cluster.node('g1')
-const rssMb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${s1.child!.pid!}/status`, 'utf8'))?.[1] ?? NaN) / 1024
+const rssMb = async (): Promise<number> => Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${s1.process!.pid!}/status`, 'utf8'))?.[1] ?? NaN) / 1024
 const placementsWritten = async (): Promise<number> => {
   const text = await (await fetch(`${s1.api}/metrics`, { signal: AbortSignal.timeout(5000) })).text()
   return Number(/gatemesh_placements_written_total(?:\{[^}]*\})? (\d+)/.exec(text)?.[1] ?? 0)
@@ -110,11 +106,10 @@ await t.test('gossiped by a peer with a valid certificate', async t => {
   const rogue = await cluster.addNode('rogue')
   const before = await placementsWritten()
   const rss0 = await rssMb()
-  const child = spawn(process.execPath, [ROGUE, '--data', rogue.dir, '--every', '20',
+  const child = start(process.execPath, [ROGUE, '--data', rogue.dir, '--every', '20',
     '--own', `placement/fz/$self=${JSON.stringify(forgedPlacement(rogue.peerId))}`,
     '--own', `scheduler/default/$self=${JSON.stringify(forgedClaim)}`
-  ], { stdio: 'ignore' })
-  children.push(child)
+  ], { name: 'rogue', t })
   const sample = await underAttack(async () => {
     await waitFor(async () => (await cluster.get('s1', `/v1/registry/placement/fz/${rogue.peerId}`).catch(() => null)) != null, 'the rogue\'s entries to reach s1', 120_000, 250)
     await sleep(15_000)
@@ -131,5 +126,5 @@ await t.test('gossiped by a peer with a valid certificate', async t => {
     t.equal((await cluster.get(n, '/v1/deployments/fz')).placement?.scheduler, s1.peerId, `${n} ignores the rogue's placement`)
   }
   t.same(await runningOn(cluster, 's1', 'fz'), where, 'fz runs where it ran')
-  child.kill('SIGKILL')
+  child.kill()
 })

@@ -12,7 +12,7 @@ const cluster = await Cluster.create()
 const stopped = new Set<ClusterNode>()
 t.teardown(async () => {
   // whatever happened, nothing stays stopped
-  for (const n of stopped) n.child?.kill('SIGCONT')
+  for (const n of stopped) n.process?.signal('SIGCONT')
   await cluster.close()
 })
 const names = ['n1', 'n2', 'n3', 'n4', 'n5']
@@ -56,9 +56,9 @@ const sequence = (name: string): string[] => {
 }
 const stall = async (node: ClusterNode, ms: number): Promise<void> => {
   stopped.add(node)
-  node.child!.kill('SIGSTOP')
+  node.process!.signal('SIGSTOP')
   await sleep(ms)
-  node.child!.kill('SIGCONT')
+  node.process!.signal('SIGCONT')
   stopped.delete(node)
 }
 
