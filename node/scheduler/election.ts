@@ -218,7 +218,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       // the claim is being written: it is not live yet, which is no reason to give it up
       if (mine.validUntil === -Infinity) return
       if (leader?.peerId === this.#self && leader.term === mine.term) {
-        if (leader.established) mine.confirmed = true
+        // established by endorsements, not merely by being alone: a node that
+        // claimed before it heard anyone (a slow start, a partition at boot)
+        // must still give way to a better-ranked claimant once it hears one
+        if (leader.established && leader.endorsements > 0) mine.confirmed = true
         // two claimed the vacancy (their views of who is alive differed): until
         // established, the one ranked behind gives way at once
         const better = mine.confirmed === true ? undefined : z.claimantAhead(membersOf(this.zone, members), this.#self, now)

@@ -13,7 +13,7 @@ export interface Mine {
   renewedAt: number
   /** the lease holds for this node until then (monotonic); -Infinity while the claim is being written */
   validUntil: number
-  /** the claim has been established at least once this term */
+  /** the claim has been established by endorsements at least once this term (not merely by being alone) */
   confirmed?: boolean
   /**
    * Back from its own stall: keep the claim (and renew it) but do not act as

@@ -111,6 +111,34 @@ t.test('two that claim at once (their views differ): the one ranked behind gives
   t.equal(g!.member.registry.value<any>(`scheduler/default/${g!.id}`)?.follows, server.id, 'which withdrew its claim')
 })
 
+t.test('three that each started alone and claimed (nobody heard anyone yet): once they hear each other, the best-ranked one schedules', async t => {
+  let mesh: MemoryMesh | undefined
+  const { nodes, run, roster } = await zone(['gateway', 'server', 'gateway'], {
+    before: (nodes, m) => {
+      mesh = m
+      // a slow start: each agent's settling time passes before it has heard from any peer
+      for (const n of nodes) for (const o of nodes) if (o !== n) n.view.set(o.id, 'dead')
+      m.linked = () => false
+    }
+  })
+  await run(1000)
+  t.ok(nodes.every(n => n.member.registry.value<any>(`scheduler/default/${n.id}`)?.term === 1), 'each claimed term 1, alone')
+  t.same(leaders(nodes).sort(), nodes.map(n => n.id).sort(), 'each schedules its own fleet of one')
+  delete mesh!.linked
+  for (const n of nodes) for (const o of nodes) if (o !== n) n.view.set(o.id, 'alive')
+  let doubles = 0
+  for (let ms = 0; ms < 4000; ms += 100) {
+    await run(100)
+    if (leaders(nodes).length > 1) doubles++
+  }
+  const best = byRank(nodes, new Map(roster.map(r => [r.id, r.role])))[0]!
+  t.equal(doubles, 0, 'never two saying they schedule once they hear each other')
+  t.same(leaders(nodes), [best.id], 'one scheduler: the best-ranked (the server)')
+  t.ok(nodes.every(n => leaderSeenBy(n) === best.id), 'everyone follows it')
+  t.ok(nodes.filter(n => n !== best).every(n => n.member.registry.value<any>(`scheduler/default/${n.id}`)?.follows === best.id), 'the others withdrew their claims and endorse it')
+  t.equal(best.election.status().established, true, 'established')
+})
+
 t.test('a follower stopped for 5 s does not move the scheduler', async t => {
   const { nodes, run, roster } = await zone(['server', 'gateway', 'gateway', 'gateway', 'gateway'])
   await run(1500)
