@@ -15,7 +15,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   inference: async () => await import('./inference.ts'),
   bundle: async () => await import('./bundle.ts'),
   coordinator: async () => await import('./coordinator.ts'),
-  image: async () => await import('./image.ts')
+  image: async () => await import('./image.ts'),
+  script: async () => await import('./script.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */
