@@ -13,6 +13,14 @@ export interface ElectionInit {
    * @default 3000
    */
   settleMs?: number
+  /**
+   * This node has peers to join (bootstrap or mDNS configured): past
+   * `settleMs` it still claims nothing until it has met at least one other
+   * member, or until this long after start. Agents started together on a
+   * slow machine otherwise each claim before meeting anyone.
+   * @default 0 (no wait)
+   */
+  joinMs?: number
   /** How long a claim holds after each renewal. @default DEFAULT_LEASE_MS */
   leaseMs?: number
   /** The holder renews this often. @default DEFAULT_RENEW_INTERVAL_MS */
@@ -51,6 +59,7 @@ export function electionTiming (init: ElectionInit = {}): ElectionTiming {
   return {
     checkIntervalMs,
     settleMs: init.settleMs ?? 3000,
+    joinMs: init.joinMs ?? 0,
     leaseMs,
     renewIntervalMs,
     stallThresholdMs: init.stallThresholdMs ?? Math.max(checkIntervalMs, leaseMs - renewIntervalMs - checkIntervalMs),

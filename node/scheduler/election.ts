@@ -240,7 +240,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     }
     if (leader == null) {
       if (this.#key.value === 'claim') this.#key.endorse(undefined, now, false)
-      const settling = now - this.#startedAt < this.#t.settleMs
+      const age = now - this.#startedAt
+      // a node with peers to join that has met none yet would only claim against its own ignorance
+      const alone = age < this.#t.joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')
+      const settling = age < this.#t.settleMs || alone
       if (!deferring && !settling && this.#eligible && this.#entitled(members, now)) this.#claim(z.anchor + 1, now)
       return
     }

@@ -27,6 +27,8 @@ export interface SchedulingComponents {
   /** Lifeguard-style local health from membership, when it has one: an unhealthy node claims nothing */
   localHealth?: () => { healthy: boolean }
   parseOptions?: ParseOptions
+  /** this node has peers to join (bootstrap or mDNS): the election waits to meet one before claiming */
+  expectPeers?: boolean
   metrics?: { invalidDeployment(): void, placementWritten(): void }
 }
 
@@ -65,6 +67,7 @@ export class Scheduling implements Startable {
     }, {
       labels: c.labels,
       eligible: c.role !== 'coordinator',
+      ...(c.expectPeers === true ? { joinMs: 30_000 } : {}),
       ...(init.leaseMs == null ? {} : { leaseMs: init.leaseMs }),
       ...(init.renewIntervalMs == null ? {} : { renewIntervalMs: init.renewIntervalMs })
     })

@@ -196,7 +196,11 @@ export class Scheduler implements Startable {
     this.kick()
   }
 
-  /** Live gateways and servers with what placement needs to know; a node whose clock disagrees with its peers is left out. */
+  /**
+   * Live gateways and servers with what placement needs to know. A node
+   * whose clock disagrees with the fleet is left out: peers refuse its
+   * writes, so it could not report what it runs (issue 14, clock skew).
+   */
   candidates (): Array<Candidate & { processCpuPct: number }> {
     const running = new Map<string, number>()
     for (const e of this.#c.registry.list<{ state?: string }>('instance/')) {

@@ -316,3 +316,49 @@ t.test('terms and followed schedulers survive a restart', async t => {
   t.same(again.followed('default'), [{ peerId: leader.id, term: 1 }], 'the scheduler it followed is remembered before any renewal arrives')
   t.equal(winningPlacement(follower.member.registry, 'none', again), undefined)
 })
+
+t.test('a suspect scheduler keeps the zone: only its death frees it', async t => {
+  // SWIM suspicion is an accusation the holder may refute (after a partition
+  // heals, the other side's old news makes it suspect for a moment)
+  const { nodes, run } = await zone(['gateway', 'gateway', 'gateway'])
+  await run(1500)
+  const leader = nodes.find(n => n.election.isLeader())!
+  const term = leader.election.leader()!.term
+  const others = nodes.filter(n => n !== leader)
+  for (const n of others) n.view.set(leader.id, 'suspect')
+  await run(3 * LEASE)
+  t.same(leaders(nodes), [leader.id], 'it still schedules')
+  t.ok(others.every(n => leaderSeenBy(n) === leader.id), 'the others still follow the suspect scheduler')
+  t.ok(nodes.every(n => n.election.leaderOf('default')?.term === term), 'the term did not move')
+  t.ok(others.every(n => n.member.registry.value<any>(`scheduler/default/${n.id}`)?.follows === leader.id), 'nobody claimed')
+  // dead, and silent: the lease runs out and another takes the zone
+  for (const n of others) n.view.set(leader.id, 'dead')
+  await run(3 * LEASE, others)
+  const next = others.find(n => n.election.isLeader())
+  t.ok(next != null, 'once it is dead and its lease lapsed, another schedules')
+  t.ok((next?.election.leader()?.term ?? 0) > term, 'with a higher term')
+})
+
+t.test('a node with peers to join claims nothing before it has met one (joinMs)', async t => {
+  const { nodes, run } = await zone(['gateway', 'gateway'], {
+    init: { joinMs: 4000 },
+    before: nodes => {
+      // neither has met the other yet
+      for (const n of nodes) for (const o of nodes) if (o !== n) n.view.set(o.id, 'dead')
+    }
+  })
+  await run(3000)
+  t.same(leaders(nodes), [], 'nobody claims while it has met no one')
+  for (const n of nodes) for (const o of nodes) if (o !== n) n.view.set(o.id, 'alive')
+  await run(1500)
+  t.equal(leaders(nodes).length, 1, 'once they meet, one claims')
+  t.ok(nodes.every(n => leaderSeenBy(n) === leaders(nodes)[0]), 'and the other follows it')
+})
+
+t.test('a node alone past joinMs claims anyway', async t => {
+  const { nodes, run } = await zone(['gateway'], { init: { joinMs: 2000 } })
+  await run(1500)
+  t.same(leaders(nodes), [], 'not before joinMs')
+  await run(1000)
+  t.same(leaders(nodes), [nodes[0]!.id], 'after it, alone, it schedules its fleet of one')
+})

@@ -8,7 +8,6 @@ import { winningPlacement } from '../../node/scheduler/placements.ts'
 import { PredictRouter } from '../../node/scheduler/router.ts'
 import { Scheduler } from '../../node/scheduler/scheduler.ts'
 import { WriteBudget } from '../../node/scheduler/throttle.ts'
-import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { sleep, waitFor } from '../helpers/cluster.ts'
 import { FakeMembership, type FakeMember } from '../helpers/fake-membership.ts'
 import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
@@ -58,7 +57,7 @@ async function mesh (roles: Role[], options: { rogues?: number, progress?: { dea
   })
   const deploy = async (spec: Record<string, unknown>): Promise<void> => {
     const key = deploymentKey(String(spec.id))
-    await agents[0]!.member.registry.set(key, spec, { auth: await authorizeRegistryWrite(key, JSON.stringify(spec), { key: m.fleet.privateKey }) })
+    await agents[0]!.member.registry.set(key, spec, { auth: await m.authorize(agents[0]!.member, key, spec) })
   }
   const leader = await waitFor(() => agents.find(a => a.election?.isLeader() === true), 'a scheduler', 10_000, 20)
   return { agents, roster, deploy, leader, rogues: agents.slice(roles.length) }
