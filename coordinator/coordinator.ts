@@ -144,6 +144,7 @@ export class Coordinator {
     }, init.models)
     this.deployments = new Deployments({
       registry: agent.registry,
+      placements: agent.scheduling.election,
       members: () => agent.membership.members(),
       membership: agent.membership,
       db,

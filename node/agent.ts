@@ -177,6 +177,7 @@ export class Agent {
       registry: this.registry,
       membership: this.membership,
       expectPeers: config.bootstrap.length > 0 || config.mdns,
+      localHealth: () => this.membership.localHealth(),
       db,
       runtime: this.local.runtime,
       bundles: {
@@ -189,11 +190,12 @@ export class Agent {
       announce: async () => { await this.#announce() },
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics
-    })
+    }, config.scheduler)
     this.router = new PredictRouter({
       peerId,
       registry: this.registry,
       membership: this.membership,
+      placements: this.scheduling.election,
       runtime: this.local.runtime,
       network: mesh,
       logger: logger.child({ service: 'router' }),

@@ -4,6 +4,7 @@ import { deploymentKey } from '../../node/scheduler/keys.ts'
 import { resolveBundle } from '../../node/scheduler/resolve.ts'
 import { parseDeploymentSpec, type DeploymentSpec, type ParseOptions } from '../../node/scheduler/spec.ts'
 import { deploymentStatuses, type DeploymentStatus } from '../../node/scheduler/status.ts'
+import type { PlacementAuthority } from '../../node/scheduler/placements.ts'
 import { authorizeRegistryWrite, type Signer } from '../../packaging/trust.ts'
 import { BadRequestError, ConflictError, NotFoundError } from '../errors.ts'
 import type { Member, NodeRecord } from '../../node/membership/membership.ts'
@@ -14,6 +15,8 @@ import type { Logger } from 'pino'
 
 export interface DeploymentsComponents {
   registry: Pick<Registry, 'get' | 'list' | 'value' | 'set' | 'delete' | 'onChange' | 'stampFor'>
+  /** which schedulers' placements count: the embedded agent's election */
+  placements: PlacementAuthority
   members(): Member[]
   /** state changes that come from silence, not from a registry write */
   membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
@@ -199,7 +202,7 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
   #compute (): DeploymentView[] {
     const members = this.#c.members()
     const states = new Map(members.map(m => [m.peerId, m.state]))
-    const statuses = deploymentStatuses(this.#c.registry, PARSE, Date.now(), peer => states.get(peer) ?? 'unknown')
+    const statuses = deploymentStatuses(this.#c.registry, this.#c.placements, PARSE, Date.now(), peer => states.get(peer) ?? 'unknown')
     const apis = members
       .filter(m => m.state === 'alive' && m.role !== 'coordinator')
       .flatMap(m => {

@@ -28,7 +28,7 @@ export interface AgentView {
   members(): Member[]
   /** this node's own liveness signals: Lifeguard health and clock agreement */
   membership?: { localHealth(): LocalHealthState, clock(): SelfClock }
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'>
+  registry: Pick<Registry, 'list' | 'get' | 'value' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */

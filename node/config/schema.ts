@@ -112,6 +112,14 @@ export const ConfigSchema = Type.Object({
     /** Check the certificate's age (and retry a failed renewal) this often. */
     renewCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 3_600_000 })
   }, { additionalProperties: false, default: {} }),
+  scheduler: Type.Object({
+    /** A scheduler's claim holds this long after each renewal; a killed scheduler is replaced after about this long. */
+    leaseMs: Type.Integer({ minimum: 500, maximum: 60_000, default: 3000 }),
+    /** The scheduler renews its claim this often (at most half the lease). */
+    renewIntervalMs: Type.Integer({ minimum: 100, maximum: 30_000, default: 500 }),
+    /** A placed node with no instance pulling, starting or running after this long is placed around for a while. */
+    progressDeadlineSec: Type.Integer({ minimum: 5, maximum: 86_400, default: 60 })
+  }, { additionalProperties: false, default: {} }),
   connections: Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */
     targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 })

@@ -1,22 +1,21 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { schedulerKey, zoneOf } from './keys.ts'
-import { firstInPrecedence } from './precedence.ts'
-import type { Member, MemberState, MembershipEvents } from '../membership/membership.ts'
+import { electionTiming, type ElectionInit, type ElectionTiming } from './election-timing.ts'
+import { zoneOf } from './keys.ts'
+import { MAX_LEASE_MS, MAX_TERM, parseScheduleKey, parseScheduleRecord, type Endorsement, type SchedulerClaim } from './lease.ts'
+import { OwnKey } from './own-key.ts'
+import { StallWatch } from './stall.ts'
+import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
+import { membersOf, ZoneView } from './zone-view.ts'
+import type { Leader } from './leader.ts'
+import type { PlacementAuthority } from './placements.ts'
+import type { Member, MembershipEvents } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
+import type { RegistryChange } from '../registry/watch.ts'
 import type { PeerId, Startable, TypedEventTarget } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-/** What a scheduler writes under `scheduler/<zone>/<peerId>` to claim its zone. */
-export interface SchedulerClaim {
-  term: number
-  /** wall-clock ms when the claim was made */
-  since: number
-}
-
-export interface Leader {
-  peerId: string
-  term: number
-}
+export type { Leader, SchedulerClaim, Endorsement, ElectionInit }
+export { DEFAULT_LEASE_MS, DEFAULT_RENEW_INTERVAL_MS } from './election-timing.ts'
 
 export interface ElectionEvents {
   'leader:change': CustomEvent<{ zone: string, leader: Leader | undefined, self: boolean }>
@@ -25,62 +24,57 @@ export interface ElectionEvents {
 export interface ElectionComponents {
   peerId: PeerId
   registry: Pick<Registry, 'set' | 'delete' | 'list' | 'onChange'>
-  membership: { members(): Member[], stateOf(peerId: string): MemberState } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
+  membership: { members(): Member[] } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
   logger: Logger
+  /** floors and followed schedulers, kept across restarts. @default in memory */
+  store?: TermStore
+  /** Lifeguard-style local health (membership provides it); an unhealthy node claims nothing. */
+  localHealth?: () => { healthy: boolean }
+  /** monotonic ms clock. @default performance.now */
+  monotonic?: () => number
 }
 
-export interface ElectionInit {
-  /** this node's labels; its `zone` label picks the zone it schedules for */
-  labels?: Record<string, string>
-  /** whether this node may become a scheduler. @default true */
-  eligible?: boolean
-  /** @default 250 */
-  checkIntervalMs?: number
-  /**
-   * Do not claim until this long after start: a fresh agent has heard no
-   * heartbeats yet and would otherwise see itself as the only live node.
-   * @default 3000
-   */
-  settleMs?: number
-  /**
-   * This node has peers to join (bootstrap or mDNS configured): past
-   * `settleMs` it still claims nothing until it has heard from at least one
-   * other member, or until this long after start. Agents started together
-   * on a slow machine otherwise each claim before meeting anyone.
-   * @default 0 (no wait)
-   */
-  joinMs?: number
-}
-
-/** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
-const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
-
-/** Who claims a vacant zone, the same on every node: servers before gateways, then by peer id. */
-function rank (m: Pick<Member, 'role' | 'peerId'>): string {
-  return `${m.role === 'server' ? 0 : 1}:${m.peerId}`
-}
+/** Zones followed at most (from members' labels); claims in others are ignored. */
+const MAX_ZONES = 256
 
 /**
- * Scheduler election, one per zone and connected part of the mesh. A
- * claim is a lease held for as long as its writer stays alive (membership
- * heartbeats renew it); the live claim with the highest term is the active
- * scheduler. When no live claim exists, the best-ranked live eligible node
- * claims with a term above every term it has seen, so terms only grow. When
- * partitions heal, the lower term steps down by deleting its claim.
+ * Scheduler election, one per zone and connected part of the mesh. The
+ * scheduler holds a lease: a claim `scheduler/<zone>/<self>` it renews every
+ * `renewIntervalMs`; every other node writes there the scheduler it follows.
+ * Who leads is chosen by `chooseLeader` (leader.ts) from live leases and
+ * those endorsements, the same on every node with the same view.
+ *
+ * Leases are timed by arrival on each observer's monotonic clock, so clock
+ * skew does not matter, and the holder stops calling itself scheduler
+ * (`isLeader`) earlier than anyone else may take over: from the start of
+ * its last renewal, not its arrival, and a margin short of the lease. A
+ * node that notices it was stalled (its own checks ran late) doubts its
+ * view and claims nothing for `deferMs`, so a follower's stall never moves
+ * the role; a scheduler back from a stall longer than its lease keeps its
+ * claim on probation, says it schedules only after it has had time to hear
+ * of a successor, and gives way to one.
+ *
+ * Every node also follows the other zones it sees, without taking part, so
+ * placements of any zone can be judged (`leaderOf`, `followed`).
  */
-export class Election extends TypedEventEmitter<ElectionEvents> implements Startable {
+export class Election extends TypedEventEmitter<ElectionEvents> implements Startable, PlacementAuthority {
   readonly #c: ElectionComponents
   readonly #self: string
   readonly zone: string
   readonly #eligible: boolean
-  readonly #checkIntervalMs: number
-  readonly #settleMs: number
-  readonly #joinMs: number
+  readonly #t: ElectionTiming
+  readonly #mono: () => number
+  readonly #store: TermStore
+  readonly #zones = new Map<string, ZoneView>()
+  #stall: StallWatch
   #startedAt = 0
+  #deferUntil = 0
   #timer?: NodeJS.Timeout
   #off?: () => void
-  #leader: Leader | undefined
-  #claiming = false
+  readonly #key: OwnKey
+  #evaluateScheduled = false
+  #saving: Promise<void> = Promise.resolve()
+  #started = false
 
   constructor (components: ElectionComponents, init: ElectionInit = {}) {
     super()
@@ -88,90 +82,274 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#self = components.peerId.toString()
     this.zone = zoneOf(init.labels)
     this.#eligible = init.eligible ?? true
-    this.#checkIntervalMs = init.checkIntervalMs ?? 250
-    this.#settleMs = init.settleMs ?? 3000
-    this.#joinMs = init.joinMs ?? 0
+    this.#t = electionTiming(init)
+    this.#mono = components.monotonic ?? (() => performance.now())
+    this.#store = components.store ?? new MemoryTermStore()
+    this.#stall = new StallWatch(this.#t.checkIntervalMs, this.#t.stallThresholdMs, this.#mono())
+    this.#key = new OwnKey({
+      registry: components.registry,
+      zone: this.zone,
+      self: this.#self,
+      logger: components.logger,
+      timing: this.#t,
+      onWritten: () => { this.#scheduleEvaluate() }
+    })
   }
 
   async start (): Promise<void> {
-    this.#startedAt = performance.now()
+    for (const [zone, memory] of await this.#store.load()) this.#zoneState(zone, memory)
+    this.#zoneState(this.zone)
+    this.#startedAt = this.#mono()
+    this.#stall = new StallWatch(this.#t.checkIntervalMs, this.#t.stallThresholdMs, this.#startedAt)
+    this.#started = true
+    for (const e of this.#c.registry.list('scheduler/')) this.#record(e.key, e.value, e.deleted, false)
     // a claim left on disk from before a restart is not a lease: the others
     // may have elected someone meanwhile. Start over.
-    for (const c of this.#claims()) {
-      if (c.peerId === this.#self) await this.#c.registry.delete(schedulerKey(this.zone, this.#self))
-    }
-    this.#off = this.#c.registry.onChange(`scheduler/${this.zone}/`, () => { this.check() })
+    if (this.#key.value === 'claim') await this.#key.remove()
+    this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
     this.#c.membership.addEventListener('member:state', this.#onMember)
-    this.#timer = setInterval(() => { this.check() }, this.#checkIntervalMs)
-    this.check()
+    this.#timer = setInterval(() => { this.tick() }, this.#t.checkIntervalMs)
+    this.tick()
   }
 
   async stop (): Promise<void> {
+    this.#started = false
     clearInterval(this.#timer)
     this.#off?.()
     this.#c.membership.removeEventListener('member:state', this.#onMember)
-    if (this.#leader?.peerId === this.#self) {
-      await this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
-    }
+    if (this.#key.mine != null) await this.#key.remove()
+    await this.#saving
   }
 
   /** The active scheduler of this node's zone, as this node sees it. */
   leader (): Leader | undefined {
-    return this.#leader
+    const l = this.#own().current
+    if (l == null || (l.peerId === this.#self && !this.isLeader())) return undefined
+    return { peerId: l.peerId, term: l.term }
   }
 
+  /**
+   * Whether this node is its zone's scheduler right now: chosen, its claim
+   * established (endorsed by half the other live members), its lease still
+   * valid by its own clock, and its event loop not stalled at this moment.
+   * Computed at the call, so an API request answered right after SIGCONT,
+   * before any timer ran, already says no.
+   */
   isLeader (): boolean {
-    return this.#leader?.peerId === this.#self
+    const l = this.#own().current
+    const mine = this.#key.mine
+    if (l == null || mine == null || l.peerId !== this.#self || l.term !== mine.term) return false
+    // once established, endorsements that lapse (a member deferring after a stall, a key
+    // rewritten behind its owner's back) do not unseat it: only a claim ahead of it does
+    if (!l.established && mine.confirmed !== true) return false
+    const now = this.#mono()
+    return now < mine.validUntil && now >= (mine.probationUntil ?? 0) && !this.#stall.overdue(now)
   }
 
-  /** Highest term written in this zone, live or not. */
-  highestTerm (): number {
-    return Math.max(0, ...this.#claims().map(c => c.term))
+  /** The scheduler this node follows in `zone` (any zone it sees). */
+  leaderOf (zone: string): Leader | undefined {
+    const l = this.#zones.get(zone)?.current
+    return l == null ? undefined : { peerId: l.peerId, term: l.term }
   }
 
-  check (): void {
-    const claims = this.#claims()
-    // a suspect holder still holds its lease: SWIM suspicion is an accusation
-    // it may refute (it is how a healed partition's old news arrives), so
-    // only a confirmed death frees the zone
-    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) !== 'dead')
-    const active = firstInPrecedence(live)
-    const leader = active == null ? undefined : { peerId: active.peerId, term: active.term }
-    if (leader?.peerId !== this.#leader?.peerId || leader?.term !== this.#leader?.term) {
-      this.#leader = leader
-      const self = leader?.peerId === this.#self
-      this.#c.logger.info({ zone: this.zone, leader: leader?.peerId, term: leader?.term, self }, leader == null ? 'no scheduler' : 'scheduler elected')
-      this.safeDispatchEvent('leader:change', { detail: { zone: this.zone, leader, self } })
+  /** Schedulers this node followed in `zone`, newest first. */
+  followed (zone: string): readonly Leader[] {
+    return this.#zones.get(zone)?.memory.followed ?? []
+  }
+
+  /** Details for the status API. */
+  status (): { zone: string, leader: string | null, term: number | null, self: boolean, established: boolean, endorsements: number, deferring: boolean } {
+    const l = this.leader()
+    const current = this.#own().current
+    return {
+      zone: this.zone,
+      leader: l?.peerId ?? null,
+      term: l?.term ?? null,
+      self: this.isLeader(),
+      established: l != null && current?.established === true,
+      endorsements: l != null ? current?.endorsements ?? 0 : 0,
+      deferring: this.#distrusting(this.#mono())
     }
-    const mine = claims.find(c => c.peerId === this.#self)
-    if (mine != null && leader != null && leader.peerId !== this.#self) {
-      // someone with a higher term holds the zone: step down
-      this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
+  }
+
+  /** Run one check now: notice stalls, re-evaluate every zone, renew, claim, endorse or step down. */
+  tick (): void {
+    if (!this.#started) return
+    this.#noticeStall()
+    this.#evaluate()
+  }
+
+  #evaluate (): void {
+    const now = this.#mono()
+    const members = this.#c.membership.members()
+    const zones = new Set([this.zone])
+    for (const m of members) if (zones.size < MAX_ZONES) zones.add(zoneOf(m.labels))
+    for (const zone of zones) this.#evaluateZone(zone, members, now)
+    // zones no member is in any more (or never was) are dropped, memory and all
+    for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
+    this.#act(members, now)
+  }
+
+  #evaluateZone (zone: string, members: Member[], now: number): void {
+    const z = this.#zoneState(zone)
+    const held = this.#key.mine
+    const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
+    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs)
+    const leader = z.current
+    if (!changed) return
+    const self = leader?.peerId === this.#self
+    this.#c.logger.info({ zone, leader: leader?.peerId, term: leader?.term, endorsements: leader?.endorsements, self }, leader == null ? 'no scheduler' : 'scheduler chosen')
+    if (leader != null) {
+      z.memory = remember(z.memory, { peerId: leader.peerId, term: leader.term })
+      const memory = z.memory
+      this.#saving = this.#saving.then(async () => { await this.#store.save(zone, memory) })
+        .catch(err => { this.#c.logger.warn({ err: err.message }, 'saving the election memory failed') })
+    }
+    this.safeDispatchEvent('leader:change', { detail: { zone, leader: leader == null ? undefined : { peerId: leader.peerId, term: leader.term }, self } })
+  }
+
+  /** This node's part in its own zone: renew, step down, claim, or endorse. */
+  #act (members: Member[], now: number): void {
+    const z = this.#own()
+    const leader = z.current
+    const mine = this.#key.mine
+    const deferring = this.#distrusting(now, members)
+    if (mine != null) {
+      // the claim is being written: it is not live yet, which is no reason to give it up
+      if (mine.validUntil === -Infinity) return
+      if (leader?.peerId === this.#self && leader.term === mine.term) {
+        // established by endorsements, not merely by being alone: a node that
+        // claimed before it heard anyone (a slow start, a partition at boot)
+        // must still give way to a better-ranked claimant once it hears one
+        if (leader.established && leader.endorsements > 0) mine.confirmed = true
+        // two claimed the vacancy (their views of who is alive differed): until
+        // established, the one ranked behind gives way at once
+        const better = mine.confirmed === true ? undefined : z.claimantAhead(membersOf(this.zone, members), this.#self, now)
+        if (better != null) {
+          this.#c.logger.info({ zone: this.zone, term: mine.term, ahead: better }, 'a better-ranked node claimed too: giving way')
+          this.#key.stepDown(undefined, now)
+          return
+        }
+        if (now - mine.renewedAt >= this.#t.renewIntervalMs) this.#key.renew(mine, now)
+        return
+      }
+      // someone else leads, or this lease lapsed (a stall longer than the lease): step down
+      this.#c.logger.info({ zone: this.zone, term: mine.term, leader: leader?.peerId }, 'stepping down as scheduler')
+      this.#key.stepDown(leader == null || deferring ? undefined : leader, now)
       return
     }
-    const age = performance.now() - this.#startedAt
-    if (leader != null || !this.#eligible || this.#claiming || age < this.#settleMs) return
-    const members = this.#c.membership.members()
-    if (age < this.#joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')) return
-    const best = members
-      .filter(m => m.state === 'alive' && m.role != null && ELIGIBLE_ROLES.has(m.role) && zoneOf(m.labels) === this.zone)
-      .sort((a, b) => rank(a) < rank(b) ? -1 : 1)[0]
-    if (best?.peerId !== this.#self) return
-    const claim: SchedulerClaim = { term: this.highestTerm() + 1, since: Date.now() }
-    this.#claiming = true
-    this.#c.registry.set(schedulerKey(this.zone, this.#self), claim)
-      .catch(err => { this.#c.logger.warn({ err: err.message }, 'claiming the scheduler lease failed') })
-      // the claim's own registry change re-runs check(); a failure waits for the next tick
-      .finally(() => { this.#claiming = false })
+    if (leader == null) {
+      if (this.#key.value === 'claim') this.#key.endorse(undefined, now, false)
+      const age = now - this.#startedAt
+      // a node with peers to join that has met none yet would only claim against its own ignorance
+      const alone = age < this.#t.joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')
+      const settling = age < this.#t.settleMs || alone
+      if (!deferring && !settling && this.#eligible && this.#entitled(members, now)) this.#claim(z.anchor + 1, now)
+      return
+    }
+    if (leader.peerId === this.#self) return
+    // follow: say so, unless this node cannot trust its own view right now
+    const key = this.#key
+    if (key.value === 'claim' || (!deferring && (key.value !== 'endorsement' || key.endorsement !== leader.peerId))) {
+      key.endorse(deferring ? undefined : leader, now, false)
+    }
   }
 
-  #claims (): Array<SchedulerClaim & { peerId: string }> {
-    return this.#c.registry.list<SchedulerClaim>(`scheduler/${this.zone}/`).flatMap(e => {
-      const peerId = e.key.split('/')[2]
-      if (peerId == null || e.value == null || typeof e.value.term !== 'number') return []
-      return [{ ...e.value, peerId }]
+  /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
+  #entitled (members: Member[], now: number): boolean {
+    return this.#own().entitled(membersOf(this.zone, members), this.#self, now, this.#t.staggerMs)
+  }
+
+  /**
+   * Whether this node should doubt its own view: just back from a stall,
+   * unhealthy by its membership's measure, or told its clock disagrees with
+   * its peers'. Such a node claims nothing and changes no endorsement.
+   */
+  #distrusting (now: number, members?: Member[]): boolean {
+    if (now < this.#deferUntil) return true
+    try {
+      if (this.#c.localHealth?.().healthy === false) return true
+    } catch {}
+    const self = (members ?? this.#c.membership.members()).find(m => m.peerId === this.#self)
+    return self?.clockSkewed === true
+  }
+
+  #claim (term: number, now: number): void {
+    if (term > MAX_TERM) {
+      this.#c.logger.error({ zone: this.zone, term }, 'cannot claim: the term would pass its maximum')
+      return
+    }
+    this.#key.claim(term, now)
+  }
+
+  /**
+   * Back from a stall, this node's view is stale: what expired meanwhile may
+   * have been renewed unheard, and whoever was elected meanwhile has not
+   * reached it yet. It claims nothing and endorses no one new for `deferMs`,
+   * its settling and vacancy clocks skip the stall, and a scheduler whose own
+   * lease lapsed during it keeps its claim on probation: it renews, but says
+   * it schedules only once it has had time to hear of a successor.
+   */
+  #noticeStall (): void {
+    const now = this.#mono()
+    const late = this.#stall.check(now)
+    if (late === 0) return
+    this.#deferUntil = now + this.#t.deferMs
+    this.#startedAt += late
+    for (const z of this.#zones.values()) z.skipVacancy(late, now)
+    const mine = this.#key.mine
+    if (mine != null && now >= mine.validUntil) mine.probationUntil = now + 2 * this.#t.renewIntervalMs + this.#t.checkIntervalMs
+    this.#c.logger.warn({ lateMs: Math.round(late), deferMs: this.#t.deferMs }, 'this node was stalled: deferring to the current scheduler')
+  }
+
+  #zoneState (zone: string, memory?: ZoneMemory): ZoneView {
+    let z = this.#zones.get(zone)
+    if (z == null) {
+      z = new ZoneView(zone, memory)
+      this.#zones.set(zone, z)
+      // a zone seen for the first time (a member with a new zone label): take in what the registry holds for it
+      if (this.#started) for (const e of this.#c.registry.list(`scheduler/${zone}/`)) this.#record(e.key, e.value, e.deleted, false)
+    }
+    return z
+  }
+
+  #own (): ZoneView {
+    return this.#zoneState(this.zone)
+  }
+
+  /** Fold one `scheduler/…` entry into the lease and endorsement tables. */
+  #record (key: string, value: unknown, deleted: boolean, fresh: boolean): void {
+    const k = parseScheduleKey(key)
+    if (k == null) return
+    const record = deleted ? undefined : parseScheduleRecord(value)
+    if (k.peerId === this.#self && k.zone === this.zone) this.#key.note(record, deleted)
+    // zones are those of members (created in #evaluate); a claim in a zone nobody is in is not followed
+    if (k.peerId === this.#self && record?.kind === 'claim') return
+    this.#zones.get(k.zone)?.fold(k.peerId, record, deleted, fresh, this.#mono())
+  }
+
+  readonly #onChange = (change: RegistryChange): void => {
+    this.#noticeStall()
+    const value = change.entry.value as { leaseMs?: unknown } | undefined
+    // anti-entropy hands over whatever was last written, however old: only a
+    // recent write (by its writer's clock) is a renewal
+    const leaseMs = typeof value?.leaseMs === 'number' ? Math.min(MAX_LEASE_MS, value.leaseMs) : this.#t.leaseMs
+    const fresh = change.via !== 'sync' || Date.now() - change.entry.ts[0] <= leaseMs
+    this.#record(change.key, change.entry.value, change.entry.deleted, fresh)
+    this.#scheduleEvaluate()
+  }
+
+  readonly #onMember = (): void => { this.#scheduleEvaluate() }
+
+  /** Evaluate soon, once for any number of changes; never inside the registry's change callback. */
+  #scheduleEvaluate (): void {
+    if (this.#evaluateScheduled || !this.#started) return
+    this.#evaluateScheduled = true
+    setImmediate(() => {
+      this.#evaluateScheduled = false
+      if (!this.#started) return
+      this.#noticeStall()
+      this.#evaluate()
     })
   }
-
-  readonly #onMember = (): void => { this.check() }
 }

@@ -3,6 +3,7 @@ import { Election } from './election.ts'
 import { Reconciler, type BundleFetcher, type InstanceController } from './reconciler.ts'
 import { resolveBundle } from './resolve.ts'
 import { Scheduler } from './scheduler.ts'
+import { LevelTermStore } from './terms.ts'
 import type { ParseOptions } from './spec.ts'
 import type { SchedulingView } from '../api/routes/deployments.ts'
 import type { Membership } from '../membership/membership.ts'
@@ -16,17 +17,29 @@ export interface SchedulingComponents {
   role: string
   labels: Record<string, string>
   registry: Registry
-  membership: Membership
+  membership: Pick<Membership, 'members' | 'addEventListener' | 'removeEventListener'>
   db: Database
   bundles: BundleFetcher
   runtime: InstanceController
   logger: Logger
   /** re-write `node/<self>` after a drain or eviction */
   announce: () => Promise<void>
+  /** Lifeguard-style local health from membership, when it has one: an unhealthy node claims nothing */
+  localHealth?: () => { healthy: boolean }
   parseOptions?: ParseOptions
   /** this node has peers to join (bootstrap or mDNS): the election waits to meet one before claiming */
   expectPeers?: boolean
   metrics?: { invalidDeployment(): void, placementWritten(): void }
+}
+
+/** The `scheduler` part of the node config. */
+export interface SchedulingInit {
+  /** How long a scheduler's claim holds after each renewal. @default 3000 */
+  leaseMs?: number
+  /** The scheduler renews its claim this often. @default 500 */
+  renewIntervalMs?: number
+  /** A placed node with no instance pulling, starting or running after this long is placed around. @default 60 */
+  progressDeadlineSec?: number
 }
 
 /**
@@ -41,15 +54,23 @@ export class Scheduling implements Startable {
   readonly control: NodeControl
   readonly parseOptions: ParseOptions
 
-  constructor (c: SchedulingComponents) {
+  constructor (c: SchedulingComponents, init: SchedulingInit = {}) {
     this.parseOptions = c.parseOptions ?? {}
     this.control = new NodeControl(c.db, c.announce)
     this.election = new Election({
       peerId: c.peerId,
       registry: c.registry,
       membership: c.membership,
-      logger: c.logger.child({ service: 'election' })
-    }, { labels: c.labels, eligible: c.role !== 'coordinator', ...(c.expectPeers === true ? { joinMs: 30_000 } : {}) })
+      logger: c.logger.child({ service: 'election' }),
+      store: new LevelTermStore(c.db),
+      ...(c.localHealth == null ? {} : { localHealth: c.localHealth })
+    }, {
+      labels: c.labels,
+      eligible: c.role !== 'coordinator',
+      ...(c.expectPeers === true ? { joinMs: 30_000 } : {}),
+      ...(init.leaseMs == null ? {} : { leaseMs: init.leaseMs }),
+      ...(init.renewIntervalMs == null ? {} : { renewIntervalMs: init.renewIntervalMs })
+    })
     this.scheduler = new Scheduler({
       peerId: c.peerId,
       registry: c.registry,
@@ -59,17 +80,21 @@ export class Scheduling implements Startable {
       logger: c.logger.child({ service: 'scheduler' }),
       parseOptions: this.parseOptions,
       ...(c.metrics == null ? {} : { metrics: c.metrics })
-    })
+    }, { progress: { deadlineMs: (init.progressDeadlineSec ?? 60) * 1000 } })
     this.reconciler = new Reconciler({
       peerId: c.peerId,
       registry: c.registry,
       runtime: c.runtime,
       bundles: c.bundles,
+      placements: this.election,
       logger: c.logger.child({ service: 'reconciler' }),
       parseOptions: this.parseOptions
     })
-    // a leader change means new placements: act on them at once
-    this.election.addEventListener('leader:change', () => { this.scheduler.kick() })
+    // a leader change means other placements count: act on them at once
+    this.election.addEventListener('leader:change', () => {
+      this.scheduler.kick()
+      this.reconciler.kick()
+    })
   }
 
   /** Drain/evict state to put in `node/<self>`. */

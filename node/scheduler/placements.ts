@@ -1,9 +1,11 @@
+import { deploymentKey, placementKey, zoneOf } from './keys.ts'
 import { comparePrecedence } from './precedence.ts'
+import type { Leader } from './leader.ts'
 import type { Registry } from '../registry/registry.ts'
 
 /** What a scheduler writes under `placement/<deploymentId>/<schedulerPeerId>`. */
 export interface PlacementRecord {
-  /** the writing scheduler's term; agents follow the highest */
+  /** the writing scheduler's term; it counts only while that scheduler led with this term */
   term: number
   /** peer ids that should run the deployment */
   nodes: string[]
@@ -22,19 +24,57 @@ export interface WinningPlacement extends PlacementRecord {
   scheduler: string
 }
 
-/** The placement agents follow for one deployment: the scheduler that takes precedence (see precedence.ts). */
-export function winningPlacement (registry: Pick<Registry, 'list'>, deploymentId: string): WinningPlacement | undefined {
-  let best: WinningPlacement | undefined
-  for (const e of registry.list<PlacementRecord>(`placement/${deploymentId}/`)) {
-    const scheduler = e.key.split('/')[2]
-    if (scheduler == null || e.value == null || typeof e.value.term !== 'number' || !Array.isArray(e.value.nodes)) continue
-    const candidate = { ...e.value, deploymentId, scheduler }
-    if (best == null || comparePrecedence({ term: candidate.term, peerId: scheduler }, { term: best.term, peerId: best.scheduler }) < 0) best = candidate
-  }
-  return best
+/**
+ * Who may place, as this node sees it: the scheduler it follows in a zone,
+ * and the ones it followed before. The election provides it.
+ */
+export interface PlacementAuthority {
+  leaderOf(zone: string): Leader | undefined
+  followed(zone: string): readonly Leader[]
 }
 
-/** Every deployment id that has at least one placement entry. */
-export function placedDeployments (registry: Pick<Registry, 'list'>): string[] {
-  return [...new Set(registry.list('placement/').map(e => e.key.split('/')[1]!))]
+const MAX_NODES = 1000
+
+/** A placement value from the registry, checked before anything reads it. */
+export function parsePlacement (value: unknown): PlacementRecord | undefined {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const v = value as Partial<PlacementRecord>
+  if (!Number.isSafeInteger(v.term) || !Array.isArray(v.nodes) || v.nodes.length > MAX_NODES || !v.nodes.every(n => typeof n === 'string')) return undefined
+  if (typeof v.bundle !== 'string' || !Number.isSafeInteger(v.replicas)) return undefined
+  return v as PlacementRecord
+}
+
+/** The zone a deployment is scheduled in, from its entry (whatever the entry holds). */
+export function deploymentZone (registry: Pick<Registry, 'value'>, deploymentId: string): string {
+  const spec = registry.value<{ placement?: { labels?: Record<string, unknown> } }>(deploymentKey(deploymentId))
+  const zone = spec?.placement?.labels?.zone
+  return zoneOf(typeof zone === 'string' ? { zone } : undefined)
+}
+
+/**
+ * The placement agents follow for one deployment. A placement counts only
+ * when its writer held the zone's scheduler lease with exactly the term it
+ * carries: first the current scheduler's own placement; until it has
+ * written one, those of the schedulers this node followed before, in
+ * precedence order (so a hand-over never stops what runs). Anything else —
+ * a node that never led, a term it never held — is ignored, whatever its
+ * term says.
+ */
+export function winningPlacement (registry: Pick<Registry, 'value'>, deploymentId: string, authority: PlacementAuthority, zone = deploymentZone(registry, deploymentId)): WinningPlacement | undefined {
+  const leader = authority.leaderOf(zone)
+  const candidates = [...authority.followed(zone)].sort(comparePrecedence)
+  if (leader != null) candidates.unshift(leader)
+  for (const l of candidates) {
+    const p = parsePlacement(registry.value(placementKey(deploymentId, l.peerId)))
+    if (p != null && p.term === l.term) return { ...p, deploymentId, scheduler: l.peerId }
+  }
+  return undefined
+}
+
+/** Every deployment id this node has written a placement for. */
+export function placedBy (registry: Pick<Registry, 'list'>, peerId: string): string[] {
+  return registry.list('placement/').flatMap(e => {
+    const [, id, writer] = e.key.split('/')
+    return writer === peerId && id != null ? [id] : []
+  })
 }

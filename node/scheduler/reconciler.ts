@@ -1,5 +1,6 @@
-import { winningPlacement } from './placements.ts'
-import { readDeployments, type StoredDeployment } from './scheduler.ts'
+import { zoneOf } from './keys.ts'
+import { winningPlacement, type PlacementAuthority } from './placements.ts'
+import { instanceName, readDeployments, type StoredDeployment } from './scheduler.ts'
 import { activePeriod } from './window.ts'
 import { SerialPass } from './serial.ts'
 import type { ParseOptions } from './spec.ts'
@@ -25,6 +26,8 @@ export interface ReconcilerComponents {
   registry: Pick<Registry, 'set' | 'list' | 'get' | 'value' | 'onChange'>
   runtime: InstanceController
   bundles: BundleFetcher
+  /** which schedulers' placements count (the election) */
+  placements: PlacementAuthority
   logger: Logger
   parseOptions?: ParseOptions
 }
@@ -34,6 +37,8 @@ export interface ReconcilerInit {
   intervalMs?: number
   /** first retry after a failed start; doubles to 60 s. @default 2000 */
   retryMs?: number
+  /** Passes at most this often, however many changes arrive. @default 100 */
+  minPassGapMs?: number
 }
 
 interface Managed {
@@ -64,7 +69,7 @@ export class Reconciler implements Startable {
 
   constructor (components: ReconcilerComponents, init: ReconcilerInit = {}) {
     this.#c = components
-    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'reconcile pass failed') })
+    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'reconcile pass failed') }, init.minPassGapMs ?? 100)
     this.#self = components.peerId.toString()
     this.#intervalMs = init.intervalMs ?? 1000
     this.#retryMs = init.retryMs ?? 2000
@@ -72,6 +77,7 @@ export class Reconciler implements Startable {
 
   async start (): Promise<void> {
     this.#stopped = false
+    this.#passes.reopen()
     for (const prefix of ['deployment/', 'placement/', `node/${this.#self}`]) {
       this.#off.push(this.#c.registry.onChange(prefix, () => { this.kick() }))
     }
@@ -81,6 +87,7 @@ export class Reconciler implements Startable {
 
   async stop (): Promise<void> {
     this.#stopped = true
+    this.#passes.close()
     clearInterval(this.#timer)
     clearTimeout(this.#boundary)
     for (const off of this.#off) off()
@@ -106,10 +113,10 @@ export class Reconciler implements Startable {
     if (self?.drained === true) return { wanted: out, nextChange }
     for (const [id, stored] of readDeployments(this.#c.registry, this.#c.parseOptions)) {
       if (self?.excluded?.includes(id) === true) continue
-      const placement = winningPlacement(this.#c.registry, id)
+      const placement = winningPlacement(this.#c.registry, id, this.#c.placements, zoneOf(stored.spec.placement.labels))
       if (placement == null || !placement.nodes.includes(this.#self)) continue
       const period = activePeriod(stored.spec, now)
-      const name = typeof stored.spec.instance.name === 'string' ? stored.spec.instance.name : stored.spec.model.name
+      const name = instanceName(stored.spec)
       if (period.active) out.set(id, { stored, bundle: placement.bundle, name })
       if (period.nextChange != null && (nextChange == null || period.nextChange < nextChange)) nextChange = period.nextChange
     }

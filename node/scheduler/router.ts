@@ -4,6 +4,7 @@ import { answerPredict, bodyLimitFor, DEFAULT_MAX_PREDICT_BYTES, encodePredictBo
 import { errorReply } from '../api/errors.ts'
 import { ModelLoadingError } from '../runtime/errors.ts'
 import { answerLocal } from '../runtime/serving.ts'
+import { winningPlacement, type PlacementAuthority } from './placements.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { Runtime } from '../runtime/runtime.ts'
@@ -12,8 +13,10 @@ import type { Logger } from 'pino'
 
 export interface RouterComponents {
   peerId: PeerId
-  registry: Pick<Registry, 'list'>
+  registry: Pick<Registry, 'list' | 'value'>
   membership: { members(): Member[] }
+  /** which schedulers' placements count (the election); without it every running instance is a replica */
+  placements?: PlacementAuthority
   runtime: Pick<Runtime, 'get' | 'has'>
   network: {
     handle(protocol: string, handler: StreamHandler, options?: { maxInboundStreams?: number, maxOutboundStreams?: number }): Promise<void>
@@ -95,15 +98,26 @@ export class PredictRouter implements Startable {
     await this.#c.network.unhandle(PREDICT_PROTOCOL)
   }
 
-  /** Running replicas of `model` on other live nodes (`starting`: those still loading it). */
+  /**
+   * Running replicas of `model` on other live nodes (`starting`: those still
+   * loading it). An instance that says it runs for a deployment counts only
+   * where that deployment's valid placement puts it: a node cannot draw a
+   * deployment's requests by announcing an instance nobody placed there.
+   */
   replicas (model: string, state: 'running' | 'starting' = 'running'): Replica[] {
     const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
+    const placed = new Map<string, string[] | undefined>()
+    const placedOn = (deployment: string): string[] | undefined => {
+      if (!placed.has(deployment)) placed.set(deployment, this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, deployment, this.#c.placements)?.nodes)
+      return placed.get(deployment)
+    }
     const out: Replica[] = []
-    for (const e of this.#c.registry.list<{ state?: string, version?: string }>('instance/')) {
+    for (const e of this.#c.registry.list<{ state?: string, version?: string, deployment?: unknown }>('instance/')) {
       const [, peer, name] = e.key.split('/')
       if (name !== model || peer == null || peer === this.#self || e.value?.state !== state) continue
       const m = members.get(peer)
       if (m?.state !== 'alive') continue
+      if (typeof e.value.deployment === 'string' && placedOn(e.value.deployment)?.includes(peer) === false) continue
       out.push({ peerId: peer, cpuPct: m.health?.cpuPct ?? 0, ...(e.value.version == null ? {} : { version: e.value.version }) })
     }
     return out

@@ -1,10 +1,12 @@
 import { autoscaleStep, type AutoscaleState } from './autoscale.ts'
-import { deploymentKey, placementKey, zoneOf } from './keys.ts'
+import { instanceKey, placementKey, zoneOf } from './keys.ts'
 import { choosePlacement, type Candidate } from './placement.ts'
-import { placedDeployments, winningPlacement, type PlacementRecord } from './placements.ts'
-import { comparePrecedence } from './precedence.ts'
+import { parsePlacement, placedBy, winningPlacement, type PlacementAuthority, type PlacementRecord } from './placements.ts'
+import { ProgressWatch, type ProgressInit } from './progress.ts'
 import { parseDeploymentSpec, type DeploymentSpec, type ParseOptions } from './spec.ts'
 import { SerialPass } from './serial.ts'
+import { WriteBudget } from './throttle.ts'
+import { activePeriod } from './window.ts'
 import type { Election } from './election.ts'
 import type { HealthRecord, Member, NodeRecord } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -19,9 +21,9 @@ export interface StoredDeployment {
 
 export interface SchedulerComponents {
   peerId: PeerId
-  registry: Pick<Registry, 'set' | 'delete' | 'list' | 'get' | 'onChange'>
+  registry: Pick<Registry, 'set' | 'delete' | 'list' | 'get' | 'value' | 'onChange'>
   membership: { members(): Member[] }
-  election: Pick<Election, 'isLeader' | 'leader' | 'zone'>
+  election: Pick<Election, 'isLeader' | 'leader' | 'zone'> & PlacementAuthority
   /** Bundle digest for a model reference, when the mesh knows one. */
   resolveBundle(model: DeploymentSpec['model']): string | undefined
   logger: Logger
@@ -30,8 +32,16 @@ export interface SchedulerComponents {
 }
 
 export interface SchedulerInit {
-  /** @default 1000 */
+  /** A pass at least this often. @default 1000 */
   intervalMs?: number
+  /** Passes at most this often, however many changes arrive. @default 200 */
+  minPassGapMs?: number
+  /** One deployment's placement is written at most once per this long; churn doubles it. @default 1000 */
+  minRewriteMs?: number
+  /** … up to this. @default 60_000 */
+  maxRewriteMs?: number
+  /** When a placed node that makes no progress is given up on. */
+  progress?: ProgressInit
 }
 
 /** Valid deployments in the registry; invalid ones are counted and skipped. */
@@ -50,11 +60,19 @@ export function readDeployments (registry: Pick<Registry, 'list'>, options: Pars
   return out
 }
 
+export const instanceName = (spec: DeploymentSpec): string => typeof spec.instance.name === 'string' ? spec.instance.name : spec.model.name
+
 /**
  * The active scheduler's work: for every deployment in its zone, choose the
- * nodes (constraints, policy, autoscaling) and write its placement with its
- * term. Every node also retires its own placements once a higher term has
- * superseded them.
+ * nodes (constraints, policy, autoscaling, progress) and write its placement
+ * with its term. Every node also retires its own placements that no longer
+ * count.
+ *
+ * A pass is idempotent (it writes only what differs from what it wrote),
+ * passes run at most every `minPassGapMs` however many changes arrive, and
+ * each placement has a write budget that backs off under churn: whatever
+ * peers or local processes write, the scheduler cannot be driven to write
+ * in a loop.
  */
 export class Scheduler implements Startable {
   readonly #c: SchedulerComponents
@@ -62,20 +80,24 @@ export class Scheduler implements Startable {
   readonly #intervalMs: number
   readonly #autoscale = new Map<string, AutoscaleState>()
   readonly #invalid = new Set<string>()
-  /** deployments whose placement is held by a scheduler that takes precedence: deployment → `scheduler@term`, to log each once */
-  readonly #yielded = new Map<string, string>()
+  readonly #budget: WriteBudget
+  readonly #progress: ProgressWatch
+  #term: number | undefined
   #timer?: NodeJS.Timeout
   #off: Array<() => void> = []
   readonly #passes: SerialPass
 
   constructor (components: SchedulerComponents, init: SchedulerInit = {}) {
     this.#c = components
-    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'scheduling pass failed') })
+    this.#passes = new SerialPass(async () => { await this.pass() }, err => { this.#c.logger.error({ err }, 'scheduling pass failed') }, init.minPassGapMs ?? 200)
     this.#self = components.peerId.toString()
     this.#intervalMs = init.intervalMs ?? 1000
+    this.#budget = new WriteBudget(init.minRewriteMs ?? 1000, init.maxRewriteMs ?? 60_000)
+    this.#progress = new ProgressWatch(init.progress)
   }
 
   async start (): Promise<void> {
+    this.#passes.reopen()
     for (const prefix of ['deployment/', 'placement/', 'node/']) {
       this.#off.push(this.#c.registry.onChange(prefix, () => { this.kick() }))
     }
@@ -83,6 +105,7 @@ export class Scheduler implements Startable {
   }
 
   async stop (): Promise<void> {
+    this.#passes.close()
     clearInterval(this.#timer)
     for (const off of this.#off) off()
     this.#off = []
@@ -94,61 +117,83 @@ export class Scheduler implements Startable {
   }
 
   async pass (now = Date.now()): Promise<void> {
+    const mono = performance.now()
+    this.#budget.prune(mono)
     const deployments = readDeployments(this.#c.registry, this.#c.parseOptions, (id, err) => {
       if (this.#invalid.has(id)) return
       this.#invalid.add(id)
       this.#c.metrics?.invalidDeployment()
       this.#c.logger.warn({ deployment: id, err: err.message }, 'ignoring invalid deployment')
     })
-    await this.#retireSuperseded(deployments)
-    if (!this.#c.election.isLeader()) {
+    const leading = this.#c.election.isLeader()
+    await this.#retire(deployments, leading, mono)
+    if (!leading) {
       this.#autoscale.clear()
-      this.#yielded.clear()
+      this.#progress.clear()
+      this.#term = undefined
       return
     }
     const term = this.#c.election.leader()!.term
+    if (term !== this.#term) {
+      // a new term judges progress afresh: the nodes it inherits get their full deadline
+      this.#progress.clear()
+      this.#term = term
+    }
+    const zone = this.#c.election.zone
     const candidates = this.candidates()
     const load = new Map(candidates.map(c => [c.peerId, c.processCpuPct]))
     const instanceCounts = new Map<string, number>()
     for (const c of candidates) instanceCounts.set(c.peerId, c.instances)
     for (const [id, { spec, ts }] of deployments) {
-      if (zoneOf(spec.placement.labels) !== this.#c.election.zone) continue
+      if (zoneOf(spec.placement.labels) !== zone) continue
+      const key = placementKey(id, this.#self)
+      const mine = parsePlacement(this.#c.registry.value(key))
       const bundle = this.#c.resolveBundle(spec.model)
       if (bundle == null) {
         this.#c.logger.debug({ deployment: id, model: spec.model }, 'no bundle known for the model yet')
+        // one of ours that is not of this term (forged, or left over) must not stand
+        if (mine != null && mine.term !== term) await this.#delete(id, key, 'not of this term', mono)
         continue
       }
-      const current = winningPlacement(this.#c.registry, id)
-      if (current != null && current.scheduler !== this.#self &&
-        comparePrecedence({ term: current.term, peerId: current.scheduler }, { term, peerId: this.#self }) < 0) {
-        // A placement that takes precedence over any this node could write
-        // is here already: this node still leads by its own view while that
-        // scheduler's claim is not live to it (a healed partition: the
-        // registry syncs before heartbeats revive the other side). A write
-        // would lose and be retired on the next pass, and the retirement
-        // starts another pass: a write/retire loop at full speed that
-        // starves the node. The election settles who leads; wait for it.
-        const holder = `${current.scheduler}@${current.term}`
-        if (this.#yielded.get(id) !== holder) {
-          this.#yielded.set(id, holder)
-          this.#c.logger.info({ deployment: id, term, holder: current.scheduler, holderTerm: current.term }, 'placement held by a scheduler that takes precedence; not writing')
-        }
-        continue
-      }
-      this.#yielded.delete(id)
+      const current = winningPlacement(this.#c.registry, id, this.#c.election, zone)
       const replicas = this.#replicas(id, spec, current, load, now)
-      const live = candidates.map(c => ({ ...c, instances: instanceCounts.get(c.peerId) ?? 0 }))
+      const stuck = spec.placement.policy === 'pinned' ? new Set<string>() : this.#progress.excluded(id, now)
+      const live = candidates.map(c => ({
+        ...c,
+        instances: instanceCounts.get(c.peerId) ?? 0,
+        excluded: stuck.has(c.peerId) ? [...c.excluded, id] : c.excluded
+      }))
       const nodes = choosePlacement(spec, live, current?.nodes ?? [], replicas)
       for (const n of nodes) if (!(current?.nodes ?? []).includes(n)) instanceCounts.set(n, (instanceCounts.get(n) ?? 0) + 1)
-      const mine = this.#c.registry.get(placementKey(id, this.#self))?.value as PlacementRecord | undefined
       const scaledAt = this.#autoscale.get(id)?.changedAt
       const record: PlacementRecord = { term, nodes, replicas, bundle, deploymentTs: ts, at: now, ...(scaledAt == null ? {} : { scaledAt }) }
-      if (mine != null && mine.term === term && mine.replicas === replicas && mine.bundle === bundle &&
-        mine.deploymentTs?.[0] === ts[0] && mine.deploymentTs?.[1] === ts[1] && sameNodes(mine.nodes, nodes)) continue
-      await this.#c.registry.set(placementKey(id, this.#self), record)
-      this.#c.metrics?.placementWritten()
-      this.#c.logger.info({ deployment: id, term, nodes, replicas }, 'placement written')
+      const same = mine != null && mine.term === term && mine.replicas === replicas && mine.bundle === bundle &&
+        mine.deploymentTs?.[0] === ts[0] && mine.deploymentTs?.[1] === ts[1] && sameNodes(mine.nodes, nodes)
+      if (!same) {
+        if (!this.#budget.allows(id, mono)) {
+          this.#c.logger.debug({ deployment: id, delayMs: this.#budget.delayOf(id) }, 'placement changed again too soon: waiting')
+          continue
+        }
+        this.#budget.wrote(id, mono)
+        await this.#c.registry.set(key, record)
+        this.#c.metrics?.placementWritten()
+        this.#c.logger.info({ deployment: id, term, nodes, replicas }, 'placement written')
+      }
+      if (spec.placement.policy !== 'pinned' && activePeriod(spec, now).active) this.#watchProgress(id, spec, nodes, now)
     }
+  }
+
+  /** Placed nodes that show no progress past the deadline are placed around on the next pass. */
+  #watchProgress (id: string, spec: DeploymentSpec, nodes: string[], now: number): void {
+    const name = instanceName(spec)
+    const late = this.#progress.observe(id, nodes, node => {
+      const v = this.#c.registry.value<{ state?: unknown, deployment?: unknown }>(instanceKey(node, name))
+      if (v == null || (v.deployment != null && v.deployment !== id)) return undefined
+      return typeof v.state === 'string' ? v.state : undefined
+    }, now)
+    if (late.length === 0) return
+    this.#c.logger.warn({ deployment: id, nodes: late }, 'placed nodes made no progress: placing elsewhere')
+    this.kick()
   }
 
   /**
@@ -175,7 +220,7 @@ export class Scheduler implements Startable {
         processCpuPct: health?.processCpuPct ?? 0,
         instances: running.get(m.peerId) ?? 0,
         drained: node?.drained === true,
-        excluded: node?.excluded ?? []
+        excluded: Array.isArray(node?.excluded) ? node.excluded : []
       }
     })
   }
@@ -196,17 +241,41 @@ export class Scheduler implements Startable {
     return next.replicas
   }
 
-  /** Delete this node's placements that a higher term replaced, or whose deployment is gone. */
-  async #retireSuperseded (deployments: Map<string, StoredDeployment>): Promise<void> {
-    for (const id of placedDeployments(this.#c.registry)) {
-      const mine = this.#c.registry.get(placementKey(id, this.#self))
-      if (mine == null || mine.deleted) continue
-      const winner = winningPlacement(this.#c.registry, id)
-      const gone = !deployments.has(id) && this.#c.registry.get(deploymentKey(id))?.deleted === true
-      if (gone || (winner != null && winner.scheduler !== this.#self)) {
-        await this.#c.registry.delete(placementKey(id, this.#self))
+  /**
+   * Delete this node's placements that do not count: for a deployment that
+   * is gone, invalid or of another zone; with a term this node never led
+   * (forged through its API, or left over); or, once it no longer leads,
+   * superseded by the current scheduler's own placement. The current
+   * scheduler never deletes its placement because of what another wrote.
+   */
+  async #retire (deployments: Map<string, StoredDeployment>, leading: boolean, mono: number): Promise<void> {
+    const zone = this.#c.election.zone
+    for (const id of placedBy(this.#c.registry, this.#self)) {
+      const key = placementKey(id, this.#self)
+      const mine = parsePlacement(this.#c.registry.value(key))
+      const stored = deployments.get(id)
+      let reason: string | undefined
+      if (stored == null) reason = 'deployment gone or invalid'
+      else if (zoneOf(stored.spec.placement.labels) !== zone) reason = 'deployment of another zone'
+      else if (mine == null) reason = 'not a placement'
+      else if (!leading) {
+        const leader = this.#c.election.leaderOf(zone)
+        const led = this.#c.election.followed(zone).some(l => l.peerId === this.#self && l.term === mine.term)
+        if (!led && !(leader?.peerId === this.#self && leader.term === mine.term)) reason = 'a term this node never led'
+        else if (leader != null && leader.peerId !== this.#self && parsePlacement(this.#c.registry.value(placementKey(id, leader.peerId)))?.term === leader.term) reason = 'superseded'
+      }
+      if (reason != null) {
+        await this.#delete(id, key, reason, mono)
+        if (stored == null) this.#progress.forget(id)
       }
     }
+  }
+
+  async #delete (id: string, key: string, reason: string, mono: number): Promise<void> {
+    if (!this.#budget.allows(id, mono)) return
+    this.#budget.wrote(id, mono)
+    await this.#c.registry.delete(key)
+    this.#c.logger.info({ deployment: id, reason }, 'placement retired')
   }
 }
 

@@ -1,6 +1,7 @@
 import { instanceKey } from './keys.ts'
-import { winningPlacement } from './placements.ts'
-import { readDeployments } from './scheduler.ts'
+import { zoneOf } from './keys.ts'
+import { winningPlacement, type PlacementAuthority } from './placements.ts'
+import { instanceName, readDeployments } from './scheduler.ts'
 import { activePeriod } from './window.ts'
 import type { DeploymentSpec, ParseOptions } from './spec.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -23,7 +24,7 @@ export interface DeploymentStatus {
 }
 
 /** Deployments with their placement, window and per-node instance states, from the registry. */
-export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus[] {
+export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get' | 'value'>, authority: PlacementAuthority, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus[] {
   const out: DeploymentStatus[] = []
   // one pass over the instance entries, not one per deployment
   const hosts = new Map<string, string[]>()
@@ -32,8 +33,8 @@ export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get'>, op
     if (node != null && name != null) hosts.set(name, [...(hosts.get(name) ?? []), node])
   }
   for (const [id, { spec }] of readDeployments(registry, options)) {
-    const p = winningPlacement(registry, id)
-    const name = typeof spec.instance.name === 'string' ? spec.instance.name : spec.model.name
+    const p = winningPlacement(registry, id, authority, zoneOf(spec.placement.labels))
+    const name = instanceName(spec)
     const instances: InstanceStatus[] = []
     for (const node of new Set([...(p?.nodes ?? []), ...(hosts.get(name) ?? [])])) {
       const v = registry.get(instanceKey(node, name))?.value as { state?: string, reason?: string, deployment?: string } | undefined

@@ -21,6 +21,7 @@ import { createLogger } from '../../node/logs/logger.ts'
 import { LogStore } from '../../node/logs/log-store.ts'
 import { HealthReporter, HealthSampler } from '../../node/membership/health.ts'
 import { Membership, type NodeRecord } from '../../node/membership/membership.ts'
+import { Election } from '../../node/scheduler/election.ts'
 import { resolveBundle } from '../../node/scheduler/resolve.ts'
 import { PredictRouter } from '../../node/scheduler/router.ts'
 import { openDatabase, type Database } from '../../node/store/db.ts'
@@ -137,7 +138,10 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     logger
   }, options.maxUploadBytes == null ? {} : { maxUploadBytes: options.maxUploadBytes })
   await models.open()
-  const deployments = new Deployments({ registry: self.registry, members: () => memberships[0]!.members(), membership: memberships[0], db, signer: { key: fleet.privateKey }, hasModel: (n, v) => models.has(n, v), logger }, { refreshMs: 50 })
+  // the embedded agent's election, as the coordinator has it: it follows the zone's scheduler, never claims
+  const election = new Election({ peerId: self.peerId, registry: self.registry, membership: memberships[0]!, logger: quiet }, { labels: { zone: 'lab' }, eligible: false })
+  await election.start()
+  const deployments = new Deployments({ registry: self.registry, placements: election, members: () => memberships[0]!.members(), membership: memberships[0], db, signer: { key: fleet.privateKey }, hasModel: (n, v) => models.has(n, v), logger }, { refreshMs: 50 })
   await deployments.start()
   // the real router: with no replica anywhere it answers 404 without dialling
   const router = new PredictRouter({
@@ -172,6 +176,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     async close () {
       await app.close()
       await deployments.stop()
+      await election.stop()
       await nodes.stop()
       for (const m of memberships) await m.stop()
       sessions.close()

@@ -20,6 +20,8 @@ export class MemoryMesh {
   readonly members: MemoryMember[] = []
   /** when false, gossip is dropped (to make replicas diverge) */
   gossip = true
+  /** when set, gossip from one member reaches another only where this says so (a partition) */
+  linked?: (from: string, to: string) => boolean
 
   async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, role?: Role, labels?: Record<string, string>, init?: RegistryInit, components?: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> } = {}): Promise<MemoryMember> {
     const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
@@ -92,7 +94,7 @@ export class MemoryMember {
       async publish (topic: string, data?: Uint8Array) {
         if (!mesh.gossip || data == null) return { recipients: [] }
         for (const other of mesh.members) {
-          if (other === self) continue
+          if (other === self || mesh.linked?.(self.peerId.toString(), other.peerId.toString()) === false) continue
           await other.deliver({ type: 'signed', from: self.peerId, topic, data, sequenceNumber: 0n, signature: new Uint8Array(), key: self.peerId.publicKey! } as Message, self.peerId)
         }
         return { recipients: [] }

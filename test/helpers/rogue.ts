@@ -12,6 +12,10 @@
  *   --member           also runs real SWIM membership, so peers see it alive
  *   --record JSON      merges fields into the node record it writes about itself
  *                      (e.g. a role or labels its certificate does not give it)
+ *   --own KEY=JSON     writes a key it does own (its own scheduler claim, its own
+ *                      placements) with whatever value it likes, `$self` standing
+ *                      for its peer id, every --every ms (default 500): what a
+ *                      stolen gateway can gossip
  *
  *   node test/helpers/rogue.ts --data DIR [mode ...]
  *
@@ -46,7 +50,9 @@ const { values } = parseArgs({
     'flood-bytes': { type: 'string' },
     nested: { type: 'string' },
     member: { type: 'boolean' },
-    record: { type: 'string' }
+    record: { type: 'string' },
+    own: { type: 'string', multiple: true },
+    every: { type: 'string' }
   }
 })
 const recordFields = values.record == null ? {} : JSON.parse(values.record) as Record<string, unknown>
@@ -162,6 +168,16 @@ async function rawFrame (peer: string, protocol: string, bytes: Uint8Array, pref
   } catch (err: any) {
     sent.push(`${protocol}:failed:${err.message}`)
   }
+}
+
+const own = (values.own ?? []).map(kv => {
+  const at = kv.indexOf('=')
+  return { key: kv.slice(0, at).replaceAll('$self', self), json: kv.slice(at + 1).replaceAll('$self', self) }
+})
+if (own.length > 0) {
+  setInterval(() => {
+    for (const { key, json } of own) registry.set(key, JSON.parse(json)).catch(() => {})
+  }, Number(values.every ?? 500))
 }
 
 const attacking = values.poison === true || values.flood != null || values.nested != null

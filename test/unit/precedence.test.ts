@@ -1,32 +1,8 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { TypedEventEmitter } from '@libp2p/interface'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { pino } from 'pino'
-import { Election } from '../../node/scheduler/election.ts'
+import { chooseLeader, type ClaimState, type ZoneMember } from '../../node/scheduler/leader.ts'
 import { winningPlacement, type PlacementRecord } from '../../node/scheduler/placements.ts'
-import { comparePrecedence } from '../../node/scheduler/precedence.ts'
-import type { RegistryEntry } from '../../node/registry/entry.ts'
-import type { Member, MembershipEvents } from '../../node/membership/membership.ts'
-
-/** Just enough registry for Election.check() and winningPlacement(): a fixed list of entries. */
-function staticRegistry (entries: Array<RegistryEntry<unknown>>) {
-  return {
-    list: <T>(prefix: string) => entries.filter(e => e.key.startsWith(prefix)) as Array<RegistryEntry<T>>,
-    set: async () => { throw new Error('not in this test') },
-    delete: async () => { throw new Error('not in this test') },
-    onChange: () => () => {}
-  }
-}
-
-class AllAlive extends TypedEventEmitter<MembershipEvents> {
-  readonly ids: string[]
-  constructor (ids: string[]) { super(); this.ids = ids }
-  members (): Member[] { return this.ids.map(peerId => ({ peerId, self: false, role: 'gateway', labels: {}, addresses: [], state: 'alive', lastSeenMs: 0, since: 0 })) }
-  stateOf (): 'alive' { return 'alive' }
-}
-
-const entry = (key: string, value: unknown): RegistryEntry<unknown> => ({ key, value, deleted: false, ts: [1, 0], writer: key.split('/')[2]! })
+import { comparePrecedence, firstInPrecedence } from '../../node/scheduler/precedence.ts'
 
 // a handful of peer ids whose string order differs from their generation order
 const PEERS = [
@@ -36,7 +12,10 @@ const PEERS = [
   '12D3KooWSa5iSpNMaJhXZtkEEmFUKYBH4e3yMgYqbk4vPvBqhhjx',
   '12D3KooWK6R8AAamykHjrFYwDSGoFKD6mHfx5uAM7S1L8fGFtbP3'
 ]
-const self = peerIdFromString(PEERS[0]!)
+
+/** Just enough registry for winningPlacement(): fixed values by key. */
+const registryOf = (values: Record<string, unknown>) => ({ value: <T>(key: string) => values[key] as T | undefined })
+const placement = (term: number, node: string): PlacementRecord => ({ term, nodes: [node], replicas: 1, bundle: 'b', deploymentTs: [1, 0], at: 0 })
 
 t.test('comparePrecedence is a strict total order: higher term first, then lower peer id', async t => {
   const holder = fc.record({ term: fc.integer({ min: 0, max: 5 }), peerId: fc.constantFrom(...PEERS) })
@@ -52,21 +31,45 @@ t.test('comparePrecedence is a strict total order: higher term first, then lower
   t.ok(comparePrecedence({ term: 3, peerId: PEERS[2]! }, { term: 3, peerId: PEERS[1]! }) < 0, 'equal terms: the lower peer id wins')
 })
 
-t.test('the elected scheduler is the one whose placement agents follow, for any set of claims', async t => {
-  const claims = fc.uniqueArray(fc.record({ peerId: fc.constantFrom(...PEERS), term: fc.integer({ min: 1, max: 4 }) }), { selector: c => c.peerId, minLength: 1, maxLength: PEERS.length })
+t.test('the election and the placement choice agree for any claims, terms and endorsements', async t => {
+  const members: ZoneMember[] = PEERS.map(peerId => ({ peerId, state: 'alive', eligible: true, role: 'gateway' }))
+  const claims = fc.uniqueArray(fc.record({ peerId: fc.constantFrom(...PEERS), term: fc.integer({ min: 1, max: 6 }) }), { selector: c => c.peerId, minLength: 1, maxLength: PEERS.length })
+  const follows = fc.array(fc.tuple(fc.constantFrom(...PEERS), fc.constantFrom(...PEERS)), { maxLength: 5 })
   let checked = 0
-  await fc.assert(fc.asyncProperty(claims, async list => {
-    const entries = [
-      ...list.map(c => entry(`scheduler/default/${c.peerId}`, { term: c.term, since: 0 })),
-      ...list.map(c => entry(`placement/d1/${c.peerId}`, { term: c.term, nodes: [c.peerId], replicas: 1, bundle: 'b', deploymentTs: [1, 0], at: 0 } satisfies PlacementRecord))
-    ]
-    const registry = staticRegistry(entries)
-    const election = new Election({ peerId: self, registry, membership: new AllAlive(PEERS), logger: pino({ level: 'silent' }) }, { eligible: false })
-    election.check()
-    const leader = election.leader()
-    const placement = winningPlacement(registry, 'd1')
+  fc.assert(fc.property(claims, follows, (list, pairs) => {
+    // a claimant's own key holds its claim, so it endorses no one
+    const endorsements = new Map(pairs.filter(([by]) => !list.some(c => c.peerId === by)))
+    const live: ClaimState[] = list.map(c => ({ ...c, live: true }))
+    // a long vacancy: every claimant is entitled whatever its rank
+    const { leader } = chooseLeader({ claims: live, endorsements, members, floor: 0, vacantForMs: 1e9, staggerMs: 1 })
+    if (leader == null) return false
+    // the tie-break: most endorsed first, then the precedence rule
+    const count = (id: string): number => [...endorsements].filter(([by, f]) => f === id && by !== id).length
+    const most = Math.max(...list.map(c => count(c.peerId)))
+    const expected = firstInPrecedence(list.filter(c => count(c.peerId) === most))!
+    if (leader.peerId !== expected.peerId || leader.term !== expected.term) return false
+    // every claimant wrote a placement with its term: agents follow the leader's
+    const values = Object.fromEntries(list.map(c => [`placement/d1/${c.peerId}`, placement(c.term, c.peerId)]))
+    const won = winningPlacement(registryOf(values), 'd1', { leaderOf: () => leader, followed: () => list })
     checked++
-    return leader != null && placement != null && leader.peerId === placement.scheduler && leader.term === placement.term
-  }), { numRuns: 500 })
-  t.equal(checked, 500, 'every generated case was checked')
+    return won?.scheduler === leader.peerId && won.term === leader.term
+  }), { numRuns: 1000 })
+  t.equal(checked, 1000, 'every generated case was checked')
+})
+
+t.test('until the leader places a deployment, the schedulers followed before stand in, by precedence', async t => {
+  const history = fc.uniqueArray(fc.record({ peerId: fc.constantFrom(...PEERS), term: fc.integer({ min: 1, max: 6 }) }), { selector: c => c.peerId, minLength: 1, maxLength: PEERS.length })
+  fc.assert(fc.property(history, fc.subarray(PEERS), fc.integer({ min: 1, max: 6 }), (followed, writers, skew) => {
+    const leader = { peerId: 'leader-without-a-placement', term: 7 }
+    const values: Record<string, unknown> = {}
+    for (const f of followed) {
+      // some wrote with the term they led in, some with another (forged or stale): only the first kind counts
+      if (writers.includes(f.peerId)) values[`placement/d1/${f.peerId}`] = placement(f.term, f.peerId)
+      else values[`placement/d1/${f.peerId}`] = placement(f.term + skew, f.peerId)
+    }
+    const won = winningPlacement(registryOf(values), 'd1', { leaderOf: () => leader, followed: () => followed })
+    const expected = firstInPrecedence(followed.filter(f => writers.includes(f.peerId)))
+    return won?.scheduler === expected?.peerId && won?.term === expected?.term
+  }), { numRuns: 1000 })
+  t.pass('a placement counts only with the term its writer led in')
 })

@@ -10,7 +10,7 @@ import type { AgentView } from '../server.ts'
 
 /** What the deployment routes need beyond the registry. */
 export interface SchedulingView {
-  election: Pick<Election, 'leader' | 'zone' | 'isLeader'>
+  election: Pick<Election, 'leader' | 'zone' | 'isLeader' | 'leaderOf' | 'followed' | 'status'>
   control: Pick<NodeControl, 'setDrained' | 'setExcluded' | 'state'>
   parseOptions: ParseOptions
 }
@@ -28,7 +28,7 @@ const DeleteBody = Type.Object({ auth: Auth }, { additionalProperties: false })
 export async function deploymentRoutes (app: FastifyInstance, { agent, scheduling }: { agent: AgentView, scheduling: SchedulingView }): Promise<void> {
   const statuses = () => {
     const states = new Map(agent.members().map(m => [m.peerId, m.state]))
-    return deploymentStatuses(agent.registry, scheduling.parseOptions, Date.now(), peer => states.get(peer) ?? 'unknown')
+    return deploymentStatuses(agent.registry, scheduling.election, scheduling.parseOptions, Date.now(), peer => states.get(peer) ?? 'unknown')
   }
 
   app.get('/v1/deployments', async () => ({ deployments: statuses() }))
@@ -53,10 +53,7 @@ export async function deploymentRoutes (app: FastifyInstance, { agent, schedulin
     return { id: request.params.id, deleted: true }
   })
 
-  app.get('/v1/scheduler', async () => {
-    const leader = scheduling.election.leader()
-    return { zone: scheduling.election.zone, leader: leader?.peerId ?? null, term: leader?.term ?? null, self: scheduling.election.isLeader() }
-  })
+  app.get('/v1/scheduler', async () => scheduling.election.status())
 
   const control = (state: NodeControlState) => ({ node: agent.peerId, ...state })
   app.get('/v1/control', async () => control(scheduling.control.state))

@@ -1,0 +1,125 @@
+import { zoneOf } from './keys.ts'
+import { chooseLeader, positionOf, rank, type ClaimState, type Leader, type ZoneMember } from './leader.ts'
+import type { ScheduleRecord } from './lease.ts'
+import type { ZoneMemory } from './terms.ts'
+import type { Member } from '../membership/membership.ts'
+
+/** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
+const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
+
+/** A zone's members as the leader choice sees them. */
+export function membersOf (zone: string, members: Member[]): ZoneMember[] {
+  return members.filter(m => zoneOf(m.labels) === zone).map(m => ({
+    peerId: m.peerId,
+    state: m.state,
+    eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
+    ...(m.clockSkewed === true ? { skewed: true } : {}),
+    ...(m.role == null ? {} : { role: m.role })
+  }))
+}
+
+interface Lease {
+  term: number
+  leaseMs: number
+  /** monotonic ms of the renewal's arrival */
+  receivedAt: number
+}
+
+/** This node's own claim, as the zone view needs it. */
+export interface OwnClaim {
+  term: number
+  live: boolean
+}
+
+export type ChosenLeader = Leader & { established: boolean, endorsements: number }
+
+/**
+ * What one node knows about one zone: peers' leases timed by arrival on
+ * this node's monotonic clock, who endorses whom, the scheduler it follows
+ * and since when the zone has had none, and its memory of terms.
+ */
+export class ZoneView {
+  readonly zone: string
+  readonly #leases = new Map<string, Lease>()
+  readonly #endorsements = new Map<string, string>()
+  current: ChosenLeader | undefined
+  anchor = 0
+  vacantSince: number | undefined
+  memory: ZoneMemory
+
+  constructor (zone: string, memory: ZoneMemory = { floor: 0, followed: [] }) {
+    this.zone = zone
+    this.memory = memory
+  }
+
+  /**
+   * Fold in what a peer's key now holds. A fresh claim is a renewal; a claim
+   * handed over stale (old anti-entropy) is known but not live; a deletion or
+   * an endorsement withdraws the claim; an invalid value changes nothing: the
+   * lease it replaced runs out on its own.
+   */
+  fold (peerId: string, record: ScheduleRecord | undefined, deleted: boolean, fresh: boolean, now: number): void {
+    if (record?.kind === 'endorsement') this.#endorsements.set(peerId, record.endorsement.follows)
+    else this.#endorsements.delete(peerId)
+    if (record?.kind === 'claim') {
+      if (fresh) this.#leases.set(peerId, { term: record.claim.term, leaseMs: record.claim.leaseMs, receivedAt: now })
+      else if (this.#leases.get(peerId)?.term !== record.claim.term) this.#leases.delete(peerId)
+    } else if (record != null || deleted) {
+      this.#leases.delete(peerId)
+    }
+  }
+
+  /** A stall of `late` ms does not count as vacancy this node witnessed. */
+  skipVacancy (late: number, now: number): void {
+    if (this.vacantSince != null) this.vacantSince = Math.min(now, this.vacantSince + late)
+  }
+
+  #claims (self: string, eligible: Set<string>, now: number): ClaimState[] {
+    const claims: ClaimState[] = []
+    for (const [peerId, lease] of this.#leases) {
+      if (peerId === self || !eligible.has(peerId)) continue
+      claims.push({ peerId, term: lease.term, live: now - lease.receivedAt <= lease.leaseMs })
+    }
+    return claims
+  }
+
+  /** Choose the zone's scheduler now; returns whether it changed. */
+  choose (members: ZoneMember[], self: string, mine: OwnClaim | undefined, now: number, staggerMs: number): boolean {
+    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
+    const inZone = new Set(members.map(m => m.peerId))
+    const claims = this.#claims(self, eligible, now)
+    if (mine != null && eligible.has(self)) claims.push({ peerId: self, term: mine.term, live: mine.live })
+    const choice = chooseLeader({
+      claims,
+      endorsements: new Map([...this.#endorsements].filter(([endorser]) => inZone.has(endorser))),
+      members,
+      floor: this.memory.floor,
+      ...(this.current == null ? {} : { current: this.current }),
+      vacantForMs: this.vacantSince == null ? 0 : now - this.vacantSince,
+      staggerMs
+    })
+    this.anchor = choice.anchor
+    const leader = choice.leader
+    const changed = leader?.peerId !== this.current?.peerId || leader?.term !== this.current?.term
+    this.current = leader
+    if (leader == null) this.vacantSince ??= now
+    else this.vacantSince = undefined
+    return changed
+  }
+
+  /** A live claim of an eligible member ranked ahead of `self`, if any. */
+  claimantAhead (members: ZoneMember[], self: string, now: number): string | undefined {
+    const me = members.find(m => m.peerId === self)
+    if (me == null) return undefined
+    const eligible = new Map(members.filter(m => m.eligible).map(m => [m.peerId, m]))
+    return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
+  }
+
+  /** Whether `self` may claim the vacant zone now: first in rank, or the vacancy has lasted its stagger. */
+  entitled (members: ZoneMember[], self: string, now: number, staggerMs: number): boolean {
+    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
+    const position = positionOf(self, members, this.#claims(self, eligible, now))
+    if (position === Infinity) return false
+    return position === 0 || (this.vacantSince != null && now - this.vacantSince >= position * staggerMs)
+  }
+}
