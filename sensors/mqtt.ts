@@ -26,7 +26,9 @@ export class MqttSensor extends AbstractSensor {
   }
 
   protected async _open (): Promise<void> {
-    const { connectAsync } = await import('mqtt')
+    // in the app bundle (esbuild) a CommonJS package's dynamic import exports only `default`, which Node's import has too
+    const mqtt = await import('mqtt') as typeof import('mqtt') & { default?: typeof import('mqtt') }
+    const { connectAsync } = mqtt.default ?? mqtt
     const i = this.#init
     const client = await connectAsync(i.url, {
       reconnectPeriod: i.reconnectMs,

@@ -44,7 +44,9 @@ export class MqttChannel {
   async #get (): Promise<MqttClient> {
     if (this.#client != null) return this.#client
     this.#connecting ??= (async () => {
-      const { connect } = await import('mqtt')
+      // in the app bundle (esbuild) a CommonJS package's dynamic import exports only `default`, which Node's import has too
+      const mqtt = await import('mqtt') as typeof import('mqtt') & { default?: typeof import('mqtt') }
+      const { connect } = mqtt.default ?? mqtt
       const s = this.#settings
       const client = connect(s.url, {
         protocolVersion: 5,
