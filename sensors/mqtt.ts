@@ -1,3 +1,4 @@
+import { commonJs } from '../node/commonjs.ts'
 import { BadReadingError } from './errors.ts'
 import { getPath } from './json-path.ts'
 import { AbstractSensor, type SensorInit } from './sensor.ts'
@@ -26,9 +27,7 @@ export class MqttSensor extends AbstractSensor {
   }
 
   protected async _open (): Promise<void> {
-    // in the app bundle (esbuild) a CommonJS package's dynamic import exports only `default`, which Node's import has too
-    const mqtt = await import('mqtt') as typeof import('mqtt') & { default?: typeof import('mqtt') }
-    const { connectAsync } = mqtt.default ?? mqtt
+    const { connectAsync } = commonJs(await import('mqtt'))
     const i = this.#init
     const client = await connectAsync(i.url, {
       reconnectPeriod: i.reconnectMs,

@@ -1,3 +1,4 @@
+import { commonJs } from '../commonjs.ts'
 import { DeliveryError } from './errors.ts'
 import type { MqttClient } from 'mqtt'
 
@@ -44,9 +45,7 @@ export class MqttChannel {
   async #get (): Promise<MqttClient> {
     if (this.#client != null) return this.#client
     this.#connecting ??= (async () => {
-      // in the app bundle (esbuild) a CommonJS package's dynamic import exports only `default`, which Node's import has too
-      const mqtt = await import('mqtt') as typeof import('mqtt') & { default?: typeof import('mqtt') }
-      const { connect } = mqtt.default ?? mqtt
+      const { connect } = commonJs(await import('mqtt'))
       const s = this.#settings
       const client = connect(s.url, {
         protocolVersion: 5,
