@@ -19,7 +19,7 @@ import { nodeRoutes } from './routes/nodes.ts'
 import { predictRoutes } from './routes/predict.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../protocols/predict/index.ts'
 import { DEFAULT_MAX_DEPTH } from '../protocols/codec.ts'
-import { jsonDepth } from '../protocols/json-bounds.ts'
+import { withinDepth } from '../protocols/json-bounds.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
@@ -110,7 +110,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   const parseJson = app.getDefaultJsonParser('error', 'ignore')
   app.removeContentTypeParser('application/json')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (jsonDepth(body as string, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH) {
+    if (!withinDepth(body as string, DEFAULT_MAX_DEPTH)) {
       done(new BadRequestError(`body nests deeper than ${DEFAULT_MAX_DEPTH} levels`, { field: 'body' }), undefined)
       return
     }

@@ -1,5 +1,5 @@
 import { DEFAULT_MAX_DEPTH } from '../../../protocols/codec.ts'
-import { jsonDepth } from '../../../protocols/json-bounds.ts'
+import { withinDepth } from '../../../protocols/json-bounds.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { BodyTooLargeError } from '../../../protocols/errors.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../../../protocols/predict/index.ts'
@@ -44,7 +44,7 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
   // TF Serving clients (and `curl -d`) often send JSON without a JSON content type
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: limit }, (_req, body, done) => {
     // bounded before it is parsed: what walks the value afterwards recurses
-    if (jsonDepth(body as string, DEFAULT_MAX_DEPTH) > DEFAULT_MAX_DEPTH) {
+    if (!withinDepth(body as string, DEFAULT_MAX_DEPTH)) {
       done(new InvalidInputError(`nests deeper than ${DEFAULT_MAX_DEPTH} levels`, 'body'), undefined)
       return
     }
