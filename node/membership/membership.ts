@@ -32,6 +32,8 @@ const MAX_STRANGERS = 256
 const FORGET_DEAD_MS = 60 * 60_000
 /** A registry write this recent from a member held dead is worth a probe. */
 const FRESH_WRITE_MS = 30_000
+/** Local-health points one stall adds, however long it was. */
+const STALL_SCORE_MAX = 2
 
 /**
  * Fleet membership and failure detection, off the registry: SWIM probing
@@ -296,7 +298,11 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   }
 
   #onStall (lateMs: number): void {
-    const stretch = Math.ceil(lateMs / this.#init.probeIntervalMs)
+    // enough to hold verdicts back until refutations of what timed out
+    // meanwhile arrive, not one point per missed period: recovery takes one
+    // answered probe per point at stretched intervals, and the election (which
+    // waits for health) keeps its own deferral after a stall
+    const stretch = Math.min(STALL_SCORE_MAX, Math.ceil(lateMs / this.#init.probeIntervalMs))
     this.#c.logger.warn({ lateMs: Math.round(lateMs) }, 'this process did not run for a while (stalled or starved of CPU)')
     this.#health.apply(stretch, `stalled for ${Math.round(lateMs)} ms`)
   }
