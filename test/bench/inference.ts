@@ -337,7 +337,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     // sensor → window → dense model → rule → outbox → http.post, at `rate` readings/s
     const watch = await fetch(`${node.api}/v1/instances`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...await cluster.auth('bench') },
       body: JSON.stringify({
         bundle: digests.dense,
         name: 'watch',
