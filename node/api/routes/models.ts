@@ -4,7 +4,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import { BodyTooLargeError } from '../../../protocols/errors.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../../../protocols/predict/index.ts'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
-import { predictLocal } from '../../runtime/serving.ts'
+import { predictLocal, serverTiming } from '../../runtime/serving.ts'
 import { retryAfterOf } from '../errors.ts'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AgentView } from '../server.ts'
@@ -84,7 +84,12 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
   })
 
   const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
-    if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
+    if (local.runtime.has(name) || agent.router == null) {
+      const start = performance.now()
+      const answer = await predictLocal(local.runtime, name, version, body)
+      void reply.header('server-timing', serverTiming(performance.now() - start))
+      return answer
+    }
     // no replica here: another node answers, and its status and body are relayed as they are
     const answer = await agent.router.predict(name, version, body)
     const retryAfter = retryAfterOf(answer.status, answer.body)
