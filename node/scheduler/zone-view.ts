@@ -115,6 +115,12 @@ export class ZoneView {
     return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
+  /** Whether no live eligible node ranks ahead of `self` (a live lease counts as alive). */
+  firstInLine (members: ZoneMember[], self: string, now: number): boolean {
+    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
+    return positionOf(self, members, this.#claims(self, eligible, now)) === 0
+  }
+
   /** Whether `self` may claim the vacant zone now: first in rank, or the vacancy has lasted its stagger. */
   entitled (members: ZoneMember[], self: string, now: number, staggerMs: number): boolean {
     const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
