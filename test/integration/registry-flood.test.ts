@@ -79,6 +79,11 @@ t.test('a writer flooding its own prefix is capped at its quota on every peer, a
   t.equal((await answer('an honest write on a', async () => await cluster.request('a', 'PUT', `/v1/registry/instance/${a.peerId}/after-flood`, { value: 1 }))).status, 200)
   await waitFor(async () => (await Promise.all(['b', 'c'].map(async n => (await cluster.get(n, `/v1/registry/instance/${a.peerId}/after-flood`).catch(() => null))?.value === 1))).every(Boolean), 'an honest write after the flood', 30_000)
   t.pass('honest writes still reach every peer')
-  const members = await answer('a\'s members', async () => await cluster.members('a'))
-  t.ok(names.every(n => members.get(cluster.node(n).peerId)?.state === 'alive'), 'the mesh is intact')
+  // a member busy with the flood (or starved beside a CPU hog) may be suspect for a moment and refute:
+  // intact means every member is alive again, not that nobody was ever doubted
+  const intact = await waitFor(async () => {
+    const members = await cluster.members('a').catch(() => undefined)
+    return members != null && names.every(n => members.get(cluster.node(n).peerId)?.state === 'alive')
+  }, 'every member alive in a\'s view', 30_000).catch(() => false)
+  t.ok(intact, 'the mesh is intact')
 })
