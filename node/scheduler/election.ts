@@ -213,7 +213,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const z = this.#own()
     const leader = z.current
     const mine = this.#key.mine
-    const deferring = this.#distrusting(now, members)
+    const doubt = this.#doubt(now, members)
+    const deferring = doubt != null
     if (mine != null) {
       // the claim is being written: it is not live yet, which is no reason to give it up
       if (mine.validUntil === -Infinity) return
@@ -244,7 +245,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       // a node with peers to join that has met none yet would only claim against its own ignorance
       const alone = age < this.#t.joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')
       const settling = age < this.#t.settleMs || alone
-      if (!settling && this.#eligible && this.#entitled(members, now) && (!deferring || this.#failoverDespiteHealth(members, now))) this.#claim(z.anchor + 1, now)
+      if (!settling && this.#eligible && this.#entitled(members, now) && (!deferring || (doubt === 'health' && this.#failoverDespiteHealth(members, now)))) this.#claim(z.anchor + 1, now)
       return
     }
     if (leader.peerId === this.#self) return
@@ -294,7 +295,6 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    * schedules.
    */
   #failoverDespiteHealth (members: Member[], now: number): boolean {
-    if (this.#doubt(now, members) !== 'health') return false
     const z = this.#own()
     const last = z.memory.followed[0]
     if (last == null || last.peerId === this.#self) return false

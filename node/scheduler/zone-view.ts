@@ -115,16 +115,20 @@ export class ZoneView {
     return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
-  /** Whether no live eligible node ranks ahead of `self` (a live lease counts as alive). */
-  firstInLine (members: ZoneMember[], self: string, now: number): boolean {
+  /** How many live eligible nodes rank ahead of `self` (a live lease counts as alive). */
+  #position (members: ZoneMember[], self: string, now: number): number {
     const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
-    return positionOf(self, members, this.#claims(self, eligible, now)) === 0
+    return positionOf(self, members, this.#claims(self, eligible, now))
+  }
+
+  /** Whether no live eligible node ranks ahead of `self`. */
+  firstInLine (members: ZoneMember[], self: string, now: number): boolean {
+    return this.#position(members, self, now) === 0
   }
 
   /** Whether `self` may claim the vacant zone now: first in rank, or the vacancy has lasted its stagger. */
   entitled (members: ZoneMember[], self: string, now: number, staggerMs: number): boolean {
-    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
-    const position = positionOf(self, members, this.#claims(self, eligible, now))
+    const position = this.#position(members, self, now)
     if (position === Infinity) return false
     return position === 0 || (this.vacantSince != null && now - this.vacantSince >= position * staggerMs)
   }
