@@ -289,8 +289,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    * health stays degraded for tens of seconds, and the nodes ranked behind it
    * wait out their stagger meanwhile, so holding back would leave the zone
    * without a scheduler that long (and a scheduler stopped for 5 s would come
-   * back to its own role). Not after a stall of its own or with a skewed
-   * clock; at start-up, with no scheduler followed yet, health still holds it
+   * back to its own role). The caller asks only when health is the node's
+   * one doubt (not after a stall of its own, not with a skewed clock); at start-up, with no scheduler followed yet, health still holds it
    * back. The claim still needs the others' endorsements before this node
    * schedules.
    */
