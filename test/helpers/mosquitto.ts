@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from './ports.ts'
 import { waitFor } from './cluster.ts'
 import { start, type TestProcess } from './processes.ts'
 

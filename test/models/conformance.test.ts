@@ -1,7 +1,7 @@
 import { copyFile, mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { buildBundle } from '../../packaging/bundle/index.ts'
 import { decodeTensor, encodeTensor } from '../../protocols/tf-serving/tensor-proto.ts'
