@@ -40,13 +40,14 @@ import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
 import { ZipShelf } from '../helpers/zips.ts'
 import { Runtime } from '../../node/runtime/runtime.ts'
 import { parsePredictBody } from '../../node/runtime/tensors.ts'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { ANOMALY_MODEL_DIR, LABELS, WINDOW } from '../helpers/anomaly-bundle.ts'
 import { Cluster, sleep } from '../helpers/cluster.ts'
 import { copyFile, mkdir } from 'node:fs/promises'
 import { agentGrpc, floatTensor, servedMsOf, servingClient } from '../helpers/grpc.ts'
 import { fixture, REFERENCE, saveTfjsTwin } from '../helpers/model-fixtures.ts'
 import { openModel } from '../../packaging/models/runner.ts'
+import { startTransportFloor } from './transport-floor.ts'
 import type { BenchArgs } from './run.ts'
 import type { Database } from '../../node/store/db.ts'
 import type { KeyObject } from 'node:crypto'
@@ -267,6 +268,7 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
     client.close()
     http.destroy()
   }
+  const floor = await transportFloor(one, inputNames['conv-onnx']!, requests)
   const ratio = (field: string): number => round((results['tfjs-layers/wasm']![field] as number) / (results['onnx/onnx-native']![field] as number), 1)
   const speedup = ratio('runtimeBatch1P50Ms')
   const httpOverhead = round(Math.max(...overheads.http!))
@@ -281,7 +283,39 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
       httpOverheadP50Ms: httpOverhead,
       grpcOverheadP50Ms: grpcOverhead,
       overheadsWithinHalfMs: httpOverhead <= 0.5 && grpcOverhead <= 0.5
+    },
+    transportFloor: floor
+  }
+}
+
+/**
+ * The same bodies and clients against bare node:http and grpc-js servers in
+ * another process (transport-floor.ts): what the transports cost on this
+ * machine before any gatemesh code runs.
+ */
+async function transportFloor (one: unknown[], inputName: string, requests: number): Promise<Record<string, number>> {
+  const floor = await startTransportFloor()
+  const http = new HttpAgent({ keepAlive: true, maxSockets: 1 })
+  const client = await servingClient(floor.grpcAddress)
+  try {
+    const body = JSON.stringify({ instances: one })
+    const request = { model_spec: { name: 'floor' }, inputs: { [inputName]: floatTensor(one) } }
+    const viaHttp = async (): Promise<number> => await post(http, floor.httpPort, '/v1/models/floor:predict', body)
+    const viaGrpc = async (): Promise<number> => {
+      const start = performance.now()
+      await client.predict(request)
+      return performance.now() - start
     }
+    await load(100, 1, viaHttp)
+    await load(100, 1, viaGrpc)
+    return {
+      httpP50Ms: round(percentile((await load(requests, 1, viaHttp)).latencies, 50)),
+      grpcP50Ms: round(percentile((await load(requests, 1, viaGrpc)).latencies, 50))
+    }
+  } finally {
+    client.close()
+    http.destroy()
+    await floor.process.stop()
   }
 }
 
