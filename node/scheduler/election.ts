@@ -194,7 +194,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const z = this.#zoneState(zone)
     const held = this.#key.mine
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
-    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs)
+    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self
