@@ -107,7 +107,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   await users.create({ username: 'dev', password: PASSWORDS.dev, roles: ['developer'] })
   await users.create({ username: 'ops', password: PASSWORDS.ops, roles: ['operator'] })
 
-  const nodes = new NodesView({ registry: self.registry, members: () => memberships[0]!.members(), membership: memberships[0] }, { refreshMs: 50 })
+  const nodes = new NodesView({ registry: self.registry, members: () => memberships[0]!.members(), member: peerId => memberships[0]!.member(peerId), membership: memberships[0] }, { refreshMs: 50 })
   await nodes.start()
   const psk = new Uint8Array(95)
   generateKey(psk)
