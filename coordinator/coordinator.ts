@@ -146,6 +146,7 @@ export class Coordinator {
       registry: agent.registry,
       placements: agent.scheduling.election,
       members: () => agent.membership.members(),
+      member: peerId => agent.membership.member(peerId),
       membership: agent.membership,
       db,
       signer,

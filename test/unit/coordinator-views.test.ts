@@ -1,4 +1,10 @@
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import t from 'tap'
+import { pino } from 'pino'
+import { Deployments, type DeploymentView } from '../../coordinator/deployments/service.ts'
+import { openDatabase } from '../../node/store/db.ts'
 import { DeltaStream, type Delta, type DeltaTarget } from '../../coordinator/routes/delta-stream.ts'
 import { NodesView, type NodesChange } from '../../coordinator/nodes/view.ts'
 import type { NodeView } from '../../coordinator/nodes/monitoring.ts'
@@ -193,4 +199,79 @@ t.test('a reader that never reads is capped and closed as a slow consumer', asyn
   d2.node(node('a', 2))
   await sleep(400)
   t.equal(lagging.reason, 'slow-consumer', 'one that does not drain for maxLagMs is closed')
+})
+
+t.test('deployments: an instance change recomputes its deployment only; a node\'s endpoint change reaches every view', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'gm-views-'))
+  const db = await openDatabase(dir)
+  t.teardown(async () => { await db.close(); await rm(dir, { recursive: true, force: true }) })
+  const values = new Map<string, unknown>()
+  const members = new Map<string, Member>()
+  const listeners: Array<{ prefix: string, fn: ChangeListener }> = []
+  const reads = new Map<string, number>()
+  for (let i = 0; i < 1000; i++) {
+    const peerId = `p${String(i).padStart(4, '0')}`
+    members.set(peerId, { peerId, self: false, role: 'gateway', labels: {}, addresses: [], state: 'alive', lastSeenMs: 0, since: 1 })
+    values.set(`node/${peerId}`, { api: `http://${peerId}:7401` })
+  }
+  for (const id of ['a', 'b', 'c']) {
+    values.set(`deployment/${id}`, { id, model: { name: `m-${id}`, version: '1' } })
+    values.set(`instance/p0001/m-${id}`, { state: 'running', deployment: id })
+  }
+  const entry = (key: string, value: unknown): RegistryEntry => ({ key, value, deleted: value === undefined, ts: [Date.now(), 0], writer: 'w' })
+  const write = (key: string, value: unknown): void => {
+    if (value === undefined) values.delete(key)
+    else values.set(key, value)
+    for (const l of listeners) if (key.startsWith(l.prefix)) l.fn({ key, entry: entry(key, value), via: 'gossip' })
+  }
+  const deployments = new Deployments({
+    registry: {
+      list: ((prefix = '') => [...values].filter(([k]) => k.startsWith(prefix)).sort(([a], [b]) => a < b ? -1 : 1).map(([k, v]) => entry(k, v))) as any,
+      get: ((key: string) => { reads.set(key, (reads.get(key) ?? 0) + 1); return values.has(key) ? entry(key, values.get(key)) : undefined }) as any,
+      value: ((key: string) => values.get(key)) as any,
+      set: async () => { throw new Error('not in this test') },
+      delete: async () => { throw new Error('not in this test') },
+      onChange: (prefix, fn) => { const l = { prefix, fn }; listeners.push(l); return () => { listeners.splice(listeners.indexOf(l), 1) } },
+      stampFor: () => { throw new Error('not in this test') }
+    },
+    placements: { leaderOf: () => undefined, followed: () => [] },
+    members: () => [...members.values()],
+    member: id => members.get(id),
+    db,
+    signer: { key: undefined as any },
+    logger: pino({ level: 'silent' })
+  }, { refreshMs: 60_000, tickMs: 60_000 })
+  await deployments.start()
+  t.teardown(async () => { await deployments.stop() })
+  t.same(deployments.list().map(d => `${d.id} ${d.running}`), ['a 1', 'b 1', 'c 1'])
+  t.equal(deployments.get('a').endpoints.length, 1000)
+  const changes: DeploymentView[][] = []
+  deployments.addEventListener('change', evt => { changes.push(evt.detail) })
+  reads.clear()
+
+  write('instance/p0001/m-b', { state: 'failed', reason: 'oom', deployment: 'b' })
+  deployments.refresh()
+  t.same([...reads.keys()], ['instance/p0001/m-b'], 'only deployment b read its instances again')
+  t.equal(changes.length, 1)
+  t.match(deployments.get('b'), { running: 0, instances: [{ node: 'p0001', state: 'failed', reason: 'oom' }] })
+
+  reads.clear()
+  write('health/p0500', { cpuPct: 3 })
+  write('node/p0500', { api: 'http://moved:7401' })
+  deployments.refresh()
+  t.equal(changes.length, 2)
+  t.ok(deployments.list().every(d => d.endpoints.some(e => e.url === `http://moved:7401/v1/models/${d.model}:predict`)), 'every view carries the moved endpoint')
+
+  members.get('p0001')!.state = 'dead'
+  write('node/p0001', values.get('node/p0001'))
+  deployments.refresh()
+  t.ok(deployments.list().every(d => d.instances[0]!.state === 'lost'), 'a dead node\'s instances are lost')
+  t.ok(deployments.list().every(d => d.endpoints.length === 999), 'and its endpoint is gone')
+
+  write('deployment/c', undefined)
+  deployments.refresh()
+  t.same(deployments.list().map(d => d.id), ['a', 'b'], 'a deleted deployment leaves the list')
+  write('deployment/a', { id: 'not-a', model: { name: 'x', version: '1' } })
+  deployments.refresh()
+  t.same(deployments.list().map(d => d.id), ['b'], 'a spec for another id is not a deployment')
 })
