@@ -40,8 +40,8 @@ export interface Delta {
  * whole-state field, and go out as one `delta` event at most every
  * `batchMs`. Nothing is serialised until it is sent, so what waits for a
  * reader costs a reference per changed node. While the socket waits for
- * `drain` nothing is written and changes keep collecting; a reader that
- * has more than `maxPending` nodes waiting, or whose socket did not drain
+ * `drain` nothing is written and changes keep collecting; a reader whose
+ * socket waits with more than `maxPending` nodes pending, or did not drain
  * for `maxLagMs`, gets `close` `{"reason":"slow-consumer"}`.
  */
 export class DeltaStream {
@@ -96,7 +96,8 @@ export class DeltaStream {
 
   #changed (): void {
     if (this.#stream.closed) return
-    if (this.#nodes.size > this.#maxPending) {
+    // a reader that keeps up takes any number of changes a second; the cap is for one that does not
+    if (this.#nodes.size > this.#maxPending && this.#stream.blocked) {
       this.#stream.close('slow-consumer')
       return
     }

@@ -186,6 +186,13 @@ t.test('a reader that never reads is capped and closed as a slow consumer', asyn
   deltas.node(node('p100', 1))
   t.equal(s.reason, 'slow-consumer', 'one node past maxPending closes it')
 
+  const reading = target()
+  const d1 = new DeltaStream(reading, { batchMs: 50, maxPending: 100, maxLagMs: 200 })
+  for (let i = 0; i < 300; i++) d1.node(node(`p${i}`, 1))
+  await sleep(120)
+  t.equal(reading.closed, false, 'a reader that keeps up is not held to the cap')
+  t.equal(reading.sent[0]?.data.nodes.length, 300)
+
   const lagging = target()
   const d2 = new DeltaStream(lagging, { batchMs: 50, maxPending: 100, maxLagMs: 200 })
   lagging.lag = true
