@@ -1,9 +1,12 @@
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:http'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { pino } from 'pino'
 import { Deployments, type DeploymentView } from '../../coordinator/deployments/service.ts'
+import { EventStream } from '../../node/api/event-stream.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { DeltaStream, type Delta, type DeltaTarget } from '../../coordinator/routes/delta-stream.ts'
 import { NodesView, type NodesChange } from '../../coordinator/nodes/view.ts'
@@ -206,6 +209,41 @@ t.test('a reader that never reads is capped and closed as a slow consumer', asyn
   d2.node(node('a', 2))
   await sleep(400)
   t.equal(lagging.reason, 'slow-consumer', 'one that does not drain for maxLagMs is closed')
+})
+
+t.test('over a real socket that is never read, the stream stops writing and is closed as a slow consumer', async t => {
+  let stream: EventStream | undefined
+  let deltas: DeltaStream | undefined
+  const server = createServer((_req, res) => {
+    stream = new EventStream(res, { heartbeatMs: 60_000, maxPendingBytes: 2 * 1024 * 1024 }, () => {})
+    deltas = new DeltaStream(stream, { batchMs: 20, maxLagMs: 500 })
+  })
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const socket = connect((server.address() as any).port, '127.0.0.1')
+  socket.on('error', () => {})
+  socket.write('GET / HTTP/1.1\r\nhost: x\r\n\r\n')
+  socket.pause()
+  while (deltas == null) await sleep(10)
+  const pad = 'x'.repeat(64 * 1024)
+  let rounds = 0
+  let maxHeld = 0
+  // 64 nodes of 64 KiB changing every 20 ms: far more than a paused socket takes
+  while (!stream!.closed && rounds < 500) {
+    for (let i = 0; i < 64; i++) deltas.node({ peerId: `p${i}`, pad: `${rounds}${pad}` } as any)
+    maxHeld = Math.max(maxHeld, stream!.bufferedBytes)
+    rounds++
+    await sleep(20)
+  }
+  t.ok(stream!.closed, `closed after ${rounds} rounds of changes`)
+  t.ok(maxHeld < 16 * 1024 * 1024, `at most ${(maxHeld / 1048576).toFixed(1)} MiB held for it: writing stopped while the socket waited for drain`)
+  socket.resume()
+  const text = await new Promise<string>(resolve => {
+    let got = ''
+    socket.setEncoding('utf8').on('data', (d: string) => { got += d }).on('close', () => { resolve(got) })
+    setTimeout(() => { resolve(got) }, 5000).unref()
+  })
+  t.ok(text.includes('event: close\ndata: {"reason":"slow-consumer"}\n\n'), 'the stream ends saying why')
 })
 
 t.test('deployments: an instance change recomputes its deployment only; a node\'s endpoint change reaches every view', async t => {
