@@ -211,14 +211,29 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   members (): Member[] {
     const now = this.#mono()
-    const self = this.#clock.self
-    const out: Member[] = [this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)]
-    for (const e of this.#table.entries.values()) {
-      if (!this.#admits(e.id)) continue
-      const clock = this.#clock.of(e.id)
-      out.push(this.#member(e.id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(e.id)))
+    const out: Member[] = [this.#selfMember()]
+    for (const id of this.#table.entries.keys()) {
+      const m = this.#peerMember(id, now)
+      if (m != null) out.push(m)
     }
     return out
+  }
+
+  /** One member as `members()` would list it, without building the list; undefined when it is not one. */
+  member (peerId: string): Member | undefined {
+    return peerId === this.#self ? this.#selfMember() : this.#peerMember(peerId, this.#mono())
+  }
+
+  #selfMember (): Member {
+    const self = this.#clock.self
+    return this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)
+  }
+
+  #peerMember (id: string, now: number): Member | undefined {
+    const e = this.#table.entries.get(id)
+    if (e == null || !this.#admits(id)) return undefined
+    const clock = this.#clock.of(id)
+    return this.#member(id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(id))
   }
 
   #member (peerId: string, state: MemberState, since: number, lastSeenMs: number | null, incarnation: number | null, clockOffsetMs: number | null, clockSkewed: boolean): Member {
