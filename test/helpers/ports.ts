@@ -1,4 +1,4 @@
-import { mkdir, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort as unreservedPort } from '../../node/cli/ports.ts'
 
@@ -21,7 +21,8 @@ const HOLD_MS = 40 * 60_000
  * loop side by side).
  */
 export async function freePort (host = '127.0.0.1'): Promise<number> {
-  await mkdir(RESERVED, { recursive: true, mode: 0o1777 })
+  // sticky and world-writable, like /tmp, whoever made it first (mkdir's mode passes through the umask)
+  await mkdir(RESERVED, { recursive: true }).then(async made => { if (made != null) await chmod(RESERVED, 0o1777) })
   for (let i = 0; i < 100; i++) {
     const port = await unreservedPort(host)
     if (await reserve(port)) return port
@@ -35,11 +36,13 @@ export async function reserve (port: number): Promise<boolean> {
     await writeFile(file, `${process.pid}\n`, { flag: 'wx' })
     return true
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+    const code = (err as NodeJS.ErrnoException).code
+    // the list belongs to another user (or the disk is read-only): a port free now is the best we have
+    if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return true
+    if (code !== 'EEXIST') throw err
   }
   const noted = await stat(file).then(s => s.mtimeMs, () => 0)
   if (Date.now() - noted < HOLD_MS) return false
-  // an old reservation: its test is long over
-  await writeFile(file, `${process.pid}\n`)
-  return true
+  // an old reservation: its test is long over (another user's file we cannot take over: pick another port)
+  return await writeFile(file, `${process.pid}\n`).then(() => true, () => false)
 }
