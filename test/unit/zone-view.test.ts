@@ -24,6 +24,13 @@ function healed (now: number): ZoneView {
   return view
 }
 
+/** Both claims renewed at `now` (their leases stay live), then the view chooses with `dead` members dead. */
+function renewAndChoose (view: ZoneView, now: number, dead: string[] = []): boolean {
+  view.fold(A, claim(2), false, true, now)
+  view.fold(B, claim(1), false, true, now)
+  return view.choose(members(dead), SELF, undefined, now, 10_000, HOLD)
+}
+
 t.test('a live scheduler tied by endorsements keeps the zone for tieHoldMs, then the precedence rule settles it', async t => {
   let now = 1_000_000
   const view = healed(now)
@@ -35,14 +42,10 @@ t.test('a live scheduler tied by endorsements keeps the zone for tieHoldMs, then
   view.choose(members([D]), SELF, undefined, now, 10_000, HOLD)
   t.equal(view.current?.peerId, B, 'tied one to one: B stays')
   now += HOLD - 100
-  view.fold(A, claim(2), false, true, now)
-  view.fold(B, claim(1), false, true, now)
-  view.choose(members([D]), SELF, undefined, now, 10_000, HOLD)
+  renewAndChoose(view, now, [D])
   t.equal(view.current?.peerId, B, 'still tied, not yet for tieHoldMs: B stays')
   now += 200
-  view.fold(A, claim(2), false, true, now)
-  view.fold(B, claim(1), false, true, now)
-  t.ok(view.choose(members([D]), SELF, undefined, now, 10_000, HOLD), 'the tie held for tieHoldMs: the choice changes')
+  t.ok(renewAndChoose(view, now, [D]), 'the tie held for tieHoldMs: the choice changes')
   t.same({ peerId: view.current?.peerId, term: view.current?.term }, { peerId: A, term: 2 }, 'the higher term wins the tie')
 })
 
@@ -54,14 +57,10 @@ t.test('the tie ends when the verdict is refuted: the scheduler most members fol
   view.fold(E, endorse(A, 2), false, true, now)
   view.choose(members([D]), SELF, undefined, now, 10_000, HOLD)
   now += 500
-  view.fold(A, claim(2), false, true, now)
-  view.fold(B, claim(1), false, true, now)
-  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  renewAndChoose(view, now)
   t.equal(view.current?.peerId, B, 'D refuted: two to one for B')
   now += HOLD
-  view.fold(A, claim(2), false, true, now)
-  view.fold(B, claim(1), false, true, now)
-  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  renewAndChoose(view, now)
   t.equal(view.current?.peerId, B, 'and B keeps it after the hold too')
 })
 
