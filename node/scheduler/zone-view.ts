@@ -46,7 +46,7 @@ export class ZoneView {
   anchor = 0
   vacantSince: number | undefined
   /** since when a live claim has outranked the current scheduler's live claim by precedence alone */
-  challengedSince: number | undefined
+  #challengedSince: number | undefined
   memory: ZoneMemory
 
   constructor (zone: string, memory: ZoneMemory = { floor: 0, followed: [] }) {
@@ -116,10 +116,10 @@ export class ZoneView {
     let leader = choice.leader
     const incumbent = choice.incumbent
     if (leader != null && incumbent != null && (leader.peerId !== incumbent.peerId || leader.term !== incumbent.term) && leader.endorsements <= incumbent.endorsements) {
-      this.challengedSince ??= now
-      if (now - this.challengedSince < tieHoldMs) leader = incumbent
+      this.#challengedSince ??= now
+      if (now - this.#challengedSince < tieHoldMs) leader = incumbent
     } else {
-      this.challengedSince = undefined
+      this.#challengedSince = undefined
     }
     const changed = leader?.peerId !== this.current?.peerId || leader?.term !== this.current?.term
     this.current = leader
