@@ -89,11 +89,12 @@ export async function runChaos (init: ChaosInit): Promise<ChaosResult> {
     await sleep(1000)
     await n.endAll()
     const healedAt = Date.now()
-    log('every fault ended: converging')
+    // what converges is what the faults left: no new deployments or requests meanwhile
+    await workload.stop()
+    log('every fault ended, the workload stopped: converging')
     const converge = await converged(lab, workload, budget(240_000), log)
     const convergeS = converge.ok ? Math.round((Date.now() - healedAt) / 100) / 10 : null
     log(converge.ok ? `converged ${String(convergeS)} s after the last heal` : `did not converge: ${converge.why}`)
-    await workload.stop()
     const backResults = await Promise.all(backs)
 
     const final = await finalState(lab)

@@ -10,6 +10,12 @@ export interface NotificationFigures {
   lost: number
   /** one event delivered under more than one idempotency key: a repeat no deduping receiver can drop */
   duplicates: number
+  /**
+   * Of `duplicates`: predict-driven events whose copies were produced by
+   * different agents. The router sends a request whose replica did not
+   * answer in time to another replica; both ran it, and both ran its rules.
+   */
+  duplicatesFromPredictRetries: number
   /** the same key delivered again (at-least-once retries the receivers dropped by key) */
   redeliveriesDeduped: number
   expectedFromPredicts: number
@@ -24,14 +30,14 @@ export interface NotificationFigures {
   duplicated: string[]
 }
 
-interface Parsed { ch: string, key: string, identity: string, instance: string }
+interface Parsed { ch: string, key: string, identity: string, instance: string, node: string }
 
 function parse (d: Delivery): Parsed | undefined {
   try {
     const e = JSON.parse(d.body) as { instance?: string, output?: unknown, node?: string, sensor?: string, reading?: { ts?: number } }
     // predict-driven: the answered row names the request; sensor-driven: node, sensor and reading time
     const identity = e.instance === 'notify' ? JSON.stringify(e.output) : `${String(e.node)}|${String(e.sensor)}|${String(e.reading?.ts)}`
-    return { ch: d.ch, key: d.key, identity, instance: String(e.instance) }
+    return { ch: d.ch, key: d.key, identity, instance: String(e.instance), node: String(e.node) }
   } catch {
     return undefined
   }
@@ -55,12 +61,15 @@ export function notificationFigures (deliveries: Delivery[], predicts: PredictRe
   }
   // per channel and event: the distinct keys it came with
   const keys = new Map<string, Set<string>>()
+  const nodes = new Map<string, Set<string>>()
   let redeliveries = 0
   const seen = new Set<string>()
   for (const p of parsed) {
     const id = `${p.ch} ${p.instance} ${p.identity}`
     if (!keys.has(id)) keys.set(id, new Set())
     keys.get(id)!.add(p.key)
+    if (!nodes.has(id)) nodes.set(id, new Set())
+    nodes.get(id)!.add(p.node)
     const k = `${p.ch} ${p.key}`
     if (seen.has(k)) redeliveries++
     seen.add(k)
@@ -70,6 +79,7 @@ export function notificationFigures (deliveries: Delivery[], predicts: PredictRe
   return {
     lost: missing.length + leftover,
     duplicates: duplicated.reduce((n, [, ks]) => n + ks.size - 1, 0),
+    duplicatesFromPredictRetries: duplicated.filter(([id]) => id.split(' ')[1] === 'notify' && nodes.get(id)!.size > 1).reduce((n, [, ks]) => n + ks.size - 1, 0),
     redeliveriesDeduped: redeliveries,
     expectedFromPredicts: expected.length,
     ambiguous,

@@ -4,7 +4,6 @@
  * must get exactly once), and deployments created, changed and deleted.
  */
 import { SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
-import { sleep } from '../helpers/cluster.ts'
 import { deploy, undeploy } from '../helpers/scheduling.ts'
 import { prng } from './schedule.ts'
 import type { ChaosLab } from './lab.ts'
@@ -40,6 +39,7 @@ export class Workload {
   readonly #rand: () => number
   #stopped = false
   #seq = 0
+  readonly #wakers = new Set<() => void>()
   readonly #loops: Array<Promise<void>> = []
 
   constructor (lab: ChaosLab, seed: number, faulted: () => boolean) {
@@ -54,7 +54,18 @@ export class Workload {
 
   async stop (): Promise<void> {
     this.#stopped = true
+    for (const wake of [...this.#wakers]) wake()
     await Promise.all(this.#loops)
+  }
+
+  /** Sleep `ms`, or less if stopped meanwhile. */
+  async #pause (ms: number): Promise<void> {
+    if (this.#stopped) return
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(timer); this.#wakers.delete(done); resolve() }
+      const timer = setTimeout(done, ms)
+      this.#wakers.add(done)
+    })
   }
 
   /** One window per request, each with a spike of its own size: every answer's row differs, so it names its notification. */
@@ -87,7 +98,7 @@ export class Workload {
       }
       record.faulted ||= this.#faulted()
       this.predicts.push(record)
-      await sleep(record.ok ? 150 : 500)
+      await this.#pause(record.ok ? 150 : 500)
     }
   }
 
@@ -97,7 +108,7 @@ export class Workload {
     const live = new Map<string, number>()
     let next = 0
     while (!this.#stopped) {
-      await sleep(6000 + this.#rand() * 8000)
+      await this.#pause(6000 + this.#rand() * 8000)
       if (this.#stopped) break
       const via = lab.agents[Math.floor(this.#rand() * lab.agents.length)]!
       const ids = [...live.keys()]

