@@ -1,0 +1,268 @@
+/**
+ * `npm run bench -- scale --versus serf [--nodes 20,50] [--idle-seconds 30] [--settle-seconds 5] [--kills 1] [--sources]`
+ *
+ * gatemesh beside its anchor, in one run: for each N, N real Serf agents
+ * (Debian's `serf`, gossip encrypted), then N real gatemesh agents (the
+ * shipped bundle), each member alone in a network namespace of its own on
+ * one bridge the bench builds (test/helpers/netns.ts). Each cluster
+ * converges, settles, idles, then loses one member to kill -9. Printed per
+ * system: CPU (% of one core) and bytes per second each way per member,
+ * measured identically for both (idle-meter.ts), gatemesh's membership
+ * traffic alone (its /metrics), and the time until every survivor has
+ * marked the killed member failed/dead. Needs root (namespaces).
+ */
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { agentCommand } from './agents.ts'
+import { mean, sampleIdle, type IdleSample } from './idle-meter.ts'
+import { ensureSerf, SerfCluster } from './serf-cluster.ts'
+import { round } from './stats.ts'
+import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { NetLab } from '../helpers/netns.ts'
+import type { AppCommand } from '../helpers/app-bundle.ts'
+import type { BenchArgs } from './run.ts'
+
+/**
+ * What one SWIM frame costs beyond the payload /metrics counts, on its way
+ * into TCP: its length prefix (1), a yamux header (12), noise's length and
+ * tag (18); and on the wire, one segment's Ethernet, IPv4 and TCP headers
+ * with timestamps (66). TCP's own acks are left out, so the estimate stays
+ * a lower bound of the frames' real wire cost.
+ */
+const FRAME_OVERHEAD_BYTES = 1 + 12 + 18 + 66
+
+interface Figures {
+  cpuPct: number
+  cpuPctMax: number
+  bytesInPerSec: number
+  bytesOutPerSec: number
+  packetsInPerSec: number
+  packetsOutPerSec: number
+  detectMs: number
+  detectAllMs: number[]
+}
+
+interface Options {
+  idleSeconds: number
+  settleSeconds: number
+  kills: number
+  log: (msg: string) => void
+}
+
+function figures (sample: IdleSample, detect: number[]): Figures {
+  return {
+    cpuPct: round(mean(sample.cpuPct), 2),
+    cpuPctMax: round(Math.max(...sample.cpuPct), 2),
+    bytesInPerSec: round(mean(sample.bytesIn), 0),
+    bytesOutPerSec: round(mean(sample.bytesOut), 0),
+    packetsInPerSec: round(mean(sample.packetsIn), 1),
+    packetsOutPerSec: round(mean(sample.packetsOut), 1),
+    detectMs: round(mean(detect), 0),
+    detectAllMs: detect.map(d => round(d, 0))
+  }
+}
+
+/** Members to kill, one after another: never the first (every other member joined through it). */
+function victims (count: number, kills: number): number[] {
+  const pool = Array.from({ length: count - 1 }, (_, i) => i + 1)
+  for (let i = pool.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1))
+    ;[pool[i], pool[j]] = [pool[j]!, pool[i]!]
+  }
+  return pool.slice(0, kills)
+}
+
+async function serfPoint (lab: NetLab, count: number, kill: number[], root: string, o: Options): Promise<Figures> {
+  const serf = new SerfCluster(lab, join(root, `serf-${count}`))
+  try {
+    o.log(`serf: starting ${count} agents`)
+    await serf.start(count)
+    await serf.waitConverged(120_000)
+    o.log(`serf: converged; settling ${o.settleSeconds} s, then idle ${o.idleSeconds} s`)
+    await sleep(o.settleSeconds * 1000)
+    const sample = await sampleIdle(lab, serf.members.map(m => m.process.pid!), o.idleSeconds)
+    o.log(`serf: idle cpu ${mean(sample.cpuPct).toFixed(2)}% of a core, ${mean(sample.bytesIn).toFixed(0)} B/s in, ${mean(sample.bytesOut).toFixed(0)} B/s out per agent`)
+    const detect: number[] = []
+    for (const v of kill) {
+      const victim = serf.members[v]!
+      const t0 = performance.now()
+      serf.kill(v)
+      // the victim's exit is seen later: who survives is decided here
+      const survivors = serf.members.filter(m => m !== victim && m.process.running)
+      await waitFor(() => survivors.every(m => (m.failed.get(victim.name) ?? -Infinity) >= t0), `${victim.name} failed on every serf survivor`, 60_000, 50)
+      detect.push(Math.max(...survivors.map(m => m.failed.get(victim.name)!)) - t0)
+      o.log(`serf: kill -9 ${victim.name}: failed on all ${survivors.length} survivors after ${detect.at(-1)!.toFixed(0)} ms`)
+      await sleep(1500)
+    }
+    return figures(sample, detect)
+  } finally {
+    await serf.close()
+  }
+}
+
+interface MembershipCounters { bytesIn: number, bytesOut: number, framesIn: number, framesOut: number }
+
+/** gatemesh's SWIM counters from its Prometheus text: payload bytes and frames by direction (frames summed over types). */
+function membershipCounters (text: string): MembershipCounters {
+  const sum = (metric: string, direction: string): number => {
+    let total = 0
+    for (const line of text.split('\n')) {
+      if (line.startsWith(`${metric}{`) && line.includes(`direction="${direction}"`)) total += Number(line.slice(line.lastIndexOf(' ') + 1))
+    }
+    return total
+  }
+  return {
+    bytesIn: sum('gatemesh_membership_bytes_total', 'in'),
+    bytesOut: sum('gatemesh_membership_bytes_total', 'out'),
+    framesIn: sum('gatemesh_membership_frames_total', 'in'),
+    framesOut: sum('gatemesh_membership_frames_total', 'out')
+  }
+}
+
+/** When `dir`'s agent logged `peer` dead (wall clock ms), if it did at or after `since`. */
+async function loggedDead (dir: string, peer: string, since: number): Promise<number | undefined> {
+  const text = await readFile(join(dir, 'logs', 'agent.log'), 'utf8').catch(() => '')
+  for (const line of text.split('\n')) {
+    if (!line.includes('member dead') || !line.includes(peer)) continue
+    try {
+      const entry = JSON.parse(line) as { msg?: string, peer?: string, time?: number }
+      if (entry.msg === 'member dead' && entry.peer === peer && typeof entry.time === 'number' && entry.time >= since) return entry.time
+    } catch {}
+  }
+  return undefined
+}
+
+async function gatemeshPoint (lab: NetLab, count: number, kill: number[], command: AppCommand, o: Options): Promise<Figures & Record<string, unknown>> {
+  const cluster = await Cluster.create({ command })
+  try {
+    const names = Array.from({ length: count }, (_, i) => `n${i}`)
+    for (const [i, name] of names.entries()) {
+      await cluster.addNode(name, {
+        role: i === 0 ? 'server' : 'gateway',
+        bootstrap: i === 0 ? [] : ['n0'],
+        netns: { ns: lab.hosts[i]!, address: lab.address(i) },
+        config: { logs: { stdout: false, level: 'info' } }
+      })
+    }
+    o.log(`gatemesh: starting ${count} agents`)
+    await cluster.start('n0')
+    await Promise.all(names.slice(1).map(async n => await cluster.start(n)))
+    const ids = names.map(n => cluster.node(n).peerId)
+    await waitFor(async () => (await Promise.all(names.map(async n => await cluster.members(n))))
+      .every(view => ids.every(id => view.get(id)?.state === 'alive')), `all ${count} agents alive everywhere`, 180_000, 500)
+    o.log(`gatemesh: converged; settling ${o.settleSeconds} s, then idle ${o.idleSeconds} s`)
+    await sleep(o.settleSeconds * 1000)
+
+    // /metrics is read outside the CPU window (rendering it costs the agent CPU), over its own window
+    const scrape = async (): Promise<{ at: number, counters: MembershipCounters[] }> => {
+      const counters = await Promise.all(names.map(async n => {
+        const reply = await cluster.node(n).probe!.request('GET', `${cluster.node(n).api}/metrics`, undefined, await cluster.auth(n), { text: true })
+        if (reply.status !== 200) throw new Error(`GET /metrics on ${n}: ${reply.status}`)
+        return membershipCounters(String(reply.body))
+      }))
+      return { at: performance.now(), counters }
+    }
+    const before = await scrape()
+    const sample = await sampleIdle(lab, names.map(n => cluster.node(n).process!.pid!), o.idleSeconds)
+    const after = await scrape()
+    const seconds = (after.at - before.at) / 1000
+    const perSec = (pick: (c: MembershipCounters) => number): number => mean(names.map((_, i) => (pick(after.counters[i]!) - pick(before.counters[i]!)) / seconds))
+    const payloadIn = perSec(c => c.bytesIn)
+    const payloadOut = perSec(c => c.bytesOut)
+    const framesIn = perSec(c => c.framesIn)
+    const framesOut = perSec(c => c.framesOut)
+    o.log(`gatemesh: idle cpu ${mean(sample.cpuPct).toFixed(2)}% of a core, ${mean(sample.bytesIn).toFixed(0)} B/s in, ${mean(sample.bytesOut).toFixed(0)} B/s out per agent; membership payload ${payloadIn.toFixed(0)}/${payloadOut.toFixed(0)} B/s in/out`)
+
+    const detect: number[] = []
+    for (const v of kill) {
+      const victim = names[v]!
+      const id = cluster.node(victim).peerId
+      const since = Date.now()
+      cluster.kill(victim)
+      const survivors = cluster.running().map(n => n.name).filter(n => n !== victim)
+      const deadAt = new Map<string, number>()
+      await waitFor(async () => {
+        await Promise.all(survivors.filter(n => !deadAt.has(n)).map(async n => {
+          const at = await loggedDead(cluster.node(n).dir, id, since)
+          if (at != null) deadAt.set(n, at)
+        }))
+        return deadAt.size === survivors.length
+      }, `${victim} dead on every gatemesh survivor`, 60_000, 100)
+      detect.push(Math.max(...deadAt.values()) - since)
+      o.log(`gatemesh: kill -9 ${victim}: dead on all ${survivors.length} survivors after ${detect.at(-1)!.toFixed(0)} ms`)
+      await sleep(1500)
+    }
+    return {
+      ...figures(sample, detect),
+      membershipPayloadBytesInPerSec: round(payloadIn, 0),
+      membershipPayloadBytesOutPerSec: round(payloadOut, 0),
+      membershipFramesPerSec: round((framesIn + framesOut) / 2, 1),
+      // per direction, the mean of in and out (equal over a whole cluster)
+      membershipBytesPerSec: round((payloadIn + payloadOut + (framesIn + framesOut) * FRAME_OVERHEAD_BYTES) / 2, 0)
+    }
+  } finally {
+    await cluster.close()
+  }
+}
+
+const ratio = (a: number, b: number): number => round(a / b, 2)
+
+export async function runVersusSerf (args: BenchArgs): Promise<Record<string, unknown>> {
+  const counts = String(args.nodes ?? '20,50').split(',').map(s => Number(s.trim()))
+  if (counts.some(n => !Number.isInteger(n) || n < 3 || n > 200)) throw new Error(`--nodes: a comma-separated list of member counts from 3 to 200, not "${String(args.nodes)}"`)
+  const o: Options = {
+    idleSeconds: Number(args['idle-seconds'] ?? 30),
+    settleSeconds: Number(args['settle-seconds'] ?? 5),
+    kills: Number(args.kills ?? 1),
+    log: msg => { console.error(`[versus serf] ${msg}`) }
+  }
+  if (!(o.idleSeconds > 0) || !(o.settleSeconds >= 0) || !Number.isInteger(o.kills) || o.kills < 1) throw new Error('--idle-seconds must be > 0, --settle-seconds ≥ 0 and --kills a whole number ≥ 1')
+  const available = await NetLab.available()
+  if (!available.ok) throw new Error(`the serf comparison runs each member in a network namespace of its own and needs root with iproute2: ${available.reason ?? 'ip netns add failed'}`)
+  const serfVersion = await ensureSerf(o.log)
+  o.log(`serf ${serfVersion}`)
+  const command = await agentCommand(args.sources === true, o.log)
+  const root = await mkdtemp(join(tmpdir(), 'gatemesh-versus-serf-'))
+  const lab = await NetLab.create(Math.max(...counts))
+  const points: Array<Record<string, unknown>> = []
+  try {
+    for (const count of counts) {
+      const kill = victims(count, Math.min(o.kills, count - 2))
+      const serf = await serfPoint(lab, count, kill, root, o)
+      const gatemesh = await gatemeshPoint(lab, count, kill, command, o)
+      const serfBytes = (serf.bytesInPerSec + serf.bytesOutPerSec) / 2
+      const ratios = {
+        cpu: ratio(gatemesh.cpuPct, serf.cpuPct),
+        bytes: ratio((gatemesh.bytesInPerSec + gatemesh.bytesOutPerSec) / 2, serfBytes),
+        membershipBytes: ratio(gatemesh.membershipBytesPerSec as number, serfBytes),
+        detect: ratio(gatemesh.detectMs, serf.detectMs)
+      }
+      o.log(`N=${count}: gatemesh/serf cpu ${ratios.cpu}×, bytes ${ratios.bytes}×, membership bytes ${ratios.membershipBytes}×, detection ${ratios.detect}×`)
+      points.push({ nodes: count, serf, gatemesh, ratios })
+    }
+  } finally {
+    await lab.destroy()
+    await rm(root, { recursive: true, force: true })
+  }
+  // the issue's targets are set at N = 50; with other counts, judged at the largest
+  const judged = points.find(p => p.nodes === 50) ?? points.at(-1)!
+  const r = judged.ratios as Record<string, number>
+  return {
+    versus: 'serf',
+    serfVersion,
+    idleSeconds: o.idleSeconds,
+    points,
+    targets: {
+      nodes: judged.nodes,
+      membershipBytesWithin2x: r.membershipBytes! <= 2,
+      idleBytesWithin10x: r.bytes! <= 10,
+      cpuWithin5x: r.cpu! <= 5,
+      detectionNoSlower: r.detect! <= 1
+    },
+    agent: args.sources === true ? 'sources' : 'bundle'
+  }
+}
+
+/** `npm run bench -- versus-serf ...`: the comparison alone. */
+export const run = runVersusSerf
