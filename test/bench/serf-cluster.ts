@@ -20,7 +20,12 @@ const GOSSIP_PORT = 7946
 
 /** `serf`'s version, installing Debian's package when it is missing and we may (root with apt-get); otherwise says how. */
 export async function ensureSerf (log: (msg: string) => void): Promise<string> {
-  const version = async (): Promise<string> => (await run('serf', ['version'], { timeoutMs: 30_000 })).stdout.split('\n')[0]!.trim()
+  // Debian's build reports an old version string (0.9.4~ds1 says 0.8.2-dev): the package's version is the one to print
+  const version = async (): Promise<string> => {
+    const binary = (await run('serf', ['version'], { timeoutMs: 30_000 })).stdout.split('\n')[0]!.trim()
+    const pkg = await run('dpkg-query', ['-W', '-f', '${Version}', 'serf'], { timeoutMs: 30_000 }).then(r => r.stdout.trim(), () => '')
+    return pkg === '' ? binary : `${pkg} (${binary})`
+  }
   try {
     return await version()
   } catch (err) {
