@@ -102,14 +102,19 @@ async function serfPoint (lab: NetLab, count: number, kill: number[], root: stri
   }
 }
 
-interface MembershipCounters { bytesIn: number, bytesOut: number, framesIn: number, framesOut: number }
+interface MeshCounters { bytesIn: number, bytesOut: number, framesIn: number, framesOut: number, deltasIn: number, deltasOut: number }
 
-/** gatemesh's SWIM counters from its Prometheus text: payload bytes and frames by direction (frames summed over types). */
-function membershipCounters (text: string): MembershipCounters {
-  const sum = (metric: string, direction: string): number => {
+/**
+ * gatemesh's counters from its Prometheus text: SWIM payload bytes and
+ * frames by direction (frames summed over types), and registry deltas
+ * gossiped, which say where the rest of the idle traffic comes from.
+ */
+function meshCounters (text: string): MeshCounters {
+  const sum = (metric: string, direction?: string): number => {
     let total = 0
     for (const line of text.split('\n')) {
-      if (line.startsWith(`${metric}{`) && line.includes(`direction="${direction}"`)) total += Number(line.slice(line.lastIndexOf(' ') + 1))
+      if (!line.startsWith(`${metric}{`) && !line.startsWith(`${metric} `)) continue
+      if (direction == null || line.includes(`direction="${direction}"`)) total += Number(line.slice(line.lastIndexOf(' ') + 1))
     }
     return total
   }
@@ -117,7 +122,9 @@ function membershipCounters (text: string): MembershipCounters {
     bytesIn: sum('gatemesh_membership_bytes_total', 'in'),
     bytesOut: sum('gatemesh_membership_bytes_total', 'out'),
     framesIn: sum('gatemesh_membership_frames_total', 'in'),
-    framesOut: sum('gatemesh_membership_frames_total', 'out')
+    framesOut: sum('gatemesh_membership_frames_total', 'out'),
+    deltasIn: sum('gatemesh_gossip_messages_in_total'),
+    deltasOut: sum('gatemesh_gossip_messages_out_total')
   }
 }
 
@@ -156,11 +163,11 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
     await sleep(o.settleSeconds * 1000)
 
     // /metrics is read outside the CPU window (rendering it costs the agent CPU), over its own window
-    const scrape = async (): Promise<{ at: number, counters: MembershipCounters[] }> => {
+    const scrape = async (): Promise<{ at: number, counters: MeshCounters[] }> => {
       const counters = await Promise.all(names.map(async n => {
         const reply = await cluster.node(n).probe!.request('GET', `${cluster.node(n).api}/metrics`, undefined, await cluster.auth(n), { text: true })
         if (reply.status !== 200) throw new Error(`GET /metrics on ${n}: ${reply.status}`)
-        return membershipCounters(String(reply.body))
+        return meshCounters(String(reply.body))
       }))
       return { at: performance.now(), counters }
     }
@@ -168,7 +175,7 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
     const sample = await sampleIdle(lab, names.map(n => cluster.node(n).process!.pid!), o.idleSeconds)
     const after = await scrape()
     const seconds = (after.at - before.at) / 1000
-    const perSec = (pick: (c: MembershipCounters) => number): number => mean(names.map((_, i) => (pick(after.counters[i]!) - pick(before.counters[i]!)) / seconds))
+    const perSec = (pick: (c: MeshCounters) => number): number => mean(names.map((_, i) => (pick(after.counters[i]!) - pick(before.counters[i]!)) / seconds))
     const payloadIn = perSec(c => c.bytesIn)
     const payloadOut = perSec(c => c.bytesOut)
     const framesIn = perSec(c => c.framesIn)
@@ -199,6 +206,8 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
       membershipPayloadBytesInPerSec: round(payloadIn, 0),
       membershipPayloadBytesOutPerSec: round(payloadOut, 0),
       membershipFramesPerSec: round((framesIn + framesOut) / 2, 1),
+      registryDeltasInPerSec: round(perSec(c => c.deltasIn), 2),
+      registryDeltasOutPerSec: round(perSec(c => c.deltasOut), 2),
       // per direction, the mean of in and out (equal over a whole cluster)
       membershipBytesPerSec: round((payloadIn + payloadOut + (framesIn + framesOut) * FRAME_OVERHEAD_BYTES) / 2, 0)
     }
