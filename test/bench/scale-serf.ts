@@ -15,12 +15,11 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentCommand } from './agents.ts'
-import { mean, sampleIdle, type IdleSample } from './idle-meter.ts'
+import { mean, quietLinks, sampleIdle, type IdleSample } from './idle-meter.ts'
 import { ensureSerf, SerfCluster } from './serf-cluster.ts'
 import { round } from './stats.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
-import { run as runCommand } from '../helpers/processes.ts'
 import type { AppCommand } from '../helpers/app-bundle.ts'
 import type { BenchArgs } from './run.ts'
 
@@ -218,17 +217,6 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
 
 const ratio = (a: number, b: number): number => round(a / b, 2)
 
-/**
- * Neither system speaks IPv6 here, but new links do: router solicitations
- * and multicast listener reports, flooded by the bridge to every port for
- * tens of seconds, made the first point's receive counters ~10 % higher
- * than its send counters. Off on every link, then a moment for the last to pass.
- */
-async function quiet (lab: NetLab): Promise<void> {
-  for (const ns of [...lab.hosts, lab.switch]) await runCommand('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1'], { timeoutMs: 30_000 })
-  await sleep(2000)
-}
-
 export async function runVersusSerf (args: BenchArgs): Promise<Record<string, unknown>> {
   const counts = String(args.nodes ?? '20,50').split(',').map(s => Number(s.trim()))
   if (counts.some(n => !Number.isInteger(n) || n < 3 || n > 200)) throw new Error(`--nodes: a comma-separated list of member counts from 3 to 200, not "${String(args.nodes)}"`)
@@ -248,7 +236,7 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
   const lab = await NetLab.create(Math.max(...counts))
   const points: Array<Record<string, unknown>> = []
   try {
-    await quiet(lab)
+    await quietLinks(lab)
     for (const count of counts) {
       const kill = victims(count, Math.min(o.kills, count - 2))
       const serf = await serfPoint(lab, count, kill, root, o)
