@@ -12,7 +12,7 @@
  * marked the killed member failed/dead. Needs root (namespaces).
  */
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentCommand } from './agents.ts'
 import { mean, quietLinks, sampleIdle, type IdleSample } from './idle-meter.ts'
@@ -233,9 +233,11 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
   o.log(`serf ${serfVersion}`)
   const command = await agentCommand(args.sources === true, o.log)
   const root = await mkdtemp(join(tmpdir(), 'gatemesh-versus-serf-'))
-  const lab = await NetLab.create(Math.max(...counts))
   const points: Array<Record<string, unknown>> = []
+  const loadBefore = loadavg()[0]!
+  let lab: NetLab | undefined
   try {
+    lab = await NetLab.create(Math.max(...counts))
     await quietLinks(lab)
     for (const count of counts) {
       const kill = victims(count, Math.min(o.kills, count - 2))
@@ -252,7 +254,7 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
       points.push({ nodes: count, serf, gatemesh, ratios })
     }
   } finally {
-    await lab.destroy()
+    await lab?.destroy()
     await rm(root, { recursive: true, force: true })
   }
   // the issue's targets are set at N = 50; with other counts, judged at the largest
@@ -262,6 +264,8 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
     versus: 'serf',
     serfVersion,
     idleSeconds: o.idleSeconds,
+    // figures taken while other work loads the machine are preliminary: this says how loaded it was
+    machine: { cpus: cpus().length, loadAverage1m: [round(loadBefore, 2), round(loadavg()[0]!, 2)] },
     points,
     targets: {
       nodes: judged.nodes,
