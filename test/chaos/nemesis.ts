@@ -35,6 +35,7 @@ export class Nemesis {
   readonly applied: AppliedFault[] = []
   readonly #lab: ChaosLab
   readonly #active = new Map<Fault, AppliedFault>()
+  readonly #applying = new Map<Fault, Promise<void>>()
   readonly #t0: number
   /** called when a fault has ended, with the agents it had put out of reach */
   onEnd?: (fault: Fault, agents: string[]) => void
@@ -62,7 +63,14 @@ export class Nemesis {
     return Math.round((Date.now() - this.#t0) / 100) / 10
   }
 
+  /** Apply a fault; `end` waits for this to finish (a disk still being filled is not freed under it). */
   async begin (f: Fault): Promise<void> {
+    const applying = this.#apply(f)
+    this.#applying.set(f, applying)
+    await applying
+  }
+
+  async #apply (f: Fault): Promise<void> {
     const record: AppliedFault = { kind: f.kind, targets: f.targets.map(i => this.#name(i)), startedS: this.#now(), ...(f.bridge == null ? {} : { bridge: this.#name(f.bridge) }) }
     this.applied.push(record)
     this.#active.set(f, record)
@@ -111,6 +119,8 @@ export class Nemesis {
     const record = this.#active.get(f)
     if (record == null) return
     this.#active.delete(f)
+    await this.#applying.get(f)
+    this.#applying.delete(f)
     const lab = this.#lab
     const host = (i: number): string => lab.lab.hosts[i]!
     try {
