@@ -34,9 +34,10 @@ interface Parsed { ch: string, key: string, identity: string, instance: string, 
 
 function parse (d: Delivery): Parsed | undefined {
   try {
-    const e = JSON.parse(d.body) as { instance?: string, output?: unknown, node?: string, sensor?: string, reading?: { ts?: number } }
-    // predict-driven: the answered row names the request; sensor-driven: node, sensor and reading time
-    const identity = e.instance === 'notify' ? JSON.stringify(e.output) : `${String(e.node)}|${String(e.sensor)}|${String(e.reading?.ts)}`
+    const e = JSON.parse(d.body) as { instance?: string, output?: unknown, node?: string, sensor?: string, reading?: { ts?: number, value?: number } }
+    // predict-driven: the answered row names the request. Sensor-driven: node, sensor, reading time and
+    // value (a simulated sensor whose timer fired late emits the readings it owes at once, with one time)
+    const identity = e.instance === 'notify' ? JSON.stringify(e.output) : `${String(e.node)}|${String(e.sensor)}|${String(e.reading?.ts)}|${String(e.reading?.value)}`
     return { ch: d.ch, key: d.key, identity, instance: String(e.instance), node: String(e.node) }
   } catch {
     return undefined
