@@ -17,8 +17,12 @@ export interface ChaosInit {
   minutes: number
   /** @default 7 */
   agents?: number
-  /** an agent not back this long after a fault on it ended counts in agentsNotBackWithin30s. @default 30000 */
-  backWithinMs?: number
+  /**
+   * An agent not back this long after a fault on it ended counts in
+   * agentsNotBackWithin30s; a function is asked once the mesh is up (a
+   * test's `() => budget(30_000)`, stretched by the starts it measured). @default 30000
+   */
+  backWithinMs?: number | (() => number)
   /** where the run's record goes (every predict, delivery, fault and return): a JSON file. @default none */
   detailsFile?: string
   log?: (msg: string) => void
@@ -66,7 +70,7 @@ export async function runChaos (init: ChaosInit): Promise<ChaosResult> {
     nemesis = new Nemesis(lab, t0)
     const n = nemesis
     workload = new Workload(lab, init.seed, () => n.activeCount > 0)
-    const backWithinMs = init.backWithinMs ?? 30_000
+    const backWithinMs = typeof init.backWithinMs === 'function' ? init.backWithinMs() : init.backWithinMs ?? 30_000
     const backs: Array<Promise<Back>> = []
     n.onEnd = (fault, names) => {
       for (const agent of names) backs.push(watchBack(lab, n, agent, fault.kind))
