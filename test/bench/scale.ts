@@ -30,7 +30,8 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     const mod = await import(path) as { runVersusSerf: (args: BenchArgs) => Promise<Record<string, unknown>> }
     return await mod.runVersusSerf(args)
   }
-  const peers = String(args.peers ?? '20,200,1000,5000').split(',').map(Number)
+  // `--peers none`: only the real check and the coordinator
+  const peers = args.peers === 'none' ? [] : String(args.peers ?? '20,200,1000,5000').split(',').map(Number)
   if (peers.some(n => !Number.isInteger(n) || n < 2)) throw new Error('--peers: a comma-separated list of fleet sizes ≥ 2')
   const seconds = Number(args.seconds ?? 60)
   const realN = args['real-check'] === undefined ? 50 : Number(args['real-check'])

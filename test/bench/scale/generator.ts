@@ -188,8 +188,9 @@ function housekeeping (): void {
     if (n == null) continue
     if (n.core) {
       if (!n.connected() && !connecting.has(n)) {
+        // at most one dial a second per core member (the agent may not be up yet)
         connecting.add(n)
-        n.connect().catch(note).finally(() => { connecting.delete(n) })
+        n.connect().catch(note).finally(() => { setTimeout(() => { connecting.delete(n) }, 1000) })
       }
       continue
     }
