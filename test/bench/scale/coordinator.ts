@@ -76,6 +76,7 @@ export async function coordinatorPoint (init: CoordinatorPointInit): Promise<Rec
     const meter = new SocketMeter([pid], [coordinator.httpPort])
     await meter.reset()
     meter.start()
+    const metricsBefore = (await coordinator.request('GET', '/metrics', { token })).text
     const cpu0 = await cpuSeconds(pid)
     const bytes0 = streamBytes
     const deltas0 = deltas
@@ -99,7 +100,7 @@ export async function coordinatorPoint (init: CoordinatorPointInit): Promise<Rec
       rssMb: round(await rssMb(pid)),
       meshBytesInPerSec: Math.round(p2p.received / elapsed),
       meshBytesOutPerSec: Math.round(p2p.sent / elapsed),
-      registryKeys: metric(metrics, 'gatemesh_registry_keys'),
+      gossipInPerSec: round((metric(metrics, 'gatemesh_gossip_messages_in_total') - metric(metricsBefore, 'gatemesh_gossip_messages_in_total')) / elapsed, 2),
       measuredSec: round(elapsed, 1),
       generators: await fleet.stats()
     }

@@ -127,8 +127,12 @@ async function onEvent (e: ScheduledEvent): Promise<void> {
     f.put(entry)
     const data = deltaCodec.encode({ entries: [entry] })
     stats.deltas++
+    // Only a neighbour whose gossipsub mesh holds the agent forwards it whole copies; the others
+    // would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes per id).
+    // Publishing through them would be wrong: with no other peer, gossipsub tops their publish up
+    // to the agent, a copy no real member would send.
     for (const n of liveNodes()) {
-      if (!n.connected()) continue
+      if (!n.meshesAgent()) continue
       setTimeout(() => {
         void n.publish(data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
       }, Math.random() * s.spreadMs)
