@@ -39,6 +39,11 @@ export interface StartMessage {
 }
 
 const stats = { nodesStarted: 0, nodesStopped: 0, probes: 0, probesOk: 0, probesFailed: 0, deltas: 0, copiesSent: 0, copiesSkipped: 0, syncs: 0, syncsFailed: 0, pushPulls: 0, pushPullsFailed: 0, errors: 0, errorsByMessage: {} as Record<string, number> }
+// SwimLink rejects a request's pending reply when the link closes while the request is still being
+// written, before anyone awaits that reply: an unhandled rejection (the agent logs the same one).
+// Counted here; the generator must keep playing its members.
+process.on('unhandledRejection', err => { note(err) })
+
 const count = Number(process.argv[process.argv.indexOf('--count') + 1])
 const listeners: Server[] = []
 const ports: number[] = []
