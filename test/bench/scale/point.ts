@@ -14,6 +14,8 @@ export interface PointInit {
   command: AppCommand
   /** health writes per member per minute beyond the periodic one (from the real check) @default 0 */
   extraHealthPerMin?: number
+  /** the scheduler's lease renewal period (from the real check) @default 500, main's renewIntervalMs */
+  leaseRenewMs?: number
   log: (msg: string) => void
 }
 
@@ -132,7 +134,7 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
   try {
     await fleet.listen()
     const agent = await cluster.addNode('agent', { role: 'gateway', bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
-    const schedule: ScheduleInit = { others, extraHealthPerMin: init.extraHealthPerMin ?? 0 }
+    const schedule: ScheduleInit = { others, extraHealthPerMin: init.extraHealthPerMin ?? 0, ...(init.leaseRenewMs == null ? {} : { leaseRenewMs: init.leaseRenewMs }) }
     await fleet.begin({ id: agent.peerId, addr: agent.multiaddr }, schedule)
     log(`N=${peers}: generators ready; starting the agent`)
     const t0 = performance.now()
