@@ -18,7 +18,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   image: async () => await import('./image.ts'),
   revocation: async () => await import('./revocation.ts'),
   script: async () => await import('./script.ts'),
-  scale: async () => await import('./scale.ts')
+  scale: async () => await import('./scale.ts'),
+  'versus-serf': async () => await import('./scale-serf.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */
