@@ -201,11 +201,14 @@ export class Runtime implements Startable {
   async stopInstance (name: string): Promise<void> {
     const instance = this.get(name)
     this.#instances.delete(name)
-    await this.#runs.del(name)
+    // stopped before its record is forgotten: a write refused (a full disk) must not leave it running
+    // out of sight, its sensor pipeline firing rules beside the instance started in its place
     await instance.stop()
     this.#c.metrics?.instances.set(this.#instances.size)
     await this.#announce(name, { state: 'stopped', model: instance.bundle.manifest.name, version: instance.version, stoppedAt: Date.now() })
     this.#c.logger.info({ model: name }, 'instance stopped')
+    // deployment instances are never recorded: nothing to write for them
+    if (await this.#runs.get(name) !== undefined) await this.#runs.del(name)
   }
 
   async #announce (name: string, value: Record<string, unknown>): Promise<void> {

@@ -6,6 +6,8 @@ import { Level } from 'level'
 import { pino } from 'pino'
 import t from 'tap'
 import { Runtime } from '../../node/runtime/runtime.ts'
+import { openDatabase } from '../../node/store/db.ts'
+import { DiskGuard } from '../../node/store/disk-guard.ts'
 import { parsePredictBody } from '../../node/runtime/tensors.ts'
 import { SimulatedSensor } from '../../sensors/simulated.ts'
 import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
@@ -109,6 +111,44 @@ t.test('sensor windows drive the model; instances come back after a restart', as
   await third.restored()
   t.equal(third.has('watch'), false, 'a stopped instance stays stopped')
   await third.stop()
+})
+
+t.test('an instance stopped while the disk is full stops, sensor pipeline and all', async t => {
+  // found by the chaos suite: its record was deleted first, the refused write threw, and the
+  // instance ran on out of sight, its rules firing beside the one the reconciler started in its place
+  queued.length = 0
+  await sensor.open()
+  t.teardown(async () => { await sensor.close() })
+  const dir = await mkdtemp(join(root, 'full-'))
+  const guard = new DiskGuard({ dataDir: dir, freeBytes: async () => 0 })
+  const guarded = await openDatabase(dir, { guard })
+  t.teardown(async () => { await guarded.close(); guard.close() })
+  const rt = new Runtime({
+    node: 'self',
+    sensors: new Map([['temp1', sensor]]),
+    outbox: { enqueue: async (job: EnqueueInput) => { queued.push(job); return job } },
+    logger: pino({ level: 'silent' }),
+    fleetKey: fleet.publicKey,
+    bundles,
+    db: guarded,
+    registry: { set: async (k: string, v: unknown) => { registry.set(k, v); return {} as any } }
+  }, { dataDir: dir, workers: 1 })
+  await rt.start()
+  const deployed = await rt.run({ bundle, spec: { name: 'placed', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } }, deployment: 'd1' }, { persist: false })
+  const manual = await rt.run({ bundle, spec: { name: 'manual', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } } })
+  await waitFor(() => queued.some(j => j.instance === 'placed') && queued.some(j => j.instance === 'manual'), 'both instances to fire on a spike', 10_000, 20)
+  guard.report(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }), join(dir, 'db'))
+  t.equal(guard.full, true, 'the disk is full')
+
+  await rt.stopInstance('placed')
+  t.equal(deployed.state, 'stopped', 'a deployment instance (never recorded) stops: nothing to write')
+  await t.rejects(rt.stopInstance('manual'), { code: 'ERR_DISK_FULL' }, 'an instance started through the API: forgetting its record is refused')
+  t.equal(manual.state, 'stopped', 'but it is stopped all the same')
+  t.same(rt.list(), [], 'and neither is listed')
+  const fired = queued.length
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  t.equal(queued.length, fired, 'no rule fires after the stop: no pipeline left reading the sensor')
+  await rt.stop()
 })
 
 t.test('nothing unsigned, altered or misdeclared runs', async t => {
