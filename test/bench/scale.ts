@@ -12,24 +12,17 @@
  * runs a mesh of real agents and prints its per-agent figures beside a
  * simulated point of the same size.
  */
-import { existsSync } from 'node:fs'
 import { agentCommand } from './agents.ts'
+import { runVersusSerf } from './scale-serf.ts'
 import { simulatedPoint, type Point } from './scale/point.ts'
 import { realCheck } from './scale/real.ts'
 import { coordinatorPoint } from './scale/coordinator.ts'
 import type { BenchArgs } from './run.ts'
 
-const SERF_BENCH = [new URL('./scale-serf.ts', import.meta.url).pathname, '/work/wt/serf/test/bench/scale-serf.ts']
-
 export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const log = (msg: string): void => { console.error(`[scale] ${msg}`) }
-  if (args.versus === 'serf') {
-    // the Serf side by side is another engineer's module: used where it exists
-    const path = SERF_BENCH.find(p => existsSync(p))
-    if (path == null) throw new Error(`--versus serf needs test/bench/scale-serf.ts (looked in ${SERF_BENCH.join(', ')})`)
-    const mod = await import(path) as { runVersusSerf: (args: BenchArgs) => Promise<Record<string, unknown>> }
-    return await mod.runVersusSerf(args)
-  }
+  if (args.versus === 'serf') return await runVersusSerf(args)
+  if (args.versus !== undefined) throw new Error(`--versus: only serf is known, not ${String(args.versus)}`)
   // `--peers none`: only the real check and the coordinator
   const peers = args.peers === 'none' ? [] : String(args.peers ?? '20,200,1000,5000').split(',').map(Number)
   if (peers.some(n => !Number.isInteger(n) || n < 2)) throw new Error('--peers: a comma-separated list of fleet sizes ≥ 2')

@@ -1,7 +1,7 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
-import { freePort } from '../../../node/cli/ports.ts'
+import { createServer, type AddressInfo } from 'node:net'
 import { createMesh, type Mesh } from '../../../node/mesh/libp2p.ts'
 import { PeerTrust } from '../../../node/trust/peer-trust.ts'
 import { VERSION } from '../../../node/version.ts'
@@ -58,24 +58,34 @@ export class SimNode {
 
   static async start (member: Member, fleet: FleetState, agent: AgentTarget, core: boolean): Promise<SimNode> {
     const peerId = peerIdFromString(member.id)
-    const trust = new PeerTrust({ peerId, logger: silent }, { fleetPublicKey: fleet.fleetPublicKey, certificate: member.cert })
-    // a port of its own behind the proxy; the announced address (what identify tells) is the proxy's
-    const port = await freePort('127.0.0.1')
-    const mesh = await createMesh({
-      privateKey: member.privateKey,
-      networkKey: fleet.networkKey,
-      listen: [`/ip4/127.0.0.1/tcp/${port}`],
-      announce: [`/ip4/127.0.0.1/tcp/${member.port}`],
-      gater: trust.gater(),
-      version: VERSION
-    })
-    trust.attach(mesh)
-    const node = new SimNode(member, fleet, agent, mesh, trust, core, port)
-    await trust.learnCertificate(member.cert, member.id)
-    await trust.start()
-    await mesh.start()
-    await node.#handle()
-    return node
+    for (let attempt = 1; ; attempt++) {
+      const trust = new PeerTrust({ peerId, logger: silent }, { fleetPublicKey: fleet.fleetPublicKey, certificate: member.cert })
+      // a port of its own behind the proxy; the announced address (what identify tells) is the proxy's
+      const port = await kernelPort()
+      const mesh = await createMesh({
+        privateKey: member.privateKey,
+        networkKey: fleet.networkKey,
+        listen: [`/ip4/127.0.0.1/tcp/${port}`],
+        announce: [`/ip4/127.0.0.1/tcp/${member.port}`],
+        gater: trust.gater(),
+        version: VERSION
+      })
+      trust.attach(mesh)
+      const node = new SimNode(member, fleet, agent, mesh, trust, core, port)
+      await trust.learnCertificate(member.cert, member.id)
+      await trust.start()
+      try {
+        await mesh.start()
+      } catch (err) {
+        await trust.stop().catch(() => {})
+        await Promise.resolve(mesh.stop()).catch(() => {})
+        // the kernel can hand the port out again (a connection's source port) before libp2p binds it
+        if (attempt < 5 && /EADDRINUSE/.test(`${String((err as Error).message)} ${String(((err as Error).cause as Error | undefined)?.message)}`)) continue
+        throw err
+      }
+      await node.#handle()
+      return node
+    }
   }
 
   /** The TCP port libp2p really listens on (behind the member's proxy port). */
@@ -265,4 +275,18 @@ export class SimNode {
 
 async function sign (m: Member, bytes: Uint8Array): Promise<string> {
   return Buffer.from(await m.privateKey.sign(bytes)).toString('base64url')
+}
+
+/**
+ * A port the kernel picks (its ephemeral range): never one from the range
+ * tests and benchmarks reserve through test/helpers/ports.ts, which this
+ * bench, starting and stopping thousands of nodes, would take from under a
+ * test running beside it (seen: a test's rogue peer died at start).
+ */
+async function kernelPort (): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => { server.once('error', reject); server.listen(0, '127.0.0.1', resolve) })
+  const { port } = server.address() as AddressInfo
+  await new Promise(resolve => { server.close(resolve) })
+  return port
 }
