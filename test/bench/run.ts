@@ -18,6 +18,7 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   image: async () => await import('./image.ts'),
   revocation: async () => await import('./revocation.ts'),
   script: async () => await import('./script.ts'),
+  scale: async () => await import('./scale.ts'),
   'versus-serf': async () => await import('./scale-serf.ts')
 }
 

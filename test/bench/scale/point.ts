@@ -1,0 +1,204 @@
+import { join } from 'node:path'
+import { Cluster, sleep, waitFor } from '../../helpers/cluster.ts'
+import { round } from '../stats.ts'
+import { GeneratorProcess } from './driver.ts'
+import { makeMembers, writeFleetFile, type MemberSpec } from './fleet.ts'
+import type { AgentTarget } from './member.ts'
+import { cpuSeconds, rssMb, SocketMeter } from './measure.ts'
+import { rates, type ScheduleInit } from './schedule.ts'
+import type { AppCommand } from '../../helpers/app-bundle.ts'
+
+export interface PointInit {
+  peers: number
+  seconds: number
+  command: AppCommand
+  /** health writes per member per minute beyond the periodic one (from the real check) @default 0 */
+  extraHealthPerMin?: number
+  /** the scheduler's lease renewal period (from the real check) @default 500, main's renewIntervalMs */
+  leaseRenewMs?: number
+  log: (msg: string) => void
+}
+
+export interface Point {
+  peers: number
+  zoneSize: number
+  agentCpuPct: number
+  bytesInPerSec: number
+  bytesOutPerSec: number
+  rssMb: number
+  registryKeys: number
+  [more: string]: unknown
+}
+
+/** Members per generator process: each holds its slice's proxy ports and live nodes. */
+const MEMBERS_PER_GENERATOR = 2000
+/** Others' connectors keep this many connections to the agent (main's connections.targetPeers). */
+const CORE_CONNECTIONS = 6
+/** A delta reaches the agent's neighbours this far apart (uniform), as hops through the fleet's mesh would spread it. */
+const SPREAD_MS = 30
+/**
+ * A member's connection to the agent lives this long after its last use:
+ * members hold at most 32 connections (createMesh's maxConnections) and open
+ * about two a second (one probe out, one in), so one lasts ~16 s.
+ */
+const LIFETIME_MS = 16_000
+
+/** Prometheus text → the sum of one metric's series whose labels contain `labels`. */
+export function metric (text: string, name: string, labels = ''): number {
+  return sumMetric(text, name, l => l.includes(labels))
+}
+
+export function sumMetric (text: string, name: string, labelFilter: (labels: string) => boolean = () => true): number {
+  let sum = 0
+  for (const line of text.split('\n')) {
+    const m = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\S+)$`).exec(line)
+    if (m != null && labelFilter(m[1] ?? '')) sum += Number(m[2])
+  }
+  return sum
+}
+
+async function metricsText (api: string): Promise<string> {
+  const res = await fetch(`${api}/metrics`, { signal: AbortSignal.timeout(30_000) })
+  if (!res.ok) throw new Error(`GET /metrics: ${res.status}`)
+  return await res.text()
+}
+
+/**
+ * The N−1 simulated members: generator processes, each with a slice of the
+ * members (their proxy ports, keys and live nodes).
+ */
+export class SimulatedFleet {
+  readonly generators: GeneratorProcess[] = []
+  readonly slices: Array<readonly [number, number]>
+  readonly #root: string
+  readonly #fleetDir: string
+  readonly #log: (msg: string) => void
+  members: MemberSpec[] = []
+
+  constructor (root: string, fleetDir: string, others: number, log: (msg: string) => void) {
+    this.#root = root
+    this.#fleetDir = fleetDir
+    this.#log = log
+    const g = Math.max(1, Math.ceil(others / MEMBERS_PER_GENERATOR))
+    this.slices = Array.from({ length: g }, (_, i) => [Math.floor(i * others / g), Math.floor((i + 1) * others / g)] as const)
+  }
+
+  get coreEach (): number {
+    return Math.ceil(CORE_CONNECTIONS / this.slices.length)
+  }
+
+  /** Start the generator processes (each binds its members' proxy ports) and issue the members' certificates. */
+  async listen (): Promise<void> {
+    for (const [i, [from, to]] of this.slices.entries()) this.generators.push(new GeneratorProcess(this.#root, i, to - from))
+    const ports = (await Promise.all(this.generators.map(async gen => await gen.ports))).flat()
+    this.#log(`${this.generators.length} generator process(es) listening for ${ports.length} members; issuing certificates`)
+    this.members = await makeMembers(this.#fleetDir, ports)
+  }
+
+  /** Members the node under test bootstraps from: the first core members of every slice. */
+  bootstrap (): string[] {
+    return this.slices.flatMap(([from]) => this.members.slice(from, from + Math.min(2, this.coreEach))).map(m => `/ip4/127.0.0.1/tcp/${m.port}/p2p/${m.id}`)
+  }
+
+  async begin (target: AgentTarget, schedule: ScheduleInit): Promise<void> {
+    const fleetFile = join(this.#root, 'fleet.json')
+    await writeFleetFile(fleetFile, this.#fleetDir, this.members, Date.now())
+    const of = this.generators.length
+    await Promise.all(this.generators.map(async (gen, index) => {
+      const [from, to] = this.slices[index]!
+      await gen.begin({ fleetFile, from, to, agent: target, core: this.coreEach, schedule, seed: 1, index, of, spreadMs: SPREAD_MS, lifetimeMs: LIFETIME_MS })
+    }))
+  }
+
+  async stats (): Promise<Array<Record<string, unknown>>> {
+    return await Promise.all(this.generators.map(async gen => await gen.stats().catch(err => ({ error: err.message }))))
+  }
+
+  async stop (): Promise<void> {
+    await Promise.all(this.generators.map(async gen => { await gen.stop().catch(() => {}) }))
+  }
+}
+
+/**
+ * One simulated point: ONE real agent (the app bundle) in a fleet of
+ * `peers`, the other peers − 1 played by generator processes over real
+ * libp2p. Warm-up ends when the agent holds every member's registry
+ * entries and sees all of them alive; then it is measured from outside for
+ * `seconds`.
+ */
+export async function simulatedPoint (init: PointInit): Promise<Point> {
+  const { peers, seconds, log } = init
+  const others = peers - 1
+  const cluster = await Cluster.create({ command: init.command })
+  const fleet = new SimulatedFleet(cluster.root, cluster.fleetDir, others, log)
+  try {
+    await fleet.listen()
+    const agent = await cluster.addNode('agent', { role: 'gateway', bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
+    const schedule: ScheduleInit = { others, extraHealthPerMin: init.extraHealthPerMin ?? 0, ...(init.leaseRenewMs == null ? {} : { leaseRenewMs: init.leaseRenewMs }) }
+    await fleet.begin({ id: agent.peerId, addr: agent.multiaddr }, schedule)
+    log(`N=${peers}: generators ready; starting the agent`)
+    const t0 = performance.now()
+    await cluster.start('agent')
+    const pid = agent.child!.pid!
+    const wantKeys = 3 * others
+    await waitFor(async () => {
+      const text = await metricsText(agent.api)
+      const keys = metric(text, 'gatemesh_registry_keys')
+      const alive = metric(text, 'gatemesh_members', 'state="alive"')
+      log(`N=${peers}: warm-up: registry ${keys}/${wantKeys}+ keys, ${alive}/${peers} alive`)
+      return keys >= wantKeys && alive >= peers
+    }, `the agent to learn all ${peers} members`, 60_000 + others * 200, 5000)
+    const warmupMs = performance.now() - t0
+    log(`N=${peers}: warm after ${(warmupMs / 1000).toFixed(0)} s; settling 15 s, then measuring ${seconds} s`)
+    await sleep(15_000)
+
+    const meter = new SocketMeter([pid], [agent.apiPort])
+    await meter.reset()
+    meter.start()
+    const before = await metricsText(agent.api)
+    const cpu0 = await cpuSeconds(pid)
+    const w0 = performance.now()
+    await sleep(seconds * 1000)
+    const cpu1 = await cpuSeconds(pid)
+    const w1 = performance.now()
+    await meter.stop()
+    await meter.sample()
+    const after = await metricsText(agent.api)
+    const elapsed = (w1 - w0) / 1000
+    const bytes = meter.totals().get(pid)!
+    // after the window, and allowed to be slow: a busy agent listing thousands of members takes its time
+    const getJson = async (path: string): Promise<any> => await fetch(agent.api + path, { signal: AbortSignal.timeout(60_000) }).then(async r => await r.json()).catch(() => undefined)
+    const status = await getJson('/v1/status') as { members?: unknown[] } | undefined
+    const scheduler = await getJson('/v1/scheduler') as Record<string, unknown> | undefined
+    const genStats = await fleet.stats()
+    const delta = (name: string, filter?: (l: string) => boolean): number => (sumMetric(after, name, filter) - sumMetric(before, name, filter)) / elapsed
+    const point: Point = {
+      peers,
+      zoneSize: peers,
+      agentCpuPct: round(100 * (cpu1 - cpu0) / elapsed, 2),
+      bytesInPerSec: Math.round(bytes.received / elapsed),
+      bytesOutPerSec: Math.round(bytes.sent / elapsed),
+      rssMb: round(await rssMb(pid)),
+      registryKeys: metric(after, 'gatemesh_registry_keys'),
+      membersAlive: metric(after, 'gatemesh_members', 'state="alive"'),
+      membersListed: status?.members?.length ?? null,
+      gossipInPerSec: round(delta('gatemesh_gossip_messages_in_total'), 2),
+      membershipBytesInPerSec: Math.round(delta('gatemesh_membership_bytes_total', l => l.includes('direction="in"'))),
+      membershipBytesOutPerSec: Math.round(delta('gatemesh_membership_bytes_total', l => l.includes('direction="out"'))),
+      syncsPerSec: round(delta('gatemesh_registry_syncs_total'), 3),
+      rejectedPerSec: round(delta('gatemesh_rejected_messages_total'), 3),
+      // the simulated fleet's scheduler (member 0) should lead, established by the members' endorsements
+      schedulerIsAgent: scheduler?.self ?? null,
+      schedulerEstablished: scheduler?.established ?? null,
+      warmupSec: round(warmupMs / 1000, 0),
+      measuredSec: round(elapsed, 1),
+      expected: rates(schedule),
+      generators: genStats
+    }
+    log(`N=${peers}: ${JSON.stringify(point)}`)
+    return point
+  } finally {
+    await fleet.stop()
+    await cluster.close()
+  }
+}

@@ -1,0 +1,106 @@
+import { Cluster, sleep, waitFor } from '../../helpers/cluster.ts'
+import { watchEvents } from '../sse.ts'
+import { median, round } from '../stats.ts'
+import { cpuSeconds, rssMb, SocketMeter } from './measure.ts'
+import { metric, simulatedPoint, sumMetric, type Point } from './point.ts'
+import type { AppCommand } from '../../helpers/app-bundle.ts'
+
+export interface RealCheckInit {
+  agents: number
+  seconds: number
+  command: AppCommand
+  log: (msg: string) => void
+}
+
+interface Figures { agentCpuPct: number, bytesInPerSec: number, bytesOutPerSec: number, rssMb: number, registryKeys: number, gossipInPerSec: number }
+
+const COMPARED = ['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec'] as const
+
+/**
+ * The simulator's honesty check: a real mesh of `agents` agent processes,
+ * each measured as a simulated point's agent is, then a simulated point of
+ * the same size whose members write health as often as the real agents did
+ * in the window (on a busy machine load moves, and health is written on
+ * change). Agreement: each compared figure of the simulated agent within
+ * 50% of the real agents' median.
+ */
+export async function realCheck (init: RealCheckInit): Promise<Record<string, unknown>> {
+  const { agents, seconds, log } = init
+  const cluster = await Cluster.create({ command: init.command })
+  let real: Figures[] = []
+  let perAgent: Figures[]
+  let healthPerMemberPerMin = 0
+  let leasePerSec = 0
+  try {
+    const names = Array.from({ length: agents }, (_, i) => `r${i}`)
+    for (const [i, name] of names.entries()) {
+      await cluster.addNode(name, { role: i === 0 ? 'server' : 'gateway', bootstrap: i === 0 ? [] : ['r0'], config: { logs: { stdout: false, level: 'info' } } })
+    }
+    log(`real check: starting ${agents} agents`)
+    await cluster.start('r0')
+    for (const n of names.slice(1)) await cluster.start(n)
+    const ids = names.map(n => cluster.node(n).peerId)
+    await waitFor(async () => {
+      const views = await Promise.all(names.map(async n => await cluster.members(n)))
+      return views.every(v => ids.every(id => v.get(id)?.state === 'alive'))
+    }, 'the real mesh to converge', 120_000 + agents * 3000, 1000)
+    log('real check: converged; settling 15 s')
+    await sleep(15_000)
+
+    const pids = names.map(n => cluster.node(n).child!.pid!)
+    const meter = new SocketMeter(pids, names.map(n => cluster.node(n).apiPort))
+    await meter.reset()
+    meter.start()
+    // the others' health writes and the scheduler's lease renewals as one follower (r1) sees them:
+    // every member's writes reach every member
+    let healthWrites = 0
+    let leaseWrites = 0
+    const watcher = cluster.node('r1')
+    const abort = new AbortController()
+    void watchEvents(`${watcher.api}/v1/watch?prefix=health/`, ev => { if (ev.key !== `health/${watcher.peerId}`) healthWrites++ }, abort.signal)
+    void watchEvents(`${watcher.api}/v1/watch?prefix=scheduler/`, ev => { if (typeof ev.key === 'string' && ev.key.endsWith(`/${cluster.node('r0').peerId}`)) leaseWrites++ }, abort.signal)
+    const before = await Promise.all(names.map(async n => await (await fetch(`${cluster.node(n).api}/metrics`)).text()))
+    const cpu0 = await Promise.all(pids.map(cpuSeconds))
+    const w0 = performance.now()
+    await sleep(seconds * 1000)
+    const cpu1 = await Promise.all(pids.map(cpuSeconds))
+    const elapsed = (performance.now() - w0) / 1000
+    abort.abort()
+    await meter.stop()
+    await meter.sample()
+    const after = await Promise.all(names.map(async n => await (await fetch(`${cluster.node(n).api}/metrics`)).text()))
+    const bytes = meter.totals()
+    real = await Promise.all(pids.map(async (pid, i) => ({
+      agentCpuPct: round(100 * (cpu1[i]! - cpu0[i]!) / elapsed, 2),
+      bytesInPerSec: Math.round(bytes.get(pid)!.received / elapsed),
+      bytesOutPerSec: Math.round(bytes.get(pid)!.sent / elapsed),
+      rssMb: round(await rssMb(pid)),
+      registryKeys: metric(after[i]!, 'gatemesh_registry_keys'),
+      gossipInPerSec: round((sumMetric(after[i]!, 'gatemesh_gossip_messages_in_total') - sumMetric(before[i]!, 'gatemesh_gossip_messages_in_total')) / elapsed, 2)
+    })))
+    healthPerMemberPerMin = healthWrites / (agents - 1) / (elapsed / 60)
+    leasePerSec = leaseWrites / elapsed
+    log(`real check: ${JSON.stringify(real)}; health writes ${round(healthPerMemberPerMin, 2)}/member/min, lease renewals ${round(leasePerSec, 2)}/s`)
+  } finally {
+    await cluster.close()
+  }
+  perAgent = real
+  const realMedian = Object.fromEntries((['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec', 'rssMb', 'registryKeys', 'gossipInPerSec'] as const)
+    .map(k => [k, round(median(perAgent.map(f => f[k])), 2)])) as unknown as Figures
+  // the periodic write is in the schedule already (2 a minute at the 30 s default)
+  const extraHealthPerMin = Math.max(0, healthPerMemberPerMin - 2)
+  log(`real check: simulated point of ${agents} with ${round(extraHealthPerMin, 2)} extra health writes/member/min`)
+  // the election renews on its 250 ms check once 500 ms passed: on a busy machine that is less often than twice a second
+  const leaseRenewMs = leasePerSec > 0 ? Math.round(1000 / leasePerSec) : undefined
+  const simulated: Point = await simulatedPoint({ peers: agents, seconds, command: init.command, extraHealthPerMin, ...(leaseRenewMs == null ? {} : { leaseRenewMs }), log })
+  const ratio = Object.fromEntries(COMPARED.map(k => [k, round(simulated[k] / realMedian[k], 2)]))
+  return {
+    agents,
+    real: { median: realMedian, perAgent },
+    healthWritesPerMemberPerMin: round(healthPerMemberPerMin, 2),
+    leaseRenewalsPerSec: round(leasePerSec, 2),
+    simulated: Object.fromEntries(Object.entries(simulated).filter(([k]) => k !== 'generators' && k !== 'expected')),
+    simulatedOverReal: ratio,
+    agreeWithin50Pct: COMPARED.every(k => Math.abs(simulated[k] / realMedian[k] - 1) <= 0.5)
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * What N−1 idle fleet members send one agent, as a schedule: pure logic,
+ * shared by the load generator (which follows it) and the unit test (which
+ * checks its rates). Every figure here comes from main's defaults:
+ * - health: each member writes `health/<self>` at least every
+ *   `membership.health.maxIntervalMs` (30 s), more often when its CPU, memory
+ *   or load moves (`extraHealthPerMin`, measured in the real mesh: on a busy
+ *   box load moves often);
+ * - the zone's scheduler renews its lease claim every 500 ms;
+ * - SWIM: every member probes one member per `probeIntervalMs`, round-robin
+ *   over a shuffled list, so each member probes a given other member once per
+ *   (N−1) periods: the agent is probed ≈ once per period in all;
+ * - push-pull: each member exchanges full membership with one connected
+ *   member per `pushPullIntervalMs` × scale(N) (memberlist's scale);
+ * - registry anti-entropy: each member syncs with one connected member every
+ *   `registry.syncIntervalMs` (15 s).
+ */
+
+export interface ScheduleInit {
+  /** members other than the agent */
+  others: number
+  /** @default 30000 */
+  healthMaxIntervalMs?: number
+  /** health writes per member per minute on top of the periodic one (changes). @default 0 */
+  extraHealthPerMin?: number
+  /** @default 1000 */
+  probeIntervalMs?: number
+  /** @default 30000 */
+  pushPullIntervalMs?: number
+  /** @default 15000 */
+  syncIntervalMs?: number
+  /** @default 500 */
+  leaseRenewMs?: number
+}
+
+export interface Rates {
+  /** registry deltas the fleet writes per second (each reaches every member by gossip) */
+  healthWritesPerSec: number
+  leaseWritesPerSec: number
+  /** SWIM pings the agent receives per second from others */
+  probesInPerSec: number
+  pushPullsInPerSec: number
+  syncsInPerSec: number
+}
+
+/** memberlist's pushPullScale: one more interval per doubling past 32 members. */
+export function pushPullScale (n: number): number {
+  return n <= 32 ? 1 : Math.ceil(Math.log2(n) - Math.log2(32)) + 1
+}
+
+function filled (init: ScheduleInit): Required<ScheduleInit> {
+  return {
+    others: init.others,
+    healthMaxIntervalMs: init.healthMaxIntervalMs ?? 30_000,
+    extraHealthPerMin: init.extraHealthPerMin ?? 0,
+    probeIntervalMs: init.probeIntervalMs ?? 1000,
+    pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
+    syncIntervalMs: init.syncIntervalMs ?? 15_000,
+    leaseRenewMs: init.leaseRenewMs ?? 500
+  }
+}
+
+/** Expected per-second arrivals at one agent from N−1 others. */
+export function rates (init: ScheduleInit): Rates {
+  const s = filled(init)
+  const n = s.others + 1
+  return {
+    healthWritesPerSec: s.others * (1000 / s.healthMaxIntervalMs + s.extraHealthPerMin / 60),
+    leaseWritesPerSec: s.others > 0 ? 1000 / s.leaseRenewMs : 0,
+    // each other member probes the agent once per (N−1) of its periods
+    probesInPerSec: s.others > 0 ? 1000 / s.probeIntervalMs : 0,
+    // each member push-pulls (and syncs) one peer per interval; the agent is that peer for ~1 in (its peers' peers)
+    // members, which over a fleet of equal nodes is one exchange per interval
+    pushPullsInPerSec: s.others > 0 ? 1000 / (s.pushPullIntervalMs * pushPullScale(n)) : 0,
+    syncsInPerSec: s.others > 0 ? 1000 / s.syncIntervalMs : 0
+  }
+}
+
+export type EventKind = 'health' | 'lease' | 'probe' | 'pushPull' | 'sync'
+
+export interface ScheduledEvent {
+  /** ms after the schedule's epoch */
+  at: number
+  kind: EventKind
+  /** index of the member that acts (0 ≤ member < others) */
+  member: number
+  /** the member's write counter for this kind (health, lease): makes the written value deterministic */
+  seq: number
+}
+
+/** A small deterministic PRNG (mulberry32), so every generator process derives the same schedule. */
+export function prng (seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6D2B79F5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/**
+ * Every event in [fromMs, toMs) after the epoch, ordered by time. Periodic
+ * writes and probes have a fixed phase per member (spread evenly, then
+ * jittered by `seed`), so any process with the same init and seed computes
+ * the same events: generator processes that each hold a slice of the
+ * members agree on who writes what and when. Changes on top of the periodic
+ * health writes and the exchanges initiated by others are Poisson, drawn
+ * per window from `seed` and the window start.
+ * Member 0 is the zone's scheduler: it renews its lease.
+ */
+export function events (init: ScheduleInit, fromMs: number, toMs: number, seed = 1): ScheduledEvent[] {
+  const s = filled(init)
+  const out: ScheduledEvent[] = []
+  if (s.others === 0 || toMs <= fromMs) return out
+  const phase = prng(seed)
+  const periodic = (kind: EventKind, member: number, periodMs: number, offset: number): void => {
+    const first = Math.max(0, Math.ceil((fromMs - offset) / periodMs))
+    for (let k = first; offset + k * periodMs < toMs; k++) out.push({ at: offset + k * periodMs, kind, member, seq: k })
+  }
+  // the agent is probed by member m once every (N−1) periods, members' phases spread over that round
+  const round = s.others * s.probeIntervalMs
+  for (let m = 0; m < s.others; m++) {
+    const jitter = phase()
+    periodic('health', m, s.healthMaxIntervalMs, ((m + jitter) / s.others) * s.healthMaxIntervalMs)
+    periodic('probe', m, round, ((m + phase()) / s.others) * round)
+  }
+  periodic('lease', 0, s.leaseRenewMs, 0)
+  // Poisson arrivals, drawn per whole second so any window split gives the same events
+  const r = rates(s)
+  const poisson = [
+    ['health', (s.others * s.extraHealthPerMin) / 60],
+    ['pushPull', r.pushPullsInPerSec],
+    ['sync', r.syncsInPerSec]
+  ] as const
+  for (let sec = Math.floor(fromMs / 1000); sec * 1000 < toMs; sec++) {
+    const draw = prng(seed * 7919 + sec * 104729)
+    for (const [kind, perSec] of poisson) {
+      if (perSec <= 0) continue
+      let t = sec * 1000 - Math.log(1 - draw()) * 1000 / perSec
+      while (t < (sec + 1) * 1000) {
+        const member = Math.floor(draw() * s.others)
+        // extra health writes count after the periodic ones: seq well above any periodic k
+        if (t >= fromMs && t < toMs) out.push({ at: t, kind, member, seq: kind === 'health' ? 1_000_000 + Math.floor(t) : 0 })
+        t += -Math.log(1 - draw()) * 1000 / perSec
+      }
+    }
+  }
+  return out.sort((a, b) => a.at - b.at)
+}
