@@ -82,7 +82,7 @@ export async function deploymentRoutes (app: FastifyInstance, { ctx }: { ctx: Co
     schema: {
       tags,
       summary: 'Create a deployment: the spec is validated, signed with the fleet key and written to the mesh registry',
-      description: 'The body is a deployment spec: id, model {name, version} or {digest}, replicas, placement {role, nodes, labels, sensorTypes, policy}, window {start, end} or schedule {cron, durationSec, timezone}, autoscale, instance (input, rules, actions over the bundle\'s config.json). 409 when the id exists; 400 naming the field otherwise.',
+      description: 'The body is a deployment spec: id, model {name, version} or {digest}, replicas, placement {role, nodes, labels, sensorTypes, policy}, window {start, end} or schedule {cron, durationSec, timezone}, autoscale, canary {replicas | percent, durationSec} and update {maxErrorPct, minPredicts, availableTimeoutSec} for model updates, instance (input, rules, actions over the bundle\'s config.json). 409 when the id exists; 400 naming the field otherwise.',
       querystring: NoQuery,
       body: DeploymentSpecSchema,
       response: { 201: Type.Ref('Deployment'), ...errorResponses(400, 401, 403, 409) }
