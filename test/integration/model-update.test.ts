@@ -151,3 +151,33 @@ await t.test('the coordinator shows the update and its history', async t => {
   t.same(view.update.history.map((h: any) => h.outcome), ['succeeded', 'rolled-back'])
   t.ok(view.instances.every((i: any) => i.state !== 'running' || i.version === '2.0.0'), 'instances with their versions')
 })
+
+await t.test('a scheduler killed during the canary: its successor resumes the update from the placement', async t => {
+  const leaderOf = async (via: string): Promise<{ leader: string | null, term: number | null }> => await cluster.get(via, '/v1/scheduler')
+  const old = await waitFor(async () => {
+    const views = await Promise.all(names.map(async n => await leaderOf(n)))
+    return views[0]!.leader != null && views.every(v => v.leader === views[0]!.leader && v.term === views[0]!.term) ? views[0]! : null
+  }, 'one scheduler seen by all', budget(60_000))
+  const gone = [...cluster.nodes.values()].find(n => n.peerId === old.leader)!.name
+  // back to v1, with a canary long enough to kill its scheduler while it is watched
+  await deploy(cluster, gone, { ...spec('1.0.0'), canary: { replicas: 1, durationSec: Math.ceil(budget(15_000) / 1000) } })
+  const watching = await waitFor(async () => { const s = await status(gone); return s.update?.phase === 'canary' && s.update.canary.state === 'watching' ? s : null }, 'the v1 canary to be watched', budget(120_000), 250)
+  t.equal(watching.placement.scheduler, old.leader, `the canary was started by ${gone}`)
+  const killedAt = Date.now()
+  cluster.kill(gone)
+  const survivors = names.filter(n => n !== gone)
+  const done = await waitFor(async () => {
+    const s = await status(survivors[0])
+    const settled = s.update?.phase === 'succeeded' && s.update.to.version === '1.0.0' && !s.placement.nodes.includes(cluster.node(gone).peerId)
+    return settled && running(s).length === 2 && running(s).every(i => i.version === '1.0.0') ? s : null
+  }, 'the update to v1 to succeed under the new scheduler', budget(240_000), 250)
+  t.not(done.placement.scheduler, old.leader, 'a new scheduler finished it')
+  t.ok(done.placement.term > (old.term ?? 0), `with a higher term (${String(old.term)} → ${String(done.placement.term)})`)
+  const tries = done.update.history.filter((h: any) => h.version === '1.0.0')
+  t.equal(tries.length, 1, 'one attempt at v1: resumed, not started over')
+  t.equal(tries[0].outcome, 'succeeded')
+  t.ok(tries[0].startedAt < killedAt, 'the attempt the new scheduler finished is the one the old one began')
+  t.same(done.update.history.map((h: any) => h.outcome), ['succeeded', 'rolled-back', 'succeeded'])
+  t.equal(done.running, 2, 'two running once settled')
+  t.notOk(running(done).some(i => i.node === cluster.node(gone).peerId), 'none on the dead node')
+})
