@@ -1,5 +1,5 @@
 import { familyOf, probeBackends, type BackendName, type BackendPreference, type OnnxBackendPreference, type RuntimeFamily } from './backend.ts'
-import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
+import { InstanceChangedError, InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
 import { resolveOnnxBackend } from '../../packaging/models/onnx-probe.ts'
@@ -186,26 +186,27 @@ export class Runtime implements Startable {
       await options.before?.()
       return await this.run(request, { persist: false })
     }
-    const current = this.#entries.get(name) ?? {}
     let next: Record<string, unknown> = { bundle: request.bundle }
+    // the running instance's entry, as last announced (its predict counts move meanwhile), with where its successor is
+    const withNext = (state: Record<string, unknown>): Record<string, unknown> => ({ ...this.#entries.get(name), next: { ...next, ...state } })
     let instance: ModelInstance | undefined
     let owner: { deployment?: string } = {}
     try {
-      await this.#announce(name, { ...current, next: { ...next, state: 'pulling' } })
+      await this.#announce(name, withNext({ state: 'pulling' }))
       await options.before?.()
       ;({ instance, owner } = await this.#prepare(request))
       if (instance.name !== name) throw new InstanceSpecError(`spec.name: the replacement of ${name} is named ${instance.name}`, 'spec.name')
       next = { ...next, version: instance.bundle.manifest.version }
-      await this.#announce(name, { ...current, next: { ...next, state: 'starting' } })
+      await this.#announce(name, withNext({ state: 'starting' }))
       await instance.start()
     } catch (err: any) {
-      await this.#announce(name, { ...this.#entries.get(name), next: { ...next, state: 'failed', reason: err.message, at: Date.now() } })
+      await this.#announce(name, withNext({ state: 'failed', reason: err.message, at: Date.now() }))
       throw err
     }
     if (this.#instances.get(name) !== old) {
       // stopped or replaced meanwhile: this one is not wanted any more
       await instance.stop()
-      throw new InstanceExistsError(`model ${name} changed on this node while its replacement started`)
+      throw new InstanceChangedError(`model ${name} was stopped or replaced on this node while its replacement started`)
     }
     this.#instances.set(name, instance)
     this.#started(instance, request)
