@@ -215,6 +215,7 @@ export function parseModelUpdate (value: unknown): ModelUpdate | undefined {
   if (typeof v.from !== 'string' || typeof v.to !== 'string' || typeof v.phase !== 'string' || !['canary', 'rolling', 'succeeded', 'rolled-back', 'superseded'].includes(v.phase)) return undefined
   if (!Array.isArray(v.updated) || v.updated.length > 1000 || !v.updated.every(x => typeof x?.node === 'string' && Number.isFinite(x.at))) return undefined
   if (!Number.isSafeInteger(v.canary) || !Array.isArray(v.history) || v.history.length > MAX_HISTORY) return undefined
+  if (!v.history.every(h => typeof h?.bundle === 'string' && typeof h.outcome === 'string' && Number.isFinite(h.startedAt))) return undefined
   if (!Array.isArray(v.deploymentTs) || v.deploymentTs.length !== 2) return undefined
   return v as ModelUpdate
 }

@@ -267,7 +267,8 @@ t.test('a placement\'s update is checked before it is read', async t => {
   t.equal(parseModelUpdate({ from: V1, to: V2, phase: 'exploded', updated: [], canary: 0, history: [], deploymentTs: TS }), undefined)
   t.equal(parseModelUpdate({ from: V1, to: V2, phase: 'rolling', updated: [{ node: 1 }], canary: 0, history: [], deploymentTs: TS }), undefined)
   t.equal(parseModelUpdate({ from: V1, to: V2, phase: 'rolling', updated: [], canary: 0, history: new Array(11).fill({}), deploymentTs: TS }), undefined)
-  t.ok(parseModelUpdate({ from: V1, to: V2, phase: 'rolling', updated: [{ node: 'a', at: 1 }], canary: 0, history: [], deploymentTs: TS }))
+  t.equal(parseModelUpdate({ from: V1, to: V2, phase: 'rolling', updated: [], canary: 0, history: [{ bundle: V1 }], deploymentTs: TS }), undefined)
+  t.ok(parseModelUpdate({ from: V1, to: V2, phase: 'rolling', updated: [{ node: 'a', at: 1 }], canary: 0, history: [{ bundle: V2, outcome: 'in-progress', startedAt: 1 }], deploymentTs: TS }))
 })
 
 t.test('canary and update fields are validated, naming the field', async t => {
