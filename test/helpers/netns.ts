@@ -22,12 +22,13 @@ export class Probe {
     })
   }
 
-  async request (method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number, body: any }> {
+  /** `text`: the body as text, not parsed JSON (Prometheus metrics) */
+  async request (method: string, url: string, body?: unknown, headers?: Record<string, string>, options: { text?: boolean } = {}): Promise<{ status: number, body: any }> {
     const id = this.#next++
     const reply = await new Promise<{ status: number, body: any } | { error: string }>((resolve, reject) => {
       const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`probe: ${method} ${url} timed out`)) }, 10_000)
       this.#pending.set(id, r => { clearTimeout(timer); resolve(r) })
-      this.#child.stdin!.write(JSON.stringify({ id, method, url, body, headers }) + '\n')
+      this.#child.stdin!.write(JSON.stringify({ id, method, url, body, headers, ...(options.text === true ? { text: true } : {}) }) + '\n')
     })
     if ('error' in reply) throw new Error(`probe: ${method} ${url}: ${reply.error}`)
     return reply

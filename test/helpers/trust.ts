@@ -1,3 +1,4 @@
+import { closeSync, openSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { budget, startBudget } from './budget.ts'
@@ -7,9 +8,31 @@ import type { Test } from 'tap'
 
 export const ROGUE = new URL('./rogue.ts', import.meta.url).pathname
 
-/** Start test/helpers/rogue.ts on a node directory; it is ended when `t` ends, and on every other way out (test/helpers/processes.ts). */
+/**
+ * Start test/helpers/rogue.ts on a node directory; it is ended when `t` ends,
+ * and on every other way out (test/helpers/processes.ts). Its stderr goes to
+ * `<dir>/rogue.stderr`: a rogue that dies at start says why there.
+ */
 export function startRogue (t: Test, dir: string, args: string[]): TestProcess {
-  return start(process.execPath, [ROGUE, '--data', dir, ...args], { name: `rogue ${args.join(' ')}`, t, graceMs: 2000 })
+  const err = openSync(join(dir, 'rogue.stderr'), 'a')
+  try {
+    return start(process.execPath, [ROGUE, '--data', dir, ...args], { name: `rogue ${args.join(' ')}`, t, graceMs: 2000, stdio: ['ignore', 'ignore', err] })
+  } finally {
+    closeSync(err)
+  }
+}
+
+/**
+ * `work`, unless the rogue started from `dir` exits first: then an error
+ * saying how it exited and the end of its stderr, at once, instead of a
+ * wait that times out on a peer that is not there.
+ */
+export async function whileRogueRuns<T> (rogue: TestProcess, dir: string, work: Promise<T>): Promise<T> {
+  const died = rogue.exited.then(async exit => {
+    const stderr = await readFile(join(dir, 'rogue.stderr'), 'utf8').catch(() => '')
+    throw new Error(`the rogue exited (code ${String(exit.code)}, signal ${String(exit.signal)}) while the test waited on it; its stderr: ${stderr.slice(-2000) || '(empty)'}`)
+  })
+  return await Promise.race([work, died])
 }
 
 /**

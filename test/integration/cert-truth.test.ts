@@ -1,14 +1,12 @@
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { start } from '../helpers/processes.ts'
 import { deploy, publishAnomalyBundle } from '../helpers/scheduling.ts'
+import { startRogue } from '../helpers/trust.ts'
 
 // Issue 14 item 1: a gateway whose certificate says `gateway` with no labels
 // writes `role: server, labels: {site: north}` into its own node record. It
 // speaks the real protocols (registry, SWIM membership) with a valid
 // certificate. Peers must not believe the record.
-const ROGUE = new URL('../helpers/rogue.ts', import.meta.url).pathname
-
 const cluster = await Cluster.create()
 t.teardown(async () => { await cluster.close() })
 await cluster.addNode('srv', { role: 'server' })
@@ -18,7 +16,7 @@ for (const n of names) await cluster.start(n, { wait: false })
 for (const n of names) await cluster.waitReady(n)
 
 const liar = await cluster.addNode('liar', { role: 'gateway', labels: {}, bootstrap: ['srv'] })
-start(process.execPath, [ROGUE, '--data', liar.dir, '--member', '--record', JSON.stringify({ role: 'server', labels: { site: 'north' } })], { name: 'rogue liar', t })
+startRogue(t, liar.dir, ['--member', '--record', JSON.stringify({ role: 'server', labels: { site: 'north' } })])
 
 const memberOn = async (observer: string, peerId: string): Promise<any> =>
   (await cluster.get(observer, '/v1/status')).members.find((m: any) => m.peerId === peerId)

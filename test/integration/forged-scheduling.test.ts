@@ -1,8 +1,8 @@
 import { readFile } from 'node:fs/promises'
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { start } from '../helpers/processes.ts'
 import { deploy, publishAnomalyBundle, runningOn, scheduler } from '../helpers/scheduling.ts'
+import { startRogue } from '../helpers/trust.ts'
 
 // Issue 14, first row: forged placements and forged terms, written through a
 // node's own API (with its token, as a local process that has it) and
@@ -10,7 +10,6 @@ import { deploy, publishAnomalyBundle, runningOn, scheduler } from '../helpers/s
 // them, keep answering its API and keep its memory flat; what was forged
 // under an honest node's name is cleaned up by that node.
 
-const ROGUE = new URL('../helpers/rogue.ts', import.meta.url).pathname
 const cluster = await Cluster.create()
 t.teardown(async () => { await cluster.close() })
 await cluster.addNode('s1', { role: 'server' })
@@ -106,10 +105,10 @@ await t.test('gossiped by a peer with a valid certificate', async t => {
   const rogue = await cluster.addNode('rogue')
   const before = await placementsWritten()
   const rss0 = await rssMb()
-  const child = start(process.execPath, [ROGUE, '--data', rogue.dir, '--every', '20',
+  const child = startRogue(t, rogue.dir, ['--every', '20',
     '--own', `placement/fz/$self=${JSON.stringify(forgedPlacement(rogue.peerId))}`,
     '--own', `scheduler/default/$self=${JSON.stringify(forgedClaim)}`
-  ], { name: 'rogue', t })
+  ])
   const sample = await underAttack(async () => {
     await waitFor(async () => (await cluster.get('s1', `/v1/registry/placement/fz/${rogue.peerId}`).catch(() => null)) != null, 'the rogue\'s entries to reach s1', 120_000, 250)
     await sleep(15_000)

@@ -6,9 +6,7 @@ import { loadPeerKey } from '../../node/identity/peer-key.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { fleetAuth } from '../helpers/scheduling.ts'
 import { budget } from '../helpers/budget.ts'
-import { start } from '../helpers/processes.ts'
-
-const ROGUE = new URL('../helpers/rogue.ts', import.meta.url).pathname
+import { startRogue, whileRogueRuns } from '../helpers/trust.ts'
 
 // five agents as separate processes over real TCP on 127.0.0.1
 const cluster = await Cluster.create()
@@ -83,9 +81,9 @@ await t.test('kill -9: survivors mark it dead; restart restores and catches up',
 /** Start a rogue peer from `dir` and check that nothing of it lands anywhere. */
 async function rogueCannotJoin (t: Test, name: string, dir: string, expectDenied: boolean): Promise<void> {
   const peerId = (await loadPeerKey(dir)).peerId.toString()
-  const rogue = start(process.execPath, [ROGUE, '--data', dir, '--forge', 'deployment/forged'], { name: `rogue ${name}`, t })
+  const rogue = startRogue(t, dir, ['--forge', 'deployment/forged'])
   if (expectDenied) {
-    await waitFor(async () => (await cluster.get('a', '/v1/status')).denied.some((d: any) => d.peerId === peerId), `${name} to be denied by a`)
+    await whileRogueRuns(rogue, dir, waitFor(async () => (await cluster.get('a', '/v1/status')).denied.some((d: any) => d.peerId === peerId), `${name} to be denied by a`))
     t.pass(`${name} was denied by the bootstrap peer`)
   }
   // give it time to start, publish and sync (a rogue from sources starts slowly on a busy machine)
@@ -127,7 +125,7 @@ await t.test('peers without a valid certificate cannot join', async t => {
 
 await t.test('garbage on every protocol leaves the agent running', async t => {
   const rogue = await cluster.addNode('garbage')
-  start(process.execPath, [ROGUE, '--data', rogue.dir, '--garbage'], { name: 'rogue garbage', t })
+  startRogue(t, rogue.dir, ['--garbage'])
   const report = await waitFor(async () => JSON.parse(await readFile(join(rogue.dir, 'rogue.json'), 'utf8')), 'the rogue to send its garbage', 30_000)
   t.ok(report.sent.length >= 6, `rogue sent ${report.sent.length} malformed messages`)
   await sleep(1000)
