@@ -1,7 +1,7 @@
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import { buildBundle, verifyBundle } from '../../packaging/bundle/index.ts'
 import {
@@ -37,7 +37,7 @@ async function releasesDir (): Promise<string> {
 }
 
 /** Nothing but what was there: no release, runtime or staging directory. */
-async function untouched (t: Tap.Test, dir: string, what: string): Promise<void> {
+async function untouched (t: Test, dir: string, what: string): Promise<void> {
   t.same(await readdir(dir), ['runtimes'], `${what}: nothing written next to the releases`)
   t.same(await readdir(join(dir, 'runtimes')), [], `${what}: no runtime written`)
 }
