@@ -88,11 +88,16 @@ export class SimulatedSensor extends AbstractSensor {
     if (this.#init.waveform === 'csv') this.#csv = await this.#loadCsv()
     this.#startedAt = Date.now()
     const periodMs = 1000 / this.#init.rateHz
-    // timers fire at most once a millisecond: faster rates emit several readings per tick
+    // timers fire at most once a millisecond, and late on a busy machine: each
+    // tick emits what is due by the clock, so the rate holds on average (a
+    // stall longer than a second drops the excess rather than bursting it)
     const tickMs = Math.max(1, periodMs)
-    const perTick = Math.max(1, Math.round(tickMs / periodMs))
+    let emitted = 0
     this.#timer = setInterval(() => {
-      for (let k = 0; k < perTick; k++) {
+      // half a tick of slack: a timer firing a millisecond early still emits its reading
+      const due = Math.floor((Date.now() - this.#startedAt + tickMs / 2) / periodMs)
+      if (due - emitted > this.#init.rateHz) emitted = due - Math.ceil(this.#init.rateHz)
+      for (; emitted < due; emitted++) {
         this.accept(this.next())
         if (this.#exhausted) {
           clearInterval(this.#timer)

@@ -13,7 +13,6 @@
  *  - fanoutSeconds: `peers` agents pulling at once, allowed to fetch from each other;
  *  - singleSourceFanoutSeconds: the same when only the original source serves.
  */
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -23,6 +22,7 @@ import { buildBundle } from '../../packaging/bundle/index.ts'
 import { loadTf } from '../../packaging/tfjs/backend.ts'
 import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { Cluster, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 import type { BenchArgs } from './run.ts'
 
 const MB = 1024 * 1024
@@ -54,7 +54,7 @@ async function rawTcp (bytes: number): Promise<number> {
   })
   const sender = `const s=require('net').connect(${port},'127.0.0.1');const b=Buffer.alloc(${MB},7);let left=${bytes};` +
     'function go(){while(left>0){left-=b.length;if(!s.write(b)){s.once("drain",go);return}}s.end()};s.on("connect",go)'
-  const child = spawn(process.execPath, ['-e', sender], { stdio: 'ignore' })
+  const child = start(process.execPath, ['-e', sender], { name: 'raw TCP sender' })
   const mbps = await result
   child.kill()
   server.close()
@@ -73,7 +73,8 @@ async function publish (cluster: Cluster, name: string, zip: string): Promise<vo
 
 /** A seed holding the bundle and `pullers` agents that see its advert. */
 async function mesh (fleetDir: string, zip: string, digest: string, pullers: number, share: boolean): Promise<{ cluster: Cluster, names: string[] }> {
-  const cluster = await Cluster.create()
+  // agents from sources, as this benchmark's published figures were measured
+  const cluster = await Cluster.create({ sources: true })
   const config = { logs: { stdout: false, level: 'warn' }, bundles: { share } }
   await cluster.addNode('seed', { role: 'server', fleetDir, config: { logs: { stdout: false, level: 'warn' } } })
   const names = Array.from({ length: pullers }, (_, i) => `p${i + 1}`)

@@ -15,7 +15,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import autocannon from 'autocannon'
 import { AccessTokens } from '../../coordinator/auth/access-tokens.ts'
-import { Cluster, waitFor } from '../helpers/cluster.ts'
+import { Cluster, SOURCES_COMMAND, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { round } from './stats.ts'
 import type { BenchArgs } from './run.ts'
@@ -57,8 +57,9 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const logins = Number(args.logins ?? 200)
   const log = (msg: string): void => { console.error(`[coordinator] ${msg}`) }
 
-  const cluster = await Cluster.create()
-  const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
+  // from sources: the coordinator ships as the npm package (images carry only the agent)
+  const cluster = await Cluster.create({ sources: true })
+  const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir, command: SOURCES_COMMAND })
   try {
     await coordinator.addUser('admin', PASSWORD, { admin: true })
     for (let i = 0; i < agents; i++) await cluster.addNode(`n${i}`, { role: i === 0 ? 'server' : 'gateway', config: { logs: { stdout: false, level: 'info' } } })

@@ -18,7 +18,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const nodes = Number(args.nodes ?? 10)
   const log = (msg: string): void => { console.error(`[failover] ${msg}`) }
   const command = await agentCommand(args.sources === true, log)
-  const cluster = await Cluster.create(command == null ? {} : { command })
+  const cluster = await Cluster.create({ command })
   try {
     const names = Array.from({ length: nodes }, (_, i) => `n${i}`)
     for (const [i, name] of names.entries()) {
@@ -99,7 +99,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       rescheduleMs: round(rescheduleMs, 0),
       predictDuringFailoverErrorRate: round(failed / Math.max(1, ok + failed), 4),
       predicts: ok + failed,
-      agent: command == null ? 'sources' : 'bundle'
+      agent: args.sources === true ? 'sources' : 'bundle'
     }
   } finally {
     await cluster.close()

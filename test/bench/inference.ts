@@ -253,7 +253,8 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const rate = Number(args.rate ?? 200)
   const seconds = Number(args.seconds ?? 10)
   const root = await mkdtemp(join(tmpdir(), 'gatemesh-bench-inference-'))
-  const cluster = await Cluster.create()
+  // agents from sources, as this benchmark's published figures were measured
+  const cluster = await Cluster.create({ sources: true })
   const receiverPort = await freePort()
   const latencies: number[] = []
   const receiver = createServer((req, res) => {

@@ -30,7 +30,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const log = (msg: string): void => { console.error(`[mesh] ${msg}`) }
 
   const command = await agentCommand(fromSources, log)
-  const cluster = await Cluster.create(command == null ? {} : { command })
+  const cluster = await Cluster.create({ command })
   try {
     const names = Array.from({ length: nodes }, (_, i) => `n${i}`)
     for (const [i, name] of names.entries()) {

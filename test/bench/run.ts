@@ -1,8 +1,12 @@
 /**
  * Benchmark dispatcher: `npm run bench -- <scenario> [--flag value ...]`.
  * Each scenario module exports `run(args)` returning one result object,
- * printed as JSON on the last line of output.
+ * printed as JSON on the last line of output. Scenarios start every process
+ * through test/helpers/processes.ts: whatever they leave running is stopped
+ * here, and killed on any other way out (error, Ctrl-C, kill).
  */
+import { running, stopAll } from '../helpers/processes.ts'
+
 export type BenchArgs = Record<string, string | boolean | undefined>
 
 const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promise<Record<string, unknown>> }>> = {
@@ -37,6 +41,13 @@ if (load == null) {
   console.error(`usage: npm run bench -- <${Object.keys(SCENARIOS).join('|')}> [--flag value ...]`)
   process.exit(2)
 }
-const result = await (await load()).run(parseFlags(rest))
+let result: Record<string, unknown>
+try {
+  result = await (await load()).run(parseFlags(rest))
+} finally {
+  const left = running()
+  if (left.length > 0) console.error(`[bench] stopping what the scenario left running: ${left.map(p => p.name).join(', ')}`)
+  await stopAll()
+}
 console.log(JSON.stringify(result))
 process.exit(0)

@@ -1,20 +1,20 @@
-import { spawn } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
 import { CLI } from '../helpers/cluster.ts'
 import { saveLayersModel } from '../helpers/models.ts'
+import { start } from '../helpers/processes.ts'
 
 const root = await mkdtemp(join(tmpdir(), 'gatemesh-cli-'))
 t.teardown(async () => { await rm(root, { recursive: true, force: true }) })
 
 async function cli (...args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const { child } = start(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], t })
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', d => { stdout += String(d) })
-  child.stderr.on('data', d => { stderr += String(d) })
+  child.stdout!.on('data', d => { stdout += String(d) })
+  child.stderr!.on('data', d => { stderr += String(d) })
   const code = await new Promise<number | null>(resolve => child.on('close', resolve))
   return { code, stdout, stderr }
 }

@@ -2,6 +2,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type BrowserContext } from 'playwright-core'
+import { markedEnv, watchdog } from './processes.ts'
 
 /** Where browser tests leave screenshots (gitignored). */
 export const TEST_RESULTS = new URL('../../test-results/', import.meta.url).pathname
@@ -9,12 +10,17 @@ export const TEST_RESULTS = new URL('../../test-results/', import.meta.url).path
 /**
  * Debian's headless Chromium, driven by playwright-core, with a fresh
  * profile and everything that would reach out to the internet switched off.
+ * Playwright kills the browser on close and on this process's exit; the
+ * environment markers let the reaper (test/helpers/processes.ts) end it
+ * and its helpers if this process is killed outright.
  */
 export async function launchChromium (): Promise<{ context: BrowserContext, close: () => Promise<void> }> {
   const profile = await mkdtemp(join(tmpdir(), 'gm-chromium-'))
   await mkdir(TEST_RESULTS, { recursive: true })
+  watchdog()
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
+    env: markedEnv(),
     headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     viewport: { width: 1400, height: 900 },

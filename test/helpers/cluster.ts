@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { openSync, closeSync } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -7,10 +7,15 @@ import { RUNTIME_FILE, type RuntimeInfo } from '../../node/agent.ts'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { initNodeDir } from '../../node/identity/node-dir.ts'
 import { freePort } from '../../node/cli/ports.ts'
+import { bundleCommand, type AppCommand } from './app-bundle.ts'
+import { budget, noteStart, startBudget } from './budget.ts'
 import { Probe } from './netns.ts'
+import { start as startProcess, type TestProcess } from './processes.ts'
 import type { Role } from '../../node/identity/certificate.ts'
 
 export const CLI = new URL('../../bin/gatemesh.js', import.meta.url).pathname
+/** The CLI from its TypeScript sources, for tests about running from sources. */
+export const SOURCES_COMMAND: AppCommand = { exec: process.execPath, args: [CLI] }
 
 export interface ClusterNode {
   name: string
@@ -21,6 +26,10 @@ export interface ClusterNode {
   multiaddr: string
   api: string
   child?: ChildProcess
+  /** the agent process (its `child` is `child`), started through test/helpers/processes.ts */
+  process?: TestProcess
+  /** when the last start began (performance.now()) */
+  startedAt?: number
   /** set for nodes inside a test network namespace: their API is reached through a probe there */
   netns?: string
   probe?: Probe
@@ -42,8 +51,13 @@ export async function sleep (ms: number): Promise<void> {
   await new Promise(resolve => setTimeout(resolve, ms))
 }
 
-/** Poll `fn` until it returns a truthy value; fail with `what` after `timeoutMs`. */
+/**
+ * Poll `fn` until it returns a truthy value; fail with `what` after
+ * `timeoutMs`, a figure for an idle machine that is stretched by how slow
+ * this one measured (test/helpers/budget.ts).
+ */
 export async function waitFor<T> (fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, what: string, timeoutMs = 20_000, everyMs = 100): Promise<T> {
+  timeoutMs = budget(timeoutMs)
   const deadline = Date.now() + timeoutMs
   let lastErr: unknown
   while (Date.now() < deadline) {
@@ -58,27 +72,37 @@ export async function waitFor<T> (fn: () => Promise<T | undefined | null | false
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr == null ? '' : `: ${String((lastErr as Error).message ?? lastErr)}`}`)
 }
 
+export interface ClusterInit {
+  /** how to start an agent: `exec ...args agent --data DIR`. @default the app bundle (test/helpers/app-bundle.ts) */
+  command?: AppCommand
+  /** run agents from the TypeScript sources (`SOURCES_COMMAND`) instead of the bundle */
+  sources?: boolean
+}
+
 /**
  * A fleet of real agent processes on 127.0.0.1 for integration tests and
  * benchmarks. Every node gets fixed ports so a restart comes back where its
- * peers expect it.
+ * peers expect it. Agents run from the app bundle, as shipped, unless told
+ * otherwise; every process goes through test/helpers/processes.ts, so none
+ * outlives the test.
  */
 export class Cluster {
   readonly root: string
   readonly fleetDir: string
   readonly nodes = new Map<string, ClusterNode>()
-  /** extra arguments for `node`, e.g. a bundle instead of the CLI */
-  readonly command: { exec: string, args: string[], env?: NodeJS.ProcessEnv }
+  /** how an agent is started: `exec ...args agent --data DIR` */
+  readonly command: AppCommand
 
-  private constructor (root: string, command?: Cluster['command']) {
+  private constructor (root: string, command: AppCommand) {
     this.root = root
     this.fleetDir = join(root, 'fleet')
-    this.command = command ?? { exec: process.execPath, args: [CLI] }
+    this.command = command
   }
 
-  static async create (options: { command?: Cluster['command'] } = {}): Promise<Cluster> {
+  static async create (options: ClusterInit = {}): Promise<Cluster> {
+    const command = options.command ?? (options.sources === true ? SOURCES_COMMAND : await bundleCommand())
     const root = await mkdtemp(join(tmpdir(), 'gatemesh-test-'))
-    const cluster = new Cluster(root, options.command)
+    const cluster = new Cluster(root, command)
     await initFleet(cluster.fleetDir)
     return cluster
   }
@@ -130,39 +154,57 @@ export class Cluster {
     await rm(join(node.dir, RUNTIME_FILE), { force: true })
     const err = openSync(join(node.dir, 'stderr.log'), 'a')
     const argv = [...this.command.args, 'agent', '--data', node.dir]
-    node.child = spawn(node.netns == null ? this.command.exec : 'ip', node.netns == null ? argv : ['netns', 'exec', node.netns, this.command.exec, ...argv], {
-      stdio: ['ignore', 'ignore', err],
-      env: { ...process.env, ...this.command.env }
-    })
-    closeSync(err)
+    try {
+      node.startedAt = performance.now()
+      node.process = startProcess(node.netns == null ? this.command.exec : 'ip', node.netns == null ? argv : ['netns', 'exec', node.netns, this.command.exec, ...argv], {
+        name: `agent ${name}`,
+        stdio: ['ignore', 'ignore', err],
+        ...(this.command.env == null ? {} : { env: this.command.env })
+      })
+      node.child = node.process.child
+    } finally {
+      closeSync(err)
+    }
     if (options.wait !== false) await this.waitReady(name)
     return node
   }
 
-  async waitReady (name: string, timeoutMs = 30_000): Promise<RuntimeInfo> {
+  /**
+   * Wait for an agent's runtime file. The first start in this process sets
+   * the pace for every later wait (test/helpers/budget.ts); the default
+   * budget is max(30 s, 10 × that first start).
+   */
+  async waitReady (name: string, timeoutMs = startBudget()): Promise<RuntimeInfo> {
     const node = this.node(name)
-    return await waitFor(async () => {
-      if (node.child?.exitCode != null) throw new Error(`${name} exited with ${node.child.exitCode}: ${await this.stderr(name)}`)
-      return JSON.parse(await readFile(join(node.dir, RUNTIME_FILE), 'utf8')) as RuntimeInfo
-    }, `${name} to start`, timeoutMs)
+    const deadline = Date.now() + timeoutMs
+    let lastErr: unknown
+    while (Date.now() < deadline) {
+      const exit = node.process?.exit
+      if (exit != null) throw new Error(`${name} exited with ${exit.signal ?? String(exit.code)}: ${await this.stderr(name)}`)
+      try {
+        const info = JSON.parse(await readFile(join(node.dir, RUNTIME_FILE), 'utf8')) as RuntimeInfo
+        if (node.startedAt != null) noteStart(performance.now() - node.startedAt)
+        return info
+      } catch (err) {
+        lastErr = err
+      }
+      await sleep(100)
+    }
+    throw new Error(`timed out after ${timeoutMs} ms waiting for ${name} to start: ${String((lastErr as Error | undefined)?.message)}\n${await this.stderr(name)}`)
   }
 
   async stderr (name: string): Promise<string> {
     return await readFile(join(this.node(name).dir, 'stderr.log'), 'utf8').catch(() => '')
   }
 
-  /** kill -9 */
+  /** kill -9 (the agent's whole process group: what it started dies with it) */
   kill (name: string): void {
-    this.node(name).child?.kill('SIGKILL')
+    this.node(name).process?.kill()
   }
 
-  async stop (name: string): Promise<void> {
-    const child = this.node(name).child
-    if (child == null || child.exitCode != null || child.signalCode != null) return
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await Promise.race([exited, sleep(10_000)])
-    if (child.exitCode == null && child.signalCode == null) child.kill('SIGKILL')
+  /** SIGTERM, then SIGKILL if it has not exited after `graceMs` (stretched on a slow machine). */
+  async stop (name: string, graceMs = 10_000): Promise<void> {
+    await this.node(name).process?.stop(budget(graceMs))
   }
 
   async get<T = any> (name: string, path: string): Promise<T> {
@@ -197,7 +239,7 @@ export class Cluster {
   }
 
   running (): ClusterNode[] {
-    return [...this.nodes.values()].filter(n => n.child != null && n.child.exitCode == null && n.child.signalCode == null)
+    return [...this.nodes.values()].filter(n => n.process?.running === true)
   }
 
   async close (): Promise<void> {

@@ -1,9 +1,12 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { request as httpsRequest } from 'node:https'
 import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort } from '../../node/cli/ports.ts'
-import { CLI, sleep, waitFor } from './cluster.ts'
+import type { AppCommand } from './app-bundle.ts'
+import { budget, startBudget } from './budget.ts'
+import { SOURCES_COMMAND } from './cluster.ts'
+import { run, start, type TestProcess } from './processes.ts'
 import type { CoordinatorRuntime } from '../../coordinator/coordinator.ts'
 
 export interface CoordinatorProcessInit {
@@ -11,18 +14,29 @@ export interface CoordinatorProcessInit {
   fleetDir: string
   bootstrap?: string[]
   tls?: { cert: string, key: string }
+  /**
+   * How to start the CLI: `exec ...args coordinator ...`. The coordinator
+   * ships as the npm package and runs from its sources (the app bundle is
+   * the agent's: @fastify/swagger-ui finds its files through __dirname,
+   * which a bundle cannot keep).
+   * @default SOURCES_COMMAND (cluster.ts)
+   */
+  command?: AppCommand
 }
 
 /**
  * `gatemesh coordinator` as a child process on 127.0.0.1 with fixed ports
  * (kept across restarts), its stdout captured for the first admin's
- * password.
+ * password. It is started through test/helpers/processes.ts, so it never
+ * outlives the test; its start gets max(60 s, 10 × the first agent's
+ * start) (test/helpers/budget.ts).
  */
 export class CoordinatorProcess {
   readonly init: CoordinatorProcessInit
   httpPort = 0
   p2pPort = 0
   child?: ChildProcess
+  process?: TestProcess
   stdout = ''
   runtime?: CoordinatorRuntime
   /** the CA to trust for HTTPS */
@@ -40,12 +54,18 @@ export class CoordinatorProcess {
     return `/ip4/127.0.0.1/tcp/${this.p2pPort}/p2p/${this.runtime?.peerId ?? ''}`
   }
 
+  async #command (): Promise<AppCommand> {
+    return this.init.command ?? SOURCES_COMMAND
+  }
+
   /** `gatemesh user add` (the coordinator stopped), the password on stdin. */
   async addUser (username: string, password: string, roles: { admin: true } | { role: string }): Promise<void> {
     const roleArgs = 'admin' in roles ? ['--admin'] : ['--role', roles.role]
-    await new Promise<void>((resolve, reject) => {
-      const child = execFile(process.execPath, [CLI, 'user', 'add', ...roleArgs, '--data', this.init.dataDir, '--username', username, '--password-stdin'], err => { err == null ? resolve() : reject(err) })
-      child.stdin!.end(`${password}\n`)
+    const command = await this.#command()
+    await run(command.exec, [...command.args, 'user', 'add', ...roleArgs, '--data', this.init.dataDir, '--username', username, '--password-stdin'], {
+      input: `${password}\n`,
+      timeoutMs: budget(60_000),
+      ...(command.env == null ? {} : { env: command.env })
     })
   }
 
@@ -54,23 +74,34 @@ export class CoordinatorProcess {
     if (this.p2pPort === 0) this.p2pPort = await freePort()
     if (tls != null) this.init.tls = tls
     await rm(join(this.init.dataDir, 'coordinator.json'), { force: true })
-    const args = [CLI, 'coordinator', '--data', this.init.dataDir, '--fleet', this.init.fleetDir, '--host', '127.0.0.1', '--port', String(this.httpPort), '--p2p-listen', `/ip4/127.0.0.1/tcp/${this.p2pPort}`]
+    const command = await this.#command()
+    const args = [...command.args, 'coordinator', '--data', this.init.dataDir, '--fleet', this.init.fleetDir, '--host', '127.0.0.1', '--port', String(this.httpPort), '--p2p-listen', `/ip4/127.0.0.1/tcp/${this.p2pPort}`]
     for (const b of this.init.bootstrap ?? []) args.push('--bootstrap', b)
     if (this.init.tls != null) {
       args.push('--tls-cert', this.init.tls.cert, '--tls-key', this.init.tls.key)
       this.ca = await readFile(this.init.tls.cert)
     }
     this.stdout = ''
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-    this.child = child
-    child.stdout.setEncoding('utf8').on('data', (d: string) => { this.stdout += d })
+    const p = start(command.exec, args, { name: 'coordinator', stdio: ['ignore', 'pipe', 'pipe'], ...(command.env == null ? {} : { env: command.env }) })
+    this.process = p
+    const child = this.child = p.child
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => { this.stdout += d })
     let stderr = ''
-    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    this.runtime = await waitFor(async () => {
-      if (child.exitCode != null) throw new Error(`coordinator exited with ${child.exitCode}: ${stderr}`)
-      return JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
-    }, 'the coordinator to start', 60_000)
-    return this.runtime
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
+    const deadline = Date.now() + startBudget(60_000)
+    let lastErr: unknown
+    while (Date.now() < deadline) {
+      if (p.exit != null) throw new Error(`coordinator exited with ${p.exit.signal ?? String(p.exit.code)}: ${stderr}`)
+      try {
+        this.runtime = JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
+        return this.runtime
+      } catch (err) {
+        lastErr = err
+      }
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    await p.stop()
+    throw new Error(`timed out waiting for the coordinator to start: ${String((lastErr as Error | undefined)?.message)}\n${stderr}`)
   }
 
   /** The first admin's password, printed once on the first start. */
@@ -78,13 +109,9 @@ export class CoordinatorProcess {
     return /created the first user "admin" with password\s+(\S+)/.exec(this.stdout)?.[1]
   }
 
+  /** SIGTERM, then SIGKILL if it has not exited after 15 s (stretched on a slow machine). */
   async stop (): Promise<void> {
-    const child = this.child
-    if (child == null || child.exitCode != null || child.signalCode != null) return
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await Promise.race([exited, sleep(15_000)])
-    if (child.exitCode == null && child.signalCode == null) child.kill('SIGKILL')
+    await this.process?.stop(budget(15_000))
   }
 
   /** JSON over HTTP(S), trusting this coordinator's self-signed certificate. */

@@ -1,16 +1,14 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import * as tar from 'tar'
 import { CLI, type ClusterNode } from './cluster.ts'
-
-const exec = promisify(execFile)
+import { run, start } from './processes.ts'
 
 /** `gatemesh image build ...` as a user runs it (stdout not a terminal: plain progress lines). */
 export async function buildImageCli (args: string[]): Promise<{ stdout: string, stderr: string }> {
-  return await exec(process.execPath, [CLI, 'image', 'build', ...args], { timeout: 10 * 60_000, maxBuffer: 16 * 1024 * 1024 })
+  return await run(process.execPath, [CLI, 'image', 'build', ...args], { timeoutMs: 10 * 60_000 })
 }
 
 /** Unpack an image into an empty directory standing in for a device's root filesystem. */
@@ -54,19 +52,24 @@ export async function unitCommand (root: string): Promise<{ argv: string[], env:
 /**
  * Start the image's agent as the unit would, from `root`, with a bare
  * environment (nothing of this repository on PATH), optionally through an
- * emulator (`prefix`, e.g. qemu-aarch64-static -L SYSROOT).
+ * emulator (`prefix`, e.g. qemu-aarch64-static -L SYSROOT). Started
+ * through test/helpers/processes.ts: it never outlives the test.
  */
 export async function startImageAgent (root: string, options: { prefix?: string[], log: string }): Promise<ChildProcess> {
   const { argv, env } = await unitCommand(root)
   const command = [...(options.prefix ?? []), ...argv]
   const out = openSync(options.log, 'a')
-  const child = spawn(command[0]!, command.slice(1), {
-    cwd: join(root, 'var/lib/gatemesh'),
-    env: { PATH: '/usr/bin:/bin', ...env },
-    stdio: ['ignore', out, out]
-  })
-  closeSync(out)
-  return child
+  try {
+    return start(command[0]!, command.slice(1), {
+      name: 'image agent',
+      cwd: join(root, 'var/lib/gatemesh'),
+      env: { PATH: '/usr/bin:/bin', ...env },
+      bareEnv: true,
+      stdio: ['ignore', out, out]
+    }).child
+  } finally {
+    closeSync(out)
+  }
 }
 
 /** Resident set size of a process, in bytes. */

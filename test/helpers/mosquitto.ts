@@ -1,4 +1,3 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
@@ -6,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { freePort } from '../../node/cli/ports.ts'
 import { waitFor } from './cluster.ts'
+import { start, type TestProcess } from './processes.ts'
 
 // Debian installs it outside a normal user's PATH
 const BINARY = existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosquitto'
@@ -14,7 +14,7 @@ const BINARY = existsSync('/usr/sbin/mosquitto') ? '/usr/sbin/mosquitto' : 'mosq
 export class Mosquitto {
   readonly port: number
   readonly dir: string
-  #child?: ChildProcess
+  #process?: TestProcess
 
   private constructor (port: number, dir: string) {
     this.port = port
@@ -35,7 +35,7 @@ export class Mosquitto {
   }
 
   async resume (): Promise<void> {
-    this.#child = spawn(BINARY, ['-c', join(this.dir, 'mosquitto.conf')], { stdio: 'ignore' })
+    this.#process = start(BINARY, ['-c', join(this.dir, 'mosquitto.conf')], { name: `mosquitto on ${this.port}` })
     await waitFor(async () => await new Promise<boolean>(resolve => {
       const s = connect(this.port, '127.0.0.1', () => { s.destroy(); resolve(true) })
       s.on('error', () => { resolve(false) })
@@ -43,11 +43,7 @@ export class Mosquitto {
   }
 
   async stop (): Promise<void> {
-    const child = this.#child
-    if (child == null || child.exitCode != null || child.signalCode != null) return
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await exited
+    await this.#process?.stop()
   }
 
   async close (): Promise<void> {

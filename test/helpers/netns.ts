@@ -1,19 +1,20 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { promisify } from 'node:util'
+import { forgetNetns, run, start, watchNetns, type TestProcess } from './processes.ts'
 
-const run = promisify(execFile)
-const ip = async (...args: string[]): Promise<void> => { await run('ip', args) }
+const ip = async (...args: string[]): Promise<void> => { await run('ip', args, { timeoutMs: 30_000 }) }
 const PROBE = new URL('./probe.ts', import.meta.url).pathname
 
 /** HTTP into a namespace: a small relay process living inside it. */
 export class Probe {
+  readonly #process: TestProcess
   readonly #child: ChildProcess
   readonly #pending = new Map<number, (reply: { status: number, body: any } | { error: string }) => void>()
   #next = 0
 
   constructor (ns: string) {
-    this.#child = spawn('ip', ['netns', 'exec', ns, process.execPath, PROBE], { stdio: ['pipe', 'pipe', 'inherit'] })
+    this.#process = start('ip', ['netns', 'exec', ns, process.execPath, PROBE], { name: `probe in ${ns}`, stdio: ['pipe', 'pipe', 'inherit'] })
+    this.#child = this.#process.child
     createInterface({ input: this.#child.stdout! }).on('line', line => {
       const reply = JSON.parse(line)
       this.#pending.get(reply.id)?.(reply)
@@ -33,7 +34,7 @@ export class Probe {
   }
 
   close (): void {
-    this.#child.kill('SIGKILL')
+    this.#process.kill()
   }
 }
 
@@ -59,8 +60,10 @@ export class NetLab {
   static async available (): Promise<{ ok: boolean, reason?: string }> {
     const name = `gmprobe-${process.pid}`
     try {
+      watchNetns(name)
       await ip('netns', 'add', name)
       await ip('netns', 'del', name)
+      forgetNetns(name)
       return { ok: true }
     } catch (err: any) {
       return { ok: false, reason: String(err.stderr ?? err.message).trim() }
@@ -70,6 +73,7 @@ export class NetLab {
   static async create (count: number): Promise<NetLab> {
     const lab = new NetLab(`gm${process.pid % 100000}`, count, `10.${200 + (process.pid % 50)}.0`)
     const sw = lab.switch
+    for (const ns of [...lab.hosts, sw]) watchNetns(ns)
     await ip('netns', 'add', sw)
     await ip('-n', sw, 'link', 'set', 'lo', 'up')
     for (const br of ['bra', 'brb']) {
@@ -106,6 +110,9 @@ export class NetLab {
   }
 
   async destroy (): Promise<void> {
-    for (const ns of [...this.hosts, this.switch]) await ip('netns', 'del', ns).catch(() => {})
+    for (const ns of [...this.hosts, this.switch]) {
+      await ip('netns', 'del', ns).catch(() => {})
+      forgetNetns(ns)
+    }
   }
 }

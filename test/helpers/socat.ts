@@ -1,7 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { open, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { waitFor } from './cluster.ts'
+import { start, type TestProcess } from './processes.ts'
 import { exists } from '../../node/identity/files.ts'
 
 /**
@@ -12,7 +12,7 @@ import { exists } from '../../node/identity/files.ts'
 export class PtyPair {
   readonly devicePath: string
   readonly simPath: string
-  #child?: ChildProcess
+  #process?: TestProcess
   #sim?: FileHandle
 
   constructor (dir: string) {
@@ -21,7 +21,7 @@ export class PtyPair {
   }
 
   async plug (): Promise<void> {
-    this.#child = spawn('socat', [`pty,raw,echo=0,link=${this.devicePath}`, `pty,raw,echo=0,link=${this.simPath}`], { stdio: 'ignore' })
+    this.#process = start('socat', [`pty,raw,echo=0,link=${this.devicePath}`, `pty,raw,echo=0,link=${this.simPath}`], { name: `socat ${this.devicePath}` })
     await waitFor(async () => await exists(this.devicePath) && await exists(this.simPath), 'socat pty links', 10_000, 20)
     this.#sim = await open(this.simPath, 'r+')
   }
@@ -35,11 +35,9 @@ export class PtyPair {
   async unplug (): Promise<void> {
     await this.#sim?.close()
     this.#sim = undefined
-    const child = this.#child
-    if (child == null || child.exitCode != null || child.signalCode != null) return
-    const exited = new Promise(resolve => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    await exited
+    const p = this.#process
+    if (p == null || !p.running) return
+    await p.stop()
     await waitFor(async () => !(await exists(this.devicePath)), 'socat links to vanish', 5000, 20)
   }
 }

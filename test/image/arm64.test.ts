@@ -1,7 +1,5 @@
-import { execFile } from 'node:child_process'
 import { access, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
@@ -10,8 +8,8 @@ import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.t
 import { fixture, maxDiff, REFERENCE } from '../helpers/model-fixtures.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { buildBundle } from '../../packaging/bundle/index.ts'
+import { exec } from '../helpers/processes.ts'
 
-const exec = promisify(execFile)
 const EM_AARCH64 = 0xb7
 /** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends), the sysroot qemu-user loads them from. */
 const SYSROOT = '/usr/aarch64-linux-gnu'

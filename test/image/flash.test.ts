@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process'
 import { copyFile, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import * as tar from 'tar'
 import t from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
@@ -10,8 +8,8 @@ import { flashRoot, inspectImage } from '../../packaging/image/flash.ts'
 import { remoteInstallScript } from '../../packaging/image/ssh.ts'
 import { CLI } from '../helpers/cluster.ts'
 import { buildImageCli } from '../helpers/image.ts'
+import { exec } from '../helpers/processes.ts'
 
-const exec = promisify(execFile)
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-flash-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 const fleet = join(work, 'fleet')

@@ -1,15 +1,12 @@
-import { execFile } from 'node:child_process'
 import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { buildImageCli, elfMachine, filesUnder, imageDevice, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
-
-const exec = promisify(execFile)
+import { exec } from '../helpers/processes.ts'
 
 // a mesh of two agents from this repository, and a device that runs nothing but an x64 image
 const cluster = await Cluster.create()

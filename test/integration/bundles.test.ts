@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
@@ -9,6 +8,7 @@ import { buildBundle, chunkCount, chunkRange, type BuiltBundle } from '../../pac
 import { loadTf } from '../../packaging/tfjs/backend.ts'
 import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { start } from '../helpers/processes.ts'
 
 const MiB = 1024 * 1024
 // every agent serves at most 3 MiB/s, so a 32 MiB pull takes seconds and can be interrupted
@@ -72,10 +72,10 @@ await t.test('publish: each provider verifies, stores and advertises the signed 
 })
 
 await t.test('three providers serve one bundle to a fourth agent in parallel (through the CLI)', async t => {
-  const child = spawn(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const { child } = start(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'], t })
   let out = ''
-  child.stdout.on('data', d => { out += String(d) })
-  child.stderr.on('data', d => { out += String(d) })
+  child.stdout!.on('data', d => { out += String(d) })
+  child.stderr!.on('data', d => { out += String(d) })
   const code = await new Promise(resolve => child.on('close', resolve))
   t.equal(code, 0, `gatemesh bundle pull exits 0 (${out.trim().split("\n").pop() ?? ""})`)
   t.match(out, /pulling [0-9a-f]{12}: .* from \d provider\(s\)/, 'plain progress lines when stdout is not a terminal')

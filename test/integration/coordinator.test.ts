@@ -1,12 +1,9 @@
-import { execFile, spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { freePort } from '../../node/cli/ports.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
-
-const exec = promisify(execFile)
+import { run as exec, start } from '../helpers/processes.ts'
 
 // three agents and a coordinator as separate processes over real TCP on 127.0.0.1
 const cluster = await Cluster.create()
@@ -117,8 +114,8 @@ await t.test('restart with TLS: users persist; a fresh device enrolls and joins 
   const plain = await exec(process.execPath, [CLI, 'enroll', '--coordinator', 'http://coordinator.example:7480', '--token', created.body.token, '--data', join(cluster.root, 'third')]).then(() => 0, (err: any) => err)
   t.equal(plain.code, 2, 'plain HTTP to another host is refused before anything is sent')
 
-  const child = spawn(process.execPath, [CLI, 'agent', '--data', dir], { stdio: 'ignore' })
-  t.teardown(() => { child.kill('SIGKILL') })
+  // the CLI from sources: enrolling and running what was enrolled is what a user does
+  start(process.execPath, [CLI, 'agent', '--data', dir], { name: 'enrolled agent', t })
   const joined = await waitFor(async () => {
     const n = (await nodes(token)).get(peerId!)
     return n?.state === 'alive' ? n : undefined

@@ -1,10 +1,9 @@
-import { execFile } from 'node:child_process'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { anomalyBundleZip } from '../helpers/anomaly-bundle.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
+import { run } from '../helpers/processes.ts'
 import { deploy } from '../helpers/scheduling.ts'
 
 // Five agents, each in a network namespace of its own, on a switch this test
@@ -45,9 +44,20 @@ async function partitionTest (): Promise<void> {
   // the bundle goes in through the real CLI, run inside n1's namespace
   const fleet = await loadFleet(cluster.fleetDir)
   const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-  await promisify(execFile)('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeout: 60_000 })
+  await run('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeoutMs: 120_000 })
   await deploy(cluster, 'n2', { id: 'part', model: { name: 'anomaly', version: '1.0.0' }, replicas: 2, placement: { policy: 'spread' } })
   await waitFor(async () => (await running('n3', 'part')).length === 2, 'two replicas before the split', 90_000, 500)
+  const nameOf = new Map(names.map(n => [cluster.node(n).peerId, n]))
+  t.comment(`replicas before the split: ${(await running('n3', 'part')).map(p => nameOf.get(p)).sort().join(',')}`)
+  // A side of a split runs only what it holds: agents pull bundles from
+  // reachable peers. Spread puts the two replicas on the two lowest peer ids
+  // (random), both on n1–n3 three times in ten, and then n4 and n5 have no
+  // copy and no provider once cut off. Every node holds the bundle before
+  // the split, as sites that must keep running when cut off pre-stage what
+  // they run.
+  await Promise.all(names.map(async n => { await cluster.request(n, 'POST', `/v1/bundles/${built.digest}/pull`) }))
+  await waitFor(async () => (await Promise.all(names.map(async n => (await cluster.get(n, `/v1/bundles/${built.digest}`).catch(() => null))?.state)))
+    .every(s => s === 'complete'), 'every node to hold the bundle', 60_000, 500)
 
   await t.test('a 3/2 split schedules on both sides, and healing converges', async t => {
     const before = await leaderOf('n1')
@@ -59,7 +69,12 @@ async function partitionTest (): Promise<void> {
     const b = await waitFor(async () => { const l = await Promise.all(['n4', 'n5'].map(leaderOf)); return l.every(x => x.leader != null && x.leader === l[0]!.leader) ? l[0] : null }, 'one scheduler on the two', 30_000, 500)
     t.not(a.leader, b.leader, 'each side has its own scheduler')
     t.ok((b.term ?? 0) > (before.term ?? 0) || (a.term ?? 0) > (before.term ?? 0), 'a new term was started')
-    await waitFor(async () => (await running('n1', 'part')).length >= 2 && (await running('n5', 'part')).length >= 2, 'both sides to run the deployment', 60_000, 500)
+    // each side runs two replicas on its own nodes: an instance entry of a node
+    // across the split still says running until that node is marked dead
+    const sideA = ['n1', 'n2', 'n3'].map(n => cluster.node(n).peerId)
+    const sideB = ['n4', 'n5'].map(n => cluster.node(n).peerId)
+    await waitFor(async () => (await running('n1', 'part')).filter(p => sideA.includes(p)).length >= 2 &&
+      (await running('n5', 'part')).filter(p => sideB.includes(p)).length >= 2, 'both sides to run the deployment on their own nodes', 60_000, 500)
     t.pass(`split after ${Date.now() - splitAt} ms: side A scheduler term ${a.term}, side B term ${b.term}`)
 
     await lab.heal()

@@ -1,15 +1,13 @@
-import { execFile } from 'node:child_process'
 import { readFile, readdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { anomalyBundleZip, SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 import { Mosquitto } from '../helpers/mosquitto.ts'
+import { run } from '../helpers/processes.ts'
 import { HttpSink, MailSink, MqttSink } from '../helpers/receivers.ts'
 
-const exec = promisify(execFile)
 
 // real receivers on 127.0.0.1: SMTP (smtp-server), a Twilio-style SMS gateway and webhook (HTTP), mosquitto
 const mail = await MailSink.start()
@@ -41,7 +39,7 @@ const gw = await cluster.addNode('gw', {
 await cluster.start('gw')
 const fleet = await loadFleet(cluster.fleetDir)
 const scaled = (xs: number[]): number[] => xs.map(v => (v - SCALE.min) / (SCALE.max - SCALE.min))
-const gatemesh = async (...args: string[]): Promise<string> => (await exec(process.execPath, [CLI, ...args], { timeout: 120_000 })).stdout
+const gatemesh = async (...args: string[]): Promise<string> => (await run(process.execPath, [CLI, ...args], { timeoutMs: 120_000 })).stdout
 
 async function bundleFile (options: Omit<Parameters<typeof anomalyBundleZip>[1], 'under'>): Promise<string> {
   return (await anomalyBundleZip(fleet.privateKey, { validate: true, under: cluster.root, ...options })).out

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { budget } from '../helpers/budget.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { deploy, publishAnomalyBundle, runningOn, scheduler, simulatedSensor, undeploy } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
@@ -36,8 +37,9 @@ await t.test('one scheduler is elected among the agents', async t => {
 })
 
 await t.test('a windowed deployment runs on a matching gateway only inside its window', async t => {
-  const start = Date.now() + 12_000
-  const end = start + 15_000
+  // the window opens once the placement is surely written and stays open long enough to start an instance, on a slow machine too
+  const start = Date.now() + budget(12_000)
+  const end = start + budget(15_000)
   t.equal(await modelStatus('s1', 'anomaly'), 404, 'GET /v1/models/anomaly is 404 before the deployment')
   await deploy(cluster, 'g3', {
     id: 'win',
@@ -105,12 +107,10 @@ await t.test('failover: the scheduler and a replica node die, instances run agai
 })
 
 await t.test('the CLI deploys peer to peer; drain and evict move instances', async t => {
-  const { execFile } = await import('node:child_process')
   const { writeFile } = await import('node:fs/promises')
   const { join } = await import('node:path')
-  const exec = async (...args: string[]): Promise<string> => await new Promise((resolve, reject) => {
-    execFile(process.execPath, [CLI, ...args], { timeout: 60_000 }, (err, stdout, stderr) => { if (err != null) reject(new Error(`${err.message}\n${stderr}`)); else resolve(stdout) })
-  })
+  const { run } = await import('../helpers/processes.ts')
+  const exec = async (...args: string[]): Promise<string> => (await run(process.execPath, [CLI, ...args], { timeoutMs: 120_000 })).stdout
   const alive = [...cluster.running()].map(n => n.name)
   const via = alive[0]!
   const specFile = join(cluster.root, 'cli-spec.json')

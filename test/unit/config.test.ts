@@ -1,13 +1,11 @@
-import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { loadConfig, parseConfig } from '../../node/config/config.ts'
 import { CLI } from '../helpers/cluster.ts'
+import { exec as run } from '../helpers/processes.ts'
 
-const run = promisify(execFile)
 async function cli (...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
     const { stdout, stderr } = await run(process.execPath, [CLI, ...args])

@@ -1,16 +1,14 @@
-import { execFile } from 'node:child_process'
 import { mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { initNodeDir } from '../../node/identity/node-dir.ts'
 import { readEnrollFile } from '../../node/identity/first-boot.ts'
 import { provisionNodeDir } from '../../node/identity/provision.ts'
 import { CLI } from '../helpers/cluster.ts'
+import { exec } from '../helpers/processes.ts'
 
-const exec = promisify(execFile)
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-provision-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 const fleet = join(work, 'fleet')
