@@ -57,8 +57,7 @@ export const releaseKey = (peer: string): string => `release/${peer}`
 const validate = compile(RolloutSpecSchema)
 
 /** Validate a rollout record, filling defaults; errors name the field (`rollout.waves`). */
-export function parseRolloutSpec (input: unknown): RolloutSpec {
-  const root = 'rollout'
+export function parseRolloutSpec (input: unknown, root = 'rollout'): RolloutSpec {
   if (input == null || typeof input !== 'object' || Array.isArray(input)) throw new RolloutSpecError(`${root}: must be an object`, root)
   const spec = structuredClone(input)
   if (!validate(spec)) {
@@ -88,4 +87,43 @@ export function parseWaves (text: string): number[] {
   })
   if (waves.length === 0) throw new RolloutSpecError('--waves: no waves given', '--waves')
   return waves
+}
+
+export interface NewRolloutInit {
+  releases: RolloutSpec['releases']
+  /** @default [100] */
+  waves?: number[]
+  labels?: Record<string, string>
+  maxFailures?: number
+  waveWaitSec?: number
+  healthDeadlineSec?: number
+  allowDowngrade?: boolean
+  description?: string
+  createdBy?: string
+  /** @default `<version>-<time>`, made a valid id */
+  id?: string
+  /** @default new Date() */
+  now?: Date
+}
+
+/** A new rollout record, checked as every agent will check it (`gatemesh rollout create`, the coordinator). */
+export function newRolloutSpec (init: NewRolloutInit, root = 'rollout'): RolloutSpec {
+  const now = init.now ?? new Date()
+  const version = init.releases[0]?.version ?? ''
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, '').toLowerCase()
+  const id = init.id ?? `${version.toLowerCase().replace(/[^a-z0-9._-]/g, '-')}-${stamp}`.replace(/^[^a-z0-9]+/, '').slice(0, 64)
+  return parseRolloutSpec({
+    id,
+    ...(init.description == null ? {} : { description: init.description }),
+    releases: init.releases,
+    waves: init.waves ?? DEFAULT_WAVES,
+    ...(init.labels == null || Object.keys(init.labels).length === 0 ? {} : { labels: init.labels }),
+    maxFailures: init.maxFailures ?? 0,
+    waveWaitSec: init.waveWaitSec ?? 0,
+    healthDeadlineSec: init.healthDeadlineSec ?? DEFAULT_HEALTH_DEADLINE_SEC,
+    allowDowngrade: init.allowDowngrade ?? false,
+    state: 'active',
+    createdAt: now.toISOString(),
+    ...(init.createdBy == null ? {} : { createdBy: init.createdBy })
+  }, root)
 }

@@ -1,8 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { sleep } from './cluster.ts'
+import { start, type TestProcess } from './processes.ts'
 
 /** The parts of a systemd service unit that decide how its process is started and restarted. */
 export interface UnitContract {
@@ -83,25 +83,29 @@ export class UnitSupervisor {
   readonly unit: UnitContract
   readonly log: string
   readonly runs: RunRecord[] = []
-  #child?: ChildProcess
+  #child?: TestProcess
   #stopping = false
   #loop?: Promise<void>
   #failed?: string
 
-  constructor (unit: UnitContract, options: { log: string }) {
+  /** added to the unit's environment (what a test needs on top, e.g. its log level) */
+  readonly extraEnv: Record<string, string>
+
+  constructor (unit: UnitContract, options: { log: string, env?: Record<string, string> }) {
     this.unit = unit
     this.log = options.log
+    this.extraEnv = options.env ?? {}
   }
 
   /** A unit file from an unpacked image root, its device paths moved under `root`. */
-  static async fromRoot (root: string, unitName: string, options: { log: string }): Promise<UnitSupervisor> {
+  static async fromRoot (root: string, unitName: string, options: { log: string, env?: Record<string, string> }): Promise<UnitSupervisor> {
     const text = await readFile(join(root, 'etc/systemd/system', unitName), 'utf8')
     const move = (s: string): string => s.replaceAll('/opt/gatemesh', join(root, 'opt/gatemesh')).replaceAll('/var/lib/gatemesh', join(root, 'var/lib/gatemesh'))
     return new UnitSupervisor(parseUnit(text, move), options)
   }
 
   get pid (): number | undefined {
-    return this.#child?.exitCode == null && this.#child?.signalCode == null ? this.#child?.pid : undefined
+    return this.#child?.running === true ? this.#child.pid : undefined
   }
 
   get running (): boolean {
@@ -120,13 +124,15 @@ export class UnitSupervisor {
     this.#loop = this.#run().finally(() => { this.#loop = undefined })
   }
 
-  async #spawn (argv: string[]): Promise<ChildProcess> {
+  // through the suite's process helper: its own group, ended on every way out of the test
+  #spawn (argv: string[]): TestProcess {
     const out = openSync(this.log, 'a')
-    const child = spawn(argv[0]!, argv.slice(1), {
-      cwd: this.unit.workingDirectory,
-      env: { PATH: '/usr/bin:/bin', ...this.unit.environment },
-      stdio: ['ignore', out, out],
-      detached: true
+    const child = start(argv[0]!, argv.slice(1), {
+      name: `unit ${argv.join(' ').slice(0, 120)}`,
+      ...(this.unit.workingDirectory == null ? {} : { cwd: this.unit.workingDirectory }),
+      env: { PATH: '/usr/bin:/bin', ...this.unit.environment, ...this.extraEnv },
+      bareEnv: true,
+      stdio: ['ignore', out, out]
     })
     closeSync(out)
     return child
@@ -142,25 +148,19 @@ export class UnitSupervisor {
         return
       }
       for (const pre of this.unit.execStartPre) {
-        const child = await this.#spawn(pre)
-        const code = await new Promise<number | null>(resolve => child.once('exit', c => { resolve(c) }))
+        const { code } = await this.#spawn(pre).exited
         if (code !== 0) { this.#failed = `ExecStartPre ${pre.join(' ')} exited with ${String(code)}`; return }
       }
       const record: RunRecord = { startedAt: Date.now(), code: null, signal: null }
-      const child = await this.#spawn(this.unit.execStart)
-      record.pid = child.pid
+      const child = this.#spawn(this.unit.execStart)
+      if (child.pid != null) record.pid = child.pid
       this.runs.push(record)
       this.#child = child
-      await new Promise<void>(resolve => {
-        child.once('exit', (code, signal) => {
-          record.code = code
-          record.signal = signal
-          record.endedAt = Date.now()
-          resolve()
-        })
-      })
-      // what is left of the group goes with the main process, as with KillMode=control-group
-      try { process.kill(-child.pid!, 'SIGKILL') } catch {}
+      // what is left of the group goes with the main process (the helper kills it), as with KillMode=control-group
+      const { code, signal } = await child.exited
+      record.code = code
+      record.signal = signal
+      record.endedAt = Date.now()
       if (this.#stopping || !this.#restarts(record)) return
       await sleep(this.unit.restartSec * 1000)
     }
@@ -179,11 +179,10 @@ export class UnitSupervisor {
   async stop (): Promise<void> {
     this.#stopping = true
     const child = this.#child
-    if (child != null && child.exitCode == null && child.signalCode == null) {
-      const exited = new Promise(resolve => child.once('exit', resolve))
+    if (child?.running === true) {
       try { process.kill(-child.pid!, 'SIGTERM') } catch {}
-      await Promise.race([exited, sleep(this.unit.timeoutStopSec * 1000)])
-      try { process.kill(-child.pid!, 'SIGKILL') } catch {}
+      await Promise.race([child.exited, sleep(this.unit.timeoutStopSec * 1000)])
+      child.kill()
     }
     await this.#loop
   }
@@ -191,7 +190,6 @@ export class UnitSupervisor {
   /** Kill the whole group at once (a power cut, for the agent). */
   kill (): void {
     this.#stopping = true
-    const child = this.#child
-    if (child?.pid != null) try { process.kill(-child.pid, 'SIGKILL') } catch {}
+    this.#child?.kill()
   }
 }
