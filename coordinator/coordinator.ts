@@ -16,6 +16,7 @@ import { SessionStore } from './auth/sessions.ts'
 import { UserStore } from './auth/users.ts'
 import { COORDINATOR_FILES, ensureNodeDir, loadOrCreateJwtKey, type MeshOptions } from './data-dir.ts'
 import { Deployments } from './deployments/service.ts'
+import { CoordinatorRollouts } from './rollouts/service.ts'
 import { Enrollment } from './enrollment/enrollment.ts'
 import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
@@ -89,6 +90,7 @@ export class Coordinator {
   readonly nodes: NodesView
   readonly models: ModelRepository
   readonly deployments: Deployments
+  readonly rollouts: CoordinatorRollouts
   readonly #init: CoordinatorInit
   readonly #db: Database
   readonly #sessions: SessionStore
@@ -131,6 +133,13 @@ export class Coordinator {
       signer,
       hasModel: (name, version) => this.models.has(name, version),
       logger: agent.logger.child({ service: 'deployments' })
+    })
+    this.rollouts = new CoordinatorRollouts({
+      registry: agent.registry,
+      releases: agent.releases,
+      bundles: agent.bundles,
+      signer,
+      logger: agent.logger.child({ service: 'rollouts' })
     })
     this.#logs = new LogSearch({
       self: { peerId: agent.peerId, store: agent.logs },
@@ -198,6 +207,7 @@ export class Coordinator {
       metrics: this.#metrics,
       models: this.models,
       deployments: this.deployments,
+      rollouts: this.rollouts,
       predict: async (model, version, body) => {
         // the coordinator runs no instances itself, but its agent may one day
         if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
