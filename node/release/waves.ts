@@ -102,7 +102,7 @@ function labelsMatch (want: Record<string, string> | undefined, have: Record<str
 function exclusion (node: FleetNode): string | undefined {
   if (node.role === 'coordinator') return 'a coordinator: it is updated with its host, not by rollouts'
   if (node.record == null) return 'reports no release: an agent from before releases (flash a new image once), or one still starting'
-  if (!node.record.managed) return `not started by an image's loader: ${node.record.reason ?? 'no way back from a bad release'}`
+  if (!node.record.managed) return node.record.reason ?? 'not started by an image\'s loader: no way back from a bad release'
   return undefined
 }
 

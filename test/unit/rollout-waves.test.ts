@@ -102,20 +102,20 @@ t.test('a node follows the newest rollout that names it; the older one calls it 
 
 t.test('a rollout record is checked field by field', async t => {
   t.throws(() => parseRolloutSpec({ ...spec(), waves: [50, 40, 100] }), { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.waves[1]' })
-  t.throws(() => parseRolloutSpec({ ...spec(), waves: [50, 90] }), { field: 'rollout.waves' })
+  t.throws(() => parseRolloutSpec({ ...spec(), waves: [50, 90] }), { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.waves' })
   t.throws(() => parseRolloutSpec({ ...spec(), extra: 1 }), { code: 'ERR_ROLLOUT_SPEC' })
-  t.throws(() => parseRolloutSpec({ ...spec(), releases: [spec().releases[0], { ...spec().releases[0], digest: 'c'.repeat(64) }] }), { field: 'rollout.releases[1].arch' })
+  t.throws(() => parseRolloutSpec({ ...spec(), releases: [spec().releases[0], { ...spec().releases[0], digest: 'c'.repeat(64) }] }), { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.releases[1].arch' })
   t.throws(() => parseRolloutSpec({ ...spec(), releases: [{ ...spec().releases[0], version: '../x' }] }), { code: 'ERR_ROLLOUT_SPEC' })
-  t.throws(() => parseRolloutSpec('x'), { field: 'rollout' })
+  t.throws(() => parseRolloutSpec('x'), { code: 'ERR_ROLLOUT_SPEC', field: 'rollout' })
 })
 
 t.test('admission: rewrites change state and maxFailures only; new ones need a held release and no silent downgrade', async t => {
   const ctx = { held: () => true, fleet: () => fleet(2) }
   t.doesNotThrow(() => { admitRollout({ ...spec(), state: 'paused' }, spec(), ctx) })
-  t.throws(() => { admitRollout({ ...spec(), waves: [100] }, spec(), ctx) }, { field: 'rollout.waves' })
+  t.throws(() => { admitRollout({ ...spec(), waves: [100] }, spec(), ctx) }, { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.waves' })
   t.throws(() => { admitRollout({ ...spec(), state: 'active' }, { ...spec(), state: 'aborted' }, ctx) }, { code: 'ERR_ROLLOUT_CONFLICT' })
-  t.throws(() => { admitRollout(spec(), undefined, { ...ctx, held: () => false }) }, { field: 'rollout.releases[0].digest' })
+  t.throws(() => { admitRollout(spec(), undefined, { ...ctx, held: () => false }) }, { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.releases[0].digest' })
   const ahead = { held: () => true, fleet: () => fleet(2).map(n => ({ ...n, record: record({ version: '2.0.0' }) })) }
-  t.throws(() => { admitRollout(spec(), undefined, ahead) }, { field: 'rollout.allowDowngrade' })
+  t.throws(() => { admitRollout(spec(), undefined, ahead) }, { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.allowDowngrade' })
   t.doesNotThrow(() => { admitRollout(spec({ allowDowngrade: true }), undefined, ahead) })
 })
