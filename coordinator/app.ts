@@ -47,7 +47,7 @@ export interface CoordinatorServices {
   /** signed deployments and their status (service `deployments`) */
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
   /** agent rollouts: status for the `nodes` service, changes for admins */
-  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'setState'>
+  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
   predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
   /** more metrics for `/metrics`, e.g. the embedded agent's */

@@ -106,15 +106,19 @@ export class CoordinatorRollouts {
     return this.get(spec.id)
   }
 
-  /** pause, resume or abort: the record rewritten and signed again. */
-  async setState (id: string, state: RolloutState, owner: string): Promise<RolloutStatus> {
+  /** Pause, resume or abort, or change the failure budget: the record rewritten and signed again. */
+  async change (id: string, change: { state?: RolloutState, maxFailures?: number }, owner: string): Promise<RolloutStatus> {
     const existing = this.#c.releases.rollouts().find(r => r.id === id)
     if (existing == null) throw new NotFoundError(`no rollout ${id}`)
-    if (existing.state === state) return this.get(id)
-    const next = parseRolloutSpec({ ...existing, state })
-    admitRollout(next, existing, { held: () => true, fleet: () => this.#c.releases.fleet() })
+    const next = parseRolloutSpec({ ...existing, ...change })
+    if (JSON.stringify(next) === JSON.stringify(existing)) return this.get(id)
+    try {
+      admitRollout(next, existing, { held: () => true, fleet: () => this.#c.releases.fleet() })
+    } catch (err) {
+      asBodyError(err)
+    }
     await this.#write(next)
-    this.#c.logger.info({ rollout: id, state, owner }, 'rollout changed')
+    this.#c.logger.info({ rollout: id, ...change, owner }, 'rollout changed')
     return this.get(id)
   }
 

@@ -7,7 +7,10 @@ import type { CoordinatorContext } from '../app.ts'
 import type { FastifyInstance } from 'fastify'
 
 const IdParams = Type.Object({ id: RolloutSpecSchema.properties.id }, { additionalProperties: false })
-const ActionParams = Type.Object({ id: RolloutSpecSchema.properties.id, action: Type.Union([Type.Literal('pause'), Type.Literal('resume'), Type.Literal('abort')]) }, { additionalProperties: false })
+const ChangeBody = Type.Object({
+  state: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('paused'), Type.Literal('aborted')], { description: 'paused holds it, active resumes it, aborted ends it for good' })),
+  maxFailures: Type.Optional(Type.Integer({ minimum: 0, maximum: 100_000, description: 'raise it to let a halted rollout go on' }))
+}, { additionalProperties: false, minProperties: 1 })
 
 const CreateBody = Type.Object({
   releases: Type.Array(Type.String({ pattern: '^[0-9a-f]{64}$' }), { minItems: 1, maxItems: 2, description: 'digests of release bundles some node holds (gatemesh release publish), one per CPU, all of one version' }),
@@ -73,11 +76,8 @@ export async function rolloutRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     schema: { tags, summary: 'One rollout', params: IdParams, querystring: NoQuery, response: { 200: Type.Ref('Rollout'), ...errorResponses(400, 401, 403, 404) } }
   }, async request => rollouts.get(request.params.id))
 
-  app.post<{ Params: Static<typeof ActionParams> }>('/api/v1/rollouts/:id/:action', {
+  app.patch<{ Params: Static<typeof IdParams>, Body: Static<typeof ChangeBody> }>('/api/v1/rollouts/:id', {
     config: write,
-    schema: { tags, summary: 'Pause, resume or abort a rollout (the record is signed again); nodes that took the release keep it', params: ActionParams, querystring: NoQuery, response: { 200: Type.Ref('Rollout'), ...errorResponses(400, 401, 403, 404, 409) } }
-  }, async request => {
-    const { id, action } = request.params
-    return await rollouts.setState(id, action === 'pause' ? 'paused' : action === 'resume' ? 'active' : 'aborted', ownerOf(request))
-  })
+    schema: { tags, summary: 'Pause, resume or abort a rollout, or change its failure budget (the record is signed again); nodes that took the release keep it', params: IdParams, querystring: NoQuery, body: ChangeBody, response: { 200: Type.Ref('Rollout'), ...errorResponses(400, 401, 403, 404, 409) } }
+  }, async request => await rollouts.change(request.params.id, request.body, ownerOf(request)))
 }

@@ -258,6 +258,8 @@ export class ReleaseService implements Startable {
     clearInterval(this.#healthTimer)
     await this.#state.remove('pending')
     await this.#state.remove('handover.json')
+    // a note of this release's must not be quoted as the reason a later one rolled back
+    await this.#state.remove('health')
     const now = this.#now()
     this.#record = { ...this.#record, state: 'healthy', detail: health.note.slice(0, 600), at: now, healthyAt: now }
     this.#log.info({ version: this.#record.version, rollout: this.#record.rollout, checks: health.checks }, 'the new release passed its health check')
@@ -400,6 +402,7 @@ export class ReleaseService implements Startable {
       return { name: i.name, ...(typeof deployment === 'string' ? { deployment } : {}) }
     })
     await this.#state.writeHandover({ rollout: rollout.id, version: release.version, from: this.#record.version, instances, peers: this.#c.verifiedPeers(), at: this.#now() })
+    await this.#state.remove('health')
     await this.#state.write('next', { version: release.version, deadline: String(rollout.healthDeadlineSec), rollout: rollout.id })
     await this.#set({ state: 'restarting', detail: `restarting into ${release.version}` })
     // let the registry write reach the peers before the process goes
