@@ -15,7 +15,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   inference: async () => await import('./inference.ts'),
   bundle: async () => await import('./bundle.ts'),
   coordinator: async () => await import('./coordinator.ts'),
-  image: async () => await import('./image.ts')
+  image: async () => await import('./image.ts'),
+  rollout: async () => await import('./rollout.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */

@@ -90,11 +90,14 @@ export class UnitSupervisor {
 
   /** added to the unit's environment (what a test needs on top, e.g. its log level) */
   readonly extraEnv: Record<string, string>
+  /** put before the main command, e.g. `ip netns exec NS` to run the unit in a test's namespace */
+  readonly prefix: string[]
 
-  constructor (unit: UnitContract, options: { log: string, env?: Record<string, string> }) {
+  constructor (unit: UnitContract, options: { log: string, env?: Record<string, string>, prefix?: string[] }) {
     this.unit = unit
     this.log = options.log
     this.extraEnv = options.env ?? {}
+    this.prefix = options.prefix ?? []
   }
 
   /** A unit file from an unpacked image root, its device paths moved under `root`. */
@@ -152,7 +155,7 @@ export class UnitSupervisor {
         if (code !== 0) { this.#failed = `ExecStartPre ${pre.join(' ')} exited with ${String(code)}`; return }
       }
       const record: RunRecord = { startedAt: Date.now(), code: null, signal: null }
-      const child = this.#spawn(this.unit.execStart)
+      const child = this.#spawn([...this.prefix, ...this.unit.execStart])
       if (child.pid != null) record.pid = child.pid
       this.runs.push(record)
       this.#child = child

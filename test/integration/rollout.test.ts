@@ -1,16 +1,15 @@
 import { createHash } from 'node:crypto'
-import { cp, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from 'node:fs/promises'
-import { dirname, join } from 'node:path'
+import { mkdtemp, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import t from 'tap'
 import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import { REPO_ROOT } from '../../packaging/app-bundle.ts'
-import { agentUnit, AGENT_UNIT, loader } from '../../packaging/image/layout.ts'
-import { installRelease, packRelease } from '../../packaging/release/index.ts'
-import { bundleCommand, testBundle } from '../helpers/app-bundle.ts'
+import { bundleCommand } from '../helpers/app-bundle.ts'
 import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { budget } from '../helpers/budget.ts'
 import { run } from '../helpers/processes.ts'
-import { parseUnit, UnitSupervisor } from '../helpers/unit-supervisor.ts'
+import { flashedDevice, releaseZip as makeRelease } from '../helpers/release-device.ts'
+import type { UnitSupervisor } from '../helpers/unit-supervisor.ts'
 
 /**
  * Rollouts with no controller, as on devices: three agents run from an
@@ -29,24 +28,13 @@ t.teardown(async () => {
   if (process.env.GATEMESH_KEEP_TEST_DIRS == null) await rm(work, { recursive: true, force: true })
 })
 const fleet = await loadFleet(cluster.fleetDir)
-const NODE_VERSION = process.versions.node
 
-/** A release tree of this repository's app bundle, or of an app that exits at once. */
-async function releaseZip (version: string, options: { app?: string, fleetDir?: string } = {}): Promise<{ file: string, digest: string }> {
-  const dir = join(work, `tree-${version}`)
-  await mkdir(join(dir, 'app'), { recursive: true })
-  if (options.app == null) {
-    const bundleDir = dirname(await testBundle())
-    await cp(bundleDir, join(dir, 'app'), { recursive: true, filter: src => !src.endsWith('.complete') })
-  } else {
-    await writeFile(join(dir, 'app', 'gatemesh.mjs'), options.app)
-  }
-  await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'gatemesh', version, private: true, type: 'module' }) + '\n')
-  const signer = options.fleetDir == null ? { key: fleet.privateKey } : { key: (await loadFleet(options.fleetDir)).privateKey }
-  const file = join(work, `gatemesh-${version}${options.fleetDir == null ? '' : '-foreign'}.zip`)
-  const built = await packRelease({ dir, version, arch: 'x64', nodeVersion: NODE_VERSION, signer, out: file })
-  return { file, digest: built.digest }
-}
+const signer = { key: fleet.privateKey }
+const releaseZip = async (version: string, options: { app?: string, fleetDir?: string } = {}): Promise<{ file: string, digest: string }> =>
+  await makeRelease(work, version, options.fleetDir == null ? signer : { key: (await loadFleet(options.fleetDir)).privateKey }, {
+    ...(options.app == null ? {} : { app: options.app }),
+    ...(options.fleetDir == null ? {} : { name: `${version}-foreign` })
+  })
 
 // the CLI as shipped (the app bundle): it starts in a fraction of the time the TypeScript sources take
 const cli = await bundleCommand()
@@ -64,23 +52,9 @@ await cluster.start('seed')
 /** A device as `gatemesh flash` leaves it (image loader and unit, release 1.0.0 current), its data dir a node of the fleet. */
 async function device (name: string): Promise<Device> {
   const node = await cluster.addNode(name, { bootstrap: ['seed'] })
-  const root = join(work, name)
-  const releases = join(root, 'opt/gatemesh/releases')
-  await mkdir(join(releases, 'runtimes', NODE_VERSION, 'bin'), { recursive: true })
-  // the image's runtime: the pinned Node this test runs on
-  await symlink(process.execPath, join(releases, 'runtimes', NODE_VERSION, 'bin/node'))
-  await installRelease({ file: v1.file, releasesDir: releases, fleetPublicKey: fleet.publicKey, arch: 'x64' })
-  await symlink('1.0.0', join(releases, 'current'))
-  await symlink('releases/current', join(root, 'opt/gatemesh/current'))
-  await mkdir(join(root, 'opt/gatemesh/bin'), { recursive: true })
-  await writeFile(join(root, 'opt/gatemesh/bin/gatemesh-loader'), loader(), { mode: 0o755 })
-  const unitText = agentUnit({ version: '1.0.0', arch: 'x64' })
-  await mkdir(join(root, 'etc/systemd/system'), { recursive: true })
-  await writeFile(join(root, 'etc/systemd/system', AGENT_UNIT), unitText)
-  const move = (s: string): string => s.replaceAll('/opt/gatemesh', join(root, 'opt/gatemesh')).replaceAll('/var/lib/gatemesh', node.dir)
-  const unit = new UnitSupervisor(parseUnit(unitText, move), { log: join(root, 'unit.log') })
-  t.teardown(async () => { await unit.stop() })
-  return { node, root, releases, unit }
+  const d = await flashedDevice(join(work, name), { dataDir: node.dir, first: { file: v1.file, version: '1.0.0' }, fleetPublicKey: fleet.publicKey })
+  t.teardown(async () => { await d.unit.stop() })
+  return { node, ...d }
 }
 
 const devices = await Promise.all(['d1', 'd2', 'd3'].map(device))
