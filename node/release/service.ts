@@ -6,9 +6,11 @@ import { installRelease, linkedRelease, pruneReleases, readReleaseInfo } from '.
 import { VERSION } from '../version.ts'
 import { checkHealth, type HealthCheck } from './health.ts'
 import { asReleaseRecord, type ReleaseRecord } from './record.ts'
-import { parseRolloutSpec, releaseKey, type RolloutSpec } from './rollout.ts'
+import { releaseKey, type RolloutSpec } from './rollout.ts'
 import { ReleaseStateDir, type Handover, type HistoryEntry } from './state.ts'
-import { newestFirst, releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus } from './waves.ts'
+import { releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus } from './waves.ts'
+import { installedReleases, readFleet, readRollouts } from './fleet.ts'
+import { loaderFromEnv, type LoaderInfo } from './loader-env.ts'
 import type { BundleLimits } from '../../packaging/bundle/index.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -16,19 +18,6 @@ import type { ReleaseInfo } from '../../packaging/image/manifest.ts'
 import type { Startable } from '@libp2p/interface'
 import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
-
-/** Where the agent runs from, as the image's loader tells it (environment). */
-export interface LoaderInfo {
-  installDir: string
-  /** the release the loader started */
-  release: string
-}
-
-/** The loader's environment, when the agent runs under it. */
-export function loaderFromEnv (env: NodeJS.ProcessEnv = process.env): LoaderInfo | undefined {
-  if (env.GATEMESH_LOADER !== '1' || env.GATEMESH_INSTALL_DIR == null || env.GATEMESH_RELEASE == null) return undefined
-  return { installDir: env.GATEMESH_INSTALL_DIR, release: env.GATEMESH_RELEASE }
-}
 
 export interface ReleaseServiceComponents {
   peerId: string
@@ -272,35 +261,12 @@ export class ReleaseService implements Startable {
 
   /** Every node's view of the fleet, for waves.ts. */
   fleet (): FleetNode[] {
-    const states = new Map(this.#c.members().map(m => [m.peerId, m.state]))
-    const nodes: FleetNode[] = []
-    for (const e of this.#c.registry.list<{ role?: unknown, labels?: unknown }>('node/')) {
-      const peer = e.key.slice('node/'.length)
-      if (peer === '' || peer.includes('/')) continue
-      const claims = this.#c.claimsOf(peer)
-      const record = peer === this.#c.peerId ? this.#record : asReleaseRecord(this.#c.registry.value(releaseKey(peer)))
-      nodes.push({
-        peer,
-        role: claims?.role ?? (typeof e.value?.role === 'string' ? e.value.role : 'gateway'),
-        labels: claims?.labels ?? {},
-        ...(record == null ? {} : { record }),
-        liveness: peer === this.#c.peerId ? 'alive' : states.get(peer) ?? 'unknown'
-      })
-    }
-    return nodes
+    return readFleet(this.#c, this.#record)
   }
 
   /** Every valid rollout record, newest first. */
   rollouts (): RolloutSpec[] {
-    const out: RolloutSpec[] = []
-    for (const e of this.#c.registry.list('rollout/')) {
-      try {
-        out.push(parseRolloutSpec(e.value))
-      } catch (err: any) {
-        this.#log.debug({ key: e.key, err: err.message }, 'ignoring an invalid rollout record')
-      }
-    }
-    return newestFirst(out)
+    return readRollouts(this.#c.registry, this.#log)
   }
 
   /** Status of every rollout as this node sees the fleet, newest first. */
@@ -311,15 +277,7 @@ export class ReleaseService implements Startable {
   }
 
   async view (): Promise<NodeReleaseView> {
-    const installed: NodeReleaseView['installed'] = []
-    if (this.releasesDir != null) {
-      const { readdir } = await import('node:fs/promises')
-      for (const name of await readdir(this.releasesDir).catch(() => [] as string[])) {
-        if (!/^[0-9]/.test(name)) continue
-        const info = await readReleaseInfo(join(this.releasesDir, name))
-        if (info != null) installed.push({ version: info.version, digest: info.digest, node: info.node, origin: info.origin })
-      }
-    }
+    const installed = this.releasesDir == null ? [] : await installedReleases(this.releasesDir)
     return { record: this.#record, loader: this.#loader ?? null, installed, ...(this.#health == null ? {} : { health: this.#health }), history: await this.#state.history() }
   }
 
@@ -441,8 +399,4 @@ export class ReleaseService implements Startable {
   async #write (): Promise<void> {
     await this.#c.registry.set(releaseKey(this.#c.peerId), this.#record)
   }
-}
-
-export function releaseService (components: ReleaseServiceComponents, init?: ReleaseServiceInit): ReleaseService {
-  return new ReleaseService(components, init)
 }
