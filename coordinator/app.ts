@@ -5,7 +5,8 @@ import { Ajv } from 'ajv'
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { authPlugin } from './auth/plugin.ts'
 import { coordinatorErrorHandler } from './errors.ts'
-import { authRoutes, DEFAULT_LOGIN_LIMITS, type LoginLimits } from './routes/auth.ts'
+import { LoginLimiter, type LoginLimits } from './auth/login-limiter.ts'
+import { authRoutes } from './routes/auth.ts'
 import { dashboardRoutes } from './routes/dashboard.ts'
 import { deploymentRoutes, DeploymentViewSchema } from './routes/deployments.ts'
 import { rolloutRoutes, RolloutViewSchema } from './routes/rollouts.ts'
@@ -50,6 +51,8 @@ export interface CoordinatorServices {
   rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
   predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
+  /** failed-login counters; the coordinator's persist in its database */
+  loginLimiter?: LoginLimiter
   /** more metrics for `/metrics`, e.g. the embedded agent's */
   prometheus?: PromRegistry[]
   peerId: string
@@ -62,7 +65,7 @@ export interface CoordinatorAppInit {
   https?: { cert: string | Buffer, key: string | Buffer }
   /** @default 1 MiB */
   bodyLimit?: number
-  /** @default DEFAULT_LOGIN_LIMITS */
+  /** Limits for an in-memory login limiter, when `services.loginLimiter` is not given. @default DEFAULT_LOGIN_LIMITS */
   loginLimits?: Partial<LoginLimits>
   /** @default DEFAULT_MAX_EVENT_STREAMS */
   maxEventStreams?: number
@@ -71,7 +74,7 @@ export interface CoordinatorAppInit {
 /** What every route module receives. */
 export interface CoordinatorContext extends CoordinatorServices {
   logger: Logger
-  loginLimits: LoginLimits
+  loginLimiter: LoginLimiter
   maxEventStreams: number
 }
 
@@ -99,7 +102,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   const ctx: CoordinatorContext = {
     ...services,
     logger: logger.child({ service: 'coordinator' }),
-    loginLimits: { ...DEFAULT_LOGIN_LIMITS, ...init.loginLimits },
+    loginLimiter: services.loginLimiter ?? new LoginLimiter(undefined, init.loginLimits),
     maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS
   }
 

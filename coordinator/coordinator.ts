@@ -11,6 +11,7 @@ import { buildCoordinatorApp, type CoordinatorAppInit } from './app.ts'
 import { AccessTokens } from './auth/access-tokens.ts'
 import { ApiTokenStore } from './auth/api-tokens.ts'
 import { Auth } from './auth/auth.ts'
+import { LoginLimiter } from './auth/login-limiter.ts'
 import { generatePassword, type ScryptParams } from './auth/passwords.ts'
 import { SessionStore } from './auth/sessions.ts'
 import { UserStore } from './auth/users.ts'
@@ -96,6 +97,7 @@ export class Coordinator {
   readonly #sessions: SessionStore
   readonly #apiTokens: ApiTokenStore
   readonly #auth: Auth
+  readonly #loginLimiter: LoginLimiter
   readonly #logs: LogSearch
   readonly #enrollment: Enrollment
   readonly #metrics: CoordinatorMetrics
@@ -112,6 +114,8 @@ export class Coordinator {
     this.#sessions = new SessionStore(db)
     this.#apiTokens = new ApiTokenStore(db)
     this.#auth = new Auth({ users: this.users, sessions: this.#sessions, accessTokens: parts.accessTokens, apiTokens: this.#apiTokens })
+    // in the coordinator's database: a restart must not hand an attacker fresh attempts
+    this.#loginLimiter = new LoginLimiter(db, init.app?.loginLimits)
     this.#enrollment = parts.enrollment
     this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
     this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership })
@@ -182,6 +186,7 @@ export class Coordinator {
     await this.users.open()
     await this.#sessions.open()
     await this.#apiTokens.open()
+    await this.#loginLimiter.open()
     await this.models.open()
     await this.agent.start()
     await this.nodes.start()
@@ -201,6 +206,7 @@ export class Coordinator {
       auth: this.#auth,
       users: this.users,
       apiTokens: this.#apiTokens,
+      loginLimiter: this.#loginLimiter,
       nodes: this.nodes,
       logs: this.#logs,
       enrollment: this.#enrollment,
@@ -248,6 +254,7 @@ export class Coordinator {
     await this.nodes.stop()
     this.#sessions.close()
     await this.#apiTokens.close()
+    await this.#loginLimiter.flush()
     await this.#db.close()
     await this.agent.stop()
   }

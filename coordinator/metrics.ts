@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry as PromRegistry } from 'prom-client
 export class CoordinatorMetrics {
   readonly registry = new PromRegistry()
   readonly logins: Counter<'result'>
+  readonly passwordChecks: Counter
   readonly requests: Histogram<'method' | 'route' | 'status'>
   readonly eventStreams: Gauge
   readonly logSearches: Counter<'kind'>
@@ -16,6 +17,7 @@ export class CoordinatorMetrics {
   constructor (init: { users?: () => number } = {}) {
     const registers = [this.registry]
     this.logins = new Counter({ name: 'gatemesh_coordinator_logins_total', help: 'Login attempts by result (success, failure, limited)', labelNames: ['result'], registers })
+    this.passwordChecks = new Counter({ name: 'gatemesh_coordinator_password_checks_total', help: 'Passwords checked against their hash (scrypt): what the login limits keep an attacker from spending', registers })
     this.requests = new Histogram({
       name: 'gatemesh_coordinator_http_request_duration_seconds',
       help: 'API request durations by method, route and status',

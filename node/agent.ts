@@ -1,9 +1,10 @@
-import { writeFile, rename } from 'node:fs/promises'
-import { join } from 'node:path'
+import { readFile, writeFile, rename } from 'node:fs/promises'
+import { join, resolve } from 'node:path'
 import { buildApi } from './api/server.ts'
 import type { GrpcServing } from './api/grpc/server.ts'
 import { BundleService } from './bundles/service.ts'
-import { loadNodeDir, type NodeIdentity } from './identity/node-dir.ts'
+import { ensureApiToken } from './identity/api-token.ts'
+import { loadNodeDir, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
@@ -11,6 +12,7 @@ import { Connector } from './membership/connector.ts'
 import { HealthSampler } from './membership/health.ts'
 import { Membership, type NodeRecord } from './membership/membership.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
+import { ConfigError } from './config/config.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
 import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
@@ -68,6 +70,7 @@ export class Agent {
   readonly releases: ReleaseService
   readonly #db: Database
   readonly #closeLog: () => void
+  readonly #apiToken: string
   readonly startedAt = Date.now()
   #api?: FastifyInstance
   #apiUrl = ''
@@ -77,9 +80,10 @@ export class Agent {
   #peerTimer?: NodeJS.Timeout
   #exit?: (code: number, reason: string) => void
 
-  private constructor (dataDir: string, identity: NodeIdentity, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
+  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
+    this.#apiToken = apiToken
     this.#db = db
     this.logger = logger
     this.#closeLog = closeLog
@@ -185,7 +189,10 @@ export class Agent {
 
   /** Load a node directory and build (not start) its agent. */
   static async create (dataDir: string): Promise<Agent> {
+    const narrowed = await tightenSecretModes(dataDir)
     const identity = await loadNodeDir(dataDir)
+    // directories made before API tokens existed get theirs now
+    const apiToken = await ensureApiToken(dataDir)
     const { config, peerId } = identity
     const logs = new LogStore({ maxEntries: config.logs.retainEntries, maxBytes: config.logs.retainBytes, maxAgeMs: config.logs.retainHours * 3600_000 })
     const { logger, close } = createLogger({
@@ -197,6 +204,7 @@ export class Agent {
       stdout: config.logs.stdout,
       sinks: [logs]
     })
+    if (narrowed.length > 0) logger.warn({ service: 'agent', files: narrowed }, 'secret files of the node directory were readable by others; narrowed to 0600')
     const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
     const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
       fleetPublicKey: identity.fleetPublicKey,
@@ -215,7 +223,7 @@ export class Agent {
     trust.attach(mesh)
     const db = await openDatabase(dataDir)
     await logs.open(db)
-    return new Agent(dataDir, identity, db, logger, close, mesh, trust, metrics, logs)
+    return new Agent(dataDir, identity, apiToken, db, logger, close, mesh, trust, metrics, logs)
   }
 
   get peerId (): string {
@@ -273,7 +281,11 @@ export class Agent {
       router: this.router,
       scheduling: this.scheduling.view(),
       releases: this.releases
-    }, { logger: this.logger })
+    }, {
+      token: this.#apiToken,
+      logger: this.logger,
+      ...(config.api.tls == null ? {} : { https: await this.#readTls(config.api.tls) })
+    })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
     this.#apiUrl = address
     // gRPC loads its stack (a few hundred ms, much more on a busy gateway) after the agent is up,
@@ -356,6 +368,13 @@ export class Agent {
       ...this.scheduling.nodeFields()
     }
     await this.registry.set(`node/${this.peerId}`, record)
+  }
+
+  async #readTls (tls: { cert: string, key: string }): Promise<{ cert: Buffer, key: Buffer }> {
+    const read = async (file: string, field: string): Promise<Buffer> => await readFile(resolve(this.dataDir, file)).catch((err: any) => {
+      throw new ConfigError(`${field}: cannot read ${resolve(this.dataDir, file)}: ${err.code ?? err.message}`, field, { cause: err })
+    })
+    return { cert: await read(tls.cert, 'config.api.tls.cert'), key: await read(tls.key, 'config.api.tls.key') }
   }
 
   /** Writes run one after another, each with what is true when it runs, so the last one written is the latest. */

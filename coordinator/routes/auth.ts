@@ -3,19 +3,8 @@ import { principalOf } from '../auth/plugin.ts'
 import { BadCredentialsError, RateLimitedError } from '../errors.ts'
 import { errorResponses, NoQuery, Password, Role, Service } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
-
-/** Failed logins allowed per window, per username and per client address. */
-export interface LoginLimits {
-  /** @default 5 */
-  perUser: number
-  /** @default 20 */
-  perIp: number
-  /** @default 15 minutes */
-  windowMs: number
-}
-
-export const DEFAULT_LOGIN_LIMITS: LoginLimits = { perUser: 5, perIp: 20, windowMs: 15 * 60_000 }
+import type { LoginLimiter } from '../auth/login-limiter.ts'
+import type { FastifyInstance } from 'fastify'
 
 const LoginBody = Type.Object({
   // checked for length only: an unknown-format username must fail like any unknown user
@@ -44,40 +33,43 @@ const tags = ['auth']
 
 export async function authRoutes (app: FastifyInstance, { ctx }: { ctx: CoordinatorContext }): Promise<void> {
   const { auth, users, metrics, logger } = ctx
-  const limits = ctx.loginLimits
-  const usernameKey = (request: FastifyRequest): string => `user:${String((request.body as { username?: unknown } | undefined)?.username ?? '').toLowerCase()}`
-  const perUser = app.createRateLimit({ max: limits.perUser, timeWindow: limits.windowMs, keyGenerator: usernameKey })
-  const perIp = app.createRateLimit({ max: limits.perIp, timeWindow: limits.windowMs, keyGenerator: request => `ip:${request.ip}` })
-  const perCaller = app.createRateLimit({ max: limits.perUser, timeWindow: limits.windowMs, keyGenerator: request => `password:${request.principal?.name ?? ''}` })
+  const limiter: LoginLimiter = ctx.loginLimiter
+
+  /** Count the attempt (durably) before any password is checked, or refuse it with 429 and Retry-After. */
+  const admit = async (username: string, ip: string): Promise<{ succeeded: () => Promise<void>, failed: () => Promise<void> }> => {
+    const attempt = limiter.begin(username, ip)
+    if (!attempt.allowed) {
+      metrics.logins.inc({ result: 'limited' })
+      logger.warn({ user: username.slice(0, 128), ip, limit: attempt.reason, retryAfterSec: attempt.retryAfterSec }, 'login refused: too many failures')
+      throw new RateLimitedError(`too many failed logins; try again in ${attempt.retryAfterSec} s`, attempt.retryAfterSec)
+    }
+    await limiter.flush()
+    metrics.passwordChecks.inc()
+    return attempt
+  }
 
   app.post<{ Body: Static<typeof LoginBody> }>('/api/v1/auth/login', {
     config: { public: true },
     schema: {
       tags,
       summary: 'Log in with a username and password',
-      description: 'A wrong password and an unknown user get the same 401. Failed attempts are limited per username and per client address (429 with Retry-After).',
+      description: 'A wrong password and an unknown user get the same 401. Every attempt counts as a failure before the password is checked (refunded when it was right): an address gets a few attempts per username, then waits twice as long after each failure; an address also has a ceiling across usernames, and a username one across addresses that never logged in as it. Refused attempts are 429 with Retry-After, and the counters survive restarts.',
       querystring: NoQuery,
       body: LoginBody,
       response: { 200: Type.Ref('Session'), ...errorResponses(400, 401, 429) }
     }
   }, async (request) => {
-    const [user, ip] = await Promise.all([perUser(request, { increment: false }), perIp(request, { increment: false })])
-    // `remaining` of a peek is 0 once `max` failures are in the window
-    const blocked = [user, ip].filter(l => !l.isAllowed && l.remaining === 0)
-    if (blocked.length > 0) {
-      metrics.logins.inc({ result: 'limited' })
-      const retry = Math.max(1, ...blocked.map(l => l.isAllowed ? 0 : l.ttlInSeconds))
-      throw new RateLimitedError(`too many failed logins; try again in ${retry} s`, retry)
-    }
     const { username, password } = request.body
+    const attempt = await admit(username, request.ip)
     try {
       const session = await auth.login(username, password)
+      await attempt.succeeded()
       metrics.logins.inc({ result: 'success' })
       logger.info({ user: username, ip: request.ip }, 'login')
       return session
     } catch (err) {
       if (!(err instanceof BadCredentialsError)) throw err
-      await Promise.all([perUser(request), perIp(request)])
+      await attempt.failed()
       metrics.logins.inc({ result: 'failure' })
       logger.warn({ user: username.slice(0, 128), ip: request.ip }, 'login failed')
       throw err
@@ -131,12 +123,12 @@ export async function authRoutes (app: FastifyInstance, { ctx }: { ctx: Coordina
   }, async (request, reply) => {
     const p = principalOf(request)
     if (p.kind !== 'user') throw new BadCredentialsError('API tokens have no password')
-    const limit = await perCaller(request, { increment: false })
-    if (!limit.isAllowed && limit.remaining === 0) throw new RateLimitedError(`too many wrong passwords; try again in ${limit.ttlInSeconds} s`, limit.ttlInSeconds)
+    const attempt = await admit(p.name, request.ip)
     if (await users.authenticate(p.name, request.body.currentPassword) == null) {
-      await perCaller(request)
+      await attempt.failed()
       throw new BadCredentialsError('current password is wrong')
     }
+    await attempt.succeeded()
     await users.update(p.name, { password: request.body.newPassword })
     await auth.userChanged(p.name)
     logger.info({ user: p.name }, 'password changed')

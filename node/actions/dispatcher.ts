@@ -2,7 +2,8 @@ import { EmailChannel, type SmtpSettings } from './email.ts'
 import { PermanentDeliveryError } from './errors.ts'
 import { idempotencyHeaders, post } from './http.ts'
 import { MqttChannel, type MqttSettings } from './mqtt.ts'
-import { runScript } from './script.ts'
+import { DEFAULT_SCRATCH_BYTES, runScript } from './script.ts'
+import type { Sandbox } from './sandbox/sandbox.ts'
 import type { OutboxJob } from '../outbox/outbox.ts'
 import type { GpioActuator } from '../../sensors/gpio.ts'
 import type { Logger } from 'pino'
@@ -16,11 +17,13 @@ export interface NotificationSettings {
 export interface DispatcherComponents {
   logger: Pick<Logger, 'info' | 'warn' | 'error' | 'debug' | 'child'>
   actuators: Map<string, GpioActuator>
+  /** the sandbox action scripts run in (probed on first use) */
+  sandbox?: () => Promise<Sandbox>
 }
 
 export interface DispatcherInit {
   notifications?: NotificationSettings
-  scripts?: { timeoutMs?: number, maxMemoryMb?: number }
+  scripts?: { timeoutMs?: number, maxMemoryMb?: number, scratchMb?: number, isolation?: 'auto' | 'required' }
 }
 
 /**
@@ -80,9 +83,17 @@ export class ActionDispatcher {
         return
       case 'script': {
         if (job.script == null) throw new PermanentDeliveryError('the bundle has no action script')
+        const scripts = this.#init.scripts ?? {}
+        const sandbox = await this.#c.sandbox?.()
+        if (scripts.isolation === 'required' && sandbox?.isolation.mode === 'none') {
+          throw new PermanentDeliveryError(`scripts must run isolated (config.scripts.isolation: required), and this machine offers no isolation: ${sandbox.isolation.missing.join('; ')}`)
+        }
         await runScript({
           path: job.script.path,
           scratch: job.script.scratch,
+          network: job.script.network ?? [],
+          scratchBytes: scripts.scratchMb == null ? DEFAULT_SCRATCH_BYTES : scripts.scratchMb * 1024 * 1024,
+          ...(sandbox == null ? {} : { sandbox }),
           input: job.event,
           args: a.args,
           env: { GATEMESH_IDEMPOTENCY_KEY: job.id, GATEMESH_INSTANCE: job.instance, GATEMESH_RULE: job.rule },

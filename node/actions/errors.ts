@@ -30,3 +30,9 @@ export class ScriptSandboxError extends ScriptError {
   /** the same script would be stopped the same way again: no retries */
   readonly permanent = true
 }
+
+/** The sandbox itself could not be set up (a mount or namespace refused): not the script's fault, so retried. */
+export class SandboxSetupError extends ScriptError {
+  override readonly code = 'ERR_SANDBOX_SETUP'
+  override readonly name = 'SandboxSetupError'
+}

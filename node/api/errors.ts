@@ -6,6 +6,9 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_BAD_REQUEST: 400,
   ERR_CONFIG: 400,
   ERR_INVALID_MESSAGE: 400,
+  ERR_UNAUTHENTICATED: 401,
+  ERR_TOKEN_INVALID: 401,
+  ERR_FORBIDDEN_HOST: 403,
   ERR_UNAUTHORIZED_WRITE: 403,
   ERR_BAD_SIGNATURE: 403,
   ERR_CLAIM_MISMATCH: 403,
@@ -62,6 +65,24 @@ export class BadRequestError extends Error {
   }
 }
 
+/** A route that needs the node's API token was called without one. */
+export class UnauthenticatedError extends Error {
+  readonly code = 'ERR_UNAUTHENTICATED'
+  override readonly name = 'UnauthenticatedError'
+}
+
+/** A token was sent, but it is not this node's. */
+export class InvalidApiTokenError extends Error {
+  readonly code = 'ERR_TOKEN_INVALID'
+  override readonly name = 'InvalidApiTokenError'
+}
+
+/** A request to the loopback-only API named a host that is not loopback (DNS rebinding). */
+export class ForbiddenHostError extends Error {
+  readonly code = 'ERR_FORBIDDEN_HOST'
+  override readonly name = 'ForbiddenHostError'
+}
+
 export class NotFoundError extends Error {
   readonly code = 'ERR_NOT_FOUND'
   override readonly name = 'NotFoundError'
@@ -101,6 +122,7 @@ export function errorHandler (err: FastifyError & { field?: string, entry?: stri
     return
   }
   const { status, body } = errorReply(err)
+  if (status === 401) void reply.header('www-authenticate', 'Bearer realm="gatemesh-agent"')
   if (body.retryAfterSec != null) void reply.header('retry-after', String(body.retryAfterSec))
   if (status >= 500 && STATUS_BY_CODE[err.code] == null) request.log.error({ err }, 'request failed')
   void reply.code(status).send(body)

@@ -1,4 +1,5 @@
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
+import { accessControl } from './access.ts'
 import { errorHandler } from './errors.ts'
 import { bundleRoutes, type BundleApi } from './routes/bundles.ts'
 import { healthRoutes } from './routes/health.ts'
@@ -29,7 +30,7 @@ export interface AgentView {
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
-  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'>
+  local?: Pick<LocalRuntime, 'runtime' | 'devices' | 'outbox'> & Partial<Pick<LocalRuntime, 'scriptIsolation'>>
   /** Predict and model status for models that run on other nodes. */
   router?: Pick<PredictRouter, 'predict' | 'status'>
   /** Deployments, the scheduler and drain/evict; the routes exist only when present. */
@@ -41,20 +42,30 @@ export interface AgentView {
 }
 
 export interface ApiInit {
+  /** the node's API token: required for every route that changes state (see access.ts) */
+  token: string
+  /**
+   * Serve HTTPS with this certificate and key (PEM): what lets the API
+   * listen beyond loopback. Without it the API must listen on loopback only.
+   */
+  https?: { cert: string | Buffer, key: string | Buffer }
   logger?: Logger
   /** @default 1 MiB */
   bodyLimit?: number
 }
 
 /** Build the agent's HTTP API (not listening: call `listen` yourself, or `inject` in tests). */
-export async function buildApi (agent: AgentView, init: ApiInit = {}): Promise<FastifyInstance> {
+export async function buildApi (agent: AgentView, init: ApiInit): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: init.logger?.child({ service: 'api' }),
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: init.bodyLimit ?? 1024 * 1024,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } }
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false } },
+    ...(init.https == null ? {} : { https: init.https })
   }) as unknown as FastifyInstance
   app.setErrorHandler(errorHandler)
+  // before any route: it sets every route's access as the route is added
+  accessControl(app, { token: init.token, loopbackOnly: init.https == null })
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })

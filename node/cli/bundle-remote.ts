@@ -3,45 +3,22 @@ import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { formatBytes } from './bundle.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { requireArg } from './args.ts'
 import { UsageError } from './errors.ts'
-import { DEFAULT_API } from './status.ts'
 import type { BundleView } from '../bundles/service.ts'
 
-/** The agent answered with an error body. */
-export class ApiError extends Error {
-  readonly code: string
-  readonly status: number
-
-  constructor (status: number, body: { code?: string, message?: string, entry?: string }) {
-    super(`${body.message ?? `HTTP ${status}`}${body.entry != null && !(body.message ?? '').includes(body.entry) ? ` (entry ${body.entry})` : ''}`)
-    this.status = status
-    this.code = body.code ?? 'ERR_API'
-  }
-}
-
-async function call<T> (api: string, method: string, path: string, init: RequestInit = {}): Promise<{ status: number, body: T }> {
-  let res: Response
-  try {
-    res = await fetch(new URL(path, api), { method, ...init })
-  } catch (err: any) {
-    throw new Error(`cannot reach the agent at ${api}: ${err.cause?.code ?? err.message}`, { cause: err })
-  }
-  const body = await res.json().catch(() => ({})) as T
-  if (!res.ok) throw new ApiError(res.status, body as { code?: string, message?: string })
-  return { status: res.status, body }
-}
-
 export async function publishCommand (argv: string[]): Promise<void> {
-  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { api: { type: 'string' }, json: { type: 'boolean' } } })
+  const { positionals, values } = parseArgs({ args: argv, allowPositionals: true, options: { ...AGENT_OPTIONS, json: { type: 'boolean' } } })
   const file = resolve(requireArg(positionals[0], 'FILE'))
-  const api = values.api ?? DEFAULT_API
+  const client = await AgentClient.from(values)
+  const api = client.api
   const size = (await stat(file)).size
-  const { status, body } = await call<BundleView & { signer: string }>(api, 'POST', '/v1/bundles', {
+  const { status, body } = await client.request<BundleView & { signer: string }>('POST', '/v1/bundles', {
     headers: { 'content-type': 'application/zip', 'content-length': String(size) },
     body: createReadStream(file) as unknown as ReadableStream,
-    duplex: 'half'
-  } as RequestInit)
+    timeoutMs: 600_000
+  })
   if (values.json === true) {
     console.log(JSON.stringify(body))
     return
@@ -66,13 +43,14 @@ export async function pullCommand (argv: string[]): Promise<void> {
   const { positionals, values } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { api: { type: 'string' }, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' }, interval: { type: 'string' } }
+    options: { ...AGENT_OPTIONS, 'no-wait': { type: 'boolean' }, json: { type: 'boolean' }, interval: { type: 'string' } }
   })
   const digest = requireArg(positionals[0], 'DIGEST')
   if (!/^[0-9a-f]{64}$/.test(digest)) throw new UsageError(`DIGEST: "${digest}" is not a sha256 (64 lowercase hex digits)`)
-  const api = values.api ?? DEFAULT_API
+  const client = await AgentClient.from(values)
+  const api = client.api
   const started = Date.now()
-  let { body: view } = await call<BundleView>(api, 'POST', `/v1/bundles/${digest}/pull`)
+  let { body: view } = await client.request<BundleView>('POST', `/v1/bundles/${digest}/pull`)
   if (values['no-wait'] === true) {
     console.log(values.json === true ? JSON.stringify(view) : `pull of ${digest} started on ${api} (${view.state})`)
     return
@@ -91,7 +69,7 @@ export async function pullCommand (argv: string[]): Promise<void> {
   let lastLine = 0
   while (view.state !== 'complete' && view.transfer?.state !== 'failed') {
     await new Promise(resolve => setTimeout(resolve, every))
-    view = (await call<BundleView>(api, 'GET', `/v1/bundles/${digest}`)).body
+    view = (await client.request<BundleView>('GET', `/v1/bundles/${digest}`)).body
     const p = describe(view)
     if (bar != null) {
       bar.setTotal(Math.max(1, p.total))

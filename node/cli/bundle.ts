@@ -14,8 +14,8 @@ export const BUNDLE_USAGE = `gatemesh bundle build MODEL --name N --version V [-
          (MODEL: a TF.js model folder, or an .onnx, .tflite or model.json file)
        gatemesh bundle verify FILE --fleet-pub PUB [--digest SHA256] [--json]
        gatemesh bundle inspect FILE [--fleet-pub PUB] [--json]
-       gatemesh bundle publish FILE [--api URL] [--json]
-       gatemesh bundle pull DIGEST [--api URL] [--no-wait] [--json]`
+       gatemesh bundle publish FILE [--api URL | --data DIR] [--token-file FILE] [--json]
+       gatemesh bundle pull DIGEST [--api URL | --data DIR] [--token-file FILE] [--no-wait] [--json]`
 
 const SUBCOMMANDS: Record<string, (argv: string[]) => Promise<void>> = {
   build: buildCommand,

@@ -5,14 +5,15 @@ import { parseDeploymentSpec } from '../scheduler/spec.ts'
 import { authorizeRegistryWrite, readPrivateKey, type Signer } from '../../packaging/trust.ts'
 import { requireArg } from './args.ts'
 import { UsageError } from './errors.ts'
-import { resolveApi } from './status.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { table } from './table.ts'
 import type { DeploymentStatus } from '../scheduler/status.ts'
 
-export const DEPLOY_USAGE = 'gatemesh deploy SPEC.json --key KEY [--publisher-cert CERT] [--api URL]'
-export const UNDEPLOY_USAGE = 'gatemesh undeploy ID ... --key KEY [--publisher-cert CERT] [--api URL]'
-export const DEPLOYMENTS_USAGE = 'gatemesh deployments [--api URL] [--json]'
-export const CONTROL_USAGE = 'gatemesh drain|undrain [--api URL] · gatemesh evict|unevict DEPLOYMENT [--api URL]'
+const TARGET = '[--api URL | --data DIR] [--token-file FILE]'
+export const DEPLOY_USAGE = `gatemesh deploy SPEC.json --key KEY [--publisher-cert CERT] ${TARGET}`
+export const UNDEPLOY_USAGE = `gatemesh undeploy ID ... --key KEY [--publisher-cert CERT] ${TARGET}`
+export const DEPLOYMENTS_USAGE = `gatemesh deployments ${TARGET} [--json]`
+export const CONTROL_USAGE = `gatemesh drain|undrain ${TARGET} · gatemesh evict|unevict DEPLOYMENT ${TARGET}`
 
 async function signer (values: { key?: string | undefined, 'publisher-cert'?: string | undefined }): Promise<Signer> {
   const key = await readPrivateKey(requireArg(values.key, '--key KEY (the fleet key, or a publisher key with --publisher-cert)'))
@@ -20,21 +21,12 @@ async function signer (values: { key?: string | undefined, 'publisher-cert'?: st
   return { key, publisherCert: (await readFile(values['publisher-cert'], 'utf8')).trim() }
 }
 
-async function call (api: string, method: string, path: string, body?: unknown): Promise<any> {
-  const res = await fetch(new URL(path, api), {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(10_000)
-  })
-  const json = await res.json().catch(() => ({})) as { message?: string }
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${json.message ?? ''}`.trim())
-  return json
+async function call (client: AgentClient, method: string, path: string, body?: unknown): Promise<any> {
+  return (await client.request(method, path, body === undefined ? {} : { json: body })).body
 }
 
 const options = {
-  api: { type: 'string' },
-  data: { type: 'string' },
+  ...AGENT_OPTIONS,
   key: { type: 'string' },
   'publisher-cert': { type: 'string' },
   json: { type: 'boolean' }
@@ -52,26 +44,26 @@ export async function deployCommand (argv: string[]): Promise<void> {
   }
   const parsed = parseDeploymentSpec(spec)
   const auth = await authorizeRegistryWrite(deploymentKey(parsed.id), JSON.stringify(spec), await signer(values))
-  const api = await resolveApi(values)
-  await call(api, 'PUT', `/v1/deployments/${parsed.id}`, { spec, auth })
-  console.log(`deployment ${parsed.id} written through ${api}`)
+  const client = await AgentClient.from(values)
+  await call(client, 'PUT', `/v1/deployments/${parsed.id}`, { spec, auth })
+  console.log(`deployment ${parsed.id} written through ${client.api}`)
 }
 
 export async function undeployCommand (argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options })
   if (positionals.length === 0) throw new UsageError('missing deployment id')
   const s = await signer(values)
-  const api = await resolveApi(values)
+  const client = await AgentClient.from(values)
   for (const id of positionals) {
-    await call(api, 'DELETE', `/v1/deployments/${id}`, { auth: await authorizeRegistryWrite(deploymentKey(id), null, s) })
+    await call(client, 'DELETE', `/v1/deployments/${id}`, { auth: await authorizeRegistryWrite(deploymentKey(id), null, s) })
     console.log(`deployment ${id} removed`)
   }
 }
 
 export async function deploymentsCommand (argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options })
-  const api = await resolveApi(values)
-  const [{ deployments }, scheduler] = await Promise.all([call(api, 'GET', '/v1/deployments') as Promise<{ deployments: DeploymentStatus[] }>, call(api, 'GET', '/v1/scheduler')])
+  const client = await AgentClient.from(values, { reading: true })
+  const [{ deployments }, scheduler] = await Promise.all([call(client, 'GET', '/v1/deployments') as Promise<{ deployments: DeploymentStatus[] }>, call(client, 'GET', '/v1/scheduler')])
   if (values.json === true) {
     console.log(JSON.stringify({ scheduler, deployments }, null, 2))
     return
@@ -91,12 +83,12 @@ export async function deploymentsCommand (argv: string[]): Promise<void> {
 /** drain | undrain | evict ID | unevict ID on one agent. */
 export async function controlCommand (verb: 'drain' | 'undrain' | 'evict' | 'unevict', argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options })
-  const api = await resolveApi(values)
+  const client = await AgentClient.from(values)
   let state
-  if (verb === 'drain' || verb === 'undrain') state = await call(api, 'POST', `/v1/${verb}`)
+  if (verb === 'drain' || verb === 'undrain') state = await call(client, 'POST', `/v1/${verb}`)
   else {
     const id = requireArg(positionals[0], 'deployment id')
-    state = await call(api, verb === 'evict' ? 'POST' : 'DELETE', `/v1/deployments/${id}/evict`)
+    state = await call(client, verb === 'evict' ? 'POST' : 'DELETE', `/v1/deployments/${id}/evict`)
   }
   console.log(`${state.node}: ${state.drained === true ? 'drained' : 'accepting work'}${state.excluded.length > 0 ? `; evicted: ${state.excluded.join(', ')}` : ''}`)
 }

@@ -10,8 +10,10 @@ export class ApiError extends Error {
   readonly code: string
   readonly status: number
 
-  constructor (status: number, body: { code?: string, message?: string }) {
-    super(body.message ?? `the agent answered ${status}`)
+  constructor (status: number, body: { code?: string, message?: string, entry?: string }) {
+    const message = body.message ?? `the agent answered ${status}`
+    // bundle errors name the archive entry at fault
+    super(body.entry != null && !message.includes(body.entry) ? `${message} (entry ${body.entry})` : message)
     this.status = status
     this.code = body.code ?? 'ERR_API'
   }

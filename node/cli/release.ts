@@ -7,14 +7,14 @@ import { VERSION } from '../version.ts'
 import { requireArg } from './args.ts'
 import { formatBytes } from './bundle.ts'
 import { UsageError } from './errors.ts'
-import { resolveApi } from './status.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { table } from './table.ts'
 
 export const RELEASE_USAGE = `gatemesh release build --arch x64|arm64 --out FILE.zip (--fleet FLEETDIR | --key KEY [--publisher-cert CERT]) [--version V]
                         [--base IMAGE.tar.gz|RELEASE.zip | --with-node] [--node-version V] [--cache-dir DIR]
-       gatemesh release publish FILE.zip [--api URL] [--json]
-       gatemesh release list [--api URL] [--json]
-       gatemesh release show [--api URL] [--json]`
+       gatemesh release publish FILE.zip [--api URL | --data DIR] [--token-file FILE] [--json]
+       gatemesh release list [--api URL | --data DIR] [--json]
+       gatemesh release show [--api URL | --data DIR] [--json]`
 
 /** The fleet key (`--fleet DIR` or `--key`), or a publisher key with its certificate. */
 export async function releaseSigner (values: { fleet?: string | undefined, key?: string | undefined, 'publisher-cert'?: string | undefined }): Promise<Signer> {
@@ -75,27 +75,23 @@ async function buildCommand (argv: string[]): Promise<void> {
   console.log(`  took    ${(built.durationMs / 1000).toFixed(1)} s; next: gatemesh release publish ${built.out}`)
 }
 
-async function get<T> (api: string, path: string): Promise<T> {
-  const res = await fetch(new URL(path, api), { signal: AbortSignal.timeout(10_000) }).catch((err: any) => { throw new Error(`cannot reach the agent at ${api}: ${err.cause?.code ?? err.message}`) })
-  const body = await res.json().catch(() => ({})) as T & { message?: string }
-  if (!res.ok) throw new Error(`GET ${path}: ${res.status} ${body.message ?? ''}`.trim())
-  return body
+async function get<T> (values: Parameters<typeof AgentClient.from>[0], path: string): Promise<T> {
+  const client = await AgentClient.from(values, { reading: true })
+  return (await client.request<T>('GET', path)).body
 }
 
 interface ReleaseListing { digest: string, size: number, version: string, arch: string, node: { version: string, included: boolean }, createdAt: string, publisher: string }
 
 async function listCommand (argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { api: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } } })
-  const api = await resolveApi(values)
-  const { releases } = await get<{ releases: ReleaseListing[] }>(api, '/v1/releases')
+  const { values } = parseArgs({ args: argv, options: { ...AGENT_OPTIONS, json: { type: 'boolean' } } })
+  const { releases } = await get<{ releases: ReleaseListing[] }>(values, '/v1/releases')
   if (values.json === true) { console.log(JSON.stringify(releases, null, 2)); return }
   console.log(table(['VERSION', 'ARCH', 'NODE', 'SIZE', 'DIGEST', 'CREATED'], releases.map(r => [r.version, r.arch, `${r.node.version}${r.node.included ? ' (in)' : ''}`, formatBytes(r.size), r.digest, r.createdAt])))
 }
 
 async function showCommand (argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { api: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } } })
-  const api = await resolveApi(values)
-  const view = await get<import('../release/service.ts').NodeReleaseView>(api, '/v1/release')
+  const { values } = parseArgs({ args: argv, options: { ...AGENT_OPTIONS, json: { type: 'boolean' } } })
+  const view = await get<import('../release/service.ts').NodeReleaseView>(values, '/v1/release')
   if (values.json === true) { console.log(JSON.stringify(view, null, 2)); return }
   const r = view.record
   console.log(`release ${r.version} (${r.arch}, Node ${r.node})${r.previous == null ? '' : `, previous ${r.previous}`}`)

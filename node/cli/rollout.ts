@@ -8,40 +8,26 @@ import { newRolloutSpec, parseWaves, rolloutKey, type RolloutSpec } from '../rel
 import { parseLabels, requireArg } from './args.ts'
 import { UsageError } from './errors.ts'
 import { releaseSigner } from './release.ts'
-import { resolveApi } from './status.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { table } from './table.ts'
 import type { RolloutStatus } from '../release/waves.ts'
 
 export const ROLLOUT_USAGE = `gatemesh rollout create RELEASE... (--fleet FLEETDIR | --key KEY [--publisher-cert CERT]) [--waves 5%,25%,100%] [--labels k=v,...]
-                        [--max-failures N] [--wave-wait SEC] [--health-deadline SEC] [--allow-downgrade] [--id ID] [--api URL]
+                        [--max-failures N] [--wave-wait SEC] [--health-deadline SEC] [--allow-downgrade] [--id ID] [--api URL | --data DIR] [--token-file FILE]
          (RELEASE: a release bundle FILE.zip, its DIGEST, or a VERSION the agent holds; one per CPU)
-       gatemesh rollout status [ID] [--api URL] [--json]
-       gatemesh rollout pause|resume|abort ID (--fleet FLEETDIR | --key KEY [--publisher-cert CERT]) [--api URL]`
+       gatemesh rollout status [ID] [--api URL | --data DIR] [--json]
+       gatemesh rollout pause|resume|abort ID (--fleet FLEETDIR | --key KEY [--publisher-cert CERT]) [--api URL | --data DIR] [--token-file FILE]`
 
 const options = {
-  api: { type: 'string' },
-  data: { type: 'string' },
+  ...AGENT_OPTIONS,
   fleet: { type: 'string' },
   key: { type: 'string' },
   'publisher-cert': { type: 'string' },
   json: { type: 'boolean' }
 } as const
 
-async function call<T> (api: string, method: string, path: string, body?: unknown): Promise<T> {
-  let res: Response
-  try {
-    res = await fetch(new URL(path, api), {
-      method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal: AbortSignal.timeout(15_000)
-    })
-  } catch (err: any) {
-    throw new Error(`cannot reach the agent at ${api}: ${err.cause?.code ?? err.message}`, { cause: err })
-  }
-  const json = await res.json().catch(() => ({})) as T & { message?: string }
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${json.message ?? ''}`.trim())
-  return json
+async function call<T> (client: AgentClient, method: string, path: string, body?: unknown): Promise<T> {
+  return (await client.request<T>(method, path, body === undefined ? { timeoutMs: 15_000 } : { json: body, timeoutMs: 15_000 })).body
 }
 
 function integer (text: string | undefined, flag: string): number | undefined {
@@ -53,10 +39,10 @@ function integer (text: string | undefined, flag: string): number | undefined {
 type Release = RolloutSpec['releases'][number]
 
 /** A RELEASE argument: a bundle file (read here), a digest or a version (looked up on the agent). */
-async function resolveRelease (arg: string, api: string, held: () => Promise<Array<Release & { createdAt: string }>>): Promise<Release[]> {
+async function resolveRelease (arg: string, client: AgentClient, held: () => Promise<Array<Release & { createdAt: string }>>): Promise<Release[]> {
   if (/^[0-9a-f]{64}$/.test(arg)) {
     const found = (await held()).filter(r => r.digest === arg)
-    if (found.length === 0) throw new UsageError(`RELEASE: the agent at ${api} holds no release bundle ${arg}; publish it there first (gatemesh release publish FILE)`)
+    if (found.length === 0) throw new UsageError(`RELEASE: the agent at ${client.api} holds no release bundle ${arg}; publish it there first (gatemesh release publish FILE)`)
     return found.slice(0, 1).map(({ arch, version, digest, size }) => ({ arch, version, digest, size }))
   }
   if (/\.zip$/i.test(arg) || (await stat(arg).catch(() => null))?.isFile() === true) {
@@ -71,7 +57,7 @@ async function resolveRelease (arg: string, api: string, held: () => Promise<Arr
     const seen = byArch.get(r.arch)
     if (seen == null || seen.createdAt < r.createdAt) byArch.set(r.arch, r)
   }
-  if (byArch.size === 0) throw new UsageError(`RELEASE: "${arg}" is neither a release bundle file, a digest, nor a version the agent at ${api} holds (gatemesh release list)`)
+  if (byArch.size === 0) throw new UsageError(`RELEASE: "${arg}" is neither a release bundle file, a digest, nor a version the agent at ${client.api} holds (gatemesh release list)`)
   return [...byArch.values()].map(({ arch, version, digest, size }) => ({ arch, version, digest, size }))
 }
 
@@ -101,10 +87,10 @@ async function createCommand (argv: string[]): Promise<void> {
   })
   if (positionals.length === 0) throw new UsageError('missing RELEASE (a release bundle file, its digest, or a version)')
   const signer = await releaseSigner(values)
-  const api = await resolveApi(values)
+  const client = await AgentClient.from(values)
   let listing: Promise<Array<Release & { createdAt: string }>> | undefined
-  const held = async (): Promise<Array<Release & { createdAt: string }>> => await (listing ??= call<{ releases: Array<Release & { createdAt: string }> }>(api, 'GET', '/v1/releases').then(r => r.releases))
-  const releases = (await Promise.all(positionals.map(async p => await resolveRelease(p, api, held)))).flat()
+  const held = async (): Promise<Array<Release & { createdAt: string }>> => await (listing ??= call<{ releases: Array<Release & { createdAt: string }> }>(client, 'GET', '/v1/releases').then(r => r.releases))
+  const releases = (await Promise.all(positionals.map(async p => await resolveRelease(p, client, held)))).flat()
   const maxFailures = integer(values['max-failures'], '--max-failures')
   const waveWaitSec = integer(values['wave-wait'], '--wave-wait')
   const healthDeadlineSec = integer(values['health-deadline'], '--health-deadline')
@@ -120,9 +106,9 @@ async function createCommand (argv: string[]): Promise<void> {
     ...(values.description == null ? {} : { description: values.description })
   })
   const auth = await authorizeRegistryWrite(rolloutKey(spec.id), JSON.stringify(spec), signer)
-  await call(api, 'PUT', `/v1/rollouts/${spec.id}`, { rollout: spec, auth })
+  await call(client, 'PUT', `/v1/rollouts/${spec.id}`, { rollout: spec, auth })
   if (values.json === true) { console.log(JSON.stringify(spec)); return }
-  console.log(`rollout ${spec.id} written through ${api}: release ${releases[0]!.version} (${releases.map(r => r.arch).join(', ')}) in waves ${spec.waves.map(w => `${w}%`).join(', ')}`)
+  console.log(`rollout ${spec.id} written through ${client.api}: release ${releases[0]!.version} (${releases.map(r => r.arch).join(', ')}) in waves ${spec.waves.map(w => `${w}%`).join(', ')}`)
   console.log(`  halts after ${spec.maxFailures} failure(s); each node has ${spec.healthDeadlineSec}s to prove itself healthy; gatemesh rollout status ${spec.id}`)
 }
 
@@ -130,13 +116,13 @@ async function changeCommand (verb: 'pause' | 'resume' | 'abort', argv: string[]
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options })
   const id = requireArg(positionals[0], 'rollout ID')
   const signer = await releaseSigner(values)
-  const api = await resolveApi(values)
-  const status = await call<RolloutStatus>(api, 'GET', `/v1/rollouts/${encodeURIComponent(id)}`)
+  const client = await AgentClient.from(values)
+  const status = await call<RolloutStatus>(client, 'GET', `/v1/rollouts/${encodeURIComponent(id)}`)
   const state = verb === 'pause' ? 'paused' : verb === 'resume' ? 'active' : 'aborted'
   if (status.spec.state === state) { console.log(`rollout ${id} is ${state} already`); return }
   const spec = { ...status.spec, state }
   const auth = await authorizeRegistryWrite(rolloutKey(id), JSON.stringify(spec), signer)
-  await call(api, 'PUT', `/v1/rollouts/${encodeURIComponent(id)}`, { rollout: spec, auth })
+  await call(client, 'PUT', `/v1/rollouts/${encodeURIComponent(id)}`, { rollout: spec, auth })
   console.log(`rollout ${id} ${state}${verb === 'abort' ? ': no node starts it any more; nodes that took it keep it' : ''}`)
 }
 
@@ -152,10 +138,10 @@ function render (s: RolloutStatus): string {
 
 async function statusCommand (argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options })
-  const api = await resolveApi(values)
+  const client = await AgentClient.from(values, { reading: true })
   const list = positionals[0] == null
-    ? (await call<{ rollouts: RolloutStatus[] }>(api, 'GET', '/v1/rollouts')).rollouts
-    : [await call<RolloutStatus>(api, 'GET', `/v1/rollouts/${encodeURIComponent(positionals[0])}`)]
+    ? (await call<{ rollouts: RolloutStatus[] }>(client, 'GET', '/v1/rollouts')).rollouts
+    : [await call<RolloutStatus>(client, 'GET', `/v1/rollouts/${encodeURIComponent(positionals[0])}`)]
   if (values.json === true) { console.log(JSON.stringify(positionals[0] == null ? list : list[0], null, 2)); return }
   if (list.length === 0) { console.log('no rollouts'); return }
   console.log(list.map(render).join('\n\n'))

@@ -1,15 +1,16 @@
+import { installCrashGuard } from './crash-guard.ts'
 import type { Logger } from 'pino'
 
 /**
  * Run a long-lived service (agent, coordinator) until SIGINT/SIGTERM: log
  * stray errors instead of dying — a bug in one handler must not take a
- * gateway down, systemd would only restart it into the same state — stop
+ * gateway down, systemd would only restart it into the same state, and
+ * no library's own process error listener may undo that (crash-guard.ts) — stop
  * cleanly on a signal or when the service asks to exit with a status of
  * its own, and close what a failed start left open.
  */
 export async function runService<T> (service: { start(): Promise<T>, stop(): Promise<void>, onExitRequest?: (exit: (code: number, reason: string) => void) => void }, log: Logger): Promise<T> {
-  process.on('unhandledRejection', err => { log.error({ err }, 'unhandled rejection') })
-  process.on('uncaughtException', err => { log.error({ err }, 'uncaught exception') })
+  installCrashGuard(log)
   let stopping = false
   const shutdown = (signal: string, code = 0): void => {
     if (stopping) return

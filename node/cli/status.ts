@@ -1,12 +1,9 @@
-import { readFile } from 'node:fs/promises'
-import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import { RUNTIME_FILE, type RuntimeInfo } from '../agent.ts'
+import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { table } from './table.ts'
 import type { Member } from '../membership/membership.ts'
 
-export const STATUS_USAGE = 'gatemesh status [--api URL | --data DIR] [--json]'
-export const DEFAULT_API = 'http://127.0.0.1:7401'
+export const STATUS_USAGE = 'gatemesh status [--api URL | --data DIR] [--token-file FILE] [--json]'
 
 export interface StatusResponse {
   self: { peerId: string, role: string, version: string }
@@ -14,10 +11,10 @@ export interface StatusResponse {
   registry: { size: number }
 }
 
-export async function fetchStatus (api: string): Promise<StatusResponse> {
-  const res = await fetch(new URL('/v1/status', api), { signal: AbortSignal.timeout(5000) })
-  if (!res.ok) throw new Error(`${api} answered ${res.status}`)
-  return await res.json() as StatusResponse
+/** `/v1/status` of an agent: `api` is a URL (loopback reads need no token) or a client. */
+export async function fetchStatus (api: string | AgentClient): Promise<StatusResponse> {
+  const client = typeof api === 'string' ? new AgentClient(api, undefined) : api
+  return (await client.request<StatusResponse>('GET', '/v1/status', { timeoutMs: 5000 })).body
 }
 
 const short = (id: string): string => id.length > 16 ? `…${id.slice(-12)}` : id
@@ -39,17 +36,8 @@ export function renderMembers (status: StatusResponse): string {
     `\n${status.members.length} members, ${status.registry.size} registry keys (seen from ${short(status.self.peerId)})`
 }
 
-export async function resolveApi (values: { api?: string | undefined, data?: string | undefined }): Promise<string> {
-  if (values.api != null) return values.api
-  if (values.data != null) {
-    const info = JSON.parse(await readFile(join(resolve(values.data), RUNTIME_FILE), 'utf8')) as RuntimeInfo
-    return info.api
-  }
-  return process.env.GATEMESH_API ?? DEFAULT_API
-}
-
 export async function statusCommand (argv: string[]): Promise<void> {
-  const { values } = parseArgs({ args: argv, options: { api: { type: 'string' }, data: { type: 'string' }, json: { type: 'boolean' } } })
-  const status = await fetchStatus(await resolveApi(values))
+  const { values } = parseArgs({ args: argv, options: { ...AGENT_OPTIONS, json: { type: 'boolean' } } })
+  const status = await fetchStatus(await AgentClient.from(values, { reading: true }))
   console.log(values.json === true ? JSON.stringify(status, null, 2) : renderMembers(status))
 }

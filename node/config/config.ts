@@ -1,8 +1,9 @@
-import { readFile, writeFile } from 'node:fs/promises'
+import { chmod, readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { multiaddr } from '@multiformats/multiaddr'
 import { compile, describeError } from '../../protocols/schema.ts'
 import { checkDevices } from './devices.ts'
+import { isLoopbackHostname } from './loopback.ts'
 import { ConfigSchema, type Config } from './schema.ts'
 
 export const CONFIG_FILE = 'config.json'
@@ -50,6 +51,13 @@ export function parseConfig (input: unknown): Config {
   checkMultiaddrs(value.listen, 'config.listen', false)
   checkMultiaddrs(value.announce, 'config.announce', false)
   checkMultiaddrs(value.bootstrap, 'config.bootstrap', true)
+  if (!isLoopbackHostname(value.api.host) && value.api.tls == null) {
+    throw new ConfigError(`config.api.host: "${value.api.host}" is not a loopback address; the agent API may listen beyond this machine only with config.api.tls (a certificate and key), and then every route but /healthz needs the node's API token. Use 127.0.0.1, or set config.api.tls`, 'config.api.host')
+  }
+  // the gRPC API asks for no token: it is for this machine's clients only
+  if (value.grpc.enabled && !isLoopbackHostname(value.grpc.host)) {
+    throw new ConfigError(`config.grpc.host: "${value.grpc.host}" is not a loopback address; the agent's gRPC API checks no token, so it listens on this machine only (127.0.0.1 or ::1)`, 'config.grpc.host')
+  }
   if (value.membership.deadAfterMisses <= value.membership.suspectAfterMisses) {
     throw new ConfigError('config.membership.deadAfterMisses: must be greater than suspectAfterMisses', 'config.membership.deadAfterMisses')
   }
@@ -73,8 +81,17 @@ export async function loadConfig (dir: string): Promise<Config> {
   return parseConfig(json)
 }
 
+/**
+ * Validate and write `config.json`, mode 0600: it may hold SMTP passwords,
+ * SMS gateway tokens and MQTT credentials. Written beside and renamed over,
+ * so a reader never sees half a file and the mode holds from the first byte.
+ */
 export async function writeConfig (dir: string, config: unknown): Promise<Config> {
   const parsed = parseConfig(config)
-  await writeFile(join(dir, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n')
+  const path = join(dir, CONFIG_FILE)
+  await writeFile(`${path}.tmp`, JSON.stringify(config, null, 2) + '\n', { mode: 0o600 })
+  // `mode` applies only to a new file: a .tmp left by an interrupted write keeps its old one
+  await chmod(`${path}.tmp`, 0o600)
+  await rename(`${path}.tmp`, path)
   return parsed
 }

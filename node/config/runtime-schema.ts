@@ -38,7 +38,9 @@ export const OutboxSchema = Type.Object({
   /** deliveries in flight at once */
   concurrency: Type.Integer({ minimum: 1, maximum: 256, default: 4 }),
   /** give up on one delivery attempt after this long */
-  attemptTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 })
+  attemptTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 }),
+  /** a job that was being delivered when the agent died this many times is dead-lettered, not tried again */
+  maxCrashes: Type.Integer({ minimum: 1, maximum: 100, default: 2 })
 }, { additionalProperties: false, default: {} })
 
 export const NotificationsSchema = Type.Object({
@@ -70,6 +72,15 @@ export const NotificationsSchema = Type.Object({
 export const ScriptsSchema = Type.Object({
   /** a script still running after this is killed */
   timeoutMs: Type.Integer({ minimum: 100, maximum: 3_600_000, default: 10_000 }),
-  /** V8 heap cap of a script (--max-old-space-size) */
-  maxMemoryMb: Type.Integer({ minimum: 8, maximum: 4096, default: 64 })
+  /** V8 heap cap of a script (--max-old-space-size); as much again is allowed outside the heap (Buffers), enforced with RLIMIT_AS */
+  maxMemoryMb: Type.Integer({ minimum: 8, maximum: 4096, default: 64 }),
+  /** bytes an instance's scratch directory may hold (a tmpfs of this size while the script runs) */
+  scratchMb: Type.Integer({ minimum: 1, maximum: 16_384, default: 64 }),
+  /** the user scripts run as when the agent runs as root; created as a system user when missing */
+  user: Type.String({ minLength: 1, maxLength: 32, pattern: '^[a-z_][a-z0-9_-]*$', default: 'gatemesh-script' }),
+  /**
+   * auto: the strongest isolation this machine offers, said at start and in /v1/status;
+   * required: refuse to run scripts where no namespaces are available rather than run them unisolated
+   */
+  isolation: Type.Union([Type.Literal('auto'), Type.Literal('required')], { default: 'auto' })
 }, { additionalProperties: false, default: {} })

@@ -23,8 +23,14 @@ export const ConfigSchema = Type.Object({
   /** Find peers on the LAN with mDNS. */
   mdns: Type.Boolean({ default: false }),
   api: Type.Object({
-    host: Type.String({ minLength: 1, default: '127.0.0.1' }),
-    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 })
+    /** loopback unless `tls` is set: the API is this machine's, and a LAN address needs TLS (and the token on every route) */
+    host: Type.String({ minLength: 1, maxLength: 255, default: '127.0.0.1' }),
+    port: Type.Integer({ minimum: 0, maximum: 65535, default: 7401 }),
+    /** serve HTTPS with this PEM certificate and key (paths relative to the node directory) */
+    tls: Type.Optional(Type.Object({
+      cert: Type.String({ minLength: 1, maxLength: 4096 }),
+      key: Type.String({ minLength: 1, maxLength: 4096 })
+    }, { additionalProperties: false }))
   }, { additionalProperties: false, default: {} }),
   /** TensorFlow Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus); a port in use is logged, not fatal. */
   grpc: Type.Object({

@@ -4,6 +4,7 @@ import { compile, describeError } from '../../protocols/schema.ts'
 import { EnrolledSchema, ENROLL_PATH, enrollmentProofMessage, joinTokenId, type Enrolled, type EnrollRole } from '../../protocols/enrollment/index.ts'
 import { fleetIdOf, parsePublicKey } from '../../packaging/trust.ts'
 import { ConfigError, parseConfig, writeConfig } from '../config/config.ts'
+import { API_TOKEN_FILE, createApiToken } from './api-token.ts'
 import { verifyNodeCertificate } from './certificate.ts'
 import { AlreadyInitializedError } from './errors.ts'
 import { ensureDir, exists, writePublic, writeSecret } from './files.ts'
@@ -105,6 +106,7 @@ export async function enrollNodeDir (dir: string, init: EnrollInit): Promise<Enr
   await rm(join(dir, NODE_FILES.networkKey), { force: true })
   await writeSecret(join(dir, NODE_FILES.networkKey), Buffer.from(enrolled.networkKey, 'base64'))
   await writeConfig(dir, finalConfig)
+  if (!await exists(join(dir, API_TOKEN_FILE))) await createApiToken(dir)
   await writePublic(join(dir, NODE_FILES.certificate), enrolled.certificate)
   return enrolled
 }

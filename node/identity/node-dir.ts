@@ -1,11 +1,13 @@
 import { join } from 'node:path'
+import { chmod, stat } from 'node:fs/promises'
 import { parsePublicKey } from '../../packaging/trust.ts'
-import { loadConfig, parseConfig, writeConfig } from '../config/config.ts'
+import { CONFIG_FILE, loadConfig, parseConfig, writeConfig } from '../config/config.ts'
+import { API_TOKEN_FILE, createApiToken } from './api-token.ts'
 import { issueNodeCertificate, type Role } from './certificate.ts'
 import { loadFleet } from './fleet.ts'
 import { AlreadyInitializedError } from './errors.ts'
 import { ensureDir, exists, readRequired, writePublic, writeSecret } from './files.ts'
-import { createPeerKey, loadPeerKey } from './peer-key.ts'
+import { createPeerKey, loadPeerKey, PEER_KEY_FILE } from './peer-key.ts'
 import type { Config } from '../config/schema.ts'
 import type { PeerId, PrivateKey } from '@libp2p/interface'
 import type { KeyObject } from 'node:crypto'
@@ -33,7 +35,7 @@ export interface NodeInitOptions {
 /**
  * Write a ready-to-run node directory: a fresh libp2p identity, a
  * certificate for it signed by the fleet key, the fleet public key, the
- * network key and a validated `config.json`.
+ * network key, the local API token and a validated `config.json`.
  */
 export async function initNodeDir (dir: string, options: NodeInitOptions): Promise<{ peerId: string, config: Config }> {
   if (await exists(join(dir, NODE_FILES.certificate))) throw new AlreadyInitializedError(`${dir} already holds a node`)
@@ -60,7 +62,27 @@ export async function initNodeDir (dir: string, options: NodeInitOptions): Promi
   await writePublic(join(dir, NODE_FILES.certificate), cert)
   await writePublic(join(dir, NODE_FILES.fleetPublicKey), fleet.publicKeyPem)
   await writeSecret(join(dir, NODE_FILES.networkKey), fleet.networkKey)
+  await createApiToken(dir)
   return { peerId: peerId.toString(), config: await writeConfig(dir, config) }
+}
+
+/** Files of a node directory that hold secrets (keys, tokens, credentials in the config): 0600, always. */
+export const SECRET_FILES = [PEER_KEY_FILE, NODE_FILES.networkKey, API_TOKEN_FILE, CONFIG_FILE, 'enroll.json'] as const
+
+/**
+ * Narrow any secret file of `dir` that others may read to 0600 (a copy
+ * made with `cp`, an archive unpacked by hand) and say which ones were.
+ */
+export async function tightenSecretModes (dir: string): Promise<Array<{ file: string, mode: string }>> {
+  const fixed: Array<{ file: string, mode: string }> = []
+  for (const file of SECRET_FILES) {
+    const path = join(dir, file)
+    const mode = await stat(path).then(s => s.mode & 0o777, () => undefined)
+    if (mode == null || (mode & 0o077) === 0) continue
+    await chmod(path, 0o600)
+    fixed.push({ file, mode: mode.toString(8).padStart(4, '0') })
+  }
+  return fixed
 }
 
 export interface NodeIdentity {

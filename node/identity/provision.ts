@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { fleetIdOf, parsePublicKey } from '../../packaging/trust.ts'
 import { ConfigError, parseConfig, writeConfig } from '../config/config.ts'
+import { createApiToken } from './api-token.ts'
 import { verifyNodeCertificate, type Role } from './certificate.ts'
 import { checkJoinToken, coordinatorUrl } from './enroll.ts'
 import { ENROLL_FILE, type EnrollFile } from './first-boot.ts'
@@ -33,7 +34,8 @@ const IMAGE_CONFIG = {
 /**
  * Write the node directory an image carries into `dir`: identity and
  * certificate (baked) or a join token (enroll), the fleet public key and a
- * validated config.json. Secrets are written 0600.
+ * validated config.json and the local API token. Secrets (keys, token,
+ * config) are written 0600.
  */
 export async function provisionNodeDir (dir: string, init: ProvisionInit): Promise<Provisioned> {
   const fleetPem = (await readRequired(join(init.fleetDir, FLEET_FILES.publicKey), 'fleet public key')).toString('utf8')
@@ -62,6 +64,8 @@ export async function provisionNodeDir (dir: string, init: ProvisionInit): Promi
     await writeSecret(join(dir, NODE_FILES.networkKey), identity.networkKey)
     await writePublic(join(dir, NODE_FILES.fleetPublicKey), fleetPem)
     await writeConfig(dir, config)
+    // the device's own token, not the source directory's: whoever holds that one does not hold this device
+    await createApiToken(dir)
     await writePublic(join(dir, NODE_FILES.certificate), identity.certificate)
     return { mode: 'baked', fleetId, role: claims.role, labels: claims.labels, peerId: identity.peerId.toString() }
   }
@@ -74,6 +78,7 @@ export async function provisionNodeDir (dir: string, init: ProvisionInit): Promi
   // pinned: the device accepts a certificate only from this fleet, whatever the coordinator says
   await writePublic(join(dir, NODE_FILES.fleetPublicKey), fleetPem)
   await writeConfig(dir, config)
+  await createApiToken(dir)
   await writeSecret(join(dir, ENROLL_FILE), JSON.stringify(request, null, 2) + '\n')
   return { mode: 'enroll', fleetId, role: init.role, labels: init.labels, coordinator: url.origin }
 }

@@ -15,16 +15,22 @@ export interface OutboxJob {
   event: Record<string, unknown>
   instance: string
   rule: string
-  /** for scripts: the bundle's action script and the instance's scratch dir */
-  script?: { path: string, scratch: string }
+  /** for scripts: the bundle's action script, the instance's scratch dir and the destinations the bundle declares */
+  script?: { path: string, scratch: string, network?: string[] }
   createdAt: number
   attempts: number
   nextAt: number
   lastError?: string
+  /** set while an attempt runs: found set at start, the agent died during that attempt */
+  inFlightSince?: number
+  /** attempts during which the agent died */
+  crashes?: number
 }
 
 export interface DeadLetter extends OutboxJob {
   deadAt: number
+  /** why it was given up: too many attempts, a permanent failure, or attempts the agent did not survive */
+  reason?: 'attempts' | 'permanent' | 'crashes'
 }
 
 export type EnqueueInput = Pick<OutboxJob, 'type' | 'action' | 'event' | 'instance' | 'rule'> & Partial<Pick<OutboxJob, 'id' | 'script'>>
@@ -61,6 +67,8 @@ export interface OutboxInit {
   attemptTimeoutMs?: number
   /** @default Math.random */
   random?: () => number
+  /** A job found in flight at start this many times (the agent died while delivering it) is dead-lettered. @default 2 */
+  maxCrashes?: number
 }
 
 export const DEFAULT_MAX_ATTEMPTS = 10
@@ -68,6 +76,7 @@ export const DEFAULT_BASE_DELAY_MS = 1000
 export const DEFAULT_MAX_DELAY_MS = 300_000
 export const DEFAULT_CONCURRENCY = 4
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 15_000
+export const DEFAULT_MAX_CRASHES = 2
 
 /**
  * The durable outbox: every action and notification is written to level
@@ -85,6 +94,7 @@ export class Outbox implements Startable {
   readonly #concurrency: number
   readonly #attemptTimeoutMs: number
   readonly #random: () => number
+  readonly #maxCrashes: number
   readonly #queue
   readonly #dead
   readonly #jobs = new Map<string, OutboxJob>()
@@ -100,12 +110,18 @@ export class Outbox implements Startable {
     this.#concurrency = init.concurrency ?? DEFAULT_CONCURRENCY
     this.#attemptTimeoutMs = init.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS
     this.#random = init.random ?? Math.random
+    this.#maxCrashes = init.maxCrashes ?? DEFAULT_MAX_CRASHES
     this.#queue = components.db.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' })
     this.#dead = components.db.sublevel<string, DeadLetter>('outbox-dead', { valueEncoding: 'json' })
   }
 
   async start (): Promise<void> {
-    for await (const [id, job] of this.#queue.iterator()) this.#jobs.set(id, job)
+    const crashed: OutboxJob[] = []
+    for await (const [id, job] of this.#queue.iterator()) {
+      this.#jobs.set(id, job)
+      if (job.inFlightSince != null) crashed.push(job)
+    }
+    for (const job of crashed) await this.#survivedCrash(job)
     this.#running = true
     this.#gauge()
     if (this.#jobs.size > 0) this.#c.logger.info({ pending: this.#jobs.size }, 'outbox resumed')
@@ -146,7 +162,8 @@ export class Outbox implements Startable {
     const letter = await this.#dead.get(id)
     if (letter == null) throw new DeadLetterNotFoundError(`no dead letter ${id}`)
     const { deadAt: _d, ...rest } = letter
-    const job: OutboxJob = { ...rest, attempts: 0, nextAt: Date.now() }
+    const { reason: _r, crashes: _c, inFlightSince: _i, ...fresh } = rest
+    const job: OutboxJob = { ...fresh, attempts: 0, nextAt: Date.now() }
     await this.#c.db.batch([{ type: 'put', key: id, value: job, sublevel: this.#queue }, { type: 'del', key: id, sublevel: this.#dead }])
     this.#jobs.set(id, job)
     this.#gauge()
@@ -181,6 +198,9 @@ export class Outbox implements Startable {
 
   async #attempt (job: OutboxJob): Promise<void> {
     job.attempts++
+    // written before the attempt: if the agent dies during it, the next start knows
+    job.inFlightSince = Date.now()
+    await this.#queue.put(job.id, job)
     try {
       await this.#c.deliver(job, AbortSignal.timeout(this.#attemptTimeoutMs))
     } catch (err: any) {
@@ -197,15 +217,11 @@ export class Outbox implements Startable {
   }
 
   async #failed (job: OutboxJob, err: Error & { permanent?: boolean }): Promise<void> {
+    delete job.inFlightSince
     job.lastError = (err.message ?? String(err)).slice(0, 500)
     this.#c.metrics?.outboxFailures.inc({ type: job.type })
     if (err.permanent === true || job.attempts >= this.#maxAttempts) {
-      const letter: DeadLetter = { ...job, deadAt: Date.now() }
-      await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
-      this.#jobs.delete(job.id)
-      this.#gauge()
-      this.#c.metrics?.outboxDead.inc({ type: job.type })
-      this.#c.logger.error({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts, err: job.lastError }, 'delivery abandoned: moved to dead letters')
+      await this.#bury(job, err.permanent === true ? 'permanent' : 'attempts')
       return
     }
     const exp = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** (job.attempts - 1))
@@ -213,6 +229,35 @@ export class Outbox implements Startable {
     job.nextAt = Date.now() + Math.round(exp / 2 + this.#random() * exp / 2)
     await this.#queue.put(job.id, job)
     this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: job.nextAt - Date.now(), err: job.lastError }, 'delivery failed; will retry')
+  }
+
+  /**
+   * The agent died while this job was being delivered. Once is bad luck (a
+   * power cut); `maxCrashes` times means the job is what kills it — an
+   * action script that signals or exhausts its agent — and it goes to the
+   * dead letters instead of killing the agent at every start.
+   */
+  async #survivedCrash (job: OutboxJob): Promise<void> {
+    const since = job.inFlightSince
+    delete job.inFlightSince
+    job.crashes = (job.crashes ?? 0) + 1
+    job.lastError = `the agent stopped while delivering this job (attempt ${job.attempts}, started ${new Date(since ?? 0).toISOString()})`
+    if (job.crashes >= this.#maxCrashes) {
+      job.lastError = `the agent stopped ${job.crashes} times while delivering this job; not tried again`
+      await this.#bury(job, 'crashes')
+      return
+    }
+    this.#c.logger.warn({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, crashes: job.crashes }, 'the agent stopped while delivering this job; trying it again')
+    await this.#queue.put(job.id, job)
+  }
+
+  async #bury (job: OutboxJob, reason: NonNullable<DeadLetter['reason']>): Promise<void> {
+    const letter: DeadLetter = { ...job, deadAt: Date.now(), reason }
+    await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
+    this.#jobs.delete(job.id)
+    this.#gauge()
+    this.#c.metrics?.outboxDead.inc({ type: job.type })
+    this.#c.logger.error({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts, crashes: job.crashes, reason, err: job.lastError }, 'delivery abandoned: moved to dead letters')
   }
 
   #gauge (): void {

@@ -252,7 +252,7 @@ export class ModelInstance {
       const fired = { ...event, rule: rule.name, instance: this.name }
       for (const action of spec.actions) {
         const job: EnqueueInput = { type: action.type, action: renderAction(action, fired), event: fired, instance: this.name, rule: rule.name }
-        if (action.type === 'script' && this.bundle.actionPath != null) job.script = { path: this.bundle.actionPath, scratch: this.#init.scratchDir }
+        if (action.type === 'script' && this.bundle.actionPath != null) job.script = { path: this.bundle.actionPath, scratch: this.#init.scratchDir, network: this.spec.script?.network ?? [] }
         try {
           await this.#c.outbox.enqueue(job)
         } catch (err: any) {

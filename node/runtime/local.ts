@@ -1,7 +1,6 @@
-import { stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ActionDispatcher } from '../actions/dispatcher.ts'
-import { CONFIG_FILE } from '../config/config.ts'
+import { Sandbox } from '../actions/sandbox/sandbox.ts'
 import { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
 import { Outbox } from '../outbox/outbox.ts'
 import { UnpackedBundles, type BundleZips } from './bundle-store.ts'
@@ -12,6 +11,7 @@ import type { Database } from '../store/db.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { GpioConstructor } from '../../sensors/gpio.ts'
 import type { BackendName } from './backend.ts'
+import type { Isolation } from '../actions/sandbox/probe.ts'
 import type { Startable } from '@libp2p/interface'
 import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -46,13 +46,15 @@ export class LocalRuntime implements Startable {
   readonly metrics: RuntimeMetrics
   readonly #dispatcher: ActionDispatcher
   readonly #c: LocalRuntimeComponents
+  #sandbox?: Promise<Sandbox>
+  #isolation?: Isolation
 
   constructor (c: LocalRuntimeComponents) {
     this.#c = c
     const { config } = c
     this.metrics = new RuntimeMetrics(c.prometheus)
     this.devices = new Devices({ logger: c.logger.child({ service: 'sensors' }), metrics: this.metrics, ...(c.gpio == null ? {} : { gpio: c.gpio }) }, config.sensors, config.actuators)
-    this.#dispatcher = new ActionDispatcher({ logger: c.logger, actuators: this.devices.actuators }, { notifications: config.notifications, scripts: config.scripts })
+    this.#dispatcher = new ActionDispatcher({ logger: c.logger, actuators: this.devices.actuators, sandbox: async () => await this.sandbox() }, { notifications: config.notifications, scripts: config.scripts })
     this.outbox = new Outbox({ db: c.db, deliver: this.#dispatcher.deliver, logger: c.logger.child({ service: 'outbox' }), metrics: this.metrics }, config.outbox)
     this.bundles = new UnpackedBundles({ dataDir: c.dataDir, fleetKey: c.fleetKey, zips: c.bundleZips })
     this.runtime = new Runtime({
@@ -65,26 +67,46 @@ export class LocalRuntime implements Startable {
       bundles: this.bundles,
       db: c.db,
       registry: c.registry,
-      ...(c.onBackend == null ? {} : { onBackend: c.onBackend })
+      ...(c.onBackend == null ? {} : { onBackend: c.onBackend }),
+      // decided (and logged) when the first instance with scripts starts, not by agents that run none
+      onScriptInstance: () => { void this.sandbox().catch(() => {}) }
     }, { dataDir: c.dataDir, ...config.runtime })
   }
 
   async start (): Promise<void> {
-    await this.#warnOnReadableSecrets()
     await this.outbox.start()
     await this.devices.start()
     await this.runtime.start()
   }
 
-  /** Channel credentials live in config.json; say so (without them) when others can read it. */
-  async #warnOnReadableSecrets (): Promise<void> {
-    const n = this.#c.config.notifications
-    if (n.smtp?.password == null && n.sms == null && n.mqtt?.password == null) return
-    const path = join(this.#c.dataDir, CONFIG_FILE)
-    const mode = await stat(path).then(s => s.mode & 0o777, () => undefined)
-    if (mode != null && (mode & 0o077) !== 0) {
-      this.#c.logger.warn({ service: 'actions', path, mode: mode.toString(8) }, 'config.json holds notification credentials and is readable by others; chmod 600 it')
-    }
+  /**
+   * The sandbox for action scripts, probed on first use (trying it costs a
+   * Node start, which an agent without scripts need not pay). Logs what
+   * isolation is in force, at warn when it is weaker than namespaces.
+   */
+  async sandbox (): Promise<Sandbox> {
+    this.#sandbox ??= Sandbox.create({
+      runDir: join(this.#c.dataDir, 'sandbox'),
+      hide: [this.#c.dataDir],
+      user: this.#c.config.scripts.user,
+      apiPort: this.#c.config.api.port
+    }, this.#c.logger.child({ service: 'sandbox' })).then(sandbox => {
+      const i = this.#isolation = sandbox.isolation
+      const log = this.#c.logger.child({ service: 'sandbox' })
+      if (i.mode === 'none') log.warn({ isolation: i }, 'action scripts run WITHOUT isolation: no namespaces here, so a script can reach the network and signal the agent; only Node\'s permission model and resource limits apply')
+      else log.info({ isolation: i }, `action scripts run isolated (${i.mode === 'user' ? `as ${i.user?.name ?? 'another user'}` : 'in a user namespace'}; ${i.namespaces.join(', ')} namespaces)`)
+      return sandbox
+    }).catch(err => {
+      // tried again by the next script rather than failing every one after
+      this.#sandbox = undefined
+      throw err
+    })
+    return await this.#sandbox
+  }
+
+  /** How action scripts are isolated; undefined until the first one runs (or an instance with one starts). */
+  get scriptIsolation (): Isolation | undefined {
+    return this.#isolation
   }
 
   async stop (): Promise<void> {

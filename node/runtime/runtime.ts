@@ -29,6 +29,8 @@ export interface RuntimeComponents extends Omit<InstanceComponents, 'logger'> {
   metrics?: RuntimeMetrics
   /** told whenever the backend in use changes, to re-announce `node/<self>` */
   onBackend?: (backend: BackendName) => void
+  /** told when an instance with action scripts starts, so their sandbox is ready before the first event */
+  onScriptInstance?: () => void
 }
 
 export interface RuntimeInit {
@@ -140,12 +142,16 @@ export class Runtime implements Startable {
   /** Verify the bundle, start an instance of it and remember it. */
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
     const bundle = await this.#c.bundles.load(request.bundle)
+    // what the action script may reach is the publisher's to declare, signed with the bundle
+    if (request.spec?.script !== undefined) throw new InstanceSpecError('spec.script: comes from the bundle\'s config.json only', 'spec.script')
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
     if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
-    if (spec.rules.some(r => r.actions.some(a => a.type === 'script')) && bundle.actionPath == null) {
+    const scripted = spec.rules.some(r => r.actions.some(a => a.type === 'script'))
+    if (scripted && bundle.actionPath == null) {
       throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
     }
+    if (scripted) this.#c.onScriptInstance?.()
     // the native ONNX binding is tried in a child first: one that crashes (an emulator) must not take the agent down
     const onnxBackend = bundle.manifest.model.format === 'onnx' ? await resolveOnnxBackend(this.#init.onnxBackend ?? 'auto') : 'auto'
     const instance = new ModelInstance(this.#c, {

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { compile, describeError } from '../../protocols/schema.ts'
 import { ACTION_SCHEMAS, type ActionSpec } from '../actions/schema.ts'
+import { parseDestination } from '../actions/sandbox/network.ts'
 import { SENSOR_ID_PATTERN } from '../../sensors/schema.ts'
 import { InstanceSpecError } from './errors.ts'
 
@@ -53,7 +54,12 @@ export const InstanceSpecSchema = Type.Object({
     maxDelayMs: Type.Optional(Type.Number({ minimum: 0, maximum: 1000 }))
   }, { additionalProperties: false })),
   workers: Type.Optional(Type.Integer({ minimum: 1, maximum: 32 })),
-  rules: Type.Array(RuleSchema, { default: [], maxItems: 64 })
+  rules: Type.Array(RuleSchema, { default: [], maxItems: 64 }),
+  /** what the bundle's action script may do; from the bundle's own config.json only */
+  script: Type.Optional(Type.Object({
+    /** `host:port` (IPv6 as `[address]:port`) the script may connect to over TCP; nothing else is reachable */
+    network: Type.Array(Type.String({ minLength: 3, maxLength: 300 }), { default: [], maxItems: 16 })
+  }, { additionalProperties: false }))
 }, { additionalProperties: false })
 
 export type Preprocess = Static<typeof PreprocessSchema>
@@ -83,6 +89,10 @@ export function parseInstanceSpec (input: unknown, root = 'spec'): InstanceSpec 
         throw new InstanceSpecError(err.message, err.field)
       }
     })
+  })
+  spec.script?.network.forEach((d, i) => {
+    const parsed = parseDestination(d)
+    if (typeof parsed === 'string') throw new InstanceSpecError(`${root}.script.network[${i}]: ${parsed}`, `${root}.script.network[${i}]`)
   })
   const names = new Set<string>()
   spec.rules.forEach((rule, r) => {

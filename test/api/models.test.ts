@@ -6,6 +6,7 @@ import { Level } from 'level'
 import { pino } from 'pino'
 import t from 'tap'
 import { buildApi } from '../../node/api/server.ts'
+import { newApiToken } from '../../node/identity/api-token.ts'
 import { AgentMetrics } from '../../node/metrics/metrics.ts'
 import { RuntimeMetrics } from '../../node/metrics/runtime-metrics.ts'
 import { UnpackedBundles } from '../../node/runtime/bundle-store.ts'
@@ -30,6 +31,7 @@ const metrics = new AgentMetrics()
 const runtime = new Runtime({ node: 'self', sensors: devices.sensors, outbox, logger, metrics: new RuntimeMetrics(metrics.registry), fleetKey: fleet.publicKey, bundles, db, registry: { set: async () => ({}) as any } }, { dataDir: root })
 await outbox.start()
 await runtime.start()
+const TOKEN = newApiToken()
 const app = await buildApi({
   peerId: 'self',
   role: 'gateway',
@@ -42,7 +44,9 @@ const app = await buildApi({
   metrics,
   deniedPeers: () => [],
   local: { runtime, devices, outbox }
-})
+}, { token: TOKEN })
+/** starting and stopping instances needs the node's token; predict and status do not */
+const authorization = { authorization: `Bearer ${TOKEN}` }
 t.teardown(async () => {
   await app.close()
   await runtime.stop()
@@ -56,15 +60,15 @@ t.test('run, status, predict, stop', async t => {
   t.equal((await app.inject({ method: 'GET', url: '/v1/models/anomaly' })).statusCode, 404)
   const zip = await anomalyBundleZip(fleet.privateKey, { under: root })
   await shelf.add(zip.out)
-  const missing = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: 'a'.repeat(64) } })
+  const missing = await app.inject({ method: 'POST', url: '/v1/instances', headers: authorization, payload: { bundle: 'a'.repeat(64) } })
   t.equal(missing.statusCode, 404, 'a bundle this node does not hold')
   t.match(missing.json(), { code: 'ERR_BUNDLE_NOT_FOUND' })
-  const run = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: zip.digest } })
+  const run = await app.inject({ method: 'POST', url: '/v1/instances', headers: authorization, payload: { bundle: zip.digest } })
   t.equal(run.statusCode, 201, run.body)
   t.match(run.json(), { name: 'anomaly', state: 'running', backend: 'wasm' })
-  const again = await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: zip.digest } })
+  const again = await app.inject({ method: 'POST', url: '/v1/instances', headers: authorization, payload: { bundle: zip.digest } })
   t.equal(again.statusCode, 409)
-  t.equal((await app.inject({ method: 'POST', url: '/v1/instances', payload: { bundle: 'abc' } })).json().field, 'body.bundle')
+  t.equal((await app.inject({ method: 'POST', url: '/v1/instances', headers: authorization, payload: { bundle: 'abc' } })).json().field, 'body.bundle')
 
   const status = await app.inject({ method: 'GET', url: '/v1/models/anomaly' })
   t.equal(status.statusCode, 200)
@@ -98,9 +102,9 @@ t.test('run, status, predict, stop', async t => {
   t.equal((await app.inject({ method: 'POST', url: '/v1/models/nope:predict', payload: { instances: [[1]] } })).statusCode, 404)
 
   t.match((await app.inject({ method: 'GET', url: '/v1/instances' })).json(), { instances: [{ name: 'anomaly' }], backend: 'wasm' })
-  t.equal((await app.inject({ method: 'DELETE', url: '/v1/instances/anomaly' })).statusCode, 200)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/instances/anomaly', headers: authorization })).statusCode, 200)
   t.equal((await app.inject({ method: 'GET', url: '/v1/models/anomaly' })).statusCode, 404)
-  t.equal((await app.inject({ method: 'DELETE', url: '/v1/instances/anomaly' })).statusCode, 404)
+  t.equal((await app.inject({ method: 'DELETE', url: '/v1/instances/anomaly', headers: authorization })).statusCode, 404)
   const metricsText = (await app.inject({ method: 'GET', url: '/metrics' })).body
   t.match(metricsText, /gatemesh_predictions_total\{model="anomaly",source="api"\} \d+/)
   t.match(metricsText, /gatemesh_inference_backend\{runtime="tfjs",backend="wasm"\} 1/)

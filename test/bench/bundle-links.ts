@@ -72,7 +72,7 @@ async function mesh (p: Phase, pullers: number, share: boolean): Promise<{ clust
     await Promise.all(['seed', ...names].map(async n => await cluster.waitReady(n, 180_000)))
     // published through the real CLI (the agents' own build of it) inside the seed's namespace, where its API listens
     const cli = p.command == null ? [process.execPath, CLI] : [p.command.exec, ...p.command.args]
-    await exec('ip', ['netns', 'exec', p.lab.hosts[0]!, ...cli, 'bundle', 'publish', p.zip, '--api', cluster.node('seed').api], { timeout: 600_000, env: { ...process.env, ...p.command?.env } })
+    await exec('ip', ['netns', 'exec', p.lab.hosts[0]!, ...cli, 'bundle', 'publish', p.zip, '--api', cluster.node('seed').api, '--token-file', join(cluster.node('seed').dir, 'api.token')], { timeout: 600_000, env: { ...process.env, ...p.command?.env } })
     await Promise.all(names.map(async n => {
       await waitFor(async () => (await cluster.get(n, `/v1/registry?prefix=bundle/${p.digest}/`)).count > 0, `${n} to see the seed's advert`, 120_000, 250)
     }))

@@ -62,12 +62,12 @@ async function rawTcp (bytes: number): Promise<number> {
 }
 
 async function pull (cluster: Cluster, name: string, digest: string): Promise<void> {
-  const res = await fetch(`${cluster.node(name).api}/v1/bundles/${digest}/pull?wait=true`, { method: 'POST', signal: AbortSignal.timeout(600_000) })
+  const res = await fetch(`${cluster.node(name).api}/v1/bundles/${digest}/pull?wait=true`, { method: 'POST', headers: await cluster.auth(name), signal: AbortSignal.timeout(600_000) })
   if (res.status !== 200) throw new Error(`pull on ${name}: ${res.status} ${await res.text()}`)
 }
 
 async function publish (cluster: Cluster, name: string, zip: string): Promise<void> {
-  const res = await fetch(`${cluster.node(name).api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(zip) })
+  const res = await fetch(`${cluster.node(name).api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth(name) }, body: await readFile(zip) })
   if (res.status !== 201) throw new Error(`publish: ${res.status} ${await res.text()}`)
 }
 

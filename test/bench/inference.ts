@@ -201,9 +201,9 @@ async function formats (root: string, key: KeyObject, pub: KeyObject, cluster: C
   const overheads: Record<string, number[]> = { http: [], grpc: [] }
   try {
     for (const c of FORMAT_CASES.filter(c => c.onnxBackend !== 'wasm')) {
-      const up = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(zips[c.name]!) })
+      const up = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('formats') }, body: await readFile(zips[c.name]!) })
       const { digest } = await up.json() as { digest: string }
-      const ran = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ bundle: digest }) })
+      const ran = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json', ...await cluster.auth('formats') }, body: JSON.stringify({ bundle: digest }) })
       if (ran.status !== 201) throw new Error(`run ${c.name}: ${ran.status} ${await ran.text()}`)
       const body = JSON.stringify({ instances: one })
       const viaHttp = async (): Promise<number> => await post(http, node.apiPort, `/v1/models/${c.name}:predict`, body)
@@ -281,12 +281,12 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     })
     await cluster.start('bench')
     const upload = async (zip: string): Promise<string> => {
-      const res = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(zip) })
+      const res = await fetch(`${node.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('bench') }, body: await readFile(zip) })
       return ((await res.json()) as { digest: string }).digest
     }
     const digests = { dense: await upload(zips.dense), conv: await upload(zips.conv) }
     for (const name of ['dense', 'conv'] as const) {
-      const res = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ bundle: digests[name] }) })
+      const res = await fetch(`${node.api}/v1/instances`, { method: 'POST', headers: { 'content-type': 'application/json', ...await cluster.auth('bench') }, body: JSON.stringify({ bundle: digests[name] }) })
       if (res.status !== 201) throw new Error(`run ${name}: ${res.status} ${await res.text()}`)
     }
 
@@ -332,7 +332,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     agent.destroy()
     await local.stop()
     await db.close()
-    for (const name of ['dense', 'conv']) await fetch(`${node.api}/v1/instances/${name}`, { method: 'DELETE' })
+    for (const name of ['dense', 'conv']) await fetch(`${node.api}/v1/instances/${name}`, { method: 'DELETE', headers: await cluster.auth('bench') })
 
     // sensor → window → dense model → rule → outbox → http.post, at `rate` readings/s
     const watch = await fetch(`${node.api}/v1/instances`, {

@@ -78,9 +78,9 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     log(`${nodes} devices run 1.0.0 under their loaders`)
     const cli = command == null ? [process.execPath, CLI] : [command.exec, ...command.args]
     const inSeed = async (...a: string[]): Promise<string> => (await exec('ip', ['netns', 'exec', lab.hosts[0]!, ...cli, ...a], { timeout: 600_000, env: { ...process.env, ...command?.env } })).stdout
-    await inSeed('release', 'publish', v2.file, '--api', c.node('seed').api)
+    await inSeed('release', 'publish', v2.file, '--data', c.node('seed').dir)
     const start = performance.now()
-    await inSeed('rollout', 'create', v2.file, '--fleet', c.fleetDir, '--waves', waves, '--health-deadline', '600', '--id', 'bench', '--api', c.node('seed').api)
+    await inSeed('rollout', 'create', v2.file, '--fleet', c.fleetDir, '--waves', waves, '--health-deadline', '600', '--id', 'bench', '--data', c.node('seed').dir)
     log(`rollout created (waves ${waves})`)
     const done = new Map<string, number>()
     while (done.size < nodes) {

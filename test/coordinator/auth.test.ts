@@ -149,26 +149,45 @@ t.test('an access token stops working when it expires', async t => {
   }
 })
 
-t.test('failed logins are rate-limited per user and per address (429)', async t => {
-  const coordinator = await testCoordinator({ loginLimits: { perUser: 3, perIp: 7, windowMs: 60_000 } })
+t.test('failed logins slow the attacker\'s address, not the owner (429 with Retry-After)', async t => {
+  // waits long enough that a busy machine's slow password checks do not outlast them
+  const coordinator = await testCoordinator({ loginLimits: { freeAttempts: 3, baseDelayMs: 3000, perAddress: 7, perUser: 100 } })
   t.teardown(coordinator.close)
-  for (const client of [injectClient(coordinator.app), await httpClient(coordinator.app)]) {
-    const attempt = async (username: string, password: string) => await client.request('POST', '/api/v1/auth/login', { body: { username, password }, headers: { 'x-test-client': client.name } })
-    // inject and HTTP both come from 127.0.0.1: the per-address budget is shared, so each run uses its own users
-    const victim = client.name === 'inject' ? 'dev' : 'ops'
-    for (let i = 0; i < 3; i++) t.equal((await attempt(victim, 'wrong-guess')).status, 401)
-    const limited = await attempt(victim, victim === 'dev' ? PASSWORDS.dev : PASSWORDS.ops)
-    t.equal(limited.status, 429, `${client.name}: after 3 failures even the right password waits`)
-    t.equal(limited.body.code, 'ERR_RATE_LIMITED')
-    t.ok(Number(limited.headers['retry-after']) > 0, 'Retry-After is set')
-    t.equal((await attempt('admin', PASSWORDS.admin)).status, 200, 'other users are not locked out')
+  const attempt = async (username: string, password: string, from: string) => {
+    const res = await coordinator.app.inject({ method: 'POST', url: '/api/v1/auth/login', remoteAddress: from, payload: { username, password } })
+    return { status: res.statusCode, headers: res.headers, body: res.json() }
   }
-  // 6 failures so far from 127.0.0.1; one more reaches the per-address limit
-  t.equal((await injectClient(coordinator.app).request('POST', '/api/v1/auth/login', { body: { username: `ghost`, password: 'x' } })).status, 401)
-  const byIp = await injectClient(coordinator.app).request('POST', '/api/v1/auth/login', { body: { username: 'admin', password: PASSWORDS.admin } })
-  t.equal(byIp.status, 429, 'the address is limited after 7 failures, whatever the username')
+  for (let i = 0; i < 3; i++) t.equal((await attempt('dev', 'wrong-guess', '10.0.0.66')).status, 401)
+  const limited = await attempt('dev', PASSWORDS.dev, '10.0.0.66')
+  t.equal(limited.status, 429, 'after 3 failures that address waits, even with the right password')
+  t.equal(limited.body.code, 'ERR_RATE_LIMITED')
+  t.equal(Number(limited.headers['retry-after']), 3, 'Retry-After: the first wait')
+  t.equal((await attempt('dev', PASSWORDS.dev, '10.0.0.7')).status, 200, 'the owner from another address is not locked out')
+  await new Promise(resolve => setTimeout(resolve, 3100))
+  t.equal((await attempt('dev', 'wrong-again', '10.0.0.66')).status, 401, 'after the wait, one more guess')
+  const doubled = await attempt('dev', 'and-again', '10.0.0.66')
+  t.equal(doubled.status, 429)
+  t.equal(Number(doubled.headers['retry-after']), 6, 'and then twice as long')
+  t.equal((await attempt('admin', PASSWORDS.admin, '10.0.0.66')).status, 200, 'other users from that address are not locked out')
+
+  // password spraying: one address, many usernames
+  for (let i = 0; i < 7; i++) t.equal((await attempt(`ghost${i}`, 'x', '10.0.0.99')).status, 401)
+  const byAddress = await attempt('ops', PASSWORDS.ops, '10.0.0.99')
+  t.equal(byAddress.status, 429, 'the address is limited after 7 failures, whatever the username')
+  t.equal((await attempt('ops', PASSWORDS.ops, '10.0.0.100')).status, 200)
   const metrics = await injectClient(coordinator.app).request('GET', '/metrics', {})
   t.equal(metrics.status, 401, '/metrics needs a token')
+})
+
+t.test('a username attacked from many addresses: a ceiling that spares addresses the owner used before', async t => {
+  const coordinator = await testCoordinator({ loginLimits: { freeAttempts: 5, perUser: 6, perAddress: 100 } })
+  t.teardown(coordinator.close)
+  const attempt = async (password: string, from: string): Promise<number> =>
+    (await coordinator.app.inject({ method: 'POST', url: '/api/v1/auth/login', remoteAddress: from, payload: { username: 'ops', password } })).statusCode
+  t.equal(await attempt(PASSWORDS.ops, '192.168.7.7'), 200, 'the owner logs in from home once')
+  for (let i = 0; i < 6; i++) t.equal(await attempt('guess', `203.0.113.${i + 1}`), 401)
+  t.equal(await attempt(PASSWORDS.ops, '203.0.113.50'), 429, 'past the ceiling, a new address waits')
+  t.equal(await attempt(PASSWORDS.ops, '192.168.7.7'), 200, 'the owner\'s known address still gets in')
 })
 
 t.test('user management: CRUD, disabling ends sessions, the last admin stays', async t => {

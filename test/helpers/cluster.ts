@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { RUNTIME_FILE, type RuntimeInfo } from '../../node/agent.ts'
 import { initFleet } from '../../node/identity/fleet.ts'
+import { readApiToken } from '../../node/identity/api-token.ts'
 import { initNodeDir } from '../../node/identity/node-dir.ts'
 import { freePort } from '../../node/cli/ports.ts'
 import { bundleCommand, type AppCommand } from './app-bundle.ts'
@@ -92,6 +93,8 @@ export class Cluster {
   readonly nodes = new Map<string, ClusterNode>()
   /** how an agent is started: `exec ...args agent --data DIR` */
   readonly command: AppCommand
+  /** API tokens by node directory: written once by `initNodeDir`, read once */
+  readonly #tokens = new Map<string, string>()
 
   private constructor (root: string, command: AppCommand) {
     this.root = root
@@ -207,6 +210,19 @@ export class Cluster {
     await this.node(name).process?.stop(budget(graceMs))
   }
 
+  /** The node's local API token (its directory's api.token): what state-changing requests carry. */
+  async token (name: string): Promise<string> {
+    const dir = this.node(name).dir
+    let token = this.#tokens.get(dir)
+    if (token == null) this.#tokens.set(dir, token = await readApiToken(dir))
+    return token
+  }
+
+  /** `authorization` header with the node's API token. */
+  async auth (name: string): Promise<Record<string, string>> {
+    return { authorization: `Bearer ${await this.token(name)}` }
+  }
+
   async get<T = any> (name: string, path: string): Promise<T> {
     const probe = this.node(name).probe
     if (probe != null) {
@@ -220,12 +236,14 @@ export class Cluster {
     return body as T
   }
 
-  async request<T = any> (name: string, method: string, path: string, body?: unknown): Promise<{ status: number, body: T }> {
+  /** A request with the node's API token (`anonymous`: without, as any local process could). */
+  async request<T = any> (name: string, method: string, path: string, body?: unknown, options: { anonymous?: boolean } = {}): Promise<{ status: number, body: T }> {
     const probe = this.node(name).probe
-    if (probe != null) return await probe.request(method, this.node(name).api + path, body)
+    const auth = options.anonymous === true ? {} : await this.auth(name)
+    if (probe != null) return await probe.request(method, this.node(name).api + path, body, auth)
     const res = await fetch(this.node(name).api + path, {
       method,
-      headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      headers: { ...auth, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(5000)
     })

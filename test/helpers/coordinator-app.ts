@@ -8,6 +8,7 @@ import { buildCoordinatorApp, type CoordinatorAppInit, type CoordinatorServices 
 import { AccessTokens } from '../../coordinator/auth/access-tokens.ts'
 import { ApiTokenStore } from '../../coordinator/auth/api-tokens.ts'
 import { Auth } from '../../coordinator/auth/auth.ts'
+import { LoginLimiter } from '../../coordinator/auth/login-limiter.ts'
 import { SessionStore } from '../../coordinator/auth/sessions.ts'
 import { UserStore } from '../../coordinator/auth/users.ts'
 import { Deployments } from '../../coordinator/deployments/service.ts'
@@ -138,10 +139,13 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     network: { handle: async () => {}, unhandle: async () => {}, dialProtocol: async () => { throw new Error('no mesh in this test') } },
     logger
   })
-  const { maxUploadBytes: _limit, rollouts: withRollouts, ...appOptions } = options
+  const { maxUploadBytes: _limit, loginLimits, rollouts: withRollouts, ...appOptions } = options
   const rollouts = withRollouts?.({ member: self, members: () => memberships[0]!.members(), logger })
+  // persisted in the test's database, as the coordinator's are
+  const loginLimiter = new LoginLimiter(db, loginLimits)
+  await loginLimiter.open()
   const app = await buildCoordinatorApp({
-    auth, users, apiTokens, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test',
+    auth, users, apiTokens, loginLimiter, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test',
     models, deployments, predict: async (model, version, body) => await router.predict(model, version, body),
     ...(rollouts == null ? {} : { rollouts })
   }, { logger, ...appOptions })
@@ -165,6 +169,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
       for (const m of memberships) await m.stop()
       sessions.close()
       await apiTokens.close()
+      await loginLimiter.flush()
       await logs.close()
       await self.registry.stop()
       await gateway.registry.stop()

@@ -4,7 +4,7 @@ import { readFile, rm } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort } from '../../node/cli/ports.ts'
 import type { AppCommand } from './app-bundle.ts'
-import { budget, startBudget } from './budget.ts'
+import { budget, calibrate, startBudget } from './budget.ts'
 import { SOURCES_COMMAND } from './cluster.ts'
 import { run, start, type TestProcess } from './processes.ts'
 import type { CoordinatorRuntime } from '../../coordinator/coordinator.ts'
@@ -62,6 +62,8 @@ export class CoordinatorProcess {
   async addUser (username: string, password: string, roles: { admin: true } | { role: string }): Promise<void> {
     const roleArgs = 'admin' in roles ? ['--admin'] : ['--role', roles.role]
     const command = await this.#command()
+    // often the first process a test starts, before any start has set the pace: measure the machine first
+    await calibrate()
     await run(command.exec, [...command.args, 'user', 'add', ...roleArgs, '--data', this.init.dataDir, '--username', username, '--password-stdin'], {
       input: `${password}\n`,
       timeoutMs: budget(60_000),

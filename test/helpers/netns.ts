@@ -22,12 +22,12 @@ export class Probe {
     })
   }
 
-  async request (method: string, url: string, body?: unknown): Promise<{ status: number, body: any }> {
+  async request (method: string, url: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number, body: any }> {
     const id = this.#next++
     const reply = await new Promise<{ status: number, body: any } | { error: string }>((resolve, reject) => {
       const timer = setTimeout(() => { this.#pending.delete(id); reject(new Error(`probe: ${method} ${url} timed out`)) }, 10_000)
       this.#pending.set(id, r => { clearTimeout(timer); resolve(r) })
-      this.#child.stdin!.write(JSON.stringify({ id, method, url, body }) + '\n')
+      this.#child.stdin!.write(JSON.stringify({ id, method, url, body, headers }) + '\n')
     })
     if ('error' in reply) throw new Error(`probe: ${method} ${url}: ${reply.error}`)
     return reply

@@ -11,7 +11,7 @@ export async function publishAnomalyBundle (cluster: Cluster, via: string, optio
   const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root, ...(options.version == null ? {} : { version: options.version }) })
   const res = await fetch(`${cluster.node(via).api}/v1/bundles`, {
     method: 'POST',
-    headers: { 'content-type': 'application/zip' },
+    headers: { 'content-type': 'application/zip', ...await cluster.auth(via) },
     body: await readFile(built.out),
     signal: AbortSignal.timeout(30_000)
   })

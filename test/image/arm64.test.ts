@@ -76,7 +76,7 @@ await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which 
   await mkdir(onnxDir, { recursive: true })
   await copyFile(fixture('mlp.onnx'), join(onnxDir, 'mlp.onnx'))
   const built = await buildBundle({ modelDir: onnxDir, name: 'mlp-onnx', version: '1', signer: { key: fleet.privateKey }, out: join(cluster.root, 'mlp-onnx.zip') })
-  const up = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(built.out) })
+  const up = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('a') }, body: await readFile(built.out) })
   t.ok(up.ok, 'the ONNX bundle is published')
   await deploy(cluster, 'a', { id: 'onnx-arm64', model: { name: 'mlp-onnx', version: '1' }, placement: { policy: 'pinned', nodes: [device.peerId] } })
   await waitFor(async () => (await runningOn(cluster, 'a', 'onnx-arm64')).join() === 'device', 'the ONNX model to run on the arm64 agent', 300_000, 500)

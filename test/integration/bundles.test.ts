@@ -54,16 +54,16 @@ const providersSeen = async (n: string, count: number): Promise<void> => {
 await t.test('publish: each provider verifies, stores and advertises the signed bundle', async t => {
   const zip = await readFile(built.out)
   for (const n of providers) {
-    const res = await fetch(`${cluster.node(n).api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: zip })
+    const res = await fetch(`${cluster.node(n).api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth(n) }, body: zip })
     t.equal(res.status, 201, `${n} accepted the bundle`)
     t.match(await res.json(), { digest, state: 'complete', signer: 'fleet', name: 'wide' })
   }
-  const again = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: zip })
+  const again = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('a') }, body: zip })
   t.equal(again.status, 200, 'publishing the same bundle twice is idempotent')
 
   const tampered = Buffer.from(zip)
   tampered[4096] = tampered[4096]! ^ 1
-  const bad = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: tampered })
+  const bad = await fetch(`${cluster.node('a').api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('a') }, body: tampered })
   t.equal(bad.status, 422, 'a tampered bundle is refused')
   t.match(await bad.json(), { code: 'ERR_HASH_MISMATCH' })
   t.equal((await cluster.get('a', '/v1/bundles')).count, 1, 'nothing of the refused upload was stored')
@@ -72,7 +72,7 @@ await t.test('publish: each provider verifies, stores and advertises the signed 
 })
 
 await t.test('three providers serve one bundle to a fourth agent in parallel (through the CLI)', async t => {
-  const { child } = start(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'], t })
+  const { child } = start(process.execPath, [CLI, 'bundle', 'pull', digest, '--api', cluster.node('d').api, '--data', cluster.node('d').dir, '--interval', '250'], { stdio: ['ignore', 'pipe', 'pipe'], t })
   let out = ''
   child.stdout!.on('data', d => { out += String(d) })
   child.stderr!.on('data', d => { out += String(d) })
@@ -167,12 +167,12 @@ await t.test('unused bundles are evicted past the store budget; referenced ones 
   const small = await cluster.addNode('small', { config: { logs: { stdout: false }, bundles: { maxStoreBytes: Math.ceil(built.size * 1.5) } } })
   await cluster.start('small')
   const zip = await readFile(built.out)
-  const first = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: zip })
+  const first = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('small') }, body: zip })
   t.equal(first.status, 201)
   // a second, different bundle of the same size does not fit beside the first
   const variant = async (version: string): Promise<BuiltBundle> => await buildBundle({ modelDir: join(cluster.root, 'model'), name: 'wide', version, signer: { key: fleet.privateKey }, out: join(cluster.root, `wide-${version}.zip`), validate: false, inputs: built.manifest.inputs, outputs: built.manifest.outputs })
   const other = await variant('2.0.0')
-  const second = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(other.out) })
+  const second = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('small') }, body: await readFile(other.out) })
   t.equal(second.status, 201, 'the new bundle is stored')
   const held = (await cluster.get('small', '/v1/bundles')).bundles.map((b: { digest: string }) => b.digest)
   t.same(held, [other.digest], 'the unreferenced older bundle was evicted to make room')
@@ -184,7 +184,7 @@ await t.test('unused bundles are evicted past the store budget; referenced ones 
   const auth = await authorizeRegistryWrite('deployment/wide', JSON.stringify(deployment), { key: fleet.privateKey })
   t.equal((await cluster.request('small', 'PUT', '/v1/registry/deployment/wide', { value: deployment, auth })).status, 200)
   const third = await variant('3.0.0')
-  const refused = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip' }, body: await readFile(third.out) })
+  const refused = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('small') }, body: await readFile(third.out) })
   t.equal(refused.status, 507, 'no room: the referenced bundle is not evicted')
   t.match(await refused.json(), { code: 'ERR_STORE_FULL' })
   t.same((await cluster.get('small', '/v1/bundles')).bundles.map((b: { digest: string }) => b.digest), [other.digest], 'the referenced bundle is still held')

@@ -1,3 +1,4 @@
+import { join } from 'node:path'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { anomalyBundleZip } from '../helpers/anomaly-bundle.ts'
@@ -44,7 +45,7 @@ async function partitionTest (): Promise<void> {
   // the bundle goes in through the real CLI, run inside n1's namespace
   const fleet = await loadFleet(cluster.fleetDir)
   const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root })
-  await run('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api], { timeoutMs: 120_000 })
+  await run('ip', ['netns', 'exec', lab.hosts[0]!, process.execPath, CLI, 'bundle', 'publish', built.out, '--api', cluster.node('n1').api, '--token-file', join(cluster.node('n1').dir, 'api.token')], { timeoutMs: 120_000 })
   await deploy(cluster, 'n2', { id: 'part', model: { name: 'anomaly', version: '1.0.0' }, replicas: 2, placement: { policy: 'spread' } })
   await waitFor(async () => (await running('n3', 'part')).length === 2, 'two replicas before the split', 90_000, 500)
   const nameOf = new Map(names.map(n => [cluster.node(n).peerId, n]))

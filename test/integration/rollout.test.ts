@@ -69,12 +69,12 @@ const order = (id: string): Device[] => [...devices].sort((a, b) => {
   const y = createHash('sha256').update(`${id}\n${b.node.peerId}`).digest('hex')
   return x < y ? -1 : 1
 })
-const status = async (id: string, via = 'seed'): Promise<any> => JSON.parse(await gatemesh('rollout', 'status', id, '--api', cluster.node(via).api, '--json'))
+const status = async (id: string, via = 'seed'): Promise<any> => JSON.parse(await gatemesh('rollout', 'status', id, '--data', cluster.node(via).dir, '--json'))
 /** `rollout create` through an agent, once the agent has heard that the release is held in the mesh. */
 async function create (via: string, args: string[]): Promise<void> {
   await waitFor(async () => {
     try {
-      await gatemesh('rollout', 'create', ...args, '--fleet', cluster.fleetDir, '--api', cluster.node(via).api)
+      await gatemesh('rollout', 'create', ...args, '--fleet', cluster.fleetDir, '--data', cluster.node(via).dir)
       return true
     } catch (err: any) {
       if (/no node of the mesh holds/.test(err.stderr ?? '')) return false
@@ -101,22 +101,24 @@ await t.test('a tampered or foreign-signed release is refused before it is store
   const at = Math.floor(bytes.length / 2)
   bytes[at] = bytes[at]! ^ 0xff
   await writeFile(tampered, bytes)
-  await t.rejects(gatemesh('release', 'publish', tampered, '--api', cluster.node('d1').api), 'publishing a tampered release fails')
+  await t.rejects(gatemesh('release', 'publish', tampered, '--data', cluster.node('d1').dir), 'publishing a tampered release fails')
   const other = join(work, 'other-fleet')
   await initFleet(other)
   const foreign = await releaseZip('1.1.1', { fleetDir: other })
-  const err = await gatemesh('release', 'publish', foreign.file, '--api', cluster.node('d1').api).then(() => '', (e: any) => String(e.stderr))
+  const err = await gatemesh('release', 'publish', foreign.file, '--data', cluster.node('d1').dir).then(() => '', (e: any) => String(e.stderr))
   t.match(err, /sign|fleet/i, `a release signed by another fleet is refused: ${err.trim().split('\n').pop()}`)
-  const listed = JSON.parse(await gatemesh('release', 'list', '--api', cluster.node('d1').api, '--json'))
+  const listed = JSON.parse(await gatemesh('release', 'list', '--data', cluster.node('d1').dir, '--json'))
   t.same(listed, [], 'nothing was stored')
   const rejected = await cluster.request('d1', 'PUT', '/v1/rollouts/r-foreign', { rollout: { id: 'r-foreign' }, auth: 'x'.repeat(20) })
   t.equal(rejected.status, 400, 'a malformed rollout record is refused, naming the field')
   t.match(rejected.body.message, /body\.rollout/)
+  const anonymous = await cluster.request('d1', 'PUT', '/v1/rollouts/r-foreign', { rollout: { id: 'r-foreign' }, auth: 'x'.repeat(20) }, { anonymous: true })
+  t.equal(anonymous.status, 401, 'writing a rollout needs the node\'s API token')
   for (const d of devices) t.same((await readdir(d.releases)).filter(n => /^\d/.test(n)), ['1.0.0'], `${d.node.name} unpacked nothing`)
 })
 
 await t.test('a rollout moves the fleet wave by wave with no coordinator; a node that was offline catches up', async t => {
-  await gatemesh('release', 'publish', v11.file, '--api', cluster.node('seed').api)
+  await gatemesh('release', 'publish', v11.file, '--data', cluster.node('seed').dir)
   const [w1, w2, w3] = order('r1') as [Device, Device, Device]
   // the last wave's node is down before the rollout starts, and known dead
   await w3.unit.stop()
@@ -138,12 +140,12 @@ await t.test('a rollout moves the fleet wave by wave with no coordinator; a node
   w3.unit.start()
   await waitFor(async () => { const r = await release(w3); return r.record.version === '1.1.0' && r.record.state === 'healthy' }, `${w3.node.name} to catch up`, 180_000, 500)
   await waitFor(async () => (await status('r1', w2.node.name)).phase === 'done', 'the rollout to be done, as any node sees it', 30_000, 500)
-  const text = await gatemesh('rollout', 'status', 'r1', '--api', cluster.node('seed').api)
+  const text = await gatemesh('rollout', 'status', 'r1', '--data', cluster.node('seed').dir)
   t.match(text, /rollout r1: 1\.1\.0, done/, `status reads:\n${text}`)
 })
 
 await t.test('a release that fails its health check rolls back on the first node; the rollout halts and no other node installs it', async t => {
-  await gatemesh('release', 'publish', bad.file, '--api', cluster.node('seed').api)
+  await gatemesh('release', 'publish', bad.file, '--data', cluster.node('seed').dir)
   const [first, ...rest] = order('r2') as [Device, Device, Device]
   await create(rest[0]!.node.name, [bad.file, '--id', 'r2', '--waves', '33%,66%,100%', '--max-failures', '0', '--health-deadline', '120'])
   await waitFor(async () => { try { return (await release(first)).record.state === 'rolled-back' } catch { return false } }, `${first.node.name} to roll back`, 180_000, 500)
@@ -162,15 +164,15 @@ await t.test('a release that fails its health check rolls back on the first node
     t.notOk((await readdir(d.releases)).includes('1.2.0'), `${d.node.name} never unpacked 1.2.0`)
     t.equal((await cluster.request(d.node.name, 'GET', `/v1/bundles/${bad.digest}`)).status, 404, `${d.node.name} never pulled it`)
   }
-  await gatemesh('rollout', 'abort', 'r2', '--fleet', cluster.fleetDir, '--api', cluster.node('seed').api)
+  await gatemesh('rollout', 'abort', 'r2', '--fleet', cluster.fleetDir, '--data', cluster.node('seed').dir)
   await waitFor(async () => (await status('r2', rest[1]!.node.name)).phase === 'aborted', 'the abort to reach every node', 30_000, 500)
   t.pass('aborted, as every node sees it')
 })
 
 await t.test('a downgrade needs --allow-downgrade', async t => {
-  await gatemesh('release', 'publish', v1.file, '--api', cluster.node('seed').api)
+  await gatemesh('release', 'publish', v1.file, '--data', cluster.node('seed').dir)
   const err = await waitFor(async () => {
-    const e = await gatemesh('rollout', 'create', v1.file, '--fleet', cluster.fleetDir, '--api', cluster.node('seed').api).then(() => 'created', (e: any) => String(e.stderr))
+    const e = await gatemesh('rollout', 'create', v1.file, '--fleet', cluster.fleetDir, '--data', cluster.node('seed').dir).then(() => 'created', (e: any) => String(e.stderr))
     return /no node of the mesh holds/.test(e) ? undefined : e
   }, 'the published release to be known', 30_000, 500)
   t.match(err, /allowDowngrade.*newer release than 1\.0\.0/, `refused: ${err.trim()}`)

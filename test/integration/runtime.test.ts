@@ -78,7 +78,7 @@ await t.test('sensor → model → rule → email, SMS, MQTT and script; the mod
       }]
     }
   })
-  const out = await gatemesh('run', zip, '--api', gw.api, '--sensor', 'temp1')
+  const out = await gatemesh('run', zip, '--api', gw.api, '--data', gw.dir, '--sensor', 'temp1')
   t.match(out, /anomaly 1\.0\.0 running \(backend wasm, sensors temp1\)/, 'gatemesh run reports the instance')
 
   const after = await cluster.request('gw', 'GET', '/v1/models/anomaly')
@@ -122,7 +122,7 @@ await t.test('sensor → model → rule → email, SMS, MQTT and script; the mod
   t.match(metrics, /gatemesh_inference_backend\{runtime="tfjs",backend="wasm"[^}]*\} 1/)
   t.match(metrics, /gatemesh_rule_fired_total\{model="anomaly",rule="overheat"[^}]*\} 1/)
 
-  t.match(await gatemesh('stop', 'anomaly', '--api', gw.api), /anomaly stopped/)
+  t.match(await gatemesh('stop', 'anomaly', '--api', gw.api, '--data', gw.dir), /anomaly stopped/)
   t.equal((await cluster.request('gw', 'GET', '/v1/models/anomaly')).status, 404, '404 again after gatemesh stop')
   t.match((await cluster.get('gw', `/v1/registry/instance/${gw.peerId}/anomaly`)).value, { state: 'stopped' })
 })
@@ -142,7 +142,7 @@ await t.test('receivers down, five notifications, agent restarted, receivers bac
       }]
     }
   })
-  await gatemesh('run', zip, '--api', gw.api)
+  await gatemesh('run', zip, '--api', gw.api, '--data', gw.dir)
   const base = { mail: mail.unique.length, mqtt: mqttSink.unique.length, sms: http.sms.unique.length }
   await mail.stop()
   await broker.stop()
@@ -174,7 +174,7 @@ await t.test('receivers down, five notifications, agent restarted, receivers bac
   t.equal(mqttSink.unique.length - base.mqtt, 5, 'five MQTT messages, once each after deduplication')
   t.equal(new Set(mail.unique.slice(base.mail).map(m => m.key)).size, 5, 'five distinct Message-IDs')
   t.same((await cluster.get('gw', '/v1/outbox')).dead, [], 'no dead letters')
-  await gatemesh('stop', 'notify', '--api', gw.api)
+  await gatemesh('stop', 'notify', '--api', gw.api, '--data', gw.dir)
 })
 
 await t.test('a script that escapes, spawns or loops is stopped; the agent keeps running', async t => {
@@ -192,7 +192,7 @@ await t.test('a script that escapes, spawns or loops is stopped; the agent keeps
       rules: [{ name: 'always', when: 'score >= 0', actions: [{ type: 'script', args: ['escape'] }, { type: 'script', args: ['spawn'] }, { type: 'script', args: ['loop'] }] }]
     }
   })
-  await gatemesh('run', zip, '--api', gw.api)
+  await gatemesh('run', zip, '--api', gw.api, '--data', gw.dir)
   const r = await cluster.request('gw', 'POST', '/v1/models/evil:predict', { instances: [scaled(temperatures(20))] })
   t.equal(r.status, 200)
   const outbox = await waitFor(async () => {
@@ -207,5 +207,5 @@ await t.test('a script that escapes, spawns or loops is stopped; the agent keeps
   await t.rejects(stat(escapeTarget), { code: 'ENOENT' }, 'nothing was written outside')
   t.same((await cluster.get('gw', '/healthz')).ok, true, 'the agent still answers')
   t.equal((await cluster.request('gw', 'POST', '/v1/models/evil:predict', { instances: [scaled(temperatures(20))] })).status, 200, 'and still predicts')
-  await gatemesh('stop', 'evil', '--api', gw.api)
+  await gatemesh('stop', 'evil', '--api', gw.api, '--data', gw.dir)
 })

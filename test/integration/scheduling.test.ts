@@ -115,23 +115,23 @@ await t.test('the CLI deploys peer to peer; drain and evict move instances', asy
   const via = alive[0]!
   const specFile = join(cluster.root, 'cli-spec.json')
   await writeFile(specFile, JSON.stringify({ id: 'cli', model: { name: 'anomaly', version: '1.0.0' }, placement: { role: 'gateway' }, instance: { name: 'cli' } }))
-  t.match(await exec('deploy', specFile, '--key', join(cluster.fleetDir, 'fleet.key'), '--api', cluster.node(via).api), /deployment cli written/)
+  t.match(await exec('deploy', specFile, '--key', join(cluster.fleetDir, 'fleet.key'), '--data', cluster.node(via).dir), /deployment cli written/)
   const [where] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 ? r : null }, 'cli to run', 60_000)
-  const table = await exec('deployments', '--api', cluster.node(via).api)
+  const table = await exec('deployments', '--data', cluster.node(via).dir)
   t.match(table, /cli\s+anomaly@1\.0\.0\s+1\s+1/, 'gatemesh deployments lists it running')
 
-  t.match(await exec('evict', 'cli', '--api', cluster.node(where!).api), /evicted: cli/)
+  t.match(await exec('evict', 'cli', '--data', cluster.node(where!).dir), /evicted: cli/)
   const [moved] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 && r[0] !== where ? r : null }, 'cli to move off the evicting node', 60_000)
   t.pass(`evicted from ${where}, now on ${moved}`)
-  await exec('unevict', 'cli', '--api', cluster.node(where!).api)
+  await exec('unevict', 'cli', '--data', cluster.node(where!).dir)
 
-  t.match(await exec('drain', '--api', cluster.node(moved!).api), /drained/)
+  t.match(await exec('drain', '--data', cluster.node(moved!).dir), /drained/)
   const [third] = await waitFor(async () => { const r = await runningOn(cluster, via, 'cli'); return r.length === 1 && r[0] !== moved ? r : null }, 'cli to leave the drained node', 60_000)
   t.pass(`drained ${moved}; cli now on ${third}`)
   t.equal((await cluster.get(moved!, '/v1/instances')).instances.length, 0, 'the drained node runs nothing')
-  await exec('undrain', '--api', cluster.node(moved!).api)
+  await exec('undrain', '--data', cluster.node(moved!).dir)
 
-  t.match(await exec('undeploy', 'cli', '--key', join(cluster.fleetDir, 'fleet.key'), '--api', cluster.node(via).api), /removed/)
+  t.match(await exec('undeploy', 'cli', '--key', join(cluster.fleetDir, 'fleet.key'), '--data', cluster.node(via).dir), /removed/)
   await waitFor(async () => (await runningOn(cluster, via, 'cli')).length === 0, 'cli gone after undeploy', 60_000)
 })
 

@@ -34,7 +34,8 @@ const models = [
 ]
 
 async function api (method: string, path: string, body?: unknown, type = 'application/json'): Promise<{ status: number, body: any, headers: Headers }> {
-  const res = await fetch(gw.api + path, { method, headers: body == null ? {} : { 'content-type': type }, body: body == null ? undefined : type === 'application/json' ? JSON.stringify(body) : body as Buffer, signal: AbortSignal.timeout(120_000) })
+  // with the node's API token: uploads and instances need it
+  const res = await fetch(gw.api + path, { method, headers: { ...await cluster.auth('gw'), ...(body == null ? {} : { 'content-type': type }) }, body: body == null ? undefined : type === 'application/json' ? JSON.stringify(body) : body as Buffer, signal: AbortSignal.timeout(120_000) })
   return { status: res.status, body: await res.json().catch(() => undefined), headers: res.headers }
 }
 

@@ -1,8 +1,10 @@
 import t from 'tap'
 import { buildApi } from '../../node/api/server.ts'
+import { newApiToken } from '../../node/identity/api-token.ts'
 import { AgentMetrics } from '../../node/metrics/metrics.ts'
 import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { MemoryMesh } from '../helpers/memory-mesh.ts'
+import type { InjectOptions, LightMyRequestResponse } from 'fastify'
 
 const mesh = new MemoryMesh()
 const member = await mesh.add()
@@ -10,6 +12,7 @@ await mesh.introduce()
 await member.registry.start()
 t.teardown(async () => { await member.registry.stop() })
 const self = member.peerId.toString()
+const TOKEN = newApiToken()
 const app = await buildApi({
   peerId: self,
   role: 'gateway',
@@ -21,15 +24,20 @@ const app = await buildApi({
   registry: member.registry,
   metrics: new AgentMetrics(),
   deniedPeers: () => []
-}, { bodyLimit: 4096 })
+}, { bodyLimit: 4096, token: TOKEN })
 t.teardown(async () => { await app.close() })
+/** app.inject with the node's API token: these tests are about the routes, test/api/access.test.ts about who may call them */
+const inject = async (opts: string | InjectOptions): Promise<LightMyRequestResponse> => {
+  const o: InjectOptions = typeof opts === 'string' ? { url: opts } : opts
+  return await app.inject({ ...o, headers: { authorization: `Bearer ${TOKEN}`, ...o.headers } })
+}
 
 t.test('health, status and metrics', async t => {
-  t.same((await app.inject('/healthz')).json(), { ok: true, peerId: self })
-  const status = (await app.inject('/v1/status')).json()
+  t.same((await inject('/healthz')).json(), { ok: true, peerId: self })
+  const status = (await inject('/v1/status')).json()
   t.equal(status.self.peerId, self)
   t.same(status.self.labels, { zone: 'a' })
-  const metrics = await app.inject('/metrics')
+  const metrics = await inject('/metrics')
   t.equal(metrics.statusCode, 200)
   t.match(metrics.body, /gatemesh_registry_keys/)
   t.match(metrics.headers['content-type'], /text\/plain/)
@@ -37,48 +45,48 @@ t.test('health, status and metrics', async t => {
 
 t.test('registry reads and writes', async t => {
   const key = `instance/${self}/api`
-  t.equal((await app.inject({ method: 'GET', url: `/v1/registry/${key}` })).statusCode, 404)
-  const put = await app.inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: { a: 1 } } })
+  t.equal((await inject({ method: 'GET', url: `/v1/registry/${key}` })).statusCode, 404)
+  const put = await inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: { a: 1 } } })
   t.equal(put.statusCode, 200)
   t.same(put.json().value, { a: 1 })
-  t.same((await app.inject(`/v1/registry/${key}`)).json().value, { a: 1 })
-  const list = (await app.inject(`/v1/registry?prefix=instance/${self}/`)).json()
+  t.same((await inject(`/v1/registry/${key}`)).json().value, { a: 1 })
+  const list = (await inject(`/v1/registry?prefix=instance/${self}/`)).json()
   t.equal(list.count, 1)
-  t.equal((await app.inject({ method: 'DELETE', url: `/v1/registry/${key}` })).statusCode, 200)
-  t.equal((await app.inject(`/v1/registry?prefix=instance/${self}/`)).json().count, 0)
-  t.equal((await app.inject(`/v1/registry?prefix=instance/${self}/&tombstones=true`)).json().count, 1)
+  t.equal((await inject({ method: 'DELETE', url: `/v1/registry/${key}` })).statusCode, 200)
+  t.equal((await inject(`/v1/registry?prefix=instance/${self}/`)).json().count, 0)
+  t.equal((await inject(`/v1/registry?prefix=instance/${self}/&tombstones=true`)).json().count, 1)
 
   const value = { replicas: 1 }
   const auth = await authorizeRegistryWrite('deployment/x', JSON.stringify(value), { key: mesh.fleet.privateKey })
-  t.equal((await app.inject({ method: 'PUT', url: '/v1/registry/deployment/x', payload: { value, auth } })).statusCode, 200)
+  t.equal((await inject({ method: 'PUT', url: '/v1/registry/deployment/x', payload: { value, auth } })).statusCode, 200)
 })
 
 t.test('bad requests name the problem', async t => {
   const key = `instance/${self}/bad`
-  const extra = await app.inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: 1, colour: 'red' } })
+  const extra = await inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: 1, colour: 'red' } })
   t.equal(extra.statusCode, 400)
   t.equal(extra.json().field, 'body.colour')
-  const missing = await app.inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { auth: 'x'.repeat(20) } })
+  const missing = await inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { auth: 'x'.repeat(20) } })
   t.equal(missing.statusCode, 400)
   t.equal(missing.json().field, 'body.value')
-  const notJson = await app.inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: '{"value":', headers: { 'content-type': 'application/json' } })
+  const notJson = await inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: '{"value":', headers: { 'content-type': 'application/json' } })
   t.equal(notJson.statusCode, 400)
-  const query = await app.inject('/v1/registry?prefx=node/')
+  const query = await inject('/v1/registry?prefx=node/')
   t.equal(query.statusCode, 400)
   t.equal(query.json().field, 'querystring.prefx')
-  const dots = await app.inject({ method: 'PUT', url: `/v1/registry/instance/${self}/%2E%2E`, payload: { value: 1 } })
+  const dots = await inject({ method: 'PUT', url: `/v1/registry/instance/${self}/%2E%2E`, payload: { value: 1 } })
   t.equal(dots.statusCode, 400, 'a key with a .. segment')
   t.equal(dots.json().code, 'ERR_INVALID_VALUE')
-  const space = await app.inject({ method: 'PUT', url: `/v1/registry/instance/${self}/a%20b`, payload: { value: 1 } })
+  const space = await inject({ method: 'PUT', url: `/v1/registry/instance/${self}/a%20b`, payload: { value: 1 } })
   t.equal(space.statusCode, 400, 'a key with a space')
-  const foreign = await app.inject({ method: 'PUT', url: '/v1/registry/node/12D3KooWSomeoneElse', payload: { value: 1 } })
+  const foreign = await inject({ method: 'PUT', url: '/v1/registry/node/12D3KooWSomeoneElse', payload: { value: 1 } })
   t.equal(foreign.statusCode, 403)
   t.equal(foreign.json().code, 'ERR_UNAUTHORIZED_WRITE')
-  const forged = await app.inject({ method: 'PUT', url: '/v1/registry/deployment/y', payload: { value: 1, auth: 'eyJhbGciOiJub25lIn0.e30.' } })
+  const forged = await inject({ method: 'PUT', url: '/v1/registry/deployment/y', payload: { value: 1, auth: 'eyJhbGciOiJub25lIn0.e30.' } })
   t.equal(forged.statusCode, 403)
-  const big = await app.inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: 'x'.repeat(5000) } })
+  const big = await inject({ method: 'PUT', url: `/v1/registry/${key}`, payload: { value: 'x'.repeat(5000) } })
   t.equal(big.statusCode, 413)
-  const delBody = await app.inject({ method: 'DELETE', url: `/v1/registry/${key}`, payload: { nope: 1 } })
+  const delBody = await inject({ method: 'DELETE', url: `/v1/registry/${key}`, payload: { nope: 1 } })
   t.equal(delBody.statusCode, 400)
   t.equal(delBody.json().field, 'body.nope')
 })

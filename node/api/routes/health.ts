@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify'
 import type { AgentView } from '../server.ts'
 
 export async function healthRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
-  app.get('/healthz', async () => ({ ok: true, peerId: agent.peerId }))
+  // liveness probes (systemd, a load balancer) need no token, wherever they come from
+  app.get('/healthz', { config: { access: 'public' } }, async () => ({ ok: true, peerId: agent.peerId }))
 
   app.get('/metrics', async (_request, reply) => {
     agent.metrics.registryKeys.set(agent.registry.size)

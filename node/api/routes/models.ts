@@ -76,8 +76,9 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     if (method !== 'predict') throw new ModelNotFoundError(`${i < 0 ? 'no method' : `method :${method}`} on /v1/models/ (this node serves :predict)`)
     return target.slice(0, i)
   }
-  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
-  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT }, async (request, reply) => {
+  // predict changes nothing on the node: like reads, open to local clients (TF Serving clients send no token)
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT, config: { access: 'read' } }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
+  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT, config: { access: 'read' } }, async (request, reply) => {
     return await predict(request.params.name, verb(request.params.target), request.body, reply)
   })
 }

@@ -26,7 +26,9 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
             instances: agent.local.runtime.list().map(i => ({ name: i.name, version: i.version, state: i.state, format: i.format, backend: i.backend ?? null }))
           },
           sensors: agent.local.devices.state(),
-          outbox: { pending: agent.local.outbox.size }
+          outbox: { pending: agent.local.outbox.size },
+          // what a bundle's action script can and cannot do here
+          scripts: { isolation: agent.local.scriptIsolation ?? 'decided when the first action script runs' }
         })
   }))
 }
