@@ -31,6 +31,7 @@ import type { LogSearch } from './logs/search.ts'
 import type { CoordinatorMetrics } from './metrics.ts'
 import type { ModelRepository } from './models/repository.ts'
 import type { NodesView } from './nodes/view.ts'
+import type { Revocations } from './nodes/revocations.ts'
 import type { Registry as PromRegistry } from 'prom-client'
 import type { Logger } from 'pino'
 
@@ -49,6 +50,8 @@ export interface CoordinatorServices {
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
   /** agent rollouts: status for the `nodes` service, changes for admins */
   rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
+  /** fleet-signed revocations of nodes (service `nodes`, admins) */
+  revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
   predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
   /** failed-login counters; the coordinator's persist in its database */

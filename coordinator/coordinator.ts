@@ -23,6 +23,9 @@ import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
 import { ModelRepository, type ModelRepositoryInit } from './models/repository.ts'
 import { NodesView } from './nodes/view.ts'
+import { Revocations } from './nodes/revocations.ts'
+import { RenewalService } from './enrollment/renewal.ts'
+import { revocationKey } from '../protocols/registry/revocation.ts'
 import { grpcAuthorizer } from './grpc.ts'
 import { agentBackend } from '../node/api/grpc/agent-backend.ts'
 import { GrpcServing } from '../node/api/grpc/server.ts'
@@ -92,6 +95,8 @@ export class Coordinator {
   readonly models: ModelRepository
   readonly deployments: Deployments
   readonly rollouts: CoordinatorRollouts
+  readonly revocations: Revocations
+  readonly #renewal: RenewalService
   readonly #init: CoordinatorInit
   readonly #db: Database
   readonly #sessions: SessionStore
@@ -118,7 +123,16 @@ export class Coordinator {
     this.#loginLimiter = new LoginLimiter(db, init.app?.loginLimits)
     this.#enrollment = parts.enrollment
     this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
-    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership })
+    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership, logger: agent.logger.child({ service: 'nodes' }) })
+    this.revocations = new Revocations({ registry: agent.registry, fleetKey: parts.fleet.privateKey, self: agent.peerId, logger: agent.logger.child({ service: 'coordinator' }) })
+    this.#renewal = new RenewalService({
+      network: agent.mesh,
+      fleet: parts.fleet,
+      isRevoked: peerId => agent.registry.value(revocationKey(peerId)) != null,
+      logger: agent.logger.child({ service: 'enrollment' })
+    })
+    // the coordinator holds the fleet key: its own agent renews by signing, not by asking
+    agent.renewal.useIssuer(async current => await this.#renewal.issueFor(agent.peerId, current))
     const signer = { key: parts.fleet.privateKey }
     this.models = new ModelRepository({
       db,
@@ -189,6 +203,7 @@ export class Coordinator {
     await this.#loginLimiter.open()
     await this.models.open()
     await this.agent.start()
+    await this.#renewal.start()
     await this.nodes.start()
     await this.deployments.start()
     await this.models.republish()
@@ -214,6 +229,7 @@ export class Coordinator {
       models: this.models,
       deployments: this.deployments,
       rollouts: this.rollouts,
+      revocations: this.revocations,
       predict: async (model, version, body) => {
         // the coordinator runs no instances itself, but its agent may one day
         if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
@@ -252,6 +268,7 @@ export class Coordinator {
     await this.#app?.close()
     await this.deployments.stop()
     await this.nodes.stop()
+    await this.#renewal.stop().catch(() => {})
     this.#sessions.close()
     await this.#apiTokens.close()
     await this.#loginLimiter.flush()

@@ -4,13 +4,14 @@ import { buildApi } from './api/server.ts'
 import type { GrpcServing } from './api/grpc/server.ts'
 import { BundleService } from './bundles/service.ts'
 import { ensureApiToken } from './identity/api-token.ts'
-import { loadNodeDir, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
+import { loadNodeDir, NODE_FILES, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
 import { LogQueryService } from './logs/log-query-service.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { Connector } from './membership/connector.ts'
-import { HealthSampler } from './membership/health.ts'
-import { Membership, type NodeRecord } from './membership/membership.ts'
+import { HealthReporter, HealthSampler } from './membership/health.ts'
+import { levelIncarnationStore, Membership, type NodeRecord } from './membership/membership.ts'
+import { Libp2pSwimTransport } from './membership/transport.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
 import { ConfigError } from './config/config.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
@@ -18,6 +19,7 @@ import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
+import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
 import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
@@ -52,9 +54,13 @@ export class Agent {
   readonly logger: Logger
   readonly metrics: AgentMetrics
   readonly trust: PeerTrust
+  /** renews this node's certificate from a coordinator before it expires */
+  readonly renewal: CertificateRenewal
   readonly mesh: Mesh
   readonly registry: Registry
   readonly membership: Membership
+  /** writes `health/<self>` when it changes */
+  readonly health: HealthReporter
   readonly connector: Connector
   /** this node's own logs, searchable from the coordinator over the mesh */
   readonly logs: LogStore
@@ -101,14 +107,37 @@ export class Agent {
       store: new LevelRegistryStore(db),
       logger: logger.child({ service: 'registry' }),
       metrics
-    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs })
+    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, quota: config.registry.quota })
+    this.renewal = new CertificateRenewal({
+      peerId,
+      trust,
+      network: mesh,
+      save: async cert => { await writeCertificateFile(join(dataDir, NODE_FILES.certificate), cert) },
+      announce: async () => { await this.#announce() },
+      logger: logger.child({ service: 'trust' })
+    }, { renewAfterFraction: config.trust.renewAfterFraction, checkIntervalMs: config.trust.renewCheckIntervalMs })
+    const { health: healthInit, clockSkewLimitMs, ...swimInit } = config.membership
     this.membership = new Membership({
       peerId,
+      privateKey,
+      registry: this.registry,
+      trust,
+      transport: new Libp2pSwimTransport({ network: mesh, trust, logger: logger.child({ service: 'membership' }), observer: { frame: (d, t, b) => { metrics.swimFrame(d, t, b) } } }),
+      addresses: () => this.addresses(),
+      logger: logger.child({ service: 'membership' }),
+      metrics,
+      incarnations: levelIncarnationStore(db)
+    }, { ...swimInit, clockSkewLimitMs: clockSkewLimitMs ?? Math.round(config.registry.maxClockDriftMs / 4) })
+    this.health = new HealthReporter({
+      peerId: peerId.toString(),
       registry: this.registry,
       sampler: new HealthSampler(),
-      logger: logger.child({ service: 'membership' }),
-      metrics
-    }, config.membership)
+      instances: () => {
+        const list = this.local.runtime.list()
+        return { total: list.length, running: list.filter(i => i.state === 'running').length }
+      },
+      logger: logger.child({ service: 'membership' })
+    }, healthInit)
     this.connector = new Connector({
       peerId,
       network: mesh,
@@ -148,6 +177,7 @@ export class Agent {
       labels: config.labels,
       registry: this.registry,
       membership: this.membership,
+      expectPeers: config.bootstrap.length > 0 || config.mdns,
       db,
       runtime: this.local.runtime,
       bundles: {
@@ -243,6 +273,8 @@ export class Agent {
     // verify our own certificate first: an agent with a bad one would only be refused everywhere
     await this.trust.learnCertificate(this.identity.certificate, this.peerId)
     await this.trust.start()
+    // revocations on disk are enforced before the first connection
+    await this.registry.load()
     await this.mesh.start()
     await this.registry.start()
     await this.logQuery.start()
@@ -257,22 +289,26 @@ export class Agent {
     await this.scheduling.control.load()
     await this.#announce()
     await this.membership.start()
+    await this.health.start()
     await this.connector.start()
     await this.bundles.start()
     await this.router.start()
     await this.scheduling.start()
     await this.releases.start()
+    await this.renewal.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
 
+    const claims = this.trust.claimsFor(this.peerId)
     this.#api = await buildApi({
       peerId: this.peerId,
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       version: VERSION,
       startedAt: this.startedAt,
       addresses: () => this.addresses(),
       members: () => this.membership.members(),
+      membership: this.membership,
       registry: this.registry,
       metrics: this.metrics,
       deniedPeers: () => this.trust.deniedPeers(),
@@ -337,10 +373,12 @@ export class Agent {
     await this.#grpc?.stop()
     await this.#api?.close()
     await this.releases.stop()
+    await this.renewal.stop()
     await this.scheduling.stop()
     await this.router.stop()
     await this.bundles.stop()
     await this.connector.stop()
+    await this.health.stop()
     await this.membership.stop()
     await this.local.stop()
     await this.logQuery.stop()
@@ -355,14 +393,16 @@ export class Agent {
   /** Write `node/<self>` with what peers need to reach and trust us. */
   async #announce (): Promise<void> {
     const { config } = this.identity
+    // the certificate is what peers believe; config.role and config.labels only ask for it
+    const claims = this.trust.claimsFor(this.peerId)
     const record: NodeRecord = {
-      role: config.role,
-      labels: config.labels,
+      role: claims?.role ?? config.role,
+      labels: claims?.labels ?? config.labels,
       addresses: this.addresses(),
       sensors: this.local.devices.info(),
       backend: this.local.runtime.backend,
       version: VERSION,
-      cert: this.identity.certificate,
+      cert: this.trust.certificate,
       startedAt: this.startedAt,
       ...(this.#apiUrl === '' ? {} : { api: this.#apiUrl }),
       ...this.scheduling.nodeFields()

@@ -145,20 +145,91 @@ export async function issuePublisherCert (fleetKey: KeyObject, name: string, pub
   return await signJws({ sub: name, jwk, iat, exp: iat + validDays * 86400 }, TYP_PUBLISHER_CERT, { key: fleetKey })
 }
 
-/** What a registry-write authorisation signs: the key and a hash of the exact value text (null deletes). */
-export interface RegistryWriteClaims { k: string, h: string | null, iat: number }
+/** One registry write exactly as it must land: key, value text (null deletes), writer and timestamp. */
+export interface RegistryWrite {
+  key: string
+  valueJson: string | null
+  /** peer id of the agent that writes the entry */
+  writer: string
+  /** the hybrid logical timestamp the entry carries, [wall ms, counter] */
+  ts: [number, number]
+}
 
-export async function authorizeRegistryWrite (key: string, valueJson: string | null, signer: Signer): Promise<string> {
-  const claims: RegistryWriteClaims = { k: key, h: valueJson == null ? null : sha256Hex(valueJson), iat: Math.floor(Date.now() / 1000) }
+/**
+ * What a registry-write authorisation signs. It binds one entry and
+ * nothing else: the key, a hash of the exact value text, the writer and
+ * the entry's timestamp. Replaying it can only reproduce that same entry,
+ * which loses to anything written after it, so a deleted deployment stays
+ * deleted and an old tombstone's authorisation deletes nothing new.
+ */
+export interface RegistryWriteClaims {
+  k: string
+  h: string | null
+  w: string
+  t: [number, number]
+  iat: number
+  exp: number
+}
+
+/** How long an authorisation may be used to write, by default. */
+export const DEFAULT_WRITE_AUTH_TTL_SEC = 300
+/** Longest lifetime an authorisation may claim. */
+export const MAX_WRITE_AUTH_TTL_SEC = 86_400
+/** Clock disagreement tolerated between a signer and an agent (s). */
+export const WRITE_AUTH_CLOCK_SLACK_SEC = 60
+
+export interface AuthorizeOptions {
+  /** @default DEFAULT_WRITE_AUTH_TTL_SEC */
+  ttlSec?: number
+  /** Seconds since epoch. @default now */
+  now?: number
+}
+
+export async function authorizeRegistryWrite (write: RegistryWrite, signer: Signer, options: AuthorizeOptions = {}): Promise<string> {
+  const iat = options.now ?? Math.floor(Date.now() / 1000)
+  const ttl = Math.min(options.ttlSec ?? DEFAULT_WRITE_AUTH_TTL_SEC, MAX_WRITE_AUTH_TTL_SEC)
+  const claims: RegistryWriteClaims = {
+    k: write.key,
+    h: write.valueJson == null ? null : sha256Hex(write.valueJson),
+    w: write.writer,
+    t: [write.ts[0], write.ts[1]],
+    iat,
+    exp: iat + ttl
+  }
   return await signJws(claims, TYP_REGISTRY_WRITE, signer)
 }
 
-/** Check that `auth` is a fleet (or publisher) authorisation of exactly this write. */
-export async function verifyRegistryWrite (auth: string, key: string, valueJson: string | null, fleetKey: KeyObject): Promise<Verified<RegistryWriteClaims>> {
-  const verified = await verifyJws<RegistryWriteClaims>(auth, TYP_REGISTRY_WRITE, fleetKey, { allowPublishers: true })
-  const want = valueJson == null ? null : sha256Hex(valueJson)
-  if (verified.payload.k !== key || verified.payload.h !== want) {
-    throw new ClaimMismatchError(`authorisation is for another write than ${key}`)
+export interface VerifyWriteOptions {
+  /** Accept fleet-certified publishers' signatures. @default true */
+  allowPublishers?: boolean
+  /**
+   * The authorisation is being used to write now (seconds since epoch): it
+   * must not have expired. Without it, only the entry's own timestamp is
+   * held against the expiry, so a stored entry stays valid forever.
+   */
+  writingAt?: number
+}
+
+/**
+ * Check that `auth` is a fleet (or publisher) authorisation of exactly this
+ * entry: same key, value, writer and timestamp, and the timestamp within the
+ * authorisation's lifetime.
+ */
+export async function verifyRegistryWrite (auth: string, write: RegistryWrite, fleetKey: KeyObject, options: VerifyWriteOptions = {}): Promise<Verified<RegistryWriteClaims>> {
+  // certificates and expiry are judged at the time the entry was written
+  const at = Math.floor(write.ts[0] / 1000) - WRITE_AUTH_CLOCK_SLACK_SEC
+  const verified = await verifyJws<RegistryWriteClaims>(auth, TYP_REGISTRY_WRITE, fleetKey, { allowPublishers: options.allowPublishers ?? true, now: at })
+  const c = verified.payload
+  if (typeof c.w !== 'string' || !Array.isArray(c.t) || c.t.length !== 2 || typeof c.exp !== 'number' || typeof c.iat !== 'number') {
+    throw new ClaimMismatchError('authorisation does not bind a writer, a timestamp and an expiry (sign it again with this version)')
+  }
+  if (c.exp - c.iat > MAX_WRITE_AUTH_TTL_SEC) throw new ClaimMismatchError(`authorisation lives longer than ${MAX_WRITE_AUTH_TTL_SEC} s`)
+  const want = write.valueJson == null ? null : sha256Hex(write.valueJson)
+  if (c.k !== write.key || c.h !== want) throw new ClaimMismatchError(`authorisation is for another write than ${write.key}`)
+  if (c.w !== write.writer) throw new ClaimMismatchError(`authorisation names writer ${c.w}, not ${write.writer}`)
+  if (c.t[0] !== write.ts[0] || c.t[1] !== write.ts[1]) throw new ClaimMismatchError(`authorisation names timestamp ${JSON.stringify(c.t)}, not ${JSON.stringify(write.ts)}`)
+  if (options.writingAt != null && c.exp + WRITE_AUTH_CLOCK_SLACK_SEC <= options.writingAt) {
+    throw new ExpiredError(`authorisation for ${write.key} expired at ${new Date(c.exp * 1000).toISOString()}`)
   }
   return verified
 }

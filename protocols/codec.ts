@@ -1,5 +1,6 @@
 import type { Static, TSchema } from '@sinclair/typebox'
-import { InvalidMessageError, MalformedMessageError, MessageTooLargeError, UnsupportedVersionError } from './errors.ts'
+import { InvalidMessageError, MalformedMessageError, MessageTooDeepError, MessageTooLargeError, UnsupportedVersionError } from './errors.ts'
+import { jsonDepth } from './json-bounds.ts'
 import { compile, describeError } from './schema.ts'
 
 export interface JsonCodecInit<S extends TSchema> {
@@ -10,7 +11,12 @@ export interface JsonCodecInit<S extends TSchema> {
   schema: S
   /** Largest encoded frame, version byte included. */
   maxBytes: number
+  /** Deepest nesting of arrays and objects a frame may have. @default DEFAULT_MAX_DEPTH */
+  maxDepth?: number
 }
+
+/** Deep enough for every message of ours; far too shallow to overflow a stack. */
+export const DEFAULT_MAX_DEPTH = 64
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder('utf-8', { fatal: true })
@@ -24,6 +30,7 @@ export class JsonCodec<S extends TSchema> {
   readonly name: string
   readonly version: number
   readonly maxBytes: number
+  readonly maxDepth: number
   readonly #validate
   readonly #schema: S
 
@@ -31,6 +38,7 @@ export class JsonCodec<S extends TSchema> {
     this.name = init.name
     this.version = init.version
     this.maxBytes = init.maxBytes
+    this.maxDepth = init.maxDepth ?? DEFAULT_MAX_DEPTH
     this.#schema = init.schema
     this.#validate = compile(init.schema)
   }
@@ -55,9 +63,17 @@ export class JsonCodec<S extends TSchema> {
     if (bytes[0] !== this.version) {
       throw new UnsupportedVersionError(`${this.name}: version ${bytes[0]} is not supported (want ${this.version})`)
     }
+    let text: string
+    try {
+      text = decoder.decode(bytes.subarray(1))
+    } catch (err) {
+      throw new MalformedMessageError(`${this.name}: not valid UTF-8`, { cause: err })
+    }
+    // bounded before anything (the schema validator included) walks it
+    if (jsonDepth(text, this.maxDepth) > this.maxDepth) throw new MessageTooDeepError(`${this.name}: message nests deeper than ${this.maxDepth} levels`)
     let value: unknown
     try {
-      value = JSON.parse(decoder.decode(bytes.subarray(1)))
+      value = JSON.parse(text)
     } catch (err) {
       throw new MalformedMessageError(`${this.name}: not valid JSON`, { cause: err })
     }

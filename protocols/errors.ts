@@ -19,6 +19,12 @@ export class MessageTooLargeError extends ProtocolMessageError {
   override readonly name = 'MessageTooLargeError'
 }
 
+/** The message nests arrays and objects deeper than the codec allows. */
+export class MessageTooDeepError extends ProtocolMessageError {
+  override readonly code = 'ERR_MESSAGE_TOO_DEEP'
+  override readonly name = 'MessageTooDeepError'
+}
+
 /** The message carries a codec version this build does not speak. */
 export class UnsupportedVersionError extends ProtocolMessageError {
   override readonly code = 'ERR_UNSUPPORTED_VERSION'
@@ -34,5 +40,17 @@ export class InvalidMessageError extends ProtocolMessageError {
   constructor (message: string, field: string) {
     super(message)
     this.field = field
+  }
+}
+
+/** The remote side answered with a refusal; `remoteCode` is the code it gave. */
+export class RemoteRefusedError extends ProtocolMessageError {
+  override readonly code = 'ERR_REMOTE_REFUSED'
+  override readonly name = 'RemoteRefusedError'
+  readonly remoteCode: string
+
+  constructor (message: string, remoteCode: string) {
+    super(message)
+    this.remoteCode = remoteCode
   }
 }

@@ -11,6 +11,7 @@ let models = []
 // the model repository and the deployments, for users whose roles grant those services
 let repository = []
 let deployments = []
+let revocations = []
 let refreshTimer
 let events
 let renderPending = false
@@ -147,6 +148,10 @@ const short = (id) => id.length > 16 ? `…${id.slice(-10)}` : id
 const mb = (bytes) => `${Math.round(bytes / 1048576)} MB`
 const ago = (ms) => ms == null || ms === 0 ? '–' : `${Math.max(0, Math.round((Date.now() - ms) / 1000))} s ago`
 const stateBadge = (state) => h('span', { class: `state ${state}` }, state)
+// the coordinator measures every clock against its own; for itself, its own against the fleet's
+const clockText = (n) => n.clock == null || n.clock.offsetSec == null
+  ? '–'
+  : `${n.clock.offsetSec > 0 ? '+' : ''}${n.clock.offsetSec} s${n.clock.skewed ? (n.self ? ' — this coordinator\'s clock is off: fix NTP' : ' — skewed: fix NTP') : ''}`
 const labelText = (labels) => Object.entries(labels).map(([k, v]) => `${k}=${v}`).join(', ')
 
 function renderNodes () {
@@ -169,12 +174,48 @@ function renderNodes () {
     h('td', {}, n.health == null ? '–' : n.health.load.map(l => l.toFixed(1)).join(' ')),
     h('td', {}, n.sensors.length),
     h('td', {}, `${n.instances.running} running${n.instances.failed > 0 ? `, ${n.instances.failed} failed` : ''}`),
-    h('td', {}, ago(n.health?.ts))
+    h('td', { class: n.clock?.skewed ? 'clock skewed' : 'clock', 'data-clock-skewed': String(n.clock?.skewed === true) }, clockText(n)),
+    h('td', {}, ago(n.health?.ts)),
+    h('td', {}, isAdmin() && !n.self ? h('button', { type: 'button', class: 'danger', 'data-revoke': n.peerId }, 'Revoke') : '')
   )))
   const select = $('#logs-node')
   const chosen = select.value
   select.replaceChildren(h('option', { value: '' }, 'every live node'), ...list.map(n => h('option', { value: n.peerId }, `${n.role ?? '?'} ${short(n.peerId)}`)))
   select.value = chosen
+}
+
+const isAdmin = () => session?.roles.includes('admin') === true
+
+// --- revocation ----------------------------------------------------------
+
+async function loadRevocations () {
+  const res = await api('/api/v1/revocations')
+  revocations = (await res.json()).revocations
+  renderRevocations()
+}
+
+function renderRevocations () {
+  $('#revoked').hidden = revocations.length === 0
+  $('#revoked-table tbody').replaceChildren(...revocations.map(r => h('tr', { 'data-revoked': r.peerId },
+    h('td', { class: 'mono', title: r.peerId }, short(r.peerId)),
+    h('td', {}, new Date(r.revokedAt).toLocaleString()),
+    h('td', {}, r.by),
+    h('td', {}, r.reason)
+  )))
+}
+
+async function revokeNode (peerId) {
+  const reason = prompt(`Revoke node ${peerId}?\nEvery agent cuts it off at once and drops what it wrote; there is no undo (re-enroll the device).\nReason:`)
+  if (reason == null) return
+  try {
+    await api(`/api/v1/nodes/${encodeURIComponent(peerId)}/revoke`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ reason }) })
+    $('#revoke-status').textContent = `Node ${short(peerId)} revoked; every agent cuts it off.`
+    nodes.delete(peerId)
+    renderNodes()
+    await loadRevocations()
+  } catch (err) {
+    $('#revoke-status').textContent = `Revoke failed: ${err.message}`
+  }
 }
 
 function renderSensors () {
@@ -381,6 +422,7 @@ function show () {
   for (const b of document.querySelectorAll('#tabs button[data-service]')) b.hidden = !session.services.includes(b.dataset.service)
   selectTab('nodes')
   void followEvents()
+  loadRevocations().catch(() => {})
 }
 
 $('#login-form').addEventListener('submit', login)
@@ -390,6 +432,7 @@ $('#model-form').addEventListener('submit', uploadModel)
 $('#deployment-form').addEventListener('submit', createDeployment)
 $('#models-list').addEventListener('click', (e) => { const t = e.target.closest('[data-download]'); if (t != null) downloadBundle(t.dataset.download).catch(err => { $('#model-status').textContent = `Download failed: ${err.message}` }) })
 $('#deployments-table').addEventListener('click', (e) => { const t = e.target.closest('[data-delete]'); if (t != null && confirm(`Delete deployment ${t.dataset.delete}?`)) void deleteDeployment(t.dataset.delete) })
+$('#nodes-table').addEventListener('click', (e) => { const t = e.target.closest('[data-revoke]'); if (t != null) void revokeNode(t.dataset.revoke) })
 $('#logs-download').addEventListener('click', () => { downloadLogs().catch(err => { $('#logs-status').textContent = `Download failed: ${err.message}` }) })
 for (const b of document.querySelectorAll('#tabs button')) b.addEventListener('click', () => selectTab(b.dataset.tab))
 setInterval(() => { if (session != null) renderNodes() }, 5000)

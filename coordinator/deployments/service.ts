@@ -13,7 +13,7 @@ import type { Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
 export interface DeploymentsComponents {
-  registry: Pick<Registry, 'get' | 'list' | 'value' | 'set' | 'delete' | 'onChange'>
+  registry: Pick<Registry, 'get' | 'list' | 'value' | 'set' | 'delete' | 'onChange' | 'stampFor'>
   members(): Member[]
   /** state changes that come from silence, not from a registry write */
   membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
@@ -102,7 +102,13 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
     this.#off.push(() => this.#c.membership?.removeEventListener('member:state', dirty))
     this.refresh()
     this.#timer = setInterval(() => {
-      if (this.#dirty || Date.now() - this.#lastRefresh >= this.#tickMs) this.refresh()
+      if (!this.#dirty && Date.now() - this.#lastRefresh < this.#tickMs) return
+      try {
+        this.refresh()
+      } catch (err) {
+        // keep the last good list: nothing in the registry may stop the coordinator
+        this.#c.logger.error({ err }, 'recomputing deployments failed')
+      }
     }, this.#refreshMs)
     this.#timer.unref()
   }
@@ -151,9 +157,8 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
     }
     if (this.#c.registry.value(deploymentKey(spec.id)) != null) throw new ConflictError(`deployment ${spec.id} exists; delete it first or choose another id`, { field: 'body.id' })
     this.#checkModel(spec)
-    // the signature covers exactly the value written: the spec as sent, defaults filled in
-    const value = JSON.stringify(spec)
-    const auth = await authorizeRegistryWrite(deploymentKey(spec.id), value, this.#c.signer)
+    // the signature covers exactly the entry written: the spec with defaults filled in, by the embedded agent, at this stamp
+    const auth = await this.#authorize(deploymentKey(spec.id), JSON.stringify(spec))
     const record: DeploymentOwner = { owner, createdAt: Date.now() }
     await this.#c.registry.set(deploymentKey(spec.id), spec, { auth })
     await this.#db.put(spec.id, record)
@@ -166,12 +171,17 @@ export class Deployments extends TypedEventEmitter<DeploymentsEvents> implements
   /** Write a signed tombstone: every agent stops the deployment's instances. */
   async delete (id: string, by: string): Promise<void> {
     if (this.#c.registry.value(deploymentKey(id)) == null) throw new NotFoundError(`no deployment ${id}`)
-    const auth = await authorizeRegistryWrite(deploymentKey(id), null, this.#c.signer)
+    const auth = await this.#authorize(deploymentKey(id), null)
     await this.#c.registry.delete(deploymentKey(id), { auth })
     await this.#db.del(id)
     this.#owners.delete(id)
     this.#c.logger.info({ deployment: id, by }, 'deployment deleted')
     this.refresh()
+  }
+
+  async #authorize (key: string, valueJson: string | null): Promise<string> {
+    const { writer, ts } = this.#c.registry.stampFor(key)
+    return await authorizeRegistryWrite({ key, valueJson, writer, ts }, this.#c.signer)
   }
 
   #checkModel (spec: DeploymentSpec): void {

@@ -1,6 +1,6 @@
 import type { MemberState } from '../../node/membership/membership.ts'
 
-/** One node as the coordinator shows it: registry record, liveness and latest health. */
+/** One node as the coordinator shows it: liveness and clock from membership, record and health from the registry. */
 export interface NodeView {
   peerId: string
   role: string | null
@@ -16,10 +16,12 @@ export interface NodeView {
   startedAt: number | null
   sensors: SensorView[]
   health: HealthView | null
+  /** from the coordinator's own probes of it, in whole seconds so the view changes only when it matters */
+  clock: { offsetSec: number | null, skewed: boolean }
   instances: { total: number, running: number, failed: number }
 }
 
-export interface SensorView { id: string, type: string, unit?: string, geo?: unknown }
+export interface SensorView { id: string, type: string, unit?: string, geo?: { lat: number, lon: number, alt?: number } }
 
 export interface HealthView {
   cpuPct: number
@@ -29,7 +31,7 @@ export interface HealthView {
   memTotalBytes: number
   load: number[]
   uptimeSec: number
-  /** the node's wall clock at its last heartbeat */
+  /** the node's wall clock when it last wrote its health (on change, or every membership.health.maxIntervalMs) */
   ts: number
 }
 
@@ -58,7 +60,9 @@ export interface GatewayRow {
   rssBytes: number | null
   load1: number | null
   uptimeSec: number | null
-  lastHeartbeat: number | null
+  lastHealthReport: number | null
+  clockOffsetSec: number | null
+  clockSkewed: boolean
   sensors: number
   instances: NodeView['instances']
 }
@@ -96,7 +100,9 @@ export function gatewayStatus (nodes: NodeView[]): GatewayStatus {
       rssBytes: n.health?.rssBytes ?? null,
       load1: n.health?.load[0] ?? null,
       uptimeSec: n.health?.uptimeSec ?? null,
-      lastHeartbeat: n.health?.ts ?? null,
+      lastHealthReport: n.health?.ts ?? null,
+      clockOffsetSec: n.clock.offsetSec,
+      clockSkewed: n.clock.skewed,
       sensors: n.sensors.length,
       instances: n.instances
     }))
@@ -139,15 +145,53 @@ export function instanceView (key: string, value: unknown, updatedAt: number): I
   }
 }
 
+const MAX_SENSORS = 256
+const MAX_TEXT = 256
+const text = (v: unknown): string | null => typeof v === 'string' ? v.slice(0, MAX_TEXT) : null
+
+/**
+ * A node's sensors as the dashboard shows them, copied field by field:
+ * whatever else a node wrote into its record (a `geo` nested a million
+ * levels deep, thousands of entries) stays out of the coordinator's views.
+ */
 export function sensorViews (value: unknown): SensorView[] {
   if (!Array.isArray(value)) return []
-  return value.flatMap(s => {
-    if (s == null || typeof s !== 'object' || typeof s.id !== 'string' || typeof s.type !== 'string') return []
-    const view: SensorView = { id: s.id, type: s.type }
-    if (typeof s.unit === 'string') view.unit = s.unit
-    if (s.geo != null) view.geo = s.geo
+  return value.slice(0, MAX_SENSORS).flatMap(s => {
+    if (s == null || typeof s !== 'object') return []
+    const id = text(s.id)
+    const type = text(s.type)
+    if (id == null || type == null) return []
+    const view: SensorView = { id, type }
+    const unit = text(s.unit)
+    if (unit != null) view.unit = unit
+    const geo = geoView(s.geo)
+    if (geo != null) view.geo = geo
     return [view]
   })
+}
+
+/** `{lat, lon, alt?}` with finite numbers in range, or nothing. */
+export function geoView (value: unknown): SensorView['geo'] | undefined {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) return undefined
+  const v = value as Record<string, unknown>
+  const lat = num(v.lat)
+  const lon = num(v.lon)
+  if (lat == null || lon == null || Math.abs(lat) > 90 || Math.abs(lon) > 180) return undefined
+  const alt = num(v.alt)
+  return alt == null ? { lat, lon } : { lat, lon, alt }
+}
+
+/** Labels as strings only: a record's labels are the writer's say, and only string pairs are labels. */
+export function labelsView (value: unknown): Record<string, string> {
+  if (value == null || typeof value !== 'object' || Array.isArray(value)) return {}
+  const out: Record<string, string> = {}
+  let n = 0
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof v !== 'string' || k.length > 63) continue
+    out[k] = v.slice(0, 63)
+    if (++n >= 64) break
+  }
+  return out
 }
 
 export function healthView (value: unknown): HealthView | null {

@@ -1,17 +1,21 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { gatewayStatus, healthView, instanceView, modelStatus, sensorViews, type GatewayStatus, type InstanceView, type ModelStatus, type NodeView } from './monitoring.ts'
+import { gatewayStatus, healthView, instanceView, labelsView, modelStatus, sensorViews, type GatewayStatus, type InstanceView, type ModelStatus, type NodeView } from './monitoring.ts'
 import type { Member, NodeRecord } from '../../node/membership/membership.ts'
 import type { Registry } from '../../node/registry/registry.ts'
 import type { Startable } from '@libp2p/interface'
+import type { Logger } from 'pino'
 
 export const DEFAULT_REFRESH_MS = 250
+const CLOCK_REFRESH_MS = 5000
 
 export interface NodesViewComponents {
   registry: Pick<Registry, 'list' | 'value' | 'onChange'>
-  /** liveness as the embedded agent's membership judges it */
+  /** liveness (and clocks) as the embedded agent's membership judges them; never health freshness */
   members(): Member[]
-  /** state changes that come from silence, not from a registry write */
+  /** liveness and clock changes come from probes, not from registry writes */
   membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
+  /** where a rebuild that failed is reported (the view keeps its last good state) */
+  logger?: Pick<Logger, 'error'>
 }
 
 export interface NodesViewInit {
@@ -62,8 +66,12 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     for (const prefix of ['node/', 'health/', 'instance/']) this.#off.push(this.#c.registry.onChange(prefix, dirty))
     this.#c.membership?.addEventListener('member:state', dirty)
     this.#off.push(() => this.#c.membership?.removeEventListener('member:state', dirty))
-    this.refresh()
-    this.#timer = setInterval(() => { if (this.#dirty) this.refresh() }, this.#refreshMs)
+    // clock offsets move without any event: look again now and then
+    const clocks = setInterval(dirty, CLOCK_REFRESH_MS)
+    clocks.unref()
+    this.#off.push(() => { clearInterval(clocks) })
+    this.#safeRefresh()
+    this.#timer = setInterval(() => { if (this.#dirty) this.#safeRefresh() }, this.#refreshMs)
     this.#timer.unref()
   }
 
@@ -98,6 +106,15 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     return this.#models
   }
 
+  /** A failed rebuild keeps the last good picture: nothing a node wrote may stop the coordinator. */
+  #safeRefresh (): void {
+    try {
+      this.refresh()
+    } catch (err) {
+      this.#c.logger?.error({ err }, 'rebuilding the nodes view failed')
+    }
+  }
+
   /** Rebuild now. */
   refresh (): void {
     this.#dirty = false
@@ -115,22 +132,30 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
       const view: NodeView = {
         peerId: m.peerId,
         role: m.role ?? null,
-        labels: m.labels,
+        labels: labelsView(m.labels),
         state: m.state,
         since: m.since,
         self: m.self,
-        addresses: m.addresses,
+        addresses: Array.isArray(m.addresses) ? m.addresses.filter((a): a is string => typeof a === 'string').slice(0, 32) : [],
         version: typeof record?.version === 'string' ? record.version : null,
         backend: typeof record?.backend === 'string' ? record.backend : null,
         startedAt: typeof record?.startedAt === 'number' ? record.startedAt : null,
         sensors: sensorViews(record?.sensors),
         health: healthView(m.health),
+        clock: { offsetSec: m.clockOffsetMs == null ? null : Math.round(m.clockOffsetMs / 1000), skewed: m.clockSkewed === true },
         instances: counts.get(m.peerId) ?? { total: 0, running: 0, failed: 0 }
       }
       return view
     }).sort((a, b) => (a.role ?? '').localeCompare(b.role ?? '') || a.peerId.localeCompare(b.peerId))
 
-    const serialized = new Map(nodes.map(n => [n.peerId, JSON.stringify(n)]))
+    const serialized = new Map(nodes.flatMap(n => {
+      try {
+        return [[n.peerId, JSON.stringify(n)] as const]
+      } catch (err) {
+        this.#c.logger?.error({ err, peer: n.peerId }, 'a node view cannot be serialised; left out')
+        return []
+      }
+    }))
     const changed = nodes.filter(n => this.#serialized.get(n.peerId) !== serialized.get(n.peerId))
     const removed = [...this.#serialized.keys()].filter(id => !serialized.has(id))
     const models = modelStatus(instances, nodes)

@@ -10,7 +10,7 @@ import type { Registry } from '../../node/registry/registry.ts'
 import type { Logger } from 'pino'
 
 export interface RolloutsComponents {
-  registry: Pick<Registry, 'set' | 'list'>
+  registry: Pick<Registry, 'set' | 'list' | 'stampFor'>
   /** the embedded agent's view of rollouts and the fleet */
   releases: Pick<ReleaseService, 'statuses' | 'rollouts' | 'fleet'>
   /** the embedded agent's bundle store: a release is pulled (and verified) there before the coordinator names it */
@@ -142,7 +142,10 @@ export class CoordinatorRollouts {
   }
 
   async #write (spec: RolloutSpec): Promise<void> {
-    const auth = await authorizeRegistryWrite(rolloutKey(spec.id), JSON.stringify(spec), this.#c.signer)
-    await this.#c.registry.set(rolloutKey(spec.id), spec, { auth })
+    const key = rolloutKey(spec.id)
+    // the authorisation binds the entry the embedded agent writes: key, value, writer and timestamp
+    const { writer, ts } = this.#c.registry.stampFor(key)
+    const auth = await authorizeRegistryWrite({ key, valueJson: JSON.stringify(spec), writer, ts }, this.#c.signer)
+    await this.#c.registry.set(key, spec, { auth })
   }
 }

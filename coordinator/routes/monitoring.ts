@@ -19,7 +19,10 @@ const GatewayStatus = Type.Object({
     rssBytes: Nullable(Type.Number()),
     load1: Nullable(Type.Number()),
     uptimeSec: Nullable(Type.Number()),
-    lastHeartbeat: Nullable(Type.Number()),
+    /** when the node last wrote its health (it writes on change): not a sign of life, `state` is */
+    lastHealthReport: Nullable(Type.Number()),
+    clockOffsetSec: Nullable(Type.Number()),
+    clockSkewed: Type.Boolean(),
     sensors: Type.Integer(),
     instances: Type.Object({ total: Type.Integer(), running: Type.Integer(), failed: Type.Integer() })
   }))

@@ -72,6 +72,11 @@ export const NodeViewSchema = Type.Object({
     uptimeSec: Type.Number(),
     ts: Type.Number()
   }), Type.Null()]),
+  clock: Type.Object({
+    /** the node's wall clock minus the coordinator's, whole seconds (for the coordinator itself: its own against the fleet) */
+    offsetSec: Type.Union([Type.Integer(), Type.Null()]),
+    skewed: Type.Boolean()
+  }),
   instances: Type.Object({ total: Type.Integer(), running: Type.Integer(), failed: Type.Integer() })
 }, { $id: 'Node' })
 

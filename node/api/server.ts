@@ -9,7 +9,7 @@ import { registryRoutes } from './routes/registry.ts'
 import { statusRoutes } from './routes/status.ts'
 import { watchRoutes } from './routes/watch.ts'
 import type { AgentMetrics } from '../metrics/metrics.ts'
-import type { Member } from '../membership/membership.ts'
+import type { LocalHealthState, Member, SelfClock } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
 import type { PredictRouter } from '../scheduler/router.ts'
@@ -26,7 +26,9 @@ export interface AgentView {
   startedAt: number
   addresses(): string[]
   members(): Member[]
-  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange'>
+  /** this node's own liveness signals: Lifeguard health and clock agreement */
+  membership?: { localHealth(): LocalHealthState, clock(): SelfClock }
+  registry: Pick<Registry, 'list' | 'get' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */

@@ -2,8 +2,9 @@ import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { deploymentKey } from '../scheduler/keys.ts'
 import { parseDeploymentSpec } from '../scheduler/spec.ts'
-import { authorizeRegistryWrite, readPrivateKey, type Signer } from '../../packaging/trust.ts'
+import { readPrivateKey, type Signer } from '../../packaging/trust.ts'
 import { requireArg } from './args.ts'
+import { authorizeThrough } from './fleet-write.ts'
 import { UsageError } from './errors.ts'
 import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
 import { table } from './table.ts'
@@ -15,13 +16,14 @@ export const UNDEPLOY_USAGE = `gatemesh undeploy ID ... --key KEY [--publisher-c
 export const DEPLOYMENTS_USAGE = `gatemesh deployments ${TARGET} [--json]`
 export const CONTROL_USAGE = `gatemesh drain|undrain ${TARGET} · gatemesh evict|unevict DEPLOYMENT ${TARGET}`
 
-async function signer (values: { key?: string | undefined, 'publisher-cert'?: string | undefined }): Promise<Signer> {
+export async function signer (values: { key?: string | undefined, 'publisher-cert'?: string | undefined }): Promise<Signer> {
   const key = await readPrivateKey(requireArg(values.key, '--key KEY (the fleet key, or a publisher key with --publisher-cert)'))
   if (values['publisher-cert'] == null) return { key }
   return { key, publisherCert: (await readFile(values['publisher-cert'], 'utf8')).trim() }
 }
 
-async function call (client: AgentClient, method: string, path: string, body?: unknown): Promise<any> {
+/** One call to the agent's API, answering the JSON body (ApiError for 4xx/5xx). */
+export async function call (client: AgentClient, method: string, path: string, body?: unknown): Promise<any> {
   return (await client.request(method, path, body === undefined ? {} : { json: body })).body
 }
 
@@ -43,8 +45,10 @@ export async function deployCommand (argv: string[]): Promise<void> {
     throw new UsageError(`${file}: ${err.message}`)
   }
   const parsed = parseDeploymentSpec(spec)
-  const auth = await authorizeRegistryWrite(deploymentKey(parsed.id), JSON.stringify(spec), await signer(values))
+  const s = await signer(values)
   const client = await AgentClient.from(values)
+  // the authorisation binds the entry this agent will write: key, value, writer and timestamp
+  const auth = await authorizeThrough(async (m, p, b) => await call(client, m, p, b), deploymentKey(parsed.id), JSON.stringify(spec), s)
   await call(client, 'PUT', `/v1/deployments/${parsed.id}`, { spec, auth })
   console.log(`deployment ${parsed.id} written through ${client.api}`)
 }
@@ -55,7 +59,8 @@ export async function undeployCommand (argv: string[]): Promise<void> {
   const s = await signer(values)
   const client = await AgentClient.from(values)
   for (const id of positionals) {
-    await call(client, 'DELETE', `/v1/deployments/${id}`, { auth: await authorizeRegistryWrite(deploymentKey(id), null, s) })
+    const auth = await authorizeThrough(async (m, p, b) => await call(client, m, p, b), deploymentKey(id), null, s)
+    await call(client, 'DELETE', `/v1/deployments/${id}`, { auth })
     console.log(`deployment ${id} removed`)
   }
 }

@@ -3,12 +3,12 @@ import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { readReleaseManifest } from '../../packaging/release/verify.ts'
-import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { newRolloutSpec, parseWaves, rolloutKey, type RolloutSpec } from '../release/rollout.ts'
 import { parseLabels, requireArg } from './args.ts'
 import { UsageError } from './errors.ts'
 import { releaseSigner } from './release.ts'
 import { AGENT_OPTIONS, AgentClient } from './agent-client.ts'
+import { authorizeThrough } from './fleet-write.ts'
 import { table } from './table.ts'
 import type { RolloutStatus } from '../release/waves.ts'
 
@@ -105,7 +105,8 @@ async function createCommand (argv: string[]): Promise<void> {
     ...(values.id == null ? {} : { id: values.id }),
     ...(values.description == null ? {} : { description: values.description })
   })
-  const auth = await authorizeRegistryWrite(rolloutKey(spec.id), JSON.stringify(spec), signer)
+  // the authorisation binds the entry this agent will write: key, value, writer and timestamp
+  const auth = await authorizeThrough(async (m, p, b) => await call(client, m, p, b), rolloutKey(spec.id), JSON.stringify(spec), signer)
   await call(client, 'PUT', `/v1/rollouts/${spec.id}`, { rollout: spec, auth })
   if (values.json === true) { console.log(JSON.stringify(spec)); return }
   console.log(`rollout ${spec.id} written through ${client.api}: release ${releases[0]!.version} (${releases.map(r => r.arch).join(', ')}) in waves ${spec.waves.map(w => `${w}%`).join(', ')}`)
@@ -121,7 +122,7 @@ async function changeCommand (verb: 'pause' | 'resume' | 'abort', argv: string[]
   const state = verb === 'pause' ? 'paused' : verb === 'resume' ? 'active' : 'aborted'
   if (status.spec.state === state) { console.log(`rollout ${id} is ${state} already`); return }
   const spec = { ...status.spec, state }
-  const auth = await authorizeRegistryWrite(rolloutKey(id), JSON.stringify(spec), signer)
+  const auth = await authorizeThrough(async (m, p, b) => await call(client, m, p, b), rolloutKey(id), JSON.stringify(spec), signer)
   await call(client, 'PUT', `/v1/rollouts/${encodeURIComponent(id)}`, { rollout: spec, auth })
   console.log(`rollout ${id} ${state}${verb === 'abort' ? ': no node starts it any more; nodes that took it keep it' : ''}`)
 }

@@ -6,7 +6,7 @@ import type { Member } from '../membership/membership.ts'
 export const STATUS_USAGE = 'gatemesh status [--api URL | --data DIR] [--token-file FILE] [--json]'
 
 export interface StatusResponse {
-  self: { peerId: string, role: string, version: string }
+  self: { peerId: string, role: string, version: string, localHealth?: { score: number, healthy: boolean }, clock?: { skewed: boolean, offsetMs: number | null, peers: number, disagreeing: number } }
   members: Member[]
   registry: { size: number }
 }
@@ -30,10 +30,16 @@ export function renderMembers (status: StatusResponse): string {
       m.health == null ? '-' : `${m.health.cpuPct.toFixed(0)}%`,
       m.health == null ? '-' : `${Math.round(m.health.rssBytes / 1048576)}MB`,
       m.health == null ? '-' : m.health.load.map(l => l.toFixed(1)).join(' '),
+      m.clockOffsetMs == null ? '-' : `${m.clockOffsetMs > 0 ? '+' : ''}${(m.clockOffsetMs / 1000).toFixed(1)}s${m.clockSkewed === true ? ' SKEWED' : ''}`,
       Object.entries(m.labels).map(([k, v]) => `${k}=${v}`).join(',')
     ])
-  return table(['PEER', 'ROLE', 'STATE', 'SEEN', 'CPU', 'RSS', 'LOAD', 'LABELS'], rows) +
-    `\n${status.members.length} members, ${status.registry.size} registry keys (seen from ${short(status.self.peerId)})`
+  const warnings: string[] = []
+  const { clock, localHealth } = status.self
+  if (clock?.skewed === true) warnings.push(`WARNING: this node's clock disagrees with ${clock.disagreeing} of ${clock.peers} peers (${((clock.offsetMs ?? 0) / 1000).toFixed(0)} s): fix its time (NTP)`)
+  if (localHealth?.healthy === false) warnings.push(`this node doubts its own timeliness (Lifeguard score ${localHealth.score}): it is slow or was stalled, and defers verdicts on others`)
+  return table(['PEER', 'ROLE', 'STATE', 'SEEN', 'CPU', 'RSS', 'LOAD', 'CLOCK', 'LABELS'], rows) +
+    `\n${status.members.length} members, ${status.registry.size} registry keys (seen from ${short(status.self.peerId)})` +
+    warnings.map(w => `\n${w}`).join('')
 }
 
 export async function statusCommand (argv: string[]): Promise<void> {

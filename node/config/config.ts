@@ -37,6 +37,23 @@ function checkMultiaddrs (list: string[], field: string, needPeerId: boolean): v
   })
 }
 
+/** Fields of the heartbeat-based membership, replaced by SWIM probing. */
+const RETIRED_MEMBERSHIP_FIELDS: Record<string, string> = {
+  heartbeatIntervalMs: 'probeIntervalMs',
+  suspectAfterMisses: 'probeTimeoutMs and suspicionMult',
+  deadAfterMisses: 'suspicionMult and suspicionMaxMult'
+}
+
+function checkRetiredFields (value: Record<string, unknown>): void {
+  const membership = value.membership
+  if (membership == null || typeof membership !== 'object') return
+  for (const [field, replacement] of Object.entries(RETIRED_MEMBERSHIP_FIELDS)) {
+    if (field in membership) {
+      throw new ConfigError(`config.membership.${field}: no longer exists (heartbeats were replaced by SWIM probing); use ${replacement}`, `config.membership.${field}`)
+    }
+  }
+}
+
 /** Validate a parsed config object, filling defaults. Throws ConfigError naming the field. */
 export function parseConfig (input: unknown): Config {
   if (input == null || typeof input !== 'object' || Array.isArray(input)) {
@@ -44,6 +61,7 @@ export function parseConfig (input: unknown): Config {
   }
   const value = structuredClone(input)
   checkDevices(value as Record<string, unknown>)
+  checkRetiredFields(value as Record<string, unknown>)
   if (!validate(value)) {
     const { field, message } = describeError('config', validate.errors)
     throw new ConfigError(message, field)
@@ -58,8 +76,8 @@ export function parseConfig (input: unknown): Config {
   if (value.grpc.enabled && !isLoopbackHostname(value.grpc.host)) {
     throw new ConfigError(`config.grpc.host: "${value.grpc.host}" is not a loopback address; the agent's gRPC API checks no token, so it listens on this machine only (127.0.0.1 or ::1)`, 'config.grpc.host')
   }
-  if (value.membership.deadAfterMisses <= value.membership.suspectAfterMisses) {
-    throw new ConfigError('config.membership.deadAfterMisses: must be greater than suspectAfterMisses', 'config.membership.deadAfterMisses')
+  if (value.membership.probeTimeoutMs >= value.membership.probeIntervalMs) {
+    throw new ConfigError('config.membership.probeTimeoutMs: must be shorter than probeIntervalMs', 'config.membership.probeTimeoutMs')
   }
   return { ...value, labels: value.labels ?? {} }
 }

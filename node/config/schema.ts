@@ -39,18 +39,68 @@ export const ConfigSchema = Type.Object({
     host: Type.String({ minLength: 1, default: '127.0.0.1' }),
     port: Type.Integer({ minimum: 0, maximum: 65535, default: 7402 })
   }, { additionalProperties: false, default: {} }),
+  /** SWIM failure detection with Lifeguard; see the README's "Membership protocol". */
   membership: Type.Object({
-    heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
-    /** A peer silent for (misses + ½) heartbeat intervals is suspect. */
-    suspectAfterMisses: Type.Integer({ minimum: 1, maximum: 100, default: 1 }),
-    /** … and dead after this many. */
-    deadAfterMisses: Type.Integer({ minimum: 1, maximum: 1000, default: 2 })
+    /** Probe one member this often. */
+    probeIntervalMs: Type.Integer({ minimum: 100, maximum: 60_000, default: 1000 }),
+    /** Wait this long for a direct ack before asking others to probe (about the network's p99 round trip). */
+    probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 30_000, default: 500 }),
+    /** Members asked to probe indirectly when a direct probe fails. */
+    indirectChecks: Type.Integer({ minimum: 0, maximum: 16, default: 3 }),
+    /** Suspicion lasts at least mult · max(1, log10 N) probe intervals … */
+    suspicionMult: Type.Number({ minimum: 0.1, maximum: 100, default: 1 }),
+    /** … and at most this many times that, unless others confirm it. */
+    suspicionMaxMult: Type.Number({ minimum: 1, maximum: 100, default: 6 }),
+    /** Independent confirmations that bring suspicion down to its minimum. */
+    suspicionConfirmations: Type.Integer({ minimum: 0, maximum: 32, default: 3 }),
+    /** Each membership change is piggybacked mult · ⌈log10(N + 1)⌉ times. */
+    retransmitMult: Type.Integer({ minimum: 1, maximum: 32, default: 4 }),
+    /** Send pending changes this often … */
+    gossipIntervalMs: Type.Integer({ minimum: 10, maximum: 60_000, default: 200 }),
+    /** … to this many connected members. */
+    gossipNodes: Type.Integer({ minimum: 1, maximum: 32, default: 3 }),
+    /** Swap the whole member list with one member this often (longer past 32 members). */
+    pushPullIntervalMs: Type.Integer({ minimum: 1000, maximum: 3_600_000, default: 30_000 }),
+    /** Lifeguard: while this node is unhealthy its timeouts stretch up to this many times. */
+    awarenessMaxMultiplier: Type.Integer({ minimum: 1, maximum: 64, default: 8 }),
+    /** A clock further off than this is skewed. Default: a quarter of registry.maxClockDriftMs. */
+    clockSkewLimitMs: Type.Optional(Type.Integer({ minimum: 100, maximum: 86_400_000 })),
+    /** `health/<self>` (cpu, memory, load, instances): written on change, not on every probe. */
+    health: Type.Object({
+      /** Sample this often. */
+      sampleIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 5000 }),
+      /** Write at least this often, changed or not. */
+      maxIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 30_000 }),
+      /** Write when machine or process CPU moved this many points. */
+      cpuChangePct: Type.Number({ minimum: 0, maximum: 100, default: 15 }),
+      /** … or used memory moved this many points of the total. */
+      memoryChangePct: Type.Number({ minimum: 0, maximum: 100, default: 5 }),
+      /** … or the 1-minute load moved this much. */
+      loadChange: Type.Number({ minimum: 0, maximum: 1000, default: 0.5 })
+    }, { additionalProperties: false, default: {} })
   }, { additionalProperties: false, default: {} }),
   registry: Type.Object({
     /** Anti-entropy with one random peer this often. */
     syncIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 15_000 }),
-    /** Entries stamped further than this in the future are refused. */
-    maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 })
+    /** Entries stamped further than this in the future are refused (and stamps more than half of it ahead are never adopted). */
+    maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 }),
+    /** What each node may make every peer store about itself (the keys it owns); excess is refused and counted. */
+    quota: Type.Object({
+      /** Live keys (tombstones count against the bytes). */
+      maxKeys: Type.Integer({ minimum: 16, maximum: 10_000_000, default: 4096 }),
+      /** Bytes of entries: keys, values, signatures, tombstones included. */
+      maxBytes: Type.Integer({ minimum: 64 * 1024, maximum: 1024 ** 3, default: 4 * 1024 * 1024 }),
+      /** Entries per second a writer may gossip, sustained (anti-entropy brings the rest later). */
+      entriesPerSec: Type.Number({ exclusiveMinimum: 0, maximum: 100_000, default: 50 }),
+      /** … and in one burst. */
+      burst: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1000 })
+    }, { additionalProperties: false, default: {} })
+  }, { additionalProperties: false, default: {} }),
+  trust: Type.Object({
+    /** Ask a coordinator for a fresh certificate once this fraction of the current one's lifetime has passed. */
+    renewAfterFraction: Type.Number({ exclusiveMinimum: 0, maximum: 0.95, default: 0.7 }),
+    /** Check the certificate's age (and retry a failed renewal) this often. */
+    renewCheckIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 3_600_000 })
   }, { additionalProperties: false, default: {} }),
   connections: Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */

@@ -1,8 +1,11 @@
 import { cpus, freemem, loadavg, totalmem } from 'node:os'
+import type { Registry } from '../registry/registry.ts'
+import type { Startable } from '@libp2p/interface'
+import type { Logger } from 'pino'
 
-/** One heartbeat's worth of health, as written to `health/<peerId>`. */
+/** One sample of this node's health, as written to `health/<peerId>`. */
 export interface HealthSample {
-  /** whole-machine CPU busy %, over the last interval */
+  /** whole-machine CPU busy %, since the previous sample */
   cpuPct: number
   /** this agent process's CPU %, of one core */
   processCpuPct: number
@@ -11,10 +14,17 @@ export interface HealthSample {
   memTotalBytes: number
   load: [number, number, number]
   uptimeSec: number
-  /** heartbeat sequence number since start */
+  /** samples taken since start */
   seq: number
   /** writer's wall clock, ms */
   ts: number
+}
+
+/** What `health/<peerId>` holds. Written on change, so it says nothing about liveness: membership does. */
+export interface HealthRecord extends HealthSample {
+  /** model instances on the node */
+  instances?: { total: number, running: number }
+  [extra: string]: unknown
 }
 
 function cpuTimes (): { idle: number, total: number } {
@@ -59,5 +69,99 @@ export class HealthSampler {
       seq: ++this.#seq,
       ts: Date.now()
     }
+  }
+}
+
+export interface HealthReporterComponents {
+  peerId: string
+  registry: Pick<Registry, 'set'>
+  sampler: { sample(): HealthSample }
+  /** model instances on this node */
+  instances?: () => { total: number, running: number }
+  logger: Logger
+}
+
+export interface HealthReporterInit {
+  /** Sample this often. @default 5000 */
+  sampleIntervalMs?: number
+  /** Write at least this often, changed or not. @default 30000 */
+  maxIntervalMs?: number
+  /** Machine or process CPU moved this many points since the last write. @default 15 */
+  cpuChangePct?: number
+  /** Used memory moved this many points (of total) since the last write. @default 5 */
+  memoryChangePct?: number
+  /** 1-minute load moved this much since the last write. @default 0.5 */
+  loadChange?: number
+}
+
+/**
+ * Writes `health/<self>` when it changes meaningfully (CPU, memory, load,
+ * instance counts) or when `maxIntervalMs` passed, not every second: every
+ * write is signed, gossiped and stored by every peer, so a quiet fleet
+ * should be quiet.
+ */
+export class HealthReporter implements Startable {
+  readonly #c: HealthReporterComponents
+  readonly #init: Required<HealthReporterInit>
+  #last?: HealthRecord
+  #lastAt = 0
+  #timer?: NodeJS.Timeout
+  #writing = false
+
+  constructor (components: HealthReporterComponents, init: HealthReporterInit = {}) {
+    this.#c = components
+    this.#init = {
+      sampleIntervalMs: init.sampleIntervalMs ?? 5000,
+      maxIntervalMs: init.maxIntervalMs ?? 30_000,
+      cpuChangePct: init.cpuChangePct ?? 15,
+      memoryChangePct: init.memoryChangePct ?? 5,
+      loadChange: init.loadChange ?? 0.5
+    }
+  }
+
+  async start (): Promise<void> {
+    await this.report(true)
+    this.#timer = setInterval(() => {
+      this.report().catch(err => { this.#c.logger.warn({ err: err.message }, 'writing health failed') })
+    }, this.#init.sampleIntervalMs)
+    this.#timer.unref()
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.#timer)
+  }
+
+  /** The last record written. */
+  get last (): HealthRecord | undefined {
+    return this.#last
+  }
+
+  /** Sample now; write when it changed enough, when it is due, or when `force`. */
+  async report (force = false): Promise<boolean> {
+    if (this.#writing) return false
+    const record: HealthRecord = { ...this.#c.sampler.sample(), ...(this.#c.instances == null ? {} : { instances: this.#c.instances() }) }
+    const due = performance.now() - this.#lastAt >= this.#init.maxIntervalMs
+    if (!force && !due && !this.#changed(record)) return false
+    this.#writing = true
+    try {
+      await this.#c.registry.set(`health/${this.#c.peerId}`, record)
+      this.#last = record
+      this.#lastAt = performance.now()
+      return true
+    } finally {
+      this.#writing = false
+    }
+  }
+
+  #changed (now: HealthRecord): boolean {
+    const last = this.#last
+    if (last == null) return true
+    const used = (r: HealthRecord): number => r.memTotalBytes > 0 ? 100 * (1 - r.memFreeBytes / r.memTotalBytes) : 0
+    return Math.abs(now.cpuPct - last.cpuPct) >= this.#init.cpuChangePct ||
+      Math.abs(now.processCpuPct - last.processCpuPct) >= this.#init.cpuChangePct ||
+      Math.abs(used(now) - used(last)) >= this.#init.memoryChangePct ||
+      Math.abs(now.load[0] - last.load[0]) >= this.#init.loadChange ||
+      now.instances?.total !== last.instances?.total ||
+      now.instances?.running !== last.instances?.running
   }
 }

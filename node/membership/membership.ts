@@ -1,200 +1,373 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import type { HealthSample } from './health.ts'
-import type { RegistryChange } from '../registry/watch.ts'
-import type { Registry } from '../registry/registry.ts'
-import type { Role } from '../identity/certificate.ts'
-import type { PeerId, Startable } from '@libp2p/interface'
-import type { Logger } from 'pino'
+import { MAX_ADDR_CHARS, MAX_ADDRS, type MemberRecord } from '../../protocols/swim/wire.ts'
+import { LocalHealth, StallWatch, type LocalHealthState } from './awareness.ts'
+import { BroadcastQueue } from './broadcasts.ts'
+import { firstIncarnation } from './incarnation.ts'
+import { Prober, shuffle } from './prober.ts'
+import { RecordVerifier } from './records.ts'
+import { RecordAudit, type NodeRecord } from './roster.ts'
+import { ClockWatch } from './skew.ts'
+import { retransmitLimit, suspicionTimeoutMs } from './suspicion.ts'
+import { MemberTable, type MemberState } from './table.ts'
+import { DEFAULT_PROBE_INTERVAL_MS, type Member, type MembershipComponents, type MembershipEvents, type MembershipInit } from './types.ts'
+import type { SelfClock } from './clock.ts'
+import type { HealthRecord } from './health.ts'
+import type { TransportHandler } from './transport.ts'
+import type { Startable } from '@libp2p/interface'
 
-export type MemberState = 'alive' | 'suspect' | 'dead'
+export type { MemberState } from './table.ts'
+export type { NodeRecord } from './roster.ts'
+export type { HealthRecord } from './health.ts'
+export type { LocalHealthState } from './awareness.ts'
+export type { SelfClock } from './clock.ts'
+export { levelIncarnationStore, type IncarnationStore } from './incarnation.ts'
+export { DEFAULT_PROBE_INTERVAL_MS, type Member, type MemberTrust, type MembershipComponents, type MembershipEvents, type MembershipInit, type MembershipMetrics } from './types.ts'
 
-/** A node's self-description under `node/<peerId>`. */
-export interface NodeRecord {
-  role: Role
-  labels: Record<string, string>
-  addresses: string[]
-  sensors: Array<{ id: string, type: string, measures?: string, unit?: string, geo?: unknown }>
-  backend: string | null
-  version: string
-  /** the node certificate, so peers that never met it can verify its writes */
-  cert: string
-  startedAt: number
-  /** this node's local HTTP API (TF Serving predict), once it listens */
-  api?: string
-  /** an operator drained this node: no instances, no new placements */
-  drained?: boolean
-  /** deployments an operator stopped on this node */
-  excluded?: string[]
-}
-
-/** What `health/<peerId>` holds: a health sample plus the sender's heartbeat interval. */
-export interface HealthRecord extends HealthSample {
-  intervalMs: number
-  [extra: string]: unknown
-}
-
-export interface Member {
-  peerId: string
-  self: boolean
-  role?: Role
-  labels: Record<string, string>
-  addresses: string[]
-  state: MemberState
-  /** ms since we last heard a heartbeat, null if never */
-  lastSeenMs: number | null
-  /** wall-clock ms when the state last changed */
-  since: number
-  health?: HealthRecord
-}
-
-export interface MembershipEvents {
-  'member:state': CustomEvent<{ peerId: string, state: MemberState, previous: MemberState | undefined }>
-}
-
-export interface MembershipComponents {
-  peerId: PeerId
-  registry: Pick<Registry, 'set' | 'list' | 'value' | 'onChange'>
-  sampler: { sample(): HealthSample }
-  logger: Logger
-  metrics?: { heartbeatAge: { set(labels: { peer: string }, v: number): void, remove(labels: { peer: string }): void }, members: { set(labels: { state: string }, v: number): void } }
-  /** Extra fields for the heartbeat, e.g. instance counts. */
-  extraHealth?: () => Record<string, unknown>
-}
-
-export interface MembershipInit {
-  /** @default 1000 */
-  heartbeatIntervalMs?: number
-  /** Silent for (misses + ½) intervals → suspect. @default 1 */
-  suspectAfterMisses?: number
-  /** Silent for (misses + ½) intervals → dead. @default 2 */
-  deadAfterMisses?: number
-  /** Monotonic ms clock. @default performance.now */
-  monotonic?: () => number
-}
-
-export const DEFAULT_HEARTBEAT_INTERVAL_MS = 1000
-export const DEFAULT_SUSPECT_AFTER_MISSES = 1
-export const DEFAULT_DEAD_AFTER_MISSES = 2
+const HOUSEKEEPING_MS = 1000
+const PUSH_PULL_TIMEOUT_MS = 10_000
+/** Ask the same peer for a push-pull at most this often on (re)connection. */
+const PUSH_PULL_RETRY_MS = 2000
+const MAX_STRANGERS = 256
+/** A member dead this long, with no node record left, is forgotten. */
+const FORGET_DEAD_MS = 60 * 60_000
+/** A registry write this recent from a member held dead is worth a probe. */
+const FRESH_WRITE_MS = 30_000
 
 /**
- * Heartbeats and failure detection. Every node writes `health/<self>` each
- * interval; every node judges each peer by how long it has been silent on
- * its own monotonic clock, so clock skew between machines does not matter
- * and every node reaches the same verdict within one check period.
+ * Fleet membership and failure detection, off the registry: SWIM probing
+ * with indirect probes and incarnation-numbered suspicion, membership
+ * changes piggybacked on probes and gossiped only while they are news,
+ * Lifeguard's local health awareness, and clock offsets from the probes.
+ * Only members with a valid, unrevoked fleet certificate take part; their
+ * role and labels come from that certificate.
  */
 export class Membership extends TypedEventEmitter<MembershipEvents> implements Startable {
   readonly #c: MembershipComponents
   readonly #self: string
-  readonly #intervalMs: number
-  readonly #suspectAfter: number
-  readonly #deadAfter: number
+  readonly #init: Required<Omit<MembershipInit, 'monotonic'>>
   readonly #mono: () => number
-  readonly #lastHeard = new Map<string, number>()
-  readonly #states = new Map<string, { state: MemberState, since: number }>()
-  #startedAt = 0
-  #heartbeatTimer?: NodeJS.Timeout
-  #checkTimer?: NodeJS.Timeout
+  readonly #health: LocalHealth
+  readonly #stall: StallWatch
+  readonly #queue: BroadcastQueue
+  readonly #verifier = new RecordVerifier()
+  readonly #clock: ClockWatch
+  readonly #table: MemberTable
+  readonly #prober: Prober
+  readonly #audit: RecordAudit
+  readonly #strangers = new Map<string, MemberRecord>()
+  readonly #pushPulledAt = new Map<string, number>()
+  #nextPushPull = 0
+  #timer?: NodeJS.Timeout
   #off: Array<() => void> = []
+  #started = false
 
   constructor (components: MembershipComponents, init: MembershipInit = {}) {
     super()
     this.#c = components
     this.#self = components.peerId.toString()
-    this.#intervalMs = init.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS
-    this.#suspectAfter = init.suspectAfterMisses ?? DEFAULT_SUSPECT_AFTER_MISSES
-    this.#deadAfter = init.deadAfterMisses ?? DEFAULT_DEAD_AFTER_MISSES
+    this.#init = {
+      probeIntervalMs: init.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
+      probeTimeoutMs: init.probeTimeoutMs ?? 500,
+      indirectChecks: init.indirectChecks ?? 3,
+      suspicionMult: init.suspicionMult ?? 1,
+      suspicionMaxMult: init.suspicionMaxMult ?? 6,
+      suspicionConfirmations: init.suspicionConfirmations ?? 3,
+      retransmitMult: init.retransmitMult ?? 4,
+      gossipIntervalMs: init.gossipIntervalMs ?? 200,
+      gossipNodes: init.gossipNodes ?? 3,
+      pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
+      awarenessMaxMultiplier: init.awarenessMaxMultiplier ?? 8,
+      clockSkewLimitMs: init.clockSkewLimitMs ?? 15_000,
+      stallThresholdMs: init.stallThresholdMs ?? 2 * (init.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS)
+    }
     this.#mono = init.monotonic ?? (() => performance.now())
+    const logger = components.logger
+    this.#health = new LocalHealth({ maxMultiplier: this.#init.awarenessMaxMultiplier })
+    this.#stall = new StallWatch(late => { this.#onStall(late) }, { thresholdMs: this.#init.stallThresholdMs, monotonic: this.#mono })
+    this.#queue = new BroadcastQueue(() => retransmitLimit(this.#init.retransmitMult, this.#size()))
+    this.#clock = new ClockWatch({
+      logger,
+      onSelf: (clock, changed) => {
+        components.metrics?.clockSelf(clock)
+        if (changed) this.safeDispatchEvent('clock:skew', { detail: clock })
+      }
+    }, { limitMs: this.#init.clockSkewLimitMs, monotonic: this.#mono })
+    this.#table = new MemberTable({
+      self: this.#self,
+      privateKey: components.privateKey,
+      verifier: this.#verifier,
+      admits: id => this.#admits(id),
+      health: this.#health,
+      stall: this.#stall,
+      queue: this.#queue,
+      suspicion: () => {
+        const n = this.#size()
+        const min = suspicionTimeoutMs(this.#init.suspicionMult, n, this.#init.probeIntervalMs)
+        // too few others to confirm anything: the minimum is all we can hope for
+        const k = n - 2 < this.#init.suspicionConfirmations ? 0 : this.#init.suspicionConfirmations
+        return { minMs: min, maxMs: min * this.#init.suspicionMaxMult, k }
+      },
+      postponeMs: () => this.#health.scale(this.#init.probeIntervalMs),
+      onState: (id, state, previous, reason) => { this.#onState(id, state, previous, reason) },
+      onReject: (err, from) => { this.#reject(err, from) },
+      onStranger: r => {
+        if (this.#strangers.size < MAX_STRANGERS) this.#strangers.set(r.id, r)
+      },
+      onIncarnation: inc => { components.incarnations?.save(inc).catch(err => { logger.warn({ err: err.message }, 'saving the incarnation failed') }) },
+      logger,
+      monotonic: this.#mono
+    })
+    this.#prober = new Prober({
+      self: this.#self,
+      privateKey: components.privateKey,
+      table: this.#table,
+      transport: components.transport,
+      health: this.#health,
+      stall: this.#stall,
+      queue: this.#queue,
+      verifier: this.#verifier,
+      clock: this.#clock.offsets,
+      addrsOf: id => this.#addrsOf(id),
+      logger,
+      monotonic: this.#mono,
+      onProbe: result => { components.metrics?.probe(result) },
+      onReject: (err, from) => { this.#reject(err, from) }
+    }, this.#init)
+    this.#audit = new RecordAudit({ self: this.#self, trust: components.trust, logger, metrics: components.metrics })
+    this.#health.addEventListener('health:local', evt => {
+      const { score, healthy, reason } = evt.detail
+      logger[healthy ? 'info' : 'warn']({ score, reason }, healthy ? 'local health recovered' : 'local health degraded: slowing probes and deferring verdicts')
+      this.safeDispatchEvent('health:local', { detail: { score, healthy } })
+    })
+    this.#health.addEventListener('health:score', evt => { components.metrics?.localHealth(evt.detail.score) })
   }
 
-  get heartbeatIntervalMs (): number {
-    return this.#intervalMs
+  get probeIntervalMs (): number {
+    return this.#init.probeIntervalMs
   }
 
   async start (): Promise<void> {
-    this.#startedAt = this.#mono()
-    this.#off.push(this.#c.registry.onChange('health/', this.#onHealth))
-    await this.heartbeat()
-    this.#heartbeatTimer = setInterval(() => {
-      this.heartbeat().catch(err => { this.#c.logger.warn({ err: err.message }, 'heartbeat failed') })
-    }, this.#intervalMs)
-    this.#checkTimer = setInterval(() => { this.check() }, Math.max(50, Math.min(250, this.#intervalMs / 4)))
+    const saved = await this.#c.incarnations?.load().catch(() => undefined)
+    await this.#table.init(this.#ownAddrs(), firstIncarnation(saved))
+    this.#queue.push(this.#table.self)
+    for (const { key, value } of this.#c.registry.list<Partial<NodeRecord>>('node/')) this.#onNodeRecord(key.slice(5), value)
+    this.#off.push(this.#c.registry.onChange('node/', change => {
+      if (!change.entry.deleted) this.#onNodeRecord(change.key.slice(5), change.entry.value as Partial<NodeRecord> | undefined)
+    }))
+    // a fresh signed write from a member we hold suspect or dead hints that it is back
+    // (after a partition heals, registry news can beat membership news): probe it now
+    this.#off.push(this.#c.registry.onChange('', change => {
+      if (change.via === 'local' || change.entry.writer === this.#self) return
+      if (Math.abs(Date.now() - change.entry.ts[0]) > FRESH_WRITE_MS) return
+      if (this.#table.entries.get(change.entry.writer)?.state !== 'alive') this.#prober.recheck(change.entry.writer)
+    }))
+    await this.#c.transport.start(this.#handler)
+    this.#started = true
+    this.#stall.start()
+    this.#prober.start()
+    this.#nextPushPull = this.#mono() + this.#init.pushPullIntervalMs
+    this.#timer = setInterval(() => { this.#housekeeping() }, HOUSEKEEPING_MS)
+    this.#timer.unref()
+    for (const peer of this.#c.transport.peers()) this.#handler.onConnected(peer, true)
   }
 
   async stop (): Promise<void> {
-    clearInterval(this.#heartbeatTimer)
-    clearInterval(this.#checkTimer)
+    if (!this.#started) return
+    this.#started = false
+    clearInterval(this.#timer)
+    this.#prober.stop()
+    this.#stall.stop()
     for (const off of this.#off) off()
     this.#off = []
+    // leave: a dead about ourselves, signed by us, to a few members, so they need not wait for a timeout
+    try {
+      const leave = await this.#table.leaveRecord()
+      const targets = shuffle(this.#c.transport.peers().filter(p => this.#table.entries.get(p)?.state === 'alive')).slice(0, this.#init.gossipNodes + 1)
+      for (const peer of targets) this.#c.transport.gossip(peer, { t: 'gossip', g: [leave] })
+      if (targets.length > 0) await new Promise(resolve => setTimeout(resolve, 100))
+    } catch {}
+    for (const e of this.#table.entries.values()) e.suspicion?.cancel()
+    await this.#c.transport.stop()
   }
 
-  async heartbeat (): Promise<void> {
-    const record: HealthRecord = { ...this.#c.sampler.sample(), intervalMs: this.#intervalMs, ...this.#c.extraHealth?.() }
-    await this.#c.registry.set(`health/${this.#self}`, record)
+  /** Lifeguard's view of this node: score 0 is healthy. */
+  localHealth (): LocalHealthState {
+    return this.#health.state()
   }
 
-  /** Liveness of one peer right now. */
+  /** This node's clock against its peers'. */
+  clock (): SelfClock {
+    return this.#clock.self
+  }
+
+  /** Liveness of one peer right now; members we know nothing of are dead. */
   stateOf (peerId: string): MemberState {
     if (peerId === this.#self) return 'alive'
-    const interval = this.#c.registry.value<HealthRecord>(`health/${peerId}`)?.intervalMs ?? this.#intervalMs
-    const silent = this.#mono() - (this.#lastHeard.get(peerId) ?? this.#startedAt)
-    if (silent > (this.#deadAfter + 0.5) * interval) return 'dead'
-    if (silent > (this.#suspectAfter + 0.5) * interval) return 'suspect'
-    return this.#lastHeard.has(peerId) ? 'alive' : 'suspect'
-  }
-
-  /** Re-evaluate every peer and announce state changes. */
-  check (): void {
-    const counts: Record<MemberState, number> = { alive: 0, suspect: 0, dead: 0 }
-    const now = Date.now()
-    for (const { key } of this.#c.registry.list('node/')) {
-      const peerId = key.slice(5)
-      const state = this.stateOf(peerId)
-      counts[state]++
-      const previous = this.#states.get(peerId)
-      if (previous?.state !== state) {
-        this.#states.set(peerId, { state, since: now })
-        if (previous != null || state !== 'suspect') {
-          const log = state === 'dead' ? 'warn' : 'info'
-          this.#c.logger[log]({ peer: peerId, state, previous: previous?.state }, `member ${state}`)
-        }
-        this.safeDispatchEvent('member:state', { detail: { peerId, state, previous: previous?.state } })
-      }
-      const heard = this.#lastHeard.get(peerId)
-      if (heard != null && peerId !== this.#self) this.#c.metrics?.heartbeatAge.set({ peer: peerId }, (this.#mono() - heard) / 1000)
-    }
-    for (const [state, n] of Object.entries(counts)) this.#c.metrics?.members.set({ state }, n)
+    if (!this.#admits(peerId)) return 'dead'
+    return this.#table.entries.get(peerId)?.state ?? 'dead'
   }
 
   members (): Member[] {
-    const mono = this.#mono()
-    return this.#c.registry.list<NodeRecord>('node/').map(({ key, value }) => {
-      const peerId = key.slice(5)
-      const heard = this.#lastHeard.get(peerId)
-      const member: Member = {
-        peerId,
-        self: peerId === this.#self,
-        labels: value?.labels ?? {},
-        addresses: value?.addresses ?? [],
-        state: this.stateOf(peerId),
-        lastSeenMs: peerId === this.#self ? 0 : heard == null ? null : Math.round(mono - heard),
-        since: this.#states.get(peerId)?.since ?? Date.now()
-      }
-      if (value?.role != null) member.role = value.role
-      const health = this.#c.registry.value<HealthRecord>(`health/${peerId}`)
-      if (health != null) member.health = health
-      return member
-    })
+    const now = this.#mono()
+    const self = this.#clock.self
+    const out: Member[] = [this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)]
+    for (const e of this.#table.entries.values()) {
+      if (!this.#admits(e.id)) continue
+      const clock = this.#clock.of(e.id)
+      out.push(this.#member(e.id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(e.id)))
+    }
+    return out
   }
 
-  readonly #onHealth = (change: RegistryChange): void => {
-    const peerId = change.key.slice(7)
-    if (peerId === this.#self || change.entry.deleted) return
-    if (change.via === 'sync') {
-      // anti-entropy hands over whatever was last written, however old: only
-      // count it as a sign of life when it is recent by the writer's clock
-      const interval = (change.entry.value as HealthRecord | undefined)?.intervalMs ?? this.#intervalMs
-      if (Date.now() - change.entry.ts[0] > 2 * interval) return
+  #member (peerId: string, state: MemberState, since: number, lastSeenMs: number | null, incarnation: number | null, clockOffsetMs: number | null, clockSkewed: boolean): Member {
+    const claims = this.#c.trust.claimsFor(peerId)
+    const member: Member = {
+      peerId,
+      self: peerId === this.#self,
+      labels: claims?.labels ?? {},
+      addresses: this.#addrsOf(peerId),
+      state,
+      lastSeenMs,
+      since,
+      incarnation,
+      clockOffsetMs,
+      clockSkewed
     }
-    this.#lastHeard.set(peerId, this.#mono())
+    if (claims?.role != null) member.role = claims.role
+    const health = this.#c.registry.value<HealthRecord>(`health/${peerId}`)
+    if (health != null) member.health = health
+    return member
+  }
+
+  #admits (id: string): boolean {
+    return !this.#c.trust.isDenied(id) && this.#c.trust.claimsFor(id) != null
+  }
+
+  #size (): number {
+    return this.#table.entries.size + 1
+  }
+
+  #ownAddrs (): string[] {
+    return this.#c.addresses().filter(a => a.length <= MAX_ADDR_CHARS).slice(0, MAX_ADDRS)
+  }
+
+  /** Signed addresses first; the node record's as a fallback. */
+  #addrsOf (id: string): string[] {
+    if (id === this.#self) return this.#table.self?.addrs ?? this.#ownAddrs()
+    const signed = this.#table.entries.get(id)?.record?.addrs
+    if (signed != null && signed.length > 0) return signed
+    const record = this.#c.registry.value<Partial<NodeRecord>>(`node/${id}`)
+    return Array.isArray(record?.addresses) ? record.addresses.filter((a): a is string => typeof a === 'string').slice(0, MAX_ADDRS) : []
+  }
+
+  #onNodeRecord (id: string, record: Partial<NodeRecord> | undefined): void {
+    if (id === this.#self || record == null) return
+    this.#audit.check(id, record).then(admitted => { if (admitted) this.#learn(id) }).catch(() => {})
+  }
+
+  /** A member we may now admit: track it, and probe it soon if we have never heard from it. */
+  #learn (id: string): void {
+    const known = this.#table.entries.has(id)
+    const e = this.#table.know(id)
+    if (e == null) return
+    const stranger = this.#strangers.get(id)
+    if (stranger != null) {
+      this.#strangers.delete(id)
+      void this.#table.merge(stranger, 'gossip', this.#self).catch(() => {})
+    }
+    if (!known && e.record == null) this.#prober.soon(id)
+  }
+
+  #onState (id: string, state: MemberState, previous: MemberState | undefined, reason: string): void {
+    if (previous != null) {
+      this.#c.logger[state === 'dead' ? 'warn' : 'info']({ peer: id, state, previous, reason }, `member ${state}`)
+    }
+    if (state === 'dead') {
+      this.#clock.forget(id)
+      // its connections are probably half-open; if it lives, it is redialled and refutes
+      if (previous != null && this.#started) this.#c.transport.hangUp(id)
+    }
+    this.safeDispatchEvent('member:state', { detail: { peerId: id, state, previous } })
+  }
+
+  #reject (err: Error & { code?: string }, from: string | undefined): void {
+    this.#c.metrics?.rejected(err.code ?? 'ERR_SWIM')
+    this.#c.logger.debug({ peer: from, code: err.code, err: err.message }, 'membership message refused')
+  }
+
+  #onStall (lateMs: number): void {
+    const stretch = Math.ceil(lateMs / this.#init.probeIntervalMs)
+    this.#c.logger.warn({ lateMs: Math.round(lateMs) }, 'this process did not run for a while (stalled or starved of CPU)')
+    this.#health.apply(stretch, `stalled for ${Math.round(lateMs)} ms`)
+  }
+
+  async #pushPull (peer: string): Promise<void> {
+    this.#pushPulledAt.set(peer, this.#mono())
+    const theirs = await this.#c.transport.pushPull(peer, this.#table.records(), PUSH_PULL_TIMEOUT_MS, this.#addrsOf(peer))
+    await this.#mergeSync(theirs, peer)
+  }
+
+  async #mergeSync (records: MemberRecord[], from: string): Promise<void> {
+    let i = 0
+    for (const r of records) {
+      await this.#table.merge(r, 'sync', from)
+      // thousands of signatures to check: let the probes through now and then
+      if (++i % 64 === 0) await new Promise(resolve => setImmediate(resolve))
+    }
+  }
+
+  #housekeeping (): void {
+    this.#stall.check()
+    // a member dead for long whose node record the registry has collected is gone:
+    // forget it (if it comes back, its alive claim admits it again)
+    const wall = Date.now()
+    this.#table.sweep(e => wall - e.since > FORGET_DEAD_MS && this.#c.registry.value(`node/${e.id}`) === undefined)
+    const counts: Record<MemberState, number> = { alive: 1, suspect: 0, dead: 0 }
+    for (const e of this.#table.entries.values()) counts[e.state]++
+    this.#c.metrics?.members(counts)
+
+    this.#clock.check([...this.#table.entries.values()].filter(e => e.state === 'alive').map(e => e.id))
+
+    const [stranger] = this.#strangers.values()
+    if (stranger != null) {
+      this.#strangers.delete(stranger.id)
+      this.#c.transport.introduce(stranger.id, stranger.addrs)
+    }
+
+    const now = this.#mono()
+    if (now >= this.#nextPushPull) {
+      const n = this.#size()
+      // memberlist's pushPullScale: one more interval per doubling past 32 members
+      const scale = n <= 32 ? 1 : Math.ceil(Math.log2(n) - Math.log2(32)) + 1
+      this.#nextPushPull = now + this.#init.pushPullIntervalMs * scale
+      const peer = shuffle(this.#c.transport.peers().filter(p => this.#table.entries.get(p)?.state === 'alive'))[0]
+      if (peer != null) this.#pushPull(peer).catch(err => { this.#c.logger.debug({ peer, err: err.message }, 'push-pull failed') })
+    }
+  }
+
+  readonly #handler: TransportHandler = {
+    onRequest: async (from, frame, signal) => await this.#prober.handleRequest(from, frame, signal),
+    onGossip: (from, frame) => { this.#prober.handleGossip(from, frame) },
+    records: () => this.#table.records(),
+    onPushPull: (from, theirs) => {
+      this.#mergeSync(theirs, from).catch(err => { this.#c.logger.debug({ peer: from, err: err.message }, 'merging push-pull failed') })
+    },
+    onConnected: (peer) => {
+      if (!this.#started) return
+      this.#learn(peer)
+      const e = this.#table.entries.get(peer)
+      if (e == null) return
+      // it is new to us, or we hold it suspect or dead, or we know almost nobody:
+      // swap everything, so whichever side is wrong about the other refutes
+      const confirmed = [...this.#table.entries.values()].filter(x => x.record != null).length
+      const stale = e.state !== 'alive' || e.record == null || confirmed < 2
+      const last = this.#pushPulledAt.get(peer) ?? -Infinity
+      if (stale && this.#mono() - last >= PUSH_PULL_RETRY_MS) {
+        this.#pushPull(peer).catch(err => { this.#c.logger.debug({ peer, err: err.message }, 'push-pull failed') })
+      }
+      if (e.state === 'dead') this.#prober.soon(peer)
+    },
+    onDisconnected: peer => { this.#prober.hint(peer) },
+    onInvalid: (from, err) => { this.#reject(err, from) }
   }
 }

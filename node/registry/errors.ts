@@ -10,10 +10,22 @@ export class UnauthorizedWriteError extends RegistryError {
   override readonly name = 'UnauthorizedWriteError'
 }
 
-/** An entry's timestamp is further in the future than the allowed drift. */
+/** An entry's timestamp is further in the future than the allowed drift; `offsetMs` says by how much it is ahead. */
 export class ClockDriftError extends RegistryError {
   override readonly code = 'ERR_CLOCK_DRIFT'
   override readonly name = 'ClockDriftError'
+  readonly offsetMs: number
+
+  constructor (message: string, offsetMs: number, options?: ErrorOptions) {
+    super(message, options)
+    this.offsetMs = offsetMs
+  }
+}
+
+/** A timestamp outside the wire schema's bounds (never adopted, never stored). */
+export class InvalidTimestampError extends RegistryError {
+  override readonly code = 'ERR_INVALID_TIMESTAMP'
+  override readonly name = 'InvalidTimestampError'
 }
 
 /** An entry's signature does not verify against its writer's key. */
@@ -28,8 +40,32 @@ export class UnknownWriterError extends RegistryError {
   override readonly name = 'UnknownWriterError'
 }
 
-/** A value cannot be stored (not JSON, too large). */
+/** The fleet revoked the writer: nothing it wrote is trusted any more. */
+export class RevokedWriterError extends RegistryError {
+  override readonly code = 'ERR_REVOKED_WRITER'
+  override readonly name = 'RevokedWriterError'
+}
+
+/** A value cannot be stored (not JSON, too large, nested too deep, not the shape its key needs). */
 export class InvalidValueError extends RegistryError {
   override readonly code = 'ERR_INVALID_VALUE'
   override readonly name = 'InvalidValueError'
+}
+
+/** The writer is past its quota of keys, bytes or write rate; `limit` names which. */
+export class QuotaExceededError extends RegistryError {
+  override readonly code = 'ERR_QUOTA_EXCEEDED'
+  override readonly name = 'QuotaExceededError'
+  readonly limit: 'keys' | 'bytes' | 'rate'
+
+  constructor (message: string, limit: 'keys' | 'bytes' | 'rate', options?: ErrorOptions) {
+    super(message, options)
+    this.limit = limit
+  }
+}
+
+/** A write would lose to the entry the key already holds (e.g. a replayed authorisation). */
+export class StaleWriteError extends RegistryError {
+  override readonly code = 'ERR_STALE_WRITE'
+  override readonly name = 'StaleWriteError'
 }

@@ -1,23 +1,30 @@
 import { TypedEventEmitter } from '@libp2p/interface'
-import { TopicValidatorResult } from '@libp2p/gossipsub'
-import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
-import { KEY_PATTERN, MAX_KEY_LENGTH, MAX_VALUE_BYTES, type WireEntry } from '../../protocols/registry/wire.ts'
+import { REVOKED_PREFIX, revokedPeerOf, type Revocation } from '../../protocols/registry/revocation.ts'
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica, type SyncResult } from '../../protocols/registry-sync/index.ts'
-import { verifyRegistryWrite } from '../../packaging/trust.ts'
-import { authorityFor, DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
-import { compareEntries, signEntry, toRegistryEntry, verifyEntrySignature, type RegistryEntry } from './entry.ts'
-import { BadEntrySignatureError, ClockDriftError, InvalidValueError, RegistryError, UnauthorizedWriteError, UnknownWriterError } from './errors.ts'
-import { compareTimestamps, DEFAULT_MAX_DRIFT_MS, HybridLogicalClock, type Timestamp } from './hlc.ts'
+import { DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
+import { toRegistryEntry, type RegistryEntry } from './entry.ts'
+import { InvalidValueError, UnknownWriterError } from './errors.ts'
+import { RegistryGossip } from './gossip.ts'
+import { DEFAULT_MAX_DRIFT_MS, HybridLogicalClock } from './hlc.ts'
+import { EntryVerifier } from './ingress.ts'
+import { healStoredEntries } from './load.ts'
+import { LocalWriter, type WriteStamp } from './local-write.ts'
+import { byTrustFirst } from './order.ts'
+import { WriterQuotas, type WriterQuotaInit } from './quota.ts'
+import { Refusals, type RefusalMetrics } from './refusals.ts'
+import { Replica } from './replica.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
+import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { RegistryStore } from './store.ts'
 import type { NodeClaims } from '../identity/certificate.ts'
-import type { GossipSub, Message } from '@libp2p/gossipsub'
+import type { GossipSub } from '@libp2p/gossipsub'
 import type { Connection, PeerId, PrivateKey, Startable, Stream, StreamHandler } from '@libp2p/interface'
 import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
 
 export const DEFAULT_SYNC_INTERVAL_MS = 15_000
-const KEY_RE = new RegExp(KEY_PATTERN)
+
+export type { WriteStamp }
 
 /** What the registry needs to know about fleet membership. */
 export interface WriterTrust {
@@ -26,16 +33,20 @@ export interface WriterTrust {
   claimsFor(peerId: string): NodeClaims | undefined
   /** Verify a certificate found in a `node/<peerId>` entry and remember it. */
   learnCertificate(cert: string, peerId: string): Promise<NodeClaims>
+  /** True when `cert` is the certificate already learnt for `peerId` (nothing new to verify). */
+  knowsCertificate(cert: string, peerId: string): boolean
   /** Connected and through the certificate exchange. */
   isVerified(peerId: string): boolean
   isDenied(peerId: string): boolean
+  isRevoked(peerId: string): boolean
+  /** The fleet revoked this peer: refuse it from now on, everywhere. */
+  revoke(peerId: string, reason: string): void
   verifiedPeers(): PeerId[]
 }
 
-export interface RegistryMetrics {
+export interface RegistryMetrics extends RefusalMetrics {
   gossipIn(count: number): void
   gossipOut(count: number): void
-  rejected(reason: string): void
   synced(result: SyncResult): void
 }
 
@@ -57,8 +68,10 @@ export interface RegistryComponents {
 export interface RegistryInit {
   /** Anti-entropy with one random verified peer this often. @default DEFAULT_SYNC_INTERVAL_MS */
   syncIntervalMs?: number
-  /** @default DEFAULT_MAX_DRIFT_MS */
+  /** Entries stamped further than this ahead of our clock are refused. @default DEFAULT_MAX_DRIFT_MS */
   maxClockDriftMs?: number
+  /** Per-writer limits on the keys each node owns. @default DEFAULT_QUOTA */
+  quota?: WriterQuotaInit
   /** Ownership rules for keys a node may write without fleet authorisation. */
   rules?: readonly OwnershipRule[]
   /** @default Date.now */
@@ -66,7 +79,7 @@ export interface RegistryInit {
 }
 
 export interface WriteOptions {
-  /** Fleet authorisation (compact JWS) for keys this node does not own. */
+  /** Fleet authorisation (compact JWS) of exactly this write, for keys this node does not own. */
   auth?: string
 }
 
@@ -75,15 +88,13 @@ export interface RegistryEvents {
   synced: CustomEvent<{ peer: string, result: SyncResult }>
 }
 
-/** Keys every node writes first so a peer can verify the rest (`node/` carries the certificate). */
-function byCertificateFirst (a: WireEntry, b: WireEntry): number {
-  return (b.k.startsWith('node/') ? 1 : 0) - (a.k.startsWith('node/') ? 1 : 0)
-}
-
 /**
  * The replicated registry: a last-writer-wins map with hybrid logical clock
  * timestamps, signed entries, deltas over gossipsub, anti-entropy over a
- * protocol of ours, and persistence in level.
+ * protocol of ours, and persistence in level. Everything from outside
+ * (gossip, sync, and the disk at start) passes the same bounds: value
+ * size and depth, the drift limit, the writer's certificate, signature,
+ * right to the key and quota, and the fleet's revocations.
  */
 export class Registry extends TypedEventEmitter<RegistryEvents> implements Startable {
   readonly #c: RegistryComponents
@@ -92,15 +103,16 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #syncIntervalMs: number
   readonly #maxDriftMs: number
   readonly #now: () => number
-  readonly #entries = new Map<string, WireEntry>()
   readonly #feed = new ChangeFeed()
-  readonly #validated = new WeakMap<Uint8Array, WireEntry[]>()
+  readonly #quotas: WriterQuotas
+  readonly #refusals: Refusals
+  readonly #replica: Replica
+  readonly #verifier: EntryVerifier
+  readonly #gossip: RegistryGossip
+  readonly #writer: LocalWriter
   #clock: HybridLogicalClock
-  #pending: WireEntry[] = []
-  #flushScheduled = false
-  #persisting: Promise<void> = Promise.resolve()
+  #loaded?: Promise<void>
   #syncTimer?: NodeJS.Timeout
-  #started = false
   readonly #log: Logger
 
   constructor (components: RegistryComponents, init: RegistryInit = {}) {
@@ -113,55 +125,120 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#now = init.now ?? Date.now
     this.#clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs })
     this.#log = components.logger
+    this.#quotas = new WriterQuotas(init.quota, this.#now)
+    this.#refusals = new Refusals(this.#log, components.metrics, w => components.trust.claimsFor(w) != null, { now: this.#now })
+    this.#replica = new Replica({
+      store: components.store,
+      feed: this.#feed,
+      quotas: this.#quotas,
+      rules: this.#rules,
+      isRevoked: w => components.trust.isRevoked(w),
+      onRefused: (err, e) => { this.#refusals.refuse(err, e) },
+      logger: this.#log
+    })
+    this.#verifier = new EntryVerifier({ trust: components.trust, rules: this.#rules, clock: () => this.#clock })
+    this.#gossip = new RegistryGossip({
+      pubsub: components.pubsub,
+      trust: components.trust,
+      ...(components.metrics == null ? {} : { metrics: components.metrics }),
+      replica: this.#replica,
+      verifier: this.#verifier,
+      quotas: this.#quotas,
+      refusals: this.#refusals,
+      apply: entries => { this.#applyRemote(entries, 'gossip') },
+      logger: this.#log
+    })
+    this.#writer = new LocalWriter({
+      self: this.#self,
+      privateKey: components.privateKey,
+      fleetPublicKey: components.trust.fleetPublicKey,
+      rules: this.#rules,
+      clock: () => this.#clock,
+      replica: this.#replica,
+      gossip: this.#gossip,
+      now: this.#now
+    })
+    // every revocation, however it arrives, is enforced the moment it lands
+    this.#feed.onChange(REVOKED_PREFIX, change => {
+      const peer = revokedPeerOf(change.key)
+      if (peer != null && !change.entry.deleted) this.#enforceRevocation(peer, change.entry.value as Revocation)
+    })
+  }
+
+  /**
+   * Restore from disk, healing what today's checks refuse, and enforce the
+   * revocations found there. Call before the mesh starts so a revoked peer
+   * is refused from the first connection; `start` calls it otherwise.
+   */
+  async load (): Promise<void> {
+    this.#loaded ??= this.#load()
+    await this.#loaded
+  }
+
+  async #load (): Promise<void> {
+    const healed = healStoredEntries(await this.#c.store.load(), {
+      now: this.#now(),
+      maxDriftMs: this.#maxDriftMs,
+      rules: this.#rules,
+      quotas: this.#quotas
+    })
+    this.#replica.restore(healed.entries)
+    // resume the clock past this node's own entries (so its next writes supersede them); others' only as far as it adopts
+    const clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs })
+    for (const e of healed.entries) {
+      if (e.w === this.#self) clock.observeOwn(e.t)
+      else clock.observe(e.t)
+    }
+    this.#clock = clock
+    for (const peer of healed.revoked) {
+      this.#enforceRevocation(peer, this.value<Revocation>(`${REVOKED_PREFIX}${peer}`))
+    }
+    if (healed.dropped.length > 0) {
+      await this.#c.store.delete(healed.dropped.map(d => d.key))
+      const reasons: Record<string, number> = {}
+      for (const d of healed.dropped) {
+        reasons[d.reason] = (reasons[d.reason] ?? 0) + 1
+        this.#c.metrics?.rejected(`ERR_STORED_${d.reason.toUpperCase()}`)
+      }
+      this.#log.warn({ dropped: healed.dropped.length, reasons, sample: healed.dropped.slice(0, 5).map(d => d.key) }, 'registry healed at load: dropped stored entries that today\'s checks refuse')
+    }
   }
 
   async start (): Promise<void> {
-    let latest: Timestamp = [0, 0]
-    for (const e of await this.#c.store.load()) {
-      this.#entries.set(e.k, e)
-      if (compareTimestamps(e.t, latest) > 0) latest = e.t
-    }
-    // resume the clock past everything on disk so new writes supersede old ones
-    this.#clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs, start: latest })
-    this.#c.pubsub.topicValidators.set(REGISTRY_TOPIC, this.#validateGossip)
-    this.#c.pubsub.addEventListener('message', this.#onGossip)
-    this.#c.pubsub.subscribe(REGISTRY_TOPIC)
+    await this.load()
+    this.#gossip.start()
     await this.#c.network.handle(SYNC_PROTOCOL, this.#answerSync, { maxInboundStreams: 8 })
     this.#syncTimer = setInterval(() => { this.#syncRandomPeer() }, this.#syncIntervalMs)
     this.#syncTimer.unref()
-    this.#started = true
-    this.#log.info({ keys: this.#entries.size }, 'registry loaded')
+    this.#log.info({ keys: this.#replica.size, clock: this.#clock.peek() }, 'registry loaded')
   }
 
   async stop (): Promise<void> {
-    this.#started = false
     clearInterval(this.#syncTimer)
-    this.#c.pubsub.unsubscribe(REGISTRY_TOPIC)
-    this.#c.pubsub.removeEventListener('message', this.#onGossip)
-    this.#c.pubsub.topicValidators.delete(REGISTRY_TOPIC)
+    this.#gossip.stop()
     await this.#c.network.unhandle(SYNC_PROTOCOL)
-    await this.#persisting
+    await this.#replica.flushed()
   }
 
   get size (): number {
-    return this.#entries.size
+    return this.#replica.size
   }
 
   get (key: string): RegistryEntry | undefined {
-    const e = this.#entries.get(key)
+    const e = this.#replica.get(key)
     return e == null ? undefined : toRegistryEntry(e)
   }
 
   /** The live value of a key; undefined when absent or deleted. */
   value<T = unknown> (key: string): T | undefined {
-    const e = this.#entries.get(key)
+    const e = this.#replica.get(key)
     return e?.v == null ? undefined : JSON.parse(e.v) as T
   }
 
   /** Entries under a prefix, tombstones left out unless asked for. */
   list<T = unknown> (prefix = '', options: { tombstones?: boolean } = {}): Array<RegistryEntry<T>> {
     const out: Array<RegistryEntry<T>> = []
-    for (const e of this.#entries.values()) {
+    for (const e of this.#replica.values()) {
       if (!e.k.startsWith(prefix)) continue
       if (e.v == null && options.tombstones !== true) continue
       out.push(toRegistryEntry<T>(e))
@@ -171,7 +248,25 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
 
   /** Every entry as it travels, for anti-entropy and inspection. */
   wireEntries (): IterableIterator<WireEntry> {
-    return this.#entries.values()
+    return this.#replica.values()
+  }
+
+  /** Keys and bytes a writer holds under the keys it owns, and this node's limits. */
+  usage (writer: string): { keys: number, bytes: number, maxKeys: number, maxBytes: number } {
+    return { ...this.#quotas.usage(writer), maxKeys: this.#quotas.maxKeys, maxBytes: this.#quotas.maxBytes }
+  }
+
+  /** Peers the fleet revoked, with the revocation records. */
+  revocations (): Array<Revocation & { peerId: string }> {
+    return this.list<Revocation>(REVOKED_PREFIX).flatMap(e => {
+      const peerId = revokedPeerOf(e.key)
+      return peerId == null || e.value == null ? [] : [{ peerId, ...e.value }]
+    })
+  }
+
+  /** The writer and timestamp a fleet authorisation for a write of `key` through this node must bind. */
+  stampFor (key: string): WriteStamp {
+    return this.#writer.stampFor(key)
   }
 
   async set (key: string, value: unknown, options: WriteOptions = {}): Promise<RegistryEntry> {
@@ -182,11 +277,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     } catch (err) {
       throw new InvalidValueError(`${key}: value is not JSON`, { cause: err })
     }
-    return await this.#write(key, json, options)
+    return await this.#writer.write(key, json, options.auth)
   }
 
   async delete (key: string, options: WriteOptions = {}): Promise<RegistryEntry> {
-    return await this.#write(key, null, options)
+    return await this.#writer.write(key, null, options.auth)
   }
 
   /** Changes under `prefix` as an async iterator. */
@@ -202,7 +297,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   /** Run one anti-entropy round with `peer`. */
   async syncWith (peer: PeerId, signal?: AbortSignal): Promise<SyncResult> {
     const stream = await this.#c.network.dialProtocol(peer, SYNC_PROTOCOL, { signal })
-    const result = await syncWith(stream, this.#replica, { signal })
+    const result = await syncWith(stream, this.#syncReplica, { signal })
     this.#c.metrics?.synced(result)
     this.safeDispatchEvent('synced', { detail: { peer: peer.toString(), result } })
     return result
@@ -215,203 +310,62 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   async merge (entries: WireEntry[]): Promise<{ applied: number, rejected: number }> {
     const fresh: WireEntry[] = []
     let rejected = 0
-    for (const e of [...entries].sort(byCertificateFirst)) {
-      if (!this.#wouldWin(e)) continue
+    for (const e of entries.filter(e => this.#replica.wouldWin(e)).sort(byTrustFirst)) {
       try {
-        await this.#verify(e)
+        this.#replica.admit(e)
+        await this.#verifier.verify(e)
         fresh.push(e)
       } catch (err: any) {
         rejected++
-        this.#reject(err, e)
+        this.#refusals.refuse(err, e)
       }
     }
-    return { applied: this.#apply(fresh, 'sync'), rejected }
+    return { applied: this.#applyRemote(fresh, 'sync'), rejected }
   }
 
-  #wouldWin (e: WireEntry): boolean {
-    const current = this.#entries.get(e.k)
-    return current == null || compareEntries(e, current) > 0
-  }
-
-  async #write (key: string, json: string | null, options: WriteOptions): Promise<RegistryEntry> {
-    if (key.length > MAX_KEY_LENGTH || !KEY_RE.test(key)) throw new InvalidValueError(`key "${key}" is not a valid registry key`)
-    if (json != null && Buffer.byteLength(json) > MAX_VALUE_BYTES) throw new InvalidValueError(`${key}: value exceeds ${MAX_VALUE_BYTES} bytes`)
-    const authority = authorityFor(key, this.#rules)
-    if (authority.kind === 'owner' && authority.owner !== this.#self) {
-      throw new UnauthorizedWriteError(`${key} belongs to ${authority.owner}`)
-    }
-    if (authority.kind === 'fleet') {
-      if (options.auth == null) throw new UnauthorizedWriteError(`${key} needs a fleet authorisation`)
+  /** Install verified entries from peers and fold their stamps into the clock; returns how many changed state. */
+  #applyRemote (entries: WireEntry[], via: RegistryChange['via']): number {
+    const changed = this.#replica.install(entries, via)
+    for (const e of changed) {
       try {
-        await verifyRegistryWrite(options.auth, key, json, this.#c.trust.fleetPublicKey)
-      } catch (err: any) {
-        throw new UnauthorizedWriteError(`${key}: ${err.message}`, { cause: err })
+        if (e.w === this.#self) this.#clock.observeOwn(e.t)
+        else this.#clock.observe(e.t)
+      } catch {
+        // checked at verification; a stamp cannot become invalid since
       }
-    }
-    const unsigned: Omit<WireEntry, 's'> = { k: key, v: json, t: this.#clock.tick(), w: this.#self }
-    if (authority.kind === 'fleet') unsigned.a = options.auth
-    const entry = await signEntry(this.#c.privateKey, unsigned)
-    this.#apply([entry], 'local')
-    this.#pending.push(entry)
-    this.#scheduleFlush()
-    return toRegistryEntry(entry)
-  }
-
-  async #verify (e: WireEntry): Promise<void> {
-    if (e.t[0] > this.#now() + this.#maxDriftMs) {
-      throw new ClockDriftError(`${e.k}: timestamp is ${e.t[0] - this.#now()} ms in the future`)
-    }
-    let claims = this.#c.trust.claimsFor(e.w)
-    if (claims == null && e.k === `node/${e.w}` && e.v != null) {
-      const cert = (JSON.parse(e.v) as { cert?: unknown }).cert
-      if (typeof cert === 'string') {
-        try {
-          claims = await this.#c.trust.learnCertificate(cert, e.w)
-        } catch (err) {
-          throw new UnknownWriterError(`${e.k}: certificate of ${e.w} is not valid`, { cause: err })
-        }
-      }
-    }
-    if (claims == null) throw new UnknownWriterError(`${e.k}: ${e.w} holds no certificate of this fleet`)
-    if (!await verifyEntrySignature(e)) throw new BadEntrySignatureError(`${e.k}: signature of ${e.w} does not verify`)
-    const authority = authorityFor(e.k, this.#rules)
-    if (authority.kind === 'owner') {
-      if (authority.owner !== e.w) throw new UnauthorizedWriteError(`${e.k}: written by ${e.w}, owned by ${authority.owner}`)
-      return
-    }
-    if (e.a == null) throw new UnauthorizedWriteError(`${e.k}: no fleet authorisation`)
-    try {
-      await verifyRegistryWrite(e.a, e.k, e.v, this.#c.trust.fleetPublicKey)
-    } catch (err: any) {
-      throw new UnauthorizedWriteError(`${e.k}: ${err.message}`, { cause: err })
-    }
-  }
-
-  /** Install entries that won; returns how many changed state. */
-  #apply (entries: WireEntry[], via: RegistryChange['via']): number {
-    const changed: WireEntry[] = []
-    for (const e of entries) {
-      const previous = this.#entries.get(e.k)
-      if (previous != null && compareEntries(e, previous) <= 0) continue
-      if (via !== 'local') {
-        try {
-          this.#clock.observe(e.t)
-        } catch {
-          continue
-        }
-      }
-      this.#entries.set(e.k, e)
-      changed.push(e)
-      const change = { key: e.k, entry: toRegistryEntry(e), via, ...(previous == null ? {} : { previous: toRegistryEntry(previous) }) }
-      try {
-        this.#feed.emit(change)
-      } catch (err) {
-        this.#log.error({ err, key: e.k }, 'registry change listener failed')
-      }
-    }
-    if (changed.length > 0) {
-      this.#persisting = this.#persisting
-        .then(async () => { await this.#c.store.put(changed) })
-        .catch(err => { this.#log.error({ err }, 'persisting registry entries failed') })
     }
     return changed.length
   }
 
-  #reject (err: any, e?: WireEntry): void {
-    const reason = err instanceof RegistryError ? err.code : (err?.code ?? 'ERR_UNKNOWN')
-    this.#c.metrics?.rejected(reason)
-    this.#log.debug({ reason, key: e?.k, writer: e?.w, err: err?.message }, 'registry entry rejected')
+  #enforceRevocation (peer: string, record: Revocation | undefined): void {
+    if (peer === this.#self) {
+      this.#log.error({ reason: record?.reason }, 'the fleet revoked this node\'s certificate: every peer refuses it; re-enroll it with a new identity')
+      return
+    }
+    const reason = `revoked${record?.reason == null || record.reason === '' ? '' : `: ${record.reason}`}`
+    this.#c.trust.revoke(peer, reason)
+    const dropped = this.#replica.dropWriter(peer)
+    this.#log.warn({ peer, reason: record?.reason, by: record?.by, dropped }, 'peer revoked by the fleet: disconnected, refused, and its entries dropped')
   }
 
-  #scheduleFlush (): void {
-    if (this.#flushScheduled) return
-    this.#flushScheduled = true
-    setImmediate(() => {
-      this.#flushScheduled = false
-      const pending = this.#pending
-      this.#pending = []
-      for (let i = 0; i < pending.length; i += MAX_DELTA_ENTRIES) {
-        const entries = pending.slice(i, i + MAX_DELTA_ENTRIES)
-        if (!this.#started) continue
-        this.#c.pubsub.publish(REGISTRY_TOPIC, deltaCodec.encode({ entries }))
-          .then(() => this.#c.metrics?.gossipOut(1))
-          .catch(err => { this.#log.debug({ err: err.message }, 'publishing registry delta failed') })
-      }
-    })
-  }
-
-  /**
-   * Gossip validator: only certified fleet members' own signed writes pass.
-   * Every entry is verified against its writer's certificate and signature,
-   * so a relay that is still in the certificate exchange may pass messages
-   * on; a relay or author that failed it is rejected outright.
-   */
-  readonly #validateGossip = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
-    if (msg.type !== 'signed') {
-      this.#reject({ code: 'ERR_UNSIGNED_GOSSIP' })
-      return TopicValidatorResult.Reject
-    }
-    const source = peer.toString()
-    const author = msg.from.toString()
-    if (this.#c.trust.isDenied(source) || this.#c.trust.isDenied(author)) {
-      this.#reject({ code: 'ERR_DENIED_PEER' })
-      return TopicValidatorResult.Reject
-    }
-    let entries: WireEntry[]
-    try {
-      entries = deltaCodec.decode(msg.data).entries
-    } catch (err) {
-      this.#reject(err)
-      return TopicValidatorResult.Reject
-    }
-    const fresh: WireEntry[] = []
-    for (const e of entries.sort(byCertificateFirst)) {
-      if (e.w !== author) {
-        this.#reject({ code: 'ERR_FOREIGN_WRITER' }, e)
-        return TopicValidatorResult.Reject
-      }
-      if (!this.#wouldWin(e)) continue
-      try {
-        await this.#verify(e)
-      } catch (err) {
-        this.#reject(err, e)
-        // an unknown writer may simply not have reached us yet: drop quietly
-        return err instanceof UnknownWriterError ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
-      }
-      fresh.push(e)
-    }
-    this.#validated.set(msg.data, fresh)
-    return TopicValidatorResult.Accept
-  }
-
-  readonly #onGossip = (evt: CustomEvent<Message>): void => {
-    const msg = evt.detail
-    if (msg.topic !== REGISTRY_TOPIC) return
-    const entries = this.#validated.get(msg.data)
-    if (entries == null) return
-    this.#validated.delete(msg.data)
-    this.#c.metrics?.gossipIn(1)
-    this.#apply(entries, 'gossip')
-  }
-
-  readonly #replica: SyncReplica = {
-    entries: () => this.#entries.values(),
+  readonly #syncReplica: SyncReplica = {
+    entries: () => this.#replica.values(),
     merge: async (entries) => { await this.merge(entries) }
   }
 
   readonly #answerSync = async (stream: Stream, connection: Connection): Promise<void> => {
     const peer = connection.remotePeer.toString()
     if (!this.#c.trust.isVerified(peer)) {
-      this.#reject({ code: 'ERR_UNVERIFIED_SOURCE' })
+      this.#refusals.refuse({ code: 'ERR_UNVERIFIED_SOURCE' })
       stream.abort(new UnknownWriterError(`${peer} has not presented a certificate`))
       return
     }
     try {
-      const result = await answerSync(stream, this.#replica)
+      const result = await answerSync(stream, this.#syncReplica)
       this.#c.metrics?.synced(result)
       this.safeDispatchEvent('synced', { detail: { peer, result } })
     } catch (err: any) {
-      this.#reject(err)
+      this.#refusals.refuse(err)
       this.#log.debug({ peer, err: err.message }, 'answering registry sync failed')
     }
   }

@@ -5,8 +5,8 @@ export interface RegistryChange<T = unknown> {
   key: string
   entry: RegistryEntry<T>
   previous?: RegistryEntry<T>
-  /** how the change arrived: this agent wrote it, live gossip, or anti-entropy */
-  via: 'local' | 'gossip' | 'sync'
+  /** how the change arrived: this agent wrote it, live gossip, anti-entropy, or its writer was revoked (the key vanished) */
+  via: 'local' | 'gossip' | 'sync' | 'revocation'
 }
 
 export type ChangeListener = (change: RegistryChange) => void

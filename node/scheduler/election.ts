@@ -42,6 +42,14 @@ export interface ElectionInit {
    * @default 3000
    */
   settleMs?: number
+  /**
+   * This node has peers to join (bootstrap or mDNS configured): past
+   * `settleMs` it still claims nothing until it has heard from at least one
+   * other member, or until this long after start. Agents started together
+   * on a slow machine otherwise each claim before meeting anyone.
+   * @default 0 (no wait)
+   */
+  joinMs?: number
 }
 
 /** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
@@ -67,6 +75,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   readonly #eligible: boolean
   readonly #checkIntervalMs: number
   readonly #settleMs: number
+  readonly #joinMs: number
   #startedAt = 0
   #timer?: NodeJS.Timeout
   #off?: () => void
@@ -81,6 +90,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#eligible = init.eligible ?? true
     this.#checkIntervalMs = init.checkIntervalMs ?? 250
     this.#settleMs = init.settleMs ?? 3000
+    this.#joinMs = init.joinMs ?? 0
   }
 
   async start (): Promise<void> {
@@ -121,7 +131,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
 
   check (): void {
     const claims = this.#claims()
-    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) === 'alive')
+    // a suspect holder still holds its lease: SWIM suspicion is an accusation
+    // it may refute (it is how a healed partition's old news arrives), so
+    // only a confirmed death frees the zone
+    const live = claims.filter(c => this.#c.membership.stateOf(c.peerId) !== 'dead')
     const active = firstInPrecedence(live)
     const leader = active == null ? undefined : { peerId: active.peerId, term: active.term }
     if (leader?.peerId !== this.#leader?.peerId || leader?.term !== this.#leader?.term) {
@@ -136,8 +149,11 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       this.#c.registry.delete(schedulerKey(this.zone, this.#self)).catch(() => {})
       return
     }
-    if (leader != null || !this.#eligible || this.#claiming || performance.now() - this.#startedAt < this.#settleMs) return
-    const best = this.#c.membership.members()
+    const age = performance.now() - this.#startedAt
+    if (leader != null || !this.#eligible || this.#claiming || age < this.#settleMs) return
+    const members = this.#c.membership.members()
+    if (age < this.#joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')) return
+    const best = members
       .filter(m => m.state === 'alive' && m.role != null && ELIGIBLE_ROLES.has(m.role) && zoneOf(m.labels) === this.zone)
       .sort((a, b) => rank(a) < rank(b) ? -1 : 1)[0]
     if (best?.peerId !== this.#self) return

@@ -24,6 +24,8 @@ export interface SchedulingComponents {
   /** re-write `node/<self>` after a drain or eviction */
   announce: () => Promise<void>
   parseOptions?: ParseOptions
+  /** this node has peers to join (bootstrap or mDNS): the election waits to meet one before claiming */
+  expectPeers?: boolean
   metrics?: { invalidDeployment(): void, placementWritten(): void }
 }
 
@@ -47,7 +49,7 @@ export class Scheduling implements Startable {
       registry: c.registry,
       membership: c.membership,
       logger: c.logger.child({ service: 'election' })
-    }, { labels: c.labels, eligible: c.role !== 'coordinator' })
+    }, { labels: c.labels, eligible: c.role !== 'coordinator', ...(c.expectPeers === true ? { joinMs: 30_000 } : {}) })
     this.scheduler = new Scheduler({
       peerId: c.peerId,
       registry: c.registry,

@@ -130,14 +130,18 @@ export class Scheduler implements Startable {
     }
   }
 
-  /** Live gateways and servers with what placement needs to know. */
+  /**
+   * Live gateways and servers with what placement needs to know. A node
+   * whose clock disagrees with the fleet is left out: peers refuse its
+   * writes, so it could not report what it runs (issue 14, clock skew).
+   */
   candidates (): Array<Candidate & { processCpuPct: number }> {
     const running = new Map<string, number>()
     for (const e of this.#c.registry.list<{ state?: string }>('instance/')) {
       const peer = e.key.split('/')[1]!
       if (e.value?.state === 'running' || e.value?.state === 'starting' || e.value?.state === 'pulling') running.set(peer, (running.get(peer) ?? 0) + 1)
     }
-    return this.#c.membership.members().filter(m => m.state !== 'dead').map(m => {
+    return this.#c.membership.members().filter(m => m.state !== 'dead' && m.clockSkewed !== true).map(m => {
       const node = this.#c.registry.get(`node/${m.peerId}`)?.value as (NodeRecord & { drained?: boolean, excluded?: string[] }) | undefined
       const health = m.health as HealthRecord | undefined
       return {

@@ -1,6 +1,8 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { answerCertificate, CERT_PROTOCOL, DEFAULT_CERT_TIMEOUT_MS, offerCertificate } from '../../protocols/cert-exchange/index.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { verifyNodeCertificate, type NodeClaims } from '../identity/certificate.ts'
+import { OwnCertificateError, RevokedPeerError } from './errors.ts'
 import type { Connection, ConnectionGater, PeerId, Startable, Stream, StreamHandler } from '@libp2p/interface'
 import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -8,12 +10,14 @@ import type { Logger } from 'pino'
 export interface PeerTrustEvents {
   /** A connected peer proved fleet membership. */
   'peer:verified': CustomEvent<{ peerId: PeerId, claims: NodeClaims, outbound: boolean }>
-  /** A peer failed the certificate exchange and is now denied. */
+  /** A peer failed the certificate exchange, or the fleet revoked it, and is now denied. */
   'peer:denied': CustomEvent<{ peerId: string, reason: string }>
 }
 
 export interface PeerTrustMetrics {
   denied(reason: string): void
+  /** Peers the fleet revoked, as this node enforces them. */
+  revokedPeers?(count: number): void
 }
 
 export interface PeerTrustComponents {
@@ -44,15 +48,21 @@ export interface PeerTrustInit {
  * Fleet membership at the connection level. Every new connection runs the
  * certificate exchange; a peer whose certificate is missing, expired, for
  * another peer id or from another fleet is hung up on and denied by the
- * connection gater for the life of the process. Also keeps the certificates
- * learnt from the registry so relayed writes can be attributed.
+ * connection gater for the life of the process. A peer the fleet revoked
+ * (the registry tells, from `revoked/<peerId>`) is hung up on and denied for
+ * good: its certificate no longer counts anywhere. Also keeps the
+ * certificates learnt from the registry so relayed writes can be attributed,
+ * and this node's own certificate, which renewal replaces.
  */
 export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Startable {
   readonly fleetPublicKey: KeyObject
-  readonly #certificate: string
+  #certificate: string
   readonly #certTimeoutMs: number
   readonly #c: PeerTrustComponents
   readonly #claims = new Map<string, NodeClaims>()
+  /** the certificate text each entry of #claims came from */
+  readonly #certs = new Map<string, string>()
+  readonly #revoked = new Map<string, string>()
   readonly #verified = new Set<string>()
   readonly #denied = new Map<string, string>()
   readonly #pending = new Map<string, NodeJS.Timeout>()
@@ -96,20 +106,78 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
     this.#pending.clear()
   }
 
-  /** Claims of a valid, unexpired certificate for `peerId`, when known. */
+  /** This node's certificate, as presented to peers. */
+  get certificate (): string {
+    return this.#certificate
+  }
+
+  /** Present `cert` from now on (a renewal): it must name this node and verify against the fleet key. */
+  async setCertificate (cert: string): Promise<NodeClaims> {
+    let claims: NodeClaims
+    try {
+      claims = await verifyNodeCertificate(cert, this.fleetPublicKey, this.#c.peerId.toString())
+    } catch (err: any) {
+      throw new OwnCertificateError(`the new certificate is not usable: ${String(err.message)}`, { cause: err })
+    }
+    this.#certificate = cert
+    this.#remember(this.#c.peerId.toString(), cert, claims)
+    return claims
+  }
+
+  /** Claims of a valid, unexpired certificate for `peerId`, when known and not revoked. */
   claimsFor (peerId: string): NodeClaims | undefined {
     const claims = this.#claims.get(peerId)
     if (claims == null) return undefined
     if (claims.exp * 1000 <= Date.now()) {
       this.#claims.delete(peerId)
+      this.#certs.delete(peerId)
       return undefined
     }
     return claims
   }
 
+  /** Verify a certificate for `peerId`; the one that expires last is kept. Refuses a revoked peer. */
   async learnCertificate (cert: string, peerId: string): Promise<NodeClaims> {
+    if (this.#revoked.has(peerId)) throw new RevokedPeerError(`the fleet revoked ${peerId}`)
     const claims = await verifyNodeCertificate(cert, this.fleetPublicKey, peerId)
+    if (this.#revoked.has(peerId)) throw new RevokedPeerError(`the fleet revoked ${peerId}`)
+    return this.#remember(peerId, cert, claims)
+  }
+
+  knowsCertificate (cert: string, peerId: string): boolean {
+    return this.#certs.get(peerId) === cert
+  }
+
+  isRevoked (peerId: string): boolean {
+    return this.#revoked.has(peerId)
+  }
+
+  /**
+   * The fleet revoked `peerId`: forget its certificate, deny it at the
+   * gater and in every validator, and hang up on it now.
+   */
+  revoke (peerId: string, reason: string): void {
+    if (this.#revoked.has(peerId)) return
+    this.#revoked.set(peerId, reason)
+    this.#c.metrics?.revokedPeers?.(this.#revoked.size)
+    let id
+    try {
+      id = peerIdFromString(peerId)
+    } catch {
+      return
+    }
+    void this.#deny(id, reason, 'peer revoked by the fleet')
+  }
+
+  revokedPeers (): string[] {
+    return [...this.#revoked.keys()]
+  }
+
+  #remember (peerId: string, cert: string, claims: NodeClaims): NodeClaims {
+    const known = this.claimsFor(peerId)
+    if (known != null && known.exp > claims.exp) return known
     this.#claims.set(peerId, claims)
+    this.#certs.set(peerId, cert)
     return claims
   }
 
@@ -135,22 +203,27 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
     return [...this.#denied].map(([peerId, reason]) => ({ peerId, reason }))
   }
 
-  async #deny (peerId: PeerId, reason: string): Promise<void> {
+  async #deny (peerId: PeerId, reason: string, msg = 'peer denied: no valid fleet certificate'): Promise<void> {
     const id = peerId.toString()
     this.#denied.set(id, reason)
     this.#verified.delete(id)
     this.#claims.delete(id)
+    this.#certs.delete(id)
+    clearTimeout(this.#pending.get(id))
+    this.#pending.delete(id)
     this.#c.metrics?.denied(reason)
-    this.#c.logger.warn({ peer: id, reason }, 'peer denied: no valid fleet certificate')
+    this.#c.logger.warn({ peer: id, reason }, msg)
     this.safeDispatchEvent('peer:denied', { detail: { peerId: id, reason } })
     await this.#network?.hangUp(peerId).catch(() => {})
   }
 
-  #markVerified (peerId: PeerId, claims: NodeClaims, outbound: boolean): void {
+  #markVerified (peerId: PeerId, cert: string, claims: NodeClaims, outbound: boolean): void {
     const id = peerId.toString()
     clearTimeout(this.#pending.get(id))
     this.#pending.delete(id)
-    this.#claims.set(id, claims)
+    // revoked while the exchange ran
+    if (this.#denied.has(id)) return
+    this.#remember(id, cert, claims)
     const first = !this.#verified.has(id)
     this.#verified.add(id)
     if (first) {
@@ -204,7 +277,8 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
       return
     }
     try {
-      this.#markVerified(peerId, await verifyNodeCertificate(remote, this.fleetPublicKey, peerId.toString()), true)
+      if (this.#revoked.has(peerId.toString())) throw new RevokedPeerError(`the fleet revoked ${peerId.toString()}`)
+      this.#markVerified(peerId, remote, await verifyNodeCertificate(remote, this.fleetPublicKey, peerId.toString()), true)
     } catch (err: any) {
       await this.#deny(peerId, err.message)
     }
@@ -213,10 +287,13 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
   readonly #answer = async (stream: Stream, conn: Connection): Promise<void> => {
     const peerId = conn.remotePeer
     let claims: NodeClaims | undefined
+    let offered = ''
     let refusal: string | undefined
     try {
       await answerCertificate(stream, this.#certificate, async cert => {
         try {
+          if (this.#revoked.has(peerId.toString())) throw new RevokedPeerError(`the fleet revoked ${peerId.toString()}`)
+          offered = cert
           claims = await verifyNodeCertificate(cert, this.fleetPublicKey, peerId.toString())
         } catch (err: any) {
           refusal = err.message
@@ -228,7 +305,7 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
       else this.#c.logger.debug({ peer: peerId.toString(), err: err.message }, 'certificate exchange aborted')
       return
     }
-    if (claims != null) this.#markVerified(peerId, claims, false)
+    if (claims != null) this.#markVerified(peerId, offered, claims, false)
   }
 
   #requireNetwork (): TrustNetwork {

@@ -84,7 +84,8 @@ export function agentUnit (description: { version: string, arch: string }): stri
 [Unit]
 Description=gatemesh agent: this device's share of the fleet's models, sensors and actions
 Wants=network-online.target
-After=network-online.target ${SETUP_UNIT}
+# time-sync.target only waits when systemd-time-wait-sync is enabled (gateways without a real-time clock)
+After=network-online.target time-sync.target ${SETUP_UNIT}
 Requires=${SETUP_UNIT}
 
 [Service]

@@ -19,7 +19,7 @@ const agent: AgentView = {
   startedAt: Date.now(),
   addresses: () => [],
   members: () => [],
-  registry: { list: () => [], get: () => undefined, set: record('registry.set'), delete: record('registry.delete'), onChange: () => () => {}, size: 0 },
+  registry: { list: () => [], get: () => undefined, set: record('registry.set'), delete: record('registry.delete'), onChange: () => () => {}, size: 0, revocations: () => [], stampFor: (key: string) => ({ key, writer: 'self', ts: [0, 0] }) },
   metrics: new AgentMetrics(),
   deniedPeers: () => [],
   local: {

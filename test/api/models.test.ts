@@ -40,7 +40,7 @@ const app = await buildApi({
   startedAt: Date.now(),
   addresses: () => [],
   members: () => [],
-  registry: { list: () => [], get: () => undefined, set: async () => ({}) as any, delete: async () => ({}) as any, onChange: () => () => {}, size: 0 },
+  registry: { list: () => [], get: () => undefined, set: async () => ({}) as any, delete: async () => ({}) as any, onChange: () => () => {}, size: 0, stampFor: () => { throw new Error('no registry') }, revocations: () => [] },
   metrics,
   deniedPeers: () => [],
   local: { runtime, devices, outbox }

@@ -16,6 +16,7 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   bundle: async () => await import('./bundle.ts'),
   coordinator: async () => await import('./coordinator.ts'),
   image: async () => await import('./image.ts'),
+  revocation: async () => await import('./revocation.ts'),
   script: async () => await import('./script.ts'),
   rollout: async () => await import('./rollout.ts')
 }

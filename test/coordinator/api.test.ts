@@ -66,6 +66,8 @@ t.test('nodes: role, labels, state, health and sensors with type and geo', async
   t.same(gw.sensors, [{ id: 'temp-1', type: 'temperature', unit: '°C', geo: { lat: 52.5, lon: 13.4 } }])
   t.ok(gw.health.memTotalBytes > 0 && Array.isArray(gw.health.load))
   t.equal(res.body.nodes.find((n: any) => n.peerId === selfId).self, true)
+  t.equal(gw.clock.skewed, false, 'its clock agrees with the coordinator\'s')
+  t.ok(gw.clock.offsetSec == null || Math.abs(gw.clock.offsetSec) <= 1, `its clock offset is measured in seconds (${gw.clock.offsetSec})`)
 
   const filtered = (await client.request('GET', '/api/v1/nodes?role=gateway&sensorType=temperature&label=zone=lab', { token: ops })).body
   t.same(filtered.nodes.map((n: any) => n.peerId), [gatewayId])
@@ -79,7 +81,8 @@ t.test('nodes: role, labels, state, health and sensors with type and geo', async
 t.test('monitoring: gateway status and model status', async t => {
   const gateways = (await client.request('GET', '/api/v1/monitoring/gateways', { token: ops })).body
   t.match(gateways.summary, { total: 1, alive: 1, dead: 0 })
-  t.match(gateways.gateways[0], { peerId: gatewayId, role: 'gateway', state: 'alive', sensors: 1, instances: { running: 1 } })
+  t.match(gateways.gateways[0], { peerId: gatewayId, role: 'gateway', state: 'alive', sensors: 1, instances: { running: 1 }, clockSkewed: false })
+  t.ok(gateways.gateways[0].lastHealthReport > 0, 'when it last wrote its health (not a sign of life: state is)')
   t.ok(gateways.gateways[0].memUsedPct > 0)
   const models = (await client.request('GET', '/api/v1/monitoring/models', { token: ops })).body
   t.match(models.models, [{ model: 'vibration', versions: ['1.0.0'], states: { running: 1 }, instances: [{ node: gatewayId, nodeState: 'alive' }] }])

@@ -219,7 +219,7 @@ t.test('deployments: validated, fleet-signed, written to the registry; status; t
   const entry = coordinator.self.registry.get(deploymentKey('temps'))!
   t.match(entry.value, { id: 'temps', replicas: 2, placement: { policy: 'spread' } })
   t.equal(entry.auth != null, true, 'the entry carries an authorisation')
-  const auth = await verifyRegistryWrite(entry.auth!, deploymentKey('temps'), JSON.stringify(entry.value), coordinator.fleet.publicKey)
+  const auth = await verifyRegistryWrite(entry.auth!, { key: deploymentKey('temps'), valueJson: JSON.stringify(entry.value), writer: entry.writer, ts: entry.ts }, coordinator.fleet.publicKey)
   t.equal(auth.signer, 'fleet', 'signed by the fleet key')
   await waitFor(() => coordinator.gateway.registry.value(deploymentKey('temps')) != null, 'the deployment to reach the gateway', 5000)
   t.pass('it travelled to the other registry')
@@ -251,7 +251,7 @@ t.test('deployments: validated, fleet-signed, written to the registry; status; t
   t.equal((await client.request('DELETE', '/api/v1/deployments/temps', { token: dev })).status, 204)
   const tomb = coordinator.self.registry.get(deploymentKey('temps'))!
   t.equal(tomb.deleted, true, 'a tombstone')
-  await verifyRegistryWrite(tomb.auth!, deploymentKey('temps'), null, coordinator.fleet.publicKey)
+  await verifyRegistryWrite(tomb.auth!, { key: deploymentKey('temps'), valueJson: null, writer: tomb.writer, ts: tomb.ts }, coordinator.fleet.publicKey)
   t.pass('the tombstone is fleet-signed')
   t.equal((await client.request('GET', '/api/v1/deployments/temps', { token: dev })).status, 404)
   t.equal((await client.request('DELETE', '/api/v1/deployments/temps', { token: dev })).status, 404)

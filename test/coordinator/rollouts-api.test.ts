@@ -108,7 +108,7 @@ t.test('a rollout is pulled, signed with the fleet key and written; the gateway 
   t.same(res.body.targets.map((x: any) => [x.peer, x.outcome]), [[gatewayId, 'waiting']], 'the gateway is a target')
   const entry = await waitFor(() => coordinator.gateway.registry.get('rollout/r-api'), 'the gateway to hold the record')
   t.ok(entry.auth != null, 'stored with its authorisation')
-  await verifyRegistryWrite(entry.auth!, 'rollout/r-api', JSON.stringify(entry.value), coordinator.fleet.publicKey)
+  await verifyRegistryWrite(entry.auth!, { key: 'rollout/r-api', valueJson: JSON.stringify(entry.value), writer: entry.writer, ts: entry.ts }, coordinator.fleet.publicKey)
   t.pass('the authorisation is the fleet key\'s, over exactly this record')
   t.equal((await client.request('POST', '/api/v1/rollouts', { token: admin, body: { id: 'r-api', releases: [v2] } })).status, 400, 'an id is used once')
 })

@@ -19,7 +19,7 @@ import { ModelRepository } from '../../coordinator/models/repository.ts'
 import { NodesView } from '../../coordinator/nodes/view.ts'
 import { createLogger } from '../../node/logs/logger.ts'
 import { LogStore } from '../../node/logs/log-store.ts'
-import { HealthSampler } from '../../node/membership/health.ts'
+import { HealthReporter, HealthSampler } from '../../node/membership/health.ts'
 import { Membership, type Member, type NodeRecord } from '../../node/membership/membership.ts'
 import { resolveBundle } from '../../node/scheduler/resolve.ts'
 import { PredictRouter } from '../../node/scheduler/router.ts'
@@ -27,6 +27,7 @@ import { openDatabase, type Database } from '../../node/store/db.ts'
 import { verifyBundle } from '../../packaging/bundle/index.ts'
 import { fleetIdOf } from '../../packaging/trust.ts'
 import { MemoryMesh, type MemoryMember } from './memory-mesh.ts'
+import { MemorySwimNetwork } from './memory-swim.ts'
 import type { FastifyInstance } from 'fastify'
 
 export const PASSWORDS = { admin: 'admin-password-1', dev: 'developer-pass-1', ops: 'operator-pass-1' }
@@ -66,8 +67,8 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   const dir = await mkdtemp(join(tmpdir(), 'gm-coord-'))
   const db = await openDatabase(dir)
   const mesh = new MemoryMesh()
-  const self = await mesh.add()
-  const gateway = await mesh.add()
+  const self = await mesh.add({ role: 'coordinator', labels: { zone: 'lab' } })
+  const gateway = await mesh.add({ role: 'gateway', labels: { zone: 'lab' } })
   await mesh.introduce()
   await self.registry.start()
   await gateway.registry.start()
@@ -78,8 +79,18 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   await gateway.registry.set(`node/${gatewayId}`, { ...record('gateway', [{ id: 'temp-1', type: 'temperature', unit: '°C', geo: { lat: 52.5, lon: 13.4 } }]), cert: gateway.cert })
   await gateway.registry.set(`instance/${gatewayId}/vibration`, { state: 'running', model: 'vibration', version: '1.0.0', backend: 'wasm', startedAt: Date.now() })
   const quiet = pino({ level: 'silent' })
-  const memberships = [self, gateway].map(m => new Membership({ peerId: m.peerId, registry: m.registry, sampler: new HealthSampler(), logger: quiet }, { heartbeatIntervalMs: 200 }))
+  const swim = new MemorySwimNetwork()
+  const memberships = [self, gateway].map(m => new Membership({
+    peerId: m.peerId,
+    privateKey: m.privateKey,
+    registry: m.registry,
+    trust: m.trust,
+    transport: swim.transport(m.peerId.toString()),
+    addresses: () => [],
+    logger: quiet
+  }, { probeIntervalMs: 200, probeTimeoutMs: 100, gossipIntervalMs: 50, stallThresholdMs: 5000 }))
   for (const m of memberships) await m.start()
+  for (const m of [self, gateway]) await new HealthReporter({ peerId: m.peerId.toString(), registry: m.registry, sampler: new HealthSampler(), logger: quiet }).report(true)
 
   const logs = new LogStore({ flushIntervalMs: 10 })
   await logs.open(db)

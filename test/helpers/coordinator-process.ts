@@ -14,6 +14,8 @@ export interface CoordinatorProcessInit {
   fleetDir: string
   bootstrap?: string[]
   tls?: { cert: string, key: string }
+  /** How long a start may take before it counts as failed, at least (stretched by `startBudget`). @default 60_000 */
+  startTimeoutMs?: number
   /**
    * How to start the CLI: `exec ...args coordinator ...`. The coordinator
    * ships as the npm package and runs from its sources (the app bundle is
@@ -90,7 +92,7 @@ export class CoordinatorProcess {
     child.stdout!.setEncoding('utf8').on('data', (d: string) => { this.stdout += d })
     let stderr = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => { stderr += d })
-    const deadline = Date.now() + startBudget(60_000)
+    const deadline = Date.now() + startBudget(this.init.startTimeoutMs ?? 60_000)
     let lastErr: unknown
     while (Date.now() < deadline) {
       if (p.exit != null) throw new Error(`coordinator exited with ${p.exit.signal ?? String(p.exit.code)}: ${stderr}`)

@@ -3,9 +3,10 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { streamPair } from '@libp2p/utils'
 import { pino } from 'pino'
-import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims } from '../../node/identity/certificate.ts'
-import { Registry, type RegistryComponents, type WriterTrust } from '../../node/registry/registry.ts'
+import { issueNodeCertificate, verifyNodeCertificate, type NodeClaims, type Role } from '../../node/identity/certificate.ts'
+import { Registry, type RegistryComponents, type RegistryInit, type WriterTrust } from '../../node/registry/registry.ts'
 import { MemoryRegistryStore, type RegistryStore } from '../../node/registry/store.ts'
+import { authorizeRegistryWrite, type AuthorizeOptions } from '../../packaging/trust.ts'
 import type { Message } from '@libp2p/gossipsub'
 import type { PeerId, PrivateKey, Stream, StreamHandler } from '@libp2p/interface'
 
@@ -20,11 +21,11 @@ export class MemoryMesh {
   /** when false, gossip is dropped (to make replicas diverge) */
   gossip = true
 
-  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number } = {}): Promise<MemoryMember> {
+  async add (options: { store?: RegistryStore, privateKey?: PrivateKey, syncIntervalMs?: number, role?: Role, labels?: Record<string, string>, init?: RegistryInit, components?: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> } = {}): Promise<MemoryMember> {
     const privateKey = options.privateKey ?? await generateKeyPair('Ed25519')
     const peerId = peerIdFromPrivateKey(privateKey)
-    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: 'gateway', fleetId: 'test' })
-    const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), options.syncIntervalMs)
+    const cert = await issueNodeCertificate(this.fleet.privateKey, { peerId: peerId.toString(), role: options.role ?? 'gateway', labels: options.labels ?? {}, fleetId: 'test' })
+    const member = new MemoryMember(this, peerId, privateKey, cert, options.store ?? new MemoryRegistryStore(), { syncIntervalMs: options.syncIntervalMs ?? 3_600_000, ...options.init }, options.components)
     this.members.push(member)
     return member
   }
@@ -32,6 +33,12 @@ export class MemoryMesh {
   /** Every member learns every other member's certificate, as the cert exchange would do. */
   async introduce (): Promise<void> {
     for (const a of this.members) for (const b of this.members) await a.trust.learnCertificate(b.cert, b.peerId.toString())
+  }
+
+  /** A fleet authorisation for `member` to write `value` (undefined deletes) under `key`, at the stamp it hands out. */
+  async authorize (member: MemoryMember, key: string, value: unknown, options: AuthorizeOptions = {}): Promise<string> {
+    const { writer, ts } = member.registry.stampFor(key)
+    return await authorizeRegistryWrite({ key, valueJson: value === undefined ? null : JSON.stringify(value), writer, ts }, { key: this.fleet.privateKey }, options)
   }
 
   member (peerId: PeerId | string): MemoryMember {
@@ -46,28 +53,36 @@ export class MemoryMember {
   readonly privateKey: PrivateKey
   readonly cert: string
   readonly registry: Registry
-  readonly trust: WriterTrust & { claims: Map<string, NodeClaims> }
+  readonly trust: WriterTrust & { claims: Map<string, NodeClaims>, revoked: Set<string> }
   readonly handlers = new Map<string, StreamHandler>()
   readonly #listeners = new Set<(evt: CustomEvent<Message>) => void>()
   readonly #validators = new Map<string, any>()
 
-  constructor (mesh: MemoryMesh, peerId: PeerId, privateKey: PrivateKey, cert: string, store: RegistryStore, syncIntervalMs = 3_600_000) {
+  constructor (mesh: MemoryMesh, peerId: PeerId, privateKey: PrivateKey, cert: string, store: RegistryStore, init: RegistryInit = {}, components: Partial<Pick<RegistryComponents, 'logger' | 'metrics'>> = {}) {
     this.peerId = peerId
     this.privateKey = privateKey
     this.cert = cert
     const claims = new Map<string, NodeClaims>()
+    const certs = new Map<string, string>()
+    const revoked = new Set<string>()
     this.trust = {
       claims,
+      revoked,
       fleetPublicKey: mesh.fleet.publicKey,
-      claimsFor: id => claims.get(id),
+      claimsFor: id => revoked.has(id) ? undefined : claims.get(id),
       learnCertificate: async (c, id) => {
+        if (revoked.has(id)) throw new Error(`${id} is revoked`)
         const verified = await verifyNodeCertificate(c, mesh.fleet.publicKey, id)
         claims.set(id, verified)
+        certs.set(id, c)
         return verified
       },
-      isVerified: id => claims.has(id),
-      isDenied: () => false,
-      verifiedPeers: () => mesh.members.filter(m => m !== this).map(m => m.peerId)
+      knowsCertificate: (c, id) => certs.get(id) === c,
+      isVerified: id => claims.has(id) && !revoked.has(id),
+      isDenied: id => revoked.has(id),
+      isRevoked: id => revoked.has(id),
+      revoke: id => { revoked.add(id); claims.delete(id) },
+      verifiedPeers: () => mesh.members.filter(m => m !== this && !revoked.has(m.peerId.toString())).map(m => m.peerId)
     }
     const self = this
     const pubsub: RegistryComponents['pubsub'] = {
@@ -97,7 +112,7 @@ export class MemoryMember {
         return outbound as Stream
       }
     }
-    this.registry = new Registry({ peerId, privateKey, pubsub, network, trust: this.trust, store, logger: pino({ level: 'silent' }) }, { syncIntervalMs })
+    this.registry = new Registry({ peerId, privateKey, pubsub, network, trust: this.trust, store, logger: pino({ level: 'silent' }), ...components }, init)
   }
 
   /** Gossip arrival: the registry's validator decides, then the message event fires. */

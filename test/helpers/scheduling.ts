@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { deploymentKey } from '../../node/scheduler/keys.ts'
-import { authorizeRegistryWrite } from '../../packaging/trust.ts'
+import { authorizeThrough } from '../../node/cli/fleet-write.ts'
 import { anomalyBundleZip } from './anomaly-bundle.ts'
 import type { Cluster } from './cluster.ts'
+import type { KeyObject } from 'node:crypto'
 
 /** Publish the anomaly bundle through one agent's API; returns its digest. */
 export async function publishAnomalyBundle (cluster: Cluster, via: string, options: { version?: string } = {}): Promise<string> {
@@ -19,17 +20,22 @@ export async function publishAnomalyBundle (cluster: Cluster, via: string, optio
   return built.digest
 }
 
+/** A fleet authorisation of one write through agent `via`, as the CLI makes it (asking that agent for the stamp). */
+export async function fleetAuth (cluster: Cluster, via: string, key: string, valueJson: string | null, fleetKey: KeyObject): Promise<string> {
+  return await authorizeThrough(async (method, path) => await cluster.get(via, path), key, valueJson, { key: fleetKey })
+}
+
 /** Sign a deployment spec with the fleet key and write it through one agent, as `gatemesh deploy` does. */
 export async function deploy (cluster: Cluster, via: string, spec: Record<string, unknown>): Promise<void> {
   const fleet = await loadFleet(cluster.fleetDir)
-  const auth = await authorizeRegistryWrite(deploymentKey(String(spec.id)), JSON.stringify(spec), { key: fleet.privateKey })
+  const auth = await fleetAuth(cluster, via, deploymentKey(String(spec.id)), JSON.stringify(spec), fleet.privateKey)
   const res = await cluster.request(via, 'PUT', `/v1/deployments/${String(spec.id)}`, { spec, auth })
   if (res.status !== 200) throw new Error(`deploy ${String(spec.id)} failed: ${res.status} ${JSON.stringify(res.body)}`)
 }
 
 export async function undeploy (cluster: Cluster, via: string, id: string): Promise<void> {
   const fleet = await loadFleet(cluster.fleetDir)
-  const auth = await authorizeRegistryWrite(deploymentKey(id), null, { key: fleet.privateKey })
+  const auth = await fleetAuth(cluster, via, deploymentKey(id), null, fleet.privateKey)
   const res = await cluster.request(via, 'DELETE', `/v1/deployments/${id}`, { auth })
   if (res.status !== 200) throw new Error(`undeploy ${id} failed: ${res.status} ${JSON.stringify(res.body)}`)
 }

@@ -3,11 +3,11 @@ import { open, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
-import { authorizeRegistryWrite } from '../../packaging/trust.ts'
 import { buildBundle, chunkCount, chunkRange, type BuiltBundle } from '../../packaging/bundle/index.ts'
 import { loadTf } from '../../packaging/tfjs/backend.ts'
 import { fileSaveHandler } from '../../packaging/tfjs/file-io.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
+import { fleetAuth } from '../helpers/scheduling.ts'
 import { start } from '../helpers/processes.ts'
 
 const MiB = 1024 * 1024
@@ -181,7 +181,7 @@ await t.test('unused bundles are evicted past the store budget; referenced ones 
 
   // a deployment now refers to the held bundle: it must survive, so a third one does not fit
   const deployment = { model: { name: 'wide', version: '2.0.0' }, replicas: 1 }
-  const auth = await authorizeRegistryWrite('deployment/wide', JSON.stringify(deployment), { key: fleet.privateKey })
+  const auth = await fleetAuth(cluster, 'small', 'deployment/wide', JSON.stringify(deployment), fleet.privateKey)
   t.equal((await cluster.request('small', 'PUT', '/v1/registry/deployment/wide', { value: deployment, auth })).status, 200)
   const third = await variant('3.0.0')
   const refused = await fetch(`${small.api}/v1/bundles`, { method: 'POST', headers: { 'content-type': 'application/zip', ...await cluster.auth('small') }, body: await readFile(third.out) })

@@ -3,9 +3,9 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import { loadPeerKey } from '../../node/identity/peer-key.ts'
-import { authorizeRegistryWrite } from '../../packaging/trust.ts'
-import { budget } from '../helpers/budget.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { fleetAuth } from '../helpers/scheduling.ts'
+import { budget } from '../helpers/budget.ts'
 import { start } from '../helpers/processes.ts'
 
 const ROGUE = new URL('../helpers/rogue.ts', import.meta.url).pathname
@@ -48,7 +48,7 @@ await t.test('a write on any one agent is visible on all', async t => {
 
   const fleet = await loadFleet(cluster.fleetDir)
   const value = { replicas: 2 }
-  const auth = await authorizeRegistryWrite('deployment/d1', JSON.stringify(value), { key: fleet.privateKey })
+  const auth = await fleetAuth(cluster, 'b', 'deployment/d1', JSON.stringify(value), fleet.privateKey)
   const signed = await cluster.request('b', 'PUT', '/v1/registry/deployment/d1', { value, auth })
   t.equal(signed.status, 200, 'a fleet-signed write is accepted')
   await allSee(names, async n => (await cluster.get(n, '/v1/registry/deployment/d1').catch(() => null))?.value?.replicas === 2, 'the signed write on every agent')

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { budget } from '../helpers/budget.ts'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { deploy, publishAnomalyBundle, runningOn, scheduler, simulatedSensor, undeploy } from '../helpers/scheduling.ts'
+import { deploy, fleetAuth, publishAnomalyBundle, runningOn, scheduler, simulatedSensor, undeploy } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
 
 // five agents, no coordinator: a server, three gateways with temperature sensors, one with a door sensor
@@ -144,10 +144,9 @@ await t.test('an unsigned or invalid deployment is refused or ignored and counte
   t.match(invalid.body.field, /deployment\./)
   // signed but invalid (as an older or foreign writer might produce): ignored by every scheduler and counted
   const { loadFleet } = await import('../../node/identity/fleet.ts')
-  const { authorizeRegistryWrite } = await import('../../packaging/trust.ts')
   const fleet = await loadFleet(cluster.fleetDir)
   const value = { id: 'bad', model: { name: 'anomaly', version: '1.0.0' }, replicas: 0 }
-  const auth = await authorizeRegistryWrite('deployment/bad', JSON.stringify(value), { key: fleet.privateKey })
+  const auth = await fleetAuth(cluster, via, 'deployment/bad', JSON.stringify(value), fleet.privateKey)
   t.equal((await cluster.request(via, 'PUT', '/v1/registry/deployment/bad', { value, auth })).status, 200, 'the registry takes a signed value')
   await waitFor(async () => {
     const metrics = await (await fetch(`${cluster.node(via).api}/metrics`)).text()

@@ -57,8 +57,21 @@ t.test('registry reads and writes', async t => {
   t.equal((await inject(`/v1/registry?prefix=instance/${self}/&tombstones=true`)).json().count, 1)
 
   const value = { replicas: 1 }
-  const auth = await authorizeRegistryWrite('deployment/x', JSON.stringify(value), { key: mesh.fleet.privateKey })
+  const authorize = async (valueJson: string | null): Promise<string> => {
+    const stamp = (await inject('/v1/write-stamp?key=deployment/x')).json()
+    t.equal(stamp.writer, self, 'the stamp names this agent as the writer')
+    return await authorizeRegistryWrite({ key: 'deployment/x', valueJson, writer: stamp.writer, ts: stamp.ts }, { key: mesh.fleet.privateKey })
+  }
+  const auth = await authorize(JSON.stringify(value))
   t.equal((await inject({ method: 'PUT', url: '/v1/registry/deployment/x', payload: { value, auth } })).statusCode, 200)
+  t.equal((await inject({ method: 'PUT', url: '/v1/registry/deployment/x', payload: { value, auth } })).statusCode, 200, 'the same authorisation again changes nothing')
+  const del = await authorize(null)
+  t.equal((await inject({ method: 'DELETE', url: '/v1/registry/deployment/x', payload: { auth: del } })).statusCode, 200)
+  const replay = await inject({ method: 'PUT', url: '/v1/registry/deployment/x', payload: { value, auth } })
+  t.equal(replay.statusCode, 409, 'replaying the old authorisation is refused')
+  t.equal(replay.json().code, 'ERR_STALE_WRITE')
+  t.equal((await inject('/v1/registry/deployment/x')).json().deleted, true, 'deleted stays deleted')
+  t.equal((await inject('/v1/write-stamp?key=../x')).statusCode, 400, 'a stamp only for a valid key')
 })
 
 t.test('bad requests name the problem', async t => {

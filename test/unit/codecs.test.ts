@@ -74,6 +74,13 @@ t.test('encoding refuses a message over the limit', async t => {
   t.throws(() => certCodec.encode({ cert: 'x'.repeat(20_000) }), { code: 'ERR_MESSAGE_TOO_LARGE' })
 })
 
+t.test('a frame nested past the bound is refused before it is parsed or validated', async t => {
+  const deep = new TextEncoder().encode('\u0001' + '{"entries":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}')
+  t.throws(() => deltaCodec.decode(deep), { code: 'ERR_MESSAGE_TOO_DEEP' })
+  const tricky = new TextEncoder().encode('\u0001{"cert":"' + '['.repeat(1000) + '\\"' + '"}')
+  t.equal(certCodec.decode(tricky).cert.length, 1001, 'brackets and escaped quotes inside a string do not count')
+})
+
 /** A random input that is a valid message after all (vanishingly rare, but not an error). */
 function isValidByChance (codec: JsonCodec<any>, bytes: Uint8Array): boolean {
   try {

@@ -19,7 +19,9 @@ t.test('defaults fill in a minimal config', async t => {
   const c = parseConfig({ role: 'gateway' })
   t.equal(c.api.host, '127.0.0.1')
   t.equal(c.api.port, 7401)
-  t.equal(c.membership.heartbeatIntervalMs, 1000)
+  t.equal(c.membership.probeIntervalMs, 1000)
+  t.equal(c.membership.probeTimeoutMs, 500)
+  t.equal(c.membership.health.maxIntervalMs, 30_000)
   t.same(c.labels, {})
   t.same(c.bootstrap, [])
 })
@@ -32,8 +34,10 @@ t.test('a bad value is an error naming the field', async t => {
     [{ role: 'gateway', api: { prot: 1 } }, 'config.api.prot'],
     [{ role: 'gateway', surprise: true }, 'config.surprise'],
     [{ role: 'gateway', labels: { 'bad key': 'x' } }, 'config.labels.bad key'],
-    [{ role: 'gateway', membership: { heartbeatIntervalMs: 'fast' } }, 'config.membership.heartbeatIntervalMs'],
-    [{ role: 'gateway', membership: { suspectAfterMisses: 3, deadAfterMisses: 2 } }, 'config.membership.deadAfterMisses'],
+    [{ role: 'gateway', membership: { probeIntervalMs: 'fast' } }, 'config.membership.probeIntervalMs'],
+    [{ role: 'gateway', membership: { probeIntervalMs: 500, probeTimeoutMs: 500 } }, 'config.membership.probeTimeoutMs'],
+    [{ role: 'gateway', membership: { heartbeatIntervalMs: 1000 } }, 'config.membership.heartbeatIntervalMs'],
+    [{ role: 'gateway', membership: { health: { maxIntervalMs: 10 } } }, 'config.membership.health.maxIntervalMs'],
     [{ role: 'gateway', listen: ['not a multiaddr'] }, 'config.listen[0]'],
     [{ role: 'gateway', bootstrap: ['/ip4/127.0.0.1/tcp/1'] }, 'config.bootstrap[0]'],
     [[], 'config']

@@ -95,3 +95,17 @@ t.test('after a partition heals the higher term wins and the other steps down', 
   await waitFor(() => members[0]!.registry.list('scheduler/').length === 1, 'the loser deleted its claim', 5000, 20)
   t.equal(elections.filter(e => e.isLeader()).length, 1, 'one scheduler')
 })
+
+t.test('a suspect scheduler keeps the zone: only its death frees it', async t => {
+  // SWIM suspicion is an accusation the holder may refute (after a partition
+  // heals, the other side's old news makes it suspect for a moment)
+  const leader = expected[2]!
+  const others = [0, 1, 2].filter(i => ids[i] !== leader)
+  for (const i of others) views[i]!.set(leader, 'suspect')
+  for (const i of others) elections[i]!.check()
+  await new Promise(resolve => setTimeout(resolve, 300))
+  for (const i of others) t.equal(elections[i]!.leader()?.peerId, leader, `node ${i} still follows the suspect scheduler`)
+  t.equal(members[0]!.registry.list('scheduler/').length, 1, 'nobody claimed a new term')
+  t.equal(elections[others[0]!]!.highestTerm(), 3, 'the term did not move')
+  for (const i of others) views[i]!.set(leader, 'alive')
+})

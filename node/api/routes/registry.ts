@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { compile, describeError } from '../../../protocols/schema.ts'
+import { KEY_PATTERN, MAX_KEY_LENGTH } from '../../../protocols/registry/wire.ts'
 import { BadRequestError, NotFoundError } from '../errors.ts'
 import type { FastifyInstance } from 'fastify'
 import type { AgentView } from '../server.ts'
@@ -7,6 +8,10 @@ import type { AgentView } from '../server.ts'
 const ListQuery = Type.Object({
   prefix: Type.String({ default: '', maxLength: 256 }),
   tombstones: Type.Boolean({ default: false })
+}, { additionalProperties: false })
+
+const StampQuery = Type.Object({
+  key: Type.String({ minLength: 1, maxLength: MAX_KEY_LENGTH, pattern: KEY_PATTERN })
 }, { additionalProperties: false })
 
 const KeyParams = Type.Object({ '*': Type.String({ minLength: 1, maxLength: 256 }) })
@@ -23,6 +28,16 @@ const DeleteBody = Type.Object({
 const validateDeleteBody = compile(DeleteBody)
 
 export async function registryRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
+  // what a fleet signer binds into an authorisation for a write through this agent: this writer, this stamp
+  app.get<{ Querystring: Static<typeof StampQuery> }>('/v1/write-stamp', { schema: { querystring: StampQuery } }, async (request) => {
+    return agent.registry.stampFor(request.query.key)
+  })
+
+  app.get('/v1/revocations', async () => {
+    const revocations = agent.registry.revocations()
+    return { revocations, count: revocations.length }
+  })
+
   app.get<{ Querystring: Static<typeof ListQuery> }>('/v1/registry', { schema: { querystring: ListQuery } }, async (request) => {
     const entries = agent.registry.list(request.query.prefix, { tombstones: request.query.tombstones })
     return { entries, count: entries.length }

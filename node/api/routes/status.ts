@@ -10,7 +10,8 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
       version: agent.version,
       addresses: agent.addresses(),
       startedAt: agent.startedAt,
-      uptimeSec: Math.round(process.uptime())
+      uptimeSec: Math.round(process.uptime()),
+      ...(agent.membership == null ? {} : { localHealth: agent.membership.localHealth(), clock: agent.membership.clock() })
     },
     members: agent.members(),
     registry: { size: agent.registry.size },

@@ -1,0 +1,145 @@
+import { REVOKED_PREFIX } from '../../protocols/registry/revocation.ts'
+import { authorityFor, type OwnershipRule } from './acl.ts'
+import { compareEntries, toRegistryEntry } from './entry.ts'
+import { RevokedWriterError } from './errors.ts'
+import type { WriterQuotas } from './quota.ts'
+import type { RegistryStore } from './store.ts'
+import type { ChangeFeed, RegistryChange } from './watch.ts'
+import type { WireEntry } from '../../protocols/registry/wire.ts'
+import type { Logger } from 'pino'
+
+export interface ReplicaInit {
+  store: RegistryStore
+  feed: ChangeFeed
+  quotas: WriterQuotas
+  rules: readonly OwnershipRule[]
+  isRevoked(writer: string): boolean
+  /** An entry refused at install (quota, revoked writer). */
+  onRefused(err: Error, e: WireEntry): void
+  logger: Logger
+}
+
+/**
+ * The local replica: one winning entry per key under last-writer-wins,
+ * each writer's usage of its own keys, change notifications and
+ * write-behind persistence. Everything here is synchronous apart from the
+ * disk, so checks and installs cannot interleave with other merges.
+ */
+export class Replica {
+  readonly #c: ReplicaInit
+  readonly #entries = new Map<string, WireEntry>()
+  #persisting: Promise<void> = Promise.resolve()
+
+  constructor (init: ReplicaInit) {
+    this.#c = init
+  }
+
+  get size (): number {
+    return this.#entries.size
+  }
+
+  get (key: string): WireEntry | undefined {
+    return this.#entries.get(key)
+  }
+
+  values (): IterableIterator<WireEntry> {
+    return this.#entries.values()
+  }
+
+  /** True when `e` would replace what the key holds (nothing yet, or an older entry). */
+  wouldWin (e: WireEntry): boolean {
+    const current = this.#entries.get(e.k)
+    return current == null || compareEntries(e, current) > 0
+  }
+
+  /** Whether the writer's quota covers `e`: throws QuotaExceededError when it does not. */
+  admit (e: WireEntry): void {
+    if (!this.#owned(e)) return
+    const previous = this.#entries.get(e.k)
+    this.#c.quotas.check(e, previous?.w === e.w ? previous : undefined)
+  }
+
+  /** Entries restored from disk (already checked): no notifications, nothing written back. */
+  restore (entries: WireEntry[]): void {
+    for (const e of entries) this.#set(e)
+  }
+
+  /**
+   * Install entries that win, within their writers' quotas; returns those
+   * that changed state. Each change is announced, then persisted.
+   */
+  install (entries: WireEntry[], via: RegistryChange['via']): WireEntry[] {
+    const changed: WireEntry[] = []
+    for (const e of entries) {
+      const previous = this.#entries.get(e.k)
+      if (previous != null && compareEntries(e, previous) <= 0) continue
+      // a revocation outlives its writer's own revocation: the fleet signed it
+      if (!e.k.startsWith(REVOKED_PREFIX) && this.#c.isRevoked(e.w)) {
+        this.#c.onRefused(new RevokedWriterError(`${e.k}: the fleet revoked ${e.w}`), e)
+        continue
+      }
+      try {
+        this.admit(e)
+      } catch (err: any) {
+        this.#c.onRefused(err, e)
+        continue
+      }
+      this.#set(e)
+      changed.push(e)
+      this.#emit({ key: e.k, entry: toRegistryEntry(e), via, ...(previous == null ? {} : { previous: toRegistryEntry(previous) }) })
+    }
+    if (changed.length > 0) this.#persist(async store => { await store.put(changed) })
+    return changed
+  }
+
+  /**
+   * Forget everything `writer` wrote (it was revoked): the keys vanish as if
+   * never written, listeners hear a deletion, and the disk follows.
+   * Revocations it carried stay: the fleet signed them.
+   */
+  dropWriter (writer: string): number {
+    const dropped: WireEntry[] = []
+    for (const e of this.#entries.values()) {
+      if (e.w === writer && !e.k.startsWith(REVOKED_PREFIX)) dropped.push(e)
+    }
+    for (const e of dropped) {
+      this.#entries.delete(e.k)
+      if (this.#owned(e)) this.#c.quotas.remove(e)
+      const previous = toRegistryEntry(e)
+      this.#emit({ key: e.k, entry: { ...previous, value: undefined, deleted: true }, previous, via: 'revocation' })
+    }
+    if (dropped.length > 0) this.#persist(async store => { await store.delete(dropped.map(e => e.k)) })
+    return dropped.length
+  }
+
+  /** Resolves once everything installed so far is on disk. */
+  async flushed (): Promise<void> {
+    await this.#persisting
+  }
+
+  #set (e: WireEntry): void {
+    const previous = this.#entries.get(e.k)
+    if (previous != null && this.#owned(previous)) this.#c.quotas.remove(previous)
+    this.#entries.set(e.k, e)
+    if (this.#owned(e)) this.#c.quotas.add(e)
+  }
+
+  #owned (e: WireEntry): boolean {
+    const authority = authorityFor(e.k, this.#c.rules)
+    return authority.kind === 'owner' && authority.owner === e.w
+  }
+
+  #emit (change: RegistryChange): void {
+    try {
+      this.#c.feed.emit(change)
+    } catch (err) {
+      this.#c.logger.error({ err, key: change.key }, 'registry change listener failed')
+    }
+  }
+
+  #persist (op: (store: RegistryStore) => Promise<void>): void {
+    this.#persisting = this.#persisting
+      .then(async () => { await op(this.#c.store) })
+      .catch(err => { this.#c.logger.error({ err }, 'persisting registry entries failed') })
+  }
+}
