@@ -18,6 +18,7 @@ import { modelRoutes, ModelVersionSchema } from './routes/models.ts'
 import { monitoringRoutes } from './routes/monitoring.ts'
 import { nodeRoutes } from './routes/nodes.ts'
 import { predictRoutes } from './routes/predict.ts'
+import { DEFAULT_MAX_PREDICT_BYTES } from '../protocols/predict/index.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
@@ -72,6 +73,8 @@ export interface CoordinatorAppInit {
   loginLimits?: Partial<LoginLimits>
   /** @default DEFAULT_MAX_EVENT_STREAMS */
   maxEventStreams?: number
+  /** Largest predict body: the embedded agent's `api.maxPredictBytes`, so one limit holds at every hop. @default DEFAULT_MAX_PREDICT_BYTES */
+  predictBodyLimit?: number
 }
 
 /** What every route module receives. */
@@ -79,6 +82,7 @@ export interface CoordinatorContext extends CoordinatorServices {
   logger: Logger
   loginLimiter: LoginLimiter
   maxEventStreams: number
+  predictBodyLimit: number
 }
 
 const API_PREFIX = '/api/v1/'
@@ -106,7 +110,8 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
     ...services,
     logger: logger.child({ service: 'coordinator' }),
     loginLimiter: services.loginLimiter ?? new LoginLimiter(undefined, init.loginLimits),
-    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS
+    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS,
+    predictBodyLimit: init.predictBodyLimit ?? DEFAULT_MAX_PREDICT_BYTES
   }
 
   app.setErrorHandler(coordinatorErrorHandler)

@@ -4,6 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
+import type { DiskGuard } from '../node/store/disk-guard.ts'
 import { predictLocal } from '../node/runtime/serving.ts'
 import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
@@ -76,9 +77,9 @@ export interface StartResult {
   firstAdmin?: { username: string, password: string }
 }
 
-/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`. */
-export async function openCoordinatorDb (dataDir: string): Promise<Database> {
-  return await openDatabase(dataDir)
+/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`; writes report to `disk` when given. */
+export async function openCoordinatorDb (dataDir: string, disk?: DiskGuard): Promise<Database> {
+  return await openDatabase(dataDir, { owner: 'coordinator', ...(disk == null ? {} : { guard: disk }) })
 }
 
 /**
@@ -179,7 +180,7 @@ export class Coordinator {
     const agent = await Agent.create(nodeDir)
     let db: Database
     try {
-      db = await openCoordinatorDb(init.dataDir)
+      db = await openCoordinatorDb(init.dataDir, agent.disk)
     } catch (err) {
       await agent.stop().catch(() => {})
       throw err
@@ -238,7 +239,7 @@ export class Coordinator {
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,
       version: VERSION
-    }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    }, { logger: this.agent.logger, predictBodyLimit: this.agent.identity.config.api.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
     if (this.#init.grpcPort !== false) {
@@ -246,6 +247,8 @@ export class Coordinator {
         host: this.#init.host ?? DEFAULT_HOST,
         port: this.#init.grpcPort ?? (this.#init.port == null ? DEFAULT_GRPC_PORT : this.#init.port === 0 ? 0 : this.#init.port + 1),
         ...(tls == null ? {} : { tls }),
+        // the same limit as REST and the mesh: the embedded agent's
+        maxMessageBytes: this.agent.identity.config.api.maxPredictBytes,
         authorize: grpcAuthorizer(this.#auth),
         logger: this.agent.logger.child({ service: 'coordinator-grpc' })
       })

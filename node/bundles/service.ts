@@ -10,7 +10,8 @@ import { RateLimiter } from './rate-limit.ts'
 import { referencedDigests } from './references.ts'
 import { BundleStore, type BundleRecord } from './store.ts'
 import { Transfer, type TransferInit, type TransferMetrics, type TransferStatus } from './transfer.ts'
-import type { Database } from '../store/db.ts'
+import { isDiskFull } from '../store/disk-guard.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { Connection, PeerId, Startable, Stream, StreamHandler } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
@@ -102,6 +103,10 @@ export class BundleService implements Startable {
     this.#limiter = new RateLimiter(init.uploadBytesPerSec ?? 0)
     this.#log = components.logger
     this.store = new BundleStore(components.dataDir, components.db)
+    // pulls that stopped on a full disk kept their verified chunks; they go on once there is space
+    diskGuardOf(components.db)?.addEventListener('resume', () => {
+      for (const r of this.store.list()) if (r.state === 'partial') this.#startTransfer(r.digest)
+    })
   }
 
   async start (): Promise<void> {
@@ -224,6 +229,11 @@ export class BundleService implements Startable {
       this.#updateGauges()
     }, async err => {
       if (!this.#started) return
+      if (isDiskFull(err)) {
+        // logged once by the guard; the partial file and its verified chunks stay for the resumed pull
+        if (diskGuardOf(this.#c.db)?.report(err) !== true) this.#log.warn({ digest, err: err.message }, 'bundle pull stopped: the disk is full')
+        return
+      }
       this.#log.warn({ digest, err: err.message, code: err.code }, 'bundle pull failed')
       // a bundle that hashed right but fails verification can never become usable: drop it
       if (err.code !== 'ERR_NO_PROVIDERS') {

@@ -470,7 +470,10 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     this.#persisting = this.#persisting.then(async () => {
       await (await this.#c.store.handle(this.digest)).datasync()
       await this.#c.store.saveProgress(this.digest, bitmap)
-    }).catch(err => { this.#c.logger.warn({ digest: this.digest, err: err.message }, 'saving transfer progress failed') })
+    }).catch(err => {
+      // a full disk was logged once by the disk guard; progress is saved again on the next chunk
+      this.#c.logger[err?.code === 'ERR_DISK_FULL' ? 'debug' : 'warn']({ digest: this.digest, err: err.message }, 'saving transfer progress failed')
+    })
     await this.#persisting
   }
 

@@ -2,6 +2,7 @@ import { autoscaleStep, type AutoscaleState } from './autoscale.ts'
 import { deploymentKey, placementKey, zoneOf } from './keys.ts'
 import { choosePlacement, type Candidate } from './placement.ts'
 import { placedDeployments, winningPlacement, type PlacementRecord } from './placements.ts'
+import { comparePrecedence } from './precedence.ts'
 import { parseDeploymentSpec, type DeploymentSpec, type ParseOptions } from './spec.ts'
 import { SerialPass } from './serial.ts'
 import type { Election } from './election.ts'
@@ -61,6 +62,8 @@ export class Scheduler implements Startable {
   readonly #intervalMs: number
   readonly #autoscale = new Map<string, AutoscaleState>()
   readonly #invalid = new Set<string>()
+  /** deployments whose placement is held by a scheduler that takes precedence: deployment → `scheduler@term`, to log each once */
+  readonly #yielded = new Map<string, string>()
   #timer?: NodeJS.Timeout
   #off: Array<() => void> = []
   readonly #passes: SerialPass
@@ -100,6 +103,7 @@ export class Scheduler implements Startable {
     await this.#retireSuperseded(deployments)
     if (!this.#c.election.isLeader()) {
       this.#autoscale.clear()
+      this.#yielded.clear()
       return
     }
     const term = this.#c.election.leader()!.term
@@ -115,6 +119,23 @@ export class Scheduler implements Startable {
         continue
       }
       const current = winningPlacement(this.#c.registry, id)
+      if (current != null && current.scheduler !== this.#self &&
+        comparePrecedence({ term: current.term, peerId: current.scheduler }, { term, peerId: this.#self }) < 0) {
+        // A placement that takes precedence over any this node could write
+        // is here already: this node still leads by its own view while that
+        // scheduler's claim is not live to it (a healed partition: the
+        // registry syncs before heartbeats revive the other side). A write
+        // would lose and be retired on the next pass, and the retirement
+        // starts another pass: a write/retire loop at full speed that
+        // starves the node. The election settles who leads; wait for it.
+        const holder = `${current.scheduler}@${current.term}`
+        if (this.#yielded.get(id) !== holder) {
+          this.#yielded.set(id, holder)
+          this.#c.logger.info({ deployment: id, term, holder: current.scheduler, holderTerm: current.term }, 'placement held by a scheduler that takes precedence; not writing')
+        }
+        continue
+      }
+      this.#yielded.delete(id)
       const replicas = this.#replicas(id, spec, current, load, now)
       const live = candidates.map(c => ({ ...c, instances: instanceCounts.get(c.peerId) ?? 0 }))
       const nodes = choosePlacement(spec, live, current?.nodes ?? [], replicas)

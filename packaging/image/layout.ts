@@ -73,6 +73,9 @@ export const IMAGE_ROOTS = ['opt/gatemesh/', 'var/lib/gatemesh/', `etc/systemd/s
  */
 export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', NODE_ENV: 'production' }
 
+/** The agent's exit status for a damaged database (EXIT_DAMAGED_DATA in node/store/errors.ts; packaging does not import node). */
+export const DAMAGED_DATA_EXIT = 65
+
 /** The agent's command line, as the unit runs it: the loader, which starts the current release's agent. */
 export function agentCommandLine (): string[] {
   return [LOADER, INSTALL_DIR, DATA_DIR]
@@ -106,8 +109,9 @@ RestartSec=5s
 # ${RESTART_EXIT_CODE}: the agent staged a release and asks to be started again, into it
 SuccessExitStatus=${RESTART_EXIT_CODE}
 RestartForceExitStatus=${RESTART_EXIT_CODE}
-# exit status 2 is bad configuration or a refused join token: restarting cannot fix it
-RestartPreventExitStatus=2
+# exit status 2 is bad configuration or a refused join token, ${DAMAGED_DATA_EXIT} a damaged database
+# (the journal says to run \`gatemesh repair\`): restarting cannot fix either
+RestartPreventExitStatus=2 ${DAMAGED_DATA_EXIT}
 TimeoutStopSec=20s
 NoNewPrivileges=yes
 ProtectSystem=full

@@ -19,18 +19,16 @@
  *
  * Target: fanoutSeconds ≤ 2 × singlePullSeconds, while one source needs ≥ 6×.
  */
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
+import { exec } from '../helpers/processes.ts'
 import { agentCommand } from './agents.ts'
 import { benchBundle } from './bundle.ts'
 import type { BenchArgs } from './run.ts'
 
-const exec = promisify(execFile)
 const log = (msg: string): void => { console.log(`[bundle-links] ${msg}`) }
 
 /**
