@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex } from '../../packaging/bundle/index.ts'
 import { InsufficientSpaceError } from '../store/errors.ts'
 import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import type { Database } from '../store/db.ts'
