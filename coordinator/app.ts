@@ -9,6 +9,7 @@ import { LoginLimiter, type LoginLimits } from './auth/login-limiter.ts'
 import { authRoutes } from './routes/auth.ts'
 import { dashboardRoutes } from './routes/dashboard.ts'
 import { deploymentRoutes, DeploymentViewSchema } from './routes/deployments.ts'
+import { rolloutRoutes, RolloutViewSchema } from './routes/rollouts.ts'
 import { enrollmentRoutes } from './routes/enrollments.ts'
 import { DEFAULT_MAX_EVENT_STREAMS, eventRoutes } from './routes/events.ts'
 import { logRoutes } from './routes/logs.ts'
@@ -17,6 +18,7 @@ import { modelRoutes, ModelVersionSchema } from './routes/models.ts'
 import { monitoringRoutes } from './routes/monitoring.ts'
 import { nodeRoutes } from './routes/nodes.ts'
 import { predictRoutes } from './routes/predict.ts'
+import { DEFAULT_MAX_PREDICT_BYTES } from '../protocols/predict/index.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
@@ -24,6 +26,7 @@ import type { ApiTokenStore } from './auth/api-tokens.ts'
 import type { Auth } from './auth/auth.ts'
 import type { UserStore } from './auth/users.ts'
 import type { Deployments } from './deployments/service.ts'
+import type { CoordinatorRollouts } from './rollouts/service.ts'
 import type { Enrollment } from './enrollment/enrollment.ts'
 import type { LogSearch } from './logs/search.ts'
 import type { CoordinatorMetrics } from './metrics.ts'
@@ -46,6 +49,8 @@ export interface CoordinatorServices {
   models?: ModelRepository
   /** signed deployments and their status (service `deployments`) */
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
+  /** agent rollouts: status for the `nodes` service, changes for admins */
+  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
   /** fleet-signed revocations of nodes (service `nodes`, admins) */
   revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
@@ -68,6 +73,8 @@ export interface CoordinatorAppInit {
   loginLimits?: Partial<LoginLimits>
   /** @default DEFAULT_MAX_EVENT_STREAMS */
   maxEventStreams?: number
+  /** Largest predict body: the embedded agent's `api.maxPredictBytes`, so one limit holds at every hop. @default DEFAULT_MAX_PREDICT_BYTES */
+  predictBodyLimit?: number
 }
 
 /** What every route module receives. */
@@ -75,6 +82,7 @@ export interface CoordinatorContext extends CoordinatorServices {
   logger: Logger
   loginLimiter: LoginLimiter
   maxEventStreams: number
+  predictBodyLimit: number
 }
 
 const API_PREFIX = '/api/v1/'
@@ -102,7 +110,8 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
     ...services,
     logger: logger.child({ service: 'coordinator' }),
     loginLimiter: services.loginLimiter ?? new LoginLimiter(undefined, init.loginLimits),
-    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS
+    maxEventStreams: init.maxEventStreams ?? DEFAULT_MAX_EVENT_STREAMS,
+    predictBodyLimit: init.predictBodyLimit ?? DEFAULT_MAX_PREDICT_BYTES
   }
 
   app.setErrorHandler(coordinatorErrorHandler)
@@ -118,7 +127,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   })
   // shared schemas are added here, at the root: a plugin that adds its own gets Fastify's
   // default validator (which strips unknown fields) instead of the strict one above
-  for (const schema of [...SHARED_SCHEMAS, ModelVersionSchema, DeploymentViewSchema]) app.addSchema(schema)
+  for (const schema of [...SHARED_SCHEMAS, ModelVersionSchema, DeploymentViewSchema, RolloutViewSchema]) app.addSchema(schema)
 
   await app.register(rateLimit, { global: false })
   await app.register(swagger, {
@@ -138,6 +147,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
         { name: 'monitoring', description: 'gateway status and model status' },
         { name: 'models', description: 'model repository: upload, versions, signed bundles' },
         { name: 'deployments', description: 'signed deployments and their status' },
+        { name: 'rollouts', description: 'agent releases rolled out in waves, with automatic rollback' },
         { name: 'predict', description: 'predict through the coordinator, answered anywhere in the mesh' },
         { name: 'logs', description: 'mesh-wide log search' },
         { name: 'enrollment', description: 'join tokens and device enrollment' }
@@ -156,6 +166,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   await app.register(modelRoutes, { ctx })
   await app.register(predictRoutes, { ctx })
   await app.register(deploymentRoutes, { ctx })
+  await app.register(rolloutRoutes, { ctx })
   await app.register(logRoutes, { ctx })
   await app.register(enrollmentRoutes, { ctx })
   await app.register(metricsRoutes, { ctx })

@@ -4,6 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
+import type { DiskGuard } from '../node/store/disk-guard.ts'
 import { predictLocal } from '../node/runtime/serving.ts'
 import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
@@ -17,6 +18,7 @@ import { SessionStore } from './auth/sessions.ts'
 import { UserStore } from './auth/users.ts'
 import { COORDINATOR_FILES, ensureNodeDir, loadOrCreateJwtKey, type MeshOptions } from './data-dir.ts'
 import { Deployments } from './deployments/service.ts'
+import { CoordinatorRollouts } from './rollouts/service.ts'
 import { Enrollment } from './enrollment/enrollment.ts'
 import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
@@ -75,9 +77,9 @@ export interface StartResult {
   firstAdmin?: { username: string, password: string }
 }
 
-/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`. */
-export async function openCoordinatorDb (dataDir: string): Promise<Database> {
-  return await openDatabase(dataDir)
+/** Open the coordinator's own database (`<dataDir>/db`), e.g. for `gatemesh user add`; writes report to `disk` when given. */
+export async function openCoordinatorDb (dataDir: string, disk?: DiskGuard): Promise<Database> {
+  return await openDatabase(dataDir, { owner: 'coordinator', ...(disk == null ? {} : { guard: disk }) })
 }
 
 /**
@@ -93,6 +95,7 @@ export class Coordinator {
   readonly nodes: NodesView
   readonly models: ModelRepository
   readonly deployments: Deployments
+  readonly rollouts: CoordinatorRollouts
   readonly revocations: Revocations
   readonly #renewal: RenewalService
   readonly #init: CoordinatorInit
@@ -151,6 +154,13 @@ export class Coordinator {
       hasModel: (name, version) => this.models.has(name, version),
       logger: agent.logger.child({ service: 'deployments' })
     })
+    this.rollouts = new CoordinatorRollouts({
+      registry: agent.registry,
+      releases: agent.releases,
+      bundles: agent.bundles,
+      signer,
+      logger: agent.logger.child({ service: 'rollouts' })
+    })
     this.#logs = new LogSearch({
       self: { peerId: agent.peerId, store: agent.logs },
       members: () => agent.membership.members(),
@@ -171,7 +181,7 @@ export class Coordinator {
     const agent = await Agent.create(nodeDir)
     let db: Database
     try {
-      db = await openCoordinatorDb(init.dataDir)
+      db = await openCoordinatorDb(init.dataDir, agent.disk)
     } catch (err) {
       await agent.stop().catch(() => {})
       throw err
@@ -220,6 +230,7 @@ export class Coordinator {
       metrics: this.#metrics,
       models: this.models,
       deployments: this.deployments,
+      rollouts: this.rollouts,
       revocations: this.revocations,
       predict: async (model, version, body) => {
         // the coordinator runs no instances itself, but its agent may one day
@@ -229,7 +240,7 @@ export class Coordinator {
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,
       version: VERSION
-    }, { logger: this.agent.logger, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    }, { logger: this.agent.logger, predictBodyLimit: this.agent.identity.config.api.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
     if (this.#init.grpcPort !== false) {
@@ -237,6 +248,8 @@ export class Coordinator {
         host: this.#init.host ?? DEFAULT_HOST,
         port: this.#init.grpcPort ?? (this.#init.port == null ? DEFAULT_GRPC_PORT : this.#init.port === 0 ? 0 : this.#init.port + 1),
         ...(tls == null ? {} : { tls }),
+        // the same limit as REST and the mesh: the embedded agent's
+        maxMessageBytes: this.agent.identity.config.api.maxPredictBytes,
         authorize: grpcAuthorizer(this.#auth),
         logger: this.agent.logger.child({ service: 'coordinator-grpc' })
       })

@@ -18,12 +18,15 @@ import { AgentMetrics } from './metrics/metrics.ts'
 import { Registry } from './registry/registry.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
+import { DiskGuard } from './store/disk-guard.ts'
 import { PeerTrust } from './trust/peer-trust.ts'
 import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
 import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
 import { PredictRouter } from './scheduler/router.ts'
+import { winningPlacement } from './scheduler/placements.ts'
+import { ReleaseService } from './release/service.ts'
 import { VERSION } from './version.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -51,6 +54,8 @@ export class Agent {
   readonly identity: NodeIdentity
   readonly logger: Logger
   readonly metrics: AgentMetrics
+  /** the disk under the data dir: full or not, and resuming writes when space returns */
+  readonly disk: DiskGuard
   readonly trust: PeerTrust
   /** renews this node's certificate from a coordinator before it expires */
   readonly renewal: CertificateRenewal
@@ -70,6 +75,8 @@ export class Agent {
   readonly scheduling: Scheduling
   /** predict for models that run on other nodes */
   readonly router: PredictRouter
+  /** agent releases and rollouts: this node's part */
+  readonly releases: ReleaseService
   readonly #db: Database
   readonly #closeLog: () => void
   readonly #apiToken: string
@@ -80,12 +87,14 @@ export class Agent {
   #grpcStarting?: Promise<void>
   #runtimeWrite: Promise<void> = Promise.resolve()
   #peerTimer?: NodeJS.Timeout
+  #exit?: (code: number, reason: string) => void
 
-  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
+  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
     this.#apiToken = apiToken
     this.#db = db
+    this.disk = disk
     this.logger = logger
     this.#closeLog = closeLog
     this.mesh = mesh
@@ -187,6 +196,21 @@ export class Agent {
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics
     }, config.scheduler)
+    this.releases = new ReleaseService({
+      peerId: peerId.toString(),
+      dataDir,
+      labels: config.labels,
+      registry: this.registry,
+      members: () => this.membership.members(),
+      claimsOf: peer => this.trust.claimsFor(peer),
+      verifiedPeers: () => this.trust.verifiedPeers().length,
+      bundles: this.bundles,
+      instances: () => this.local.runtime.list().map(i => ({ name: i.name, state: i.state })),
+      placedHere: deployment => winningPlacement(this.registry, deployment, this.scheduling.election)?.nodes.includes(peerId.toString()) === true,
+      fleetPublicKey: identity.fleetPublicKey,
+      logger: logger.child({ service: 'releases' }),
+      exit: (code, reason) => { this.#exit?.(code, reason) }
+    }, { limits: { maxTotalBytes: maxUnpackedBytes } })
     this.router = new PredictRouter({
       peerId,
       registry: this.registry,
@@ -196,7 +220,7 @@ export class Agent {
       network: mesh,
       logger: logger.child({ service: 'router' }),
       metrics
-    })
+    }, { maxBodyBytes: config.api.maxPredictBytes, timeoutMs: config.api.predictTimeoutMs })
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -207,6 +231,9 @@ export class Agent {
     const apiToken = await ensureApiToken(dataDir)
     const { config, peerId } = identity
     const logs = new LogStore({ maxEntries: config.logs.retainEntries, maxBytes: config.logs.retainBytes, maxAgeMs: config.logs.retainHours * 3600_000 })
+    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
+    // first: the log file is one of the writers a full disk stops
+    const disk = new DiskGuard({ dataDir, metrics })
     const { logger, close } = createLogger({
       node: peerId.toString(),
       level: config.logs.level,
@@ -214,10 +241,14 @@ export class Agent {
       maxFileBytes: config.logs.maxFileBytes,
       files: config.logs.files,
       stdout: config.logs.stdout,
-      sinks: [logs]
+      sinks: [logs],
+      onFileError: (err, path) => {
+        if (disk.report(err, path)) return
+        setImmediate(() => { logger.warn({ service: 'logs', path, err: err.message }, 'writing the log file failed; its lines are dropped until it works again') })
+      }
     })
+    disk.useLogger(logger)
     if (narrowed.length > 0) logger.warn({ service: 'agent', files: narrowed }, 'secret files of the node directory were readable by others; narrowed to 0600')
-    const metrics = new AgentMetrics({ node: peerId.toString().slice(-8) })
     const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
       fleetPublicKey: identity.fleetPublicKey,
       certificate: identity.certificate
@@ -233,9 +264,19 @@ export class Agent {
       version: VERSION
     })
     trust.attach(mesh)
-    const db = await openDatabase(dataDir)
+    let db: Database
+    try {
+      db = await openDatabase(dataDir, { guard: disk, logger })
+    } catch (err: any) {
+      // the CLI prints it too, but the journal and the log file should say what to do
+      logger.error({ service: 'agent', code: err.code, path: err.path, err: err.message }, 'cannot open the database')
+      disk.close()
+      try { await mesh.stop() } catch {}
+      close()
+      throw err
+    }
     await logs.open(db)
-    return new Agent(dataDir, identity, apiToken, db, logger, close, mesh, trust, metrics, logs)
+    return new Agent(dataDir, identity, apiToken, db, disk, logger, close, mesh, trust, metrics, logs)
   }
 
   get peerId (): string {
@@ -276,6 +317,7 @@ export class Agent {
     await this.bundles.start()
     await this.router.start()
     await this.scheduling.start()
+    await this.releases.start()
     await this.renewal.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
@@ -296,10 +338,14 @@ export class Agent {
       bundles: this.bundles,
       local: this.local,
       router: this.router,
-      scheduling: this.scheduling.view()
+      scheduling: this.scheduling.view(),
+      releases: this.releases,
+      disk: this.disk
     }, {
       token: this.#apiToken,
       logger: this.logger,
+      predictBodyLimit: config.api.maxPredictBytes,
+      maxWatchStreams: config.api.maxWatchStreams,
       ...(config.api.tls == null ? {} : { https: await this.#readTls(config.api.tls) })
     })
     const address = await this.#api.listen({ host: config.api.host, port: config.api.port })
@@ -317,6 +363,11 @@ export class Agent {
     this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
   }
 
+  /** How the process ends when the agent asks to (runService): a restart into a new release. */
+  onExitRequest (exit: (code: number, reason: string) => void): void {
+    this.#exit = exit
+  }
+
   /** gRPC is a second door to the same models: a port that is taken is logged, and the agent runs on without it. */
   async #startGrpc (): Promise<void> {
     const { config } = this.identity
@@ -326,6 +377,8 @@ export class Agent {
     const grpc = new GrpcServing(agentBackend({ runtime: this.local.runtime, router: this.router }), {
       host: config.grpc.host,
       port: config.grpc.port,
+      // the same limit as REST and the mesh
+      maxMessageBytes: config.api.maxPredictBytes,
       logger: this.logger.child({ service: 'grpc' })
     })
     try {
@@ -347,6 +400,7 @@ export class Agent {
     await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()
+    await this.releases.stop()
     await this.renewal.stop()
     await this.scheduling.stop()
     await this.router.stop()
@@ -360,6 +414,7 @@ export class Agent {
     await this.trust.stop()
     await this.mesh.stop()
     await this.logs.close()
+    this.disk.close()
     await this.#db.close()
     this.#closeLog()
   }

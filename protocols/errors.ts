@@ -43,6 +43,36 @@ export class InvalidMessageError extends ProtocolMessageError {
   }
 }
 
+/**
+ * A body larger than the configured limit (a predict request past
+ * `api.maxPredictBytes`): refused where it enters, never sent on.
+ */
+export class BodyTooLargeError extends ProtocolMessageError {
+  override readonly code = 'ERR_BODY_TOO_LARGE'
+  override readonly name = 'BodyTooLargeError'
+  readonly field = 'body'
+  readonly bytes: number
+  readonly limit: number
+
+  constructor (message: string, bytes: number, limit: number) {
+    super(message)
+    this.bytes = bytes
+    this.limit = limit
+  }
+}
+
+/** An answer larger than the asking node takes; another replica would answer the same. */
+export class ReplyTooLargeError extends ProtocolMessageError {
+  override readonly code = 'ERR_REPLY_TOO_LARGE'
+  override readonly name = 'ReplyTooLargeError'
+}
+
+/** The answering node holds as many request bytes as it allows at once; another replica may take it. */
+export class OverloadedError extends ProtocolMessageError {
+  override readonly code = 'ERR_OVERLOADED'
+  override readonly name = 'OverloadedError'
+}
+
 /** The remote side answered with a refusal; `remoteCode` is the code it gave. */
 export class RemoteRefusedError extends ProtocolMessageError {
   override readonly code = 'ERR_REMOTE_REFUSED'

@@ -21,6 +21,8 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_INVALID_INPUT: 400,
   ERR_INSTANCE_SPEC: 400,
   ERR_DEPLOYMENT_SPEC: 400,
+  ERR_ROLLOUT_SPEC: 400,
+  ERR_ROLLOUT_CONFLICT: 409,
   ERR_BUNDLE_INVALID: 422,
   ERR_MODEL_LOAD: 422,
   ERR_MODEL_FORMAT: 422,
@@ -53,7 +55,16 @@ const STATUS_BY_CODE: Record<string, number> = {
   ERR_NO_PROVIDERS: 504,
   ERR_NO_REPLICA: 503,
   ERR_TRANSFER_FAILED: 502,
-  ERR_STORE_FULL: 507
+  ERR_STORE_FULL: 507,
+  // storage: a full disk refuses writes (reads go on); a bundle that cannot fit is refused before it starts
+  ERR_DISK_FULL: 507,
+  ERR_INSUFFICIENT_SPACE: 507,
+  ENOSPC: 507,
+  // predict bodies past the configured limit, at any hop; answers too large to relay; a replica at its budget
+  ERR_BODY_TOO_LARGE: 413,
+  ERR_REPLY_TOO_LARGE: 502,
+  ERR_OVERLOADED: 503,
+  ERR_TOO_MANY_STREAMS: 429
 }
 
 export class BadRequestError extends Error {
@@ -88,6 +99,12 @@ export class ForbiddenHostError extends Error {
 export class NotFoundError extends Error {
   readonly code = 'ERR_NOT_FOUND'
   override readonly name = 'NotFoundError'
+}
+
+/** More event streams than the route allows are open; try again later (Retry-After). */
+export class TooManyStreamsError extends Error {
+  readonly code = 'ERR_TOO_MANY_STREAMS'
+  override readonly name = 'TooManyStreamsError'
 }
 
 /** The shape of every error body. */

@@ -14,6 +14,8 @@ import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
 import type { PredictRouter } from '../scheduler/router.ts'
 import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
+import { rolloutRoutes, type ReleaseApi } from './routes/rollouts.ts'
+import type { DiskState } from '../store/disk-guard.ts'
 import type { Logger } from 'pino'
 
 /** What the HTTP API needs from the agent. */
@@ -38,6 +40,10 @@ export interface AgentView {
   scheduling?: SchedulingView
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
+  /** Rollouts and this node's releases; the routes exist only when present. */
+  releases?: ReleaseApi
+  /** The disk under the data dir (full or not), for status. */
+  disk?: { state(): DiskState }
 }
 
 export interface ApiInit {
@@ -51,6 +57,10 @@ export interface ApiInit {
   logger?: Logger
   /** @default 1 MiB */
   bodyLimit?: number
+  /** Largest predict body (config `api.maxPredictBytes`). @default DEFAULT_MAX_PREDICT_BYTES */
+  predictBodyLimit?: number
+  /** `/v1/watch` streams open at once. @default DEFAULT_MAX_WATCH_STREAMS */
+  maxWatchStreams?: number
 }
 
 /** Build the agent's HTTP API (not listening: call `listen` yourself, or `inject` in tests). */
@@ -68,10 +78,11 @@ export async function buildApi (agent: AgentView, init: ApiInit): Promise<Fastif
   await app.register(healthRoutes, { agent })
   await app.register(statusRoutes, { agent })
   await app.register(registryRoutes, { agent })
-  await app.register(watchRoutes, { agent })
-  await app.register(modelRoutes, { agent })
+  await app.register(watchRoutes, { agent, ...(init.maxWatchStreams == null ? {} : { maxStreams: init.maxWatchStreams }) })
+  await app.register(modelRoutes, { agent, ...(init.predictBodyLimit == null ? {} : { bodyLimit: init.predictBodyLimit }) })
   await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   if (agent.scheduling != null) await app.register(deploymentRoutes, { agent, scheduling: agent.scheduling })
+  if (agent.releases != null) await app.register(rolloutRoutes, { agent, releases: agent.releases, ...(agent.bundles == null ? {} : { bundles: agent.bundles }) })
   return app
 }

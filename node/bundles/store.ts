@@ -1,8 +1,13 @@
 import { createReadStream } from 'node:fs'
-import { mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex } from '../../packaging/bundle/index.ts'
+import { InsufficientSpaceError } from '../store/errors.ts'
+import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import type { Database } from '../store/db.ts'
+
+/** Free space a new download leaves for the database and logs. */
+export const SPACE_RESERVE_BYTES = 16 * 1024 * 1024
 
 /** One bundle the agent holds, whole or in part. Kept in level under `bundles/<digest>`. */
 export interface BundleRecord {
@@ -16,6 +21,8 @@ export interface BundleRecord {
   name?: string
   version?: string
   publisher?: string
+  /** a model bundle, or an agent release (packaging/release); unknown while partial */
+  kind?: 'model' | 'release'
   /** partial only: base64 bitmap of verified chunks */
   have?: string
   storedAt: number
@@ -87,7 +94,7 @@ export class BundleStore {
   }
 
   /** Move a verified bundle file into the store. */
-  async addComplete (file: string, verified: VerifiedBundle): Promise<BundleRecord> {
+  async addComplete (file: string, verified: VerifiedAnyBundle): Promise<BundleRecord> {
     const tailOffset = tailOffsetOf(verified.index)
     const midstate = await midstateOf(file, tailOffset)
     const now = Date.now()
@@ -101,6 +108,7 @@ export class BundleStore {
       name: verified.manifest.name,
       version: verified.manifest.version,
       publisher: verified.signer,
+      kind: verified.kind,
       storedAt: now,
       lastUsedAt: now
     }
@@ -109,8 +117,18 @@ export class BundleStore {
     return record
   }
 
-  /** Start a partial file: full size, with the verified tail already in place. */
+  /**
+   * Start a partial file: full size, with the verified tail already in
+   * place. A bundle that would not fit in the free space (with a reserve
+   * for the database and logs) is refused before a byte is written, rather
+   * than filling the disk part-way.
+   */
   async createPartial (digest: string, head: { size: number, tailOffset: number, midstate: Uint8Array, tail: Uint8Array }, index: ChunkIndex): Promise<BundleRecord> {
+    const fs = await statfs(this.dir)
+    const free = fs.bavail * fs.bsize
+    if (free < head.size + SPACE_RESERVE_BYTES) {
+      throw new InsufficientSpaceError(`bundle ${digest} needs ${head.size} bytes plus a reserve of ${SPACE_RESERVE_BYTES}; ${free} are free on ${this.dir}`, this.dir)
+    }
     const now = Date.now()
     const record: BundleRecord = {
       digest,
@@ -144,11 +162,11 @@ export class BundleStore {
   }
 
   /** A partial bundle whose whole file verified becomes a complete one. */
-  async completePartial (digest: string, verified: VerifiedBundle): Promise<BundleRecord> {
+  async completePartial (digest: string, verified: VerifiedAnyBundle): Promise<BundleRecord> {
     const r = this.#records.get(digest)
     if (r == null || r.state !== 'partial') throw new Error(`${digest} is not a partial bundle`)
     await this.#closeHandle(digest)
-    const complete: BundleRecord = { ...r, state: 'complete', name: verified.manifest.name, version: verified.manifest.version, publisher: verified.signer, lastUsedAt: Date.now() }
+    const complete: BundleRecord = { ...r, state: 'complete', name: verified.manifest.name, version: verified.manifest.version, publisher: verified.signer, kind: verified.kind, lastUsedAt: Date.now() }
     delete complete.have
     await rename(this.pathOf(r), this.pathOf(complete))
     await this.#put(complete)

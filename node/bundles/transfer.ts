@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
-import { chunkCount, chunkRange, indexFromTail, ResumableSha256, tailOffsetOf, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, chunkRange, indexFromTail, ResumableSha256, tailOffsetOf } from '../../packaging/bundle/index.ts'
+import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import { TransferClient, TransferRefusedError } from '../../protocols/bundle-transfer/client.ts'
 import { bitmapHas, MAX_CHUNK_BYTES } from '../../protocols/bundle-transfer/wire.ts'
 import { NoProvidersError } from './errors.ts'
@@ -18,7 +19,7 @@ export interface TransferComponents {
   providers(): string[]
   openStream(peer: string, signal: AbortSignal): Promise<Stream>
   /** Full verification of the finished file: digest, signature, manifest, files. */
-  verify(path: string): Promise<VerifiedBundle>
+  verify(path: string): Promise<VerifiedAnyBundle>
   /** The partial file exists: time to advertise it. */
   onPartial?(record: BundleRecord): Promise<void>
   metrics?: TransferMetrics
@@ -469,7 +470,10 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
     this.#persisting = this.#persisting.then(async () => {
       await (await this.#c.store.handle(this.digest)).datasync()
       await this.#c.store.saveProgress(this.digest, bitmap)
-    }).catch(err => { this.#c.logger.warn({ digest: this.digest, err: err.message }, 'saving transfer progress failed') })
+    }).catch(err => {
+      // a full disk was logged once by the disk guard; progress is saved again on the next chunk
+      this.#c.logger[err?.code === 'ERR_DISK_FULL' ? 'debug' : 'warn']({ digest: this.digest, err: err.message }, 'saving transfer progress failed')
+    })
     await this.#persisting
   }
 

@@ -30,7 +30,17 @@ export const ConfigSchema = Type.Object({
     tls: Type.Optional(Type.Object({
       cert: Type.String({ minLength: 1, maxLength: 4096 }),
       key: Type.String({ minLength: 1, maxLength: 4096 })
-    }, { additionalProperties: false }))
+    }, { additionalProperties: false })),
+    /**
+     * Largest predict request body, the one limit at every hop: this API,
+     * the coordinator's predict (it uses its embedded agent's value) and
+     * forwarding over the mesh. Past it a request is a 413 where it enters.
+     */
+    maxPredictBytes: Type.Integer({ minimum: 1024, maximum: 1024 ** 3, default: 16 * 1024 * 1024 }),
+    /** A predict forwarded over the mesh must be answered within this long, plus a second per MiB of body. */
+    predictTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
+    /** Open `/v1/watch` event streams at once; more are refused with 429. */
+    maxWatchStreams: Type.Integer({ minimum: 1, maximum: 10_000, default: 32 })
   }, { additionalProperties: false, default: {} }),
   /** TensorFlow Serving's gRPC API (Predict, GetModelMetadata, GetModelStatus); a port in use is logged, not fatal. */
   grpc: Type.Object({

@@ -1,4 +1,4 @@
-import type { Database } from '../store/db.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 
 /** pino's level labels, lowest first, with their numbers. */
 export const LOG_LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const
@@ -52,6 +52,8 @@ export interface LogStoreStats {
   bytes: number
   /** lines lost because the buffer overflowed or the database failed */
   dropped: number
+  /** lines waiting to be written (held while the disk is full) */
+  pending: number
 }
 
 interface Meta { count: number, bytes: number, seq: number }
@@ -101,6 +103,8 @@ export class LogStore {
   #work: Promise<void> = Promise.resolve()
   #dropped = 0
   #state: 'new' | 'open' | 'closed' = 'new'
+  #offResume?: () => void
+  #guard?: ReturnType<typeof diskGuardOf>
 
   constructor (init: LogStoreInit = {}) {
     this.#maxEntries = init.maxEntries ?? DEFAULT_RETAIN_ENTRIES
@@ -121,6 +125,12 @@ export class LogStore {
     this.#metaDb = meta
     this.#meta = await meta.get('meta') ?? { count: 0, bytes: 0, seq: 0 }
     this.#state = 'open'
+    const guard = this.#guard = diskGuardOf(db)
+    if (guard != null) {
+      const resume = (): void => { this.#scheduleFlush() }
+      guard.addEventListener('resume', resume)
+      this.#offResume = () => { guard.removeEventListener('resume', resume) }
+    }
     this.#pruneTimer = setInterval(() => { this.#enqueue(async () => { await this.#prune() }) }, PRUNE_INTERVAL_MS)
     this.#pruneTimer.unref()
     this.#enqueue(async () => { await this.#prune() })
@@ -135,6 +145,7 @@ export class LogStore {
     }
     clearInterval(this.#pruneTimer)
     clearTimeout(this.#flushTimer)
+    this.#offResume?.()
     this.#flushTimer = undefined
     await this.flush()
     this.#state = 'closed'
@@ -166,7 +177,7 @@ export class LogStore {
   }
 
   stats (): LogStoreStats {
-    return { entries: this.#meta.count, bytes: this.#meta.bytes, dropped: this.#dropped }
+    return { entries: this.#meta.count, bytes: this.#meta.bytes, dropped: this.#dropped, pending: this.#pending.length }
   }
 
   /**
@@ -227,6 +238,8 @@ export class LogStore {
   /** Flushes and prunes run one at a time, in order. */
   #enqueue (task: () => Promise<void>): void {
     this.#work = this.#work.then(task).catch(err => {
+      // a full disk is logged once by the disk guard; the lines wait in memory meanwhile
+      if (err?.code === 'ERR_DISK_FULL') return
       // logging here would feed the failure back into this store
       process.emitWarning(`gatemesh log store: ${err.message}`)
     })
@@ -234,7 +247,8 @@ export class LogStore {
 
   async #flushNow (): Promise<void> {
     const lines = this.#pending
-    if (lines.length === 0 || this.#db == null || this.#lines == null) return
+    // while the disk is full the lines wait here (bounded by maxPending); the guard's resume flushes them
+    if (lines.length === 0 || this.#db == null || this.#lines == null || this.#guard?.full === true) return
     this.#pending = []
     const meta = { ...this.#meta }
     const batch = this.#db.batch()
@@ -247,8 +261,18 @@ export class LogStore {
     batch.put('meta', meta, { sublevel: this.#metaDb })
     try {
       await batch.write()
-    } catch (err) {
-      this.#dropped += lines.length
+    } catch (err: any) {
+      if (err?.code === 'ERR_DISK_FULL') {
+        // keep them for when space returns, newest first if something must go
+        this.#pending = lines.concat(this.#pending)
+        const excess = this.#pending.length - this.#maxPending
+        if (excess > 0) {
+          this.#pending.splice(0, excess)
+          this.#dropped += excess
+        }
+      } else {
+        this.#dropped += lines.length
+      }
       throw err
     }
     this.#meta = meta
@@ -257,7 +281,7 @@ export class LogStore {
 
   /** Delete the oldest lines until under every cap. */
   async #prune (): Promise<void> {
-    if (this.#db == null || this.#lines == null) return
+    if (this.#db == null || this.#lines == null || this.#guard?.full === true) return
     const cutoff = keyAt(this.#now() - this.#maxAgeMs)
     const targetCount = this.#meta.count > this.#maxEntries ? Math.floor(this.#maxEntries * PRUNE_TO) : this.#maxEntries
     const targetBytes = this.#meta.bytes > this.#maxBytes ? Math.floor(this.#maxBytes * PRUNE_TO) : this.#maxBytes

@@ -18,6 +18,12 @@ export interface LoggerInit {
   fileName?: string
   /** More destinations for every line, e.g. the agent's searchable log store. */
   sinks?: Array<{ write(line: string): unknown }>
+  /**
+   * Writing the log file failed (a full disk, say): called once per
+   * failure. Logging never throws; lines are dropped from the file until it
+   * takes them again.
+   */
+  onFileError?: (err: NodeJS.ErrnoException, path: string) => void
 }
 
 /**
@@ -29,7 +35,12 @@ export function createLogger (init: LoggerInit): { logger: Logger, close: () => 
   let file: RotatingFile | undefined
   if (init.stdout !== false) streams.push({ level: 'trace', stream: process.stdout })
   if (init.dir != null) {
-    file = new RotatingFile({ path: join(init.dir, init.fileName ?? 'agent.log'), maxBytes: init.maxFileBytes ?? 10 * 1024 * 1024, files: init.files ?? 2 })
+    file = new RotatingFile({
+      path: join(init.dir, init.fileName ?? 'agent.log'),
+      maxBytes: init.maxFileBytes ?? 10 * 1024 * 1024,
+      files: init.files ?? 2,
+      ...(init.onFileError == null ? {} : { onError: init.onFileError })
+    })
     streams.push({ level: 'trace', stream: file })
   }
   for (const sink of init.sinks ?? []) streams.push({ level: 'trace', stream: sink as StreamEntry['stream'] })

@@ -40,6 +40,9 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   readonly #invalidDeployments: Counter
   readonly #placements: Counter
   readonly #forwarded: Counter<'outcome'>
+  readonly #diskFull: Gauge
+  /** open `/v1/watch` event streams */
+  readonly watchStreams: Gauge
 
   constructor (labels: Record<string, string> = {}) {
     const registers = [this.registry]
@@ -73,8 +76,11 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
     this.#invalidDeployments = new Counter({ name: 'gatemesh_invalid_deployments_total', help: 'Deployment entries ignored because their spec is invalid', registers })
     this.#placements = new Counter({ name: 'gatemesh_placements_written_total', help: 'Placements written while this node was the scheduler', registers })
     this.#forwarded = new Counter({ name: 'gatemesh_predict_forwarded_total', help: 'Predict requests forwarded to replicas on other nodes, by outcome', labelNames: ['outcome'], registers })
+    this.#diskFull = new Gauge({ name: 'gatemesh_disk_full', help: '1 while the disk under the data dir is full and writes are held back', registers })
+    this.watchStreams = new Gauge({ name: 'gatemesh_watch_streams', help: 'Open /v1/watch event streams', registers })
   }
 
+  diskFull (full: boolean): void { this.#diskFull.set(full ? 1 : 0) }
   members (counts: Record<MemberState, number>): void {
     for (const [state, n] of Object.entries(counts)) this.#members.set({ state }, n)
   }

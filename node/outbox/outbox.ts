@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { DeadLetterNotFoundError } from './errors.ts'
 import type { ActionSpec, ActionType } from '../actions/schema.ts'
-import type { Database } from '../store/db.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 import type { Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
@@ -77,6 +77,11 @@ export const DEFAULT_MAX_DELAY_MS = 300_000
 export const DEFAULT_CONCURRENCY = 4
 export const DEFAULT_ATTEMPT_TIMEOUT_MS = 15_000
 export const DEFAULT_MAX_CRASHES = 2
+/** Jobs whose state may wait in memory for disk space; past this, enqueue refuses. */
+export const MAX_UNSAVED = 10_000
+
+/** A change of a job's state on disk that waits for space. */
+type Unsaved = { op: 'put', job: OutboxJob } | { op: 'del' } | { op: 'dead', letter: DeadLetter }
 
 /**
  * The durable outbox: every action and notification is written to level
@@ -85,6 +90,9 @@ export const DEFAULT_MAX_CRASHES = 2
  * `maxAttempts`. A job leaves the queue only after its delivery succeeded,
  * so a crash or restart in between sends it again — with the same id as
  * idempotency key, which a deduping receiver uses to ignore the repeat.
+ * While the disk is full, jobs are still taken and delivered, their state
+ * kept in memory (up to MAX_UNSAVED) and written once the disk guard
+ * reports space again; only a process that dies before then loses them.
  */
 export class Outbox implements Startable {
   readonly #c: OutboxComponents
@@ -99,6 +107,8 @@ export class Outbox implements Startable {
   readonly #dead
   readonly #jobs = new Map<string, OutboxJob>()
   readonly #inFlight = new Map<string, Promise<void>>()
+  readonly #unsaved = new Map<string, Unsaved>()
+  #saving: Promise<void> = Promise.resolve()
   #timer?: NodeJS.Timeout
   #running = false
 
@@ -113,6 +123,7 @@ export class Outbox implements Startable {
     this.#maxCrashes = init.maxCrashes ?? DEFAULT_MAX_CRASHES
     this.#queue = components.db.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' })
     this.#dead = components.db.sublevel<string, DeadLetter>('outbox-dead', { valueEncoding: 'json' })
+    diskGuardOf(components.db)?.addEventListener('resume', () => { void this.#saveUnsaved() })
   }
 
   async start (): Promise<void> {
@@ -138,6 +149,11 @@ export class Outbox implements Startable {
     return this.#jobs.size
   }
 
+  /** Jobs whose state on disk waits for space. */
+  get unsaved (): number {
+    return this.#unsaved.size
+  }
+
   pending (): OutboxJob[] {
     return [...this.#jobs.values()].sort((a, b) => a.createdAt - b.createdAt)
   }
@@ -150,7 +166,7 @@ export class Outbox implements Startable {
   async enqueue (input: EnqueueInput): Promise<OutboxJob> {
     const now = Date.now()
     const job: OutboxJob = { ...input, id: input.id ?? randomUUID(), createdAt: now, attempts: 0, nextAt: now }
-    await this.#queue.put(job.id, job)
+    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) }, this.#unsaved.size < MAX_UNSAVED)
     this.#jobs.set(job.id, job)
     this.#gauge()
     this.#kick()
@@ -200,14 +216,15 @@ export class Outbox implements Startable {
     job.attempts++
     // written before the attempt: if the agent dies during it, the next start knows
     job.inFlightSince = Date.now()
-    await this.#queue.put(job.id, job)
+    // on a full disk the marker waits in memory with the job's other state: delivery goes on
+    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
     try {
       await this.#c.deliver(job, AbortSignal.timeout(this.#attemptTimeoutMs))
     } catch (err: any) {
       await this.#failed(job, err)
       return
     }
-    await this.#queue.del(job.id)
+    await this.#durably(job.id, { op: 'del' }, async () => { await this.#queue.del(job.id) })
     this.#jobs.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDelivered.inc({ type: job.type })
@@ -227,8 +244,47 @@ export class Outbox implements Startable {
     const exp = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** (job.attempts - 1))
     // "equal jitter": at least half the backoff, so retries from many jobs spread out without collapsing to zero
     job.nextAt = Date.now() + Math.round(exp / 2 + this.#random() * exp / 2)
-    await this.#queue.put(job.id, job)
+    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
     this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: job.nextAt - Date.now(), err: job.lastError }, 'delivery failed; will retry')
+  }
+
+  /**
+   * Write a job's new state; when the disk is full, keep it in memory to be
+   * written on resume (if `hold` allows) instead of failing. A later state
+   * of the same job replaces the one waiting.
+   */
+  async #durably (id: string, change: Unsaved, write: () => Promise<void>, hold = true): Promise<void> {
+    try {
+      await write()
+      this.#unsaved.delete(id)
+    } catch (err: any) {
+      if (err?.code !== 'ERR_DISK_FULL' || !hold) throw err
+      this.#unsaved.set(id, change)
+    }
+  }
+
+  /** Space is back: write what waited, one batch, one run at a time. */
+  async #saveUnsaved (): Promise<void> {
+    this.#saving = this.#saving.then(async () => {
+      if (this.#unsaved.size === 0) return
+      const changes = [...this.#unsaved]
+      const batch = this.#c.db.batch()
+      for (const [id, c] of changes) {
+        if (c.op === 'put') {
+          batch.put(id, c.job, { sublevel: this.#queue })
+        } else {
+          batch.del(id, { sublevel: this.#queue })
+          if (c.op === 'dead') batch.put(id, c.letter, { sublevel: this.#dead })
+        }
+      }
+      await batch.write()
+      // what changed again while the batch ran stays for the next round
+      for (const [id, c] of changes) if (this.#unsaved.get(id) === c) this.#unsaved.delete(id)
+      this.#c.logger.info({ written: changes.length }, 'outbox state held during the full disk written')
+    }).catch(err => {
+      if (err?.code !== 'ERR_DISK_FULL') this.#c.logger.error({ err: err.message }, 'writing outbox state held during the full disk failed')
+    })
+    await this.#saving
   }
 
   /**
@@ -248,12 +304,14 @@ export class Outbox implements Startable {
       return
     }
     this.#c.logger.warn({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, crashes: job.crashes }, 'the agent stopped while delivering this job; trying it again')
-    await this.#queue.put(job.id, job)
+    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
   }
 
   async #bury (job: OutboxJob, reason: NonNullable<DeadLetter['reason']>): Promise<void> {
     const letter: DeadLetter = { ...job, deadAt: Date.now(), reason }
-    await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
+    await this.#durably(job.id, { op: 'dead', letter }, async () => {
+      await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
+    })
     this.#jobs.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDead.inc({ type: job.type })

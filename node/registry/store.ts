@@ -1,5 +1,5 @@
 import type { WireEntry } from '../../protocols/registry/wire.ts'
-import type { Database } from '../store/db.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 
 /**
  * Where the registry keeps its entries between restarts. `load` hands back
@@ -13,12 +13,27 @@ export interface RegistryStore {
   delete(keys: string[]): Promise<void>
 }
 
-/** Entries in a `registry` sublevel, keyed by registry key. */
+/**
+ * Entries in a `registry` sublevel, keyed by registry key. An entry that
+ * could not be written (the disk is full, say) waits in memory, the newest
+ * per key (so at most one per registry key), and goes with the next write
+ * or when the disk guard reports space again; the registry itself goes on
+ * in memory meanwhile. Writes run one at a time, so an older entry for a
+ * key never lands after a newer one.
+ */
 export class LevelRegistryStore implements RegistryStore {
   readonly #db
+  readonly #held = new Map<string, WireEntry>()
+  #writing: Promise<void> = Promise.resolve()
 
   constructor (db: Database) {
     this.#db = db.sublevel<string, WireEntry>('registry', { valueEncoding: 'json' })
+    diskGuardOf(db)?.addEventListener('resume', () => { this.#flush().catch(() => {}) })
+  }
+
+  /** Entries waiting to be written. */
+  get held (): number {
+    return this.#held.size
   }
 
   async load (): Promise<Array<[string, unknown]>> {
@@ -37,8 +52,28 @@ export class LevelRegistryStore implements RegistryStore {
   }
 
   async put (entries: WireEntry[]): Promise<void> {
-    if (entries.length === 0) return
-    await this.#db.batch(entries.map(e => ({ type: 'put' as const, key: e.k, value: e })))
+    // the registry hands over winners only, in the order it applied them: a later one for a key is newer
+    for (const e of entries) this.#held.set(e.k, e)
+    await this.#flush()
+  }
+
+  async #flush (): Promise<void> {
+    const run = this.#writing.then(async () => { await this.#write() })
+    this.#writing = run.catch(() => {})
+    await run
+  }
+
+  async #write (): Promise<void> {
+    if (this.#held.size === 0) return
+    const entries = [...this.#held.values()]
+    this.#held.clear()
+    try {
+      await this.#db.batch(entries.map(e => ({ type: 'put' as const, key: e.k, value: e })))
+    } catch (err: any) {
+      for (const e of entries) if (!this.#held.has(e.k)) this.#held.set(e.k, e)
+      // a full disk was logged once by the guard; these are written when it has space again
+      if (err?.code !== 'ERR_DISK_FULL') throw err
+    }
   }
 
   async delete (keys: string[]): Promise<void> {

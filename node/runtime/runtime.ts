@@ -3,7 +3,7 @@ import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './er
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
 import { resolveOnnxBackend } from '../../packaging/models/onnx-probe.ts'
-import type { Database } from '../store/db.ts'
+import { diskGuardOf, type Database } from '../store/db.ts'
 import type { UnpackedBundles } from './bundle-store.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
@@ -62,6 +62,7 @@ export class Runtime implements Startable {
   readonly #init: RuntimeInit
   readonly #instances = new Map<string, ModelInstance>()
   readonly #runs
+  readonly #disk
   #backend: BackendName
   #backendInUse = false
   readonly #backends: Record<RuntimeFamily, BackendState>
@@ -71,6 +72,7 @@ export class Runtime implements Startable {
     this.#c = components
     this.#init = init
     this.#runs = components.db.sublevel<string, RunRequest>('instances', { valueEncoding: 'json' })
+    this.#disk = diskGuardOf(components.db)
     const probed = probeBackends(init.backend ?? 'auto', init.onnxBackend ?? 'auto')
     this.#backends = { tfjs: { backend: probed.tfjs, inUse: false }, onnx: { backend: probed.onnx, inUse: false }, tflite: { backend: probed.tflite, inUse: false } }
     this.#backend = probed.tfjs
@@ -141,6 +143,8 @@ export class Runtime implements Startable {
 
   /** Verify the bundle, start an instance of it and remember it. */
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
+    // refused up front rather than started and then not recorded (it would not come back after a restart)
+    if (options.persist !== false) this.#disk?.check('instances started through the API')
     const bundle = await this.#c.bundles.load(request.bundle)
     // what the action script may reach is the publisher's to declare, signed with the bundle
     if (request.spec?.script !== undefined) throw new InstanceSpecError('spec.script: comes from the bundle\'s config.json only', 'spec.script')

@@ -64,19 +64,28 @@ export function metadataLocal (runtime: Pick<Runtime, 'get'>, name: string, vers
   return { model: instance.name, version: instance.version, format: manifest.model.format, inputs: manifest.inputs, outputs: manifest.outputs }
 }
 
-/** A tensor as JSON, for the mesh: int64 as decimal strings, so nothing is rounded. */
-export interface JsonTensor { dtype: DType, shape: number[], data: Array<number | boolean | string> }
+/**
+ * A tensor as JSON, for the mesh. Fixed-width data (numbers, bools) travels
+ * as the base64 of its little-endian bytes: 4/3 of the size gRPC received
+ * it in, where decimal text would be up to six times that, so whatever fits
+ * the predict body limit at the gRPC edge fits it on the mesh too (see
+ * bodyLimitFor). Strings travel as a JSON array.
+ */
+export type JsonTensor = { dtype: DType, shape: number[], b64: string } | { dtype: 'string', shape: number[], data: string[] }
+
+const ITEM_BYTES: Record<Exclude<DType, 'string'>, number> = { float32: 4, float64: 8, int32: 4, int64: 8, uint8: 1, bool: 1 }
 
 export function tensorsToJson (tensors: Record<string, WireTensor>): Record<string, JsonTensor> {
-  return Object.fromEntries(Object.entries(tensors).map(([k, t]) => [k, {
-    dtype: t.dtype,
-    shape: t.shape,
-    data: Array.from(t.data as ArrayLike<number | bigint | string>, x => typeof x === 'bigint' ? x.toString() : t.dtype === 'bool' ? x === 1 : x as number | string)
-  }]))
+  return Object.fromEntries(Object.entries(tensors).map(([k, t]) => {
+    if (t.dtype === 'string') return [k, { dtype: 'string', shape: t.shape, data: [...t.data as string[]] }]
+    const data = t.data as Exclude<WireTensor['data'], string[]>
+    return [k, { dtype: t.dtype, shape: t.shape, b64: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64') }]
+  }))
 }
 
 const MAX_JSON_TENSORS = 64
 const MAX_JSON_ELEMENTS = 16 * 1024 * 1024
+const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/
 
 /** Tensors sent as JSON by another node, checked (names, dtypes, shapes, sizes, element types) before use. */
 export function tensorsFromJson (value: unknown, root: string): Record<string, WireTensor> {
@@ -86,16 +95,25 @@ export function tensorsFromJson (value: unknown, root: string): Record<string, W
   const out: Record<string, WireTensor> = {}
   for (const [name, t] of entries) {
     const field = `${root}.${name}`
-    if (t == null || typeof t !== 'object') throw new InvalidInputError('must be {dtype, shape, data}', field)
-    const { dtype, shape, data } = t as Partial<JsonTensor>
+    if (t == null || typeof t !== 'object') throw new InvalidInputError('must be {dtype, shape, b64} or {dtype: string, shape, data}', field)
+    const { dtype, shape, data, b64 } = t as { dtype?: unknown, shape?: unknown, data?: unknown, b64?: unknown }
     if (typeof dtype !== 'string' || !(DTYPES as readonly string[]).includes(dtype)) throw new InvalidInputError(`dtype must be one of ${DTYPES.join(', ')}`, `${field}.dtype`)
     if (!Array.isArray(shape) || shape.length > 8 || shape.some(d => !Number.isSafeInteger(d) || d < 0)) throw new InvalidInputError('shape must be at most 8 sizes ≥ 0', `${field}.shape`)
     const n = shape.reduce((a: number, b: number) => a * b, 1)
     if (n > MAX_JSON_ELEMENTS || (shape[0] ?? 0) > MAX_INSTANCES * 1024) throw new InvalidInputError(`has ${n} elements; too many`, `${field}.shape`)
-    if (!Array.isArray(data) || data.length !== n) throw new InvalidInputError(`data must hold ${n} values`, `${field}.data`)
-    const ok = dtype === 'string' ? data.every(x => typeof x === 'string') : dtype === 'bool' ? data.every(x => typeof x === 'boolean') : dtype === 'int64' ? data.every(x => typeof x === 'string' && /^-?\d{1,19}$/.test(x)) : data.every(x => typeof x === 'number' && Number.isFinite(x))
-    if (!ok) throw new InvalidInputError(`data holds a value that is not ${dtype}`, `${field}.data`)
-    out[name] = { dtype: dtype as DType, shape, data: stackRows(data as Nested[], dtype as DType).data }
+    if (dtype === 'string') {
+      if (!Array.isArray(data) || data.length !== n || data.some(x => typeof x !== 'string')) throw new InvalidInputError(`data must hold ${n} strings`, `${field}.data`)
+      out[name] = { dtype, shape, data: data as string[] }
+      continue
+    }
+    const itemBytes = ITEM_BYTES[dtype as Exclude<DType, 'string'>]
+    // the length is checked on the text, before a byte is decoded
+    if (typeof b64 !== 'string' || b64.length !== Math.ceil(n * itemBytes / 3) * 4 || !BASE64.test(b64)) throw new InvalidInputError(`b64 must hold the ${n * itemBytes} bytes of ${n} ${dtype} values`, `${field}.b64`)
+    const bytes = new Uint8Array(n * itemBytes)
+    bytes.set(Buffer.from(b64, 'base64').subarray(0, bytes.byteLength))
+    const typed = dtype === 'float32' ? new Float32Array(bytes.buffer) : dtype === 'float64' ? new Float64Array(bytes.buffer) : dtype === 'int32' ? new Int32Array(bytes.buffer) : dtype === 'int64' ? new BigInt64Array(bytes.buffer) : bytes
+    if (dtype === 'bool' && bytes.some(x => x > 1)) throw new InvalidInputError('data holds a value that is not bool', `${field}.b64`)
+    out[name] = { dtype: dtype as DType, shape, data: typed }
   }
   return out
 }

@@ -1,5 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
-import { answerPredict, forwardPredict, PREDICT_PROTOCOL, type PredictAnswer, type PredictReply } from '../../protocols/predict/index.ts'
+import { OverloadedError } from '../../protocols/errors.ts'
+import { answerPredict, bodyLimitFor, DEFAULT_MAX_PREDICT_BYTES, encodePredictBody, forwardPredict, PREDICT_PROTOCOL, REPLY_LIMIT_FACTOR, type PredictAnswer, type PredictReply } from '../../protocols/predict/index.ts'
 import { errorReply } from '../api/errors.ts'
 import { ModelLoadingError } from '../runtime/errors.ts'
 import { answerLocal } from '../runtime/serving.ts'
@@ -29,9 +30,19 @@ export interface RouterComponents {
 export interface RouterInit {
   /** Distinct replicas tried before giving up. @default 3 */
   attempts?: number
-  /** Per forwarded request. @default 10_000 */
+  /** Per forwarded request, plus a second per MiB of body. @default 10_000 */
   timeoutMs?: number
+  /** The predict body limit (config `api.maxPredictBytes`), here as at the HTTP edge. @default DEFAULT_MAX_PREDICT_BYTES */
+  maxBodyBytes?: number
+  /** Bytes of forwarded request bodies answered at once; past it a request is refused (503) and goes to another replica. @default 4 × maxBodyBytes */
+  maxInboundBytes?: number
 }
+
+/** How long a predict waits for a replica to look alive again before answering that there is none. */
+const SETTLE_MS = 2000
+
+/** 5xx answers that another replica would give the same way: relayed, not retried. */
+const FINAL_CODES = new Set(['ERR_REPLY_TOO_LARGE'])
 
 interface Replica { peerId: string, cpuPct: number, version?: string }
 
@@ -57,6 +68,9 @@ export class PredictRouter implements Startable {
   readonly #self: string
   readonly #attempts: number
   readonly #timeoutMs: number
+  readonly #maxBodyBytes: number
+  readonly #maxInboundBytes: number
+  #inboundBytes = 0
   /** exponentially weighted latency per peer, ms */
   readonly #latency = new Map<string, number>()
   /** peers that just failed, until when */
@@ -67,6 +81,13 @@ export class PredictRouter implements Startable {
     this.#self = components.peerId.toString()
     this.#attempts = init.attempts ?? 3
     this.#timeoutMs = init.timeoutMs ?? 10_000
+    this.#maxBodyBytes = init.maxBodyBytes ?? DEFAULT_MAX_PREDICT_BYTES
+    this.#maxInboundBytes = init.maxInboundBytes ?? 4 * this.#maxBodyBytes
+  }
+
+  /** The predict body limit this router forwards and answers with. */
+  get maxBodyBytes (): number {
+    return this.#maxBodyBytes
   }
 
   async start (): Promise<void> {
@@ -121,6 +142,14 @@ export class PredictRouter implements Startable {
    * signature for the gRPC API.
    */
   async predict (model: string, version: string | undefined, body: unknown, answer?: PredictAnswer): Promise<PredictReply> {
+    // a body past the limit is the caller's error, answered here: no replica sees it or is blamed for it
+    let bytes: Uint8Array
+    try {
+      bytes = encodePredictBody(body, bodyLimitFor(answer, this.#maxBodyBytes))
+    } catch (err: any) {
+      return errorReply(err)
+    }
+    await this.#settle(model, version)
     const tried = new Set<string>()
     let last: unknown
     for (let attempt = 0; attempt < this.#attempts; attempt++) {
@@ -130,10 +159,11 @@ export class PredictRouter implements Startable {
       const started = performance.now()
       try {
         const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), PREDICT_PROTOCOL, { signal: AbortSignal.timeout(this.#timeoutMs) })
-        const reply = await forwardPredict(stream, model, version, body, { timeoutMs: this.#timeoutMs, ...(answer == null ? {} : { answer }) })
+        const request = { model, ...(version == null ? {} : { version }), body: bytes, ...(answer == null ? {} : { answer }) }
+        const reply = await forwardPredict(stream, request, { timeoutMs: this.#timeoutMs, maxReplyBytes: REPLY_LIMIT_FACTOR * this.#maxBodyBytes })
         this.#observe(replica.peerId, performance.now() - started)
         // the replica stopped serving it (404) or failed (5xx): another may succeed
-        if (reply.status === 404 || reply.status >= 500) {
+        if ((reply.status === 404 || reply.status >= 500) && !FINAL_CODES.has(codeOf(reply.body))) {
           last = reply
           this.#penalise(replica.peerId)
           this.#c.metrics?.forwarded('retry')
@@ -160,6 +190,25 @@ export class PredictRouter implements Startable {
     return { status, body: errBody }
   }
 
+  /**
+   * With no live replica in sight, wait a moment before answering that there
+   * is none: a large body just parsed or encoded can stall this process for
+   * longer than a heartbeat interval, and until the heartbeats that queued up
+   * meanwhile are read, every peer looks silent.
+   */
+  async #settle (model: string, version: string | undefined): Promise<void> {
+    const deadline = performance.now() + SETTLE_MS
+    while (!this.replicas(model).some(r => version == null || r.version === version) && performance.now() < deadline) {
+      // a model that runs nowhere at all is a 404 at once
+      const recorded = this.#c.registry.list<{ state?: string }>('instance/').some(e => {
+        const [, peer, name] = e.key.split('/')
+        return name === model && peer !== this.#self && e.value?.state === 'running'
+      })
+      if (!recorded) return
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+  }
+
   #choose (replicas: Replica[]): Replica | undefined {
     if (replicas.length <= 1) return replicas[0]
     const now = performance.now()
@@ -179,6 +228,19 @@ export class PredictRouter implements Startable {
     this.#penalty.set(peer, performance.now() + 5000)
   }
 
+  /** Hold `bytes` of an inbound body, within the budget. */
+  readonly #admit = (bytes: number): (() => void) | Error => {
+    if (this.#inboundBytes > 0 && this.#inboundBytes + bytes > this.#maxInboundBytes) {
+      return new OverloadedError(`this node is answering ${this.#inboundBytes} bytes of forwarded predicts; another ${bytes} exceed its budget of ${this.#maxInboundBytes}`)
+    }
+    this.#inboundBytes += bytes
+    let held = true
+    return () => {
+      if (held) this.#inboundBytes -= bytes
+      held = false
+    }
+  }
+
   /** Another node forwards a request: answer only from a local instance, never forward again. */
   readonly #answer = async (stream: Stream, _connection: Connection): Promise<void> => {
     await answerPredict(stream, async (model, version, body, answer) => {
@@ -187,8 +249,13 @@ export class PredictRouter implements Startable {
       } catch (err: any) {
         return errorReply(err)
       }
-    }, { timeoutMs: this.#timeoutMs }).catch(err => {
+    }, { timeoutMs: this.#timeoutMs, maxBodyBytes: this.#maxBodyBytes, admit: this.#admit, refuse: err => errorReply(err) }).catch(err => {
       this.#c.logger.debug({ err: err.message }, 'answering a forwarded predict failed')
     })
   }
+}
+
+function codeOf (body: unknown): string {
+  const code = (body as { code?: unknown } | null)?.code
+  return typeof code === 'string' ? code : ''
 }

@@ -19,25 +19,23 @@
  *
  * Target: fanoutSeconds ≤ 2 × singlePullSeconds, while one source needs ≥ 6×.
  */
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
+import { exec } from '../helpers/processes.ts'
 import { agentCommand } from './agents.ts'
 import { benchBundle } from './bundle.ts'
 import type { BenchArgs } from './run.ts'
 
-const exec = promisify(execFile)
 const log = (msg: string): void => { console.log(`[bundle-links] ${msg}`) }
 
 /**
  * Cap every host's link at `mbit` both ways. tbf's bucket is 64 KiB: a few
  * milliseconds of line rate, so bursts cannot add up to a faster link.
  */
-async function capLinks (lab: NetLab, mbit: number): Promise<void> {
+export async function capLinks (lab: NetLab, mbit: number): Promise<void> {
   const tbf = ['root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '64kb', 'latency', '100ms']
   for (const [i, host] of lab.hosts.entries()) {
     await exec('tc', ['-n', host, 'qdisc', 'replace', 'dev', 'eth0', ...tbf])

@@ -47,9 +47,10 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     }
     const root = join(cluster.root, 'device')
     await unpackImage(join(cluster.root, 'x64.tar.gz'), root)
-    const child = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
+    const agent = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
+    const child = agent.child
     const peerId = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8')).identity.peerId as string
-    cluster.nodes.set('device', { name: 'device', dir: join(root, 'var/lib/gatemesh'), peerId, p2pPort: p2p, apiPort: api, multiaddr: '', api: `http://127.0.0.1:${api}`, child })
+    cluster.nodes.set('device', { name: 'device', dir: join(root, 'var/lib/gatemesh'), peerId, p2pPort: p2p, apiPort: api, multiaddr: '', api: `http://127.0.0.1:${api}`, child, process: agent })
     await waitFor(async () => (await cluster.members('a')).get(peerId)?.state === 'alive', 'the image agent to join', 60_000)
     await sleep(settleMs)
     const idle = await sampleRss(child.pid!)

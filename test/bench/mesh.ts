@@ -69,15 +69,30 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
 
     // convergence: each write observed through every node's SSE watch
     const seen = new Map<string, Map<string, number>>()
+    const sawWrite = (key: string, n: string): void => {
+      let m = seen.get(key)
+      if (m == null) seen.set(key, m = new Map())
+      if (!m.has(n)) m.set(n, performance.now())
+    }
+    // a watch the agent closed (restart, slow reader) reconnects; what it missed meanwhile is read once by polling
+    const reopenedAt = new Map<string, number>()
+    let reconnects = 0
     const abort = new AbortController()
-    await Promise.all(names.map(async n => {
+    for (const n of names) {
+      let opened = false
       void watchEvents(`${cluster.node(n).api}/v1/watch?prefix=instance/`, ev => {
-        if (!String(ev.key).includes('/bench-')) return
-        let m = seen.get(ev.key)
-        if (m == null) seen.set(ev.key, m = new Map())
-        if (!m.has(n)) m.set(n, performance.now())
-      }, abort.signal)
-    }))
+        if (String(ev.key).includes('/bench-')) sawWrite(ev.key, n)
+      }, abort.signal, {
+        onOpen: () => {
+          if (opened) reopenedAt.set(n, performance.now())
+          opened = true
+        },
+        onClose: err => {
+          reconnects++
+          log(`watch on ${n} closed (${err?.message ?? 'ended by the agent'}); reconnecting`)
+        }
+      })
+    }
     await sleep(500)
     const convergence: number[] = []
     for (let i = 0; i < writes; i++) {
@@ -86,7 +101,13 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       const t0 = performance.now()
       const res = await cluster.request(writer, 'PUT', `/v1/registry/${key}`, { value: { i } })
       if (res.status !== 200) throw new Error(`write ${i} failed: ${res.status}`)
-      await waitFor(() => (seen.get(key)?.size ?? 0) === names.length, `write ${i} on all nodes`, 10_000, 2)
+      await waitFor(async () => {
+        for (const n of names) {
+          if (seen.get(key)?.has(n) === true || (reopenedAt.get(n) ?? -Infinity) < t0 - 1000) continue
+          if ((await cluster.request(n, 'GET', `/v1/registry/${key}`)).status === 200) sawWrite(key, n)
+        }
+        return (seen.get(key)?.size ?? 0) === names.length
+      }, `write ${i} on all nodes`, 10_000, 2)
       convergence.push(Math.max(...seen.get(key)!.values()) - t0)
       await sleep(50)
     }
@@ -123,6 +144,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       joinMs: round(joinMs, 0),
       rssMbMedian: round(median(mem.map(m => m.rss))),
       writes: convergence.length,
+      watchReconnects: reconnects,
       failureDetectionAllMs: detection.map(d => round(d, 0)),
       pssMbMedian: round(median(mem.map(m => m.pss))),
       agent: fromSources ? 'sources' : 'bundle'

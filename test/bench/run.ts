@@ -17,7 +17,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   coordinator: async () => await import('./coordinator.ts'),
   image: async () => await import('./image.ts'),
   revocation: async () => await import('./revocation.ts'),
-  script: async () => await import('./script.ts')
+  script: async () => await import('./script.ts'),
+  rollout: async () => await import('./rollout.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */

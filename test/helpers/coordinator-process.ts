@@ -97,8 +97,14 @@ export class CoordinatorProcess {
     while (Date.now() < deadline) {
       if (p.exit != null) throw new Error(`coordinator exited with ${p.exit.signal ?? String(p.exit.code)}: ${stderr}`)
       try {
-        this.runtime = JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
-        return this.runtime
+        const runtime = JSON.parse(await readFile(join(this.init.dataDir, 'coordinator.json'), 'utf8')) as CoordinatorRuntime
+        // the CLI prints the first admin's password (if any) after coordinator.json is written, then
+        // its "listening on" line: once that line is read, printedPassword() has its answer
+        if (/^gatemesh coordinator \S+ listening on /m.test(this.stdout)) {
+          this.runtime = runtime
+          return runtime
+        }
+        lastErr = new Error('coordinator.json is written, but the "listening on" line not yet read')
       } catch (err) {
         lastErr = err
       }

@@ -1,11 +1,9 @@
-import { execFile } from 'node:child_process'
 import { mkdtemp, rm, symlink } from 'node:fs/promises'
 import { createServer, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
+import { exec } from './processes.ts'
 
-const exec = promisify(execFile)
 const CLIENT = new URL('./fake-gpiod-client.c', import.meta.url).pathname
 const ERRNO = { EBUSY: 'Device or resource busy', ENOENT: 'No such file or directory', EINVAL: 'Invalid argument' }
 type Errno = keyof typeof ERRNO

@@ -1,10 +1,9 @@
-import type { ChildProcess } from 'node:child_process'
 import { closeSync, openSync } from 'node:fs'
 import { mkdir, open, readFile, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import * as tar from 'tar'
 import { CLI, type ClusterNode } from './cluster.ts'
-import { run, start } from './processes.ts'
+import { run, start, type Teardown, type TestProcess } from './processes.ts'
 
 /** `gatemesh image build ...` as a user runs it (stdout not a terminal: plain progress lines). */
 export async function buildImageCli (args: string[]): Promise<{ stdout: string, stderr: string }> {
@@ -53,9 +52,10 @@ export async function unitCommand (root: string): Promise<{ argv: string[], env:
  * Start the image's agent as the unit would, from `root`, with a bare
  * environment (nothing of this repository on PATH), optionally through an
  * emulator (`prefix`, e.g. qemu-aarch64-static -L SYSROOT). Started
- * through test/helpers/processes.ts: it never outlives the test.
+ * through test/helpers/processes.ts: it never outlives the test (stopped
+ * by `t`'s teardown when given, killed with its group on any way out).
  */
-export async function startImageAgent (root: string, options: { prefix?: string[], log: string }): Promise<ChildProcess> {
+export async function startImageAgent (root: string, options: { prefix?: string[], log: string, t?: Teardown }): Promise<TestProcess> {
   const { argv, env } = await unitCommand(root)
   const command = [...(options.prefix ?? []), ...argv]
   const out = openSync(options.log, 'a')
@@ -65,8 +65,9 @@ export async function startImageAgent (root: string, options: { prefix?: string[
       cwd: join(root, 'var/lib/gatemesh'),
       env: { PATH: '/usr/bin:/bin', ...env },
       bareEnv: true,
-      stdio: ['ignore', out, out]
-    }).child
+      stdio: ['ignore', out, out],
+      t: options.t
+    })
   } finally {
     closeSync(out)
   }

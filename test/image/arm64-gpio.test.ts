@@ -1,15 +1,12 @@
-import { execFile, type ChildProcess } from 'node:child_process'
 import { access, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { freePort } from '../../node/cli/ports.ts'
 import { CLI, waitFor } from '../helpers/cluster.ts'
 import { elfMachine, startImageAgent, unpackImage } from '../helpers/image.ts'
-
-const exec = promisify(execFile)
+import { run, type TestProcess } from '../helpers/processes.ts'
 /** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends). */
 const SYSROOT = '/usr/aarch64-linux-gnu'
 
@@ -27,9 +24,10 @@ if (qemu == null) {
 async function arm64Gpio (qemu: string): Promise<void> {
   await access(SYSROOT).catch(() => { throw new Error(`${SYSROOT} is missing: apt-get install qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross`) })
   const work = await mkdtemp(join(tmpdir(), 'gatemesh-arm64-gpio-'))
-  let stop: (() => Promise<void>) | undefined
+  let child: TestProcess | undefined
   t.teardown(async () => {
-    await stop?.()
+    // a minute to unexport under emulation, then its group is killed
+    await child?.stop(60_000)
     await rm(work, { recursive: true, force: true })
   })
   const fleetDir = join(work, 'fleet')
@@ -50,32 +48,22 @@ async function arm64Gpio (qemu: string): Promise<void> {
   // every assertion lives in a subtest: tap ends a root test that asserted and then waits
   await t.test('the arm64 image is built with epoll compiled for AArch64', async t => {
     // as a user runs it; a loaded machine may take many minutes to compile epoll and pack the image
-    await exec(process.execPath, [CLI, 'image', 'build', '--arch', 'arm64', '--fleet', fleetDir, '--out', archive, '--config', overrides], { timeout: 40 * 60_000, maxBuffer: 16 * 1024 * 1024 })
+    await run(process.execPath, [CLI, 'image', 'build', '--arch', 'arm64', '--fleet', fleetDir, '--out', archive, '--config', overrides], { timeoutMs: 40 * 60_000 })
     await unpackImage(archive, root)
     t.equal(await elfMachine(epoll), 0xb7, 'the image carries epoll.node compiled for AArch64')
   })
 
   const qemuRoot = join(work, 'qemu-root')
-  let child: ChildProcess | undefined
   let started = 0
-  const startAgent = async (): Promise<ChildProcess> => {
+  const startAgent = async (): Promise<TestProcess> => {
     await fakeSysfsGpio(qemuRoot)
     started = Date.now()
     // its own UTS namespace with hostname "0": the GPIO input's value file (see fakeSysfsGpio)
-    const c = await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh', qemu, '-L', qemuRoot], log: join(work, 'device.log') })
-    stop = async () => {
-      if (c.exitCode != null || c.signalCode != null) return
-      const gone = new Promise(resolve => c.once('exit', resolve))
-      c.kill('SIGTERM')
-      const timer = setTimeout(() => { c.kill('SIGKILL') }, 60_000)
-      await gone
-      clearTimeout(timer)
-    }
-    return c
+    return await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh', qemu, '-L', qemuRoot], log: join(work, 'device.log') })
   }
   type Sensor = { id: string, status: string, readings: number, lastReading?: { value: number }, error?: string }
   const sensors = async (): Promise<Sensor[]> => {
-    if (child?.exitCode != null) throw new Error(`the agent exited with ${child.exitCode}: ${await readFile(join(work, 'device.log'), 'utf8').catch(() => '')}`)
+    if (child?.exit != null) throw new Error(`the agent exited with ${JSON.stringify(child.exit)}: ${await readFile(join(work, 'device.log'), 'utf8').catch(() => '')}`)
     const res = await fetch(`http://127.0.0.1:${apiPort}/v1/sensors`, { signal: AbortSignal.timeout(10_000) })
     return ((await res.json()) as { sensors: Sensor[] }).sensors
   }
@@ -97,16 +85,16 @@ async function arm64Gpio (qemu: string): Promise<void> {
 
   await t.test('an edge on the line arrives as a reading through epoll', async t => {
     // the value changes and the kernel raises POLLPRI, as sysfs does on an edge; epoll wakes onoff
-    await exec('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '1'])
+    await run('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '1'])
     const door = await waitFor(async () => (await sensors()).find(s => s.id === 'door' && s.readings > 0), 'a reading from the GPIO edge', 300_000, 250)
     t.equal(door.lastReading?.value, 1, 'the rising edge is a reading of 1')
-    await exec('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '0'])
+    await run('nsenter', ['--uts', '--target', String(child!.pid!), 'hostname', '0'])
     const back = await waitFor(async () => (await sensors()).find(s => s.id === 'door' && s.readings > 1), 'a reading from the falling edge', 300_000, 250)
     t.equal(back.lastReading?.value, 0, 'and the falling edge a reading of 0')
   })
 
   await t.test('stopping the agent unexports the pins', async t => {
-    await stop!()
+    await child!.stop(60_000)
     t.equal(await readFile(join(qemuRoot, 'sys/class/gpio/unexport'), 'utf8').then(v => ['17', '18'].includes(v)), true, 'onoff wrote the pins to unexport on close')
   })
 }

@@ -53,8 +53,8 @@ await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which 
   const device: ClusterNode = await imageDevice(root, p2pPort, apiPort)
   cluster.nodes.set('device', device)
   const started = Date.now()
-  const child = await startImageAgent(root, { prefix: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })
-  device.child = child
+  device.process = await startImageAgent(root, { prefix: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })
+  const child = device.child = device.process.child
   t.match(await readlink(`/proc/${child.pid!}/exe`), /qemu-aarch64-static$/, 'the process is the emulator running the image\'s node')
   await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the arm64 agent alive', 120_000, 250)
   await waitFor(async () => {

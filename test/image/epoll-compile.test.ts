@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process'
 import { cp, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { REPO_ROOT } from '../../packaging/app-bundle.ts'
 import { prepareToolchain } from '../../packaging/image/compile.ts'
@@ -10,8 +8,8 @@ import { collectPackages } from '../../packaging/image/dependencies.ts'
 import { fitNativeModules } from '../../packaging/image/natives.ts'
 import { fetchNodeRuntime } from '../../packaging/image/node-runtime.ts'
 import { elfMachine } from '../helpers/image.ts'
+import { exec } from '../helpers/processes.ts'
 
-const exec = promisify(execFile)
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-epoll-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 

@@ -5,14 +5,19 @@ import { freePort } from '../../node/cli/ports.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { buildImageCli, startImageAgent, unpackImage } from '../helpers/image.ts'
-import type { ChildProcess } from 'node:child_process'
+import type { TestProcess } from '../helpers/processes.ts'
 
 // an agent mesh, a coordinator that is down when the device first boots, and an image with a join token
 const cluster = await Cluster.create()
 const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
-const children: ChildProcess[] = []
+const devices: TestProcess[] = []
+const startDevice = async (deviceRoot: string, log: string): Promise<TestProcess> => {
+  const p = await startImageAgent(deviceRoot, { log: join(cluster.root, log) })
+  devices.push(p)
+  return p
+}
 t.teardown(async () => {
-  for (const c of children) if (c.exitCode == null && c.signalCode == null) c.kill('SIGTERM')
+  await Promise.all(devices.map(async p => await p.stop()))
   await coordinator.stop()
   await cluster.close()
 })
@@ -43,17 +48,16 @@ await t.test('an enrollment image carries a join token instead of an identity', 
   await t.rejects(access(join(data, 'peer.key')), 'no identity yet: the device makes its own key')
 })
 
-let agent: ChildProcess
+let agent: TestProcess
 await t.test('first boot with the coordinator down: the agent retries with backoff and says why', async t => {
-  agent = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
-  children.push(agent)
+  agent = await startDevice(root, 'device.log')
   const retries = await waitFor(async () => {
     const lines = (await logLines(data)).filter(l => l.msg === 'coordinator not reachable; retrying enrollment')
     return lines.length >= 3 ? lines : null
   }, 'three retries logged', 60_000, 250)
   t.match(retries[0], { level: 'warn', service: 'enroll', attempt: 1, reason: /ECONNREFUSED/ }, 'the reason is in the log')
   t.ok(retries[2].retryInMs > retries[0].retryInMs, `backoff grows (${retries.map(r => r.retryInMs).join(' → ')} ms)`)
-  t.equal(agent.exitCode, null, 'the agent keeps waiting')
+  t.ok(agent.running, 'the agent keeps waiting')
   await t.rejects(access(join(data, 'node.cert')), 'still no certificate')
 })
 
@@ -73,11 +77,8 @@ await t.test('once the coordinator is up, the device enrolls, stores its certifi
 
 await t.test('a restart runs the enrolled node without the token', async t => {
   const before = JSON.parse(await readFile(join(data, 'agent.json'), 'utf8')).peerId
-  const exited = new Promise(resolve => agent.once('exit', resolve))
-  agent.kill('SIGTERM')
-  await exited
-  agent = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
-  children.push(agent)
+  await agent.stop()
+  agent = await startDevice(root, 'device.log')
   await sleep(500)
   const runtime = await waitFor(async () => {
     const r = JSON.parse(await readFile(join(data, 'agent.json'), 'utf8'))
@@ -90,9 +91,8 @@ await t.test('a restart runs the enrolled node without the token', async t => {
 await t.test('a second device from the same image is refused (the token is spent) and stops for good', async t => {
   const root2 = join(cluster.root, 'device-root-2')
   await unpackImage(archive, root2)
-  const second = await startImageAgent(root2, { log: join(cluster.root, 'device-2.log') })
-  children.push(second)
-  const code = await new Promise<number | null>(resolve => second.once('exit', resolve))
+  const second = await startDevice(root2, 'device-2.log')
+  const { code } = await second.exited
   t.equal(code, 2, 'exit status 2, which the unit does not restart (RestartPreventExitStatus=2)')
   const refused = (await logLines(join(root2, 'var/lib/gatemesh'))).find(l => l.msg === 'enrollment refused: this device needs a new join token')
   t.match(refused, { level: 'error', reason: /already used/ })

@@ -57,8 +57,8 @@ await t.test('unpacked into an empty root, the image holds everything the agent 
 })
 
 await t.test('the image\'s own Node runs the agent from the unit\'s command line; it joins the mesh', async t => {
-  const child = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
-  device.child = child
+  device.process = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
+  const child = device.child = device.process.child
   await waitFor(async () => child.exitCode == null && (await readlink(`/proc/${child.pid!}/exe`)) === join(root, 'opt/gatemesh/node/bin/node'), 'the agent process', 10_000)
   t.pass('the process runs the image\'s node binary, not the system\'s')
   await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the device alive', 60_000)

@@ -1,8 +1,6 @@
-import { execFile } from 'node:child_process'
 import { access, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import t from 'tap'
 import { checkDevices } from '../../node/config/devices.ts'
 import { GpioActuator } from '../../sensors/gpio.ts'
@@ -10,9 +8,9 @@ import { GpiodSensor, type GpiodSensorInit } from '../../sensors/gpiod.ts'
 import { detectTools } from '../../sensors/gpiod-tools.ts'
 import { createSensor } from '../../sensors/index.ts'
 import { FakeGpiodBoard } from '../helpers/fake-gpiod.ts'
+import { exec } from '../helpers/processes.ts'
 import { sensorSuite } from './suite.ts'
 
-const exec = promisify(execFile)
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const CHIP = 'gpiochip0'
 

@@ -1,12 +1,25 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { BodyTooLargeError } from '../../../protocols/errors.ts'
+import { DEFAULT_MAX_PREDICT_BYTES } from '../../../protocols/predict/index.ts'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
 import { predictLocal } from '../../runtime/serving.ts'
 import { retryAfterOf } from '../errors.ts'
-import type { FastifyInstance, FastifyReply } from 'fastify'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AgentView } from '../server.ts'
 
-/** Predict bodies may carry images; other routes keep the API's smaller limit. */
-const PREDICT_BODY_LIMIT = 16 * 1024 * 1024
+/**
+ * An `onRequest` hook for predict routes: a declared length past `limit` is
+ * a 413 that says the limit, before a byte of the body is read (Fastify's
+ * own bodyLimit still stops a chunked body that grows past it).
+ */
+export function predictLengthCheck (limit: number): (request: FastifyRequest) => Promise<void> {
+  return async request => {
+    const declared = Number(request.headers['content-length'])
+    if (Number.isFinite(declared) && declared > limit) {
+      throw new BodyTooLargeError(`body: the predict request is ${declared} bytes; the limit is ${limit} (api.maxPredictBytes)`, declared, limit)
+    }
+  }
+}
 
 const NameParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
 const VersionParams = Type.Object({ name: Type.String({ minLength: 1, maxLength: 64 }), version: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false })
@@ -19,12 +32,15 @@ const VersionTargetParams = Type.Object({ name: Type.String({ minLength: 1, maxL
  * `POST /v1/models/NAME[/versions/V]:predict`, answered by the local instance
  * or forwarded over the mesh to a replica (agent.router).
  */
-export async function modelRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
+export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: { agent: AgentView, bodyLimit?: number }): Promise<void> {
   const local = agent.local
   if (local == null) return
+  // predict bodies may carry images; other routes keep the API's smaller limit
+  const limit = bodyLimit ?? DEFAULT_MAX_PREDICT_BYTES
+  const onRequest = predictLengthCheck(limit)
 
   // TF Serving clients (and `curl -d`) often send JSON without a JSON content type
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: PREDICT_BODY_LIMIT }, (_req, body, done) => {
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: limit }, (_req, body, done) => {
     try {
       done(null, JSON.parse(body as string))
     } catch {
@@ -77,8 +93,8 @@ export async function modelRoutes (app: FastifyInstance, { agent }: { agent: Age
     return target.slice(0, i)
   }
   // predict changes nothing on the node: like reads, open to local clients (TF Serving clients send no token)
-  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: PREDICT_BODY_LIMIT, config: { access: 'read' } }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
-  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: PREDICT_BODY_LIMIT, config: { access: 'read' } }, async (request, reply) => {
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: limit, onRequest, config: { access: 'read' } }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
+  app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: limit, onRequest, config: { access: 'read' } }, async (request, reply) => {
     return await predict(request.params.name, verb(request.params.target), request.body, reply)
   })
 }

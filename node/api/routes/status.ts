@@ -16,6 +16,7 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
     members: agent.members(),
     registry: { size: agent.registry.size },
     denied: agent.deniedPeers(),
+    ...(agent.disk == null ? {} : { disk: agent.disk.state() }),
     ...(agent.local == null
       ? {}
       : {

@@ -1,6 +1,10 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { EventStreams } from '../event-stream.ts'
 import type { FastifyInstance } from 'fastify'
 import type { AgentView } from '../server.ts'
+
+/** Each stream may hold DEFAULT_MAX_PENDING_BYTES for a slow reader: 64 MiB at most on a gateway. */
+export const DEFAULT_MAX_WATCH_STREAMS = 32
 
 const WatchQuery = Type.Object({
   prefix: Type.String({ default: '', maxLength: 256 })
@@ -8,22 +12,26 @@ const WatchQuery = Type.Object({
 
 /**
  * Registry changes as Server-Sent Events (`event: change`), for dashboards,
- * tools and benchmarks that would otherwise poll.
+ * tools and benchmarks that would otherwise poll. At most `maxStreams` at
+ * once (429 past it); a reader that lags gets the latest change per key,
+ * and one that lags too far gets `event: close` (`slow-consumer`) and
+ * reconnects; heartbeats every 15 s.
  */
-export async function watchRoutes (app: FastifyInstance, { agent }: { agent: AgentView }): Promise<void> {
+export async function watchRoutes (app: FastifyInstance, { agent, maxStreams }: { agent: AgentView, maxStreams?: number }): Promise<void> {
+  const streams = new EventStreams({
+    max: maxStreams ?? DEFAULT_MAX_WATCH_STREAMS,
+    onCount: open => { agent.metrics.watchStreams.set(open) },
+    logger: app.log
+  })
+  app.addHook('preClose', async () => { streams.closeAll() })
+
   app.get<{ Querystring: Static<typeof WatchQuery> }>('/v1/watch', { schema: { querystring: WatchQuery } }, async (request, reply) => {
-    reply.hijack()
-    const res = reply.raw
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' })
-    res.write(': watching\n\n')
+    const stream = streams.open(reply)
+    stream.comment('watching')
     const off = agent.registry.onChange(request.query.prefix, change => {
       const { key, entry, via } = change
-      res.write(`event: change\ndata: ${JSON.stringify({ key, value: entry.value, deleted: entry.deleted, ts: entry.ts, writer: entry.writer, via })}\n\n`)
+      stream.send('change', { key, value: entry.value, deleted: entry.deleted, ts: entry.ts, writer: entry.writer, via }, key)
     })
-    const ping = setInterval(() => res.write(': ping\n\n'), 15_000)
-    request.raw.on('close', () => {
-      clearInterval(ping)
-      off()
-    })
+    stream.onClose(off)
   })
 }
