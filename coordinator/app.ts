@@ -4,7 +4,7 @@ import swaggerUi from '@fastify/swagger-ui'
 import { Ajv } from 'ajv'
 import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import { authPlugin } from './auth/plugin.ts'
-import { coordinatorErrorHandler } from './errors.ts'
+import { BadRequestError, coordinatorErrorHandler } from './errors.ts'
 import { LoginLimiter, type LoginLimits } from './auth/login-limiter.ts'
 import { authRoutes } from './routes/auth.ts'
 import { dashboardRoutes } from './routes/dashboard.ts'
@@ -19,6 +19,8 @@ import { monitoringRoutes } from './routes/monitoring.ts'
 import { nodeRoutes } from './routes/nodes.ts'
 import { predictRoutes } from './routes/predict.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../protocols/predict/index.ts'
+import { DEFAULT_MAX_DEPTH } from '../protocols/codec.ts'
+import { withinDepth } from '../protocols/json-bounds.ts'
 import { SHARED_SCHEMAS } from './routes/schemas.ts'
 import { tokenRoutes } from './routes/tokens.ts'
 import { userRoutes } from './routes/users.ts'
@@ -106,6 +108,18 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   const lenient = new Ajv({ removeAdditional: false, coerceTypes: 'array', useDefaults: true, allErrors: false })
   const strict = new Ajv({ removeAdditional: false, coerceTypes: false, useDefaults: true, allErrors: false })
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? strict : lenient).compile(schema))
+  // JSON.parse copes with any depth, but the validators and the code behind them walk what it
+  // returns, and a body nested thousands of levels deep overflows their stack: bound the depth
+  // first (a scan that does not recurse), then parse as Fastify does (prototype poisoning refused)
+  const parseJson = app.getDefaultJsonParser('error', 'ignore')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (!withinDepth(body as string, DEFAULT_MAX_DEPTH)) {
+      done(new BadRequestError(`body nests deeper than ${DEFAULT_MAX_DEPTH} levels`, { field: 'body' }), undefined)
+      return
+    }
+    parseJson(request, body as string, done)
+  })
   const ctx: CoordinatorContext = {
     ...services,
     logger: logger.child({ service: 'coordinator' }),

@@ -124,7 +124,7 @@ export class Coordinator {
     this.#loginLimiter = new LoginLimiter(db, init.app?.loginLimits)
     this.#enrollment = parts.enrollment
     this.#metrics = new CoordinatorMetrics({ users: () => this.users.size })
-    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), membership: agent.membership, logger: agent.logger.child({ service: 'nodes' }) })
+    this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), member: peerId => agent.membership.member(peerId), membership: agent.membership, logger: agent.logger.child({ service: 'nodes' }) })
     this.revocations = new Revocations({ registry: agent.registry, fleetKey: parts.fleet.privateKey, self: agent.peerId, logger: agent.logger.child({ service: 'coordinator' }) })
     this.#renewal = new RenewalService({
       network: agent.mesh,
@@ -148,6 +148,7 @@ export class Coordinator {
       registry: agent.registry,
       placements: agent.scheduling.election,
       members: () => agent.membership.members(),
+      member: peerId => agent.membership.member(peerId),
       membership: agent.membership,
       db,
       signer,

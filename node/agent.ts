@@ -111,7 +111,7 @@ export class Agent {
       store: new LevelRegistryStore(db),
       logger: logger.child({ service: 'registry' }),
       metrics
-    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, quota: config.registry.quota })
+    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, retentionMs: config.registry.retentionMs, quota: config.registry.quota })
     this.renewal = new CertificateRenewal({
       peerId,
       trust,

@@ -1,3 +1,4 @@
+import { commonJs } from '../node/commonjs.ts'
 import { BadReadingError } from './errors.ts'
 import { getPath } from './json-path.ts'
 import { AbstractSensor, type SensorInit } from './sensor.ts'
@@ -26,7 +27,7 @@ export class MqttSensor extends AbstractSensor {
   }
 
   protected async _open (): Promise<void> {
-    const { connectAsync } = await import('mqtt')
+    const { connectAsync } = commonJs(await import('mqtt'))
     const i = this.#init
     const client = await connectAsync(i.url, {
       reconnectPeriod: i.reconnectMs,

@@ -118,18 +118,18 @@ function onEvent (type, data) {
   if (type === 'snapshot') {
     nodes = new Map(data.nodes.map(n => [n.peerId, n]))
     models = data.models
-  } else if (type === 'node') {
-    nodes.set(data.peerId, data)
-  } else if (type === 'node-removed') {
-    nodes.delete(data.peerId)
-  } else if (type === 'models') {
-    models = data.models
-  } else if (type === 'repository') {
-    repository = data.models
-  } else if (type === 'deployments') {
-    deployments = data.deployments
+    if (data.repository != null) repository = data.repository
+    if (data.deployments != null) deployments = data.deployments
+  } else if (type === 'delta') {
+    for (const n of data.nodes) nodes.set(n.peerId, n)
+    for (const peerId of data.removed) nodes.delete(peerId)
+    if (data.models != null) models = data.models
+    if (data.repository != null) repository = data.repository
+    if (data.deployments != null) deployments = data.deployments
+  } else {
+    return
   }
-  // every node heartbeats each second: draw at most once a frame, however many events arrive
+  // draw at most once a frame, however many events arrive
   if (renderPending) return
   renderPending = true
   requestAnimationFrame(() => {

@@ -4,9 +4,9 @@ import { join } from 'node:path'
 import { Transform } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import multipart, { type MultipartFile } from '@fastify/multipart'
-import { BadRequestError, UnsupportedMediaTypeError, UploadTooLargeError } from '../errors.ts'
+import { BadRequestError, coordinatorErrorHandler, UnsupportedMediaTypeError, UploadTooLargeError } from '../errors.ts'
 import { FILE_NAME_RE, type UploadedFile } from './model-files.ts'
-import type { FastifyInstance, FastifyRequest, onRequestAsyncHookHandler, preValidationAsyncHookHandler } from 'fastify'
+import type { FastifyError, FastifyInstance, FastifyRequest, onRequestAsyncHookHandler, preValidationAsyncHookHandler } from 'fastify'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -81,6 +81,17 @@ export async function registerUploads (app: FastifyInstance, init: UploadInit): 
       request.uploads.push({ field: part.fieldname, filename: part.filename, path, size })
       ;(part as unknown as { value: string }).value = `upload:${index}`
     }
+  })
+
+  // busboy reports a form cut short or garbled as a bare Error (no code, no status): the
+  // client's body is at fault, so it is a 400 naming the body, not a 500
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const bare = err.code == null && err.statusCode == null && err.validation == null
+    if (bare && request.isMultipart() && /multipart|part header|part terminated|boundary/i.test(err.message)) {
+      coordinatorErrorHandler(new BadRequestError(`body: the multipart form is malformed: ${err.message}`, { field: 'body' }) as unknown as FastifyError, request, reply)
+      return
+    }
+    coordinatorErrorHandler(err, request, reply)
   })
 
   const cleanup = async (request: FastifyRequest): Promise<void> => {

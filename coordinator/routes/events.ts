@@ -1,9 +1,9 @@
 import { EventStreams } from '../../node/api/event-stream.ts'
 import { principalOf } from '../auth/plugin.ts'
+import { DeltaStream } from './delta-stream.ts'
 import { summaries } from './models.ts'
 import { errorResponses, NoQuery } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
-import type { DeploymentView } from '../deployments/service.ts'
 import type { NodesChange } from '../nodes/view.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -11,16 +11,17 @@ export const DEFAULT_MAX_EVENT_STREAMS = 100
 
 /**
  * Live fleet changes as Server-Sent Events. A stream opens with `snapshot`
- * (every node and the model status), then sends `node` for each node that
- * changed, `node-removed`, and `models` when the model status changed.
- * Callers with the `models` service also get `repository` (the model
- * repository, at once and on each upload); with `deployments`,
- * `deployments` (every deployment's status, at once and on each change). It
- * ends when the caller's access token expires (`expired`); the client
- * reconnects with a fresh one (browsers' EventSource cannot send headers,
- * so the dashboard reads the stream with fetch). At most `maxEventStreams`
- * at once (429 past it); a reader that lags gets only the latest state of
- * each node, and one that lags too far gets `close` (`slow-consumer`).
+ * (every node and the model status; with the `models` service also
+ * `repository`, the model repository; with `deployments` also
+ * `deployments`, every deployment's status), then sends at most one
+ * `delta` a second: the latest state of each node that changed since the
+ * last one (`nodes`), the nodes gone (`removed`), and whichever of
+ * `models`, `repository` and `deployments` changed, whole (see
+ * DeltaStream). It ends when the caller's access token expires
+ * (`expired`); the client reconnects with a fresh one (browsers'
+ * EventSource cannot send headers, so the dashboard reads the stream with
+ * fetch). At most `maxEventStreams` at once (429 past it); a reader that
+ * lags too far gets `close` (`slow-consumer`).
  */
 export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: CoordinatorContext }): Promise<void> {
   const { nodes, metrics } = ctx
@@ -36,35 +37,37 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
     config: { service: 'nodes' },
     schema: {
       tags: ['nodes'],
-      summary: 'Server-Sent Events: snapshot, node, node-removed, models, repository, deployments; expired and close at the end',
+      summary: 'Server-Sent Events: snapshot, then at most one delta a second (changed and removed nodes, and models, repository, deployments when they changed); expired and close at the end',
       querystring: NoQuery,
       response: { 200: { description: 'text/event-stream', type: 'string' }, ...errorResponses(401, 403, 429) }
     }
   }, async (request, reply) => {
     const principal = principalOf(request)
     const stream = streams.open(reply)
-    // coalescing keys: while the reader lags, only the latest state of each thing waits
-    stream.send('snapshot', { nodes: nodes.list(), models: nodes.models() }, 'snapshot')
+    const deltas = new DeltaStream(stream)
+    // the repository and deployments go only to callers whose roles grant those services
+    const repository = principal.services.includes('models') ? ctx.models : undefined
+    const deployments = principal.services.includes('deployments') ? ctx.deployments : undefined
+    const snapshot: Record<string, unknown> = { nodes: nodes.list(), models: nodes.models() }
+    if (repository != null) snapshot.repository = summaries(repository.list())
+    if (deployments != null) snapshot.deployments = deployments.list()
+    deltas.send('snapshot', snapshot)
     const onChange = (evt: CustomEvent<NodesChange>): void => {
-      for (const node of evt.detail.changed) stream.send('node', node, `node:${node.peerId}`)
-      for (const peerId of evt.detail.removed) stream.send('node-removed', { peerId }, `node:${peerId}`)
-      if (evt.detail.models) stream.send('models', { models: nodes.models() }, 'models')
+      for (const node of evt.detail.changed) deltas.node(node)
+      for (const peerId of evt.detail.removed) deltas.removed(peerId)
+      if (evt.detail.models) deltas.field('models', () => nodes.models())
     }
     nodes.addEventListener('change', onChange)
     stream.onClose(() => { nodes.removeEventListener('change', onChange) })
-    // the repository and deployments go only to callers whose roles grant those services
-    const { models: repository, deployments } = ctx
-    if (repository != null && principal.services.includes('models')) {
-      const sendRepository = (): void => { stream.send('repository', { models: summaries(repository.list()) }, 'repository') }
-      sendRepository()
-      repository.addEventListener('change', sendRepository)
-      stream.onClose(() => { repository.removeEventListener('change', sendRepository) })
+    if (repository != null) {
+      const onRepository = (): void => { deltas.field('repository', () => summaries(repository.list())) }
+      repository.addEventListener('change', onRepository)
+      stream.onClose(() => { repository.removeEventListener('change', onRepository) })
     }
-    if (deployments != null && principal.services.includes('deployments')) {
-      const sendDeployments = (evt?: CustomEvent<DeploymentView[]>): void => { stream.send('deployments', { deployments: evt?.detail ?? deployments.list() }, 'deployments') }
-      sendDeployments()
-      deployments.addEventListener('change', sendDeployments)
-      stream.onClose(() => { deployments.removeEventListener('change', sendDeployments) })
+    if (deployments != null) {
+      const onDeployments = (): void => { deltas.field('deployments', () => deployments.list()) }
+      deployments.addEventListener('change', onDeployments)
+      stream.onClose(() => { deployments.removeEventListener('change', onDeployments) })
     }
     // a stream must not outlive the credential that opened it
     const left = principal.expiresAt == null ? Infinity : Math.max(0, principal.expiresAt - Date.now())

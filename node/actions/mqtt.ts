@@ -1,3 +1,4 @@
+import { commonJs } from '../commonjs.ts'
 import { DeliveryError } from './errors.ts'
 import type { MqttClient } from 'mqtt'
 
@@ -44,7 +45,7 @@ export class MqttChannel {
   async #get (): Promise<MqttClient> {
     if (this.#client != null) return this.#client
     this.#connecting ??= (async () => {
-      const { connect } = await import('mqtt')
+      const { connect } = commonJs(await import('mqtt'))
       const s = this.#settings
       const client = connect(s.url, {
         protocolVersion: 5,

@@ -119,6 +119,16 @@ export class EventStream {
     return this.#res.writableLength + this.#pendingBytes
   }
 
+  /** True while the reader lags: the socket waits for `drain` or events wait in memory. */
+  get blocked (): boolean {
+    return this.#pending.size > 0 || this.#res.writableNeedDrain
+  }
+
+  /** Run `fn` each time the socket drained (after what waited was written). */
+  onDrain (fn: () => void): void {
+    this.#res.on('drain', fn)
+  }
+
   /** Run when the stream ends (unsubscribe here). */
   onClose (fn: () => void): void {
     if (this.#ended) fn()

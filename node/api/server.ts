@@ -73,6 +73,10 @@ export async function buildApi (agent: AgentView, init: ApiInit): Promise<Fastif
     ...(init.https == null ? {} : { https: init.https })
   }) as unknown as FastifyInstance
   app.setErrorHandler(errorHandler)
+  // fastify's own 404 has no code: every refusal of this API carries one (found by fuzzing)
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: 'Not Found', code: 'ERR_NOT_FOUND', message: `no route ${request.method} ${request.url.split('?')[0]!.slice(0, 256)}` })
+  })
   // before any route: it sets every route's access as the route is added
   accessControl(app, { token: init.token, loopbackOnly: init.https == null })
   await app.register(healthRoutes, { agent })

@@ -1,3 +1,4 @@
+import { commonJs } from '../commonjs.ts'
 import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { resolve } from 'node:path'
@@ -59,7 +60,7 @@ export async function pullCommand (argv: string[]): Promise<void> {
   const every = Number(values.interval ?? (tty ? 200 : 1000))
   let bar: import('cli-progress').SingleBar | undefined
   if (tty) {
-    const { SingleBar, Presets } = await import('cli-progress')
+    const { SingleBar, Presets } = commonJs(await import('cli-progress'))
     bar = new SingleBar({
       format: '{bar} {percentage}% | {done} / {size} | {rate}/s | {providers} provider(s) | {state}',
       hideCursor: true

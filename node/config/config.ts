@@ -76,6 +76,10 @@ export function parseConfig (input: unknown): Config {
   if (value.grpc.enabled && !isLoopbackHostname(value.grpc.host)) {
     throw new ConfigError(`config.grpc.host: "${value.grpc.host}" is not a loopback address; the agent's gRPC API checks no token, so it listens on this machine only (127.0.0.1 or ::1)`, 'config.grpc.host')
   }
+  if (value.registry.retentionMs < 10 * value.registry.maxClockDriftMs) {
+    // clocks may disagree by up to the drift limit: the retention must dwarf it, or nodes would disagree on what expired
+    throw new ConfigError(`config.registry.retentionMs: ${value.registry.retentionMs} must be at least 10 × registry.maxClockDriftMs (${10 * value.registry.maxClockDriftMs})`, 'config.registry.retentionMs')
+  }
   if (value.membership.probeTimeoutMs >= value.membership.probeIntervalMs) {
     throw new ConfigError('config.membership.probeTimeoutMs: must be shorter than probeIntervalMs', 'config.membership.probeTimeoutMs')
   }

@@ -94,6 +94,8 @@ export const ConfigSchema = Type.Object({
     syncIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 15_000 }),
     /** Entries stamped further than this in the future are refused (and stamps more than half of it ahead are never adopted). */
     maxClockDriftMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 }),
+    /** Tombstones and the entries of nodes gone this long are collected on every node and refused from anyone (at least 10 × maxClockDriftMs). */
+    retentionMs: Type.Integer({ minimum: 600_000, maximum: 366 * 86_400_000, default: 72 * 3_600_000 }),
     /** What each node may make every peer store about itself (the keys it owns); excess is refused and counted. */
     quota: Type.Object({
       /** Live keys (tombstones count against the bytes). */

@@ -32,6 +32,8 @@ const MAX_STRANGERS = 256
 const FORGET_DEAD_MS = 60 * 60_000
 /** A registry write this recent from a member held dead is worth a probe. */
 const FRESH_WRITE_MS = 30_000
+/** Local-health points one stall adds, however long it was. */
+const STALL_SCORE_MAX = 2
 
 /**
  * Fleet membership and failure detection, off the registry: SWIM probing
@@ -209,14 +211,29 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   members (): Member[] {
     const now = this.#mono()
-    const self = this.#clock.self
-    const out: Member[] = [this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)]
-    for (const e of this.#table.entries.values()) {
-      if (!this.#admits(e.id)) continue
-      const clock = this.#clock.of(e.id)
-      out.push(this.#member(e.id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(e.id)))
+    const out: Member[] = [this.#selfMember()]
+    for (const id of this.#table.entries.keys()) {
+      const m = this.#peerMember(id, now)
+      if (m != null) out.push(m)
     }
     return out
+  }
+
+  /** One member as `members()` would list it, without building the list; undefined when it is not one. */
+  member (peerId: string): Member | undefined {
+    return peerId === this.#self ? this.#selfMember() : this.#peerMember(peerId, this.#mono())
+  }
+
+  #selfMember (): Member {
+    const self = this.#clock.self
+    return this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)
+  }
+
+  #peerMember (id: string, now: number): Member | undefined {
+    const e = this.#table.entries.get(id)
+    if (e == null || !this.#admits(id)) return undefined
+    const clock = this.#clock.of(id)
+    return this.#member(id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(id))
   }
 
   #member (peerId: string, state: MemberState, since: number, lastSeenMs: number | null, incarnation: number | null, clockOffsetMs: number | null, clockSkewed: boolean): Member {
@@ -296,7 +313,11 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   }
 
   #onStall (lateMs: number): void {
-    const stretch = Math.ceil(lateMs / this.#init.probeIntervalMs)
+    // enough to hold verdicts back until refutations of what timed out
+    // meanwhile arrive, not one point per missed period: recovery takes one
+    // answered probe per point at stretched intervals, and the election (which
+    // waits for health) keeps its own deferral after a stall
+    const stretch = Math.min(STALL_SCORE_MAX, Math.ceil(lateMs / this.#init.probeIntervalMs))
     this.#c.logger.warn({ lateMs: Math.round(lateMs) }, 'this process did not run for a while (stalled or starved of CPU)')
     this.#health.apply(stretch, `stalled for ${Math.round(lateMs)} ms`)
   }

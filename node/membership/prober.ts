@@ -198,14 +198,14 @@ export class Prober {
     const relayMs = Math.max(10, Math.min(10_000, Math.floor(0.8 * wait)))
     const answers = await Promise.allSettled(relays.map(async r => await transport.request(r,
       { t: 'req', id, n: nonce, ms: relayMs, g: this.#piggyback(r) }, wait, this.#c.addrsOf(r))))
-    let nacks = 0
+    // relays that answered in time at all (a nack, an ack, even a forged one):
+    // what Lifeguard counts is whether we keep up with them, not what they say
+    let answered = 0
     for (const [i, a] of answers.entries()) {
       if (a.status !== 'fulfilled') continue
       table.heard(relays[i]!)
-      if (a.value.t === 'nack') {
-        nacks++
-        continue
-      }
+      answered++
+      if (a.value.t === 'nack') continue
       this.#mergeAll(a.value.g, relays[i]!)
       if (a.value.sig != null && await this.#c.verifier.relayedAck(this.#c.self, nonce, id, a.value.sig)) {
         table.heard(id)
@@ -216,7 +216,7 @@ export class Prober {
     }
     if (stall.stalledSince(start)) return 'inconclusive'
     // Lifeguard: relays that did not even nack suggest we are the one not keeping up
-    health.apply(relays.length === 0 ? 1 : relays.length - nacks, 'probe failed without nacks')
+    health.apply(relays.length === 0 ? 1 : relays.length - answered, 'probe failed without nacks')
     await table.accuse(id)
     return 'failed'
   }

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { bootstrap } from '@libp2p/bootstrap'
@@ -8,6 +9,7 @@ import { ping, type Ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
 import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import type { Message } from '@libp2p/gossipsub'
 import type { ConnectionGater, ConnectionProtector, Libp2p, PeerDiscovery, PrivateKey } from '@libp2p/interface'
 
 export type MeshServices = { identify: Identify, ping: Ping, pubsub: GossipSub }
@@ -58,8 +60,21 @@ function cappedPreSharedKey (psk: Uint8Array): (components: any) => ConnectionPr
 }
 
 /**
+ * A gossip message's id: the sha256 of its topic and every byte of its data.
+ * Messages are unsigned (the registry's entries carry their writers'
+ * signatures), so the id must cover the whole content: a forged copy of a
+ * genuine message differs in some byte, gets another id, and cannot make
+ * gossipsub drop the genuine one as already seen. Two messages share an id
+ * only when they are the same bytes, and then they verify alike.
+ */
+export function contentMessageId (msg: Pick<Message, 'topic' | 'data'>): Uint8Array {
+  return createHash('sha256').update(msg.topic).update('\u0000').update(msg.data).digest()
+}
+
+/**
  * The libp2p node every agent runs: TCP, the fleet's private network, Noise,
- * Yamux, identify, ping and gossipsub with strict signing. Not started.
+ * Yamux, identify, ping and gossipsub carrying unsigned, content-addressed
+ * messages. Not started.
  */
 export async function createMesh (init: MeshInit): Promise<Mesh> {
   // libp2p silently runs unprotected when connectionProtector is absent
@@ -85,9 +100,15 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
       identify: identify(),
       ping: ping(),
       pubsub: gossipsub({
-        globalSignaturePolicy: 'StrictSign',
+        // No per-message signature: every registry entry already carries its
+        // writer's, which the topic validator checks (README, Registry, "Gossip
+        // without a second signature"). gossipsub then dedupes by content
+        // before the validator runs, so a copy costs a hash, not a verify.
+        globalSignaturePolicy: 'StrictNoSign',
+        msgIdFn: contentMessageId,
         allowPublishToZeroTopicPeers: true,
-        floodPublish: true,
+        // a delta goes to the mesh (D peers) and spreads from there, not to every subscriber
+        floodPublish: false,
         emitSelf: false,
         heartbeatInterval: 700,
         // Every peer here proved fleet membership with a certificate, and a

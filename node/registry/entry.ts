@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { compareTimestamps, type Timestamp } from './hlc.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
@@ -23,6 +24,15 @@ const DOMAIN = 'gatemesh-registry-entry/1'
 /** The exact bytes a writer signs: everything in the entry but the signature. */
 export function signingBytes (e: Omit<WireEntry, 's'>): Uint8Array {
   return encoder.encode(JSON.stringify([DOMAIN, e.k, e.v, e.t[0], e.t[1], e.w, e.a ?? null]))
+}
+
+/**
+ * An id of the entry's whole content: every signed field and the signature.
+ * Two entries share it only when they are the same entry, so a forgery can
+ * never stand in for the genuine entry it imitates.
+ */
+export function entryId (e: WireEntry): string {
+  return createHash('sha256').update(signingBytes(e)).update('\u0000').update(e.s).digest('base64url')
 }
 
 export async function signEntry (privateKey: PrivateKey, unsigned: Omit<WireEntry, 's'>): Promise<WireEntry> {

@@ -1,6 +1,7 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
 import { ClockDriftError, QuotaExceededError, UnknownWriterError } from './errors.ts'
+import { entryId } from './entry.ts'
 import { byTrustFirst } from './order.ts'
 import type { EntryVerifier } from './ingress.ts'
 import type { WriterQuotas } from './quota.ts'
@@ -11,6 +12,9 @@ import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from 'pino'
+
+/** Entry ids remembered as charged to their writers' gossip rate. */
+const REMEMBERED_CHARGES = 8192
 
 export interface RegistryGossipInit {
   pubsub: RegistryComponents['pubsub']
@@ -28,12 +32,14 @@ export interface RegistryGossipInit {
 /**
  * Registry deltas over gossipsub: local writes are batched into deltas and
  * published; arriving deltas go through the validator (certified,
- * unrevoked authors writing their own signed entries, within their gossip
- * rate) before gossipsub forwards them or the replica sees them.
+ * unrevoked writers' own signed entries, within their gossip rate) before
+ * gossipsub forwards them or the replica sees them.
  */
 export class RegistryGossip {
   readonly #c: RegistryGossipInit
   readonly #validated = new WeakMap<Uint8Array, WireEntry[]>()
+  /** Ids of entries whose writer was charged for them lately (oldest first). */
+  readonly #charged = new Set<string>()
   #pending: WireEntry[] = []
   #flushScheduled = false
   #started = false
@@ -78,22 +84,23 @@ export class RegistryGossip {
   }
 
   /**
-   * Gossip validator: only certified fleet members' own signed writes pass.
-   * Every entry is verified against its writer's certificate and signature,
-   * so a relay that is still in the certificate exchange may pass messages
-   * on; a relay or author that failed it (or was revoked) is rejected
-   * outright. An author past its gossip rate is ignored, not rejected: the
-   * relay did nothing wrong, and anti-entropy brings what was in quota.
+   * Gossip validator. Messages are unsigned (the mesh dedupes them by
+   * content before this runs): what authenticates a delta is its entries,
+   * each signed by its writer. A delta carries one writer's entries; the
+   * entries must be certified, unrevoked writers' own signed writes (or
+   * fleet-authorised ones), within the writer's gossip rate. An entry from
+   * a writer that is unknown yet, past our drift limit or past its quota is
+   * ignored, not rejected: the relay did nothing wrong, and anti-entropy
+   * brings it later. A delta with nothing newer than what we hold is ignored
+   * too, so a replayed or repackaged delta goes no further than one hop.
    */
   readonly #validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
-    const { trust, refusals } = this.#c
-    if (msg.type !== 'signed') {
-      refusals.refuse({ code: 'ERR_UNSIGNED_GOSSIP' })
+    const { trust, refusals, verifier } = this.#c
+    if (msg.type !== 'unsigned') {
+      refusals.refuse({ code: 'ERR_SIGNED_GOSSIP' })
       return TopicValidatorResult.Reject
     }
-    const source = peer.toString()
-    const author = msg.from.toString()
-    if (trust.isDenied(source) || trust.isDenied(author)) {
+    if (trust.isDenied(peer.toString())) {
       refusals.refuse({ code: 'ERR_DENIED_PEER' })
       return TopicValidatorResult.Reject
     }
@@ -104,24 +111,39 @@ export class RegistryGossip {
       refusals.refuse(err)
       return TopicValidatorResult.Reject
     }
-    if (entries.some(e => e.w !== author)) {
+    const writer = entries[0]!.w
+    if (entries.some(e => e.w !== writer)) {
       refusals.refuse({ code: 'ERR_FOREIGN_WRITER' })
       return TopicValidatorResult.Reject
     }
+    if (trust.isDenied(writer)) {
+      refusals.refuse({ code: 'ERR_DENIED_PEER' })
+      return TopicValidatorResult.Reject
+    }
     const fresh = entries.filter(e => this.#c.replica.wouldWin(e)).sort(byTrustFirst)
-    // the rate is charged before any crypto, so a flood costs its author, not our CPU
-    if (fresh.length > 0 && trust.claimsFor(author) != null && !this.#c.quotas.take(author, fresh.length)) {
-      refusals.refuse(new QuotaExceededError(`${author} gossips more than its rate`, 'rate'), { k: fresh[0]!.k, w: author })
+    if (fresh.length === 0) return TopicValidatorResult.Ignore
+    // The rate is charged before any crypto, so a flood costs its writer, not our CPU. An entry
+    // charged already (a relay's repackaged copy of it) is not charged again; and what fails its
+    // checks is given back, so entries forged in a writer's name do not spend its budget (a failing
+    // delta costs at most one signature check: the loop stops at the first failure).
+    const unpaid = fresh.map(entryId).filter(id => !this.#charged.has(id))
+    const charge = unpaid.length > 0 && trust.claimsFor(writer) != null
+    if (charge && !this.#c.quotas.take(writer, unpaid.length)) {
+      refusals.refuse(new QuotaExceededError(`${writer} gossips more than its rate`, 'rate'), { k: fresh[0]!.k, w: writer })
       return TopicValidatorResult.Ignore
     }
+    for (const id of unpaid) this.#charged.add(id)
+    while (this.#charged.size > REMEMBERED_CHARGES) this.#charged.delete(this.#charged.values().next().value!)
     for (const e of fresh) {
       try {
         // the quota first: it costs nothing, the signature does
         this.#c.replica.admit(e)
-        await this.#c.verifier.verify(e)
+        await verifier.verify(e)
       } catch (err) {
+        for (const id of unpaid) this.#charged.delete(id)
+        if (charge) this.#c.quotas.refund(writer, unpaid.length)
         refusals.refuse(err, e)
-        // an unknown writer may simply not have reached us yet, a quota is the author's, not the relay's,
+        // an unknown writer may simply not have reached us yet, a quota is the writer's, not the relay's,
         // and drift is measured against our clock, which the relay's may not share
         return err instanceof UnknownWriterError || err instanceof QuotaExceededError || err instanceof ClockDriftError ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
       }

@@ -4,7 +4,7 @@ import { MAX_VALUE_DEPTH, WireEntrySchema, type WireEntry } from '../../protocol
 import { REVOKED_PREFIX, revokedPeerOf, RevocationSchema } from '../../protocols/registry/revocation.ts'
 import { verifyRegistryWrite } from '../../packaging/trust.ts'
 import { authorityFor, type OwnershipRule } from './acl.ts'
-import { verifyEntrySignature } from './entry.ts'
+import { entryId, verifyEntrySignature } from './entry.ts'
 import { BadEntrySignatureError, InvalidValueError, RevokedWriterError, UnauthorizedWriteError, UnknownWriterError } from './errors.ts'
 import type { HybridLogicalClock } from './hlc.ts'
 import type { WriterTrust } from './registry.ts'
@@ -43,6 +43,9 @@ export function checkStoredEntry (raw: unknown): WireEntry {
   return raw
 }
 
+/** Entries whose checks passed (or are under way) that the verifier remembers. */
+const REMEMBERED_CHECKS = 8192
+
 export interface EntryVerifierInit {
   trust: WriterTrust
   rules: readonly OwnershipRule[]
@@ -57,15 +60,37 @@ export interface EntryVerifierInit {
  * naming the first check that failed. The writer and signature come before
  * the clock so that a refusal for drift names a writer that really wrote
  * the entry.
+ *
+ * The same entry is not checked twice at once, nor again soon after it
+ * passed: copies of it in other deltas (a relay may repackage what it
+ * forwards), or arriving by gossip and anti-entropy together, wait for the
+ * one check. Checks are keyed by `entryId`, which covers the whole entry,
+ * and only passes are remembered, so a forged copy can neither ride on a
+ * genuine entry's pass nor make the genuine one fail.
  */
 export class EntryVerifier {
   readonly #c: EntryVerifierInit
+  readonly #checks = new Map<string, Promise<void>>()
 
   constructor (init: EntryVerifierInit) {
     this.#c = init
   }
 
   async verify (e: WireEntry): Promise<void> {
+    const id = entryId(e)
+    let check = this.#checks.get(id)
+    if (check == null) {
+      const started = this.#check(e)
+      check = started
+      this.#checks.set(id, started)
+      if (this.#checks.size > REMEMBERED_CHECKS) this.#checks.delete(this.#checks.keys().next().value!)
+      // a failure is not remembered: an unknown writer may be known later
+      started.catch(() => { if (this.#checks.get(id) === started) this.#checks.delete(id) })
+    }
+    await check
+  }
+
+  async #check (e: WireEntry): Promise<void> {
     const { trust } = this.#c
     checkValue(e.k, e.v)
     if (trust.isRevoked(e.w)) throw new RevokedWriterError(`${e.k}: the fleet revoked ${e.w}`)

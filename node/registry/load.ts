@@ -10,6 +10,10 @@ export interface HealInit {
   maxDriftMs: number
   rules: readonly OwnershipRule[]
   quotas: Pick<WriterQuotas, 'maxKeys' | 'maxBytes'>
+  /** this node's peer id */
+  self: string
+  /** past the retention */
+  expired(e: WireEntry): boolean
 }
 
 export interface Healed {
@@ -31,7 +35,8 @@ function priority (key: string): number {
  * from a peer today, bar the signature (the disk is this node's own):
  * schema and value bounds (an older version may have stored a timestamp
  * past the schema, or a value nested without limit), the drift limit,
- * ownership, revocations and each writer's quota. Whatever fails is
+ * ownership, revocations, the retention (bar this node's own live
+ * entries, which it writes again at start) and each writer's quota. Whatever fails is
  * dropped, so a node poisoned on disk heals itself at start; a dropped
  * entry of a live peer comes back through anti-entropy once it is valid.
  */
@@ -52,6 +57,11 @@ export function healStoredEntries (stored: Array<[string, unknown]>, init: HealI
     }
     if (e.t[0] > init.now + init.maxDriftMs) {
       dropped.push({ key, reason: 'future' })
+      continue
+    }
+    // this node's own live entries outlast its downtime: it writes them again at start
+    if (init.expired(e) && (e.w !== init.self || e.v == null)) {
+      dropped.push({ key, reason: 'expired' })
       continue
     }
     const authority = authorityFor(e.k, init.rules)

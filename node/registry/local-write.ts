@@ -40,6 +40,8 @@ export interface WriteStamp {
  */
 export class LocalWriter {
   readonly #c: LocalWriterInit
+  /** Keys with a write under way (being signed), and how many. */
+  readonly #writing = new Map<string, number>()
 
   constructor (init: LocalWriterInit) {
     this.#c = init
@@ -57,6 +59,27 @@ export class LocalWriter {
   }
 
   async write (key: string, json: string | null, auth: string | undefined): Promise<RegistryEntry> {
+    this.#writing.set(key, (this.#writing.get(key) ?? 0) + 1)
+    try {
+      return await this.#write(key, json, auth)
+    } finally {
+      const n = this.#writing.get(key)! - 1
+      if (n === 0) this.#writing.delete(key)
+      else this.#writing.set(key, n)
+    }
+  }
+
+  /**
+   * Write `e` (one of this node's own live entries) again with a fresh
+   * stamp, so the retention does not collect it. Skipped when the key
+   * changed since, or a write of it is under way: that write is newer.
+   */
+  async refresh (e: WireEntry): Promise<void> {
+    if (this.#c.replica.get(e.k) !== e || this.#writing.has(e.k)) return
+    await this.write(e.k, e.v, undefined)
+  }
+
+  async #write (key: string, json: string | null, auth: string | undefined): Promise<RegistryEntry> {
     if (key.length > MAX_KEY_LENGTH || !KEY_RE.test(key)) throw new InvalidValueError(`key "${key}" is not a valid registry key`)
     if (json != null && Buffer.byteLength(json) > MAX_VALUE_BYTES) throw new InvalidValueError(`${key}: value exceeds ${MAX_VALUE_BYTES} bytes`)
     checkValue(key, json)

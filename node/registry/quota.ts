@@ -114,6 +114,12 @@ export class WriterQuotas {
     return true
   }
 
+  /** Give back `n` entries taken for entries that turned out not to be the writer's (or not valid at all). */
+  refund (writer: string, n: number): void {
+    const b = this.#buckets.get(writer)
+    if (b != null) b.tokens = Math.min(this.#burst, b.tokens + n)
+  }
+
   /** Buckets that have refilled are the same as no bucket. */
   #prune (now: number): void {
     for (const [w, b] of this.#buckets) {

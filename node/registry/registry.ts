@@ -13,6 +13,8 @@ import { byTrustFirst } from './order.ts'
 import { WriterQuotas, type WriterQuotaInit } from './quota.ts'
 import { Refusals, type RefusalMetrics } from './refusals.ts'
 import { Replica } from './replica.ts'
+import { DEFAULT_RETENTION_MS, Retention } from './retention.ts'
+import { MAX_DELTA_ENTRIES } from '../../protocols/registry/delta.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { RegistryStore } from './store.ts'
@@ -70,6 +72,13 @@ export interface RegistryInit {
   syncIntervalMs?: number
   /** Entries stamped further than this ahead of our clock are refused. @default DEFAULT_MAX_DRIFT_MS */
   maxClockDriftMs?: number
+  /**
+   * Entries of node-owned keys expire this long after their timestamp:
+   * tombstones and the entries of nodes gone this long are collected, and
+   * refused from anyone. Longer than any partition the fleet should heal
+   * from. @default DEFAULT_RETENTION_MS
+   */
+  retentionMs?: number
   /** Per-writer limits on the keys each node owns. @default DEFAULT_QUOTA */
   quota?: WriterQuotaInit
   /** Ownership rules for keys a node may write without fleet authorisation. */
@@ -110,9 +119,12 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #verifier: EntryVerifier
   readonly #gossip: RegistryGossip
   readonly #writer: LocalWriter
+  readonly #retention: Retention
   #clock: HybridLogicalClock
   #loaded?: Promise<void>
   #syncTimer?: NodeJS.Timeout
+  #sweepTimer?: NodeJS.Timeout
+  #sweeping?: Promise<void>
   readonly #log: Logger
 
   constructor (components: RegistryComponents, init: RegistryInit = {}) {
@@ -126,6 +138,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs })
     this.#log = components.logger
     this.#quotas = new WriterQuotas(init.quota, this.#now)
+    this.#retention = new Retention({ retentionMs: init.retentionMs ?? DEFAULT_RETENTION_MS, rules: this.#rules, now: this.#now })
     this.#refusals = new Refusals(this.#log, components.metrics, w => components.trust.claimsFor(w) != null, { now: this.#now })
     this.#replica = new Replica({
       store: components.store,
@@ -133,6 +146,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       quotas: this.#quotas,
       rules: this.#rules,
       isRevoked: w => components.trust.isRevoked(w),
+      expired: e => this.#retention.expired(e),
       onRefused: (err, e) => { this.#refusals.refuse(err, e) },
       logger: this.#log
     })
@@ -180,7 +194,9 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       now: this.#now(),
       maxDriftMs: this.#maxDriftMs,
       rules: this.#rules,
-      quotas: this.#quotas
+      quotas: this.#quotas,
+      self: this.#self,
+      expired: e => this.#retention.expired(e)
     })
     this.#replica.restore(healed.entries)
     // resume the clock past this node's own entries (so its next writes supersede them); others' only as far as it adopts
@@ -210,11 +226,16 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     await this.#c.network.handle(SYNC_PROTOCOL, this.#answerSync, { maxInboundStreams: 8 })
     this.#syncTimer = setInterval(() => { this.#syncRandomPeer() }, this.#syncIntervalMs)
     this.#syncTimer.unref()
+    this.#sweepTimer = setInterval(() => { void this.sweep() }, this.#retention.sweepIntervalMs)
+    this.#sweepTimer.unref()
+    await this.sweep()
     this.#log.info({ keys: this.#replica.size, clock: this.#clock.peek() }, 'registry loaded')
   }
 
   async stop (): Promise<void> {
     clearInterval(this.#syncTimer)
+    clearInterval(this.#sweepTimer)
+    await this.#sweeping
     this.#gossip.stop()
     await this.#c.network.unhandle(SYNC_PROTOCOL)
     await this.#replica.flushed()
@@ -323,6 +344,31 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return { applied: this.#applyRemote(fresh, 'sync'), rejected }
   }
 
+  /**
+   * Write this node's own live entries again before the retention would
+   * collect them (at most one delta's worth per sweep; a sweep comes many
+   * times per half-life), then collect everything expired. Runs at start
+   * and every `Retention.sweepIntervalMs`.
+   */
+  async sweep (): Promise<void> {
+    this.#sweeping ??= this.#sweep().finally(() => { this.#sweeping = undefined })
+    await this.#sweeping
+  }
+
+  async #sweep (): Promise<void> {
+    const due: WireEntry[] = []
+    for (const e of this.#replica.values()) {
+      if (!this.#retention.due(e, this.#self)) continue
+      due.push(e)
+      if (due.length === MAX_DELTA_ENTRIES) break
+    }
+    for (const e of due) {
+      await this.#writer.refresh(e).catch(err => { this.#log.warn({ key: e.k, err: err.message }, 'could not write an entry again before its retention ends') })
+    }
+    const collected = this.#replica.collect()
+    if (due.length > 0 || collected > 0) this.#log.debug({ refreshed: due.length, collected }, 'registry sweep')
+  }
+
   /** Install verified entries from peers and fold their stamps into the clock; returns how many changed state. */
   #applyRemote (entries: WireEntry[], via: RegistryChange['via']): number {
     const changed = this.#replica.install(entries, via)
@@ -337,6 +383,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return changed.length
   }
 
+  * #unexpired (): Generator<WireEntry> {
+    const horizon = this.#retention.horizon()
+    for (const e of this.#replica.values()) if (!this.#retention.expired(e, horizon)) yield e
+  }
+
   #enforceRevocation (peer: string, record: Revocation | undefined): void {
     if (peer === this.#self) {
       this.#log.error({ reason: record?.reason }, 'the fleet revoked this node\'s certificate: every peer refuses it; re-enroll it with a new identity')
@@ -349,7 +400,8 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   }
 
   readonly #syncReplica: SyncReplica = {
-    entries: () => this.#replica.values(),
+    // what peers would refuse as expired is not offered, nor counted in the digests
+    entries: () => this.#unexpired(),
     merge: async (entries) => { await this.merge(entries) }
   }
 

@@ -14,6 +14,8 @@ export interface ReplicaInit {
   quotas: WriterQuotas
   rules: readonly OwnershipRule[]
   isRevoked(writer: string): boolean
+  /** Past the retention: never installed, collected by `collect`. */
+  expired(e: WireEntry): boolean
   /** An entry refused at install (quota, revoked writer). */
   onRefused(err: Error, e: WireEntry): void
   logger: Logger
@@ -46,10 +48,14 @@ export class Replica {
     return this.#entries.values()
   }
 
-  /** True when `e` would replace what the key holds (nothing yet, or an older entry). */
+  /**
+   * True when `e` would replace what the key holds (nothing yet, or an older
+   * entry). An expired entry never does: it is older than whatever the
+   * key held when the retention collected it.
+   */
   wouldWin (e: WireEntry): boolean {
     const current = this.#entries.get(e.k)
-    return current == null || compareEntries(e, current) > 0
+    return (current == null || compareEntries(e, current) > 0) && !this.#c.expired(e)
   }
 
   /** Whether the writer's quota covers `e`: throws QuotaExceededError when it does not. */
@@ -72,7 +78,7 @@ export class Replica {
     const changed: WireEntry[] = []
     for (const e of entries) {
       const previous = this.#entries.get(e.k)
-      if (previous != null && compareEntries(e, previous) <= 0) continue
+      if (!this.wouldWin(e)) continue
       // a revocation outlives its writer's own revocation: the fleet signed it
       if (!e.k.startsWith(REVOKED_PREFIX) && this.#c.isRevoked(e.w)) {
         this.#c.onRefused(new RevokedWriterError(`${e.k}: the fleet revoked ${e.w}`), e)
@@ -98,15 +104,24 @@ export class Replica {
    * Revocations it carried stay: the fleet signed them.
    */
   dropWriter (writer: string): number {
+    return this.#drop(e => e.w === writer && !e.k.startsWith(REVOKED_PREFIX), 'revocation')
+  }
+
+  /** Collect every expired entry (tombstones, and entries of nodes gone past the retention); returns how many. */
+  collect (): number {
+    return this.#drop(e => this.#c.expired(e), 'expiry')
+  }
+
+  /** Remove the entries `which` picks: listeners hear live ones vanish, and the disk follows. */
+  #drop (which: (e: WireEntry) => boolean, via: RegistryChange['via']): number {
     const dropped: WireEntry[] = []
-    for (const e of this.#entries.values()) {
-      if (e.w === writer && !e.k.startsWith(REVOKED_PREFIX)) dropped.push(e)
-    }
+    for (const e of this.#entries.values()) if (which(e)) dropped.push(e)
     for (const e of dropped) {
       this.#entries.delete(e.k)
       if (this.#owned(e)) this.#c.quotas.remove(e)
+      if (e.v == null) continue
       const previous = toRegistryEntry(e)
-      this.#emit({ key: e.k, entry: { ...previous, value: undefined, deleted: true }, previous, via: 'revocation' })
+      this.#emit({ key: e.k, entry: { ...previous, value: undefined, deleted: true }, previous, via })
     }
     if (dropped.length > 0) this.#persist(async store => { await store.delete(dropped.map(e => e.k)) })
     return dropped.length

@@ -78,6 +78,8 @@ export class LevelRegistryStore implements RegistryStore {
 
   async delete (keys: string[]): Promise<void> {
     if (keys.length === 0) return
+    // an entry waiting for disk space must not land after its key was deleted
+    for (const key of keys) this.#held.delete(key)
     await this.#db.batch(keys.map(key => ({ type: 'del' as const, key })))
   }
 }

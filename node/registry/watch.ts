@@ -5,8 +5,12 @@ export interface RegistryChange<T = unknown> {
   key: string
   entry: RegistryEntry<T>
   previous?: RegistryEntry<T>
-  /** how the change arrived: this agent wrote it, live gossip, anti-entropy, or its writer was revoked (the key vanished) */
-  via: 'local' | 'gossip' | 'sync' | 'revocation'
+  /**
+   * how the change arrived: this agent wrote it, live gossip, anti-entropy,
+   * its writer was revoked, or it outlived the retention (for the last two
+   * the key vanished)
+   */
+  via: 'local' | 'gossip' | 'sync' | 'revocation' | 'expiry'
 }
 
 export type ChangeListener = (change: RegistryChange) => void

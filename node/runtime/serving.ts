@@ -30,6 +30,17 @@ export interface TensorAnswer {
   model: string
   version: string
   outputs: Record<string, WireTensor>
+  /** answered here: ms from the decoded request to the output tensors (the in-process part) */
+  servedMs?: number
+}
+
+/**
+ * A `Server-Timing` value (W3C) for a predict answered on this node: how
+ * long the in-process part took (body check, batcher, worker and back), so
+ * a client can tell what HTTP or gRPC added from what the model took.
+ */
+export function serverTiming (servedMs: number): string {
+  return `predict;dur=${servedMs.toFixed(3)}`
 }
 
 /** What GetModelMetadata reports: the model's signature. */
@@ -46,6 +57,7 @@ export interface MetadataAnswer {
  * first; every output by name unless `filter` names some.
  */
 export async function predictTensorsLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[] = []): Promise<TensorAnswer> {
+  const start = performance.now()
   const instance = instanceOf(runtime, name, version)
   const { manifest } = instance.bundle
   const names = manifest.outputs.map(o => o.name)
@@ -55,7 +67,7 @@ export async function predictTensorsLocal (runtime: Pick<Runtime, 'get'>, name: 
   manifest.outputs.forEach((o, k) => {
     if (filter.length === 0 || filter.includes(o.name)) outputs[o.name] = stackRows(rows.map(r => r[k]!), o.dtype)
   })
-  return { model: instance.name, version: instance.version, outputs }
+  return { model: instance.name, version: instance.version, outputs, servedMs: performance.now() - start }
 }
 
 export function metadataLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined): MetadataAnswer {

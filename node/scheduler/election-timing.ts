@@ -37,6 +37,13 @@ export interface ElectionInit {
    * longer than a better-ranked node may defer after a stall. @default deferMs + leaseMs
    */
   staggerMs?: number
+  /**
+   * A live scheduler gives way to a claim that beats it on the tie-break
+   * alone (as many endorsements) only after the tie held this long: long
+   * enough for a member wrongly declared dead across a healed partition to
+   * refute it. @default leaseMs
+   */
+  tieHoldMs?: number
 }
 
 export const DEFAULT_LEASE_MS = 3000
@@ -64,6 +71,7 @@ export function electionTiming (init: ElectionInit = {}): ElectionTiming {
     renewIntervalMs,
     stallThresholdMs: init.stallThresholdMs ?? Math.max(checkIntervalMs, leaseMs - renewIntervalMs - checkIntervalMs),
     deferMs,
-    staggerMs: init.staggerMs ?? deferMs + leaseMs
+    staggerMs: init.staggerMs ?? deferMs + leaseMs,
+    tieHoldMs: init.tieHoldMs ?? leaseMs
   }
 }

@@ -194,7 +194,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const z = this.#zoneState(zone)
     const held = this.#key.mine
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
-    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs)
+    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self
@@ -213,7 +213,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const z = this.#own()
     const leader = z.current
     const mine = this.#key.mine
-    const deferring = this.#distrusting(now, members)
+    const doubt = this.#doubt(now, members)
+    const deferring = doubt != null
     if (mine != null) {
       // the claim is being written: it is not live yet, which is no reason to give it up
       if (mine.validUntil === -Infinity) return
@@ -244,7 +245,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       // a node with peers to join that has met none yet would only claim against its own ignorance
       const alone = age < this.#t.joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')
       const settling = age < this.#t.settleMs || alone
-      if (!deferring && !settling && this.#eligible && this.#entitled(members, now)) this.#claim(z.anchor + 1, now)
+      if (!settling && this.#eligible && this.#entitled(members, now) && (!deferring || (doubt === 'health' && this.#failoverDespiteHealth(members, now)))) this.#claim(z.anchor + 1, now)
       return
     }
     if (leader.peerId === this.#self) return
@@ -266,12 +267,39 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    * its peers'. Such a node claims nothing and changes no endorsement.
    */
   #distrusting (now: number, members?: Member[]): boolean {
-    if (now < this.#deferUntil) return true
-    try {
-      if (this.#c.localHealth?.().healthy === false) return true
-    } catch {}
+    return this.#doubt(now, members) != null
+  }
+
+  /** Why this node doubts its own view right now, if it does. */
+  #doubt (now: number, members?: Member[]): 'stall' | 'clock' | 'health' | undefined {
+    if (now < this.#deferUntil) return 'stall'
     const self = (members ?? this.#c.membership.members()).find(m => m.peerId === this.#self)
-    return self?.clockSkewed === true
+    if (self?.clockSkewed === true) return 'clock'
+    try {
+      if (this.#c.localHealth?.().healthy === false) return 'health'
+    } catch {}
+    return undefined
+  }
+
+  /**
+   * Degraded local health alone does not hold back a failover: the scheduler
+   * this node followed has let its lease lapse, the failure detector holds it
+   * suspect or dead (a verdict the others' probes reach, not this node's own
+   * timers), and this node is first in line. Under CPU starvation a node's
+   * health stays degraded for tens of seconds, and the nodes ranked behind it
+   * wait out their stagger meanwhile, so holding back would leave the zone
+   * without a scheduler that long (and a scheduler stopped for 5 s would come
+   * back to its own role). The caller asks only when health is the node's
+   * one doubt (not after a stall of its own, not with a skewed clock); at start-up, with no scheduler followed yet, health still holds it
+   * back. The claim still needs the others' endorsements before this node
+   * schedules.
+   */
+  #failoverDespiteHealth (members: Member[], now: number): boolean {
+    const z = this.#own()
+    const last = z.memory.followed[0]
+    if (last == null || last.peerId === this.#self) return false
+    if (members.find(m => m.peerId === last.peerId)?.state === 'alive') return false
+    return z.firstInLine(membersOf(this.zone, members), this.#self, now)
   }
 
   #claim (term: number, now: number): void {

@@ -43,6 +43,8 @@ export interface LeaderInput {
 
 export interface LeaderChoice {
   leader?: Leader & { endorsements: number, established: boolean }
+  /** the current scheduler's claim as it stands now, when it is still live and admitted */
+  incumbent?: Leader & { endorsements: number, established: boolean }
   /** terms above `anchor + TERM_STEP` are not admitted; a new claim takes `anchor + 1` */
   anchor: number
 }
@@ -114,6 +116,7 @@ export function chooseLeader (input: LeaderInput): LeaderChoice {
   })
   credible.sort((a, b) => b.endorsements - a.endorsements || comparePrecedence(a, b))
   const best = credible[0]
+  const incumbent = current == null ? undefined : { peerId: current.peerId, term: current.term, endorsements: current.endorsements, established: current.established }
   if (best == null) return { anchor }
-  return { leader: { peerId: best.peerId, term: best.term, endorsements: best.endorsements, established: best.established }, anchor }
+  return { leader: { peerId: best.peerId, term: best.term, endorsements: best.endorsements, established: best.established }, anchor, ...(incumbent == null ? {} : { incumbent }) }
 }

@@ -103,6 +103,10 @@ export class PredictRouter implements Startable {
    * loading it). An instance that says it runs for a deployment counts only
    * where that deployment's valid placement puts it: a node cannot draw a
    * deployment's requests by announcing an instance nobody placed there.
+   * Replicas on suspect nodes are offered only when no alive node has one:
+   * a suspect is most likely alive (its probes were late: it, or this node,
+   * was busy), and trying it, with the forward's own timeout and the next
+   * replica after it, beats answering that there is none.
    */
   replicas (model: string, state: 'running' | 'starting' = 'running'): Replica[] {
     const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
@@ -111,16 +115,19 @@ export class PredictRouter implements Startable {
       if (!placed.has(deployment)) placed.set(deployment, this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, deployment, this.#c.placements)?.nodes)
       return placed.get(deployment)
     }
-    const out: Replica[] = []
+    const alive: Replica[] = []
+    const suspect: Replica[] = []
     for (const e of this.#c.registry.list<{ state?: string, version?: string, deployment?: unknown }>('instance/')) {
       const [, peer, name] = e.key.split('/')
       if (name !== model || peer == null || peer === this.#self || e.value?.state !== state) continue
       const m = members.get(peer)
-      if (m?.state !== 'alive') continue
+      if (m?.state !== 'alive' && m?.state !== 'suspect') continue
       if (typeof e.value.deployment === 'string' && placedOn(e.value.deployment)?.includes(peer) === false) continue
-      out.push({ peerId: peer, cpuPct: m.health?.cpuPct ?? 0, ...(e.value.version == null ? {} : { version: e.value.version }) })
+      const replica = { peerId: peer, cpuPct: m.health?.cpuPct ?? 0, ...(e.value.version == null ? {} : { version: e.value.version }) }
+      if (m.state === 'alive') alive.push(replica)
+      else suspect.push(replica)
     }
-    return out
+    return alive.length > 0 ? alive : suspect
   }
 
   /** TF Serving's status of a model that runs elsewhere: AVAILABLE once a replica runs, LOADING while they only load it. */

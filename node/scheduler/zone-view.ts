@@ -45,6 +45,8 @@ export class ZoneView {
   current: ChosenLeader | undefined
   anchor = 0
   vacantSince: number | undefined
+  /** since when a live claim has outranked the current scheduler's live claim by precedence alone */
+  #challengedSince: number | undefined
   memory: ZoneMemory
 
   constructor (zone: string, memory: ZoneMemory = { floor: 0, followed: [] }) {
@@ -83,8 +85,20 @@ export class ZoneView {
     return claims
   }
 
-  /** Choose the zone's scheduler now; returns whether it changed. */
-  choose (members: ZoneMember[], self: string, mine: OwnClaim | undefined, now: number, staggerMs: number): boolean {
+  /**
+   * Choose the zone's scheduler now; returns whether it changed.
+   *
+   * A live current scheduler gives way at once to a claim endorsed more
+   * widely, but to one that wins only the tie-break (as many endorsements)
+   * only once that has held for `tieHoldMs`. Right after a partition heals
+   * the two sides' views differ for a moment: the other side's old verdict
+   * "dead" on one of this side's endorsers arrives before that member's
+   * refutation, its endorsement stops counting, and the side more members
+   * followed looked tied for ~100 ms and handed the zone to the other
+   * side's higher term. A tie that lasts (an even split) is still settled
+   * by the one precedence rule, `tieHoldMs` later.
+   */
+  choose (members: ZoneMember[], self: string, mine: OwnClaim | undefined, now: number, staggerMs: number, tieHoldMs = 0): boolean {
     const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
     const inZone = new Set(members.map(m => m.peerId))
     const claims = this.#claims(self, eligible, now)
@@ -99,7 +113,14 @@ export class ZoneView {
       staggerMs
     })
     this.anchor = choice.anchor
-    const leader = choice.leader
+    let leader = choice.leader
+    const incumbent = choice.incumbent
+    if (leader != null && incumbent != null && (leader.peerId !== incumbent.peerId || leader.term !== incumbent.term) && leader.endorsements <= incumbent.endorsements) {
+      this.#challengedSince ??= now
+      if (now - this.#challengedSince < tieHoldMs) leader = incumbent
+    } else {
+      this.#challengedSince = undefined
+    }
     const changed = leader?.peerId !== this.current?.peerId || leader?.term !== this.current?.term
     this.current = leader
     if (leader == null) this.vacantSince ??= now
@@ -115,10 +136,20 @@ export class ZoneView {
     return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
+  /** How many live eligible nodes rank ahead of `self` (a live lease counts as alive). */
+  #position (members: ZoneMember[], self: string, now: number): number {
+    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
+    return positionOf(self, members, this.#claims(self, eligible, now))
+  }
+
+  /** Whether no live eligible node ranks ahead of `self`. */
+  firstInLine (members: ZoneMember[], self: string, now: number): boolean {
+    return this.#position(members, self, now) === 0
+  }
+
   /** Whether `self` may claim the vacant zone now: first in rank, or the vacancy has lasted its stagger. */
   entitled (members: ZoneMember[], self: string, now: number, staggerMs: number): boolean {
-    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
-    const position = positionOf(self, members, this.#claims(self, eligible, now))
+    const position = this.#position(members, self, now)
     if (position === Infinity) return false
     return position === 0 || (this.vacantSince != null && now - this.vacantSince >= position * staggerMs)
   }

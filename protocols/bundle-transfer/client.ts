@@ -1,6 +1,6 @@
 import { lpStream } from '@libp2p/utils'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { ProtocolMessageError } from '../errors.ts'
+import { MalformedMessageError, ProtocolMessageError } from '../errors.ts'
 import { timeoutSignal } from '../stream.ts'
 import { CHUNK_HEADER_BYTES, checkFrameSize, frameKind, MAX_FRAME_BYTES, transferCodec, type TransferMessage } from './wire.ts'
 import type { Stream } from '@libp2p/interface'
@@ -113,12 +113,14 @@ export class TransferClient {
     if (this.#pumping) return
     this.#pumping = true
     void (async () => {
+      // the request whose reply is being read: failed with the stream when that reply is bad
+      let next: Pending | undefined
       try {
         while (this.#pending.length > 0 && this.#failed == null) {
           const frame = await this.#lp.read({ signal: AbortSignal.timeout(this.#timeoutMs) })
           checkFrameSize(frame.byteLength)
-          const next = this.#pending.shift()!
-          if (frameKind(frame.get(0)) === 'json') {
+          next = this.#pending.shift()!
+          if (frameKind(frame.byteLength === 0 ? undefined : frame.get(0)) === 'json') {
             const msg = transferCodec.decode(frame.subarray())
             if (msg.type === 'error') {
               next.reject(new TransferRefusedError(msg.code, `provider refused: ${msg.code}: ${msg.message}`))
@@ -127,15 +129,19 @@ export class TransferClient {
             } else {
               next.resolve(msg)
             }
+            next = undefined
             continue
           }
           if (next.kind !== 'chunk') throw new ProtocolMessageError('bundle-transfer: unexpected chunk frame')
+          if (frame.byteLength < CHUNK_HEADER_BYTES) throw new MalformedMessageError(`bundle-transfer: chunk frame of ${frame.byteLength} bytes is shorter than its header`)
           const index = frame.getUint32(1)
           if (index !== next.index) throw new ProtocolMessageError(`bundle-transfer: expected chunk ${next.index}, got ${index}`)
           frame.consume(CHUNK_HEADER_BYTES)
           next.resolve(frame)
+          next = undefined
         }
       } catch (err: any) {
+        next?.reject(err)
         this.abort(err)
       } finally {
         this.#pumping = false

@@ -51,7 +51,7 @@ export async function serveTransfer (stream: Stream, source: TransferSource, opt
         if (err?.name === 'UnexpectedEOFError' && stream.readStatus !== 'readable') break
         throw err
       }
-      if (frameKind(frame.get(0)) !== 'json') throw new ProtocolMessageError('bundle-transfer: requests must be JSON frames')
+      if (frameKind(frame.byteLength === 0 ? undefined : frame.get(0)) !== 'json') throw new ProtocolMessageError('bundle-transfer: requests must be JSON frames')
       const msg = transferCodec.decode(frame.subarray())
       if (msg.type === 'head') {
         const head = await source.head(msg.digest)

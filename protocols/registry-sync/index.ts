@@ -71,10 +71,21 @@ export function bucketOf (key: string): number {
   return (h >>> 0) % BUCKETS
 }
 
-/** One digest per bucket over (key, timestamp, writer, signature), order independent. */
+/**
+ * Keys left out of the digests: written often (health at least every
+ * `membership.health.maxIntervalMs`) and spread by gossip, so some copy is
+ * nearly always in flight; digesting them would make every bucket differ
+ * every round and ship whole buckets for nothing. They still travel in any
+ * bucket that differs for another reason (a joining peer's, say).
+ */
+export const VOLATILE_PREFIXES: readonly string[] = ['health/']
+
+const isVolatile = (key: string): boolean => VOLATILE_PREFIXES.some(p => key.startsWith(p))
+
+/** One digest per bucket over (key, timestamp, writer, signature) of the non-volatile entries, order independent. */
 export function digestBuckets (entries: Iterable<WireEntry>): string[] {
   const lines: string[][] = Array.from({ length: BUCKETS }, () => [])
-  for (const e of entries) lines[bucketOf(e.k)]!.push(`${e.k}\u0000${e.t[0]}.${e.t[1]}\u0000${e.w}\u0000${e.s}`)
+  for (const e of entries) if (!isVolatile(e.k)) lines[bucketOf(e.k)]!.push(`${e.k}\u0000${e.t[0]}.${e.t[1]}\u0000${e.w}\u0000${e.s}`)
   return lines.map(l => createHash('sha256').update(l.sort().join('\n')).digest('hex').slice(0, 16))
 }
 

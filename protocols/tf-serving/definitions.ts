@@ -1,3 +1,4 @@
+import { commonJs } from '../../node/commonjs.ts'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { loadSync, type Options } from '@grpc/proto-loader'
@@ -28,10 +29,7 @@ let services: { PredictionService: ServiceClientConstructor, ModelService: Servi
 /** The two services, as @grpc/grpc-js wants them (`.service` for a server, the constructor for a client). */
 export async function servingServices (): Promise<{ PredictionService: ServiceClientConstructor, ModelService: ServiceClientConstructor }> {
   if (services == null) {
-    // a CommonJS package: Node's import names its exports, but the app bundle's split chunk
-    // exports only `default` (module.exports), which Node's import has too
-    const grpc = await import('@grpc/grpc-js') as typeof import('@grpc/grpc-js') & { default?: typeof import('@grpc/grpc-js') }
-    const { loadPackageDefinition } = grpc.default ?? grpc
+    const { loadPackageDefinition } = commonJs(await import('@grpc/grpc-js'))
     const definition = loadSync(PROTO_FILES, { ...MESSAGE_OPTIONS, includeDirs: [PROTO_DIR] } as Options)
     const serving = ((loadPackageDefinition(definition).tensorflow as GrpcObject).serving as GrpcObject)
     services = { PredictionService: serving.PredictionService as ServiceClientConstructor, ModelService: serving.ModelService as ServiceClientConstructor }

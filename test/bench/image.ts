@@ -6,7 +6,7 @@
  */
 import { readFile, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { buildImageCli, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'

@@ -89,18 +89,20 @@ t.test('monitoring: gateway status and model status', async t => {
 })
 
 t.test('live events: snapshot, then changes as they happen', async t => {
-  const events: Array<{ type: string, data: any }> = []
+  const events: Array<{ type: string, data: any, at: number }> = []
   const abort = new AbortController()
   const base = http.base!
   void watchSse(`${base}/api/v1/events`, ops, events, abort.signal)
   await waitFor(() => events.some(e => e.type === 'snapshot'), 'the snapshot')
   t.equal(events[0]!.data.nodes.length, 2)
   await coordinator.gateway.registry.set(`instance/${gatewayId}/vibration`, { state: 'failed', model: 'vibration', version: '1.0.0', reason: 'out of memory' })
-  const models = await waitFor(() => events.find(e => e.type === 'models' && e.data.models[0]?.states.failed === 1), 'a models event')
-  t.equal(models.data.models[0].instances[0].reason, 'out of memory')
-  await waitFor(() => events.some(e => e.type === 'node' && e.data.peerId === gatewayId && e.data.instances.failed === 1), 'a node event for the gateway')
+  const delta = await waitFor(() => events.find(e => e.type === 'delta' && e.data.models?.[0]?.states.failed === 1), 'a delta with the model status')
+  t.equal(delta.data.models[0].instances[0].reason, 'out of memory')
+  t.match(delta.data.nodes.find((n: any) => n.peerId === gatewayId), { instances: { failed: 1 } }, 'the same delta carries the gateway with its new instance counts')
+  t.same(delta.data.removed, [])
+  const deltas = events.filter(e => e.type === 'delta')
+  for (let i = 1; i < deltas.length; i++) t.ok(deltas[i]!.at - deltas[i - 1]!.at >= 900, 'at most one delta a second')
   abort.abort()
-  t.pass('the node event carries the new instance counts')
   const refused = await fetch(`${base}/api/v1/events`)
   t.equal(refused.status, 401, 'no stream without a token')
 })
@@ -169,7 +171,7 @@ t.test('enrollment: one-time join token → certificate for the device\'s own ke
 })
 
 /** SSE reader that keeps the event names (bench/sse.ts keeps only data). */
-async function watchSse (url: string, bearer: string, into: Array<{ type: string, data: any }>, signal: AbortSignal): Promise<void> {
+async function watchSse (url: string, bearer: string, into: Array<{ type: string, data: any, at: number }>, signal: AbortSignal): Promise<void> {
   const res = await fetch(url, { headers: { authorization: `Bearer ${bearer}` }, signal })
   const decoder = new TextDecoder()
   let buffer = ''
@@ -182,7 +184,7 @@ async function watchSse (url: string, bearer: string, into: Array<{ type: string
         buffer = buffer.slice(end + 2)
         const type = /^event: (.*)$/m.exec(block)?.[1]
         const data = block.split('\n').filter(l => l.startsWith('data: ')).map(l => l.slice(6)).join('\n')
-        if (type != null && data !== '') into.push({ type, data: JSON.parse(data) })
+        if (type != null && data !== '') into.push({ type, data: JSON.parse(data), at: Date.now() })
       }
     }
   } catch (err) {

@@ -109,7 +109,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   await users.create({ username: 'dev', password: PASSWORDS.dev, roles: ['developer'] })
   await users.create({ username: 'ops', password: PASSWORDS.ops, roles: ['operator'] })
 
-  const nodes = new NodesView({ registry: self.registry, members: () => memberships[0]!.members(), membership: memberships[0] }, { refreshMs: 50 })
+  const nodes = new NodesView({ registry: self.registry, members: () => memberships[0]!.members(), member: peerId => memberships[0]!.member(peerId), membership: memberships[0] }, { refreshMs: 50 })
   await nodes.start()
   const psk = new Uint8Array(95)
   generateKey(psk)
@@ -143,7 +143,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   // the embedded agent's election, as the coordinator has it: it follows the zone's scheduler, never claims
   const election = new Election({ peerId: self.peerId, registry: self.registry, membership: memberships[0]!, logger: quiet }, { labels: { zone: 'lab' }, eligible: false })
   await election.start()
-  const deployments = new Deployments({ registry: self.registry, placements: election, members: () => memberships[0]!.members(), membership: memberships[0], db, signer: { key: fleet.privateKey }, hasModel: (n, v) => models.has(n, v), logger }, { refreshMs: 50 })
+  const deployments = new Deployments({ registry: self.registry, placements: election, members: () => memberships[0]!.members(), member: peerId => memberships[0]!.member(peerId), membership: memberships[0], db, signer: { key: fleet.privateKey }, hasModel: (n, v) => models.has(n, v), logger }, { refreshMs: 50 })
   await deployments.start()
   // the real router: with no replica anywhere it answers 404 without dialling
   const router = new PredictRouter({

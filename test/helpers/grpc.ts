@@ -10,6 +10,8 @@ import type { WireTensor } from '../../packaging/models/tensor.ts'
 /** A TF Serving gRPC client, as a user's client generated from TF Serving's protos would call. */
 export interface ServingClient {
   predict(request: Record<string, unknown>): Promise<any>
+  /** Predict, with the server's in-process time from its `server-timing` trailer (undefined when it sent none). */
+  predictTimed(request: Record<string, unknown>): Promise<{ response: any, servedMs: number | undefined }>
   metadata(request: Record<string, unknown>): Promise<any>
   status(request: Record<string, unknown>): Promise<any>
   close(): void
@@ -25,8 +27,22 @@ export async function servingClient (address: string, options: { token?: string 
     if (options.token != null) metadata.set('authorization', `Bearer ${options.token}`)
     client[method]!.call(client, request, metadata, { deadline: Date.now() + 30_000 }, (err: ServiceError | null, res: unknown) => { err == null ? resolve(res) : reject(err) })
   })
+  const predictTimed = async (request: Record<string, unknown>): Promise<{ response: any, servedMs: number | undefined }> => await new Promise((resolve, reject) => {
+    let response: unknown
+    const metadata = new Metadata()
+    if (options.token != null) metadata.set('authorization', `Bearer ${options.token}`)
+    const unary = prediction.Predict!.call(prediction, request, metadata, { deadline: Date.now() + 30_000 }, (err: ServiceError | null, res: unknown) => {
+      if (err != null) reject(err)
+      else response = res
+    }) as NodeJS.EventEmitter
+    // the trailers come with the status, after the response
+    unary.on('status', (s: { code: number, metadata: Metadata }) => {
+      if (s.code === 0) resolve({ response, servedMs: servedMsOf(s.metadata.get('server-timing')[0]) })
+    })
+  })
   return {
     predict: async r => await call(prediction, 'Predict', r),
+    predictTimed,
     metadata: async r => await call(prediction, 'GetModelMetadata', r),
     status: async r => await call(model, 'GetModelStatus', r),
     close: () => { prediction.close(); model.close() }
@@ -74,4 +90,10 @@ export function signatureOf (any: { type_url: string, value: Uint8Array }): any 
 /** An agent's gRPC address, once it listens (the agent starts gRPC after its HTTP API and names it in agent.json). */
 export async function agentGrpc (dir: string, timeoutMs = 60_000): Promise<string> {
   return await waitFor(async () => (JSON.parse(await readFile(join(dir, RUNTIME_FILE), 'utf8')) as { grpc?: string }).grpc, 'the agent\'s gRPC API', timeoutMs, 200)
+}
+
+/** The `dur` of a `predict;dur=…` Server-Timing value, in ms. */
+export function servedMsOf (value: unknown): number | undefined {
+  const m = /(?:^|,)\s*predict;dur=([0-9.]+)/.exec(String(value ?? ''))
+  return m == null ? undefined : Number(m[1])
 }

@@ -95,7 +95,7 @@ export class MemoryMember {
         if (!mesh.gossip || data == null) return { recipients: [] }
         for (const other of mesh.members) {
           if (other === self || mesh.linked?.(self.peerId.toString(), other.peerId.toString()) === false) continue
-          await other.deliver({ type: 'signed', from: self.peerId, topic, data, sequenceNumber: 0n, signature: new Uint8Array(), key: self.peerId.publicKey! } as Message, self.peerId)
+          await other.deliver({ type: 'unsigned', topic, data }, self.peerId)
         }
         return { recipients: [] }
       },

@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from './ports.ts'
 import { waitFor } from './cluster.ts'
 import { start, type TestProcess } from './processes.ts'
 
@@ -15,6 +15,7 @@ export class Mosquitto {
   readonly port: number
   readonly dir: string
   #process?: TestProcess
+  #persistent = false
 
   private constructor (port: number, dir: string) {
     this.port = port
@@ -24,8 +25,15 @@ export class Mosquitto {
   /** With `persistent`, sessions and queued QoS 1 messages survive a broker restart (saved on stop). */
   static async start (options: { persistent?: boolean } = {}): Promise<Mosquitto> {
     const broker = new Mosquitto(await freePort(), await mkdtemp(join(tmpdir(), 'gatemesh-mqtt-')))
-    const persistence = options.persistent === true ? `persistence true\npersistence_location ${broker.dir}/\n` : 'persistence false\n'
-    await writeFile(join(broker.dir, 'mosquitto.conf'), `listener ${broker.port} 127.0.0.1\nallow_anonymous true\n${persistence}`)
+    broker.#persistent = options.persistent === true
+    const persistence = broker.#persistent ? `persistence true\npersistence_location ${broker.dir}/\n` : 'persistence false\n'
+    // started as root, mosquitto drops to the `mosquitto` user, which cannot
+    // write its database into our 0700 temporary dir: it then loses every
+    // session on a restart (log: "Error saving in-memory database ...
+    // Permission denied") and a persistent subscriber misses what was
+    // published before it resubscribed. `user root` keeps it as root.
+    const user = process.getuid?.() === 0 ? 'user root\n' : ''
+    await writeFile(join(broker.dir, 'mosquitto.conf'), `${user}listener ${broker.port} 127.0.0.1\nallow_anonymous true\n${persistence}`)
     await broker.resume()
     return broker
   }
@@ -44,6 +52,9 @@ export class Mosquitto {
 
   async stop (): Promise<void> {
     await this.#process?.stop()
+    if (this.#persistent && !existsSync(join(this.dir, 'mosquitto.db'))) {
+      throw new Error(`mosquitto on ${this.port} did not save its sessions to ${this.dir}/mosquitto.db: a restart would lose them`)
+    }
   }
 
   async close (): Promise<void> {

@@ -1,7 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http'
 import mqtt, { type MqttClient } from 'mqtt'
 import { SMTPServer } from 'smtp-server'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from './ports.ts'
 
 /** One message as a receiver saw it. `key` is the idempotency key it deduplicates by. */
 export interface Received {

@@ -1,7 +1,7 @@
 import { access, copyFile, mkdir, readFile, readlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { buildImageCli, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
@@ -13,6 +13,10 @@ import { exec } from '../helpers/processes.ts'
 const EM_AARCH64 = 0xb7
 /** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends), the sysroot qemu-user loads them from. */
 const SYSROOT = '/usr/aarch64-linux-gnu'
+
+// emulated arm64 runs ~10× slower than native: under a CPU hog, or beside another suite,
+// the image build, join, placement and ONNX predict took 751 s of tap's default 900
+t.setTimeout(1_800_000)
 
 const cluster = await Cluster.create()
 t.teardown(async () => { await cluster.close() })

@@ -1,7 +1,7 @@
 import { readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
 import { buildImageCli, elfMachine, filesUnder, imageDevice, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'

@@ -1,6 +1,6 @@
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { CLI, Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { run as exec, start } from '../helpers/processes.ts'

@@ -99,7 +99,7 @@ await t.test('a 10 MiB predict through the coordinator reaches the model on a ga
 
   started = performance.now()
   const agent = await viaServer('wide', ten.text)
-  t.equal(agent.status, 200, `the same body through an agent without the model, forwarded agent to agent (${(performance.now() - started).toFixed(0)} ms)`)
+  t.equal(agent.status, 200, `the same body through an agent without the model, forwarded agent to agent (${(performance.now() - started).toFixed(0)} ms)${agent.status === 200 ? '' : `: ${JSON.stringify(agent.body)?.slice(0, 300)}`}`)
   t.equal(agent.body?.predictions?.length, ten.rows)
 })
 

@@ -94,7 +94,11 @@ await t.test('sensor → model → rule → email, SMS, MQTT and script; the mod
   const scriptLine = await waitFor(async () => (await log()).find(l => l.msg === 'script output' && /^ACTION anomaly on temp1 peak 3\d\.\d$/.test(l.line)), 'the script\'s stdout in the agent log', 10_000)
   t.ok(scriptLine, 'the action script ran and its stdout reached the log')
   const scratch = join(gw.dir, 'scratch', 'anomaly')
-  const alerts = (await readdir(scratch)).filter(f => f.startsWith('alert-'))
+  // the sandbox saves the scratch dir after the script exits, so after its stdout reached the log
+  const alerts = await waitFor(async () => {
+    const files = (await readdir(scratch).catch(() => [])).filter(f => f.startsWith('alert-'))
+    return files.length >= 1 ? files : undefined
+  }, 'the script\'s file in its scratch dir', 10_000)
   t.ok(alerts.length >= 1, 'the script wrote into its scratch dir')
   t.match(JSON.parse(await readFile(join(scratch, alerts[0]!), 'utf8')), { model: 'anomaly', rule: 'overheat', class: 'anomaly', sensor: 'temp1' }, 'it got the prediction on stdin')
   t.equal(mail.unique.length, 1, 'the cooldown holds back repeats')

@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import type { ClusterNode } from '../helpers/cluster.ts'
+import { rank } from '../../node/scheduler/leader.ts'
 
 // Issue 10's must-show: five agents; SIGSTOP a follower for 5 s, then the
 // scheduler for 5 s. A follower's stall must not move the role; the
@@ -62,13 +63,17 @@ const stall = async (node: ClusterNode, ms: number): Promise<void> => {
   stopped.delete(node)
 }
 
+const rankOf = (n: string): string => rank({ role: n === 'n1' ? 'server' : 'gateway', peerId: cluster.node(n).peerId })
 const first = await agreed()
 const leaderName = byPeer.get(first.leader!)!
 t.pass(`scheduler ${leaderName}, term ${first.term}`)
 
 await t.test('a follower stopped for 5 s does not move the scheduler', async t => {
   const from = rounds.length
-  const follower = names.find(n => n !== leaderName)!
+  // the hardest follower: the one that would succeed the scheduler (servers
+  // first, then the lowest peer id), so the next subtest needs it healthy again
+  const follower = names.filter(n => n !== leaderName)
+    .sort((a, b) => rankOf(a).localeCompare(rankOf(b)))[0]!
   await stall(cluster.node(follower), 5000)
   await sleep(10_000)
   const now = await agreed()

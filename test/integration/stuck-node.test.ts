@@ -60,9 +60,17 @@ await t.test('a gateway a year behind is placed around', async t => {
   t.comment(onLate ? 'placed on the late gateway first' : 'never placed on the late gateway (membership reports its clock skewed)')
   if (onLate) {
     // the deadline passes with no progress from it: placed around (no other gateway yet: placed nowhere)
-    await waitFor(async () => (await cluster.get('s1', '/v1/deployments/sk')).placement?.nodes.includes(late.peerId) === false, 'the scheduler to give up on the late gateway', 90_000, 250)
+    // two ways off it: the progress deadline, or membership measuring its clock
+    // (acks carry the clock; on a busy machine that can come after the first
+    // placement): note when s1 first reports it skewed, polled before the placement
+    let skewedAfter: number | undefined
+    await waitFor(async () => {
+      const member = (await cluster.members('s1') as Map<string, { clockSkewed?: boolean }>).get(late.peerId)
+      if (member?.clockSkewed === true) skewedAfter ??= Date.now() - placedAt
+      return (await cluster.get('s1', '/v1/deployments/sk')).placement?.nodes.includes(late.peerId) === false
+    }, 'the scheduler to give up on the late gateway', 90_000, 250)
     const movedAfter = Date.now() - placedAt
-    t.ok(movedAfter >= DEADLINE_SEC * 1000, `placed around after ${movedAfter} ms, not before the ${DEADLINE_SEC} s deadline`)
+    t.ok(movedAfter >= DEADLINE_SEC * 1000 || skewedAfter != null, `placed around after ${movedAfter} ms: ${skewedAfter != null ? `membership reported its clock skewed first (${skewedAfter} ms)` : `not before the ${DEADLINE_SEC} s deadline`}`)
   }
   t.equal((await cluster.request('g1', 'POST', '/v1/undrain')).status, 200, 'g1 undrained')
   await waitFor(async () => (await runningOn(cluster, 's1', 'sk')).join() === 'g1', 'sk to run on g1', 120_000, 500)

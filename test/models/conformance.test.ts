@@ -1,12 +1,12 @@
 import { copyFile, mkdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { buildBundle } from '../../packaging/bundle/index.ts'
 import { decodeTensor, encodeTensor } from '../../protocols/tf-serving/tensor-proto.ts'
 import { Cluster } from '../helpers/cluster.ts'
-import { agentGrpc, floatTensor, readTensorProto, rowsOf, servingClient, signatureOf, tensorBytes } from '../helpers/grpc.ts'
+import { agentGrpc, floatTensor, readTensorProto, rowsOf, servedMsOf, servingClient, signatureOf, tensorBytes } from '../helpers/grpc.ts'
 import { fixture, maxDiff, MODEL_FIXTURES, REFERENCE, saveTfjsTwin } from '../helpers/model-fixtures.ts'
 
 /**
@@ -68,6 +68,7 @@ await t.test('REST: every model matches TensorFlow\'s reference within 1e-5, row
     t.equal(rows.status, 200, `${m.name}: ${JSON.stringify(rows.body).slice(0, 200)}`)
     const d = maxDiff(rows.body.predictions, ref.output)
     t.ok(d <= TOLERANCE, `${m.name} (REST rows): max difference ${d.toExponential(2)}`)
+    t.ok((servedMsOf(rows.headers.get('server-timing')) ?? -1) > 0, `${m.name}: Server-Timing gives the in-process time (${rows.headers.get('server-timing')})`)
     const cols = await api('POST', `/v1/models/${m.name}:predict`, { inputs: { [m.input]: ref.input } })
     t.ok(maxDiff(cols.body.outputs, ref.output) <= TOLERANCE, `${m.name} (REST columnar, named input): matches`)
   }
@@ -82,6 +83,8 @@ await t.test('gRPC: every model matches through TF Serving\'s Predict; metadata 
     const d = maxDiff(rowsOf(res.outputs[m.output]), ref.output)
     t.ok(d <= TOLERANCE, `${m.name} (gRPC): max difference ${d.toExponential(2)}`)
     t.match(res.model_spec, { name: m.name, version: { value: '1' } })
+    const timed = await client.predictTimed({ model_spec: { name: m.name }, inputs: { [m.input]: floatTensor(ref.input) } })
+    t.ok(maxDiff(rowsOf(timed.response.outputs[m.output]), ref.output) <= TOLERANCE && (timed.servedMs ?? -1) > 0, `${m.name} (gRPC): the server-timing trailer gives the in-process time (${timed.servedMs} ms)`)
 
     const meta = await client.metadata({ model_spec: { name: m.name }, metadata_field: ['signature_def'] })
     const sig = signatureOf(meta.metadata.signature_def).signature_def.serving_default

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
-import { freePort } from '../../node/cli/ports.ts'
+import { freePort } from '../helpers/ports.ts'
 import { Cluster, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
 import { agentGrpc, floatTensor, rowsOf, servingClient, signatureOf } from '../helpers/grpc.ts'

@@ -22,6 +22,7 @@ t.test('defaults fill in a minimal config', async t => {
   t.equal(c.membership.probeIntervalMs, 1000)
   t.equal(c.membership.probeTimeoutMs, 500)
   t.equal(c.membership.health.maxIntervalMs, 30_000)
+  t.equal(c.registry.retentionMs, 72 * 3_600_000)
   t.same(c.labels, {})
   t.same(c.bootstrap, [])
 })
@@ -38,6 +39,8 @@ t.test('a bad value is an error naming the field', async t => {
     [{ role: 'gateway', membership: { probeIntervalMs: 500, probeTimeoutMs: 500 } }, 'config.membership.probeTimeoutMs'],
     [{ role: 'gateway', membership: { heartbeatIntervalMs: 1000 } }, 'config.membership.heartbeatIntervalMs'],
     [{ role: 'gateway', membership: { health: { maxIntervalMs: 10 } } }, 'config.membership.health.maxIntervalMs'],
+    [{ role: 'gateway', registry: { retentionMs: 60_000 } }, 'config.registry.retentionMs'],
+    [{ role: 'gateway', registry: { retentionMs: 3_600_000, maxClockDriftMs: 600_000 } }, 'config.registry.retentionMs'],
     [{ role: 'gateway', listen: ['not a multiaddr'] }, 'config.listen[0]'],
     [{ role: 'gateway', bootstrap: ['/ip4/127.0.0.1/tcp/1'] }, 'config.bootstrap[0]'],
     [[], 'config']

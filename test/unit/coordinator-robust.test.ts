@@ -20,7 +20,7 @@ t.test('the nodes view survives any node record', async t => {
     { peerId: 'p1', self: false, role: 'gateway' as const, labels: { site: 'north', bad: { deep } } as any, addresses: ['/ip4/1.2.3.4/tcp/1', { x: 1 }] as any, state: 'alive' as const, lastSeenMs: 0, since: 1 },
     { peerId: 'p2', self: false, labels: {}, addresses: [], state: 'alive' as const, lastSeenMs: 0, since: 1 }
   ]
-  const view = new NodesView({ registry: { list: () => [], value: (k: string) => records[k] as any, onChange: () => () => {} }, members: () => members })
+  const view = new NodesView({ registry: { list: () => [], value: (k: string) => records[k] as any, onChange: () => () => {} }, members: () => members, member: id => members.find(m => m.peerId === id) })
   t.doesNotThrow(() => { view.refresh() })
   const p1 = view.get('p1')!
   t.same(p1.sensors, [{ id: 's1', type: 'temperature' }, { id: 's2', type: 'door', geo: { lat: 50.1, lon: 8.6, alt: 100 } }], 'geo kept only as {lat, lon, alt}')

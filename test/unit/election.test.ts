@@ -292,6 +292,22 @@ t.test('a node whose local health is degraded does not claim; the next in rank d
   t.same(leaders(nodes), leader, 'recovering does not take the role')
 })
 
+t.test('in a failover, the node first in line claims even while its local health is degraded', async t => {
+  const { nodes, run, roster } = await zone(['server', 'gateway', 'gateway'])
+  await run(1500)
+  const server = nodes[0]!
+  t.same(leaders(nodes), [server.id], 'the server schedules')
+  const others = nodes.slice(1)
+  const [next, last] = byRank(others, new Map(roster.map(r => [r.id, r.role])))
+  // starved of CPU: its local health stays degraded for the whole failover
+  next!.healthy = false
+  // the server stops (it is not ticked, so it renews nothing); the failure detector suspects it
+  for (const n of others) n.view.set(server.id, 'suspect')
+  await run(LEASE + 1500, others)
+  t.same(leaders(others), [next!.id], 'the next in rank took over, well before the stagger the one behind it would wait')
+  t.equal(leaderSeenBy(last!), next!.id, 'and the last one follows it')
+})
+
 t.test('a node whose clock disagrees with its peers is not elected', async t => {
   const { nodes, run, roster } = await zone(['server', 'gateway', 'gateway'])
   const server = byRank(nodes, new Map(roster.map(r => [r.id, r.role])))[0]!

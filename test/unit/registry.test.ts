@@ -9,9 +9,8 @@ import { compareTimestamps } from '../../node/registry/hlc.ts'
 import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
-import { digestBuckets } from '../../protocols/registry-sync/index.ts'
+import { bucketOf, digestBuckets } from '../../protocols/registry-sync/index.ts'
 import { MemoryMesh } from '../helpers/memory-mesh.ts'
-import type { Message } from '@libp2p/gossipsub'
 
 async function twoMembers () {
   const mesh = new MemoryMesh()
@@ -59,7 +58,7 @@ t.test('fleet-authorised writes and deletes replicate', async t => {
 t.test('forged, foreign, unsigned and future entries are rejected', async t => {
   const { mesh, a, b } = await twoMembers()
   const self = a.peerId.toString()
-  const send = async (entries: any[]): Promise<string> => await b.deliver({ type: 'signed', from: a.peerId, topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries }), sequenceNumber: 0n } as unknown as Message, a.peerId)
+  const send = async (entries: any[]): Promise<string> => await b.deliver({ type: 'unsigned', topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries }) }, a.peerId)
 
   const good = await signEntry(a.privateKey, { k: `instance/${self}/ok`, v: '1', t: [Date.now(), 0], w: self })
   t.equal(await send([good]), 'accept')
@@ -113,6 +112,22 @@ t.test('anti-entropy brings diverged replicas to the same state', async t => {
   t.equal(a.registry.value(`instance/${b.peerId.toString()}/b0`), 'newer')
   const again = await b.registry.syncWith(a.peerId)
   t.same(again, { differing: 0, received: 0, sent: 0 }, 'a second round has nothing to do')
+})
+
+t.test('health entries alone do not make anti-entropy ship buckets; they travel with buckets that differ', async t => {
+  const { mesh, a, b } = await twoMembers()
+  mesh.gossip = false
+  const [sa, sb] = [a.peerId.toString(), b.peerId.toString()]
+  await a.registry.set(`health/${sa}`, { cpu: 10 })
+  await b.registry.set(`health/${sb}`, { cpu: 20 })
+  t.same(await a.registry.syncWith(b.peerId), { differing: 0, received: 0, sent: 0 }, 'only health differs: nothing to exchange')
+  t.equal(a.registry.value(`health/${sb}`), undefined)
+  // a joining or diverged peer still gets health in the buckets that differ for other reasons
+  let i = 0
+  while (bucketOf(`instance/${sb}/i${i}`) !== bucketOf(`health/${sb}`)) i++
+  await b.registry.set(`instance/${sb}/i${i}`, i)
+  t.equal((await a.registry.syncWith(b.peerId)).differing, 1)
+  t.same(a.registry.value(`health/${sb}`), { cpu: 20 }, 'health came along with a differing bucket')
 })
 
 t.test('state and clock survive a restart from level', async t => {

@@ -173,6 +173,16 @@ t.test('a node whose clock disagrees with its peers is not placed on, and is aga
   t.pass('placed again once fixed')
 })
 
+/** A predict router on `node`'s registry and membership view, with no runtime and no network: for its choice of replicas. */
+function routerOn (node: { member: MemoryMember, view: FakeMembership, election?: Election }): PredictRouter {
+  return new PredictRouter({
+    peerId: node.member.peerId, registry: node.member.registry, membership: node.view, placements: node.election!,
+    runtime: { has: () => false, get: () => { throw new Error('none here') } } as any,
+    network: { handle: async () => {}, unhandle: async () => {}, dialProtocol: async () => { throw new Error('no network in this test') } },
+    logger: quiet
+  })
+}
+
 t.test('the predict router only forwards to replicas a valid placement names', async t => {
   const { agents, deploy, leader, rogues } = await mesh(['server', 'gateway'], { rogues: 1 })
   const rogue = rogues[0]!
@@ -183,11 +193,25 @@ t.test('the predict router only forwards to replicas a valid placement names', a
   // a stolen gateway announces a replica nobody placed, to draw the requests
   await rogue.member.registry.set(`instance/${rogue.id}/m`, { state: 'running', deployment: 'd4' })
   await sleep(100)
-  const router = new PredictRouter({
-    peerId: leader.member.peerId, registry: leader.member.registry, membership: leader.view, placements: leader.election!,
-    runtime: { has: () => false, get: () => { throw new Error('none here') } } as any,
-    network: { handle: async () => {}, unhandle: async () => {}, dialProtocol: async () => { throw new Error('no network in this test') } },
-    logger: quiet
-  })
+  const router = routerOn(leader)
   t.same(router.replicas('m').map(r => r.peerId), [gateway.id], 'only the placed replica')
+  leader.view.set(gateway.id, 'suspect')
+  t.same(router.replicas('m').map(r => r.peerId), [gateway.id], 'a suspect replica is still tried when no alive node has one')
+  leader.view.set(gateway.id, 'dead')
+  t.same(router.replicas('m').map(r => r.peerId), [], 'a dead one is not')
+  leader.view.set(gateway.id, 'alive')
+})
+
+t.test('the predict router prefers replicas on alive nodes to those on suspect ones', async t => {
+  const { agents, deploy, leader } = await mesh(['server', 'gateway', 'gateway'])
+  const [g1, g2] = agents.filter(x => x !== leader)
+  await deploy({ id: 'd5', model: { name: 'm5', digest: BUNDLE }, replicas: 2, placement: { role: 'gateway' } })
+  await waitFor(() => winningPlacement(leader.member.registry, 'd5', leader.election!)?.nodes.length === 2, 'd5 placed on both gateways', 10_000, 20)
+  await g1!.member.registry.set(`instance/${g1!.id}/m5`, { state: 'running', deployment: 'd5' })
+  await g2!.member.registry.set(`instance/${g2!.id}/m5`, { state: 'running', deployment: 'd5' })
+  await sleep(100)
+  const router = routerOn(leader)
+  t.same(router.replicas('m5').map(r => r.peerId).sort(), [g1!.id, g2!.id].sort(), 'both while both are alive')
+  leader.view.set(g1!.id, 'suspect')
+  t.same(router.replicas('m5').map(r => r.peerId), [g2!.id], 'only the alive one while the other is suspect')
 })

@@ -4,7 +4,7 @@ import { dataTypeOf, decodeTensor, encodeTensor, type TensorProtoObject } from '
 import { grpcError } from './errors.ts'
 import type { TensorSpec } from '../../../packaging/manifest.ts'
 import type { WireTensor } from '../../../packaging/models/tensor.ts'
-import type { MetadataAnswer, TensorAnswer } from '../../runtime/serving.ts'
+import { serverTiming, type MetadataAnswer, type TensorAnswer } from '../../runtime/serving.ts'
 import type { Logger } from 'pino'
 
 /** What the gRPC API answers from: the local runtime, the mesh behind it. */
@@ -93,11 +93,12 @@ export class GrpcServing {
     const max = this.#init.maxMessageBytes ?? DEFAULT_GRPC_MAX_MESSAGE_BYTES
     const server = new Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': 4 * max, 'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS })
     server.addService(PredictionService.service, {
-      Predict: this.#unary(async (req: { model_spec?: ModelSpecObject, inputs?: Record<string, TensorProtoObject>, output_filter?: string[] }) => {
+      Predict: this.#unary(async (req: { model_spec?: ModelSpecObject, inputs?: Record<string, TensorProtoObject>, output_filter?: string[] }, trailer) => {
         const name = nameOf(req.model_spec)
         const inputs: Record<string, WireTensor> = {}
         for (const [key, proto] of Object.entries(req.inputs ?? {})) inputs[key] = decodeTensor(proto, `inputs.${key}`)
         const answer = await this.#backend.predict(name, versionOf(req.model_spec), inputs, req.output_filter ?? [])
+        if (answer.servedMs != null) trailer.set('server-timing', serverTiming(answer.servedMs))
         return { outputs: Object.fromEntries(Object.entries(answer.outputs).map(([k, t]) => [k, encodeTensor(t)])), model_spec: modelSpec(answer.model, answer.version) }
       }),
       GetModelMetadata: this.#unary(async (req: { model_spec?: ModelSpecObject, metadata_field?: string[] }) => {
@@ -145,13 +146,15 @@ export class GrpcServing {
     })
   }
 
-  #unary<Req, Res> (handle: (req: Req) => Promise<Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  /** A unary handler; `trailer` is sent with a successful answer. */
+  #unary<Req, Res> (handle: (req: Req, trailer: Metadata) => Promise<Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
     return (call, callback) => {
+      const trailer = new Metadata()
       const run = async (): Promise<Res> => {
         await this.#init.authorize?.(call.metadata)
-        return await handle(call.request)
+        return await handle(call.request, trailer)
       }
-      run().then(res => { callback(null, res) }, err => {
+      run().then(res => { callback(null, res, trailer) }, err => {
         const { code, details, retryAfterSec } = grpcError(err)
         if (code === Status.INTERNAL) this.#init.logger.warn({ err: (err as Error).message }, 'gRPC call failed')
         const metadata = new Metadata()

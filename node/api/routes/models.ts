@@ -1,8 +1,10 @@
+import { DEFAULT_MAX_DEPTH } from '../../../protocols/codec.ts'
+import { withinDepth } from '../../../protocols/json-bounds.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { BodyTooLargeError } from '../../../protocols/errors.ts'
 import { DEFAULT_MAX_PREDICT_BYTES } from '../../../protocols/predict/index.ts'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
-import { predictLocal } from '../../runtime/serving.ts'
+import { predictLocal, serverTiming } from '../../runtime/serving.ts'
 import { retryAfterOf } from '../errors.ts'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AgentView } from '../server.ts'
@@ -41,6 +43,11 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
 
   // TF Serving clients (and `curl -d`) often send JSON without a JSON content type
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit: limit }, (_req, body, done) => {
+    // bounded before it is parsed: what walks the value afterwards recurses
+    if (!withinDepth(body as string, DEFAULT_MAX_DEPTH)) {
+      done(new InvalidInputError(`nests deeper than ${DEFAULT_MAX_DEPTH} levels`, 'body'), undefined)
+      return
+    }
     try {
       done(null, JSON.parse(body as string))
     } catch {
@@ -77,7 +84,12 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
   })
 
   const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
-    if (local.runtime.has(name) || agent.router == null) return await predictLocal(local.runtime, name, version, body)
+    if (local.runtime.has(name) || agent.router == null) {
+      const start = performance.now()
+      const answer = await predictLocal(local.runtime, name, version, body)
+      void reply.header('server-timing', serverTiming(performance.now() - start))
+      return answer
+    }
     // no replica here: another node answers, and its status and body are relayed as they are
     const answer = await agent.router.predict(name, version, body)
     const retryAfter = retryAfterOf(answer.status, answer.body)
