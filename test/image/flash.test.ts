@@ -7,6 +7,7 @@ import { initFleet } from '../../node/identity/fleet.ts'
 import { flashRoot, inspectImage } from '../../packaging/image/flash.ts'
 import { remoteInstallScript } from '../../packaging/image/ssh.ts'
 import { CLI } from '../helpers/cluster.ts'
+import { budget, calibrate } from '../helpers/budget.ts'
 import { buildImageCli } from '../helpers/image.ts'
 import { exec } from '../helpers/processes.ts'
 
@@ -15,6 +16,7 @@ t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 const fleet = join(work, 'fleet')
 await initFleet(fleet)
 const archive = join(work, 'gatemesh-x64.tar.gz')
+await calibrate()
 await buildImageCli(['--arch', 'x64', '--fleet', fleet, '--out', archive, '--labels', 'site=lab'])
 
 /** A scratch directory that looks like a Debian root: os-release, usr/, and a real x86-64 /usr/bin/env. */
@@ -41,7 +43,8 @@ async function fakeRoot (name: string, options: { osRelease?: boolean, usr?: boo
 
 async function flashCli (root: string): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, 'flash', archive, '--root', root], { timeout: 120_000 })
+    // unpacking a whole release (thousands of files) and removing the old one: minutes on a busy machine
+    const { stdout, stderr } = await exec(process.execPath, [CLI, 'flash', archive, '--root', root], { timeout: budget(120_000) })
     return { code: 0, stdout, stderr }
   } catch (err: any) {
     return { code: err.code, stdout: err.stdout, stderr: err.stderr }
