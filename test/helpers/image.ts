@@ -5,9 +5,13 @@ import * as tar from 'tar'
 import { CLI, type ClusterNode } from './cluster.ts'
 import { run, start, type Teardown, type TestProcess } from './processes.ts'
 
-/** `gatemesh image build ...` as a user runs it (stdout not a terminal: plain progress lines). */
+/**
+ * `gatemesh image build ...` as a user runs it (stdout not a terminal: plain
+ * progress lines). On a busy machine a build takes many minutes (an arm64
+ * one passed 10 at load ~20): the test file's own timeout is the bound.
+ */
 export async function buildImageCli (args: string[]): Promise<{ stdout: string, stderr: string }> {
-  return await run(process.execPath, [CLI, 'image', 'build', ...args], { timeoutMs: 10 * 60_000 })
+  return await run(process.execPath, [CLI, 'image', 'build', ...args], { timeoutMs: 30 * 60_000 })
 }
 
 /** Unpack an image into an empty directory standing in for a device's root filesystem. */
