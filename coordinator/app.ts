@@ -9,6 +9,7 @@ import { LoginLimiter, type LoginLimits } from './auth/login-limiter.ts'
 import { authRoutes } from './routes/auth.ts'
 import { dashboardRoutes } from './routes/dashboard.ts'
 import { deploymentRoutes, DeploymentViewSchema } from './routes/deployments.ts'
+import { rolloutRoutes, RolloutViewSchema } from './routes/rollouts.ts'
 import { enrollmentRoutes } from './routes/enrollments.ts'
 import { DEFAULT_MAX_EVENT_STREAMS, eventRoutes } from './routes/events.ts'
 import { logRoutes } from './routes/logs.ts'
@@ -27,6 +28,7 @@ import type { ApiTokenStore } from './auth/api-tokens.ts'
 import type { Auth } from './auth/auth.ts'
 import type { UserStore } from './auth/users.ts'
 import type { Deployments } from './deployments/service.ts'
+import type { CoordinatorRollouts } from './rollouts/service.ts'
 import type { Enrollment } from './enrollment/enrollment.ts'
 import type { LogSearch } from './logs/search.ts'
 import type { CoordinatorMetrics } from './metrics.ts'
@@ -49,6 +51,8 @@ export interface CoordinatorServices {
   models?: ModelRepository
   /** signed deployments and their status (service `deployments`) */
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
+  /** agent rollouts: status for the `nodes` service, changes for admins */
+  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
   /** fleet-signed revocations of nodes (service `nodes`, admins) */
   revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
@@ -137,7 +141,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   })
   // shared schemas are added here, at the root: a plugin that adds its own gets Fastify's
   // default validator (which strips unknown fields) instead of the strict one above
-  for (const schema of [...SHARED_SCHEMAS, ModelVersionSchema, DeploymentViewSchema]) app.addSchema(schema)
+  for (const schema of [...SHARED_SCHEMAS, ModelVersionSchema, DeploymentViewSchema, RolloutViewSchema]) app.addSchema(schema)
 
   await app.register(rateLimit, { global: false })
   await app.register(swagger, {
@@ -157,6 +161,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
         { name: 'monitoring', description: 'gateway status and model status' },
         { name: 'models', description: 'model repository: upload, versions, signed bundles' },
         { name: 'deployments', description: 'signed deployments and their status' },
+        { name: 'rollouts', description: 'agent releases rolled out in waves, with automatic rollback' },
         { name: 'predict', description: 'predict through the coordinator, answered anywhere in the mesh' },
         { name: 'logs', description: 'mesh-wide log search' },
         { name: 'enrollment', description: 'join tokens and device enrollment' }
@@ -175,6 +180,7 @@ export async function buildCoordinatorApp (services: CoordinatorServices, init: 
   await app.register(modelRoutes, { ctx })
   await app.register(predictRoutes, { ctx })
   await app.register(deploymentRoutes, { ctx })
+  await app.register(rolloutRoutes, { ctx })
   await app.register(logRoutes, { ctx })
   await app.register(enrollmentRoutes, { ctx })
   await app.register(metricsRoutes, { ctx })

@@ -18,6 +18,7 @@ import { SessionStore } from './auth/sessions.ts'
 import { UserStore } from './auth/users.ts'
 import { COORDINATOR_FILES, ensureNodeDir, loadOrCreateJwtKey, type MeshOptions } from './data-dir.ts'
 import { Deployments } from './deployments/service.ts'
+import { CoordinatorRollouts } from './rollouts/service.ts'
 import { Enrollment } from './enrollment/enrollment.ts'
 import { LogSearch } from './logs/search.ts'
 import { CoordinatorMetrics } from './metrics.ts'
@@ -94,6 +95,7 @@ export class Coordinator {
   readonly nodes: NodesView
   readonly models: ModelRepository
   readonly deployments: Deployments
+  readonly rollouts: CoordinatorRollouts
   readonly revocations: Revocations
   readonly #renewal: RenewalService
   readonly #init: CoordinatorInit
@@ -152,6 +154,13 @@ export class Coordinator {
       signer,
       hasModel: (name, version) => this.models.has(name, version),
       logger: agent.logger.child({ service: 'deployments' })
+    })
+    this.rollouts = new CoordinatorRollouts({
+      registry: agent.registry,
+      releases: agent.releases,
+      bundles: agent.bundles,
+      signer,
+      logger: agent.logger.child({ service: 'rollouts' })
     })
     this.#logs = new LogSearch({
       self: { peerId: agent.peerId, store: agent.logs },
@@ -222,6 +231,7 @@ export class Coordinator {
       metrics: this.#metrics,
       models: this.models,
       deployments: this.deployments,
+      rollouts: this.rollouts,
       revocations: this.revocations,
       predict: async (model, version, body) => {
         // the coordinator runs no instances itself, but its agent may one day

@@ -25,6 +25,8 @@ import { LocalRuntime } from './runtime/local.ts'
 import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
 import { PredictRouter } from './scheduler/router.ts'
+import { winningPlacement } from './scheduler/placements.ts'
+import { ReleaseService } from './release/service.ts'
 import { VERSION } from './version.ts'
 import type { FastifyInstance } from 'fastify'
 
@@ -73,6 +75,8 @@ export class Agent {
   readonly scheduling: Scheduling
   /** predict for models that run on other nodes */
   readonly router: PredictRouter
+  /** agent releases and rollouts: this node's part */
+  readonly releases: ReleaseService
   readonly #db: Database
   readonly #closeLog: () => void
   readonly #apiToken: string
@@ -83,6 +87,7 @@ export class Agent {
   #grpcStarting?: Promise<void>
   #runtimeWrite: Promise<void> = Promise.resolve()
   #peerTimer?: NodeJS.Timeout
+  #exit?: (code: number, reason: string) => void
 
   private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
@@ -191,6 +196,21 @@ export class Agent {
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics
     }, config.scheduler)
+    this.releases = new ReleaseService({
+      peerId: peerId.toString(),
+      dataDir,
+      labels: config.labels,
+      registry: this.registry,
+      members: () => this.membership.members(),
+      claimsOf: peer => this.trust.claimsFor(peer),
+      verifiedPeers: () => this.trust.verifiedPeers().length,
+      bundles: this.bundles,
+      instances: () => this.local.runtime.list().map(i => ({ name: i.name, state: i.state })),
+      placedHere: deployment => winningPlacement(this.registry, deployment, this.scheduling.election)?.nodes.includes(peerId.toString()) === true,
+      fleetPublicKey: identity.fleetPublicKey,
+      logger: logger.child({ service: 'releases' }),
+      exit: (code, reason) => { this.#exit?.(code, reason) }
+    }, { limits: { maxTotalBytes: maxUnpackedBytes } })
     this.router = new PredictRouter({
       peerId,
       registry: this.registry,
@@ -297,6 +317,7 @@ export class Agent {
     await this.bundles.start()
     await this.router.start()
     await this.scheduling.start()
+    await this.releases.start()
     await this.renewal.start()
     this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
     this.#peerTimer.unref()
@@ -318,6 +339,7 @@ export class Agent {
       local: this.local,
       router: this.router,
       scheduling: this.scheduling.view(),
+      releases: this.releases,
       disk: this.disk
     }, {
       token: this.#apiToken,
@@ -339,6 +361,11 @@ export class Agent {
     await this.#announce()
     await this.#writeRuntime()
     this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
+  }
+
+  /** How the process ends when the agent asks to (runService): a restart into a new release. */
+  onExitRequest (exit: (code: number, reason: string) => void): void {
+    this.#exit = exit
   }
 
   /** gRPC is a second door to the same models: a port that is taken is logged, and the agent runs on without it. */
@@ -373,6 +400,7 @@ export class Agent {
     await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()
+    await this.releases.stop()
     await this.renewal.stop()
     await this.scheduling.stop()
     await this.router.stop()

@@ -14,6 +14,7 @@ import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
 import type { PredictRouter } from '../scheduler/router.ts'
 import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
+import { rolloutRoutes, type ReleaseApi } from './routes/rollouts.ts'
 import type { DiskState } from '../store/disk-guard.ts'
 import type { Logger } from 'pino'
 
@@ -39,6 +40,8 @@ export interface AgentView {
   scheduling?: SchedulingView
   /** Bundle store and pulls; the routes exist only when present. */
   bundles?: BundleApi
+  /** Rollouts and this node's releases; the routes exist only when present. */
+  releases?: ReleaseApi
   /** The disk under the data dir (full or not), for status. */
   disk?: { state(): DiskState }
 }
@@ -84,5 +87,6 @@ export async function buildApi (agent: AgentView, init: ApiInit): Promise<Fastif
   await app.register(instanceRoutes, { agent })
   if (agent.bundles != null) await app.register(bundleRoutes, { bundles: agent.bundles })
   if (agent.scheduling != null) await app.register(deploymentRoutes, { agent, scheduling: agent.scheduling })
+  if (agent.releases != null) await app.register(rolloutRoutes, { agent, releases: agent.releases, ...(agent.bundles == null ? {} : { bundles: agent.bundles }) })
   return app
 }

@@ -1,7 +1,8 @@
 import { rm } from 'node:fs/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import { chunkCount, resolveLimits, verifyBundle, type BundleLimits, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, resolveLimits, type BundleLimits } from '../../packaging/bundle/index.ts'
+import { verifyAnyBundle, type VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import { serveTransfer, type TransferSource } from '../../protocols/bundle-transfer/server.ts'
 import { BUNDLE_PROTOCOL } from '../../protocols/bundle-transfer/wire.ts'
 import { BundleNotFoundError, StoreFullError, TransferFailedError } from './errors.ts'
@@ -25,6 +26,8 @@ export interface BundleAdvert {
   complete: boolean
   name?: string
   version?: string
+  /** set for agent releases, which deployments never resolve to */
+  kind?: 'release'
 }
 
 export interface BundleMetrics extends TransferMetrics {
@@ -69,6 +72,7 @@ export interface BundleView {
   name?: string
   version?: string
   publisher?: string
+  kind?: 'model' | 'release'
   storedAt: number
   lastUsedAt: number
   transfer?: TransferStatus
@@ -150,10 +154,10 @@ export class BundleService implements Startable {
    * Take a signed bundle handed to this agent (a file it may move): verify
    * it completely, store it and advertise it.
    */
-  async publish (file: string): Promise<{ bundle: BundleView, verified: VerifiedBundle, created: boolean }> {
-    let verified: VerifiedBundle
+  async publish (file: string): Promise<{ bundle: BundleView, verified: VerifiedAnyBundle, created: boolean }> {
+    let verified: VerifiedAnyBundle
     try {
-      verified = await verifyBundle(file, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits })
+      verified = await verifyAnyBundle(file, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits })
     } catch (err) {
       await rm(file, { force: true })
       throw err
@@ -173,7 +177,7 @@ export class BundleService implements Startable {
     }
     const record = await this.store.addComplete(file, verified)
     await this.#advertise(record)
-    this.#log.info({ digest: record.digest, name: record.name, version: record.version, signer: verified.signer, size: record.size }, 'bundle published')
+    this.#log.info({ digest: record.digest, kind: verified.kind, name: record.name, version: record.version, signer: verified.signer, size: record.size }, 'bundle published')
     this.#updateGauges()
     return { bundle: this.#view(record), verified, created: true }
   }
@@ -211,7 +215,7 @@ export class BundleService implements Startable {
       store: this.store,
       providers: () => this.#providersOf(digest),
       openStream: async (peer, signal) => await this.#openStream(peer, signal),
-      verify: async path => await verifyBundle(path, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits, digest }),
+      verify: async path => await verifyAnyBundle(path, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits, digest }),
       onPartial: async record => {
         await this.#makeRoom(0, digest)
         await this.#advertise(record)
@@ -267,7 +271,7 @@ export class BundleService implements Startable {
   /** Evict unreferenced complete bundles, least recently used first, until `extra` more bytes fit. */
   async #makeRoom (extra: number, keep?: string): Promise<void> {
     if (this.store.usedBytes() + extra <= this.#maxStoreBytes) return
-    const refs = referencedDigests(this.#c.registry.list('deployment/'), this.store.list())
+    const refs = referencedDigests([...this.#c.registry.list('deployment/'), ...this.#c.registry.list('rollout/')], this.store.list())
     const victims = this.store.list()
       .filter(r => r.state === 'complete' && r.digest !== keep && !refs.has(r.digest))
       .sort((a, b) => a.lastUsedAt - b.lastUsedAt)
@@ -285,7 +289,7 @@ export class BundleService implements Startable {
 
   async #advertise (r: BundleRecord): Promise<void> {
     if (this.#init.share === false) return
-    const advert: BundleAdvert = { size: r.size, complete: r.state === 'complete', ...(r.name == null ? {} : { name: r.name }), ...(r.version == null ? {} : { version: r.version }) }
+    const advert: BundleAdvert = { size: r.size, complete: r.state === 'complete', ...(r.name == null ? {} : { name: r.name }), ...(r.version == null ? {} : { version: r.version }), ...(r.kind === 'release' ? { kind: 'release' as const } : {}) }
     const key = `bundle/${r.digest}/${this.#c.peerId}`
     const current = this.#c.registry.value<BundleAdvert>(key)
     if (current != null && JSON.stringify(current) === JSON.stringify(advert)) return
@@ -302,6 +306,7 @@ export class BundleService implements Startable {
       ...(r.name == null ? {} : { name: r.name }),
       ...(r.version == null ? {} : { version: r.version }),
       ...(r.publisher == null ? {} : { publisher: r.publisher }),
+      ...(r.kind == null ? {} : { kind: r.kind }),
       storedAt: r.storedAt,
       lastUsedAt: r.lastUsedAt,
       ...(transfer == null ? {} : { transfer })

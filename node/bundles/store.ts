@@ -1,8 +1,9 @@
 import { createReadStream } from 'node:fs'
 import { mkdir, open, readdir, rename, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
-import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, chunkRange, ResumableSha256, tailOffsetOf, type ChunkIndex } from '../../packaging/bundle/index.ts'
 import { InsufficientSpaceError } from '../store/errors.ts'
+import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import type { Database } from '../store/db.ts'
 
 /** Free space a new download leaves for the database and logs. */
@@ -20,6 +21,8 @@ export interface BundleRecord {
   name?: string
   version?: string
   publisher?: string
+  /** a model bundle, or an agent release (packaging/release); unknown while partial */
+  kind?: 'model' | 'release'
   /** partial only: base64 bitmap of verified chunks */
   have?: string
   storedAt: number
@@ -91,7 +94,7 @@ export class BundleStore {
   }
 
   /** Move a verified bundle file into the store. */
-  async addComplete (file: string, verified: VerifiedBundle): Promise<BundleRecord> {
+  async addComplete (file: string, verified: VerifiedAnyBundle): Promise<BundleRecord> {
     const tailOffset = tailOffsetOf(verified.index)
     const midstate = await midstateOf(file, tailOffset)
     const now = Date.now()
@@ -105,6 +108,7 @@ export class BundleStore {
       name: verified.manifest.name,
       version: verified.manifest.version,
       publisher: verified.signer,
+      kind: verified.kind,
       storedAt: now,
       lastUsedAt: now
     }
@@ -158,11 +162,11 @@ export class BundleStore {
   }
 
   /** A partial bundle whose whole file verified becomes a complete one. */
-  async completePartial (digest: string, verified: VerifiedBundle): Promise<BundleRecord> {
+  async completePartial (digest: string, verified: VerifiedAnyBundle): Promise<BundleRecord> {
     const r = this.#records.get(digest)
     if (r == null || r.state !== 'partial') throw new Error(`${digest} is not a partial bundle`)
     await this.#closeHandle(digest)
-    const complete: BundleRecord = { ...r, state: 'complete', name: verified.manifest.name, version: verified.manifest.version, publisher: verified.signer, lastUsedAt: Date.now() }
+    const complete: BundleRecord = { ...r, state: 'complete', name: verified.manifest.name, version: verified.manifest.version, publisher: verified.signer, kind: verified.kind, lastUsedAt: Date.now() }
     delete complete.have
     await rename(this.pathOf(r), this.pathOf(complete))
     await this.#put(complete)

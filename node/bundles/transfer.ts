@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
-import { chunkCount, chunkRange, indexFromTail, ResumableSha256, tailOffsetOf, type VerifiedBundle } from '../../packaging/bundle/index.ts'
+import { chunkCount, chunkRange, indexFromTail, ResumableSha256, tailOffsetOf } from '../../packaging/bundle/index.ts'
+import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import { TransferClient, TransferRefusedError } from '../../protocols/bundle-transfer/client.ts'
 import { bitmapHas, MAX_CHUNK_BYTES } from '../../protocols/bundle-transfer/wire.ts'
 import { NoProvidersError } from './errors.ts'
@@ -18,7 +19,7 @@ export interface TransferComponents {
   providers(): string[]
   openStream(peer: string, signal: AbortSignal): Promise<Stream>
   /** Full verification of the finished file: digest, signature, manifest, files. */
-  verify(path: string): Promise<VerifiedBundle>
+  verify(path: string): Promise<VerifiedAnyBundle>
   /** The partial file exists: time to advertise it. */
   onPartial?(record: BundleRecord): Promise<void>
   metrics?: TransferMetrics

@@ -28,6 +28,8 @@ const COMMANDS: Record<string, { help: string, load: () => Promise<Command> }> =
   coordinator: { help: 'run the coordinator: web API, dashboard, users, logs and enrollment, as a mesh peer', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/coordinator.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.coordinatorCommand, usage: u.COORDINATOR_USAGE } } },
   user: { help: 'add a coordinator user or reset a password (coordinator stopped)', load: async () => { const [m, u] = await Promise.all([import('../../coordinator/cli/user.ts'), import('../../coordinator/cli/usage.ts')]); return { run: m.userCommand, usage: u.USER_USAGE } } },
   demo: { help: 'start a throwaway mesh on 127.0.0.1', load: async () => { const m = await import('./demo.ts'); return { run: m.demoCommand, usage: m.DEMO_USAGE } } },
+  release: { help: 'build an agent release (app, modules, runtime) as a fleet-signed bundle; publish it; list what an agent holds', load: async () => { const m = await import('./release.ts'); return { run: m.releaseCommand, usage: m.RELEASE_USAGE } } },
+  rollout: { help: 'update the fleet\'s agents to a release in waves, with automatic rollback; status, pause, resume, abort', load: async () => { const m = await import('./rollout.ts'); return { run: m.rolloutCommand, usage: m.ROLLOUT_USAGE } } },
   image: { help: 'build a self-contained agent image (Node runtime, app, native modules, systemd unit, identity or join token) for x64 or arm64', load: async () => { const m = await import('./image.ts'); return { run: m.imageCommand, usage: m.IMAGE_USAGE } } },
   flash: { help: 'install an image into a mounted root filesystem, or onto a device over ssh', load: async () => { const m = await import('./flash.ts'); return { run: m.flashCommand, usage: m.FLASH_USAGE } } }
 }
@@ -64,7 +66,7 @@ export async function main (argv: string[]): Promise<number> {
     await command.run(rest)
     return 0
   } catch (err: any) {
-    const usageLike = ['ERR_USAGE', 'ERR_CONFIG', 'ERR_DEPLOYMENT_SPEC', 'ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'].includes(err?.code)
+    const usageLike = ['ERR_USAGE', 'ERR_CONFIG', 'ERR_DEPLOYMENT_SPEC', 'ERR_ROLLOUT_SPEC', 'ERR_PARSE_ARGS_UNKNOWN_OPTION', 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE', 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL'].includes(err?.code)
     process.stderr.write(`gatemesh ${name}: ${err?.message ?? String(err)}\n`)
     if (err?.code === 'ERR_USAGE') process.stderr.write(`usage: ${command.usage}\n`)
     // errors that restarting cannot fix carry their own status, which the systemd unit does not restart on

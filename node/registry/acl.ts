@@ -2,7 +2,7 @@
  * Who may write a registry key. A node owns the keys that name it (its
  * `node/`, `health/` and `instance/` entries, the scheduler claims and
  * placements it writes as `scheduler/<zone>/<self>` and `placement/<id>/<self>`,
- * and its bundle adverts `bundle/<digest>/<self>`); every other key needs a
+ * its bundle adverts `bundle/<digest>/<self>` and its `release/<self>`); every other key needs a
  * fleet authorisation.
  */
 export interface OwnershipRule {
@@ -28,7 +28,9 @@ export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
   { prefix: 'scheduler', ownerSegment: 2, exactSegments: 3 },
   { prefix: 'placement', ownerSegment: 2, exactSegments: 3 },
   // bundle/<digest>/<peerId>: a provider advertises what it holds; one key per holder, since the registry is last-writer-wins per key
-  { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 }
+  { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 },
+  // release/<peerId>: the agent release a node runs and its progress in a rollout
+  { prefix: 'release', ownerSegment: 1, exactSegments: 2 }
 ]
 
 export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {

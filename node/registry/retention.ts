@@ -17,8 +17,8 @@ export interface RetentionInit {
 
 /**
  * When entries stop being kept. Every entry of a key some node owns
- * (`node/`, `health/`, `instance/`, `scheduler/`, `placement/`, `bundle/`),
- * live or a tombstone, expires `retentionMs` after its timestamp; a living
+ * (`node/`, `health/`, `instance/`, `scheduler/`, `placement/`, `bundle/`,
+ * `release/`), live or a tombstone, expires `retentionMs` after its timestamp; a living
  * node writes its live entries again (same value, new stamp) once they are
  * half that old, so only tombstones and the entries of nodes gone longer
  * than the retention ever expire. An expired entry is collected on every
@@ -27,7 +27,7 @@ export interface RetentionInit {
  * back with the older value cannot bring it back: that value is older than
  * the collected tombstone, hence expired too.
  *
- * Fleet-authorised entries (`deployment/`, `revoked/`) never expire: their
+ * Fleet-authorised entries (`deployment/`, `revoked/`, `rollout/`) never expire: their
  * writer cannot stamp them again without a new fleet signature, and a
  * deployment must outlive the agent it was written through. Their
  * tombstones are kept for the same reason (collecting one would let a

@@ -1,7 +1,7 @@
 import type { DeploymentSpec } from './spec.ts'
 import type { Registry } from '../registry/registry.ts'
 
-interface Advert { complete?: boolean, name?: string, version?: string }
+interface Advert { complete?: boolean, name?: string, version?: string, kind?: string }
 
 /**
  * The bundle digest a deployment's model reference resolves to: the digest
@@ -14,7 +14,7 @@ export function resolveBundle (registry: Pick<Registry, 'list'>, model: Deployme
   const holders = new Map<string, number>()
   for (const e of registry.list<Advert>('bundle/')) {
     const [, digest] = e.key.split('/')
-    if (digest == null || e.value?.complete !== true || e.value.name !== model.name || e.value.version !== model.version) continue
+    if (digest == null || e.value?.complete !== true || e.value.kind === 'release' || e.value.name !== model.name || e.value.version !== model.version) continue
     holders.set(digest, (holders.get(digest) ?? 0) + 1)
   }
   return [...holders].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0]

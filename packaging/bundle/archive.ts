@@ -45,6 +45,9 @@ export interface OpenArchive {
 }
 
 const PATH_RE = new RegExp(BUNDLE_PATH_PATTERN)
+
+/** What entry names an archive may hold (a RegExp, or any test). */
+export interface NamePattern { test(name: string): boolean }
 const S_IFMT = 0o170000
 const S_IFREG = 0o100000
 const S_IFLNK = 0o120000
@@ -62,7 +65,7 @@ export function resolveLimits (limits: Partial<BundleLimits> = {}): BundleLimits
  * size before anything is decompressed. Throws a typed BundleError naming
  * the entry at fault.
  */
-export async function openArchive (source: string | Uint8Array, limits: BundleLimits, expectDigest?: string): Promise<OpenArchive> {
+export async function openArchive (source: string | Uint8Array, limits: BundleLimits, expectDigest?: string, namePattern: NamePattern = PATH_RE): Promise<OpenArchive> {
   let zip: ZipFile
   const options = { lazyEntries: true, decodeStrings: false, validateEntrySizes: true, autoClose: false, strictFileNames: true }
   try {
@@ -80,7 +83,7 @@ export async function openArchive (source: string | Uint8Array, limits: BundleLi
     if (expectDigest != null && digest !== expectDigest) {
       throw new HashMismatchError(`bundle digest is ${digest}, expected ${expectDigest}`)
     }
-    const entries = await checkEntries(zip, limits)
+    const entries = await checkEntries(zip, limits, namePattern)
     return { zip, digest, size: zip.fileSize, index, entries }
   } catch (err) {
     zip.close()
@@ -126,7 +129,7 @@ function describeName (raw: Buffer): string {
 }
 
 /** Structural checks on every entry, from the central directory alone. */
-async function checkEntries (zip: ZipFile, limits: BundleLimits): Promise<Map<string, CheckedEntry>> {
+async function checkEntries (zip: ZipFile, limits: BundleLimits, namePattern: NamePattern): Promise<Map<string, CheckedEntry>> {
   if (zip.entryCount > limits.maxEntries) {
     throw new ArchiveLimitError(`archive has ${zip.entryCount} entries, more than the limit of ${limits.maxEntries}`, 'maxEntries')
   }
@@ -138,7 +141,7 @@ async function checkEntries (zip: ZipFile, limits: BundleLimits): Promise<Map<st
     for await (const entry of zip.eachEntry()) {
       const raw = entry.fileNameRaw
       const name = describeName(raw)
-      checkName(raw, name)
+      checkName(raw, name, namePattern)
       checkType(entry, name)
       if (entries.has(name) || folded.has(name.toLowerCase())) {
         throw new DuplicateEntryError(`${name}: appears more than once in the archive`, { entry: name })
@@ -171,15 +174,15 @@ async function checkEntries (zip: ZipFile, limits: BundleLimits): Promise<Map<st
   return entries
 }
 
-function checkName (raw: Buffer, name: string): void {
+function checkName (raw: Buffer, name: string, namePattern: NamePattern): void {
   const text = raw.toString('latin1')
   const segments = text.split(/[/\\]/)
   if (text.startsWith('/') || text.startsWith('\\') || /^[A-Za-z]:/.test(text) || segments.includes('..')) {
     throw new PathTraversalError(`${name}: path escapes the bundle directory`, { entry: name })
   }
   if (text.endsWith('/')) throw new InvalidEntryNameError(`${name}: directory entries are not allowed`, { entry: name })
-  if (!PATH_RE.test(text)) {
-    throw new InvalidEntryNameError(`${name}: name must be a relative path of letters, digits and ._-/ without empty or dot segments`, { entry: name })
+  if (!namePattern.test(text)) {
+    throw new InvalidEntryNameError(`${name}: name must be a relative path of letters, digits and ${namePattern === PATH_RE ? '._-/' : 'the punctuation its kind of bundle allows'} without empty or dot segments`, { entry: name })
   }
 }
 

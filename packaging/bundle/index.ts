@@ -9,10 +9,14 @@
  * concerns one archive entry, that entry's path in `entry`.
  */
 export { buildBundle, publisherOf, MODEL_DIR, CONFIG_FILE, type BuildBundleInit, type BuiltBundle } from './build.ts'
-export { verifyBundle, parseManifest, MANIFEST_FILE, SIGNATURE_FILE, type VerifyBundleOptions, type VerifiedBundle } from './verify.ts'
+export {
+  verifyBundle, parseManifest, scanArchive, MODEL_BUNDLE, MANIFEST_FILE, SIGNATURE_FILE,
+  type ArchiveKind, type FileSink, type ListedFile, type VerifyBundleOptions, type VerifiedArchive, type VerifiedBundle
+} from './verify.ts'
 export { unpackBundle, type UnpackedBundle } from './unpack.ts'
 export { inspectBundle, type BundleInfo } from './inspect.ts'
 export { DEFAULT_LIMITS, resolveLimits, type BundleLimits } from './archive.ts'
+export { writeBundleZip, type ZipSource, type WrittenZip } from './zip-write.ts'
 export {
   chunkCount, chunkRange, formatIndex, indexFromTail, parseIndex, tailOffsetOf, verifyChunk,
   MAX_CHUNK_SIZE, type ChunkIndex

@@ -1,9 +1,9 @@
 import { compile, describeError } from '../../protocols/schema.ts'
-import { LEGACY_FORMATS, ManifestSchema, RUNTIME_OF, type Manifest, type ModelFormat } from '../manifest.ts'
+import { BUNDLE_PATH_PATTERN, LEGACY_FORMATS, ManifestSchema, RUNTIME_OF, type Manifest, type ModelFormat } from '../manifest.ts'
 import { TYP_BUNDLE_MANIFEST, verifyDetached } from '../trust.ts'
-import { openArchive, readEntry, readSmallEntry, resolveLimits, type BundleLimits, type CheckedEntry, type OpenArchive } from './archive.ts'
+import { openArchive, readEntry, readSmallEntry, resolveLimits, type BundleLimits, type CheckedEntry, type NamePattern, type OpenArchive } from './archive.ts'
 import {
-  BundleSignatureError, DuplicateEntryError, HashMismatchError, InvalidManifestError, MissingEntryError, UnlistedEntryError
+  ArchiveLimitError, BundleSignatureError, DuplicateEntryError, HashMismatchError, InvalidEntryNameError, InvalidManifestError, MissingEntryError, UnlistedEntryError
 } from './errors.ts'
 import type { ChunkIndex } from './chunk-index.ts'
 import type { KeyObject } from 'node:crypto'
@@ -23,21 +23,8 @@ export interface VerifyBundleOptions {
   now?: number
 }
 
-/** What a verified bundle is. */
-export interface VerifiedBundle {
-  /** sha256 of the zip: the bundle id */
-  digest: string
-  /** zip size in bytes */
-  size: number
-  manifest: Manifest
-  /** the exact bytes of manifest.json that were signed */
-  manifestBytes: Buffer
-  /** the detached JWS in manifest.jws */
-  signature: string
-  /** `fleet`, or the certified publisher's name */
-  signer: string
-  index: ChunkIndex
-}
+/** What a verified model bundle is. */
+export type VerifiedBundle = VerifiedArchive<Manifest>
 
 const validateManifest = compile(ManifestSchema)
 
@@ -75,37 +62,115 @@ function requireEntry (archive: OpenArchive, name: string): CheckedEntry {
   return e
 }
 
+/** A file a manifest lists. */
+export interface ListedFile { path: string, size: number, sha256: string, mode?: number }
+
 /**
- * The one walk over a bundle that verify and unpack share: chunk index and
- * digest, entry structure, signature, manifest, then every listed file's size
- * and sha256 (each passed to `sink` as it streams, when given).
+ * One kind of signed archive in the bundle format: the `typ` its manifest
+ * signature carries and how its manifest reads. Model bundles are one kind;
+ * agent releases (packaging/release) are another.
  */
-export async function scanBundle (source: string | Uint8Array, options: VerifyBundleOptions, sink?: (path: string) => FileSink): Promise<VerifiedBundle> {
+export interface ArchiveKind<M> {
+  /** the JWS `typ` of manifest.jws */
+  typ: string
+  /** parse and check manifest bytes; errors name the field */
+  parse: (bytes: Uint8Array) => M
+  files: (manifest: M) => ListedFile[]
+  /** who the manifest says published it: must be who signed it */
+  publisher: (manifest: M) => string
+  /** entry names this kind allows. @default BUNDLE_PATH_PATTERN */
+  namePattern?: RegExp
+  /** most entries an archive of this kind may hold (the tighter of this and the limits given). */
+  maxEntries?: number
+}
+
+/** A verified archive of some kind. */
+export interface VerifiedArchive<M> {
+  /** sha256 of the zip: the bundle id */
+  digest: string
+  /** zip size in bytes */
+  size: number
+  manifest: M
+  /** the exact bytes of manifest.json that were signed */
+  manifestBytes: Buffer
+  /** the detached JWS in manifest.jws */
+  signature: string
+  /** `fleet`, or the certified publisher's name */
+  signer: string
+  index: ChunkIndex
+  /** the `typ` of its signature: which kind it is */
+  typ: string
+}
+
+const MODEL_PATH_RE = new RegExp(BUNDLE_PATH_PATTERN)
+
+/** Model bundles (packaging/manifest.ts). */
+export const MODEL_BUNDLE: ArchiveKind<Manifest> = {
+  typ: TYP_BUNDLE_MANIFEST,
+  parse: parseManifest,
+  files: m => m.files,
+  publisher: m => m.publisher
+}
+
+function typOf (jws: string): string | undefined {
+  try {
+    const header = JSON.parse(Buffer.from(jws.split('.')[0] ?? '', 'base64url').toString('utf8')) as { typ?: unknown }
+    return typeof header.typ === 'string' ? header.typ : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The one walk over a signed archive that verify and unpack share: chunk
+ * index and digest, entry structure, signature (its `typ` picks the kind
+ * among `kinds`), manifest (shown to `onManifest`, which may refuse it),
+ * then every listed file's size and sha256 (each passed to `sink` as it
+ * streams, when given).
+ */
+export async function scanArchive (source: string | Uint8Array, options: VerifyBundleOptions, kinds: ReadonlyArray<ArchiveKind<any>>, sink?: (path: string, file: ListedFile) => FileSink, onManifest?: (manifest: any, signer: string) => Promise<void> | void): Promise<VerifiedArchive<unknown>> {
   const limits = resolveLimits(options.limits)
-  const archive = await openArchive(source, limits, options.digest)
+  const patterns = kinds.map(k => k.namePattern ?? MODEL_PATH_RE)
+  // names are checked against every kind's pattern now, and against the one kind once the signature names it
+  const union: NamePattern = patterns.length === 1 ? patterns[0]! : { test: name => patterns.some(p => p.test(name)) }
+  const archive = await openArchive(source, limits, options.digest, union)
   try {
     const manifestBytes = await readSmallEntry(archive.zip, requireEntry(archive, MANIFEST_FILE), MAX_MANIFEST_BYTES)
     const signature = (await readSmallEntry(archive.zip, requireEntry(archive, SIGNATURE_FILE), MAX_SIGNATURE_BYTES)).toString('latin1')
+    const typ = typOf(signature)
+    const kind = kinds.find(k => k.typ === typ)
+    if (kind == null) throw new BundleSignatureError(`${SIGNATURE_FILE}: signs a ${typ ?? 'thing of no type'}, not ${kinds.map(k => k.typ).join(' or ')}`, { entry: SIGNATURE_FILE })
+    const pattern = kind.namePattern ?? MODEL_PATH_RE
+    for (const name of archive.entries.keys()) {
+      if (!pattern.test(name)) throw new InvalidEntryNameError(`${name}: not a name this kind of bundle may hold`, { entry: name })
+    }
+    if (kind.maxEntries != null && archive.entries.size > kind.maxEntries) {
+      throw new ArchiveLimitError(`archive has ${archive.entries.size} entries, more than the ${kind.maxEntries} its kind allows`, 'maxEntries')
+    }
     // the signature first: nothing in an unsigned manifest is worth reading
     let signer: string
     try {
-      signer = (await verifyDetached(signature, manifestBytes, TYP_BUNDLE_MANIFEST, options.fleetPublicKey, { allowPublishers: true, ...(options.now == null ? {} : { now: options.now }) })).signer
+      signer = (await verifyDetached(signature, manifestBytes, kind.typ, options.fleetPublicKey, { allowPublishers: true, ...(options.now == null ? {} : { now: options.now }) })).signer
     } catch (err: any) {
       throw new BundleSignatureError(`${SIGNATURE_FILE}: ${err.message}`, { cause: err, entry: SIGNATURE_FILE })
     }
-    const manifest = parseManifest(manifestBytes)
-    if (manifest.publisher !== signer) {
-      throw new BundleSignatureError(`${SIGNATURE_FILE}: signed by ${signer}, but the manifest names publisher ${manifest.publisher}`, { entry: SIGNATURE_FILE })
+    const manifest = kind.parse(manifestBytes)
+    const publisher = kind.publisher(manifest)
+    if (publisher !== signer) {
+      throw new BundleSignatureError(`${SIGNATURE_FILE}: signed by ${signer}, but the manifest names publisher ${publisher}`, { entry: SIGNATURE_FILE })
     }
-    const listed = new Set(manifest.files.map(f => f.path))
+    // the caller's last word before any file is read (a release for another CPU stops here)
+    await onManifest?.(manifest, signer)
+    const files: ListedFile[] = kind.files(manifest)
+    const listed = new Set(files.map(f => f.path))
     for (const name of archive.entries.keys()) {
       if (name !== MANIFEST_FILE && name !== SIGNATURE_FILE && !listed.has(name)) {
         throw new UnlistedEntryError(`${name}: in the archive but not in the manifest`, { entry: name })
       }
     }
-    for (const file of manifest.files) {
+    for (const file of files) {
       const entry = requireEntry(archive, file.path)
-      const out = sink?.(file.path)
+      const out = sink?.(file.path, file)
       try {
         const sha256 = await readEntry(archive.zip, entry, file.size, out == null ? undefined : async chunk => { await out.write(chunk) })
         if (sha256 !== file.sha256) throw new HashMismatchError(`${file.path}: sha256 ${sha256} does not match the manifest`, { entry: file.path })
@@ -117,15 +182,20 @@ export async function scanBundle (source: string | Uint8Array, options: VerifyBu
     }
     if (sink != null) {
       for (const [name, bytes] of [[MANIFEST_FILE, manifestBytes], [SIGNATURE_FILE, Buffer.from(signature, 'latin1')]] as const) {
-        const out = sink(name)
+        const out = sink(name, { path: name, size: bytes.byteLength, sha256: '' })
         await out.write(bytes)
         await out.close()
       }
     }
-    return { digest: archive.digest, size: archive.size, manifest, manifestBytes, signature, signer, index: archive.index }
+    return { digest: archive.digest, size: archive.size, manifest, manifestBytes, signature, signer, index: archive.index, typ: kind.typ }
   } finally {
     archive.zip.close()
   }
+}
+
+/** The model-bundle walk (see scanArchive). */
+export async function scanBundle (source: string | Uint8Array, options: VerifyBundleOptions, sink?: (path: string) => FileSink): Promise<VerifiedBundle> {
+  return await scanArchive(source, options, [MODEL_BUNDLE], sink) as VerifiedBundle
 }
 
 /** Where unpacking writes one file. */

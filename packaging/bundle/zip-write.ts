@@ -11,6 +11,8 @@ export interface ZipSource {
   path: string
   data?: Uint8Array
   file?: string
+  /** deflate this entry. @default text files (json, js, …) only */
+  compress?: boolean
 }
 
 export interface WrittenZip {
@@ -36,7 +38,7 @@ export async function writeBundleZip (entries: ZipSource[], out: string, mtime: 
   try {
     const zip = new yazl.ZipFile()
     for (const e of entries) {
-      const options = { mtime, mode: 0o100644, compress: COMPRESSED.test(e.path) }
+      const options = { mtime, mode: 0o100644, compress: e.compress ?? COMPRESSED.test(e.path) }
       if (e.data != null) zip.addBuffer(Buffer.from(e.data.buffer, e.data.byteOffset, e.data.byteLength), e.path, options)
       else if (e.file != null) zip.addFile(e.file, e.path, options)
       else throw new TypeError(`${e.path}: no data and no file`)

@@ -1,16 +1,15 @@
-import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import * as tar from 'tar'
-import { BUNDLE_EXTERNALS, buildAppBundle, REPO_ROOT } from '../app-bundle.ts'
 import { type Arch } from './arch.ts'
-import { prepareToolchain, type Toolchain } from './compile.ts'
-import { collectPackages, copyPackage, dirBytes, packageNameOf } from './dependencies.ts'
-import { agentUnit, cliWrapper, DATA_DIR, INSTALL_DIR, setupUnit, SETUP_UNIT, AGENT_UNIT, SYSUSERS_FILE, sysusersConf, UNIT_DIR, CLI_WRAPPER, IMAGE_MANIFEST } from './layout.ts'
-import { fitModelRuntimes } from './model-runtimes.ts'
-import { fitNativeModules, OMITTED_FROM_IMAGES, TOOLING_ONLY, type NativeModule } from './natives.ts'
-import { fetchNodeRuntime, installNodeRuntime } from './node-runtime.ts'
-import type { ImageIdentity, ImageManifest } from './manifest.ts'
+import { dirBytes } from './dependencies.ts'
+import {
+  AGENT_UNIT, agentUnit, CLI_WRAPPER, cliWrapper, CURRENT, CURRENT_LINK, DATA_DIR, IMAGE_MANIFEST, INSTALL_DIR, LOADER, loader, RELEASE_INFO,
+  releaseDir, RELEASES_DIR, RUNTIMES, RUNTIMES_DIR, SETUP_UNIT, setupUnit, SYSUSERS_FILE, sysusersConf, UNIT_DIR
+} from './layout.ts'
+import { STAGE_STEPS, stageRelease } from './stage.ts'
+import type { ImageIdentity, ImageManifest, ReleaseInfo } from './manifest.ts'
 
 export interface ImageProgress {
   step: number
@@ -46,7 +45,7 @@ export interface ImageBuildResult {
   durationMs: number
 }
 
-const STEPS = ['node directory', 'Node runtime', 'app bundle', 'dependencies', 'native modules', 'system files', 'archive'] as const
+const STEPS = ['node directory', ...STAGE_STEPS, 'system files', 'archive'] as const
 
 /** Inside a root-mirroring staging tree, the path of an absolute device path. */
 function at (stage: string, devicePath: string): string {
@@ -55,9 +54,11 @@ function at (stage: string, devicePath: string): string {
 
 /**
  * Build a self-contained agent image: a gzipped tarball that mirrors the
- * device's root filesystem (see layout.ts) with the Node runtime for
- * `arch`, the app as one esbuild bundle, its run-time dependencies with
- * `arch`'s prebuilt native modules, systemd units, config and identity.
+ * device's root filesystem (see layout.ts): one release under
+ * `/opt/gatemesh/releases/<version>` (the app as one esbuild bundle, its
+ * run-time dependencies with `arch`'s native modules) on its Node runtime
+ * for `arch`, the `current` links, the loader, systemd units, config and
+ * identity.
  */
 export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResult> {
   const started = Date.now()
@@ -76,56 +77,43 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     const identity = await init.writeNodeDir(data)
     await chmod(data, 0o700)
 
-    progress(1)
-    const runtime = await fetchNodeRuntime({ arch: init.arch, ...(init.nodeVersion == null ? {} : { version: init.nodeVersion }), ...(init.cacheDir == null ? {} : { cacheDir: init.cacheDir }) })
-    const node = await installNodeRuntime(runtime, init.arch, join(install, 'node'))
+    const release = at(stage, releaseDir(init.version))
+    await mkdir(release, { recursive: true })
+    // the runtime's version is known once it is fetched: it moves into place below
+    const nodeStaging = join(at(stage, RUNTIMES_DIR), '.staging')
+    const staged = await stageRelease({
+      arch: init.arch,
+      version: init.version,
+      dir: release,
+      nodeDir: nodeStaging,
+      ...(init.nodeVersion == null ? {} : { nodeVersion: init.nodeVersion }),
+      ...(init.cacheDir == null ? {} : { cacheDir: init.cacheDir }),
+      onStep: (step, p) => { progress(1 + STAGE_STEPS.indexOf(step), p ?? {}) }
+    })
 
-    progress(2)
-    const bundle = await buildAppBundle(join(install, 'app', 'gatemesh.mjs'))
-    // the bundle reads its version from ../package.json, and node_modules sits beside it as in any npm project
-    await writeFile(join(install, 'package.json'), JSON.stringify({ name: 'gatemesh', version: init.version, private: true, type: 'module' }, null, 2) + '\n')
-
-    const imported = [...new Set(bundle.externalImports.map(packageNameOf).filter((n): n is string => n != null))]
-      .filter(n => !TOOLING_ONLY.includes(n))
-    // esbuild also leaves out imports it cannot resolve inside try/catch (ws's bufferutil): optional by construction
-    const roots = imported.filter(isDeclaredExternal)
-    const optionalRoots = imported.filter(n => !isDeclaredExternal(n))
-    const { packages, omitted } = await collectPackages({ root: REPO_ROOT, roots, optionalRoots, omit: OMITTED_FROM_IMAGES })
-    const nodeModules = join(install, 'node_modules')
-    for (const [i, pkg] of packages.entries()) {
-      progress(3, { done: i, total: packages.length })
-      await copyPackage(pkg, nodeModules)
-    }
-    progress(3, { done: packages.length, total: packages.length })
-
-    progress(4)
-    const runtimes = await fitModelRuntimes(nodeModules, init.arch)
-    // the compiler and headers are looked for only when a package needs compiling
-    let toolchain: Promise<Toolchain> | undefined
-    let natives: NativeModule[]
-    try {
-      natives = await fitNativeModules(packages, nodeModules, init.arch, async () => await (toolchain ??= prepareToolchain(runtime, init.arch)))
-    } finally {
-      await (await toolchain?.catch(() => undefined))?.dispose()
-    }
-    for (const r of runtimes) {
-      if (r.binaries.length > 0) natives.push({ package: r.package, version: packages.find(p => p.name === r.package)?.version ?? '', binaries: r.binaries, origin: 'prebuilt' })
-    }
-
-    progress(5)
+    progress(1 + STAGE_STEPS.length)
+    await rename(nodeStaging, join(at(stage, RUNTIMES_DIR), staged.node.version))
+    await symlink(`../${RUNTIMES}/${staged.node.version}`, join(release, 'node'))
+    const now = new Date().toISOString()
+    const info: ReleaseInfo = { name: 'gatemesh', version: init.version, arch: init.arch, node: staged.node.version, digest: null, publisher: null, createdAt: now, installedAt: now, origin: 'image' }
+    await writeText(join(release, RELEASE_INFO), JSON.stringify(info, null, 2) + '\n')
+    await symlink(init.version, at(stage, `${RELEASES_DIR}/${CURRENT}`))
+    await symlink(`releases/${CURRENT}`, at(stage, CURRENT_LINK))
     await writeText(at(stage, `${UNIT_DIR}/${AGENT_UNIT}`), agentUnit({ version: init.version, arch: init.arch }))
     await writeText(at(stage, `${UNIT_DIR}/${SETUP_UNIT}`), setupUnit())
     await writeText(at(stage, SYSUSERS_FILE), sysusersConf())
     await writeText(at(stage, CLI_WRAPPER), cliWrapper(), 0o755)
+    await writeText(at(stage, LOADER), loader(), 0o755)
     const manifest: ImageManifest = {
-      format: 1,
+      format: 2,
       name: 'gatemesh',
       version: init.version,
       arch: init.arch,
-      builtAt: new Date().toISOString(),
-      node: { version: runtime.version, package: runtime.spec, bytes: node.bytes },
-      app: { file: 'app/gatemesh.mjs', bytes: bundle.bytes },
-      modules: { packages: packages.length, bytes: await dirBytes(nodeModules), natives, omitted, runtimes: runtimes.map(r => ({ package: r.package, bytesBefore: r.bytesBefore, bytesAfter: r.bytesAfter })) },
+      builtAt: now,
+      node: staged.node,
+      app: { file: `releases/${init.version}/${staged.app.file}`, bytes: staged.app.bytes },
+      modules: staged.modules,
+      release: { version: init.version, dir: releaseDir(init.version) },
       identity,
       unpackedBytes: 0
     }
@@ -140,7 +128,7 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
     const entries = ['opt', 'var', 'etc']
     const total = await countEntries(stage)
     let done = 0
-    progress(6, { done, total })
+    progress(STEPS.length - 1, { done, total })
     await mkdir(dirname(out), { recursive: true })
     const partial = `${out}.partial`
     await tar.c({
@@ -152,7 +140,7 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
       mode: 0o600,
       filter: () => {
         done++
-        if (done % 200 === 0 || done === total) progress(6, { done, total })
+        if (done % 200 === 0 || done === total) progress(STEPS.length - 1, { done, total })
         return true
       }
     }, entries)
@@ -163,11 +151,6 @@ export async function buildImage (init: ImageBuildInit): Promise<ImageBuildResul
   } finally {
     await rm(stage, { recursive: true, force: true })
   }
-}
-
-/** Whether the bundle was told to leave `name` out (`@scope/*` patterns included). */
-function isDeclaredExternal (name: string): boolean {
-  return BUNDLE_EXTERNALS.some(p => p === name || (p.endsWith('/*') && name.startsWith(p.slice(0, -1))))
 }
 
 async function writeText (path: string, text: string, mode = 0o644): Promise<void> {

@@ -3,7 +3,10 @@ import { dirname, join, posix, relative, resolve } from 'node:path'
 import * as tar from 'tar'
 import { archOfElf, describeElf, readElfHeader, type Arch } from './arch.ts'
 import { FlashTargetError, ImageArchiveError } from './errors.ts'
-import { AGENT_UNIT, CLI_LINK, CLI_WRAPPER, DATA_DIR, IMAGE_MANIFEST, IMAGE_ROOTS, INSTALL_DIR, UNIT_DIR, WANTS_DIR } from './layout.ts'
+import {
+  AGENT_UNIT, CLI_LINK, CLI_WRAPPER, CURRENT, CURRENT_LINK, DATA_DIR, IMAGE_MANIFEST, IMAGE_ROOTS, INSTALL_DIR, NODE_VERSION_PATTERN, PREVIOUS,
+  RELEASE_VERSION_PATTERN, RELEASES_DIR, RUNTIMES, UNIT_DIR, WANTS_DIR
+} from './layout.ts'
 import type { ImageManifest } from './manifest.ts'
 
 /** Most an image's manifest may weigh; anything bigger is not ours. */
@@ -42,7 +45,10 @@ export async function inspectImage (file: string): Promise<{ manifest: ImageMani
         const path = entry.path
         if (bad != null) return
         if (path.startsWith('/') || path.split('/').includes('..')) bad = new ImageArchiveError(`entry "${path}" escapes the root`, path)
-        else if (entry.type !== 'File' && entry.type !== 'Directory') bad = new ImageArchiveError(`entry "${path}" is a ${entry.type}; images hold only files and directories`, path)
+        else if (entry.type === 'SymbolicLink') {
+          const why = linkProblem(path, String((entry as { linkpath?: unknown }).linkpath ?? ''))
+          if (why != null) bad = new ImageArchiveError(`entry "${path}" ${why}`, path)
+        } else if (entry.type !== 'File' && entry.type !== 'Directory') bad = new ImageArchiveError(`entry "${path}" is a ${entry.type}; images hold only files, directories and the release links`, path)
         else if (!allowedPath(path)) bad = new ImageArchiveError(`entry "${path}" is outside the paths a gatemesh image may write (${IMAGE_ROOTS.join(', ')})`, path)
         else if (path.replace(/^\.\//, '') === strip(IMAGE_MANIFEST)) {
           if (entry.size > MAX_MANIFEST_BYTES) {
@@ -66,10 +72,34 @@ export async function inspectImage (file: string): Promise<{ manifest: ImageMani
   } catch (err: any) {
     throw new ImageArchiveError(`${strip(IMAGE_MANIFEST)} is not JSON: ${err.message}`, strip(IMAGE_MANIFEST), { cause: err })
   }
-  if (manifest?.format !== 1 || manifest.name !== 'gatemesh' || typeof manifest.arch !== 'string' || typeof manifest.version !== 'string') {
-    throw new ImageArchiveError(`${strip(IMAGE_MANIFEST)} does not describe a gatemesh image (format 1)`, strip(IMAGE_MANIFEST))
+  if ((manifest?.format !== 1 && manifest?.format !== 2) || manifest.name !== 'gatemesh' || typeof manifest.arch !== 'string' || typeof manifest.version !== 'string') {
+    throw new ImageArchiveError(`${strip(IMAGE_MANIFEST)} does not describe a gatemesh image (format 1 or 2)`, strip(IMAGE_MANIFEST))
   }
   return { manifest, entries }
+}
+
+const RELEASE_VERSION_RE = new RegExp(RELEASE_VERSION_PATTERN)
+const NODE_VERSION_RE = new RegExp(NODE_VERSION_PATTERN)
+const RELEASES_PREFIX = strip(RELEASES_DIR) + '/'
+
+/**
+ * Images hold three kinds of links, each relative and inside the
+ * installation: `current -> releases/current`, `releases/current ->
+ * <version>` and `releases/<version>/node -> ../runtimes/<node version>`.
+ * Why any other link is refused, or undefined when it is one of these.
+ */
+function linkProblem (entryPath: string, target: string): string | undefined {
+  const p = entryPath.replace(/^\.\//, '')
+  if (p === strip(CURRENT_LINK)) return target === `releases/${CURRENT}` ? undefined : `links to "${target}"; it must link to releases/${CURRENT}`
+  if (p === `${RELEASES_PREFIX}${CURRENT}` || p === `${RELEASES_PREFIX}${PREVIOUS}`) {
+    return RELEASE_VERSION_RE.test(target) ? undefined : `links to "${target}"; it must name a release version`
+  }
+  const m = new RegExp(`^${RELEASES_PREFIX.replaceAll('.', '\\.')}([^/]+)/node$`).exec(p)
+  if (m != null && RELEASE_VERSION_RE.test(m[1]!)) {
+    const runtime = /^\.\.\/runtimes\/([^/]+)$/.exec(target)
+    return runtime != null && NODE_VERSION_RE.test(runtime[1]!) ? undefined : `links to "${target}"; it must link to ../${RUNTIMES}/<node version>`
+  }
+  return 'is a symbolic link; images hold links only for their releases (current, releases/current, releases/<version>/node)'
 }
 
 async function kind (path: string): Promise<'dir' | 'file' | 'link' | undefined> {
@@ -147,6 +177,8 @@ export interface FlashResult {
   manifest: ImageManifest
   /** an earlier installation was replaced */
   upgraded: boolean
+  /** what it was: `flat` for images from before releases (app and runtime straight in /opt/gatemesh), `releases` after */
+  replacedLayout?: 'flat' | 'releases'
   /** the device already had a node directory, which was kept (identity, config, data) */
   keptData: boolean
   /** the multi-user.target.wants link that enables the agent */
@@ -178,6 +210,7 @@ export async function flashRoot (init: FlashInit): Promise<FlashResult> {
 
   const install = join(root, INSTALL_DIR)
   const upgraded = await kind(install) != null
+  const replacedLayout = !upgraded ? undefined : await kind(join(root, RELEASES_DIR)) === 'dir' ? 'releases' as const : 'flat' as const
   const dataDir = join(root, DATA_DIR)
   const keptData = await hasNode(dataDir)
 
@@ -186,7 +219,7 @@ export async function flashRoot (init: FlashInit): Promise<FlashResult> {
   const fresh = await mkdtemp(join(dirname(install), '.gatemesh-new-'))
   const optPrefix = strip(INSTALL_DIR) + '/'
   try {
-    log(`unpacking ${manifest.name} ${manifest.version} (${manifest.arch}) into ${install}`)
+    log(`unpacking ${manifest.name} ${manifest.version} (${manifest.arch}) into ${install}${replacedLayout === 'flat' ? ' (replacing an installation from before releases)' : ''}`)
     await tar.x({ file: init.archive, cwd: fresh, strip: 2, filter: path => path.startsWith(optPrefix) })
     if (upgraded) {
       const old = `${fresh}-old`
@@ -218,7 +251,7 @@ export async function flashRoot (init: FlashInit): Promise<FlashResult> {
 
   const cliLink = join(root, CLI_LINK)
   if (await kind(dirname(cliLink)) === 'dir' && await kind(cliLink) !== 'file') await replaceLink(cliLink, CLI_WRAPPER)
-  return { manifest, upgraded, keptData, enabled }
+  return { manifest, upgraded, ...(replacedLayout == null ? {} : { replacedLayout }), keptData, enabled }
 }
 
 async function replaceLink (path: string, target: string): Promise<void> {

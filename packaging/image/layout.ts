@@ -1,12 +1,42 @@
 import { AGENT_NODE_FLAGS } from '../app-bundle.ts'
+import { loaderScript } from './loader.ts'
 
 /**
  * Where an image puts things on the device. The archive mirrors the root
  * filesystem (`opt/gatemesh/...`, `var/lib/gatemesh/...`, `etc/systemd/system/...`),
  * so unpacking it at `/` is the whole installation.
+ *
+ *   /opt/gatemesh/
+ *     bin/gatemesh              the CLI, on the current release's runtime
+ *     bin/gatemesh-loader       the unit's ExecStart: switches releases, rolls back (loader.ts)
+ *     lib/sysusers.d/…          the service user
+ *     image.json                what the image was
+ *     current -> releases/current
+ *     releases/                 the service user's: agent releases side by side
+ *       <version>/              app/, node_modules/, package.json, release.json, node -> runtimes/<node version>
+ *       runtimes/<node version>/bin/node
+ *       current -> <version>    the release the loader starts
+ *       previous -> <version>   the one it goes back to
+ *
+ * Only `releases/` is written after flashing (by the agent, as its own
+ * user); the loader, units and sysusers file stay root's.
  */
 export const INSTALL_DIR = '/opt/gatemesh'
 export const DATA_DIR = '/var/lib/gatemesh'
+export const RELEASES_DIR = `${INSTALL_DIR}/releases`
+/** Node runtimes by version, shared by the releases that run on them. */
+export const RUNTIMES_DIR = `${RELEASES_DIR}/runtimes`
+/** Names inside RELEASES_DIR that are not releases (release versions start with a digit). */
+export const CURRENT = 'current'
+export const PREVIOUS = 'previous'
+export const RUNTIMES = 'runtimes'
+/** `/opt/gatemesh/current`: a fixed link to `releases/current`, for people and paths. */
+export const CURRENT_LINK = `${INSTALL_DIR}/current`
+/** Each release's own description, written when it is installed. */
+export const RELEASE_INFO = 'release.json'
+/** Inside a release: the app's entry and the runtime link. */
+export const RELEASE_APP = 'app/gatemesh.mjs'
+export const RELEASE_NODE = 'node/bin/node'
 /** Units of locally installed software belong in /etc; /lib may be a symlink (merged /usr), which tar must not write through. */
 export const UNIT_DIR = '/etc/systemd/system'
 export const AGENT_UNIT = 'gatemesh-agent.service'
@@ -14,13 +44,24 @@ export const SETUP_UNIT = 'gatemesh-setup.service'
 export const WANTS_DIR = `${UNIT_DIR}/multi-user.target.wants`
 export const SERVICE_USER = 'gatemesh'
 export const SYSUSERS_FILE = `${INSTALL_DIR}/lib/sysusers.d/gatemesh.conf`
-export const NODE_BINARY = `${INSTALL_DIR}/node/bin/node`
-export const APP_ENTRY = `${INSTALL_DIR}/app/gatemesh.mjs`
 export const CLI_WRAPPER = `${INSTALL_DIR}/bin/gatemesh`
+export const LOADER = `${INSTALL_DIR}/bin/gatemesh-loader`
 /** The image's own description of itself. */
 export const IMAGE_MANIFEST = `${INSTALL_DIR}/image.json`
 /** Where `flash` links the CLI so operators find it on PATH. */
 export const CLI_LINK = '/usr/local/bin/gatemesh'
+
+/**
+ * The agent's exit status for "restart me into the release I staged": the
+ * unit restarts it (RestartForceExitStatus) without counting a failure
+ * (SuccessExitStatus), and the loader switches releases on the way.
+ */
+export const RESTART_EXIT_CODE = 100
+/** The loader's exit status after it gave up on a release and switched back: restarted like any failure. */
+export const ROLLBACK_EXIT_CODE = 75
+
+/** The release state the loader and the agent share, under the data directory. */
+export const RELEASE_STATE_DIR = 'release'
 
 /** Archive paths (relative, as in the tarball) of the directories an image may write to. */
 export const IMAGE_ROOTS = ['opt/gatemesh/', 'var/lib/gatemesh/', `etc/systemd/system/${AGENT_UNIT}`, `etc/systemd/system/${SETUP_UNIT}`]
@@ -35,14 +76,14 @@ export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1'
 /** The agent's exit status for a damaged database (EXIT_DAMAGED_DATA in node/store/errors.ts; packaging does not import node). */
 export const DAMAGED_DATA_EXIT = 65
 
-/** The agent's command line, as the unit runs it. */
+/** The agent's command line, as the unit runs it: the loader, which starts the current release's agent. */
 export function agentCommandLine (): string[] {
-  return [NODE_BINARY, ...AGENT_NODE_FLAGS, APP_ENTRY, 'agent', '--data', DATA_DIR]
+  return [LOADER, INSTALL_DIR, DATA_DIR]
 }
 
 export function agentUnit (description: { version: string, arch: string }): string {
   const env = Object.entries(AGENT_ENVIRONMENT).map(([k, v]) => `Environment=${k}=${v}`).join('\n')
-  return `# gatemesh agent ${description.version} (${description.arch}), installed by \`gatemesh flash\`
+  return `# gatemesh agent (image ${description.version}, ${description.arch}), installed by \`gatemesh flash\`
 [Unit]
 Description=gatemesh agent: this device's share of the fleet's models, sensors and actions
 Wants=network-online.target
@@ -59,9 +100,15 @@ StateDirectory=gatemesh
 StateDirectoryMode=0700
 WorkingDirectory=${DATA_DIR}
 ${env}
+# releases are installed by the agent, as ${SERVICE_USER}: ${RELEASES_DIR} is its (links not followed)
+ExecStartPre=+/bin/chown -R -h ${SERVICE_USER}:${SERVICE_USER} ${RELEASES_DIR}
+# the loader starts the current release, switches to one the agent staged, and switches back from one that does not prove itself healthy
 ExecStart=${agentCommandLine().join(' ')}
 Restart=on-failure
 RestartSec=5s
+# ${RESTART_EXIT_CODE}: the agent staged a release and asks to be started again, into it
+SuccessExitStatus=${RESTART_EXIT_CODE}
+RestartForceExitStatus=${RESTART_EXIT_CODE}
 # exit status 2 is bad configuration or a refused join token, ${DAMAGED_DATA_EXIT} a damaged database
 # (the journal says to run \`gatemesh repair\`): restarting cannot fix either
 RestartPreventExitStatus=2 ${DAMAGED_DATA_EXIT}
@@ -104,11 +151,26 @@ m ${SERVICE_USER} gpio
 `
 }
 
-/** `gatemesh` on the device, on the image's own runtime wherever the image was unpacked. */
+/** `gatemesh` on the device, on the current release's own runtime wherever the image was unpacked. */
 export function cliWrapper (): string {
   return `#!/bin/sh
-# the gatemesh CLI on the image's own Node runtime
-here=$(dirname "$(readlink -f "$0")")/..
-exec "$here/node/bin/node" ${AGENT_NODE_FLAGS.join(' ')} "$here/app/gatemesh.mjs" "$@"
+# the gatemesh CLI of the current release, on its own Node runtime
+here=$(dirname "$(readlink -f "$0")")/../releases/${CURRENT}
+exec "$here/${RELEASE_NODE}" ${AGENT_NODE_FLAGS.join(' ')} "$here/${RELEASE_APP}" "$@"
 `
+}
+
+/** The loader, with the agent's node flags. */
+export function loader (): string {
+  return loaderScript({ nodeFlags: AGENT_NODE_FLAGS, restartCode: RESTART_EXIT_CODE, rollbackCode: ROLLBACK_EXIT_CODE, stateDir: RELEASE_STATE_DIR })
+}
+
+/** Release versions: semantic versions, which start with a digit and so never collide with `current`, `previous` or `runtimes`. */
+export const RELEASE_VERSION_PATTERN = '^(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})\\.(0|[1-9][0-9]{0,8})(-[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?(\\+[0-9A-Za-z-]+(\\.[0-9A-Za-z-]+)*)?$'
+/** Node versions, as npm's node-linux-<arch> packages name them. */
+export const NODE_VERSION_PATTERN = '^[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}$'
+
+/** Where one release lives on the device. */
+export function releaseDir (version: string): string {
+  return `${RELEASES_DIR}/${version}`
 }

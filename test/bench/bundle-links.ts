@@ -35,7 +35,7 @@ const log = (msg: string): void => { console.log(`[bundle-links] ${msg}`) }
  * Cap every host's link at `mbit` both ways. tbf's bucket is 64 KiB: a few
  * milliseconds of line rate, so bursts cannot add up to a faster link.
  */
-async function capLinks (lab: NetLab, mbit: number): Promise<void> {
+export async function capLinks (lab: NetLab, mbit: number): Promise<void> {
   const tbf = ['root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '64kb', 'latency', '100ms']
   for (const [i, host] of lab.hosts.entries()) {
     await exec('tc', ['-n', host, 'qdisc', 'replace', 'dev', 'eth0', ...tbf])

@@ -19,7 +19,8 @@ const SCENARIOS: Record<string, () => Promise<{ run: (args: BenchArgs) => Promis
   revocation: async () => await import('./revocation.ts'),
   script: async () => await import('./script.ts'),
   scale: async () => await import('./scale.ts'),
-  'versus-serf': async () => await import('./scale-serf.ts')
+  'versus-serf': async () => await import('./scale-serf.ts'),
+  rollout: async () => await import('./rollout.ts')
 }
 
 /** `--name value` → string, a bare `--name` → true. */

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
 import { pino } from 'pino'
-import { buildCoordinatorApp, type CoordinatorAppInit } from '../../coordinator/app.ts'
+import { buildCoordinatorApp, type CoordinatorAppInit, type CoordinatorServices } from '../../coordinator/app.ts'
 import { AccessTokens } from '../../coordinator/auth/access-tokens.ts'
 import { ApiTokenStore } from '../../coordinator/auth/api-tokens.ts'
 import { Auth } from '../../coordinator/auth/auth.ts'
@@ -20,7 +20,7 @@ import { NodesView } from '../../coordinator/nodes/view.ts'
 import { createLogger } from '../../node/logs/logger.ts'
 import { LogStore } from '../../node/logs/log-store.ts'
 import { HealthReporter, HealthSampler } from '../../node/membership/health.ts'
-import { Membership, type NodeRecord } from '../../node/membership/membership.ts'
+import { Membership, type Member, type NodeRecord } from '../../node/membership/membership.ts'
 import { Election } from '../../node/scheduler/election.ts'
 import { resolveBundle } from '../../node/scheduler/resolve.ts'
 import { PredictRouter } from '../../node/scheduler/router.ts'
@@ -51,6 +51,8 @@ export interface TestCoordinator {
 
 export interface TestCoordinatorOptions extends CoordinatorAppInit {
   accessTtlSec?: number
+  /** rollouts for the app, built on the coordinator's own registry and membership */
+  rollouts?: (self: { member: MemoryMember, members: () => Member[], logger: ReturnType<typeof createLogger>['logger'] }) => CoordinatorServices['rollouts']
   /** the model repository's upload limit */
   maxUploadBytes?: number
 }
@@ -152,13 +154,15 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
     network: { handle: async () => {}, unhandle: async () => {}, dialProtocol: async () => { throw new Error('no mesh in this test') } },
     logger
   })
-  const { maxUploadBytes: _limit, loginLimits, ...appOptions } = options
+  const { maxUploadBytes: _limit, loginLimits, rollouts: withRollouts, ...appOptions } = options
+  const rollouts = withRollouts?.({ member: self, members: () => memberships[0]!.members(), logger })
   // persisted in the test's database, as the coordinator's are
   const loginLimiter = new LoginLimiter(db, loginLimits)
   await loginLimiter.open()
   const app = await buildCoordinatorApp({
     auth, users, apiTokens, loginLimiter, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test',
-    models, deployments, predict: async (model, version, body) => await router.predict(model, version, body)
+    models, deployments, predict: async (model, version, body) => await router.predict(model, version, body),
+    ...(rollouts == null ? {} : { rollouts })
   }, { logger, ...appOptions })
   return {
     app,

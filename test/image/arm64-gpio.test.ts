@@ -5,7 +5,7 @@ import t from 'tap'
 import { initFleet } from '../../node/identity/fleet.ts'
 import { freePort } from '../helpers/ports.ts'
 import { CLI, waitFor } from '../helpers/cluster.ts'
-import { elfMachine, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { currentRelease, elfMachine, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { run, type TestProcess } from '../helpers/processes.ts'
 /** Debian's arm64 glibc, libstdc++ and libgcc (libc6-arm64-cross and friends). */
 const SYSROOT = '/usr/aarch64-linux-gnu'
@@ -44,12 +44,17 @@ async function arm64Gpio (qemu: string): Promise<void> {
   }))
   const archive = join(work, 'gatemesh-arm64.tar.gz')
   const root = join(work, 'device-root')
-  const epoll = join(root, 'opt/gatemesh/node_modules/epoll/build/Release/epoll.node')
+  // in the image's release, once it is unpacked (releases/<version>/node_modules)
+  let epoll = ''
+  let node = ''
   // every assertion lives in a subtest: tap ends a root test that asserted and then waits
   await t.test('the arm64 image is built with epoll compiled for AArch64', async t => {
     // as a user runs it; a loaded machine may take many minutes to compile epoll and pack the image
     await run(process.execPath, [CLI, 'image', 'build', '--arch', 'arm64', '--fleet', fleetDir, '--out', archive, '--config', overrides], { timeoutMs: 40 * 60_000 })
     await unpackImage(archive, root)
+    const release = await currentRelease(root)
+    epoll = join(release.dir, 'node_modules/epoll/build/Release/epoll.node')
+    node = release.node
     t.equal(await elfMachine(epoll), 0xb7, 'the image carries epoll.node compiled for AArch64')
   })
 
@@ -58,8 +63,9 @@ async function arm64Gpio (qemu: string): Promise<void> {
   const startAgent = async (): Promise<TestProcess> => {
     await fakeSysfsGpio(qemuRoot)
     started = Date.now()
-    // its own UTS namespace with hostname "0": the GPIO input's value file (see fakeSysfsGpio)
-    return await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh', qemu, '-L', qemuRoot], log: join(work, 'device.log') })
+    // its own UTS namespace with hostname "0": the GPIO input's value file (see fakeSysfsGpio); the
+    // unit's command line (the image's loader) runs here and execs the release's arm64 node under qemu
+    return await startImageAgent(root, { prefix: ['unshare', '--uts', 'sh', '-c', 'hostname 0 && exec "$@"', 'sh'], emulator: [qemu, '-L', qemuRoot], log: join(work, 'device.log') })
   }
   type Sensor = { id: string, status: string, readings: number, lastReading?: { value: number }, error?: string }
   const sensors = async (): Promise<Sensor[]> => {
@@ -75,7 +81,7 @@ async function arm64Gpio (qemu: string): Promise<void> {
     t.pass(`open ${((Date.now() - started) / 1000).toFixed(1)} s after start (emulated)`)
     const maps = await readFile(`/proc/${child!.pid!}/maps`, 'utf8')
     t.ok(maps.includes(epoll), 'the emulated process has the image\'s arm64 epoll.node mapped')
-    t.ok(maps.includes(join(root, 'opt/gatemesh/node/bin/node')), 'and runs the image\'s own Node')
+    t.ok(maps.includes(node), 'and runs the image\'s own Node (its release\'s runtime)')
     const gpio = join(qemuRoot, 'sys/class/gpio')
     t.equal(await readFile(join(gpio, 'export'), 'utf8'), '18', 'onoff exported the pins through sysfs (the last export written: the actuator\'s)')
     t.equal(await readFile(join(gpio, 'gpio17/direction'), 'utf8'), 'in', 'the sensor as an input')

@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { freePort } from '../helpers/ports.ts'
 import { Cluster, waitFor, type ClusterNode } from '../helpers/cluster.ts'
-import { buildImageCli, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { buildImageCli, currentRelease, elfMachine, filesUnder, imageDevice, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
 import { fixture, maxDiff, REFERENCE } from '../helpers/model-fixtures.ts'
 import { loadFleet } from '../../node/identity/fleet.ts'
@@ -36,7 +36,8 @@ await t.test('an arm64 image carries only aarch64 binaries', async t => {
   t.match(stdout, /native: .*classic-level \(prebuilds\/linux-arm64\/classic-level\.armv8\.node\)/)
   t.match(stdout, /native: .*epoll \(epoll\/build\/Release\/epoll\.node, compiled for the image\)/, 'onoff\'s epoll is compiled for arm64 into the image (arm64-gpio.test.ts runs it)')
   await unpackImage(archive, root)
-  t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), EM_AARCH64, 'bin/node is an aarch64 ELF')
+  const release = await currentRelease(root)
+  t.equal(await elfMachine(release.node), EM_AARCH64, `the release's node/bin/node (${release.node.slice(root.length + 1)}) is an aarch64 ELF`)
   const natives = await filesUnder(join(root, 'opt/gatemesh'), '.node')
   t.ok(natives.length >= 2, `${natives.length} native modules`)
   for (const f of natives) t.equal(await elfMachine(f), EM_AARCH64, `${f.split('node_modules/')[1]} is an aarch64 ELF (e_machine 0xB7)`)
@@ -51,15 +52,19 @@ await t.test('an arm64 image carries only aarch64 binaries', async t => {
 const qemu = process.env.GATEMESH_TEST_QEMU === '0' ? undefined : 'qemu-aarch64-static'
 await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which joins the mesh and runs a placement', { skip: qemu == null ? 'GATEMESH_TEST_QEMU=0' : false }, async t => {
   await access(SYSROOT).catch(() => { throw new Error(`${SYSROOT} is missing: apt-get install qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross libgcc-s1-arm64-cross`) })
-  const { stdout: arch } = await exec(qemu!, ['-L', SYSROOT, join(root, 'opt/gatemesh/node/bin/node'), '-p', 'process.arch + " " + process.version'])
+  const release = await currentRelease(root)
+  const { stdout: arch } = await exec(qemu!, ['-L', SYSROOT, release.node, '-p', 'process.arch + " " + process.version'])
   t.match(arch.trim(), /^arm64 v22\./, `the image's runtime reports ${arch.trim()}`)
 
   const device: ClusterNode = await imageDevice(root, p2pPort, apiPort)
   cluster.nodes.set('device', device)
   const started = Date.now()
-  device.process = await startImageAgent(root, { prefix: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })
+  // the unit's command line: the image's loader (run here), which execs the release's arm64 node (run by qemu)
+  device.process = await startImageAgent(root, { emulator: [qemu!, '-L', SYSROOT], log: join(cluster.root, 'device.log') })
   const child = device.child = device.process.child
-  t.match(await readlink(`/proc/${child.pid!}/exe`), /qemu-aarch64-static$/, 'the process is the emulator running the image\'s node')
+  await waitFor(async () => child.exitCode == null && /qemu-aarch64-static$/.test(await readlink(`/proc/${child.pid!}/exe`)), 'the loader to exec the agent', 30_000, 100)
+  t.pass('the loader\'s process is now the emulator')
+  t.ok((await readFile(`/proc/${child.pid!}/maps`, 'utf8')).includes(release.node), 'running the image\'s own arm64 node')
   await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the arm64 agent alive', 120_000, 250)
   await waitFor(async () => {
     const m = await cluster.members('device')
@@ -67,6 +72,8 @@ await t.test('under qemu-aarch64, the image\'s arm64 Node runs its agent, which 
   }, 'the arm64 agent to see a and b alive', 120_000, 250)
   const joinedMs = Date.now() - started
   t.pass(`joined ${(joinedMs / 1000).toFixed(1)} s after start (emulated)`)
+  const { record } = await (await fetch(`${device.api}/v1/release`, { signal: AbortSignal.timeout(60_000) })).json() as { record: { version: string, managed: boolean } }
+  t.match(record, { version: release.version, managed: true }, 'it runs the image\'s release under the loader')
   console.error(`# arm64 image under qemu-aarch64-static: joined the mesh ${(joinedMs / 1000).toFixed(1)} s after start`)
 
   await publishAnomalyBundle(cluster, 'a')

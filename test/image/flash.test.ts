@@ -7,6 +7,7 @@ import { initFleet } from '../../node/identity/fleet.ts'
 import { flashRoot, inspectImage } from '../../packaging/image/flash.ts'
 import { remoteInstallScript } from '../../packaging/image/ssh.ts'
 import { CLI } from '../helpers/cluster.ts'
+import { budget, calibrate } from '../helpers/budget.ts'
 import { buildImageCli } from '../helpers/image.ts'
 import { exec } from '../helpers/processes.ts'
 
@@ -15,6 +16,7 @@ t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 const fleet = join(work, 'fleet')
 await initFleet(fleet)
 const archive = join(work, 'gatemesh-x64.tar.gz')
+await calibrate()
 await buildImageCli(['--arch', 'x64', '--fleet', fleet, '--out', archive, '--labels', 'site=lab'])
 
 /** A scratch directory that looks like a Debian root: os-release, usr/, and a real x86-64 /usr/bin/env. */
@@ -41,7 +43,8 @@ async function fakeRoot (name: string, options: { osRelease?: boolean, usr?: boo
 
 async function flashCli (root: string): Promise<{ code: number, stdout: string, stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [CLI, 'flash', archive, '--root', root], { timeout: 120_000 })
+    // unpacking a whole release (thousands of files) and removing the old one: minutes on a busy machine
+    const { stdout, stderr } = await exec(process.execPath, [CLI, 'flash', archive, '--root', root], { timeout: budget(120_000) })
     return { code: 0, stdout, stderr }
   } catch (err: any) {
     return { code: err.code, stdout: err.stdout, stderr: err.stderr }
@@ -54,8 +57,13 @@ await t.test('flash --root installs the expected tree and enables the unit', asy
   const { code, stdout } = await flashCli(root)
   t.equal(code, 0)
   t.match(stdout, /installed gatemesh \S+ \(x64\) in .*rootfs; the agent starts on the next boot as 12D3KooW/)
-  for (const f of ['opt/gatemesh/node/bin/node', 'opt/gatemesh/app/gatemesh.mjs', 'opt/gatemesh/app/gatemesh-worker.mjs', 'opt/gatemesh/package.json',
-    'opt/gatemesh/image.json', 'opt/gatemesh/bin/gatemesh', 'opt/gatemesh/lib/sysusers.d/gatemesh.conf', 'opt/gatemesh/node_modules/classic-level/package.json',
+  const { manifest } = await inspectImage(archive)
+  const release = `opt/gatemesh/releases/${manifest.release!.version}`
+  t.equal(await readlink(join(root, 'opt/gatemesh/releases/current')), manifest.release!.version, 'releases/current is the image\'s release')
+  t.equal(await readlink(join(root, release, 'node')), `../runtimes/${manifest.node.version}`, 'which runs on the image\'s runtime')
+  for (const f of [`${release}/node/bin/node`, `${release}/app/gatemesh.mjs`, `${release}/app/gatemesh-worker.mjs`, `${release}/package.json`, `${release}/release.json`,
+    'opt/gatemesh/current/app/gatemesh.mjs', 'opt/gatemesh/bin/gatemesh-loader',
+    'opt/gatemesh/image.json', 'opt/gatemesh/bin/gatemesh', 'opt/gatemesh/lib/sysusers.d/gatemesh.conf', `${release}/node_modules/classic-level/package.json`,
     'etc/systemd/system/gatemesh-agent.service', 'etc/systemd/system/gatemesh-setup.service',
     'var/lib/gatemesh/config.json', 'var/lib/gatemesh/node.cert', 'var/lib/gatemesh/fleet.pub']) {
     t.ok((await stat(join(root, f))).isFile(), f)
@@ -66,7 +74,9 @@ await t.test('flash --root installs the expected tree and enables the unit', asy
   t.equal((await stat(join(root, 'var/lib/gatemesh'))).mode & 0o777, 0o700)
   t.same((await readdir(join(root, 'opt'))), ['gatemesh'], 'no staging directories left behind')
   const unit = await readFile(join(root, 'etc/systemd/system/gatemesh-agent.service'), 'utf8')
-  t.match(unit, /^ExecStart=\/opt\/gatemesh\/node\/bin\/node --max-semi-space-size=1 --optimize-for-size \/opt\/gatemesh\/app\/gatemesh\.mjs agent --data \/var\/lib\/gatemesh$/m, 'the agent runs on the image\'s node with AGENT_NODE_FLAGS')
+  t.match(unit, /^ExecStart=\/opt\/gatemesh\/bin\/gatemesh-loader \/opt\/gatemesh \/var\/lib\/gatemesh$/m, 'the unit runs the image\'s loader')
+  const loader = await readFile(join(root, 'opt/gatemesh/bin/gatemesh-loader'), 'utf8')
+  t.match(loader, /^ {2}exec "\$dir\/node\/bin\/node" --max-semi-space-size=1 --optimize-for-size "\$dir\/app\/gatemesh\.mjs" agent --data "\$data"$/m, 'which runs the agent on the current release\'s node with AGENT_NODE_FLAGS')
   t.match(unit, /^User=gatemesh$/m)
   t.match(unit, /^StateDirectory=gatemesh$/m)
   t.match(unit, /^Restart=on-failure$/m)
@@ -101,6 +111,25 @@ await t.test('flashing again upgrades /opt/gatemesh as a whole and keeps the nod
   await t.rejects(stat(join(root, 'opt/gatemesh/stale-file')), 'nothing of the old version is left')
   t.equal(await readFile(join(root, 'var/lib/gatemesh/node.cert'), 'utf8'), cert, 'same certificate')
   t.match(await readFile(join(root, 'var/lib/gatemesh/config.json'), 'utf8'), /"site": "edited"/, 'the operator\'s config edits survive')
+})
+
+await t.test('flashing over an installation from before releases (app and runtime straight in /opt/gatemesh) leaves only the release layout', async t => {
+  const old = await fakeRoot('flat-rootfs', { env: 'x64' })
+  const opt = join(old, 'opt/gatemesh')
+  for (const dir of ['node/bin', 'app', 'node_modules/classic-level', 'bin']) await mkdir(join(opt, dir), { recursive: true })
+  await copyFile('/usr/bin/env', join(opt, 'node/bin/node'))
+  await writeFile(join(opt, 'app/gatemesh.mjs'), 'console.log("the old agent")\n')
+  await writeFile(join(opt, 'node_modules/classic-level/package.json'), '{}\n')
+  await writeFile(join(opt, 'image.json'), JSON.stringify({ format: 1, name: 'gatemesh', version: '0.0.9', arch: 'x64' }))
+  await mkdir(join(old, 'etc/systemd/system'), { recursive: true })
+  await writeFile(join(old, 'etc/systemd/system/gatemesh-agent.service'), '[Service]\nExecStart=/opt/gatemesh/node/bin/node /opt/gatemesh/app/gatemesh.mjs agent --data /var/lib/gatemesh\n')
+  const { code, stdout } = await flashCli(old)
+  t.equal(code, 0)
+  t.match(stdout, /\(replacing an installation from before releases\)/, 'it says what it replaces')
+  t.match(stdout, /upgraded gatemesh/)
+  for (const gone of ['node', 'app', 'node_modules']) await t.rejects(stat(join(opt, gone)), `no ${gone}/ of the old layout is left`)
+  t.ok((await stat(join(opt, 'current/app/gatemesh.mjs'))).isFile(), 'the image\'s release is current')
+  t.match(await readFile(join(old, 'etc/systemd/system/gatemesh-agent.service'), 'utf8'), /^ExecStart=\/opt\/gatemesh\/bin\/gatemesh-loader /m, 'the unit now runs the loader')
 })
 
 await t.test('refuses a directory that is not a Linux root, writing nothing', async t => {

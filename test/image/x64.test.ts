@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import t from 'tap'
 import { freePort } from '../helpers/ports.ts'
 import { Cluster, sleep, waitFor, type ClusterNode } from '../helpers/cluster.ts'
-import { buildImageCli, elfMachine, filesUnder, imageDevice, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
+import { buildImageCli, currentRelease, elfMachine, filesUnder, imageDevice, rssBytes, startImageAgent, unpackImage } from '../helpers/image.ts'
 import { deploy, publishAnomalyBundle, runningOn } from '../helpers/scheduling.ts'
 import { temperatures, SCALE } from '../helpers/anomaly-bundle.ts'
 import { exec } from '../helpers/processes.ts'
@@ -38,15 +38,21 @@ let device: ClusterNode
 await t.test('unpacked into an empty root, the image holds everything the agent needs', async t => {
   await unpackImage(archive, root)
   t.same((await readdir(root)).sort(), ['etc', 'opt', 'var'])
-  t.equal(await elfMachine(join(root, 'opt/gatemesh/node/bin/node')), 0x3e, 'its own Node runtime, an x86-64 ELF')
-  const natives = await filesUnder(join(root, 'opt/gatemesh/node_modules'), '.node')
+  const image = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  const release = await currentRelease(root)
+  t.equal(release.version, image.release.version, `releases/current is the image's release, ${release.version}`)
+  t.equal(await readlink(join(root, 'opt/gatemesh/current')), 'releases/current', 'and /opt/gatemesh/current leads to it')
+  t.equal(release.node, join(root, 'opt/gatemesh/releases/runtimes', image.node.version, 'bin/node'), 'the release runs on the image\'s runtime, shared under releases/runtimes')
+  t.equal(await elfMachine(release.node), 0x3e, 'its own Node runtime, an x86-64 ELF')
+  t.ok((await stat(join(root, 'opt/gatemesh/bin/gatemesh-loader'))).mode & 0o100, 'the loader is executable')
+  const modules = join(release.dir, 'node_modules')
+  const natives = await filesUnder(modules, '.node')
   t.ok(natives.length >= 2, `native modules: ${natives.map(f => f.split('node_modules/')[1]).join(', ')}`)
   for (const f of natives) t.equal(await elfMachine(f), 0x3e, `${f.split('node_modules/')[1]} is x86-64`)
-  t.ok((await filesUnder(join(root, 'opt/gatemesh/node_modules/@tensorflow/tfjs-backend-wasm'), '.wasm')).length > 0, 'the wasm backend\'s .wasm files are there')
+  t.ok((await filesUnder(join(modules, '@tensorflow/tfjs-backend-wasm'), '.wasm')).length > 0, 'the wasm backend\'s .wasm files are there')
   t.ok(natives.some(f => f.endsWith('onnxruntime-node/bin/napi-v6/linux/x64/onnxruntime_binding.node')), 'ONNX Runtime\'s x64 binding is in, and no other platform\'s')
-  t.same((await filesUnder(join(root, 'opt/gatemesh/node_modules/onnxruntime-web'), '.wasm')).map(f => f.split('/').pop()), ['ort-wasm-simd-threaded.wasm'], 'onnxruntime-web keeps the one wasm build Node loads')
-  t.same((await filesUnder(join(root, 'opt/gatemesh/node_modules/@litertjs/core'), '.wasm')).map(f => f.split('/').pop()).sort(), ['litert_wasm_compat_internal.wasm', 'litert_wasm_internal.wasm'], 'LiteRT.js keeps its two CPU builds')
-  const image = JSON.parse(await readFile(join(root, 'opt/gatemesh/image.json'), 'utf8'))
+  t.same((await filesUnder(join(modules, 'onnxruntime-web'), '.wasm')).map(f => f.split('/').pop()), ['ort-wasm-simd-threaded.wasm'], 'onnxruntime-web keeps the one wasm build Node loads')
+  t.same((await filesUnder(join(modules, '@litertjs/core'), '.wasm')).map(f => f.split('/').pop()).sort(), ['litert_wasm_compat_internal.wasm', 'litert_wasm_internal.wasm'], 'LiteRT.js keeps its two CPU builds')
   for (const r of image.modules.runtimes) console.error(`# x64 image: ${r.package} ${(r.bytesBefore / 1048576).toFixed(1)} MiB installed, ${(r.bytesAfter / 1048576).toFixed(1)} MiB in the image`)
   t.equal((await stat(join(root, 'var/lib/gatemesh/peer.key'))).mode & 0o777, 0o600, 'peer.key is 0600')
   t.equal((await stat(join(root, 'var/lib/gatemesh'))).mode & 0o777, 0o700, 'the data dir is 0700')
@@ -56,10 +62,12 @@ await t.test('unpacked into an empty root, the image holds everything the agent 
   cluster.nodes.set('device', device)
 })
 
-await t.test('the image\'s own Node runs the agent from the unit\'s command line; it joins the mesh', async t => {
+await t.test('the unit\'s command line (the image\'s loader) runs the agent on the release\'s own Node; it joins the mesh', async t => {
+  const release = await currentRelease(root)
   device.process = await startImageAgent(root, { log: join(cluster.root, 'device.log') })
   const child = device.child = device.process.child
-  await waitFor(async () => child.exitCode == null && (await readlink(`/proc/${child.pid!}/exe`)) === join(root, 'opt/gatemesh/node/bin/node'), 'the agent process', 10_000)
+  // the loader (a shell script) execs the agent: same process, now the release's node binary
+  await waitFor(async () => child.exitCode == null && (await readlink(`/proc/${child.pid!}/exe`)) === release.node, 'the loader to exec the agent', 30_000)
   t.pass('the process runs the image\'s node binary, not the system\'s')
   await waitFor(async () => (await cluster.members('a')).get(device.peerId)?.state === 'alive', 'a to see the device alive', 60_000)
   const seen = await waitFor(async () => {
@@ -69,6 +77,8 @@ await t.test('the image\'s own Node runs the agent from the unit\'s command line
   t.equal(seen.get(device.peerId)?.role, 'gateway')
   await waitFor(async () => (await cluster.members('b')).get(device.peerId)?.state === 'alive', 'b to see the device alive', 60_000)
   t.pass('b sees it too')
+  const { record } = await (await fetch(`${device.api}/v1/release`, { signal: AbortSignal.timeout(10_000) })).json() as { record: { version: string, managed: boolean } }
+  t.match(record, { version: release.version, managed: true }, 'it runs the image\'s release under the loader, which can switch it and roll back')
   // settle: connections, sync and the first heartbeats are done
   await sleep(5000)
   const rss = await rssBytes(child.pid!)

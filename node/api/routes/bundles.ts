@@ -43,7 +43,9 @@ export async function bundleRoutes (app: FastifyInstance, { bundles }: { bundles
       throw err
     }
     const { bundle, verified, created } = await bundles.publish(tmp)
-    return await reply.code(created ? 201 : 200).send({ ...bundle, signer: verified.signer, manifest: verified.manifest })
+    // a release lists thousands of files: the count says enough here
+    const manifest = verified.kind === 'release' ? { ...verified.manifest, files: undefined, fileCount: verified.manifest.files.length } : verified.manifest
+    return await reply.code(created ? 201 : 200).send({ ...bundle, signer: verified.signer, manifest })
   })
 
   app.get('/v1/bundles', async () => {
