@@ -105,6 +105,8 @@ export class SwimLink {
       }, timeoutMs)
       this.#pending.set(seq, { resolve, reject, timer })
     })
+    // a close while the write below waits rejects `reply` before anyone awaits it; the write's own error is thrown instead
+    reply.catch(() => {})
     try {
       await this.#write({ ...frame, seq } as Request)
     } catch (err: any) {
