@@ -347,10 +347,18 @@ async function deleteDeployment (id) {
 
 const when = (iso) => new Date(iso).toLocaleString()
 
+// a model update in a line: where it is, or how the last one ended and why
+function updateText (u) {
+  const v = (x) => x.version ?? x.bundle.slice(0, 12)
+  if (u.phase === 'canary') return `updating ${v(u.from)} → ${v(u.to)}: canary ${u.canary.state}, ${u.step}/${u.of}`
+  if (u.phase === 'rolling') return `updating ${v(u.from)} → ${v(u.to)}: ${u.step}/${u.of}`
+  return `${v(u.to)} ${u.phase}${u.reason == null ? '' : `: ${u.reason}`}`
+}
+
 function renderDeployments () {
   $('#deployments-table tbody').replaceChildren(...deployments.map(d => h('tr', { 'data-deployment': d.id, 'data-running': String(d.running) },
     h('td', {}, h('b', {}, d.id)),
-    h('td', {}, `${d.spec.model.name} ${d.spec.model.version ?? d.spec.model.digest.slice(0, 12)}`, d.model === d.spec.model.name ? '' : h('div', { class: 'muted' }, `as ${d.model}`)),
+    h('td', {}, `${d.spec.model.name} ${d.spec.model.version ?? d.spec.model.digest.slice(0, 12)}`, d.model === d.spec.model.name ? '' : h('div', { class: 'muted' }, `as ${d.model}`), d.update == null ? '' : h('div', { class: 'muted', 'data-update': d.update.phase, title: d.update.reason ?? '' }, updateText(d.update))),
     h('td', {}, `${d.running} / ${d.replicas}`),
     h('td', {}, d.spec.window == null ? (d.spec.schedule == null ? 'always' : `${d.spec.schedule.cron} for ${d.spec.schedule.durationSec} s`) : `${when(d.spec.window.start)} – ${when(d.spec.window.end)}`, ' ', stateBadge(d.window.active ? 'active' : 'inactive')),
     h('td', { class: 'mono' }, d.placement == null ? 'not placed yet' : d.placement.nodes.map(short).join(', ')),

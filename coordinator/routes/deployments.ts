@@ -8,6 +8,31 @@ import type { FastifyInstance } from 'fastify'
 
 const IdParams = Type.Object({ id: DeploymentSpecSchema.properties.id }, { additionalProperties: false })
 
+const Version = Type.Object({ bundle: Type.String(), version: Type.Optional(Type.String()) })
+const ModelUpdateViewSchema = Type.Object({
+  phase: Type.Union(['canary', 'rolling', 'succeeded', 'rolled-back', 'superseded'].map(p => Type.Literal(p))),
+  from: Version,
+  to: Version,
+  step: Type.Integer({ description: 'nodes switched to the new version so far (while in progress)' }),
+  of: Type.Integer(),
+  updated: Type.Array(Type.String()),
+  canary: Type.Object({
+    replicas: Type.Integer(),
+    state: Type.Union(['none', 'starting', 'watching', 'passed', 'failed', 'ended'].map(p => Type.Literal(p))),
+    since: Type.Optional(Type.String()),
+    until: Type.Optional(Type.String())
+  }),
+  reason: Type.Optional(Type.String()),
+  history: Type.Array(Type.Object({
+    bundle: Type.String(),
+    version: Type.Optional(Type.String()),
+    outcome: Type.Union(['in-progress', 'succeeded', 'rolled-back', 'superseded'].map(p => Type.Literal(p))),
+    reason: Type.Optional(Type.String()),
+    startedAt: Type.Integer(),
+    endedAt: Type.Optional(Type.Integer())
+  }))
+})
+
 export const DeploymentViewSchema = Type.Object({
   id: Type.String(),
   model: Type.String({ description: 'the name its instances answer to under /v1/models/' }),
@@ -21,8 +46,16 @@ export const DeploymentViewSchema = Type.Object({
     bundle: Type.String()
   }), Type.Null()], { description: 'where the elected scheduler placed it; null until it has' }),
   window: Type.Object({ active: Type.Boolean(), nextChange: Type.Union([Type.String(), Type.Null()]) }),
-  instances: Type.Array(Type.Object({ node: Type.String(), state: Type.String(), reason: Type.Optional(Type.String()) })),
+  instances: Type.Array(Type.Object({
+    node: Type.String(),
+    state: Type.String(),
+    reason: Type.Optional(Type.String()),
+    version: Type.Optional(Type.String()),
+    bundle: Type.Optional(Type.String()),
+    next: Type.Optional(Type.Object({ state: Type.String(), version: Type.Optional(Type.String()), bundle: Type.Optional(Type.String()), reason: Type.Optional(Type.String()) }, { description: 'during a model update: the new instance starting beside this one, or why it failed' }))
+  })),
   running: Type.Integer(),
+  update: Type.Union([ModelUpdateViewSchema, Type.Null()], { description: 'the current or last model update (rolling, canary, rollback); null when the model never changed' }),
   createdBy: Type.Union([Type.String(), Type.Null()]),
   createdAt: Type.Union([Type.Integer(), Type.Null()]),
   endpoints: Type.Array(Type.Object({ node: Type.String(), url: Type.String() }), { description: 'POST {"instances": [...]} to any of these' }),
@@ -49,7 +82,7 @@ export async function deploymentRoutes (app: FastifyInstance, { ctx }: { ctx: Co
     schema: {
       tags,
       summary: 'Create a deployment: the spec is validated, signed with the fleet key and written to the mesh registry',
-      description: 'The body is a deployment spec: id, model {name, version} or {digest}, replicas, placement {role, nodes, labels, sensorTypes, policy}, window {start, end} or schedule {cron, durationSec, timezone}, autoscale, instance (input, rules, actions over the bundle\'s config.json). 409 when the id exists; 400 naming the field otherwise.',
+      description: 'The body is a deployment spec: id, model {name, version} or {digest}, replicas, placement {role, nodes, labels, sensorTypes, policy}, window {start, end} or schedule {cron, durationSec, timezone}, autoscale, canary {replicas | percent, durationSec} and update {maxErrorPct, minPredicts, availableTimeoutSec} for model updates, instance (input, rules, actions over the bundle\'s config.json). 409 when the id exists; 400 naming the field otherwise.',
       querystring: NoQuery,
       body: DeploymentSpecSchema,
       response: { 201: Type.Ref('Deployment'), ...errorResponses(400, 401, 403, 409) }

@@ -74,15 +74,24 @@ export async function deploymentsCommand (argv: string[]): Promise<void> {
     return
   }
   const short = (id: string): string => `…${id.slice(-8)}`
-  console.log(table(['DEPLOYMENT', 'MODEL', 'REPLICAS', 'RUNNING', 'WINDOW', 'NODES'], deployments.map(d => [
+  console.log(table(['DEPLOYMENT', 'MODEL', 'REPLICAS', 'RUNNING', 'WINDOW', 'UPDATE', 'NODES'], deployments.map(d => [
     d.id,
     `${d.spec.model.name}@${d.spec.model.version ?? d.spec.model.digest?.slice(0, 12) ?? '?'}`,
     String(d.placement?.replicas ?? d.spec.replicas),
     String(d.running),
     d.window.active ? (d.window.nextChange == null ? 'always' : `until ${d.window.nextChange}`) : (d.window.nextChange == null ? 'ended' : `from ${d.window.nextChange}`),
-    d.instances.map(i => `${short(i.node)}:${i.state}`).join(' ')
+    updateCell(d.update),
+    d.instances.map(i => `${short(i.node)}:${i.state}${i.version == null ? '' : `@${i.version}`}`).join(' ')
   ])))
   console.log(`scheduler ${scheduler.leader == null ? 'none' : short(scheduler.leader)} (zone ${scheduler.zone}, term ${scheduler.term ?? '-'})`)
+}
+
+/** A model update in one cell: `1.0.0→2.0.0 canary 1/3`, `→3.0.0 rolled-back`. */
+function updateCell (u: DeploymentStatus['update'] | undefined): string {
+  if (u == null) return '-'
+  const to = u.to.version ?? u.to.bundle.slice(0, 12)
+  if (u.phase === 'canary' || u.phase === 'rolling') return `${u.from.version ?? u.from.bundle.slice(0, 12)}→${to} ${u.phase} ${u.step}/${u.of}`
+  return `→${to} ${u.phase}`
 }
 
 /** drain | undrain | evict ID | unevict ID on one agent. */

@@ -28,6 +28,12 @@ export class InstanceExistsError extends RuntimeError {
   override readonly name = 'InstanceExistsError'
 }
 
+/** The instance a replacement was started for was stopped or replaced meanwhile: the replacement is not wanted. */
+export class InstanceChangedError extends RuntimeError {
+  override readonly code = 'ERR_INSTANCE_CHANGED'
+  override readonly name = 'InstanceChangedError'
+}
+
 /** A bundle directory is incomplete, altered, unsigned or not signed by the fleet. */
 export class BundleInvalidError extends RuntimeError {
   override readonly code = 'ERR_BUNDLE_INVALID'

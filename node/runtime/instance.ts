@@ -72,6 +72,10 @@ export class ModelInstance {
   #reason?: string
   readonly #started = deferred()
   readonly startedAt = Date.now()
+  /** predicts answered and failed since start: what a model update's error rate is judged on */
+  readonly #predicts = { ok: 0, errors: 0 }
+  #inflight = 0
+  #idle: Array<() => void> = []
 
   constructor (components: InstanceComponents, init: InstanceInit) {
     this.#c = components
@@ -168,12 +172,38 @@ export class ModelInstance {
     this.#state = 'stopped'
   }
 
+  /** Predicts this instance answered (`ok`) and failed (`errors`) since it started. */
+  get predicts (): { ok: number, errors: number } {
+    return { ...this.#predicts }
+  }
+
+  /** Resolves once no predict is in flight (or after `timeoutMs`): a replaced instance finishes what it took before it stops. */
+  async drained (timeoutMs: number): Promise<void> {
+    if (this.#inflight === 0) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([
+      new Promise<void>(resolve => { this.#idle.push(resolve) }),
+      new Promise<void>(resolve => { timer = setTimeout(resolve, timeoutMs) })
+    ])
+    clearTimeout(timer)
+  }
+
   /** Predict checked instances; rules run on each prediction. Rows come back per instance, per output. */
   async predict (instances: CheckedInstance[], source: 'api' | 'sensor' = 'api', context: Record<string, unknown> = {}): Promise<Nested[][]> {
     if (this.#state === 'starting') await this.loaded()
     if (this.#state !== 'running') throw new InstanceStoppedError(`model ${this.name} is ${this.#state}`)
     const ts = typeof context.ts === 'number' ? context.ts : Date.now()
-    const rows = await Promise.all(instances.map(async i => await this.#batcher.submit(i)))
+    let rows: Nested[][]
+    this.#inflight++
+    try {
+      rows = await Promise.all(instances.map(async i => await this.#batcher.submit(i)))
+      this.#predicts.ok++
+    } catch (err) {
+      this.#predicts.errors++
+      throw err
+    } finally {
+      if (--this.#inflight === 0) for (const wake of this.#idle.splice(0)) wake()
+    }
     this.#c.metrics?.predictions.inc({ model: this.name, source }, rows.length)
     if (this.#rules.length > 0) {
       for (const r of rows) await this.#applyRules({ ...context, ...interpret(r, this.bundle.manifest.outputs), model: this.name, version: this.version, node: this.#c.node, source, ts })

@@ -1,5 +1,5 @@
 import { familyOf, probeBackends, type BackendName, type BackendPreference, type OnnxBackendPreference, type RuntimeFamily } from './backend.ts'
-import { InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
+import { InstanceChangedError, InstanceExistsError, InstanceSpecError, ModelNotFoundError } from './errors.ts'
 import { ModelInstance, scratchDirFor, type InstanceComponents } from './instance.ts'
 import { mergeSpecs, parseInstanceSpec } from './spec.ts'
 import { resolveOnnxBackend } from '../../packaging/models/onnx-probe.ts'
@@ -47,6 +47,10 @@ export interface RuntimeInit {
   onnxBackend?: OnnxBackendPreference
   /** how long a predict waits for a loading model before a 503. @default DEFAULT_LOAD_WAIT_MS */
   loadWaitMs?: number
+  /** A replaced instance gets this long to finish the predicts it took before it stops. @default 10_000 */
+  drainMs?: number
+  /** Running instances' predict counts are re-announced at most this often when they change. @default 2000 */
+  statsIntervalMs?: number
 }
 
 /** The backend of one runtime family: the one in use, or the one that would be used. */
@@ -67,6 +71,9 @@ export class Runtime implements Startable {
   #backendInUse = false
   readonly #backends: Record<RuntimeFamily, BackendState>
   #restoring: Promise<void> = Promise.resolve()
+  /** what `instance/<self>/<name>` says, as this node last wrote it */
+  readonly #entries = new Map<string, Record<string, any>>()
+  #statsTimer?: NodeJS.Timeout
 
   constructor (components: RuntimeComponents, init: RuntimeInit) {
     this.#c = components
@@ -99,6 +106,8 @@ export class Runtime implements Startable {
    */
   async start (): Promise<void> {
     this.#restoring = this.#restore()
+    this.#statsTimer = setInterval(() => { void this.#publishPredicts() }, this.#init.statsIntervalMs ?? 2000)
+    this.#statsTimer.unref()
   }
 
   /** Resolves once every instance recorded before the restart was restarted (or failed to). */
@@ -120,6 +129,7 @@ export class Runtime implements Startable {
   }
 
   async stop (): Promise<void> {
+    clearInterval(this.#statsTimer)
     await this.#restoring
     // records stay in level: these instances come back with the agent
     await Promise.allSettled([...this.#instances.values()].map(async i => { await i.stop() }))
@@ -145,12 +155,75 @@ export class Runtime implements Startable {
   async run (request: RunRequest, options: { persist?: boolean } = {}): Promise<ModelInstance> {
     // refused up front rather than started and then not recorded (it would not come back after a restart)
     if (options.persist !== false) this.#disk?.check('instances started through the API')
+    const { instance, owner } = await this.#prepare(request)
+    const { name, bundle } = instance
+    if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
+    this.#instances.set(name, instance)
+    await this.#announce(name, { ...owner, state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
+    try {
+      await instance.start()
+    } catch (err: any) {
+      this.#instances.delete(name)
+      await this.#announce(name, { ...owner, state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, reason: err.message, at: Date.now() })
+      throw err
+    }
+    if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
+    this.#started(instance, request)
+    await this.#announceRunning(instance, request, owner)
+    return instance
+  }
+
+  /**
+   * Replace the running instance of the same name with one of `request`
+   * (a model update): the new instance starts beside the old one, takes
+   * predicts only once it is AVAILABLE, and the old one finishes what it
+   * took and stops after. When the new one fails, the old one keeps
+   * running and `instance/<self>/<name>` says so under `next`.
+   */
+  async replace (name: string, request: RunRequest, options: { before?: () => Promise<void> } = {}): Promise<ModelInstance> {
+    const old = this.#instances.get(name)
+    if (old == null) {
+      await options.before?.()
+      return await this.run(request, { persist: false })
+    }
+    let next: Record<string, unknown> = { bundle: request.bundle }
+    // the running instance's entry, as last announced (its predict counts move meanwhile), with where its successor is
+    const withNext = (state: Record<string, unknown>): Record<string, unknown> => ({ ...this.#entries.get(name), next: { ...next, ...state } })
+    let instance: ModelInstance | undefined
+    let owner: { deployment?: string } = {}
+    try {
+      await this.#announce(name, withNext({ state: 'pulling' }))
+      await options.before?.()
+      ;({ instance, owner } = await this.#prepare(request))
+      if (instance.name !== name) throw new InstanceSpecError(`spec.name: the replacement of ${name} is named ${instance.name}`, 'spec.name')
+      next = { ...next, version: instance.bundle.manifest.version }
+      await this.#announce(name, withNext({ state: 'starting' }))
+      await instance.start()
+    } catch (err: any) {
+      await this.#announce(name, withNext({ state: 'failed', reason: err.message, at: Date.now() }))
+      throw err
+    }
+    if (this.#instances.get(name) !== old) {
+      // stopped or replaced meanwhile: this one is not wanted any more
+      await instance.stop()
+      throw new InstanceChangedError(`model ${name} was stopped or replaced on this node while its replacement started`)
+    }
+    this.#instances.set(name, instance)
+    this.#started(instance, request)
+    await this.#announceRunning(instance, request, owner)
+    this.#c.logger.info({ model: name, from: old.version, to: instance.version }, 'instance replaced')
+    await old.drained(this.#init.drainMs ?? 10_000)
+    await old.stop()
+    return instance
+  }
+
+  /** Load and check the bundle and make an instance of it (not started). */
+  async #prepare (request: RunRequest): Promise<{ instance: ModelInstance, owner: { deployment?: string } }> {
     const bundle = await this.#c.bundles.load(request.bundle)
     // what the action script may reach is the publisher's to declare, signed with the bundle
     if (request.spec?.script !== undefined) throw new InstanceSpecError('spec.script: comes from the bundle\'s config.json only', 'spec.script')
     const spec = parseInstanceSpec(mergeSpecs(bundle.config, request.spec ?? {}))
     const name = spec.name ?? bundle.manifest.name
-    if (this.#instances.has(name)) throw new InstanceExistsError(`model ${name} already runs on this node; stop it first`)
     const scripted = spec.rules.some(r => r.actions.some(a => a.type === 'script'))
     if (scripted && bundle.actionPath == null) {
       throw new InstanceSpecError('spec.rules: a script action needs a bundle with an action script (manifest.action)', 'spec.rules')
@@ -169,32 +242,44 @@ export class Runtime implements Startable {
       onnxBackend,
       ...(this.#init.loadWaitMs == null ? {} : { loadWaitMs: this.#init.loadWaitMs })
     })
-    this.#instances.set(name, instance)
-    const owner = request.deployment == null ? {} : { deployment: request.deployment }
-    await this.#announce(name, { ...owner, state: 'starting', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle })
-    try {
-      await instance.start()
-    } catch (err: any) {
-      this.#instances.delete(name)
-      await this.#announce(name, { ...owner, state: 'failed', model: bundle.manifest.name, version: bundle.manifest.version, reason: err.message })
-      throw err
-    }
-    if (options.persist !== false) await this.#runs.put(name, { bundle: request.bundle, ...(request.spec == null ? {} : { spec: request.spec }) })
+    return { instance, owner: request.deployment == null ? {} : { deployment: request.deployment } }
+  }
+
+  /** Bookkeeping of an instance that just became AVAILABLE: metrics and the backend it runs on. */
+  #started (instance: ModelInstance, request: RunRequest): void {
     this.#c.metrics?.instances.set(this.#instances.size)
     const backend = instance.backend as BackendName | undefined
-    if (backend != null) {
-      const family = familyOf(bundle.manifest.model.format)
-      this.#backends[family] = { backend, inUse: true }
-      this.#c.metrics?.setBackend(family, backend, true)
-      if (backend !== this.#backend || !this.#backendInUse) {
-        this.#backend = backend
-        this.#backendInUse = true
-        this.#c.onBackend?.(backend)
-      }
+    if (backend == null) return
+    const family = familyOf(instance.bundle.manifest.model.format)
+    this.#backends[family] = { backend, inUse: true }
+    this.#c.metrics?.setBackend(family, backend, true)
+    if (backend !== this.#backend || !this.#backendInUse) {
+      this.#backend = backend
+      this.#backendInUse = true
+      this.#c.onBackend?.(backend)
     }
-    await this.#announce(name, { ...owner, state: 'running', model: bundle.manifest.name, version: bundle.manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt })
-    this.#c.logger.info({ model: name, version: instance.version, backend: instance.backend, sensors: spec.input?.sensors ?? [], rules: spec.rules.length }, 'instance running')
-    return instance
+    this.#c.logger.info({ model: instance.name, version: instance.version, bundle: request.bundle, backend: instance.backend, sensors: instance.spec.input?.sensors ?? [], rules: instance.spec.rules.length }, 'instance running')
+  }
+
+  async #announceRunning (instance: ModelInstance, request: RunRequest, owner: { deployment?: string }): Promise<void> {
+    const { manifest } = instance.bundle
+    await this.#announce(instance.name, { ...owner, state: 'running', model: manifest.name, version: manifest.version, bundle: request.bundle, backend: instance.backend, startedAt: instance.startedAt, predicts: instance.predicts })
+  }
+
+  /**
+   * Re-announce running instances whose predict counts changed, at most
+   * every `statsIntervalMs`: the scheduler judges a model update's error
+   * rate from them.
+   */
+  async #publishPredicts (): Promise<void> {
+    for (const [name, instance] of this.#instances) {
+      const entry = this.#entries.get(name)
+      if (entry?.state !== 'running' || entry.bundle == null) continue
+      const now = instance.predicts
+      const was = entry.predicts as { ok: number, errors: number } | undefined
+      if (was?.ok === now.ok && was.errors === now.errors) continue
+      await this.#announce(name, { ...entry, predicts: now })
+    }
   }
 
   /** Stop an instance and forget it (it will not come back after a restart). */
@@ -212,6 +297,7 @@ export class Runtime implements Startable {
   }
 
   async #announce (name: string, value: Record<string, unknown>): Promise<void> {
+    this.#entries.set(name, value)
     try {
       await this.#c.registry.set(`instance/${this.#c.node}/${name}`, value)
     } catch (err: any) {

@@ -1,7 +1,7 @@
 import { NodeControl } from './control.ts'
 import { Election } from './election.ts'
 import { Reconciler, type BundleFetcher, type InstanceController } from './reconciler.ts'
-import { resolveBundle } from './resolve.ts'
+import { bundleVersion, resolveBundle } from './resolve.ts'
 import { Scheduler } from './scheduler.ts'
 import { LevelTermStore } from './terms.ts'
 import type { ParseOptions } from './spec.ts'
@@ -77,6 +77,7 @@ export class Scheduling implements Startable {
       membership: c.membership,
       election: this.election,
       resolveBundle: model => resolveBundle(c.registry, model),
+      bundleVersion: digest => bundleVersion(c.registry, digest),
       logger: c.logger.child({ service: 'scheduler' }),
       parseOptions: this.parseOptions,
       ...(c.metrics == null ? {} : { metrics: c.metrics })

@@ -1,4 +1,5 @@
 import { deploymentKey, placementKey, zoneOf } from './keys.ts'
+import { parseModelUpdate, type ModelUpdate } from './model-update.ts'
 import { comparePrecedence } from './precedence.ts'
 import type { Leader } from './leader.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -10,8 +11,10 @@ export interface PlacementRecord {
   /** peer ids that should run the deployment */
   nodes: string[]
   replicas: number
-  /** digest of the bundle the deployment resolved to */
+  /** digest of the bundle the deployment runs; during a model update, what the nodes not yet switched run */
   bundle: string
+  /** the deployment's model update, in progress or the last one (with its history) */
+  update?: ModelUpdate
   /** timestamp of the deployment entry this placement was computed for */
   deploymentTs: [number, number]
   /** last autoscaling change, wall-clock ms */
@@ -41,6 +44,7 @@ export function parsePlacement (value: unknown): PlacementRecord | undefined {
   const v = value as Partial<PlacementRecord>
   if (!Number.isSafeInteger(v.term) || !Array.isArray(v.nodes) || v.nodes.length > MAX_NODES || !v.nodes.every(n => typeof n === 'string')) return undefined
   if (typeof v.bundle !== 'string' || !Number.isSafeInteger(v.replicas)) return undefined
+  if (v.update !== undefined && parseModelUpdate(v.update) == null) return undefined
   return v as PlacementRecord
 }
 

@@ -1,4 +1,5 @@
 import { zoneOf } from './keys.ts'
+import { bundleFor } from './model-update.ts'
 import { winningPlacement, type PlacementAuthority } from './placements.ts'
 import { instanceName, readDeployments, type StoredDeployment } from './scheduler.ts'
 import { activePeriod } from './window.ts'
@@ -14,6 +15,8 @@ export interface InstanceController {
   has(name: string): boolean
   run(request: { bundle: string, spec?: Record<string, unknown>, deployment?: string }, options: { persist?: boolean }): Promise<unknown>
   stopInstance(name: string): Promise<void>
+  /** start the new instance beside the running one of `name`, swap it in once AVAILABLE, then stop the old (`before` runs first: the pull) */
+  replace(name: string, request: { bundle: string, spec?: Record<string, unknown>, deployment?: string }, options: { before?: () => Promise<void> }): Promise<unknown>
 }
 
 /** Makes a bundle available on this node, pulling it from peers if needed. */
@@ -45,6 +48,8 @@ interface Managed {
   name: string
   bundle: string
   deploymentTs: string
+  /** the deployment's `instance` part it was started with */
+  instance: string
 }
 
 /**
@@ -60,7 +65,7 @@ export class Reconciler implements Startable {
   readonly #intervalMs: number
   readonly #retryMs: number
   readonly #managed = new Map<string, Managed>()
-  readonly #failures = new Map<string, { delay: number, next: number }>()
+  readonly #failures = new Map<string, { delay: number, next: number, bundle: string }>()
   #timer?: NodeJS.Timeout
   #boundary?: NodeJS.Timeout
   #off: Array<() => void> = []
@@ -117,7 +122,7 @@ export class Reconciler implements Startable {
       if (placement == null || !placement.nodes.includes(this.#self)) continue
       const period = activePeriod(stored.spec, now)
       const name = instanceName(stored.spec)
-      if (period.active) out.set(id, { stored, bundle: placement.bundle, name })
+      if (period.active) out.set(id, { stored, bundle: bundleFor(placement, this.#self), name })
       if (period.nextChange != null && (nextChange == null || period.nextChange < nextChange)) nextChange = period.nextChange
     }
     return { wanted: out, nextChange }
@@ -128,8 +133,19 @@ export class Reconciler implements Startable {
     this.#scheduleBoundary(nextChange, now)
     for (const [id, m] of this.#managed) {
       const want = desired.get(id)
-      if (want != null && want.bundle === m.bundle && tsKey(want.stored.ts) === m.deploymentTs && want.name === m.name) continue
-      await this.#stop(id, m, want == null ? 'no longer placed here or outside its window' : 'deployment changed')
+      if (want == null || want.name !== m.name) {
+        await this.#stop(id, m, want == null ? 'no longer placed here or outside its window' : 'deployment changed')
+        continue
+      }
+      const instance = JSON.stringify(want.stored.spec.instance)
+      if (want.bundle === m.bundle && instance === m.instance) {
+        // a change that leaves this instance as it is (replicas, placement, canary) restarts nothing
+        m.deploymentTs = tsKey(want.stored.ts)
+        continue
+      }
+      const failure = this.#failures.get(id)
+      if (failure != null && failure.bundle === want.bundle && failure.next > now) continue
+      await this.#replace(id, m, want)
     }
     for (const [id, want] of desired) {
       if (this.#managed.has(id)) continue
@@ -139,13 +155,31 @@ export class Reconciler implements Startable {
     }
   }
 
+  /** A new model version (or instance spec) for a running instance: hot swap, the old one serving until the new one is AVAILABLE. */
+  async #replace (id: string, m: Managed, want: { stored: StoredDeployment, bundle: string, name: string }): Promise<void> {
+    const { name, bundle } = want
+    try {
+      await this.#c.runtime.replace(name, { bundle, spec: { ...want.stored.spec.instance, name }, deployment: id }, {
+        before: async () => { await this.#c.bundles.ensure(bundle, AbortSignal.timeout(10 * 60_000)) }
+      })
+      this.#managed.set(id, { name, bundle, deploymentTs: tsKey(want.stored.ts), instance: JSON.stringify(want.stored.spec.instance) })
+      this.#failures.delete(id)
+      this.#c.logger.info({ deployment: id, model: name, from: m.bundle, to: bundle }, 'deployment instance replaced')
+    } catch (err: any) {
+      // the old instance runs on; the runtime's entry says why the new one did not
+      if (!this.#c.runtime.has(name)) this.#managed.delete(id)
+      this.#backoff(id, bundle)
+      this.#c.logger.warn({ deployment: id, model: name, bundle, reason: err.message }, 'replacing a deployment instance failed')
+    }
+  }
+
   async #start (id: string, want: { stored: StoredDeployment, bundle: string, name: string }): Promise<void> {
     const { name, bundle } = want
     if (this.#c.runtime.has(name)) {
-      this.#fail(id, name, `model ${name} already runs on this node outside deployment ${id}`)
+      this.#fail(id, name, `model ${name} already runs on this node outside deployment ${id}`, bundle)
       return
     }
-    this.#managed.set(id, { name, bundle, deploymentTs: tsKey(want.stored.ts) })
+    this.#managed.set(id, { name, bundle, deploymentTs: tsKey(want.stored.ts), instance: JSON.stringify(want.stored.spec.instance) })
     try {
       await this.#announce(name, { state: 'pulling', deployment: id, bundle })
       await this.#c.bundles.ensure(bundle, AbortSignal.timeout(10 * 60_000))
@@ -154,7 +188,7 @@ export class Reconciler implements Startable {
       this.#c.logger.info({ deployment: id, model: name, bundle }, 'deployment instance started')
     } catch (err: any) {
       this.#managed.delete(id)
-      this.#fail(id, name, err.message)
+      this.#fail(id, name, err.message, bundle)
     }
   }
 
@@ -168,12 +202,18 @@ export class Reconciler implements Startable {
     }
   }
 
-  #fail (id: string, name: string, reason: string): void {
-    const previous = this.#failures.get(id)
-    const delay = Math.min(60_000, previous == null ? this.#retryMs : previous.delay * 2)
-    this.#failures.set(id, { delay, next: Date.now() + delay })
+  #fail (id: string, name: string, reason: string, bundle: string): void {
+    const delay = this.#backoff(id, bundle)
     this.#c.logger.warn({ deployment: id, model: name, reason, retryInMs: delay }, 'deployment instance failed to start')
-    void this.#announce(name, { state: 'failed', deployment: id, reason })
+    void this.#announce(name, { state: 'failed', deployment: id, bundle, reason, at: Date.now() })
+  }
+
+  /** Wait before trying `bundle` for `id` again, doubling to 60 s. */
+  #backoff (id: string, bundle: string): number {
+    const previous = this.#failures.get(id)
+    const delay = Math.min(60_000, previous == null || previous.bundle !== bundle ? this.#retryMs : previous.delay * 2)
+    this.#failures.set(id, { delay, next: Date.now() + delay, bundle })
+    return delay
   }
 
   #scheduleBoundary (at: number | null, now: number): void {

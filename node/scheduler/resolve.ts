@@ -19,3 +19,11 @@ export function resolveBundle (registry: Pick<Registry, 'list'>, model: Deployme
   }
   return [...holders].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0]
 }
+
+/** The version the complete bundle `digest` declares, from any holder's advert. */
+export function bundleVersion (registry: Pick<Registry, 'list'>, digest: string): string | undefined {
+  for (const e of registry.list<Advert>(`bundle/${digest}`)) {
+    if (e.key.split('/')[1] === digest && typeof e.value?.version === 'string') return e.value.version
+  }
+  return undefined
+}

@@ -1,5 +1,6 @@
 import { autoscaleStep, type AutoscaleState } from './autoscale.ts'
 import { instanceKey, placementKey, zoneOf } from './keys.ts'
+import { stepUpdate, type NodeReport } from './model-update.ts'
 import { choosePlacement, type Candidate } from './placement.ts'
 import { parsePlacement, placedBy, winningPlacement, type PlacementAuthority, type PlacementRecord } from './placements.ts'
 import { ProgressWatch, type ProgressInit } from './progress.ts'
@@ -26,6 +27,8 @@ export interface SchedulerComponents {
   election: Pick<Election, 'isLeader' | 'leader' | 'zone'> & PlacementAuthority
   /** Bundle digest for a model reference, when the mesh knows one. */
   resolveBundle(model: DeploymentSpec['model']): string | undefined
+  /** The version a bundle's manifest declares, when the mesh knows it (for the update's status). */
+  bundleVersion?(digest: string): string | undefined
   logger: Logger
   metrics?: { invalidDeployment(): void, placementWritten(): void }
   parseOptions?: ParseOptions
@@ -166,9 +169,22 @@ export class Scheduler implements Startable {
       const nodes = choosePlacement(spec, live, current?.nodes ?? [], replicas)
       for (const n of nodes) if (!(current?.nodes ?? []).includes(n)) instanceCounts.set(n, (instanceCounts.get(n) ?? 0) + 1)
       const scaledAt = this.#autoscale.get(id)?.changedAt
-      const record: PlacementRecord = { term, nodes, replicas, bundle, deploymentTs: ts, at: now, ...(scaledAt == null ? {} : { scaledAt }) }
-      const same = mine != null && mine.term === term && mine.replicas === replicas && mine.bundle === bundle &&
-        mine.deploymentTs?.[0] === ts[0] && mine.deploymentTs?.[1] === ts[1] && sameNodes(mine.nodes, nodes)
+      const decision = stepUpdate({
+        previous: current,
+        target: bundle,
+        version: digest => this.#c.bundleVersion?.(digest),
+        deploymentTs: ts,
+        nodes,
+        active: activePeriod(spec, now).active,
+        spec,
+        report: node => this.#report(node, id, instanceName(spec)),
+        now
+      })
+      if (decision.event != null) this.#c.logger.info({ deployment: id, phase: decision.update?.phase, from: decision.update?.fromVersion, to: decision.update?.toVersion, reason: decision.update?.reason }, decision.event)
+      const record: PlacementRecord = { term, nodes, replicas, bundle: decision.bundle, deploymentTs: ts, at: now, ...(scaledAt == null ? {} : { scaledAt }), ...(decision.update == null ? {} : { update: decision.update }) }
+      const same = mine != null && mine.term === term && mine.replicas === replicas && mine.bundle === record.bundle &&
+        mine.deploymentTs?.[0] === ts[0] && mine.deploymentTs?.[1] === ts[1] && sameNodes(mine.nodes, nodes) &&
+        JSON.stringify(mine.update) === JSON.stringify(record.update)
       if (!same) {
         if (!this.#budget.allows(id, mono)) {
           this.#c.logger.debug({ deployment: id, delayMs: this.#budget.delayOf(id) }, 'placement changed again too soon: waiting')
@@ -181,6 +197,22 @@ export class Scheduler implements Startable {
       }
       if (spec.placement.policy !== 'pinned' && activePeriod(spec, now).active) this.#watchProgress(id, spec, nodes, now)
     }
+  }
+
+  /** What a node's instance entry says about the deployment, for its model update. */
+  #report (node: string, id: string, name: string): NodeReport {
+    const v = this.#c.registry.value<InstanceEntry>(instanceKey(node, name))
+    if (v == null || typeof v !== 'object' || (v.deployment != null && v.deployment !== id)) return {}
+    const out: NodeReport = {}
+    if (v.state === 'running' && typeof v.bundle === 'string') out.running = v.bundle
+    const p = v.predicts
+    if (p != null && Number.isSafeInteger(p.ok) && Number.isSafeInteger(p.errors)) out.predicts = { ok: p.ok!, errors: p.errors! }
+    // a failed hot swap leaves the old instance running and says so in `next`; a failed start fails the entry itself
+    const failed = v.next?.state === 'failed' ? v.next : v.state === 'failed' ? v : undefined
+    if (failed != null && typeof failed.bundle === 'string' && Number.isFinite(failed.at)) {
+      out.failed = { bundle: failed.bundle, reason: String(failed.reason ?? 'failed').slice(0, 512), at: failed.at! }
+    }
+    return out
   }
 
   /** Placed nodes that show no progress past the deadline are placed around on the next pass. */
@@ -277,6 +309,16 @@ export class Scheduler implements Startable {
     await this.#c.registry.delete(key)
     this.#c.logger.info({ deployment: id, reason }, 'placement retired')
   }
+}
+
+interface InstanceEntry {
+  state?: string
+  bundle?: unknown
+  deployment?: unknown
+  reason?: unknown
+  at?: number
+  predicts?: { ok?: number, errors?: number }
+  next?: { state?: string, bundle?: unknown, reason?: unknown, at?: number }
 }
 
 function sameNodes (a: string[] | undefined, b: string[]): boolean {

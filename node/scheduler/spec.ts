@@ -53,6 +53,25 @@ export const DeploymentSpecSchema = Type.Object({
     /** the average must stay past a threshold this long before a change */
     sustainSec: Type.Integer({ minimum: 0, maximum: 3600, default: 10 })
   }, { additionalProperties: false })),
+  /**
+   * When the model version changes: first run the new version on a few
+   * replicas for `durationSec` beside the old ones (give `replicas` or
+   * `percent`, not both), then update the rest one by one.
+   */
+  canary: Type.Optional(Type.Object({
+    replicas: Type.Optional(Type.Integer({ minimum: 1, maximum: 1000 })),
+    percent: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    durationSec: Type.Integer({ minimum: 0, maximum: 7 * 86400, default: 60 })
+  }, { additionalProperties: false })),
+  /** How a model update is judged; past a limit it is rolled back to the previous version. */
+  update: Type.Optional(Type.Object({
+    /** rolled back when the new version's predict errors pass this share of its predicts */
+    maxErrorPct: Type.Number({ minimum: 0, maximum: 100, default: 5 }),
+    /** … once it answered at least this many */
+    minPredicts: Type.Integer({ minimum: 1, maximum: 1_000_000, default: 20 }),
+    /** rolled back when a new instance is not AVAILABLE this long after its step began */
+    availableTimeoutSec: Type.Integer({ minimum: 5, maximum: 86400, default: 300 })
+  }, { additionalProperties: false })),
   /** the runtime's instance spec (input, batching, rules and actions), over the bundle's defaults */
   instance: Type.Record(Type.String(), Type.Unknown(), { default: {} })
 }, { additionalProperties: false })
@@ -99,6 +118,10 @@ export function parseDeploymentSpec (input: unknown, options: ParseOptions = {})
   if (a != null) {
     if (a.cpuLowPct >= a.cpuHighPct) throw new DeploymentSpecError(`${root}.autoscale.cpuLowPct: must be below cpuHighPct`, `${root}.autoscale.cpuLowPct`)
     if (a.maxReplicas < a.minReplicas) throw new DeploymentSpecError(`${root}.autoscale.maxReplicas: must be at least minReplicas`, `${root}.autoscale.maxReplicas`)
+  }
+  const c = spec.canary
+  if (c != null && (c.replicas == null) === (c.percent == null)) {
+    throw new DeploymentSpecError(`${root}.canary: give replicas or percent (exactly one)`, `${root}.canary`)
   }
   if (spec.placement.policy === 'pinned' && (spec.placement.nodes ?? []).length === 0) {
     throw new DeploymentSpecError(`${root}.placement.nodes: a pinned deployment names its nodes`, `${root}.placement.nodes`)

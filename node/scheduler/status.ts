@@ -1,6 +1,7 @@
 import { instanceKey } from './keys.ts'
 import { zoneOf } from './keys.ts'
 import { winningPlacement, type PlacementAuthority } from './placements.ts'
+import { updating, type UpdateAttempt, type ModelUpdate } from './model-update.ts'
 import { instanceName, readDeployments } from './scheduler.ts'
 import { activePeriod } from './window.ts'
 import type { DeploymentSpec, ParseOptions } from './spec.ts'
@@ -10,6 +11,25 @@ export interface InstanceStatus {
   node: string
   state: string
   reason?: string
+  /** the model version and bundle it runs (or tries to) */
+  version?: string
+  bundle?: string
+  /** during a model update: the new instance starting beside the running one, or why it failed */
+  next?: { version?: string, bundle?: string, state: string, reason?: string }
+}
+
+/** A model update as the deployment's status shows it. */
+export interface ModelUpdateStatus {
+  phase: ModelUpdate['phase']
+  from: { bundle: string, version?: string }
+  to: { bundle: string, version?: string }
+  /** nodes switched to `to` so far, of `of` (while in progress) */
+  step: number
+  of: number
+  updated: string[]
+  canary: { replicas: number, state: 'none' | 'starting' | 'watching' | 'passed' | 'failed' | 'ended', since?: string, until?: string }
+  reason?: string
+  history: UpdateAttempt[]
 }
 
 /** A deployment as `gatemesh deployments` and the coordinator show it. */
@@ -21,6 +41,8 @@ export interface DeploymentStatus {
   instances: InstanceStatus[]
   /** instances in state running */
   running: number
+  /** the current or last model update; null when the model never changed */
+  update: ModelUpdateStatus | null
 }
 
 /** Deployments with their placement, window and per-node instance states, from the registry. */
@@ -44,11 +66,17 @@ export function deploymentStatus (registry: Pick<Registry, 'get' | 'value'>, aut
   const name = instanceName(spec)
   const instances: InstanceStatus[] = []
   for (const node of new Set([...(p?.nodes ?? []), ...hosts])) {
-    const v = registry.get(instanceKey(node, name))?.value as { state?: string, reason?: string, deployment?: string } | undefined
+    const v = registry.get(instanceKey(node, name))?.value as InstanceEntry | undefined
     if (v != null && v.deployment != null && v.deployment !== id) continue
     // what a dead node last wrote is not what it runs now
     const lost = liveness?.(node) === 'dead'
-    instances.push({ node, state: lost ? 'lost' : (v?.state ?? 'pending'), ...(lost ? { reason: 'node is dead' } : v?.reason == null ? {} : { reason: v.reason }) })
+    instances.push({
+      node,
+      state: lost ? 'lost' : (v?.state ?? 'pending'),
+      ...(lost ? { reason: 'node is dead' } : v?.reason == null ? {} : { reason: String(v.reason) }),
+      ...strings(v, ['version', 'bundle']),
+      ...(lost || v?.next == null || typeof v.next.state !== 'string' ? {} : { next: { state: v.next.state, ...strings(v.next, ['version', 'bundle', 'reason']) } })
+    })
   }
   const period = activePeriod(spec, now)
   return {
@@ -57,6 +85,49 @@ export function deploymentStatus (registry: Pick<Registry, 'get' | 'value'>, aut
     placement: p == null ? null : { scheduler: p.scheduler, term: p.term, nodes: p.nodes, replicas: p.replicas, bundle: p.bundle },
     window: { active: period.active, nextChange: period.nextChange == null ? null : new Date(period.nextChange).toISOString() },
     instances,
-    running: instances.filter(i => i.state === 'running').length
+    running: instances.filter(i => i.state === 'running').length,
+    update: p?.update == null ? null : updateStatus(p.update, p.nodes.length, spec)
   }
+}
+
+function updateStatus (u: ModelUpdate, of: number, spec: DeploymentSpec): ModelUpdateStatus {
+  const iso = (ms: number): string => new Date(ms).toISOString()
+  const canaryUntil = u.canaryAt == null ? undefined : u.canaryAt + (spec.canary?.durationSec ?? 0) * 1000
+  const canary: ModelUpdateStatus['canary'] = { replicas: u.canary, state: canaryState(u) }
+  if (u.phase === 'canary' && u.canaryAt != null) Object.assign(canary, { since: iso(u.canaryAt), until: iso(canaryUntil!) })
+  return {
+    phase: u.phase,
+    from: { bundle: u.from, ...(u.fromVersion == null ? {} : { version: u.fromVersion }) },
+    to: { bundle: u.to, ...(u.toVersion == null ? {} : { version: u.toVersion }) },
+    step: updating(u) ? u.updated.length : 0,
+    of,
+    updated: u.updated.map(x => x.node),
+    canary,
+    ...(u.reason == null ? {} : { reason: u.reason }),
+    history: u.history
+  }
+}
+
+function canaryState (u: ModelUpdate): ModelUpdateStatus['canary']['state'] {
+  if (u.canary === 0) return 'none'
+  if (u.phase === 'canary') return u.canaryAt == null ? 'starting' : 'watching'
+  if (u.canaryPassedAt != null) return 'passed'
+  return u.phase === 'rolled-back' ? 'failed' : 'ended'
+}
+
+interface InstanceEntry {
+  state?: string
+  reason?: unknown
+  deployment?: string
+  version?: unknown
+  bundle?: unknown
+  next?: { state?: unknown, version?: unknown, bundle?: unknown, reason?: unknown }
+}
+
+/** The string fields of `v` among `keys` (an entry is whatever its writer sent). */
+function strings (v: object | undefined, keys: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  const r = v as Record<string, unknown> | undefined
+  for (const k of keys) if (typeof r?.[k] === 'string') out[k] = (r[k] as string).slice(0, 512)
+  return out
 }

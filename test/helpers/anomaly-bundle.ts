@@ -18,6 +18,8 @@ export interface AnomalyBundleOptions {
   validate?: boolean
   /** where the zip (and the action script) go; a fresh directory under it is used */
   under: string
+  /** what the manifest declares the model outputs (one the model does not have makes a bundle that fails to load). @default the model's own */
+  outputs?: Array<{ name: string, dtype: string, shape: number[], labels?: string[] }>
 }
 
 /** A signed bundle zip of the anomaly model, built with the bundle format's own builder. */
@@ -38,7 +40,7 @@ export async function anomalyBundleZip (key: KeyObject, options: AnomalyBundleOp
     out: join(dir, 'bundle.zip'),
     validate: options.validate ?? false,
     inputs: [{ name: 'window', dtype: 'float32', shape: [-1, WINDOW] }],
-    outputs: [{ name: 'class', dtype: 'float32', shape: [-1, 2], labels: LABELS }]
+    outputs: (options.outputs ?? [{ name: 'class', dtype: 'float32', shape: [-1, 2], labels: LABELS }]) as Parameters<typeof buildBundle>[0]['outputs']
   })
   return { ...built, bytes: await readFile(built.out) }
 }

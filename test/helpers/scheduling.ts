@@ -2,14 +2,14 @@ import { readFile } from 'node:fs/promises'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { deploymentKey } from '../../node/scheduler/keys.ts'
 import { authorizeThrough } from '../../node/cli/fleet-write.ts'
-import { anomalyBundleZip } from './anomaly-bundle.ts'
+import { anomalyBundleZip, type AnomalyBundleOptions } from './anomaly-bundle.ts'
 import type { Cluster } from './cluster.ts'
 import type { KeyObject } from 'node:crypto'
 
 /** Publish the anomaly bundle through one agent's API; returns its digest. */
-export async function publishAnomalyBundle (cluster: Cluster, via: string, options: { version?: string } = {}): Promise<string> {
+export async function publishAnomalyBundle (cluster: Cluster, via: string, options: Omit<AnomalyBundleOptions, 'under'> = {}): Promise<string> {
   const fleet = await loadFleet(cluster.fleetDir)
-  const built = await anomalyBundleZip(fleet.privateKey, { under: cluster.root, ...(options.version == null ? {} : { version: options.version }) })
+  const built = await anomalyBundleZip(fleet.privateKey, { ...options, under: cluster.root })
   const res = await fetch(`${cluster.node(via).api}/v1/bundles`, {
     method: 'POST',
     headers: { 'content-type': 'application/zip', ...await cluster.auth(via) },
