@@ -17,15 +17,11 @@ import autocannon from 'autocannon'
 import { AccessTokens } from '../../coordinator/auth/access-tokens.ts'
 import { Cluster, SOURCES_COMMAND, waitFor } from '../helpers/cluster.ts'
 import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { rssMb } from './scale/measure.ts'
 import { round } from './stats.ts'
 import type { BenchArgs } from './run.ts'
 
 const PASSWORD = 'bench-admin-password'
-
-async function rssMb (pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  return Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? NaN) / 1024
-}
 
 async function cannon (opts: autocannon.Options): Promise<autocannon.Result> {
   return await new Promise((resolve, reject) => {

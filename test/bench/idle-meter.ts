@@ -18,16 +18,24 @@ async function clockTicks (): Promise<number> {
   return ticksPerSec
 }
 
-interface ProcStat { ppid: number, ticks: number }
+/** `own`: utime + stime; `reaped`: cutime + cstime, its children's once it reaped them (clock ticks). */
+interface ProcStat { ppid: number, own: number, reaped: number }
 
 async function procStat (pid: number): Promise<ProcStat | undefined> {
   const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => undefined)
   if (text == null) return undefined
   // the command name may hold spaces and parentheses: fields are counted after its last ')'
   const rest = text.slice(text.lastIndexOf(')') + 2).split(' ')
-  // rest[0] is field 3 (state): ppid is field 4, utime..cstime fields 14..17 (children's times once reaped)
+  // rest[0] is field 3 (state): ppid is field 4, utime..cstime fields 14..17
   const field = (n: number): number => Number(rest[n - 3])
-  return { ppid: field(4), ticks: field(14) + field(15) + field(16) + field(17) }
+  return { ppid: field(4), own: field(14) + field(15), reaped: field(16) + field(17) }
+}
+
+/** CPU seconds one process used itself so far (utime + stime); throws when it is gone. */
+export async function ownCpuSeconds (pid: number): Promise<number> {
+  const s = await procStat(pid)
+  if (s == null) throw new Error(`no /proc/${pid}/stat: the process is gone`)
+  return s.own / await clockTicks()
 }
 
 /** CPU seconds used so far by each root pid and its live descendants (an agent's helpers count as the agent's). */
@@ -50,7 +58,8 @@ export async function cpuSeconds (roots: number[]): Promise<number[]> {
     const todo = [root]
     while (todo.length > 0) {
       const pid = todo.pop()!
-      ticks += stats.get(pid)?.ticks ?? 0
+      const s = stats.get(pid)
+      ticks += s == null ? 0 : s.own + s.reaped
       todo.push(...(children.get(pid) ?? []))
     }
     return ticks / hz

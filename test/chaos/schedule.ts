@@ -4,17 +4,7 @@
  * applies the same faults at the same offsets to the same nodes.
  */
 
-/** mulberry32: small, seedable, and the same on every machine. */
-export function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { prng } from '../../sensors/simulated.ts'
 
 export const FAULT_KINDS = [
   /** kill -9 the agent, restart it at the end */

@@ -5,7 +5,7 @@
  */
 import { SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { deploy, undeploy } from '../helpers/scheduling.ts'
-import { prng } from './schedule.ts'
+import { prng } from '../../sensors/simulated.ts'
 import type { ChaosLab } from './lab.ts'
 
 export interface PredictRecord {

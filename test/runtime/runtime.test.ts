@@ -37,7 +37,8 @@ const shelf = new ZipShelf()
 const bundles = new UnpackedBundles({ dataDir: root, fleetKey: fleet.publicKey, zips: shelf })
 const add = async (zip: { out: string }): Promise<string> => await shelf.add(zip.out)
 
-function runtime (): Runtime {
+/** A runtime on the shared bundles and sensor; `on` gives it another database and data dir (and worker count). */
+function runtime (on: { db: Database, dataDir: string, workers: number } = { db, dataDir: root, workers: 2 }): Runtime {
   return new Runtime({
     node: 'self',
     sensors: new Map([['temp1', sensor]]),
@@ -45,9 +46,9 @@ function runtime (): Runtime {
     logger: pino({ level: 'silent' }),
     fleetKey: fleet.publicKey,
     bundles,
-    db,
+    db: on.db,
     registry: { set: async (k: string, v: unknown) => { registry.set(k, v); return {} as any } }
-  }, { dataDir: root, workers: 2, maxBatchSize: 8, maxBatchDelayMs: 2 })
+  }, { dataDir: on.dataDir, workers: on.workers, maxBatchSize: 8, maxBatchDelayMs: 2 })
 }
 
 const bundle = await add(await anomalyBundleZip(fleet.privateKey, {
@@ -123,16 +124,7 @@ t.test('an instance stopped while the disk is full stops, sensor pipeline and al
   const guard = new DiskGuard({ dataDir: dir, freeBytes: async () => 0 })
   const guarded = await openDatabase(dir, { guard })
   t.teardown(async () => { await guarded.close(); guard.close() })
-  const rt = new Runtime({
-    node: 'self',
-    sensors: new Map([['temp1', sensor]]),
-    outbox: { enqueue: async (job: EnqueueInput) => { queued.push(job); return job } },
-    logger: pino({ level: 'silent' }),
-    fleetKey: fleet.publicKey,
-    bundles,
-    db: guarded,
-    registry: { set: async (k: string, v: unknown) => { registry.set(k, v); return {} as any } }
-  }, { dataDir: dir, workers: 1 })
+  const rt = runtime({ db: guarded, dataDir: dir, workers: 1 })
   await rt.start()
   const deployed = await rt.run({ bundle, spec: { name: 'placed', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } }, deployment: 'd1' }, { persist: false })
   const manual = await rt.run({ bundle, spec: { name: 'manual', input: { sensors: ['temp1'], window: { size: 16 }, preprocess: [{ op: 'scale', ...SCALE }] } } })

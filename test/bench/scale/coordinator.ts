@@ -2,7 +2,8 @@ import { join } from 'node:path'
 import { Cluster, sleep, waitFor } from '../../helpers/cluster.ts'
 import { CoordinatorProcess } from '../../helpers/coordinator-process.ts'
 import { round } from '../stats.ts'
-import { cpuSeconds, rssMb, SocketMeter } from './measure.ts'
+import { ownCpuSeconds } from '../idle-meter.ts'
+import { rssMb, SocketMeter } from './measure.ts'
 import { metric, SimulatedFleet } from './point.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
 
@@ -77,12 +78,12 @@ export async function coordinatorPoint (init: CoordinatorPointInit): Promise<Rec
     await meter.reset()
     meter.start()
     const metricsBefore = (await coordinator.request('GET', '/metrics', { token })).text
-    const cpu0 = await cpuSeconds(pid)
+    const cpu0 = await ownCpuSeconds(pid)
     const bytes0 = streamBytes
     const deltas0 = deltas
     const w0 = performance.now()
     await sleep(seconds * 1000)
-    const cpu1 = await cpuSeconds(pid)
+    const cpu1 = await ownCpuSeconds(pid)
     const elapsed = (performance.now() - w0) / 1000
     const sse = streamBytes - bytes0
     await meter.stop()

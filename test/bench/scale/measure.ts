@@ -3,17 +3,8 @@ import { readdir, readFile, readlink } from 'node:fs/promises'
 import { promisify } from 'node:util'
 
 const run = promisify(execFile)
-/** USER_HZ: /proc times are in these ticks on every Linux we run on. */
-const TICKS_PER_SEC = 100
 
-/** utime + stime of one process, in seconds (/proc/<pid>/stat fields 14 and 15). */
-export async function cpuSeconds (pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
-  // the command name may hold spaces: fields count from after its closing parenthesis
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SEC
-}
-
+/** Resident set size of a process, in MB (VmRSS). */
 export async function rssMb (pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
   return Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? NaN) / 1024

@@ -4,7 +4,8 @@ import { round } from '../stats.ts'
 import { GeneratorProcess } from './driver.ts'
 import { makeMembers, writeFleetFile, type MemberSpec } from './fleet.ts'
 import type { AgentTarget } from './member.ts'
-import { cpuSeconds, rssMb, SocketMeter } from './measure.ts'
+import { ownCpuSeconds } from '../idle-meter.ts'
+import { rssMb, SocketMeter } from './measure.ts'
 import { rates, type ScheduleInit } from './schedule.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
 
@@ -156,10 +157,10 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     await meter.reset()
     meter.start()
     const before = await metricsText(agent.api)
-    const cpu0 = await cpuSeconds(pid)
+    const cpu0 = await ownCpuSeconds(pid)
     const w0 = performance.now()
     await sleep(seconds * 1000)
-    const cpu1 = await cpuSeconds(pid)
+    const cpu1 = await ownCpuSeconds(pid)
     const w1 = performance.now()
     await meter.stop()
     await meter.sample()

@@ -1,7 +1,8 @@
 import { Cluster, sleep, waitFor } from '../../helpers/cluster.ts'
 import { watchEvents } from '../sse.ts'
 import { median, round } from '../stats.ts'
-import { cpuSeconds, rssMb, SocketMeter } from './measure.ts'
+import { ownCpuSeconds } from '../idle-meter.ts'
+import { rssMb, SocketMeter } from './measure.ts'
 import { metric, simulatedPoint, sumMetric, type Point } from './point.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
 
@@ -60,10 +61,10 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
     void watchEvents(`${watcher.api}/v1/watch?prefix=health/`, ev => { if (ev.key !== `health/${watcher.peerId}`) healthWrites++ }, abort.signal)
     void watchEvents(`${watcher.api}/v1/watch?prefix=scheduler/`, ev => { if (typeof ev.key === 'string' && ev.key.endsWith(`/${cluster.node('r0').peerId}`)) leaseWrites++ }, abort.signal)
     const before = await Promise.all(names.map(async n => await (await fetch(`${cluster.node(n).api}/metrics`)).text()))
-    const cpu0 = await Promise.all(pids.map(cpuSeconds))
+    const cpu0 = await Promise.all(pids.map(ownCpuSeconds))
     const w0 = performance.now()
     await sleep(seconds * 1000)
-    const cpu1 = await Promise.all(pids.map(cpuSeconds))
+    const cpu1 = await Promise.all(pids.map(ownCpuSeconds))
     const elapsed = (performance.now() - w0) / 1000
     abort.abort()
     await meter.stop()

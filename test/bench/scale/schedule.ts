@@ -15,6 +15,7 @@
  * - registry anti-entropy: each member syncs with one connected member every
  *   `registry.syncIntervalMs` (15 s).
  */
+import { prng } from '../../../sensors/simulated.ts'
 
 export interface ScheduleInit {
   /** members other than the agent */
@@ -86,18 +87,6 @@ export interface ScheduledEvent {
   member: number
   /** the member's write counter for this kind (health, lease): makes the written value deterministic */
   seq: number
-}
-
-/** A small deterministic PRNG (mulberry32), so every generator process derives the same schedule. */
-export function prng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /**
