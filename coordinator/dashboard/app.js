@@ -191,7 +191,7 @@ function renderNodes () {
 }
 
 const isAdmin = () => session?.roles.includes('admin') === true
-const rollouts = rolloutsView({ $, h, api, isAdmin, short, stateBadge, ago })
+const rollouts = rolloutsView({ $, h, api, isAdmin, short, stateBadge })
 
 // --- revocation ----------------------------------------------------------
 

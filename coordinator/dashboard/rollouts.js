@@ -6,10 +6,10 @@
 // the page through textContent.
 
 /**
- * @param {object} ui what app.js shares: `$`, `h`, `api`, `isAdmin`, `short`, `stateBadge`, `ago`
+ * @param {object} ui what app.js shares: `$`, `h`, `api`, `isAdmin`, `short`, `stateBadge`
  * @returns {{ update(list): void, render(): void, shown(): void }}
  */
-export function rolloutsView ({ $, h, api, isAdmin, short, stateBadge, ago }) {
+export function rolloutsView ({ $, h, api, isAdmin, short, stateBadge }) {
   let rollouts = []
   // a card is rebuilt only when its rollout changed, so a value being typed into it survives the stream
   const cards = new Map()
@@ -185,7 +185,8 @@ export function rolloutsView ({ $, h, api, isAdmin, short, stateBadge, ago }) {
         h('td', {}, t.version),
         h('td', {}, t.state ?? ''),
         h('td', {}, t.detail ?? ''),
-        h('td', {}, t.at == null ? '' : ago(t.at)))),
+        // a time, not "s ago": a card is drawn again only when its rollout changes
+        h('td', {}, t.at == null ? '' : new Date(t.at).toLocaleTimeString()))),
       ...r.excluded.map(x => h('tr', { 'data-peer': x.peer, 'data-outcome': 'excluded' },
         h('td', { class: 'mono', title: x.peer }, short(x.peer)),
         h('td', {}, '–'), h('td', {}, ''),
