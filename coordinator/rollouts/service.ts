@@ -4,13 +4,16 @@ import { authorizeRegistryWrite, type Signer } from '../../packaging/trust.ts'
 import { admitRollout } from '../../node/release/admit.ts'
 import { newRolloutSpec, parseRolloutSpec, rolloutKey, type RolloutSpec, type RolloutState } from '../../node/release/rollout.ts'
 import { BadRequestError, NotFoundError } from '../errors.ts'
+import { MeshReleases, type MeshRelease } from './releases.ts'
 import type { ReleaseService } from '../../node/release/service.ts'
 import type { RolloutStatus } from '../../node/release/waves.ts'
 import type { Registry } from '../../node/registry/registry.ts'
 import type { Logger } from 'pino'
 
 export interface RolloutsComponents {
-  registry: Pick<Registry, 'set' | 'list' | 'stampFor'>
+  registry: Pick<Registry, 'set' | 'list' | 'stampFor' | 'onChange'>
+  /** liveness changes move targets between waiting and offline */
+  membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
   /** the embedded agent's view of rollouts and the fleet */
   releases: Pick<ReleaseService, 'statuses' | 'rollouts' | 'fleet'>
   /** the embedded agent's bundle store: a release is pulled (and verified) there before the coordinator names it */
@@ -37,6 +40,9 @@ export interface CreateRollout {
   allowDowngrade?: boolean
 }
 
+/** Registry prefixes whose changes change what rollouts show: the records, each node's release record, bundle adverts. */
+const WATCHED = ['rollout/', 'release/', 'bundle/']
+
 /** How long the coordinator waits for a release it pulls before it names it. @default 120000 */
 const PULL_TIMEOUT_MS = 120_000
 
@@ -56,13 +62,40 @@ function asBodyError (err: any): never {
  * fleet key and writes it to the registry. The agents take it from there,
  * with or without the coordinator.
  */
-export class CoordinatorRollouts {
+export class CoordinatorRollouts extends EventTarget {
   readonly #c: RolloutsComponents
   readonly #pullTimeoutMs: number
+  readonly #releases: MeshReleases
+  #off: Array<() => void> = []
 
   constructor (components: RolloutsComponents, init: { pullTimeoutMs?: number } = {}) {
+    super()
     this.#c = components
     this.#pullTimeoutMs = init.pullTimeoutMs ?? PULL_TIMEOUT_MS
+    this.#releases = new MeshReleases({ registry: components.registry, pathOf: digest => components.bundles.pathOf(digest) })
+  }
+
+  /**
+   * Dispatch `change` whenever what `list()` or `releases()` show may have
+   * changed; listeners (the dashboard's event streams) recompute lazily, at
+   * most once per batch.
+   */
+  start (): void {
+    if (this.#off.length > 0) return
+    const changed = (): void => { this.dispatchEvent(new Event('change')) }
+    for (const prefix of WATCHED) this.#off.push(this.#c.registry.onChange(prefix, changed))
+    this.#c.membership?.addEventListener('member:state', changed)
+    this.#off.push(() => this.#c.membership?.removeEventListener('member:state', changed))
+  }
+
+  stop (): void {
+    for (const off of this.#off) off()
+    this.#off = []
+  }
+
+  /** Release bundles the mesh holds, newest version first: what a rollout can name. */
+  async releases (): Promise<MeshRelease[]> {
+    return await this.#releases.list()
   }
 
   list (): RolloutStatus[] {
