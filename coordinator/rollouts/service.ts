@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises'
 import { readReleaseManifest } from '../../packaging/release/verify.ts'
 import { authorizeRegistryWrite, type Signer } from '../../packaging/trust.ts'
 import { admitRollout } from '../../node/release/admit.ts'
-import { newRolloutSpec, parseRolloutSpec, rolloutKey, type RolloutSpec, type RolloutState } from '../../node/release/rollout.ts'
+import { newRolloutSpec, parseRolloutSpec, rolloutKey, type NewRolloutInit, type RolloutSpec, type RolloutState } from '../../node/release/rollout.ts'
 import { BadRequestError, NotFoundError } from '../errors.ts'
 import { MeshReleases, type MeshRelease } from './releases.ts'
 import type { ReleaseService } from '../../node/release/service.ts'
@@ -28,17 +28,7 @@ export interface RolloutsComponents {
 }
 
 /** What `POST /api/v1/rollouts` takes: release bundles by digest, and how to roll them out. */
-export interface CreateRollout {
-  releases: string[]
-  id?: string
-  description?: string
-  waves?: number[]
-  labels?: Record<string, string>
-  maxFailures?: number
-  waveWaitSec?: number
-  healthDeadlineSec?: number
-  allowDowngrade?: boolean
-}
+export type CreateRollout = Omit<NewRolloutInit, 'releases' | 'createdBy' | 'now'> & { releases: string[] }
 
 /** Registry prefixes whose changes change what rollouts show: the records, each node's release record, bundle adverts. */
 const WATCHED = ['rollout/', 'release/', 'bundle/']
@@ -116,18 +106,8 @@ export class CoordinatorRollouts extends EventTarget {
     }
     let spec: RolloutSpec
     try {
-      spec = newRolloutSpec({
-        releases,
-        ...(body.id == null ? {} : { id: body.id }),
-        ...(body.description == null ? {} : { description: body.description }),
-        ...(body.waves == null ? {} : { waves: body.waves }),
-        ...(body.labels == null ? {} : { labels: body.labels }),
-        ...(body.maxFailures == null ? {} : { maxFailures: body.maxFailures }),
-        ...(body.waveWaitSec == null ? {} : { waveWaitSec: body.waveWaitSec }),
-        ...(body.healthDeadlineSec == null ? {} : { healthDeadlineSec: body.healthDeadlineSec }),
-        ...(body.allowDowngrade == null ? {} : { allowDowngrade: body.allowDowngrade }),
-        createdBy: owner.slice(0, 128)
-      })
+      // newRolloutSpec takes the options it knows and defaults the rest (the route's schema allows no others)
+      spec = newRolloutSpec({ ...body, releases, createdBy: owner.slice(0, 128) })
       if (this.#c.releases.rollouts().some(r => r.id === spec.id)) throw new BadRequestError(`body.id: rollout ${spec.id} exists; pick another id`, { field: 'body.id' })
       // the coordinator's own agent holds every release now, so `held` is true for them
       admitRollout(spec, undefined, { held: () => true, fleet: () => this.#c.releases.fleet() })
