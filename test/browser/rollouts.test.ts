@@ -4,10 +4,9 @@ import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
 import { REPO_ROOT } from '../../packaging/app-bundle.ts'
 import { bundleCommand } from '../helpers/app-bundle.ts'
-import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
+import { dashboardLab, TEST_RESULTS } from '../helpers/browser.ts'
 import { budget } from '../helpers/budget.ts'
-import { Cluster, waitFor } from '../helpers/cluster.ts'
-import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { waitFor } from '../helpers/cluster.ts'
 import { run } from '../helpers/processes.ts'
 import { flashedDevice, releaseZip } from '../helpers/release-device.ts'
 
@@ -23,17 +22,11 @@ import { flashedDevice, releaseZip } from '../helpers/release-device.ts'
 const ADMIN_PASSWORD = 'rollouts-admin-password'
 const DEV_PASSWORD = 'rollouts-dev-password'
 
-const cluster = await Cluster.create()
 // under the repository: the releases' app resolves its external modules from its node_modules
 const work = await mkdtemp(join(REPO_ROOT, 'dist', 'rollouts-dashboard-test-'))
-const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
-const browser = await launchChromium()
-t.teardown(async () => {
-  await browser.close()
-  await coordinator.stop()
-  await cluster.close()
-  if (process.env.GATEMESH_KEEP_TEST_DIRS == null) await rm(work, { recursive: true, force: true })
-})
+// teardowns run last added first: the lab's processes end before their files go
+t.teardown(async () => { if (process.env.GATEMESH_KEEP_TEST_DIRS == null) await rm(work, { recursive: true, force: true }) })
+const { cluster, coordinator, browser } = await dashboardLab(t)
 
 const fleet = await loadFleet(cluster.fleetDir)
 const signer = { key: fleet.privateKey }
