@@ -1,33 +1,32 @@
 import { readFile, writeFile, rename } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
+import { agentServices } from './agent-services.ts'
 import { buildApi } from './api/server.ts'
 import type { GrpcServing } from './api/grpc/server.ts'
-import { BundleService } from './bundles/service.ts'
+import { ConfigError } from './config/config.ts'
 import { ensureApiToken } from './identity/api-token.ts'
-import { loadNodeDir, NODE_FILES, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
-import { LogQueryService } from './logs/log-query-service.ts'
+import { loadNodeDir, tightenSecretModes, type NodeIdentity } from './identity/node-dir.ts'
 import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
-import { Connector } from './membership/connector.ts'
-import { HealthReporter, HealthSampler } from './membership/health.ts'
-import { levelIncarnationStore, Membership, type NodeRecord } from './membership/membership.ts'
-import { Libp2pSwimTransport } from './membership/transport.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
-import { ConfigError } from './config/config.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
-import { Registry } from './registry/registry.ts'
-import { LevelRegistryStore } from './registry/store.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { DiskGuard } from './store/disk-guard.ts'
-import { PeerTrust } from './trust/peer-trust.ts'
-import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
-import { LocalRuntime } from './runtime/local.ts'
-import { Scheduling } from './scheduler/index.ts'
-import { validateInstanceOverrides } from './scheduler/instance-check.ts'
-import { PredictRouter } from './scheduler/router.ts'
-import { winningPlacement } from './scheduler/placements.ts'
-import { ReleaseService } from './release/service.ts'
+import { trustGater, type TrustService } from './trust/service.ts'
 import { VERSION } from './version.ts'
+import type { BundleService } from './bundles/service.ts'
+import type { LogQueryService } from './logs/log-query-service.ts'
+import type { Connector } from './membership/connector.ts'
+import type { HealthReporter } from './membership/health.ts'
+import type { NodeRecord } from './membership/membership.ts'
+import type { MembershipService } from './membership/service.ts'
+import type { ServicePart } from './mesh/part.ts'
+import type { RegistryService } from './registry/service.ts'
+import type { ReleaseService } from './release/service.ts'
+import type { LocalRuntime } from './runtime/local.ts'
+import type { RouterService } from './scheduler/router-service.ts'
+import type { SchedulingService } from './scheduler/service.ts'
+import type { CertificateRenewal } from './trust/renewal.ts'
 import type { FastifyInstance } from 'fastify'
 
 /** Written to `<dataDir>/agent.json` once the agent is up, for the CLI and tests. */
@@ -43,11 +42,28 @@ export interface RuntimeInfo {
 
 export const RUNTIME_FILE = 'agent.json'
 
+/** The agent's own services in its libp2p node, beside identify, ping and pubsub. */
+export type AgentServices = {
+  trust: TrustService
+  registry: RegistryService
+  logQuery: ServicePart<LogQueryService>
+  bundles: ServicePart<BundleService>
+  local: ServicePart<LocalRuntime>
+  membership: MembershipService
+  health: ServicePart<HealthReporter>
+  connector: ServicePart<Connector>
+  scheduling: SchedulingService
+  router: RouterService
+  releases: ServicePart<ReleaseService>
+  renewal: ServicePart<CertificateRenewal>
+}
+
 /**
- * The composition root: one agent process on a gateway or server. Wires the
- * libp2p mesh, fleet trust, the registry, membership, bundles, the local
- * runtime, scheduling and the local HTTP API, and starts and stops them in
- * order.
+ * The composition root: one agent process on a gateway or server. Its parts
+ * are services of its libp2p node, which starts them with the mesh in the
+ * order they depend on each other (node/mesh/lifecycle.ts) and, when one
+ * fails to start, stops those that did. The agent itself adds the local
+ * HTTP and gRPC APIs and `agent.json`.
  */
 export class Agent {
   readonly dataDir: string
@@ -56,12 +72,12 @@ export class Agent {
   readonly metrics: AgentMetrics
   /** the disk under the data dir: full or not, and resuming writes when space returns */
   readonly disk: DiskGuard
-  readonly trust: PeerTrust
+  readonly trust: TrustService
   /** renews this node's certificate from a coordinator before it expires */
   readonly renewal: CertificateRenewal
-  readonly mesh: Mesh
-  readonly registry: Registry
-  readonly membership: Membership
+  readonly mesh: Mesh<AgentServices>
+  readonly registry: RegistryService
+  readonly membership: MembershipService
   /** writes `health/<self>` when it changes */
   readonly health: HealthReporter
   readonly connector: Connector
@@ -72,9 +88,9 @@ export class Agent {
   /** sensors, actuators, model instances, actions and the outbox */
   readonly local: LocalRuntime
   /** election, scheduler, reconciler, drain/evict */
-  readonly scheduling: Scheduling
+  readonly scheduling: SchedulingService
   /** predict for models that run on other nodes */
-  readonly router: PredictRouter
+  readonly router: RouterService
   /** agent releases and rollouts: this node's part */
   readonly releases: ReleaseService
   readonly #db: Database
@@ -86,10 +102,9 @@ export class Agent {
   #grpc?: GrpcServing
   #grpcStarting?: Promise<void>
   #runtimeWrite: Promise<void> = Promise.resolve()
-  #peerTimer?: NodeJS.Timeout
   #exit?: (code: number, reason: string) => void
 
-  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh, trust: PeerTrust, metrics: AgentMetrics, logs: LogStore) {
+  private constructor (dataDir: string, identity: NodeIdentity, apiToken: string, db: Database, disk: DiskGuard, logger: Logger, closeLog: () => void, mesh: Mesh<AgentServices>, metrics: AgentMetrics, logs: LogStore) {
     this.dataDir = dataDir
     this.identity = identity
     this.#apiToken = apiToken
@@ -98,129 +113,21 @@ export class Agent {
     this.logger = logger
     this.#closeLog = closeLog
     this.mesh = mesh
-    this.trust = trust
     this.metrics = metrics
     this.logs = logs
-    const { config, peerId, privateKey } = identity
-    this.registry = new Registry({
-      peerId,
-      privateKey,
-      pubsub: mesh.services.pubsub,
-      network: mesh,
-      trust,
-      store: new LevelRegistryStore(db),
-      logger: logger.child({ service: 'registry' }),
-      metrics
-    }, { syncIntervalMs: config.registry.syncIntervalMs, maxClockDriftMs: config.registry.maxClockDriftMs, retentionMs: config.registry.retentionMs, quota: config.registry.quota })
-    this.renewal = new CertificateRenewal({
-      peerId,
-      trust,
-      network: mesh,
-      save: async cert => { await writeCertificateFile(join(dataDir, NODE_FILES.certificate), cert) },
-      announce: async () => { await this.#announce() },
-      logger: logger.child({ service: 'trust' })
-    }, { renewAfterFraction: config.trust.renewAfterFraction, checkIntervalMs: config.trust.renewCheckIntervalMs })
-    const { health: healthInit, clockSkewLimitMs, ...swimInit } = config.membership
-    this.membership = new Membership({
-      peerId,
-      privateKey,
-      registry: this.registry,
-      trust,
-      transport: new Libp2pSwimTransport({ network: mesh, trust, logger: logger.child({ service: 'membership' }), observer: { frame: (d, t, b) => { metrics.swimFrame(d, t, b) } } }),
-      addresses: () => this.addresses(),
-      logger: logger.child({ service: 'membership' }),
-      metrics,
-      incarnations: levelIncarnationStore(db)
-    }, { ...swimInit, clockSkewLimitMs: clockSkewLimitMs ?? Math.round(config.registry.maxClockDriftMs / 4) })
-    this.health = new HealthReporter({
-      peerId: peerId.toString(),
-      registry: this.registry,
-      sampler: new HealthSampler(),
-      instances: () => {
-        const list = this.local.runtime.list()
-        return { total: list.length, running: list.filter(i => i.state === 'running').length }
-      },
-      logger: logger.child({ service: 'membership' })
-    }, healthInit)
-    this.connector = new Connector({
-      peerId,
-      network: mesh,
-      members: () => this.membership.members(),
-      logger: logger.child({ service: 'connector' })
-    }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
-    this.logQuery = new LogQueryService({ network: mesh, trust, store: logs, logger: logger.child({ service: 'logs' }) })
-    const { maxUnpackedBytes, ...bundleInit } = config.bundles
-    this.bundles = new BundleService({
-      peerId: peerId.toString(),
-      dataDir,
-      db,
-      registry: this.registry,
-      network: mesh,
-      trust,
-      fleetPublicKey: identity.fleetPublicKey,
-      logger: logger.child({ service: 'bundles' }),
-      metrics
-    }, { ...bundleInit, limits: { maxTotalBytes: maxUnpackedBytes } })
-    this.local = new LocalRuntime({
-      peerId: peerId.toString(),
-      dataDir,
-      config,
-      db,
-      registry: this.registry,
-      fleetKey: identity.fleetPublicKey,
-      bundleZips: this.bundles,
-      logger,
-      prometheus: metrics.registry,
-      onBackend: () => {
-        this.#announce().catch(err => { logger.warn({ service: 'agent', err: err.message }, 'announce failed') })
-      }
-    })
-    this.scheduling = new Scheduling({
-      peerId,
-      role: config.role,
-      labels: config.labels,
-      registry: this.registry,
-      membership: this.membership,
-      expectPeers: config.bootstrap.length > 0 || config.mdns,
-      localHealth: () => this.membership.localHealth(),
-      db,
-      runtime: this.local.runtime,
-      bundles: {
-        ensure: async (digest) => {
-          this.bundles.pull(digest)
-          await this.bundles.waitFor(digest)
-        }
-      },
-      logger,
-      announce: async () => { await this.#announce() },
-      parseOptions: { validateInstance: validateInstanceOverrides },
-      metrics
-    }, config.scheduler)
-    this.releases = new ReleaseService({
-      peerId: peerId.toString(),
-      dataDir,
-      labels: config.labels,
-      registry: this.registry,
-      members: () => this.membership.members(),
-      claimsOf: peer => this.trust.claimsFor(peer),
-      verifiedPeers: () => this.trust.verifiedPeers().length,
-      bundles: this.bundles,
-      instances: () => this.local.runtime.list().map(i => ({ name: i.name, state: i.state })),
-      placedHere: deployment => winningPlacement(this.registry, deployment, this.scheduling.election)?.nodes.includes(peerId.toString()) === true,
-      fleetPublicKey: identity.fleetPublicKey,
-      logger: logger.child({ service: 'releases' }),
-      exit: (code, reason) => { this.#exit?.(code, reason) }
-    }, { limits: { maxTotalBytes: maxUnpackedBytes } })
-    this.router = new PredictRouter({
-      peerId,
-      registry: this.registry,
-      membership: this.membership,
-      placements: this.scheduling.election,
-      runtime: this.local.runtime,
-      network: mesh,
-      logger: logger.child({ service: 'router' }),
-      metrics
-    }, { maxBodyBytes: config.api.maxPredictBytes, timeoutMs: config.api.predictTimeoutMs })
+    const s = mesh.services
+    this.trust = s.trust
+    this.registry = s.registry
+    this.logQuery = s.logQuery.part
+    this.bundles = s.bundles.part
+    this.local = s.local.part
+    this.membership = s.membership
+    this.health = s.health.part
+    this.connector = s.connector.part
+    this.scheduling = s.scheduling
+    this.router = s.router
+    this.releases = s.releases.part
+    this.renewal = s.renewal.part
   }
 
   /** Load a node directory and build (not start) its agent. */
@@ -249,21 +156,6 @@ export class Agent {
     })
     disk.useLogger(logger)
     if (narrowed.length > 0) logger.warn({ service: 'agent', files: narrowed }, 'secret files of the node directory were readable by others; narrowed to 0600')
-    const trust = new PeerTrust({ peerId, logger: logger.child({ service: 'trust' }), metrics }, {
-      fleetPublicKey: identity.fleetPublicKey,
-      certificate: identity.certificate
-    })
-    const mesh = await createMesh({
-      privateKey: identity.privateKey,
-      networkKey: identity.networkKey,
-      listen: config.listen,
-      announce: config.announce,
-      bootstrap: config.bootstrap,
-      mdns: config.mdns,
-      gater: trust.gater(),
-      version: VERSION
-    })
-    trust.attach(mesh)
     let db: Database
     try {
       db = await openDatabase(dataDir, { guard: disk, logger })
@@ -271,12 +163,34 @@ export class Agent {
       // the CLI prints it too, but the journal and the log file should say what to do
       logger.error({ service: 'agent', code: err.code, path: err.path, err: err.message }, 'cannot open the database')
       disk.close()
-      try { await mesh.stop() } catch {}
       close()
       throw err
     }
-    await logs.open(db)
-    return new Agent(dataDir, identity, apiToken, db, disk, logger, close, mesh, trust, metrics, logs)
+    // services write node/<self> and ask to exit before the agent exists; they reach it once it does
+    const self: { agent?: Agent } = {}
+    const announce = async (): Promise<void> => { if (self.agent != null) await self.agent.#announce() }
+    let mesh: Mesh<AgentServices> | undefined
+    try {
+      mesh = await createMesh<AgentServices>({
+        privateKey: identity.privateKey,
+        networkKey: identity.networkKey,
+        listen: config.listen,
+        announce: config.announce,
+        bootstrap: config.bootstrap,
+        mdns: config.mdns,
+        gater: trustGater(() => mesh?.services.trust),
+        version: VERSION,
+        services: agentServices({ dataDir, identity, db, logger, metrics, logs, announce, exit: (code, reason) => { if (self.agent != null) self.agent.#exit?.(code, reason) } })
+      })
+      await logs.open(db)
+    } catch (err) {
+      disk.close()
+      await db.close().catch(() => {})
+      close()
+      throw err
+    }
+    self.agent = new Agent(dataDir, identity, apiToken, db, disk, logger, close, mesh, metrics, logs)
+    return self.agent
   }
 
   get peerId (): string {
@@ -293,34 +207,9 @@ export class Agent {
 
   async start (): Promise<void> {
     const { config } = this.identity
-    // verify our own certificate first: an agent with a bad one would only be refused everywhere
-    await this.trust.learnCertificate(this.identity.certificate, this.peerId)
-    await this.trust.start()
-    // revocations on disk are enforced before the first connection
-    await this.registry.load()
+    // every service starts with the node, in order (agentServices says why
+    // each waits for what it waits for); a failed start stops what started
     await this.mesh.start()
-    await this.registry.start()
-    await this.logQuery.start()
-    // a joining or reconnecting peer catches up through the one it dialled
-    this.trust.addEventListener('peer:verified', evt => {
-      if (!evt.detail.outbound) return
-      this.registry.syncWith(evt.detail.peerId).catch(err => {
-        this.logger.debug({ service: 'registry', peer: evt.detail.peerId.toString(), err: err.message }, 'initial sync failed')
-      })
-    })
-    await this.local.start()
-    await this.scheduling.control.load()
-    await this.#announce()
-    await this.membership.start()
-    await this.health.start()
-    await this.connector.start()
-    await this.bundles.start()
-    await this.router.start()
-    await this.scheduling.start()
-    await this.releases.start()
-    await this.renewal.start()
-    this.#peerTimer = setInterval(() => { this.metrics.peers.set(this.trust.verifiedPeers().length) }, 1000)
-    this.#peerTimer.unref()
 
     const claims = this.trust.claimsFor(this.peerId)
     this.#api = await buildApi({
@@ -396,22 +285,10 @@ export class Agent {
 
   async stop (): Promise<void> {
     this.logger.info({ service: 'agent' }, 'agent stopping')
-    clearInterval(this.#peerTimer)
     await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()
-    await this.releases.stop()
-    await this.renewal.stop()
-    await this.scheduling.stop()
-    await this.router.stop()
-    await this.bundles.stop()
-    await this.connector.stop()
-    await this.health.stop()
-    await this.membership.stop()
-    await this.local.stop()
-    await this.logQuery.stop()
-    await this.registry.stop()
-    await this.trust.stop()
+    // the services stop with the node, each after those that depend on it
     await this.mesh.stop()
     await this.logs.close()
     this.disk.close()

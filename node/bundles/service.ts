@@ -46,7 +46,7 @@ export interface BundleServiceComponents {
     getConnections(peer?: PeerId): Connection[]
     dial(addr: Multiaddr[], options?: { signal?: AbortSignal }): Promise<Connection>
   }
-  trust: { isVerified(peerId: string): boolean }
+  trust: { isVerified(peerId: string): boolean, whenVerified(peerId: string, signal: AbortSignal): Promise<void> }
   fleetPublicKey: KeyObject
   logger: Logger
   metrics?: BundleMetrics
@@ -261,10 +261,7 @@ export class BundleService implements Startable {
       conn = await this.#c.network.dial(addrs.map(a => multiaddr(a)), { signal })
     }
     // the provider serves fleet members only, and learns that we are one through the certificate exchange
-    while (!this.#c.trust.isVerified(peer)) {
-      if (signal.aborted) throw signal.reason
-      await new Promise(resolve => setTimeout(resolve, 25))
-    }
+    await this.#c.trust.whenVerified(peer, signal)
     return await conn.newStream(BUNDLE_PROTOCOL, { signal })
   }
 

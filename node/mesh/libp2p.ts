@@ -8,14 +8,15 @@ import { mdns } from '@libp2p/mdns'
 import { ping, type Ping } from '@libp2p/ping'
 import { preSharedKey } from '@libp2p/pnet'
 import { tcp } from '@libp2p/tcp'
-import { createLibp2p, type Libp2pOptions } from 'libp2p'
+import { createLibp2p, type Libp2pOptions, type ServiceFactoryMap } from 'libp2p'
 import type { Message } from '@libp2p/gossipsub'
-import type { ConnectionGater, ConnectionProtector, Libp2p, PeerDiscovery, PrivateKey } from '@libp2p/interface'
+import type { ConnectionGater, ConnectionProtector, Libp2p, PeerDiscovery, PrivateKey, ServiceMap } from '@libp2p/interface'
 
 export type MeshServices = { identify: Identify, ping: Ping, pubsub: GossipSub }
-export type Mesh = Libp2p<MeshServices>
+/** A mesh node; `S` are the services a caller adds (the agent's trust, registry, ...). */
+export type Mesh<S extends ServiceMap = Record<never, never>> = Libp2p<MeshServices & S>
 
-export interface MeshInit {
+export interface MeshInit<S extends ServiceMap = Record<never, never>> {
   privateKey: PrivateKey
   /** The fleet's private-network key. Required: without it libp2p would run an open network. */
   networkKey: Uint8Array
@@ -28,7 +29,15 @@ export interface MeshInit {
   maxConnections?: number
   /** The agent's version, for identify. */
   version: string
+  /**
+   * More services, started and stopped with the node beside identify, ping
+   * and pubsub (which they may use: `components.pubsub`).
+   */
+  services?: { [K in keyof S]: (components: MeshComponentsOf<S>) => S[K] }
 }
+
+/** What libp2p hands a service factory: its components and every service. */
+export type MeshComponentsOf<S extends ServiceMap> = Parameters<ServiceFactoryMap<MeshServices & S>['pubsub']>[0]
 
 export class MissingNetworkKeyError extends Error {
   readonly code = 'ERR_MISSING_NETWORK_KEY'
@@ -76,7 +85,7 @@ export function contentMessageId (msg: Pick<Message, 'topic' | 'data'>): Uint8Ar
  * Yamux, identify, ping and gossipsub carrying unsigned, content-addressed
  * messages. Not started.
  */
-export async function createMesh (init: MeshInit): Promise<Mesh> {
+export async function createMesh<S extends ServiceMap = Record<never, never>> (init: MeshInit<S>): Promise<Mesh<S>> {
   // libp2p silently runs unprotected when connectionProtector is absent
   if (!(init.networkKey instanceof Uint8Array) || init.networkKey.byteLength === 0) {
     throw new MissingNetworkKeyError('refusing to start without the fleet network key')
@@ -84,7 +93,7 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
   const peerDiscovery: Array<(components: any) => PeerDiscovery> = []
   if ((init.bootstrap ?? []).length > 0) peerDiscovery.push(bootstrap({ list: init.bootstrap ?? [], timeout: 100 }))
   if (init.mdns === true) peerDiscovery.push(mdns({ serviceTag: 'gatemesh.local' }))
-  const options: Libp2pOptions<MeshServices> = {
+  const options: Libp2pOptions<MeshServices & S> = {
     start: false,
     privateKey: init.privateKey,
     addresses: { listen: init.listen, announce: init.announce ?? [] },
@@ -115,8 +124,9 @@ export async function createMesh (init: MeshInit): Promise<Mesh> {
         // site's gateways often share one NAT address: gossipsub's default
         // penalty for more than 10 peers per IP would graylist the fleet.
         scoreParams: { IPColocationFactorWeight: 0 }
-      })
-    }
+      }),
+      ...init.services
+    } as ServiceFactoryMap<MeshServices & S>
   }
   return await createLibp2p(options)
 }

@@ -108,6 +108,7 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   gossipOut (count: number): void { this.#gossipOut.inc(count) }
   rejected (reason: string): void { this.#rejected.inc({ reason }) }
   denied (reason: string): void { this.#denied.inc({ reason: reason.slice(0, 40) }) }
+  verifiedPeers (count: number): void { this.peers.set(count) }
   writerRefused (writer: string, reason: string): void { this.#writerRefused.inc({ writer, reason }) }
   clockOffset (writer: string, offsetMs: number): void { this.#writerClockAhead.set({ writer }, offsetMs) }
   revokedPeers (count: number): void { this.#revokedPeers.set(count) }

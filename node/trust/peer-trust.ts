@@ -18,6 +18,8 @@ export interface PeerTrustMetrics {
   denied(reason: string): void
   /** Peers the fleet revoked, as this node enforces them. */
   revokedPeers?(count: number): void
+  /** Connected peers through the certificate exchange, on every change (no polling). */
+  verifiedPeers?(count: number): void
 }
 
 export interface PeerTrustComponents {
@@ -199,6 +201,29 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
     return [...seen.values()]
   }
 
+  /** Resolve once `peerId` passed the certificate exchange; reject with the signal's reason on abort. */
+  async whenVerified (peerId: string, signal: AbortSignal): Promise<void> {
+    if (this.isVerified(peerId)) return
+    signal.throwIfAborted()
+    await new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        this.removeEventListener('peer:verified', onVerified)
+        signal.removeEventListener('abort', onAbort)
+      }
+      const onVerified = (evt: CustomEvent<{ peerId: PeerId }>): void => {
+        if (evt.detail.peerId.toString() !== peerId) return
+        done()
+        resolve()
+      }
+      const onAbort = (): void => {
+        done()
+        reject(signal.reason)
+      }
+      this.addEventListener('peer:verified', onVerified)
+      signal.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
   deniedPeers (): Array<{ peerId: string, reason: string }> {
     return [...this.#denied].map(([peerId, reason]) => ({ peerId, reason }))
   }
@@ -206,7 +231,7 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
   async #deny (peerId: PeerId, reason: string, msg = 'peer denied: no valid fleet certificate'): Promise<void> {
     const id = peerId.toString()
     this.#denied.set(id, reason)
-    this.#verified.delete(id)
+    if (this.#verified.delete(id)) this.#c.metrics?.verifiedPeers?.(this.#verified.size)
     this.#claims.delete(id)
     this.#certs.delete(id)
     clearTimeout(this.#pending.get(id))
@@ -227,6 +252,7 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
     const first = !this.#verified.has(id)
     this.#verified.add(id)
     if (first) {
+      this.#c.metrics?.verifiedPeers?.(this.#verified.size)
       this.#c.logger.debug({ peer: id, role: claims.role }, 'peer verified')
       this.safeDispatchEvent('peer:verified', { detail: { peerId, claims, outbound } })
     }
@@ -258,7 +284,7 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
 
   readonly #onDisconnect = (evt: CustomEvent<PeerId>): void => {
     const id = evt.detail.toString()
-    this.#verified.delete(id)
+    if (this.#verified.delete(id)) this.#c.metrics?.verifiedPeers?.(this.#verified.size)
     clearTimeout(this.#pending.get(id))
     this.#pending.delete(id)
   }

@@ -1,0 +1,74 @@
+import { serviceCapabilities, serviceDependencies, type PrivateKey, type Startable } from '@libp2p/interface'
+import { ServiceLifecycle, type Ordered } from '../mesh/lifecycle.ts'
+import { meshNetwork, type MeshComponents } from '../mesh/network.ts'
+import { capability, dependencies } from '../mesh/part.ts'
+import { Membership, type IncarnationStore, type MembershipInit, type MembershipMetrics } from './membership.ts'
+import { Libp2pSwimTransport, type Libp2pTransportComponents, type Libp2pTransportInit } from './transport.ts'
+import type { RegistryService } from '../registry/service.ts'
+import type { TrustService } from '../trust/service.ts'
+import type { LinkObserver } from '../../protocols/swim/link.ts'
+import type { Logger } from 'pino'
+
+export interface MembershipServiceInit extends MembershipInit {
+  logger: Logger
+  metrics?: MembershipMetrics & { swimFrame?(direction: 'in' | 'out', type: string, bytes: number): void }
+  incarnations?: IncarnationStore
+  transport?: Libp2pTransportInit
+  /**
+   * Services that must have started first, beyond trust and the registry
+   * (the agent's: the part that writes `node/<self>`). @default []
+   */
+  after?: string[]
+}
+
+export interface MembershipServiceComponents extends MeshComponents {
+  privateKey: PrivateKey
+  trust: TrustService
+  registry: RegistryService
+}
+
+/**
+ * SWIM membership as a libp2p service, over the node's connection manager
+ * and registrar. Built after `trust` and `registry` in `services`.
+ */
+export function membership (init: MembershipServiceInit): (components: MembershipServiceComponents) => MembershipService {
+  return components => new MembershipService(components, init)
+}
+
+/**
+ * Starts in `afterStart`, after the registry subscribed: it reads the node
+ * records at start and follows their changes.
+ */
+export class MembershipService extends Membership implements Startable, Ordered {
+  readonly lifecycle: ServiceLifecycle
+  readonly [serviceCapabilities]: string[] = [capability('membership')]
+  readonly [serviceDependencies]: string[]
+  readonly [Symbol.toStringTag] = capability('membership')
+
+  constructor (components: MembershipServiceComponents, init: MembershipServiceInit) {
+    const { logger, metrics, incarnations, transport, after = [], ...options } = init
+    const network = meshNetwork(components)
+    const observer: LinkObserver | undefined = metrics?.swimFrame == null ? undefined : { frame: (d, t, b) => { metrics.swimFrame?.(d, t, b) } }
+    const transportComponents: Libp2pTransportComponents = { network, trust: components.trust, logger, ...(observer == null ? {} : { observer }) }
+    super({
+      peerId: components.peerId,
+      privateKey: components.privateKey,
+      registry: components.registry,
+      trust: components.trust,
+      transport: new Libp2pSwimTransport(transportComponents, transport),
+      addresses: () => network.getMultiaddrs().map(a => a.toString()),
+      logger,
+      ...(metrics == null ? {} : { metrics }),
+      ...(incarnations == null ? {} : { incarnations })
+    }, options)
+    const deps = ['trust', 'registry', ...after]
+    this[serviceDependencies] = deps.map(capability)
+    this.lifecycle = new ServiceLifecycle('membership', () => dependencies(components, deps))
+  }
+
+  async beforeStart (): Promise<void> { await this.lifecycle.run('beforeStart', () => {}) }
+  override async start (): Promise<void> { await this.lifecycle.run('start', () => {}) }
+  async afterStart (): Promise<void> { await this.lifecycle.run('afterStart', async () => { await super.start() }) }
+  async beforeStop (): Promise<void> { await this.lifecycle.stop(async ran => { if (ran.has('afterStart')) await super.stop() }) }
+  override async stop (): Promise<void> {}
+}
