@@ -1,11 +1,8 @@
 import { readFile, rename, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { multiaddr } from '@multiformats/multiaddr'
 import { Agent } from '../node/agent.ts'
 import { openDatabase, type Database } from '../node/store/db.ts'
 import type { DiskGuard } from '../node/store/disk-guard.ts'
-import { predictLocal } from '../node/runtime/serving.ts'
 import { resolveBundle } from '../node/scheduler/resolve.ts'
 import { VERSION } from '../node/version.ts'
 import { buildCoordinatorApp, type CoordinatorAppInit } from './app.ts'
@@ -28,7 +25,7 @@ import { Revocations } from './nodes/revocations.ts'
 import { RenewalService } from './enrollment/renewal.ts'
 import { revocationKey } from '../protocols/registry/revocation.ts'
 import { grpcAuthorizer } from './grpc.ts'
-import { agentBackend } from '../node/api/grpc/agent-backend.ts'
+import { embed, type EmbeddedAgent } from './embedded-agent.ts'
 import { GrpcServing } from '../node/api/grpc/server.ts'
 import type { Fleet } from '../node/identity/fleet.ts'
 import type { FastifyInstance } from 'fastify'
@@ -90,7 +87,8 @@ export async function openCoordinatorDb (dataDir: string, disk?: DiskGuard): Pro
  */
 export class Coordinator {
   readonly dataDir: string
-  readonly agent: Agent
+  /** the embedded agent, through what the coordinator uses of it */
+  readonly agent: EmbeddedAgent
   readonly users: UserStore
   readonly nodes: NodesView
   readonly models: ModelRepository
@@ -111,7 +109,7 @@ export class Coordinator {
   #grpc?: GrpcServing
   #url = ''
 
-  private constructor (init: CoordinatorInit, agent: Agent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment, fleet: Fleet }) {
+  private constructor (init: CoordinatorInit, agent: EmbeddedAgent, db: Database, parts: { accessTokens: AccessTokens, enrollment: Enrollment, fleet: Fleet }) {
     this.#init = init
     this.dataDir = init.dataDir
     this.agent = agent
@@ -127,26 +125,26 @@ export class Coordinator {
     this.nodes = new NodesView({ registry: agent.registry, members: () => agent.membership.members(), member: peerId => agent.membership.member(peerId), membership: agent.membership, logger: agent.logger.child({ service: 'nodes' }) })
     this.revocations = new Revocations({ registry: agent.registry, fleetKey: parts.fleet.privateKey, self: agent.peerId, logger: agent.logger.child({ service: 'coordinator' }) })
     this.#renewal = new RenewalService({
-      network: agent.mesh,
+      network: agent.network,
       fleet: parts.fleet,
       isRevoked: peerId => agent.registry.value(revocationKey(peerId)) != null,
       logger: agent.logger.child({ service: 'enrollment' })
     })
     // the coordinator holds the fleet key: its own agent renews by signing, not by asking
-    agent.renewal.useIssuer(async current => await this.#renewal.issueFor(agent.peerId, current))
+    agent.useCertificateIssuer(async current => await this.#renewal.issueFor(agent.peerId, current))
     const signer = { key: parts.fleet.privateKey }
     this.models = new ModelRepository({
       db,
       dir: join(init.dataDir, COORDINATOR_FILES.models),
       signer,
       publish: async zip => { await agent.bundles.publish(zip) },
-      held: digest => agent.bundles.store.get(digest)?.state === 'complete',
+      held: digest => agent.bundles.held(digest),
       meshDigest: (name, version) => resolveBundle(agent.registry, { name, version }),
       logger: agent.logger.child({ service: 'models' })
     }, init.models)
     this.deployments = new Deployments({
       registry: agent.registry,
-      placements: agent.scheduling.election,
+      placements: agent.placements,
       members: () => agent.membership.members(),
       member: peerId => agent.membership.member(peerId),
       membership: agent.membership,
@@ -166,13 +164,7 @@ export class Coordinator {
     this.#logs = new LogSearch({
       self: { peerId: agent.peerId, store: agent.logs },
       members: () => agent.membership.members(),
-      dial: async (peerId, addresses, protocol, signal) => {
-        const id = peerIdFromString(peerId)
-        const addrs = addresses.map(a => multiaddr(a))
-        // a connected peer is reached over its open connection; others through their announced addresses
-        const target = agent.mesh.getConnections(id).length > 0 || addrs.length === 0 ? id : addrs
-        return await agent.mesh.dialProtocol(target, protocol, { signal })
-      },
+      dial: async (peerId, addresses, protocol, signal) => await agent.dial(peerId, addresses, protocol, signal),
       logger: agent.logger.child({ service: 'coordinator' })
     })
   }
@@ -180,7 +172,7 @@ export class Coordinator {
   static async create (init: CoordinatorInit): Promise<Coordinator> {
     const { nodeDir, fleet } = await ensureNodeDir(init.dataDir, init.fleetDir, init)
     const keys = await loadOrCreateJwtKey(init.dataDir)
-    const agent = await Agent.create(nodeDir)
+    const agent = embed(await Agent.create(nodeDir))
     let db: Database
     try {
       db = await openCoordinatorDb(init.dataDir, agent.disk)
@@ -235,24 +227,20 @@ export class Coordinator {
       deployments: this.deployments,
       rollouts: this.rollouts,
       revocations: this.revocations,
-      predict: async (model, version, body) => {
-        // the coordinator runs no instances itself, but its agent may one day
-        if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
-        return await this.agent.router.predict(model, version, body)
-      },
-      prometheus: [this.agent.metrics.registry],
+      predict: async (model, version, body) => await this.agent.predict(model, version, body),
+      prometheus: [this.agent.prometheus],
       peerId: this.peerId,
       version: VERSION
-    }, { logger: this.agent.logger, predictBodyLimit: this.agent.identity.config.api.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
+    }, { logger: this.agent.logger, predictBodyLimit: this.agent.maxPredictBytes, ...this.#init.app, ...(tls == null ? {} : { https: tls }) })
     this.#url = await this.#app.listen({ host: this.#init.host ?? DEFAULT_HOST, port: this.#init.port ?? DEFAULT_PORT })
     result.url = this.#url
     if (this.#init.grpcPort !== false) {
-      this.#grpc = new GrpcServing(agentBackend({ runtime: this.agent.local.runtime, router: this.agent.router }), {
+      this.#grpc = new GrpcServing(this.agent.grpcBackend(), {
         host: this.#init.host ?? DEFAULT_HOST,
         port: this.#init.grpcPort ?? (this.#init.port == null ? DEFAULT_GRPC_PORT : this.#init.port === 0 ? 0 : this.#init.port + 1),
         ...(tls == null ? {} : { tls }),
         // the same limit as REST and the mesh: the embedded agent's
-        maxMessageBytes: this.agent.identity.config.api.maxPredictBytes,
+        maxMessageBytes: this.agent.maxPredictBytes,
         authorize: grpcAuthorizer(this.#auth),
         logger: this.agent.logger.child({ service: 'coordinator-grpc' })
       })
@@ -293,7 +281,7 @@ export class Coordinator {
 }
 
 /** The coordinator's mesh addresses for devices to bootstrap from; loopback only when there is nothing else. */
-export function meshBootstrap (agent: Pick<Agent, 'addresses'>): string[] {
+export function meshBootstrap (agent: Pick<EmbeddedAgent, 'addresses'>): string[] {
   const all = agent.addresses()
   const remote = all.filter(a => !a.startsWith('/ip4/127.') && !a.startsWith('/ip6/::1/'))
   return remote.length > 0 ? remote : all
