@@ -74,11 +74,6 @@ export class ServiceLifecycle {
     this.#dependencies = dependencies
   }
 
-  /** Phases that ran; a service undoes exactly these when it stops. */
-  get ran (): ReadonlySet<StartPhase> {
-    return this.#ran
-  }
-
   /** Run `work` in `phase` once the dependencies finished that phase. */
   async run (phase: StartPhase, work: () => Promise<void> | void): Promise<void> {
     // a start after a stop is a new cycle (the phases were renewed when it stopped)
