@@ -112,7 +112,7 @@ export class HealthReporter implements Startable {
     this.#c = components
     this.#init = {
       sampleIntervalMs: init.sampleIntervalMs ?? 5000,
-      maxIntervalMs: init.maxIntervalMs ?? 30_000,
+      maxIntervalMs: init.maxIntervalMs ?? 60_000,
       cpuChangePct: init.cpuChangePct ?? 15,
       memoryChangePct: init.memoryChangePct ?? 5,
       loadChange: init.loadChange ?? 0.5

@@ -238,21 +238,23 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   #member (peerId: string, state: MemberState, since: number, lastSeenMs: number | null, incarnation: number | null, clockOffsetMs: number | null, clockSkewed: boolean): Member {
     const claims = this.#c.trust.claimsFor(peerId)
-    const member: Member = {
+    const member = {
       peerId,
       self: peerId === this.#self,
       labels: claims?.labels ?? {},
-      addresses: this.#addrsOf(peerId),
       state,
       lastSeenMs,
       since,
       incarnation,
       clockOffsetMs,
       clockSkewed
-    }
+    } as Member
     if (claims?.role != null) member.role = claims.role
-    const health = this.#c.registry.value<HealthRecord>(`health/${peerId}`)
-    if (health != null) member.health = health
+    // The election lists every member several times a second and reads only
+    // ids, labels and states: the addresses and the health report (a registry
+    // value parsed from JSON) are looked up when someone reads them.
+    lazy(member, 'addresses', () => this.#addrsOf(peerId))
+    lazy(member, 'health', () => this.#c.registry.value<HealthRecord>(`health/${peerId}`))
     return member
   }
 
@@ -392,3 +394,24 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     onInvalid: (from, err) => { this.#reject(err, from) }
   }
 }
+
+/**
+ * An enumerable property computed on its first read and kept from then on
+ * (JSON, spreads and `in` see it like any other; assigning it replaces it).
+ */
+function lazy<K extends keyof Member> (target: Member, key: K, get: () => Member[K]): void {
+  const settle = (value: Member[K]): void => {
+    Object.defineProperty(target, key, { value, enumerable: value !== undefined, writable: true, configurable: true })
+  }
+  Object.defineProperty(target, key, {
+    enumerable: true,
+    configurable: true,
+    get: () => {
+      const value = get()
+      settle(value)
+      return value
+    },
+    set: settle
+  })
+}
+

@@ -120,6 +120,18 @@ export async function createMesh<S extends ServiceMap = Record<never, never>> (i
         floodPublish: false,
         emitSelf: false,
         heartbeatInterval: 700,
+        // Each delta reaches an agent about once per mesh peer and leaves it
+        // to each of them again, so the mesh degree multiplies every agent's
+        // gossip bytes and CPU. libp2p's D = 6 (up to 12) is sized for
+        // public networks with scored, possibly hostile peers; here every
+        // peer holds a fleet certificate, and anti-entropy repairs what a
+        // thinner mesh misses. Measured with `npm run bench -- scale`
+        // (README, Cost model).
+        D: 4,
+        Dlo: 3,
+        Dhi: 6,
+        Dscore: 2,
+        Dlazy: 4,
         // Every peer here proved fleet membership with a certificate, and a
         // site's gateways often share one NAT address: gossipsub's default
         // penalty for more than 10 peers per IP would graylist the fleet.

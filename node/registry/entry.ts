@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto'
+import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { compareTimestamps, type Timestamp } from './hlc.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
-import type { PrivateKey, PublicKey } from '@libp2p/interface'
+import type { PrivateKey } from '@libp2p/interface'
 
 export type { WireEntry }
 
@@ -42,14 +42,23 @@ export async function signEntry (privateKey: PrivateKey, unsigned: Omit<WireEntr
   return entry
 }
 
-const keyCache = new Map<string, PublicKey>()
+/** DER prefix of an Ed25519 SubjectPublicKeyInfo; the 32 raw key bytes follow. */
+const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
 
-function publicKeyOf (peerId: string): PublicKey {
+/**
+ * Writers' keys as node:crypto key objects, made once per writer: every
+ * gossiped entry is verified, and libp2p's key would import its JWK again on
+ * every check (a measurable share of an agent's time in a large zone).
+ */
+const keyCache = new Map<string, KeyObject>()
+
+function publicKeyOf (peerId: string): KeyObject {
   let key = keyCache.get(peerId)
   if (key == null) {
     const id = peerIdFromString(peerId)
     if (id.publicKey == null) throw new Error(`peer id ${peerId} does not embed a public key`)
-    key = id.publicKey
+    if (id.publicKey.type !== 'Ed25519') throw new Error(`peer id ${peerId} is not an Ed25519 key`)
+    key = createPublicKey({ key: Buffer.concat([ED25519_SPKI_PREFIX, id.publicKey.raw]), format: 'der', type: 'spki' })
     if (keyCache.size > 10_000) keyCache.clear()
     keyCache.set(peerId, key)
   }
@@ -59,7 +68,7 @@ function publicKeyOf (peerId: string): PublicKey {
 /** True when `s` is the writer's signature over the entry. Never throws. */
 export async function verifyEntrySignature (e: WireEntry): Promise<boolean> {
   try {
-    return await publicKeyOf(e.w).verify(signingBytes(e), Buffer.from(e.s, 'base64url'))
+    return verify(null, signingBytes(e), publicKeyOf(e.w), Buffer.from(e.s, 'base64url'))
   } catch {
     return false
   }

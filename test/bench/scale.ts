@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- scale [--peers 20,200,1000,5000] [--seconds 60] [--real-check 50|0] [--versus serf]`
+ * `npm run bench -- scale [--peers 20,200,1000,5000] [--seconds 60] [--real-check 50|0] [--versus serf] [--profile DIR]`
  *
  * What one agent costs as the fleet grows. Each point is ONE real agent
  * process (the app bundle) in a fleet of N whose other N−1 members are
@@ -12,6 +12,7 @@
  * runs a mesh of real agents and prints its per-agent figures beside a
  * simulated point of the same size.
  */
+import { resolve } from 'node:path'
 import { agentCommand } from './agents.ts'
 import { runVersusSerf } from './scale-serf.ts'
 import { simulatedPoint, type Point } from './scale/point.ts'
@@ -30,6 +31,8 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const realN = args['real-check'] === undefined ? 50 : Number(args['real-check'])
   const coordinatorPeers = args.coordinator === undefined ? 1000 : Number(args.coordinator)
   const command = await agentCommand(args.sources === true, log)
+  // where the agent's time goes: V8 writes one .cpuprofile per agent process when it exits
+  if (typeof args.profile === 'string') command.args.unshift('--cpu-prof', `--cpu-prof-dir=${resolve(args.profile)}`)
 
   const points: Point[] = []
   for (const n of peers) points.push(await simulatedPoint({ peers: n, seconds, command, log }))

@@ -21,7 +21,7 @@ t.test('defaults fill in a minimal config', async t => {
   t.equal(c.api.port, 7401)
   t.equal(c.membership.probeIntervalMs, 1000)
   t.equal(c.membership.probeTimeoutMs, 500)
-  t.equal(c.membership.health.maxIntervalMs, 30_000)
+  t.equal(c.membership.health.maxIntervalMs, 60_000)
   t.equal(c.registry.retentionMs, 72 * 3_600_000)
   t.same(c.labels, {})
   t.same(c.bootstrap, [])

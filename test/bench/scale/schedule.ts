@@ -3,7 +3,7 @@
  * shared by the load generator (which follows it) and the unit test (which
  * checks its rates). Every figure here comes from main's defaults:
  * - health: each member writes `health/<self>` at least every
- *   `membership.health.maxIntervalMs` (30 s), more often when its CPU, memory
+ *   `membership.health.maxIntervalMs` (60 s), more often when its CPU, memory
  *   or load moves (`extraHealthPerMin`, measured in the real mesh: on a busy
  *   box load moves often);
  * - the zone's scheduler renews its lease claim every 500 ms;
@@ -20,7 +20,7 @@ import { prng } from '../../../sensors/simulated.ts'
 export interface ScheduleInit {
   /** members other than the agent */
   others: number
-  /** @default 30000 */
+  /** @default 60000 */
   healthMaxIntervalMs?: number
   /** health writes per member per minute on top of the periodic one (changes). @default 0 */
   extraHealthPerMin?: number
@@ -52,7 +52,7 @@ export function pushPullScale (n: number): number {
 function filled (init: ScheduleInit): Required<ScheduleInit> {
   return {
     others: init.others,
-    healthMaxIntervalMs: init.healthMaxIntervalMs ?? 30_000,
+    healthMaxIntervalMs: init.healthMaxIntervalMs ?? 60_000,
     extraHealthPerMin: init.extraHealthPerMin ?? 0,
     probeIntervalMs: init.probeIntervalMs ?? 1000,
     pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
