@@ -1,3 +1,4 @@
+import { peerIdFromString } from '@libp2p/peer-id'
 import { serviceCapabilities, serviceDependencies, type PrivateKey, type Startable } from '@libp2p/interface'
 import { ServiceLifecycle, type Ordered } from '../mesh/lifecycle.ts'
 import { meshNetwork, type MeshComponents } from '../mesh/network.ts'
@@ -44,6 +45,7 @@ export class MembershipService extends Membership implements Startable, Ordered 
   readonly [serviceCapabilities]: string[] = [capability('membership')]
   readonly [serviceDependencies]: string[]
   readonly [Symbol.toStringTag] = capability('membership')
+  readonly #registry: RegistryService
 
   constructor (components: MembershipServiceComponents, init: MembershipServiceInit) {
     const { logger, metrics, incarnations, transport, after = [], ...options } = init
@@ -61,6 +63,7 @@ export class MembershipService extends Membership implements Startable, Ordered 
       ...(metrics == null ? {} : { metrics }),
       ...(incarnations == null ? {} : { incarnations })
     }, options)
+    this.#registry = components.registry
     const deps = ['trust', 'registry', ...after]
     this[serviceDependencies] = deps.map(capability)
     this.lifecycle = new ServiceLifecycle('membership', () => dependencies(components, deps))
@@ -68,7 +71,32 @@ export class MembershipService extends Membership implements Startable, Ordered 
 
   async beforeStart (): Promise<void> { await this.lifecycle.run('beforeStart', () => {}) }
   override async start (): Promise<void> { await this.lifecycle.run('start', () => {}) }
-  async afterStart (): Promise<void> { await this.lifecycle.run('afterStart', async () => { await super.start() }) }
-  async beforeStop (): Promise<void> { await this.lifecycle.stop(async ran => { if (ran.has('afterStart')) await super.stop() }) }
+  async afterStart (): Promise<void> {
+    await this.lifecycle.run('afterStart', async () => {
+      this.addEventListener('member:state', this.#onState)
+      await super.start()
+    })
+  }
+
+  async beforeStop (): Promise<void> {
+    await this.lifecycle.stop(async ran => {
+      this.removeEventListener('member:state', this.#onState)
+      if (ran.has('afterStart')) await super.stop()
+    })
+  }
+
+  /**
+   * A member back from suspect or dead (a healed partition, a stall, a
+   * restart) may hold entries this node missed, and miss ours: one
+   * anti-entropy round with it, as the registry no longer syncs on every
+   * new connection.
+   */
+  readonly #onState = (evt: CustomEvent<{ peerId: string, state: string, previous: string | undefined }>): void => {
+    const { peerId, state, previous } = evt.detail
+    if (state !== 'alive' || (previous !== 'suspect' && previous !== 'dead')) return
+    try {
+      this.#registry.catchUpWith(peerIdFromString(peerId))
+    } catch {}
+  }
   override async stop (): Promise<void> {}
 }

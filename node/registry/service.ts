@@ -86,11 +86,26 @@ export class RegistryService extends Registry implements Startable {
 
   override async stop (): Promise<void> {}
 
-  /** A joining or reconnecting peer catches up through the one it dialled. */
+  /**
+   * A joining or restarted node catches up through the peers it dials until
+   * one exchange has completed. Not on every connection after that: SWIM
+   * probes random members, so in a large zone an agent opens a connection
+   * or two a second, and a whole anti-entropy round on each was most of its
+   * idle traffic (README, Cost model). A member coming back after a
+   * partition or a stall is synced with by membership instead
+   * (`catchUpWith`), and the periodic round covers the rest.
+   */
   readonly #onVerified = (evt: CustomEvent<{ peerId: PeerId, outbound: boolean }>): void => {
-    if (!evt.detail.outbound) return
-    this.syncWith(evt.detail.peerId).catch(err => {
-      this.#logger.debug({ peer: evt.detail.peerId.toString(), err: err.message }, 'initial sync failed')
+    if (!evt.detail.outbound || this.#caughtUp) return
+    this.catchUpWith(evt.detail.peerId, 'initial sync failed')
+  }
+
+  #caughtUp = false
+
+  /** One anti-entropy round with `peer` now, in the background; failures are only logged. */
+  catchUpWith (peer: PeerId, what = 'catch-up sync failed'): void {
+    this.syncWith(peer).then(() => { this.#caughtUp = true }, err => {
+      this.#logger.debug({ peer: peer.toString(), err: err.message }, what)
     })
   }
 }
