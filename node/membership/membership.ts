@@ -209,15 +209,27 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     return this.#table.entries.get(peerId)?.state ?? 'dead'
   }
 
+  /**
+   * Every member. The list is built at most once per `MEMBERS_TTL_MS` and
+   * again at once after any member changes state: the election asks for it
+   * several times a second, and rebuilding it each time grew with the fleet.
+   * What it may hold stale for that long: last-seen times, incarnations and
+   * certificate changes (a revocation closes the peer's connections at once
+   * and is seen here within the TTL).
+   */
   members (): Member[] {
     const now = this.#mono()
+    if (this.#listed != null && now - this.#listed.at < MEMBERS_TTL_MS) return [...this.#listed.members]
     const out: Member[] = [this.#selfMember()]
     for (const id of this.#table.entries.keys()) {
       const m = this.#peerMember(id, now)
       if (m != null) out.push(m)
     }
-    return out
+    this.#listed = { at: now, members: out }
+    return [...out]
   }
+
+  #listed?: { at: number, members: Member[] }
 
   /** One member as `members()` would list it, without building the list; undefined when it is not one. */
   member (peerId: string): Member | undefined {
@@ -298,6 +310,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   }
 
   #onState (id: string, state: MemberState, previous: MemberState | undefined, reason: string): void {
+    this.#listed = undefined
     if (previous != null) {
       this.#c.logger[state === 'dead' ? 'warn' : 'info']({ peer: id, state, previous, reason }, `member ${state}`)
     }
@@ -394,6 +407,9 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     onInvalid: (from, err) => { this.#reject(err, from) }
   }
 }
+
+/** How long `members()` may answer from the list it last built. */
+const MEMBERS_TTL_MS = 250
 
 /**
  * An enumerable property computed on its first read and kept from then on
