@@ -16,6 +16,7 @@ import { Replica } from './replica.ts'
 import { DEFAULT_RETENTION_MS, Retention } from './retention.ts'
 import { MAX_DELTA_ENTRIES } from '../../protocols/registry/delta.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
+import { ZoneScope, type SharedZones } from './zone-scope.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { RegistryStore } from './store.ts'
 import type { NodeClaims } from '../identity/certificate.ts'
@@ -25,6 +26,8 @@ import type { KeyObject } from 'node:crypto'
 import type { Logger } from 'pino'
 
 export const DEFAULT_SYNC_INTERVAL_MS = 15_000
+/** Most zones a coordinator follows: zones come from fleet-signed certificates, but a bound costs nothing. */
+const MAX_FOLLOWED_ZONES = 1024
 
 export type { WriteStamp }
 
@@ -120,6 +123,9 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #gossip: RegistryGossip
   readonly #writer: LocalWriter
   readonly #retention: Retention
+  readonly #scope: ZoneScope
+  #offNodes?: () => void
+  #syncRounds = 0
   #clock: HybridLogicalClock
   #loaded?: Promise<void>
   #syncTimer?: NodeJS.Timeout
@@ -140,6 +146,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#quotas = new WriterQuotas(init.quota, this.#now)
     this.#retention = new Retention({ retentionMs: init.retentionMs ?? DEFAULT_RETENTION_MS, rules: this.#rules, now: this.#now })
     this.#refusals = new Refusals(this.#log, components.metrics, w => components.trust.claimsFor(w) != null, { now: this.#now })
+    this.#scope = new ZoneScope(this.#self, components.trust)
     this.#replica = new Replica({
       store: components.store,
       feed: this.#feed,
@@ -159,6 +166,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       verifier: this.#verifier,
       quotas: this.#quotas,
       refusals: this.#refusals,
+      scope: this.#scope,
       apply: entries => { this.#applyRemote(entries, 'gossip') },
       logger: this.#log
     })
@@ -170,7 +178,8 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       clock: () => this.#clock,
       replica: this.#replica,
       gossip: this.#gossip,
-      now: this.#now
+      now: this.#now,
+      zone: () => this.#scope.zone
     })
     // every revocation, however it arrives, is enforced the moment it lands
     this.#feed.onChange(REVOKED_PREFIX, change => {
@@ -223,6 +232,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   async start (): Promise<void> {
     await this.load()
     this.#gossip.start()
+    if (this.#scope.followsAll) {
+      // a coordinator follows every zone: those of the nodes it knows, and each new one as it appears
+      for (const e of this.#replica.values()) if (e.k.startsWith('node/')) this.#followZoneOf(e.w)
+      this.#offNodes = this.#feed.onChange('node/', change => { this.#followZoneOf(change.entry.writer) })
+    }
     await this.#c.network.handle(SYNC_PROTOCOL, this.#answerSync, { maxInboundStreams: 8 })
     this.#syncTimer = setInterval(() => { this.#syncRandomPeer() }, this.#syncIntervalMs)
     this.#syncTimer.unref()
@@ -235,6 +249,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   async stop (): Promise<void> {
     clearInterval(this.#syncTimer)
     clearInterval(this.#sweepTimer)
+    this.#offNodes?.()
     await this.#sweeping
     this.#gossip.stop()
     await this.#c.network.unhandle(SYNC_PROTOCOL)
@@ -243,6 +258,16 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
 
   get size (): number {
     return this.#replica.size
+  }
+
+  /** This node's zone (its certificate's `zone` label) and the zones whose zone-local entries it keeps. */
+  zones (): { zone: string, followsAll: boolean, following: string[] } {
+    return { zone: this.#scope.zone, followsAll: this.#scope.followsAll, following: this.#gossip.zones.sort() }
+  }
+
+  #followZoneOf (writer: string): void {
+    const zone = this.#scope.writerZone(writer)
+    if (zone != null && this.#gossip.zones.length < MAX_FOLLOWED_ZONES) this.#gossip.follow(zone)
   }
 
   get (key: string): RegistryEntry | undefined {
@@ -315,10 +340,10 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return this.#feed.onChange(prefix, fn)
   }
 
-  /** Run one anti-entropy round with `peer`. */
+  /** Run one anti-entropy round with `peer`: the fleet-wide entries and those of the zones we both follow. */
   async syncWith (peer: PeerId, signal?: AbortSignal): Promise<SyncResult> {
     const stream = await this.#c.network.dialProtocol(peer, SYNC_PROTOCOL, { signal })
-    const result = await syncWith(stream, this.#syncReplica, { signal })
+    const result = await syncWith(stream, this.#syncReplicaFor(peer.toString()), { signal })
     this.#c.metrics?.synced(result)
     this.safeDispatchEvent('synced', { detail: { peer: peer.toString(), result } })
     return result
@@ -326,13 +351,17 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
 
   /**
    * Verify and merge entries from a peer. Entries that would not win are
-   * skipped before any crypto; invalid ones are counted and dropped.
+   * skipped before any crypto; invalid ones are counted and dropped, and so
+   * are zone-local entries of zones outside `shared` (by default, those this
+   * node does not follow).
    */
-  async merge (entries: WireEntry[]): Promise<{ applied: number, rejected: number }> {
+  async merge (entries: WireEntry[], shared: SharedZones = z => this.#scope.follows(z)): Promise<{ applied: number, rejected: number }> {
     const fresh: WireEntry[] = []
     let rejected = 0
     for (const e of entries.filter(e => this.#replica.wouldWin(e)).sort(byTrustFirst)) {
       try {
+        // the writer's certificate may come in this very batch (node records first), so checked entry by entry
+        this.#scope.checkSynced(e, shared)
         this.#replica.admit(e)
         await this.#verifier.verify(e)
         fresh.push(e)
@@ -366,7 +395,10 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       await this.#writer.refresh(e).catch(err => { this.#log.warn({ key: e.k, err: err.message }, 'could not write an entry again before its retention ends') })
     }
     const collected = this.#replica.collect()
-    if (due.length > 0 || collected > 0) this.#log.debug({ refreshed: due.length, collected }, 'registry sweep')
+    // zone-local entries of zones this node does not follow (kept from before zones, or from a zone a renewal moved us out of)
+    this.#gossip.refollow()
+    const unkept = this.#replica.dropUnkept(e => this.#scope.keeps(e))
+    if (due.length > 0 || collected > 0 || unkept > 0) this.#log.debug({ refreshed: due.length, collected, unkept }, 'registry sweep')
   }
 
   /** Install verified entries from peers and fold their stamps into the clock; returns how many changed state. */
@@ -383,9 +415,10 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return changed.length
   }
 
-  * #unexpired (): Generator<WireEntry> {
+  /** What an exchange with a peer sharing `shared` covers: unexpired, and zone-local only of shared zones. */
+  * #offered (shared: SharedZones): Generator<WireEntry> {
     const horizon = this.#retention.horizon()
-    for (const e of this.#replica.values()) if (!this.#retention.expired(e, horizon)) yield e
+    for (const e of this.#replica.values()) if (!this.#retention.expired(e, horizon) && this.#scope.offers(e, shared)) yield e
   }
 
   #enforceRevocation (peer: string, record: Revocation | undefined): void {
@@ -399,10 +432,18 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#log.warn({ peer, reason: record?.reason, by: record?.by, dropped }, 'peer revoked by the fleet: disconnected, refused, and its entries dropped')
   }
 
-  readonly #syncReplica: SyncReplica = {
-    // what peers would refuse as expired is not offered, nor counted in the digests
-    entries: () => this.#unexpired(),
-    merge: async (entries) => { await this.merge(entries) }
+  /**
+   * The replica as one exchange with `peer` sees it. Both sides compute the
+   * same shared zones from the two certificates, so their digests cover the
+   * same keys; what peers would refuse as expired is not offered, nor
+   * counted in the digests.
+   */
+  #syncReplicaFor (peer: string): SyncReplica {
+    const shared = this.#scope.sharedWith(peer)
+    return {
+      entries: () => this.#offered(shared),
+      merge: async (entries) => { await this.merge(entries, shared) }
+    }
   }
 
   readonly #answerSync = async (stream: Stream, connection: Connection): Promise<void> => {
@@ -413,7 +454,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       return
     }
     try {
-      const result = await answerSync(stream, this.#syncReplica)
+      const result = await answerSync(stream, this.#syncReplicaFor(peer))
       this.#c.metrics?.synced(result)
       this.safeDispatchEvent('synced', { detail: { peer, result } })
     } catch (err: any) {
@@ -422,11 +463,26 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     }
   }
 
+  /**
+   * Every other round with a peer that shares a zone with us (zone-local
+   * entries are repaired only there), the rounds between with any peer
+   * (fleet-wide entries across zones).
+   */
   #syncRandomPeer (): void {
-    const peers = this.#c.trust.verifiedPeers()
+    const all = this.#c.trust.verifiedPeers()
+    const zonal = this.#syncRounds++ % 2 === 0 ? all.filter(p => this.#zoneSharedWith(p.toString())) : []
+    const peers = zonal.length > 0 ? zonal : all
     if (peers.length === 0) return
     const peer = peers[Math.floor(Math.random() * peers.length)]!
     this.syncWith(peer).catch(err => { this.#log.debug({ peer: peer.toString(), err: err.message }, 'registry sync failed') })
+  }
+
+  /** Whether an exchange with `peer` covers some zone's zone-local entries. */
+  #zoneSharedWith (peer: string): boolean {
+    const shared = this.#scope.sharedWith(peer)
+    if (!this.#scope.followsAll) return shared(this.#scope.zone)
+    const zone = this.#scope.writerZone(peer)
+    return zone != null && shared(zone)
   }
 }
 
