@@ -26,6 +26,8 @@ import { Scheduling } from './scheduler/index.ts'
 import { validateInstanceOverrides } from './scheduler/instance-check.ts'
 import { PredictRouter } from './scheduler/router.ts'
 import { winningPlacement } from './scheduler/placements.ts'
+import { zoneSummaries } from './scheduler/zone-summary.ts'
+import { zoneOf } from '../protocols/registry/zones.ts'
 import { ReleaseService } from './release/service.ts'
 import { VERSION } from './version.ts'
 import type { FastifyInstance } from 'fastify'
@@ -147,7 +149,7 @@ export class Agent {
       network: mesh,
       members: () => this.membership.members(),
       logger: logger.child({ service: 'connector' })
-    }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+    }, { targetPeers: config.connections.targetPeers, zonePeers: config.connections.zonePeers, zone: () => zoneOf(trust.claimsFor(peerId.toString())?.labels), bootstrap: config.bootstrap })
     this.logQuery = new LogQueryService({ network: mesh, trust, store: logs, logger: logger.child({ service: 'logs' }) })
     const { maxUnpackedBytes, ...bundleInit } = config.bundles
     this.bundles = new BundleService({
@@ -195,7 +197,15 @@ export class Agent {
       announce: async () => { await this.#announce() },
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics
-    }, config.scheduler)
+    }, {
+      ...config.scheduler,
+      summary: {
+        sampleIntervalMs: config.zones.summarySampleMs,
+        maxIntervalMs: config.zones.summaryMaxIntervalMs,
+        cpuChangePct: config.zones.summaryCpuChangePct,
+        memoryChangePct: config.zones.summaryMemoryChangePct
+      }
+    })
     this.releases = new ReleaseService({
       peerId: peerId.toString(),
       dataDir,
@@ -339,6 +349,7 @@ export class Agent {
       local: this.local,
       router: this.router,
       scheduling: this.scheduling.view(),
+      zones: () => ({ ...this.registry.zones(), summaries: zoneSummaries(this.registry, this.scheduling.election) }),
       releases: this.releases,
       disk: this.disk
     }, {

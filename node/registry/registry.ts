@@ -265,6 +265,12 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return { zone: this.#scope.zone, followsAll: this.#scope.followsAll, following: this.#gossip.zones.sort() }
   }
 
+  /** Whether this node keeps `peer`'s zone-local entries (health, instances): `peer` is of a zone it follows. */
+  keepsZoneOf (peer: string): boolean {
+    const zone = this.#scope.writerZone(peer)
+    return zone != null && this.#scope.follows(zone)
+  }
+
   #followZoneOf (writer: string): void {
     const zone = this.#scope.writerZone(writer)
     if (zone != null && this.#gossip.zones.length < MAX_FOLLOWED_ZONES) this.#gossip.follow(zone)
