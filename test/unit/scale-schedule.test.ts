@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { events, pushPullScale, rates } from '../bench/scale/schedule.ts'
+import { events, pushPullScale, rates, zoneCount, zoneMembers, zoneOfMember, zoneSchedulers } from '../bench/scale/schedule.ts'
 
 const count = (list: Array<{ kind: string }>, kind: string): number => list.filter(e => e.kind === kind).length
 
@@ -55,5 +55,28 @@ t.test('changes on top of the periodic writes and the exchanges others start arr
 
 t.test('a fleet of one agent alone gets nothing', async t => {
   t.same(events({ others: 0 }, 0, 10_000), [])
-  t.same(rates({ others: 0 }), { healthWritesPerSec: 0, leaseWritesPerSec: 0, probesInPerSec: 0, pushPullsInPerSec: 0, syncsInPerSec: 0 })
+  t.same(rates({ others: 0 }), { healthWritesPerSec: 0, leaseWritesPerSec: 0, summaryWritesPerSec: 0, probesInPerSec: 0, pushPullsInPerSec: 0, syncsInPerSec: 0 })
+})
+
+t.test('zones: only the agent\'s zone mates send it health; every zone\'s scheduler its lease and summary', async t => {
+  const init = { others: 999, zoneSize: 200 }
+  t.equal(zoneCount(init), 5, 'N = 1000 in zones of 200')
+  t.same(zoneMembers(init, 0), [0, 199], 'the agent and 199 mates')
+  t.same(zoneMembers(init, 4), [799, 999])
+  t.same(zoneSchedulers(init), [0, 199, 399, 599, 799])
+  t.equal(zoneOfMember(init, 198), 0)
+  t.equal(zoneOfMember(init, 199), 1)
+  t.equal(zoneOfMember(init, 998), 4)
+  const list = events(init, 0, 30_000)
+  const health = list.filter(e => e.kind === 'health')
+  t.equal(health.length, 199, 'one periodic health write per zone mate per 30 s')
+  t.ok(health.every(e => e.member < 199), 'from zone mates only')
+  t.equal(count(list, 'lease'), 5 * 60, 'five schedulers renew every 500 ms')
+  t.equal(count(list, 'summary'), 5, 'and write their summary every 30 s')
+  const probes = count(list, 'probe')
+  t.ok(Math.abs(probes - 30) <= 2, `SWIM stays fleet-wide: about a probe a second (${probes} in 30 s)`)
+  const r = rates(init)
+  t.equal(r.healthWritesPerSec, 199 / 30)
+  t.equal(r.leaseWritesPerSec, 10)
+  t.same(rates({ others: 999 }).healthWritesPerSec, 999 / 30, 'one zone: everyone\'s health, as before')
 })
