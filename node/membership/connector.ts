@@ -83,12 +83,13 @@ export class Connector implements Startable {
     if (connected.size === 0) {
       for (const addr of this.#bootstrap) this.#dial(addr.getComponents().find(c => c.name === 'p2p')?.value ?? addr.toString(), [addr])
     }
-    const members = this.#c.members().filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
+    const all = this.#c.members()
+    const members = all.filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
     // the zone's own members first: zone-local gossip travels only between them
     const zone = this.#zone()
     const alive = shuffle(members.filter(m => m.state === 'alive'))
     const inZone = alive.filter(m => zoneOf(m.labels) === zone)
-    const zoneConnected = this.#c.members().filter(m => !m.self && connected.has(m.peerId) && zoneOf(m.labels) === zone).length
+    const zoneConnected = all.filter(m => !m.self && connected.has(m.peerId) && zoneOf(m.labels) === zone).length
     for (const m of inZone.slice(0, Math.max(0, this.#zonePeers - zoneConnected))) this.#dialMember(m)
     const missing = this.#target - connected.size - this.#dialing.size
     if (missing > 0) {

@@ -19,9 +19,9 @@ import { REGISTRY_TOPIC } from './delta.ts'
  */
 export const ZONE_LOCAL_PREFIXES: readonly string[] = ['health/', 'instance/']
 
-/** Zone of a node or deployment: its `zone` label, or one default zone. */
+/** Zone of a node or deployment: its `zone` label, or one default zone (an empty label too: it names no zone). */
 export const DEFAULT_ZONE = 'default'
-export const zoneOf = (labels: Record<string, string> | undefined): string => labels?.zone ?? DEFAULT_ZONE
+export const zoneOf = (labels: Record<string, string> | undefined): string => labels?.zone == null || labels.zone === '' ? DEFAULT_ZONE : labels.zone
 
 /** Whether a key is zone-local (kept and gossiped in its owner's zone only). */
 export const isZoneLocal = (key: string): boolean => ZONE_LOCAL_PREFIXES.some(p => key.startsWith(p))
