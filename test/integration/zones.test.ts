@@ -1,5 +1,6 @@
 import t from 'tap'
 import { loadFleet } from '../../node/identity/fleet.ts'
+import { SCALE, temperatures } from '../helpers/anomaly-bundle.ts'
 import { budget } from '../helpers/budget.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { deploy, fleetAuth, publishAnomalyBundle, runningOn, simulatedSensor } from '../helpers/scheduling.ts'
@@ -16,6 +17,7 @@ const config = {
   membership: { health: { sampleIntervalMs: 1000, maxIntervalMs: 2000 } },
   zones: { summarySampleMs: 1000, summaryMaxIntervalMs: 3000 }
 }
+const scaled = (xs: number[]): number[] => xs.map(v => (v - SCALE.min) / (SCALE.max - SCALE.min))
 const zoneOf: Record<string, string> = { a1: 'a', a2: 'a', b1: 'b', b2: 'b' }
 await cluster.addNode('a1', { role: 'server', labels: { zone: 'a' }, config })
 await cluster.addNode('a2', { labels: { zone: 'a' }, config: { ...config, sensors: [simulatedSensor('a2-temp', 'temperature')] } })
@@ -113,4 +115,19 @@ await t.test('scheduling per zone still works', async t => {
     return s?.instances?.running === 2 ? s : null
   }, 'zone b\'s summary to count its new instance', 30_000)
   t.equal(b.instances.running, 2, 'zone b\'s summary, seen from a, counts it')
+})
+
+await t.test('a predict sent to zone a for a model that runs only in zone b is answered there', async t => {
+  // anomaly-b runs on b2 alone; zone a keeps none of zone b's instance entries, only the fleet-wide deployment and placement
+  t.same((await keys('a1', 'instance/')).filter(k => k.endsWith('/anomaly-b')), [], 'a1 holds no instance entry of anomaly-b')
+  const body = { instances: [scaled(temperatures(21)), scaled(temperatures(21, 15))] }
+  for (const n of ['a1', 'a2']) {
+    const res = await waitFor(async () => {
+      const r = await cluster.request(n, 'POST', '/v1/models/anomaly-b:predict', body)
+      return r.status === 200 ? r : null
+    }, `${n} to answer a predict for anomaly-b`, 30_000, 500)
+    t.equal(res.body.predictions?.length, 2, `${n} relays zone b's answer (two predictions)`)
+  }
+  const status = await cluster.get('a2', '/v1/models/anomaly-b')
+  t.match(status.model_version_status, [{ state: 'AVAILABLE' }], 'and reports the model available in the mesh')
 })
