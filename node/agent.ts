@@ -180,7 +180,8 @@ export class Agent {
     this.scheduling = new Scheduling({
       peerId,
       role: config.role,
-      labels: config.labels,
+      // the certificate's zone, which the registry files this node's entries under (as #announce)
+      labels: () => trust.claimsFor(peerId.toString())?.labels ?? config.labels,
       registry: this.registry,
       membership: this.membership,
       expectPeers: config.bootstrap.length > 0 || config.mdns,

@@ -7,7 +7,7 @@ import { signEntry, toRegistryEntry, type RegistryEntry } from './entry.ts'
 import { InvalidValueError, StaleWriteError, UnauthorizedWriteError } from './errors.ts'
 import { checkTimestamp, type HybridLogicalClock, type Timestamp } from './hlc.ts'
 import { checkValue } from './ingress.ts'
-import { checkSummaryZone } from './zone-scope.ts'
+import { checkKeyZone } from './zone-scope.ts'
 import type { RegistryGossip } from './gossip.ts'
 import type { Replica } from './replica.ts'
 import type { PrivateKey } from '@libp2p/interface'
@@ -90,7 +90,7 @@ export class LocalWriter {
     let ts: Timestamp
     if (authority.kind === 'owner') {
       if (authority.owner !== this.#c.self) throw new UnauthorizedWriteError(`${key} belongs to ${authority.owner}`)
-      checkSummaryZone(key, this.#c.zone())
+      checkKeyZone(key, this.#c.zone())
       ts = this.#c.clock().tick()
     } else {
       if (auth == null) throw new UnauthorizedWriteError(`${key} needs a fleet authorisation`)

@@ -94,9 +94,17 @@ export class ZoneScope {
   }
 }
 
-/** A `zone/<zone>/<peer>` summary must name its writer's zone. Throws WrongZoneError. */
-export function checkSummaryZone (key: string, writerZone: string): void {
+/** Keys that name a zone in their second segment: what their writer says about (or does in) that zone. */
+const ZONE_NAMING = new Map([[REGISTRY_ZONE_SEGMENT, 'a summary'], ['scheduler', 'a scheduler claim or endorsement']])
+
+/**
+ * A `zone/<zone>/<peer>` summary or a `scheduler/<zone>/<peer>` claim must
+ * name its writer's zone (a node schedules and summarises only its own).
+ * Throws WrongZoneError.
+ */
+export function checkKeyZone (key: string, writerZone: string): void {
   const segments = key.split('/')
-  if (segments[0] !== REGISTRY_ZONE_SEGMENT) return
-  if (segments[1] !== writerZone) throw new WrongZoneError(`${key}: a summary of zone ${segments[1] ?? '?'} by a node of zone ${writerZone}`)
+  const what = ZONE_NAMING.get(segments[0] ?? '')
+  if (what == null) return
+  if (segments[1] !== writerZone) throw new WrongZoneError(`${key}: ${what} of zone ${segments[1] ?? '?'} by a node of zone ${writerZone}`)
 }

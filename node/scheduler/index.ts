@@ -16,7 +16,8 @@ import type { Logger } from 'pino'
 export interface SchedulingComponents {
   peerId: PeerId
   role: string
-  labels: Record<string, string>
+  /** this node's labels as peers believe them (its certificate's, else the config's), read at start */
+  labels: () => Record<string, string> | undefined
   registry: Registry
   membership: Pick<Membership, 'members' | 'addEventListener' | 'removeEventListener'>
   db: Database
@@ -66,11 +67,11 @@ export class Scheduling implements Startable {
       peerId: c.peerId,
       registry: c.registry,
       membership: c.membership,
+      labels: c.labels,
       logger: c.logger.child({ service: 'election' }),
       store: new LevelTermStore(c.db),
       ...(c.localHealth == null ? {} : { localHealth: c.localHealth })
     }, {
-      labels: c.labels,
       eligible: c.role !== 'coordinator',
       ...(c.expectPeers === true ? { joinMs: 30_000 } : {}),
       ...(init.leaseMs == null ? {} : { leaseMs: init.leaseMs }),

@@ -128,6 +128,17 @@ export class ZoneView {
     return changed
   }
 
+  /**
+   * Follow `leader` as named from outside the zone (its summary); returns
+   * whether it changed. Nothing here is established by endorsements this
+   * node sees: it sees none of the zone's.
+   */
+  adopt (leader: Leader | undefined): boolean {
+    const changed = leader?.peerId !== this.current?.peerId || leader?.term !== this.current?.term
+    if (changed) this.current = leader == null ? undefined : { ...leader, established: false, endorsements: 0 }
+    return changed
+  }
+
   /** A live claim of an eligible member ranked ahead of `self`, if any. */
   claimantAhead (members: ZoneMember[], self: string, now: number): string | undefined {
     const me = members.find(m => m.peerId === self)

@@ -8,16 +8,18 @@ import { REGISTRY_TOPIC } from './delta.ts'
  * A node's zone is the `zone` label of its certificate (one `default` zone
  * when it has none), never what a message says. Zone-local keys are the
  * per-node state that changes often and that only the node's zone acts on:
- * `health/<peer>` (placement, autoscaling, the zone's dashboard figures)
- * and `instance/<peer>/<name>` (the zone's scheduler and reconcilers, and
- * predict routing to the zone's replicas). Everything else is fleet-wide:
- * `node/<peer>` carries the certificate every entry is checked against,
- * `scheduler/` and `placement/` decide which placements count for a
- * deployment of any zone, `bundle/` providers serve every zone, `release/`
- * and `rollout/` are fleet rollouts, `deployment/` and `revoked/` are the
- * fleet's, and `zone/<zone>/<scheduler>` is how other zones see this one.
+ * `health/<peer>` (placement, autoscaling, the zone's dashboard figures),
+ * `instance/<peer>/<name>` (the zone's scheduler and reconcilers, and
+ * predict routing to the zone's replicas) and `scheduler/<zone>/<peer>`
+ * (the zone's election: a lease renewed twice a second and the members'
+ * endorsements). Everything else is fleet-wide: `node/<peer>` carries the
+ * certificate every entry is checked against, `placement/` says where every
+ * deployment runs, `bundle/` providers serve every zone, `release/` and
+ * `rollout/` are fleet rollouts, `deployment/` and `revoked/` are the
+ * fleet's, and `zone/<zone>/<scheduler>` is how other zones see this one,
+ * its scheduler and term included (which placements of the zone count).
  */
-export const ZONE_LOCAL_PREFIXES: readonly string[] = ['health/', 'instance/']
+export const ZONE_LOCAL_PREFIXES: readonly string[] = ['health/', 'instance/', 'scheduler/']
 
 /** Zone of a node or deployment: its `zone` label, or one default zone (an empty label too: it names no zone). */
 export const DEFAULT_ZONE = 'default'

@@ -7,8 +7,8 @@ import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
 import type { RegistryMetrics } from '../../node/registry/registry.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
-// Zones bound the registry's work: health/ and instance/ stay in their
-// writer's zone (by certificate), everything else is fleet-wide.
+// Zones bound the registry's work: health/, instance/ and scheduler/ stay in
+// their writer's zone (by certificate), everything else is fleet-wide.
 
 function counting (): { metrics: RegistryMetrics, reasons: string[] } {
   const reasons: string[] = []
@@ -49,12 +49,13 @@ const sign = async (m: MemoryMember, k: string, v: unknown, at = Date.now()): Pr
   await signEntry(m.privateKey, { k, v: JSON.stringify(v), t: [at, 0], w: m.peerId.toString() })
 
 t.test('which keys are zone-local, and the topic each travels on', async t => {
-  for (const k of ['health/P', 'instance/P/model']) t.ok(isZoneLocal(k), `${k} is zone-local`)
-  for (const k of ['node/P', 'scheduler/a/P', 'placement/d/P', 'bundle/x/P', 'release/P', 'deployment/d', 'revoked/P', 'rollout/r', 'zone/a/P', 'healthy/P']) {
+  for (const k of ['health/P', 'instance/P/model', 'scheduler/a/P']) t.ok(isZoneLocal(k), `${k} is zone-local`)
+  for (const k of ['node/P', 'placement/d/P', 'bundle/x/P', 'release/P', 'deployment/d', 'revoked/P', 'rollout/r', 'zone/a/P', 'healthy/P']) {
     t.notOk(isZoneLocal(k), `${k} is fleet-wide`)
     t.equal(topicFor(k, 'a'), REGISTRY_TOPIC)
   }
   t.equal(topicFor('health/P', 'a'), zoneTopic('a'))
+  t.equal(topicFor('scheduler/a/P', 'a'), zoneTopic('a'), 'a scheduler lease travels on its zone\'s topic')
   t.equal(zoneOfTopic(zoneTopic('north-1')), 'north-1')
   t.equal(zoneOfTopic(REGISTRY_TOPIC), undefined)
   t.equal(zoneOfTopic(zoneTopic('')), undefined, 'an empty zone is no zone')
@@ -112,6 +113,18 @@ t.test('an entry on the wrong topic, or for a zone its writer\'s certificate doe
   t.same(await b1.registry.merge([forged]), { applied: 0, rejected: 1 }, 'nor sync one')
   await a1.registry.set(zoneSummaryKey('a', a), { members: {} })
   t.ok(a1.registry.get(zoneSummaryKey('a', a)) != null, 'its own zone\'s summary is fine')
+
+  // a scheduler claim (or endorsement) must be in its writer's own zone, and travels on that zone's topic
+  const claim = { term: 1, leaseMs: 3000, since: 1 }
+  await t.rejects(a1.registry.set(`scheduler/b/${a}`, claim), { code: 'ERR_WRONG_ZONE' }, 'a node of zone a cannot claim zone b')
+  const forgedClaim = await sign(a1, `scheduler/b/${a}`, claim)
+  t.equal(await deliver(coord, a1, zoneTopic('a'), [forgedClaim]), 'reject', 'nor gossip a claim on zone b')
+  t.same(await coord.registry.merge([forgedClaim]), { applied: 0, rejected: 1 }, 'nor sync one')
+  const lease = await sign(a1, `scheduler/a/${a}`, claim)
+  t.equal(await deliver(a2, a1, REGISTRY_TOPIC, [lease]), 'reject', 'a lease on the fleet topic')
+  t.equal(await deliver(b1, a1, zoneTopic('a'), [lease]), 'ignore', 'zone b does not follow zone a\'s leases')
+  t.equal(await deliver(a2, a1, zoneTopic('a'), [lease]), 'accept', 'its zone takes it')
+  t.equal(await deliver(coord, a1, zoneTopic('a'), [lease]), 'accept', 'and the coordinator')
 })
 
 t.test('anti-entropy between zones exchanges only fleet-wide entries; within a zone and with the coordinator, the zone\'s too', async t => {
