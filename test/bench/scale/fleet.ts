@@ -164,9 +164,11 @@ export class FleetState {
         api: 'http://127.0.0.1:7401'
       }
       this.put(await this.sign(m, `node/${m.id}`, record, t0))
-      this.put(await this.sign(m, schedulerKey(m.zone, m.id), m.scheduler === i ? { term: 1, leaseMs: 3000, since: t0 } : { follows: leader, term: 1 }, t0 + 1))
-      // other zones' health never reaches the agent: it is not of their zone
-      if (this.inAgentZone(m)) this.put(await this.sign(m, `health/${m.id}`, healthValue(i, 0, t0), t0 + 2))
+      // other zones' leases, endorsements and health never reach the agent: it is not of their zone
+      if (this.inAgentZone(m)) {
+        this.put(await this.sign(m, schedulerKey(m.zone, m.id), m.scheduler === i ? { term: 1, leaseMs: 3000, since: t0 } : { follows: leader, term: 1 }, t0 + 1))
+        this.put(await this.sign(m, `health/${m.id}`, healthValue(i, 0, t0), t0 + 2))
+      }
       if (m.scheduler === i) this.put(await this.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, t0), t0 + 3))
     }
   }

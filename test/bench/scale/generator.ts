@@ -134,8 +134,8 @@ async function onEvent (e: ScheduledEvent): Promise<void> {
         : await f.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, ts), ts)
     f.put(entry)
     const data = deltaCodec.encode({ entries: [entry] })
-    // health is zone-local: it travels on the agent's zone topic (only its zone mates send it health at all)
-    const topic = e.kind === 'health' ? zoneTopic(f.agentZone) : REGISTRY_TOPIC
+    // health and leases are zone-local: they travel on the agent's zone topic (only its zone mates send it either)
+    const topic = e.kind === 'summary' ? REGISTRY_TOPIC : zoneTopic(f.agentZone)
     stats.deltas++
     // Only a neighbour whose gossipsub mesh (for that topic) holds the agent forwards it whole copies;
     // the others would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes

@@ -6,7 +6,7 @@
  *   `membership.health.maxIntervalMs` (30 s), more often when its CPU, memory
  *   or load moves (`extraHealthPerMin`, measured in the real mesh: on a busy
  *   box load moves often);
- * - the zone's scheduler renews its lease claim every 500 ms;
+ * - the agent's zone's scheduler renews its lease claim every 500 ms;
  * - SWIM: every member probes one member per `probeIntervalMs`, round-robin
  *   over a shuffled list, so each member probes a given other member once per
  *   (N−1) periods: the agent is probed ≈ once per period in all;
@@ -16,10 +16,11 @@
  *   `registry.syncIntervalMs` (15 s).
  * Zones (`zoneSize` Z): the agent's zone is members [0, Z − 1) and the agent;
  * the other members form zones of Z after it. Only the agent's zone mates
- * send it health (zone-local, on their zone's topic); every zone's
- * scheduler (its first member) renews its lease and writes its zone's
- * summary (`zones.summaryMaxIntervalMs`, 30 s, in an idle fleet), both
- * fleet-wide, so those reach the agent from every zone.
+ * send it health and lease renewals (zone-local, on their zone's topic):
+ * its zone's scheduler (the zone's first member) renews its lease there.
+ * Every zone's scheduler writes its zone's summary
+ * (`zones.summaryMaxIntervalMs`, 30 s, in an idle fleet) fleet-wide, so
+ * those reach the agent from every zone.
  */
 import { prng } from '../../../sensors/simulated.ts'
 
@@ -113,7 +114,8 @@ export function rates (init: ScheduleInit): Rates {
   return {
     // only the agent's zone mates' health reaches it
     healthWritesPerSec: mates * (1000 / s.healthMaxIntervalMs + s.extraHealthPerMin / 60),
-    leaseWritesPerSec: schedulers * 1000 / s.leaseRenewMs,
+    // and only its own zone's scheduler's lease (none when it is alone in its zone: then it is the scheduler)
+    leaseWritesPerSec: mates > 0 ? 1000 / s.leaseRenewMs : 0,
     summaryWritesPerSec: schedulers * 1000 / s.summaryMaxIntervalMs,
     // each other member probes the agent once per (N−1) of its periods
     probesInPerSec: s.others > 0 ? 1000 / s.probeIntervalMs : 0,
@@ -144,9 +146,9 @@ export interface ScheduledEvent {
  * members agree on who writes what and when. Changes on top of the periodic
  * health writes and the exchanges initiated by others are Poisson, drawn
  * per window from `seed` and the window start.
- * Each zone's first member is its scheduler: it renews its lease and
- * writes the zone's summary. Only the agent's zone mates write health the
- * agent receives.
+ * Each zone's first member is its scheduler: it writes the zone's summary,
+ * and renews its lease in its zone. Only the agent's zone mates write
+ * health and leases the agent receives.
  */
 export function events (init: ScheduleInit, fromMs: number, toMs: number, seed = 1): ScheduledEvent[] {
   const s = filled(init)
@@ -167,7 +169,7 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
   }
   const schedulers = zoneSchedulers(s)
   for (const [z, m] of schedulers.entries()) {
-    periodic('lease', m, s.leaseRenewMs, (z / schedulers.length) * s.leaseRenewMs)
+    if (m < mates) periodic('lease', m, s.leaseRenewMs, (z / schedulers.length) * s.leaseRenewMs)
     periodic('summary', m, s.summaryMaxIntervalMs, ((z + 0.5) / schedulers.length) * s.summaryMaxIntervalMs)
   }
   // Poisson arrivals, drawn per whole second so any window split gives the same events
