@@ -1,104 +1,35 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { REVOKED_PREFIX, revokedPeerOf, type Revocation } from '../../protocols/registry/revocation.ts'
-import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica, type SyncResult } from '../../protocols/registry-sync/index.ts'
+import { AntiEntropy, DEFAULT_SYNC_INTERVAL_MS } from './anti-entropy.ts'
+import type { SyncResult } from '../../protocols/registry-sync/index.ts'
 import { DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
 import { toRegistryEntry, type RegistryEntry } from './entry.ts'
-import { InvalidValueError, UnknownWriterError } from './errors.ts'
+import { InvalidValueError } from './errors.ts'
 import { RegistryGossip } from './gossip.ts'
 import { DEFAULT_MAX_DRIFT_MS, HybridLogicalClock } from './hlc.ts'
 import { EntryVerifier } from './ingress.ts'
 import { healStoredEntries } from './load.ts'
 import { LocalWriter, type WriteStamp } from './local-write.ts'
 import { byTrustFirst } from './order.ts'
-import { WriterQuotas, type WriterQuotaInit } from './quota.ts'
-import { Refusals, type RefusalMetrics } from './refusals.ts'
+import { WriterQuotas } from './quota.ts'
+import { Refusals } from './refusals.ts'
 import { Replica } from './replica.ts'
 import { DEFAULT_RETENTION_MS, Retention } from './retention.ts'
 import { MAX_DELTA_ENTRIES } from '../../protocols/registry/delta.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
 import { ZoneScope, type SharedZones } from './zone-scope.ts'
+import type { RegistryComponents, RegistryEvents, RegistryInit, WriteOptions } from './types.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
-import type { RegistryStore } from './store.ts'
-import type { NodeClaims } from '../identity/certificate.ts'
-import type { GossipSub } from '@libp2p/gossipsub'
-import type { Connection, PeerId, PrivateKey, Startable, Stream, StreamHandler } from '@libp2p/interface'
-import type { KeyObject } from 'node:crypto'
+import type { PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-export const DEFAULT_SYNC_INTERVAL_MS = 15_000
+export { DEFAULT_SYNC_INTERVAL_MS }
 /** Most zones a coordinator follows: zones come from fleet-signed certificates, but a bound costs nothing. */
 const MAX_FOLLOWED_ZONES = 1024
 
 export type { WriteStamp }
+export type { RegistryComponents, RegistryEvents, RegistryInit, RegistryMetrics, WriteOptions, WriterTrust } from './types.ts'
 
-/** What the registry needs to know about fleet membership. */
-export interface WriterTrust {
-  readonly fleetPublicKey: KeyObject
-  /** Claims of a valid certificate for this peer, when one is known. */
-  claimsFor(peerId: string): NodeClaims | undefined
-  /** Verify a certificate found in a `node/<peerId>` entry and remember it. */
-  learnCertificate(cert: string, peerId: string): Promise<NodeClaims>
-  /** True when `cert` is the certificate already learnt for `peerId` (nothing new to verify). */
-  knowsCertificate(cert: string, peerId: string): boolean
-  /** Connected and through the certificate exchange. */
-  isVerified(peerId: string): boolean
-  isDenied(peerId: string): boolean
-  isRevoked(peerId: string): boolean
-  /** The fleet revoked this peer: refuse it from now on, everywhere. */
-  revoke(peerId: string, reason: string): void
-  verifiedPeers(): PeerId[]
-}
-
-export interface RegistryMetrics extends RefusalMetrics {
-  gossipIn(count: number): void
-  gossipOut(count: number): void
-  synced(result: SyncResult): void
-}
-
-export interface RegistryComponents {
-  peerId: PeerId
-  privateKey: PrivateKey
-  pubsub: Pick<GossipSub, 'subscribe' | 'unsubscribe' | 'publish' | 'topicValidators' | 'addEventListener' | 'removeEventListener'>
-  network: {
-    handle(protocol: string, handler: StreamHandler, options?: { maxInboundStreams?: number }): Promise<void>
-    unhandle(protocol: string): Promise<void>
-    dialProtocol(peer: PeerId, protocol: string, options?: { signal?: AbortSignal }): Promise<Stream>
-  }
-  trust: WriterTrust
-  store: RegistryStore
-  logger: Logger
-  metrics?: RegistryMetrics
-}
-
-export interface RegistryInit {
-  /** Anti-entropy with one random verified peer this often. @default DEFAULT_SYNC_INTERVAL_MS */
-  syncIntervalMs?: number
-  /** Entries stamped further than this ahead of our clock are refused. @default DEFAULT_MAX_DRIFT_MS */
-  maxClockDriftMs?: number
-  /**
-   * Entries of node-owned keys expire this long after their timestamp:
-   * tombstones and the entries of nodes gone this long are collected, and
-   * refused from anyone. Longer than any partition the fleet should heal
-   * from. @default DEFAULT_RETENTION_MS
-   */
-  retentionMs?: number
-  /** Per-writer limits on the keys each node owns. @default DEFAULT_QUOTA */
-  quota?: WriterQuotaInit
-  /** Ownership rules for keys a node may write without fleet authorisation. */
-  rules?: readonly OwnershipRule[]
-  /** @default Date.now */
-  now?: () => number
-}
-
-export interface WriteOptions {
-  /** Fleet authorisation (compact JWS) of exactly this write, for keys this node does not own. */
-  auth?: string
-}
-
-export interface RegistryEvents {
-  /** A peer finished an anti-entropy round with us. */
-  synced: CustomEvent<{ peer: string, result: SyncResult }>
-}
 
 /**
  * The replicated registry: a last-writer-wins map with hybrid logical clock
@@ -112,7 +43,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #c: RegistryComponents
   readonly #self: string
   readonly #rules: readonly OwnershipRule[]
-  readonly #syncIntervalMs: number
   readonly #maxDriftMs: number
   readonly #now: () => number
   readonly #feed = new ChangeFeed()
@@ -124,11 +54,10 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #writer: LocalWriter
   readonly #retention: Retention
   readonly #scope: ZoneScope
+  readonly #antiEntropy: AntiEntropy
   #offNodes?: () => void
-  #syncRounds = 0
   #clock: HybridLogicalClock
   #loaded?: Promise<void>
-  #syncTimer?: NodeJS.Timeout
   #sweepTimer?: NodeJS.Timeout
   #sweeping?: Promise<void>
   readonly #log: Logger
@@ -138,7 +67,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#c = components
     this.#self = components.peerId.toString()
     this.#rules = init.rules ?? DEFAULT_OWNERSHIP_RULES
-    this.#syncIntervalMs = init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
     this.#maxDriftMs = init.maxClockDriftMs ?? DEFAULT_MAX_DRIFT_MS
     this.#now = init.now ?? Date.now
     this.#clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs })
@@ -181,6 +109,18 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       now: this.#now,
       zone: () => this.#scope.zone
     })
+    this.#antiEntropy = new AntiEntropy({
+      network: components.network,
+      trust: components.trust,
+      scope: this.#scope,
+      replica: this.#replica,
+      retention: this.#retention,
+      refusals: this.#refusals,
+      merge: async (entries, shared) => await this.merge(entries, shared),
+      synced: (peer, result) => { this.safeDispatchEvent('synced', { detail: { peer, result } }) },
+      logger: this.#log,
+      ...(components.metrics == null ? {} : { metrics: components.metrics })
+    }, { syncIntervalMs: init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS })
     // every revocation, however it arrives, is enforced the moment it lands
     this.#feed.onChange(REVOKED_PREFIX, change => {
       const peer = revokedPeerOf(change.key)
@@ -237,9 +177,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       for (const e of this.#replica.values()) if (e.k.startsWith('node/')) this.#followZoneOf(e.w)
       this.#offNodes = this.#feed.onChange('node/', change => { this.#followZoneOf(change.entry.writer) })
     }
-    await this.#c.network.handle(SYNC_PROTOCOL, this.#answerSync, { maxInboundStreams: 8 })
-    this.#syncTimer = setInterval(() => { this.#syncRandomPeer() }, this.#syncIntervalMs)
-    this.#syncTimer.unref()
+    await this.#antiEntropy.start()
     this.#sweepTimer = setInterval(() => { void this.sweep() }, this.#retention.sweepIntervalMs)
     this.#sweepTimer.unref()
     await this.sweep()
@@ -247,12 +185,12 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   }
 
   async stop (): Promise<void> {
-    clearInterval(this.#syncTimer)
+    this.#antiEntropy.pause()
     clearInterval(this.#sweepTimer)
     this.#offNodes?.()
     await this.#sweeping
     this.#gossip.stop()
-    await this.#c.network.unhandle(SYNC_PROTOCOL)
+    await this.#antiEntropy.stop()
     await this.#replica.flushed()
   }
 
@@ -348,11 +286,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
 
   /** Run one anti-entropy round with `peer`: the fleet-wide entries and those of the zones we both follow. */
   async syncWith (peer: PeerId, signal?: AbortSignal): Promise<SyncResult> {
-    const stream = await this.#c.network.dialProtocol(peer, SYNC_PROTOCOL, { signal })
-    const result = await syncWith(stream, this.#syncReplicaFor(peer.toString()), { signal })
-    this.#c.metrics?.synced(result)
-    this.safeDispatchEvent('synced', { detail: { peer: peer.toString(), result } })
-    return result
+    return await this.#antiEntropy.syncWith(peer, signal)
   }
 
   /**
@@ -421,12 +355,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return changed.length
   }
 
-  /** What an exchange with a peer sharing `shared` covers: unexpired, and zone-local only of shared zones. */
-  * #offered (shared: SharedZones): Generator<WireEntry> {
-    const horizon = this.#retention.horizon()
-    for (const e of this.#replica.values()) if (!this.#retention.expired(e, horizon) && this.#scope.offers(e, shared)) yield e
-  }
-
   #enforceRevocation (peer: string, record: Revocation | undefined): void {
     if (peer === this.#self) {
       this.#log.error({ reason: record?.reason }, 'the fleet revoked this node\'s certificate: every peer refuses it; re-enroll it with a new identity')
@@ -438,58 +366,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#log.warn({ peer, reason: record?.reason, by: record?.by, dropped }, 'peer revoked by the fleet: disconnected, refused, and its entries dropped')
   }
 
-  /**
-   * The replica as one exchange with `peer` sees it. Both sides compute the
-   * same shared zones from the two certificates, so their digests cover the
-   * same keys; what peers would refuse as expired is not offered, nor
-   * counted in the digests.
-   */
-  #syncReplicaFor (peer: string): SyncReplica {
-    const shared = this.#scope.sharedWith(peer)
-    return {
-      entries: () => this.#offered(shared),
-      merge: async (entries) => { await this.merge(entries, shared) }
-    }
-  }
-
-  readonly #answerSync = async (stream: Stream, connection: Connection): Promise<void> => {
-    const peer = connection.remotePeer.toString()
-    if (!this.#c.trust.isVerified(peer)) {
-      this.#refusals.refuse({ code: 'ERR_UNVERIFIED_SOURCE' })
-      stream.abort(new UnknownWriterError(`${peer} has not presented a certificate`))
-      return
-    }
-    try {
-      const result = await answerSync(stream, this.#syncReplicaFor(peer))
-      this.#c.metrics?.synced(result)
-      this.safeDispatchEvent('synced', { detail: { peer, result } })
-    } catch (err: any) {
-      this.#refusals.refuse(err)
-      this.#log.debug({ peer, err: err.message }, 'answering registry sync failed')
-    }
-  }
-
-  /**
-   * Every other round with a peer that shares a zone with us (zone-local
-   * entries are repaired only there), the rounds between with any peer
-   * (fleet-wide entries across zones).
-   */
-  #syncRandomPeer (): void {
-    const all = this.#c.trust.verifiedPeers()
-    const zonal = this.#syncRounds++ % 2 === 0 ? all.filter(p => this.#zoneSharedWith(p.toString())) : []
-    const peers = zonal.length > 0 ? zonal : all
-    if (peers.length === 0) return
-    const peer = peers[Math.floor(Math.random() * peers.length)]!
-    this.syncWith(peer).catch(err => { this.#log.debug({ peer: peer.toString(), err: err.message }, 'registry sync failed') })
-  }
-
-  /** Whether an exchange with `peer` covers some zone's zone-local entries. */
-  #zoneSharedWith (peer: string): boolean {
-    const shared = this.#scope.sharedWith(peer)
-    if (!this.#scope.followsAll) return shared(this.#scope.zone)
-    const zone = this.#scope.writerZone(peer)
-    return zone != null && shared(zone)
-  }
 }
 
 export function registry (components: RegistryComponents, init?: RegistryInit): Registry {
