@@ -36,7 +36,7 @@ await waitFor(async () => {
 const keys = async (observer: string, prefix: string): Promise<string[]> => await waitFor(async () =>
   ((await cluster.get(observer, `/v1/registry?prefix=${prefix}`)).entries as Array<{ key: string }>).map(e => e.key), `${observer}'s ${prefix} keys`, 30_000)
 
-await t.test('an agent keeps its own zone\'s health and instances, not the other zone\'s', async t => {
+await t.test('an agent keeps its own zone\'s health, instances and scheduler leases, not the other zone\'s', async t => {
   // everyone writes health at least every 2 s: once each zone has its own, the other's had every chance to leak in
   await waitFor(async () => (await Promise.all(names.map(async n => {
     const health = await keys(n, 'health/')
@@ -50,9 +50,10 @@ await t.test('an agent keeps its own zone\'s health and instances, not the other
   // several gossip heartbeats and anti-entropy rounds (2 s) across zones
   await sleep(budget(8000))
   for (const n of names) {
-    const stored = [...await keys(n, 'health/'), ...await keys(n, 'instance/')]
+    const stored = [...await keys(n, 'health/'), ...await keys(n, 'instance/'), ...await keys(n, 'scheduler/')]
     const foreign = stored.filter(k => names.some(o => zoneOf[o] !== zoneOf[n] && k.includes(id(o))))
-    t.same(foreign, [], `${n} (zone ${zoneOf[n]}) holds no health or instance entry of the other zone`)
+    t.same(foreign, [], `${n} (zone ${zoneOf[n]}) holds no health, instance or scheduler lease entry of the other zone`)
+    await waitFor(async () => (await keys(n, `scheduler/${zoneOf[n]}/`)).length > 0, `${n} to hold its own zone's scheduler entries`, 30_000)
     t.ok(stored.includes(`health/${id(n)}`), `${n} holds its own health`)
   }
   const status = await cluster.get('a1', '/v1/status')
