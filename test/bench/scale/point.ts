@@ -148,8 +148,8 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     const t0 = performance.now()
     await cluster.start('agent')
     const pid = agent.child!.pid!
-    // node records and endorsements of everyone, health of the zone mates, a summary per zone
-    const wantKeys = 2 * others + zoneMembers(schedule, 0)[1] + zones
+    // node records of everyone, health and scheduler endorsements (leases are zone-local) of the zone mates, a summary per zone
+    const wantKeys = others + 2 * zoneMembers(schedule, 0)[1] + zones
     await waitFor(async () => {
       const text = await metricsText(agent.api)
       const keys = metric(text, 'gatemesh_registry_keys')
