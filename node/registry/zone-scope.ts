@@ -1,4 +1,4 @@
-import { isZoneLocal, REGISTRY_ZONE_SEGMENT, zoneOf, zoneOfTopic } from '../../protocols/registry/zones.ts'
+import { isZoneLocal, REGISTRY_ENDORSE_SEGMENT, REGISTRY_ZONE_SEGMENT, zoneOf, zoneOfTopic } from '../../protocols/registry/zones.ts'
 import { OutOfZoneError, WrongTopicError, WrongZoneError } from './errors.ts'
 import type { WriterTrust } from './registry.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
@@ -95,11 +95,11 @@ export class ZoneScope {
 }
 
 /** Keys that name a zone in their second segment: what their writer says about (or does in) that zone. */
-const ZONE_NAMING = new Map([[REGISTRY_ZONE_SEGMENT, 'a summary'], ['scheduler', 'a scheduler claim or endorsement']])
+const ZONE_NAMING = new Map([[REGISTRY_ZONE_SEGMENT, 'a summary'], ['scheduler', 'a scheduler claim or endorsement'], [REGISTRY_ENDORSE_SEGMENT, 'an endorsement']])
 
 /**
- * A `zone/<zone>/<peer>` summary or a `scheduler/<zone>/<peer>` claim must
- * name its writer's zone (a node schedules and summarises only its own).
+ * A `zone/<zone>/<peer>` summary, a `scheduler/<zone>/<peer>` claim or an
+ * `endorse/<zone>/<peer>` endorsement must name its writer's zone (a node schedules and summarises only its own).
  * Throws WrongZoneError.
  */
 export function checkKeyZone (key: string, writerZone: string): void {

@@ -6,8 +6,8 @@ import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
 import { summarisedLeader } from './zone-summary.ts'
-import { membersOf, ZoneView } from './zone-view.ts'
-import { ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
+import { eligibleOf, membersOf, ZoneView } from './zone-view.ts'
+import { ENDORSE_PREFIX, ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
 import type { Leader } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
 import type { Member, MembershipEvents } from '../membership/membership.ts'
@@ -130,7 +130,9 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     // may have elected someone meanwhile. Start over.
     if (this.#key.value === 'claim') await this.#key.remove()
     this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
-    this.#offSummaries = this.#c.registry.onChange(ZONE_SUMMARY_PREFIX, () => { this.#scheduleEvaluate() })
+    const offSummaries = this.#c.registry.onChange(ZONE_SUMMARY_PREFIX, () => { this.#scheduleEvaluate() })
+    const offEndorsements = this.#c.registry.onChange(ENDORSE_PREFIX, () => { this.#scheduleEvaluate() })
+    this.#offSummaries = () => { offSummaries(); offEndorsements() }
     this.#c.membership.addEventListener('member:state', this.#onMember)
     this.#timer = setInterval(() => { this.tick() }, this.#t.checkIntervalMs)
     this.tick()
@@ -224,7 +226,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
     const changed = leases
       ? z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
-      : z.adopt(summarisedLeader(this.#c.registry, zone, new Set(membersOf(zone, members).filter(m => m.eligible).map(m => m.peerId))))
+      : z.adopt(summarisedLeader(this.#c.registry, zone, eligibleOf(zone, members), eligibleOf(zone, members, 'alive')))
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self

@@ -3,6 +3,7 @@ import { compile } from '../../protocols/schema.ts'
 import { ZONE_SUMMARY_PREFIX, zoneOf, zoneSummaryKey } from '../../protocols/registry/zones.ts'
 import { MAX_TERM } from './lease.ts'
 import { firstInPrecedence } from './precedence.ts'
+import { endorsedFromOutside } from './endorse.ts'
 import type { Election } from './election.ts'
 import type { Leader } from './leader.ts'
 import type { Member } from '../membership/membership.ts'
@@ -134,18 +135,22 @@ export function zoneSummaries (registry: Pick<Registry, 'list'>, authority: { le
  * The scheduler of a zone whose leases this node does not keep, as the
  * zone's summaries name it: each is written by the scheduler it names, an
  * `eligible` member of that zone by its certificate, and of several (a
- * hand-over, a healed partition) the precedence rule picks one. A summary
+ * hand-over, a healed partition) the precedence rule picks one, among
+ * those established by the zone's fleet-wide endorsements (`live`: the
+ * zone's live eligible members). A summary
  * stays until its writer withdraws it or a successor's outranks it, so a
  * scheduler that died keeps naming the zone's placements until the next
  * one writes.
  */
-export function summarisedLeader (registry: Pick<Registry, 'list'>, zone: string, eligible: ReadonlySet<string>): Leader | undefined {
+export function summarisedLeader (registry: Pick<Registry, 'list'>, zone: string, eligible: ReadonlySet<string>, live: ReadonlySet<string>): Leader | undefined {
   const named: Leader[] = []
   for (const e of registry.list(`${ZONE_SUMMARY_PREFIX}${zone}/`)) {
     const writer = e.key.split('/')[2]
     const summary = parseZoneSummary(e.value)
     if (writer == null || summary?.zone !== zone || summary.scheduler !== writer || !eligible.has(writer)) continue
-    if (summary.term >= 1 && summary.term <= MAX_TERM) named.push({ peerId: writer, term: summary.term })
+    if (summary.term < 1 || summary.term > MAX_TERM) continue
+    // a member naming itself is believed only when most of its zone follows it
+    if (endorsedFromOutside(registry, zone, { peerId: writer, term: summary.term }, live)) named.push({ peerId: writer, term: summary.term })
   }
   return firstInPrecedence(named)
 }

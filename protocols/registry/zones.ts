@@ -17,7 +17,10 @@ import { REGISTRY_TOPIC } from './delta.ts'
  * deployment runs, `bundle/` providers serve every zone, `release/` and
  * `rollout/` are fleet rollouts, `deployment/` and `revoked/` are the
  * fleet's, and `zone/<zone>/<scheduler>` is how other zones see this one,
- * its scheduler and term included (which placements of the zone count).
+ * its scheduler and term included (which placements of the zone count),
+ * and `endorse/<zone>/<peer>` is whom each member of a zone follows as its
+ * scheduler (rewritten only when that changes), so other zones believe a
+ * summary only from a scheduler a majority of its zone endorses.
  */
 export const ZONE_LOCAL_PREFIXES: readonly string[] = ['health/', 'instance/', 'scheduler/']
 
@@ -47,3 +50,8 @@ export const topicFor = (key: string, writerZone: string): string => isZoneLocal
 export const REGISTRY_ZONE_SEGMENT = 'zone'
 export const ZONE_SUMMARY_PREFIX = `${REGISTRY_ZONE_SEGMENT}/`
 export const zoneSummaryKey = (zone: string, peer: string): string => `${ZONE_SUMMARY_PREFIX}${zone}/${peer}`
+
+/** `endorse/<zone>/<peer>`: whom a member of the zone follows as its scheduler, and that scheduler's term. */
+export const REGISTRY_ENDORSE_SEGMENT = 'endorse'
+export const ENDORSE_PREFIX = `${REGISTRY_ENDORSE_SEGMENT}/`
+export const endorseKey = (zone: string, peer: string): string => `${ENDORSE_PREFIX}${zone}/${peer}`

@@ -76,11 +76,11 @@ t.test('readers take the summary of the scheduler they follow in that zone, else
 t.test('outside a zone, its scheduler is the one its summaries name: written by that scheduler, eligible in the zone, first by precedence', async t => {
   const s = (zone: string, scheduler: string, term: number): ZoneSummary => ({ zone, scheduler, term, at: 1, members: { alive: 1, suspect: 0, dead: 0 }, instances: {}, reporting: 0, cpuPct: null, memoryPct: null })
   const eligible = new Set(['B1', 'B2', 'B3'])
-  t.same(summarisedLeader(registryOf([]), 'b', eligible), undefined, 'no summary: no scheduler known')
+  t.same(summarisedLeader(registryOf([]), 'b', eligible, new Set()), undefined, 'no summary: no scheduler known')
   const handOver = registryOf([entry('zone/b/B1', s('b', 'B1', 3)), entry('zone/b/B2', s('b', 'B2', 4))])
-  t.same(summarisedLeader(handOver, 'b', eligible), { peerId: 'B2', term: 4 }, 'the successor\'s higher term, while the old one\'s summary lingers')
+  t.same(summarisedLeader(handOver, 'b', eligible, new Set()), { peerId: 'B2', term: 4 }, 'the successor\'s higher term, while the old one\'s summary lingers')
   const tie = registryOf([entry('zone/b/B3', s('b', 'B3', 4)), entry('zone/b/B2', s('b', 'B2', 4))])
-  t.same(summarisedLeader(tie, 'b', eligible), { peerId: 'B2', term: 4 }, 'equal terms: the lower peer id, the one precedence rule')
+  t.same(summarisedLeader(tie, 'b', eligible, new Set()), { peerId: 'B2', term: 4 }, 'equal terms: the lower peer id, the one precedence rule')
   const forged = registryOf([
     entry('zone/b/B1', s('b', 'B1', 3)),
     entry('zone/b/B2', s('b', 'B3', 9)), // names another node
@@ -88,5 +88,5 @@ t.test('outside a zone, its scheduler is the one its summaries name: written by 
     entry('zone/b/B3', s('c', 'B3', 9)), // a summary of another zone under b
     entry('zone/b/B4', { term: 9 }) // malformed
   ])
-  t.same(summarisedLeader(forged, 'b', eligible), { peerId: 'B1', term: 3 }, 'summaries naming another writer, of a non-member, of another zone or malformed are left out')
+  t.same(summarisedLeader(forged, 'b', eligible, new Set()), { peerId: 'B1', term: 3 }, 'summaries naming another writer, of a non-member, of another zone or malformed are left out')
 })

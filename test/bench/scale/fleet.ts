@@ -6,7 +6,7 @@ import { issueNodeCertificate } from '../../../node/identity/certificate.ts'
 import { loadFleet } from '../../../node/identity/fleet.ts'
 import { compareEntries, signEntry } from '../../../node/registry/entry.ts'
 import { schedulerKey } from '../../../node/scheduler/keys.ts'
-import { DEFAULT_ZONE, zoneSummaryKey } from '../../../protocols/registry/zones.ts'
+import { DEFAULT_ZONE, endorseKey, zoneSummaryKey } from '../../../protocols/registry/zones.ts'
 import { zoneOfMember, zoneSchedulers, type ScheduleInit } from './schedule.ts'
 import { VERSION } from '../../../node/version.ts'
 import { aliveBytes, type MemberRecord } from '../../../protocols/swim/wire.ts'
@@ -170,6 +170,8 @@ export class FleetState {
         this.put(await this.sign(m, `health/${m.id}`, healthValue(i, 0, t0), t0 + 2))
       }
       if (m.scheduler === i) this.put(await this.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, t0), t0 + 3))
+      // whom it follows, fleet-wide (how other zones believe the summary): written once, never renewed
+      else this.put(await this.sign(m, endorseKey(m.zone, m.id), { follows: leader, term: 1 }, t0 + 3))
     }
   }
 

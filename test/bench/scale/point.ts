@@ -6,7 +6,7 @@ import { makeMembers, writeFleetFile, zoneLabels, zoneName, type MemberSpec } fr
 import type { AgentTarget } from './member.ts'
 import { ownCpuSeconds } from '../idle-meter.ts'
 import { rssMb, SocketMeter } from './measure.ts'
-import { rates, zoneCount, zoneMembers, type ScheduleInit } from './schedule.ts'
+import { rates, zoneCount, zoneMembers, zoneSchedulers, type ScheduleInit } from './schedule.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
 
 export interface PointInit {
@@ -148,8 +148,9 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     const t0 = performance.now()
     await cluster.start('agent')
     const pid = agent.child!.pid!
-    // node records of everyone, health and scheduler endorsements (leases are zone-local) of the zone mates, a summary per zone
-    const wantKeys = others + 2 * zoneMembers(schedule, 0)[1] + zones
+    // node records of everyone, health and scheduler endorsements (leases are zone-local) of the zone mates, a summary per zone,
+    // and the fleet-wide endorsement of every member that is not its zone's scheduler
+    const wantKeys = others + 2 * zoneMembers(schedule, 0)[1] + zones + others - zoneSchedulers(schedule).length
     await waitFor(async () => {
       const text = await metricsText(agent.api)
       const keys = metric(text, 'gatemesh_registry_keys')
