@@ -18,6 +18,7 @@ import { predictRouter } from './scheduler/router-service.ts'
 import { scheduling } from './scheduler/service.ts'
 import { peerTrust } from './trust/service.ts'
 import { CertificateRenewal, writeCertificateFile } from './trust/renewal.ts'
+import { zoneOf } from '../protocols/registry/zones.ts'
 import type { AgentServices } from './agent.ts'
 import type { LogStore } from './logs/log-store.ts'
 import type { MeshComponentsOf } from './mesh/libp2p.ts'
@@ -160,11 +161,12 @@ export function agentServices (init: AgentServicesInit): { [K in keyof AgentServ
         network: meshNetwork(c),
         members: () => c.membership.members(),
         logger: logger.child({ service: 'connector' })
-      }, { targetPeers: config.connections.targetPeers, bootstrap: config.bootstrap })
+      }, { targetPeers: config.connections.targetPeers, zonePeers: config.connections.zonePeers, zone: () => zoneOf(c.trust.claimsFor(peerId.toString())?.labels), bootstrap: config.bootstrap })
     }),
     scheduling: (c: C) => scheduling({
       role: config.role,
-      labels: config.labels,
+      // the certificate's zone, which the registry files this node's entries under (as the node record)
+      labels: () => c.trust.claimsFor(peerId.toString())?.labels ?? config.labels,
       expectPeers: config.bootstrap.length > 0 || config.mdns,
       localHealth: () => c.membership.localHealth(),
       db,
@@ -179,7 +181,15 @@ export function agentServices (init: AgentServicesInit): { [K in keyof AgentServ
       announce,
       parseOptions: { validateInstance: validateInstanceOverrides },
       metrics,
-      scheduler: config.scheduler,
+      scheduler: {
+        ...config.scheduler,
+        summary: {
+          sampleIntervalMs: config.zones.summarySampleMs,
+          maxIntervalMs: config.zones.summaryMaxIntervalMs,
+          cpuChangePct: config.zones.summaryCpuChangePct,
+          memoryChangePct: config.zones.summaryMemoryChangePct
+        }
+      },
       after: ['local', 'bundles', 'router']
     })(c),
     router: (c: C) => predictRouter({

@@ -13,6 +13,7 @@ import { AgentMetrics } from './metrics/metrics.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { DiskGuard } from './store/disk-guard.ts'
 import { trustGater, type TrustService } from './trust/service.ts'
+import { zoneSummaries } from './scheduler/zone-summary.ts'
 import { VERSION } from './version.ts'
 import type { BundleService } from './bundles/service.ts'
 import type { LogQueryService } from './logs/log-query-service.ts'
@@ -228,6 +229,7 @@ export class Agent {
       local: this.local,
       router: this.router,
       scheduling: this.scheduling.view(),
+      zones: () => ({ ...this.registry.zones(), summaries: zoneSummaries(this.registry, this.scheduling.election) }),
       releases: this.releases,
       disk: this.disk
     }, {

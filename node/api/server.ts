@@ -13,6 +13,7 @@ import type { LocalHealthState, Member, SelfClock } from '../membership/membersh
 import type { Registry } from '../registry/registry.ts'
 import type { LocalRuntime } from '../runtime/local.ts'
 import type { PredictRouter } from '../scheduler/router.ts'
+import type { SeenSummary } from '../scheduler/zone-summary.ts'
 import { deploymentRoutes, type SchedulingView } from './routes/deployments.ts'
 import { rolloutRoutes, type ReleaseApi } from './routes/rollouts.ts'
 import type { DiskState } from '../store/disk-guard.ts'
@@ -29,7 +30,7 @@ export interface AgentView {
   members(): Member[]
   /** this node's own liveness signals: Lifeguard health and clock agreement */
   membership?: { localHealth(): LocalHealthState, clock(): SelfClock }
-  registry: Pick<Registry, 'list' | 'get' | 'value' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'>
+  registry: Pick<Registry, 'list' | 'get' | 'value' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'> & Partial<Pick<Registry, 'keepsZoneOf'>>
   metrics: AgentMetrics
   deniedPeers(): Array<{ peerId: string, reason: string }>
   /** sensors, model instances and the outbox, when the agent runs them */
@@ -44,6 +45,15 @@ export interface AgentView {
   releases?: ReleaseApi
   /** The disk under the data dir (full or not), for status. */
   disk?: { state(): DiskState }
+  /** This node's zone, the zones whose state it keeps, and every zone's summary, for status. */
+  zones?: () => ZonesStatus
+}
+
+export interface ZonesStatus {
+  zone: string
+  followsAll: boolean
+  following: string[]
+  summaries: SeenSummary[]
 }
 
 export interface ApiInit {

@@ -122,9 +122,22 @@ export const ConfigSchema = Type.Object({
     /** A placed node with no instance pulling, starting or running after this long is placed around for a while. */
     progressDeadlineSec: Type.Integer({ minimum: 5, maximum: 86_400, default: 60 })
   }, { additionalProperties: false, default: {} }),
+  /** Zones (the certificate's `zone` label): how a zone's scheduler sums the zone up for the others. */
+  zones: Type.Object({
+    /** The zone's scheduler summarises the zone this often … */
+    summarySampleMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 5000 }),
+    /** … writes `zone/<zone>/<self>` when it changed meaningfully, and at least this often. */
+    summaryMaxIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 30_000 }),
+    /** What counts as meaningful: average CPU moved this many points … */
+    summaryCpuChangePct: Type.Number({ minimum: 0, maximum: 100, default: 10 }),
+    /** … or average used memory this many points (member and instance counts always do). */
+    summaryMemoryChangePct: Type.Number({ minimum: 0, maximum: 100, default: 5 })
+  }, { additionalProperties: false, default: {} }),
   connections: Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */
-    targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 })
+    targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 }),
+    /** Of those, keep at least this many in this node's own zone (its zone's gossip needs them). */
+    zonePeers: Type.Integer({ minimum: 0, maximum: 100, default: 3 })
   }, { additionalProperties: false, default: {} }),
   bundles: Type.Object({
     /** Bundles kept on disk, complete and partial; unreferenced ones are evicted past this. */

@@ -1,4 +1,5 @@
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { zoneOf } from '../../protocols/registry/zones.ts'
 import type { Member } from './membership.ts'
 import type { Connection, PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
@@ -18,6 +19,10 @@ export interface ConnectorComponents {
 export interface ConnectorInit {
   /** Keep at least this many peers connected. @default 6 */
   targetPeers?: number
+  /** Of those, at least this many (as far as there are) in this node's zone: its zone's gossip and anti-entropy go through them. @default 3 */
+  zonePeers?: number
+  /** This node's zone (its certificate's). @default one default zone */
+  zone?: () => string
   /** Bootstrap multiaddrs, redialled whenever we have no connection at all. */
   bootstrap?: string[]
   /** @default 2000 */
@@ -41,6 +46,8 @@ export interface ConnectorInit {
 export class Connector implements Startable {
   readonly #c: ConnectorComponents
   readonly #target: number
+  readonly #zonePeers: number
+  readonly #zone: () => string
   readonly #bootstrap: Multiaddr[]
   readonly #intervalMs: number
   readonly #dialTimeoutMs: number
@@ -53,6 +60,8 @@ export class Connector implements Startable {
   constructor (components: ConnectorComponents, init: ConnectorInit = {}) {
     this.#c = components
     this.#target = init.targetPeers ?? 6
+    this.#zonePeers = Math.min(init.zonePeers ?? 3, this.#target)
+    this.#zone = init.zone ?? (() => zoneOf(undefined))
     this.#bootstrap = (init.bootstrap ?? []).map(a => multiaddr(a))
     this.#intervalMs = init.intervalMs ?? 2000
     this.#dialTimeoutMs = init.dialTimeoutMs ?? 3000
@@ -74,10 +83,17 @@ export class Connector implements Startable {
     if (connected.size === 0) {
       for (const addr of this.#bootstrap) this.#dial(addr.getComponents().find(c => c.name === 'p2p')?.value ?? addr.toString(), [addr])
     }
-    const members = this.#c.members().filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
+    const all = this.#c.members()
+    const members = all.filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
+    // the zone's own members first: zone-local gossip travels only between them
+    const zone = this.#zone()
+    const alive = shuffle(members.filter(m => m.state === 'alive'))
+    const inZone = alive.filter(m => zoneOf(m.labels) === zone)
+    const zoneConnected = all.filter(m => !m.self && connected.has(m.peerId) && zoneOf(m.labels) === zone).length
+    for (const m of inZone.slice(0, Math.max(0, this.#zonePeers - zoneConnected))) this.#dialMember(m)
     const missing = this.#target - connected.size - this.#dialing.size
     if (missing > 0) {
-      for (const m of shuffle(members.filter(m => m.state === 'alive')).slice(0, missing)) this.#dialMember(m)
+      for (const m of alive.filter(m => !this.#dialing.has(m.peerId)).slice(0, missing)) this.#dialMember(m)
     }
     // lost members (dead, or across a partition): a couple per tick, with
     // backoff, is enough — one healed link lets gossip and sync flow again

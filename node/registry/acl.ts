@@ -2,7 +2,9 @@
  * Who may write a registry key. A node owns the keys that name it (its
  * `node/`, `health/` and `instance/` entries, the scheduler claims and
  * placements it writes as `scheduler/<zone>/<self>` and `placement/<id>/<self>`,
- * its bundle adverts `bundle/<digest>/<self>` and its `release/<self>`); every other key needs a
+ * its bundle adverts `bundle/<digest>/<self>`, its `release/<self>` and, as a zone's scheduler, the
+ * zone's summary `zone/<zone>/<self>`, and whom it follows as its zone's
+ * scheduler, `endorse/<zone>/<self>`); every other key needs a
  * fleet authorisation.
  */
 export interface OwnershipRule {
@@ -30,7 +32,11 @@ export const DEFAULT_OWNERSHIP_RULES: readonly OwnershipRule[] = [
   // bundle/<digest>/<peerId>: a provider advertises what it holds; one key per holder, since the registry is last-writer-wins per key
   { prefix: 'bundle', ownerSegment: 2, exactSegments: 3 },
   // release/<peerId>: the agent release a node runs and its progress in a rollout
-  { prefix: 'release', ownerSegment: 1, exactSegments: 2 }
+  { prefix: 'release', ownerSegment: 1, exactSegments: 2 },
+  // zone/<zone>/<peerId>: a zone's summary for the other zones, by its scheduler (the zone must be the writer's own)
+  { prefix: 'zone', ownerSegment: 2, exactSegments: 3 },
+  // endorse/<zone>/<peerId>: whom a member of the zone follows as its scheduler, fleet-wide (the zone must be the writer's own)
+  { prefix: 'endorse', ownerSegment: 2, exactSegments: 3 }
 ]
 
 export function authorityFor (key: string, rules: readonly OwnershipRule[] = DEFAULT_OWNERSHIP_RULES): Authority {

@@ -69,3 +69,21 @@ export class StaleWriteError extends RegistryError {
   override readonly code = 'ERR_STALE_WRITE'
   override readonly name = 'StaleWriteError'
 }
+
+/** A zone-local entry on the fleet topic, or a fleet-wide one on a zone's topic. */
+export class WrongTopicError extends RegistryError {
+  override readonly code = 'ERR_WRONG_TOPIC'
+  override readonly name = 'WrongTopicError'
+}
+
+/** An entry for a zone its writer's certificate does not put it in (on that zone's topic, or a `zone/<zone>/…` summary). */
+export class WrongZoneError extends RegistryError {
+  override readonly code = 'ERR_WRONG_ZONE'
+  override readonly name = 'WrongZoneError'
+}
+
+/** A zone-local entry of a zone this node and the peer that sent it do not share. */
+export class OutOfZoneError extends RegistryError {
+  override readonly code = 'ERR_OUT_OF_ZONE'
+  override readonly name = 'OutOfZoneError'
+}

@@ -1,5 +1,6 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { topicFor, zoneOfTopic, zoneTopic } from '../../protocols/registry/zones.ts'
 import { ClockDriftError, QuotaExceededError, UnknownWriterError } from './errors.ts'
 import { entryId } from './entry.ts'
 import { byTrustFirst } from './order.ts'
@@ -7,6 +8,7 @@ import type { EntryVerifier } from './ingress.ts'
 import type { WriterQuotas } from './quota.ts'
 import type { Refusals } from './refusals.ts'
 import type { Replica } from './replica.ts'
+import type { ZoneScope } from './zone-scope.ts'
 import type { RegistryComponents } from './registry.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 import type { Message } from '@libp2p/gossipsub'
@@ -24,6 +26,7 @@ export interface RegistryGossipInit {
   verifier: EntryVerifier
   quotas: WriterQuotas
   refusals: Refusals
+  scope: ZoneScope
   /** Install entries that passed validation. */
   apply(entries: WireEntry[]): void
   logger: Logger
@@ -32,14 +35,20 @@ export interface RegistryGossipInit {
 /**
  * Registry deltas over gossipsub: local writes are batched into deltas and
  * published; arriving deltas go through the validator (certified,
- * unrevoked writers' own signed entries, within their gossip rate) before
- * gossipsub forwards them or the replica sees them.
+ * unrevoked writers' own signed entries, within their gossip rate, on the
+ * right topic) before gossipsub forwards them or the replica sees them.
+ *
+ * Fleet-wide entries travel on the fleet topic, which every node follows;
+ * zone-local ones (`health/`, `instance/`) on their writer's zone topic,
+ * which only that zone's nodes and the coordinators follow (`ZoneScope`).
  */
 export class RegistryGossip {
   readonly #c: RegistryGossipInit
   readonly #validated = new WeakMap<Uint8Array, WireEntry[]>()
   /** Ids of entries whose writer was charged for them lately (oldest first). */
   readonly #charged = new Set<string>()
+  /** Topics this node follows: the fleet topic and its zones'. */
+  readonly #topics = new Set<string>()
   #pending: WireEntry[] = []
   #flushScheduled = false
   #started = false
@@ -49,22 +58,57 @@ export class RegistryGossip {
   }
 
   start (): void {
-    const { pubsub } = this.#c
-    pubsub.topicValidators.set(REGISTRY_TOPIC, this.#validate)
-    pubsub.addEventListener('message', this.#onMessage)
-    pubsub.subscribe(REGISTRY_TOPIC)
+    this.#c.pubsub.addEventListener('message', this.#onMessage)
     this.#started = true
+    this.#subscribe(REGISTRY_TOPIC)
+    this.#subscribe(zoneTopic(this.#c.scope.zone))
   }
 
   stop (): void {
     const { pubsub } = this.#c
     this.#started = false
-    pubsub.unsubscribe(REGISTRY_TOPIC)
+    for (const topic of this.#topics) {
+      pubsub.unsubscribe(topic)
+      pubsub.topicValidators.delete(topic)
+    }
+    this.#topics.clear()
     pubsub.removeEventListener('message', this.#onMessage)
-    pubsub.topicValidators.delete(REGISTRY_TOPIC)
   }
 
-  /** Queue a local write; queued writes go out together, up to MAX_DELTA_ENTRIES per delta. */
+  /** Zones whose topics this node follows. */
+  get zones (): string[] {
+    return [...this.#topics].flatMap(t => zoneOfTopic(t) ?? [])
+  }
+
+  /** Follow a zone's topic too (a coordinator follows every zone it learns of). */
+  follow (zone: string): void {
+    if (this.#started && this.#c.scope.follows(zone)) this.#subscribe(zoneTopic(zone))
+  }
+
+  /**
+   * Keep to the zones this node follows: its own (a certificate renewal
+   * may have moved it) or, for a coordinator, every one it knows.
+   */
+  refollow (): void {
+    if (!this.#started) return
+    this.#subscribe(zoneTopic(this.#c.scope.zone))
+    for (const zone of this.zones) {
+      if (this.#c.scope.follows(zone)) continue
+      const topic = zoneTopic(zone)
+      this.#c.pubsub.unsubscribe(topic)
+      this.#c.pubsub.topicValidators.delete(topic)
+      this.#topics.delete(topic)
+    }
+  }
+
+  #subscribe (topic: string): void {
+    if (this.#topics.has(topic)) return
+    this.#topics.add(topic)
+    this.#c.pubsub.topicValidators.set(topic, this.#validate)
+    this.#c.pubsub.subscribe(topic)
+  }
+
+  /** Queue a local write; queued writes go out together, per topic, up to MAX_DELTA_ENTRIES per delta. */
   publish (entry: WireEntry): void {
     this.#pending.push(entry)
     if (this.#flushScheduled) return
@@ -74,11 +118,21 @@ export class RegistryGossip {
       const pending = this.#pending
       this.#pending = []
       if (!this.#started) return
-      for (let i = 0; i < pending.length; i += MAX_DELTA_ENTRIES) {
-        const entries = pending.slice(i, i + MAX_DELTA_ENTRIES)
-        this.#c.pubsub.publish(REGISTRY_TOPIC, deltaCodec.encode({ entries }))
-          .then(() => this.#c.metrics?.gossipOut(1))
-          .catch(err => { this.#c.logger.debug({ err: err.message }, 'publishing registry delta failed') })
+      const zone = this.#c.scope.zone
+      const byTopic = new Map<string, WireEntry[]>()
+      for (const e of pending) {
+        const topic = topicFor(e.k, zone)
+        byTopic.set(topic, [...(byTopic.get(topic) ?? []), e])
+      }
+      // our own zone's topic, even right after a renewal moved us
+      if (byTopic.size > 1 || !byTopic.has(REGISTRY_TOPIC)) this.refollow()
+      for (const [topic, list] of byTopic) {
+        for (let i = 0; i < list.length; i += MAX_DELTA_ENTRIES) {
+          const entries = list.slice(i, i + MAX_DELTA_ENTRIES)
+          this.#c.pubsub.publish(topic, deltaCodec.encode({ entries }))
+            .then(() => this.#c.metrics?.gossipOut(1))
+            .catch(err => { this.#c.logger.debug({ err: err.message, topic }, 'publishing registry delta failed') })
+        }
       }
     })
   }
@@ -93,9 +147,14 @@ export class RegistryGossip {
    * ignored, not rejected: the relay did nothing wrong, and anti-entropy
    * brings it later. A delta with nothing newer than what we hold is ignored
    * too, so a replayed or repackaged delta goes no further than one hop.
+   * Every entry must travel on its topic: zone-local entries on the zone
+   * topic of their writer's certificate, the rest on the fleet topic; a
+   * delta that breaks this is rejected and counted, before any crypto.
    */
   readonly #validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
     const { trust, refusals, verifier } = this.#c
+    // a topic we left (or never followed): not ours to judge or forward
+    if (!this.#topics.has(msg.topic)) return TopicValidatorResult.Ignore
     if (msg.type !== 'unsigned') {
       refusals.refuse({ code: 'ERR_SIGNED_GOSSIP' })
       return TopicValidatorResult.Reject
@@ -119,6 +178,14 @@ export class RegistryGossip {
     if (trust.isDenied(writer)) {
       refusals.refuse({ code: 'ERR_DENIED_PEER' })
       return TopicValidatorResult.Reject
+    }
+    for (const e of entries) {
+      try {
+        this.#c.scope.checkTopic(e, msg.topic)
+      } catch (err) {
+        refusals.refuse(err, e)
+        return TopicValidatorResult.Reject
+      }
     }
     const fresh = entries.filter(e => this.#c.replica.wouldWin(e)).sort(byTrustFirst)
     if (fresh.length === 0) return TopicValidatorResult.Ignore
@@ -154,7 +221,7 @@ export class RegistryGossip {
 
   readonly #onMessage = (evt: CustomEvent<Message>): void => {
     const msg = evt.detail
-    if (msg.topic !== REGISTRY_TOPIC) return
+    if (!this.#topics.has(msg.topic)) return
     const entries = this.#validated.get(msg.data)
     if (entries == null) return
     this.#validated.delete(msg.data)

@@ -6,6 +6,8 @@ import { verifyRegistryWrite } from '../../packaging/trust.ts'
 import { authorityFor, type OwnershipRule } from './acl.ts'
 import { entryId, verifyEntrySignature } from './entry.ts'
 import { BadEntrySignatureError, InvalidValueError, RevokedWriterError, UnauthorizedWriteError, UnknownWriterError } from './errors.ts'
+import { checkKeyZone } from './zone-scope.ts'
+import { zoneOf } from '../../protocols/registry/zones.ts'
 import type { HybridLogicalClock } from './hlc.ts'
 import type { WriterTrust } from './registry.ts'
 
@@ -112,6 +114,8 @@ export class EntryVerifier {
     const authority = authorityFor(e.k, this.#c.rules)
     if (authority.kind === 'owner') {
       if (authority.owner !== e.w) throw new UnauthorizedWriteError(`${e.k}: written by ${e.w}, owned by ${authority.owner}`)
+      // a zone's summary and scheduler claims come from inside the zone, by its writer's certificate
+      checkKeyZone(e.k, zoneOf(claims.labels))
       return
     }
     if (e.a == null) throw new UnauthorizedWriteError(`${e.k}: no fleet authorisation`)

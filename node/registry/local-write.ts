@@ -7,6 +7,7 @@ import { signEntry, toRegistryEntry, type RegistryEntry } from './entry.ts'
 import { InvalidValueError, StaleWriteError, UnauthorizedWriteError } from './errors.ts'
 import { checkTimestamp, type HybridLogicalClock, type Timestamp } from './hlc.ts'
 import { checkValue } from './ingress.ts'
+import { checkKeyZone } from './zone-scope.ts'
 import type { RegistryGossip } from './gossip.ts'
 import type { Replica } from './replica.ts'
 import type { PrivateKey } from '@libp2p/interface'
@@ -23,6 +24,8 @@ export interface LocalWriterInit {
   replica: Replica
   gossip: RegistryGossip
   now: () => number
+  /** this node's zone, from its certificate */
+  zone: () => string
 }
 
 /** What a fleet signer needs to authorise a write through this node: see `LocalWriter.stampFor`. */
@@ -87,6 +90,7 @@ export class LocalWriter {
     let ts: Timestamp
     if (authority.kind === 'owner') {
       if (authority.owner !== this.#c.self) throw new UnauthorizedWriteError(`${key} belongs to ${authority.owner}`)
+      checkKeyZone(key, this.#c.zone())
       ts = this.#c.clock().tick()
     } else {
       if (auth == null) throw new UnauthorizedWriteError(`${key} needs a fleet authorisation`)

@@ -1,101 +1,35 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { REVOKED_PREFIX, revokedPeerOf, type Revocation } from '../../protocols/registry/revocation.ts'
-import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica, type SyncResult } from '../../protocols/registry-sync/index.ts'
+import { AntiEntropy, DEFAULT_SYNC_INTERVAL_MS } from './anti-entropy.ts'
+import type { SyncResult } from '../../protocols/registry-sync/index.ts'
 import { DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
 import { toRegistryEntry, type RegistryEntry } from './entry.ts'
-import { InvalidValueError, UnknownWriterError } from './errors.ts'
+import { InvalidValueError } from './errors.ts'
 import { RegistryGossip } from './gossip.ts'
 import { DEFAULT_MAX_DRIFT_MS, HybridLogicalClock } from './hlc.ts'
 import { EntryVerifier } from './ingress.ts'
 import { healStoredEntries } from './load.ts'
 import { LocalWriter, type WriteStamp } from './local-write.ts'
 import { byTrustFirst } from './order.ts'
-import { WriterQuotas, type WriterQuotaInit } from './quota.ts'
-import { Refusals, type RefusalMetrics } from './refusals.ts'
+import { WriterQuotas } from './quota.ts'
+import { Refusals } from './refusals.ts'
 import { Replica } from './replica.ts'
 import { DEFAULT_RETENTION_MS, Retention } from './retention.ts'
 import { MAX_DELTA_ENTRIES } from '../../protocols/registry/delta.ts'
 import { ChangeFeed, type ChangeListener, type RegistryChange, type RegistryWatch } from './watch.ts'
+import { ZoneScope, type SharedZones } from './zone-scope.ts'
+import type { RegistryComponents, RegistryEvents, RegistryInit, WriteOptions } from './types.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
-import type { RegistryStore } from './store.ts'
-import type { NodeClaims } from '../identity/certificate.ts'
-import type { GossipSub } from '@libp2p/gossipsub'
-import type { Connection, PeerId, PrivateKey, Startable, Stream, StreamHandler } from '@libp2p/interface'
-import type { KeyObject } from 'node:crypto'
+import type { PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-export const DEFAULT_SYNC_INTERVAL_MS = 15_000
+export { DEFAULT_SYNC_INTERVAL_MS }
+/** Most zones a coordinator follows: zones come from fleet-signed certificates, but a bound costs nothing. */
+const MAX_FOLLOWED_ZONES = 1024
 
 export type { WriteStamp }
+export type { RegistryComponents, RegistryEvents, RegistryInit, RegistryMetrics, WriteOptions, WriterTrust } from './types.ts'
 
-/** What the registry needs to know about fleet membership. */
-export interface WriterTrust {
-  readonly fleetPublicKey: KeyObject
-  /** Claims of a valid certificate for this peer, when one is known. */
-  claimsFor(peerId: string): NodeClaims | undefined
-  /** Verify a certificate found in a `node/<peerId>` entry and remember it. */
-  learnCertificate(cert: string, peerId: string): Promise<NodeClaims>
-  /** True when `cert` is the certificate already learnt for `peerId` (nothing new to verify). */
-  knowsCertificate(cert: string, peerId: string): boolean
-  /** Connected and through the certificate exchange. */
-  isVerified(peerId: string): boolean
-  isDenied(peerId: string): boolean
-  isRevoked(peerId: string): boolean
-  /** The fleet revoked this peer: refuse it from now on, everywhere. */
-  revoke(peerId: string, reason: string): void
-  verifiedPeers(): PeerId[]
-}
-
-export interface RegistryMetrics extends RefusalMetrics {
-  gossipIn(count: number): void
-  gossipOut(count: number): void
-  synced(result: SyncResult): void
-}
-
-export interface RegistryComponents {
-  peerId: PeerId
-  privateKey: PrivateKey
-  pubsub: Pick<GossipSub, 'subscribe' | 'unsubscribe' | 'publish' | 'topicValidators' | 'addEventListener' | 'removeEventListener'>
-  network: {
-    handle(protocol: string, handler: StreamHandler, options?: { maxInboundStreams?: number }): Promise<void>
-    unhandle(protocol: string): Promise<void>
-    dialProtocol(peer: PeerId, protocol: string, options?: { signal?: AbortSignal }): Promise<Stream>
-  }
-  trust: WriterTrust
-  store: RegistryStore
-  logger: Logger
-  metrics?: RegistryMetrics
-}
-
-export interface RegistryInit {
-  /** Anti-entropy with one random verified peer this often. @default DEFAULT_SYNC_INTERVAL_MS */
-  syncIntervalMs?: number
-  /** Entries stamped further than this ahead of our clock are refused. @default DEFAULT_MAX_DRIFT_MS */
-  maxClockDriftMs?: number
-  /**
-   * Entries of node-owned keys expire this long after their timestamp:
-   * tombstones and the entries of nodes gone this long are collected, and
-   * refused from anyone. Longer than any partition the fleet should heal
-   * from. @default DEFAULT_RETENTION_MS
-   */
-  retentionMs?: number
-  /** Per-writer limits on the keys each node owns. @default DEFAULT_QUOTA */
-  quota?: WriterQuotaInit
-  /** Ownership rules for keys a node may write without fleet authorisation. */
-  rules?: readonly OwnershipRule[]
-  /** @default Date.now */
-  now?: () => number
-}
-
-export interface WriteOptions {
-  /** Fleet authorisation (compact JWS) of exactly this write, for keys this node does not own. */
-  auth?: string
-}
-
-export interface RegistryEvents {
-  /** A peer finished an anti-entropy round with us. */
-  synced: CustomEvent<{ peer: string, result: SyncResult }>
-}
 
 /**
  * The replicated registry: a last-writer-wins map with hybrid logical clock
@@ -109,7 +43,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #c: RegistryComponents
   readonly #self: string
   readonly #rules: readonly OwnershipRule[]
-  readonly #syncIntervalMs: number
   readonly #maxDriftMs: number
   readonly #now: () => number
   readonly #feed = new ChangeFeed()
@@ -120,9 +53,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   readonly #gossip: RegistryGossip
   readonly #writer: LocalWriter
   readonly #retention: Retention
+  readonly #scope: ZoneScope
+  readonly #antiEntropy: AntiEntropy
+  #offNodes?: () => void
   #clock: HybridLogicalClock
   #loaded?: Promise<void>
-  #syncTimer?: NodeJS.Timeout
   #sweepTimer?: NodeJS.Timeout
   #sweeping?: Promise<void>
   readonly #log: Logger
@@ -132,7 +67,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#c = components
     this.#self = components.peerId.toString()
     this.#rules = init.rules ?? DEFAULT_OWNERSHIP_RULES
-    this.#syncIntervalMs = init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
     this.#maxDriftMs = init.maxClockDriftMs ?? DEFAULT_MAX_DRIFT_MS
     this.#now = init.now ?? Date.now
     this.#clock = new HybridLogicalClock({ now: this.#now, maxDriftMs: this.#maxDriftMs })
@@ -140,6 +74,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#quotas = new WriterQuotas(init.quota, this.#now)
     this.#retention = new Retention({ retentionMs: init.retentionMs ?? DEFAULT_RETENTION_MS, rules: this.#rules, now: this.#now })
     this.#refusals = new Refusals(this.#log, components.metrics, w => components.trust.claimsFor(w) != null, { now: this.#now })
+    this.#scope = new ZoneScope(this.#self, components.trust)
     this.#replica = new Replica({
       store: components.store,
       feed: this.#feed,
@@ -159,6 +94,7 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       verifier: this.#verifier,
       quotas: this.#quotas,
       refusals: this.#refusals,
+      scope: this.#scope,
       apply: entries => { this.#applyRemote(entries, 'gossip') },
       logger: this.#log
     })
@@ -170,8 +106,21 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       clock: () => this.#clock,
       replica: this.#replica,
       gossip: this.#gossip,
-      now: this.#now
+      now: this.#now,
+      zone: () => this.#scope.zone
     })
+    this.#antiEntropy = new AntiEntropy({
+      network: components.network,
+      trust: components.trust,
+      scope: this.#scope,
+      replica: this.#replica,
+      retention: this.#retention,
+      refusals: this.#refusals,
+      merge: async (entries, shared) => await this.merge(entries, shared),
+      synced: (peer, result) => { this.safeDispatchEvent('synced', { detail: { peer, result } }) },
+      logger: this.#log,
+      ...(components.metrics == null ? {} : { metrics: components.metrics })
+    }, { syncIntervalMs: init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS })
     // every revocation, however it arrives, is enforced the moment it lands
     this.#feed.onChange(REVOKED_PREFIX, change => {
       const peer = revokedPeerOf(change.key)
@@ -223,9 +172,12 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   async start (): Promise<void> {
     await this.load()
     this.#gossip.start()
-    await this.#c.network.handle(SYNC_PROTOCOL, this.#answerSync, { maxInboundStreams: 8 })
-    this.#syncTimer = setInterval(() => { this.#syncRandomPeer() }, this.#syncIntervalMs)
-    this.#syncTimer.unref()
+    if (this.#scope.followsAll) {
+      // a coordinator follows every zone: those of the nodes it knows, and each new one as it appears
+      for (const e of this.#replica.values()) if (e.k.startsWith('node/')) this.#followZoneOf(e.w)
+      this.#offNodes = this.#feed.onChange('node/', change => { this.#followZoneOf(change.entry.writer) })
+    }
+    await this.#antiEntropy.start()
     this.#sweepTimer = setInterval(() => { void this.sweep() }, this.#retention.sweepIntervalMs)
     this.#sweepTimer.unref()
     await this.sweep()
@@ -233,16 +185,33 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   }
 
   async stop (): Promise<void> {
-    clearInterval(this.#syncTimer)
+    this.#antiEntropy.pause()
     clearInterval(this.#sweepTimer)
+    this.#offNodes?.()
     await this.#sweeping
     this.#gossip.stop()
-    await this.#c.network.unhandle(SYNC_PROTOCOL)
+    await this.#antiEntropy.stop()
     await this.#replica.flushed()
   }
 
   get size (): number {
     return this.#replica.size
+  }
+
+  /** This node's zone (its certificate's `zone` label) and the zones whose zone-local entries it keeps. */
+  zones (): { zone: string, followsAll: boolean, following: string[] } {
+    return { zone: this.#scope.zone, followsAll: this.#scope.followsAll, following: this.#gossip.zones.sort() }
+  }
+
+  /** Whether this node keeps `peer`'s zone-local entries (health, instances): `peer` is of a zone it follows. */
+  keepsZoneOf (peer: string): boolean {
+    const zone = this.#scope.writerZone(peer)
+    return zone != null && this.#scope.follows(zone)
+  }
+
+  #followZoneOf (writer: string): void {
+    const zone = this.#scope.writerZone(writer)
+    if (zone != null && this.#gossip.zones.length < MAX_FOLLOWED_ZONES) this.#gossip.follow(zone)
   }
 
   get (key: string): RegistryEntry | undefined {
@@ -315,24 +284,24 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return this.#feed.onChange(prefix, fn)
   }
 
-  /** Run one anti-entropy round with `peer`. */
+  /** Run one anti-entropy round with `peer`: the fleet-wide entries and those of the zones we both follow. */
   async syncWith (peer: PeerId, signal?: AbortSignal): Promise<SyncResult> {
-    const stream = await this.#c.network.dialProtocol(peer, SYNC_PROTOCOL, { signal })
-    const result = await syncWith(stream, this.#syncReplica, { signal })
-    this.#c.metrics?.synced(result)
-    this.safeDispatchEvent('synced', { detail: { peer: peer.toString(), result } })
-    return result
+    return await this.#antiEntropy.syncWith(peer, signal)
   }
 
   /**
    * Verify and merge entries from a peer. Entries that would not win are
-   * skipped before any crypto; invalid ones are counted and dropped.
+   * skipped before any crypto; invalid ones are counted and dropped, and so
+   * are zone-local entries of zones outside `shared` (by default, those this
+   * node does not follow).
    */
-  async merge (entries: WireEntry[]): Promise<{ applied: number, rejected: number }> {
+  async merge (entries: WireEntry[], shared: SharedZones = z => this.#scope.follows(z)): Promise<{ applied: number, rejected: number }> {
     const fresh: WireEntry[] = []
     let rejected = 0
     for (const e of entries.filter(e => this.#replica.wouldWin(e)).sort(byTrustFirst)) {
       try {
+        // the writer's certificate may come in this very batch (node records first), so checked entry by entry
+        this.#scope.checkSynced(e, shared)
         this.#replica.admit(e)
         await this.#verifier.verify(e)
         fresh.push(e)
@@ -366,7 +335,10 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       await this.#writer.refresh(e).catch(err => { this.#log.warn({ key: e.k, err: err.message }, 'could not write an entry again before its retention ends') })
     }
     const collected = this.#replica.collect()
-    if (due.length > 0 || collected > 0) this.#log.debug({ refreshed: due.length, collected }, 'registry sweep')
+    // zone-local entries of zones this node does not follow (kept from before zones, or from a zone a renewal moved us out of)
+    this.#gossip.refollow()
+    const unkept = this.#replica.dropUnkept(e => this.#scope.keeps(e))
+    if (due.length > 0 || collected > 0 || unkept > 0) this.#log.debug({ refreshed: due.length, collected, unkept }, 'registry sweep')
   }
 
   /** Install verified entries from peers and fold their stamps into the clock; returns how many changed state. */
@@ -383,11 +355,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     return changed.length
   }
 
-  * #unexpired (): Generator<WireEntry> {
-    const horizon = this.#retention.horizon()
-    for (const e of this.#replica.values()) if (!this.#retention.expired(e, horizon)) yield e
-  }
-
   #enforceRevocation (peer: string, record: Revocation | undefined): void {
     if (peer === this.#self) {
       this.#log.error({ reason: record?.reason }, 'the fleet revoked this node\'s certificate: every peer refuses it; re-enroll it with a new identity')
@@ -399,35 +366,6 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
     this.#log.warn({ peer, reason: record?.reason, by: record?.by, dropped }, 'peer revoked by the fleet: disconnected, refused, and its entries dropped')
   }
 
-  readonly #syncReplica: SyncReplica = {
-    // what peers would refuse as expired is not offered, nor counted in the digests
-    entries: () => this.#unexpired(),
-    merge: async (entries) => { await this.merge(entries) }
-  }
-
-  readonly #answerSync = async (stream: Stream, connection: Connection): Promise<void> => {
-    const peer = connection.remotePeer.toString()
-    if (!this.#c.trust.isVerified(peer)) {
-      this.#refusals.refuse({ code: 'ERR_UNVERIFIED_SOURCE' })
-      stream.abort(new UnknownWriterError(`${peer} has not presented a certificate`))
-      return
-    }
-    try {
-      const result = await answerSync(stream, this.#syncReplica)
-      this.#c.metrics?.synced(result)
-      this.safeDispatchEvent('synced', { detail: { peer, result } })
-    } catch (err: any) {
-      this.#refusals.refuse(err)
-      this.#log.debug({ peer, err: err.message }, 'answering registry sync failed')
-    }
-  }
-
-  #syncRandomPeer (): void {
-    const peers = this.#c.trust.verifiedPeers()
-    if (peers.length === 0) return
-    const peer = peers[Math.floor(Math.random() * peers.length)]!
-    this.syncWith(peer).catch(err => { this.#log.debug({ peer: peer.toString(), err: err.message }, 'registry sync failed') })
-  }
 }
 
 export function registry (components: RegistryComponents, init?: RegistryInit): Registry {

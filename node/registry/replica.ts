@@ -112,6 +112,11 @@ export class Replica {
     return this.#drop(e => this.#c.expired(e), 'expiry')
   }
 
+  /** Forget the entries a node does not keep (zone-local ones of zones it does not follow); returns how many. */
+  dropUnkept (keeps: (e: WireEntry) => boolean): number {
+    return this.#drop(e => !keeps(e), 'zone')
+  }
+
   /** Remove the entries `which` picks: listeners hear live ones vanish, and the disk follows. */
   #drop (which: (e: WireEntry) => boolean, via: RegistryChange['via']): number {
     const dropped: WireEntry[] = []

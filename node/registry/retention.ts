@@ -18,7 +18,7 @@ export interface RetentionInit {
 /**
  * When entries stop being kept. Every entry of a key some node owns
  * (`node/`, `health/`, `instance/`, `scheduler/`, `placement/`, `bundle/`,
- * `release/`), live or a tombstone, expires `retentionMs` after its timestamp; a living
+ * `release/`, `zone/`), live or a tombstone, expires `retentionMs` after its timestamp; a living
  * node writes its live entries again (same value, new stamp) once they are
  * half that old, so only tombstones and the entries of nodes gone longer
  * than the retention ever expire. An expired entry is collected on every

@@ -7,10 +7,10 @@ export interface RegistryChange<T = unknown> {
   previous?: RegistryEntry<T>
   /**
    * how the change arrived: this agent wrote it, live gossip, anti-entropy,
-   * its writer was revoked, or it outlived the retention (for the last two
-   * the key vanished)
+   * its writer was revoked, it outlived the retention, or its writer's zone
+   * is not one this node follows (for the last three the key vanished)
    */
-  via: 'local' | 'gossip' | 'sync' | 'revocation' | 'expiry'
+  via: 'local' | 'gossip' | 'sync' | 'revocation' | 'expiry' | 'zone'
 }
 
 export type ChangeListener = (change: RegistryChange) => void

@@ -5,7 +5,9 @@ import { MAX_LEASE_MS, MAX_TERM, parseScheduleKey, parseScheduleRecord, type End
 import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
-import { membersOf, ZoneView } from './zone-view.ts'
+import { summarisedLeader } from './zone-summary.ts'
+import { eligibleOf, membersOf, ZoneView } from './zone-view.ts'
+import { ENDORSE_PREFIX, ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
 import type { Leader } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
 import type { Member, MembershipEvents } from '../membership/membership.ts'
@@ -23,7 +25,10 @@ export interface ElectionEvents {
 
 export interface ElectionComponents {
   peerId: PeerId
-  registry: Pick<Registry, 'set' | 'delete' | 'list' | 'onChange'>
+  /** `zones`: whose zone-local `scheduler/` entries this node keeps (else every zone's) */
+  registry: Pick<Registry, 'set' | 'delete' | 'list' | 'onChange'> & Partial<Pick<Registry, 'zones'>>
+  /** this node's labels as peers believe them (its certificate's), read at start: the zone it schedules. @default init.labels */
+  labels?: () => Record<string, string> | undefined
   membership: { members(): Member[] } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
   logger: Logger
   /** floors and followed schedulers, kept across restarts. @default in memory */
@@ -55,12 +60,14 @@ const MAX_ZONES = 256
  * of a successor, and gives way to one.
  *
  * Every node also follows the other zones it sees, without taking part, so
- * placements of any zone can be judged (`leaderOf`, `followed`).
+ * placements of any zone can be judged (`leaderOf`, `followed`): leases are
+ * zone-local, so outside a zone (coordinators keep every zone's) its
+ * scheduler is the one its summary names (`summarisedLeader`).
  */
 export class Election extends TypedEventEmitter<ElectionEvents> implements Startable, PlacementAuthority {
   readonly #c: ElectionComponents
   readonly #self: string
-  readonly zone: string
+  #zone: string
   readonly #eligible: boolean
   readonly #t: ElectionTiming
   readonly #mono: () => number
@@ -71,7 +78,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #deferUntil = 0
   #timer?: NodeJS.Timeout
   #off?: () => void
-  readonly #key: OwnKey
+  #offSummaries?: () => void
+  #key: OwnKey
   #evaluateScheduled = false
   #saving: Promise<void> = Promise.resolve()
   #started = false
@@ -80,23 +88,38 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     super()
     this.#c = components
     this.#self = components.peerId.toString()
-    this.zone = zoneOf(init.labels)
+    this.#zone = zoneOf(init.labels)
     this.#eligible = init.eligible ?? true
     this.#t = electionTiming(init)
     this.#mono = components.monotonic ?? (() => performance.now())
     this.#store = components.store ?? new MemoryTermStore()
     this.#stall = new StallWatch(this.#t.checkIntervalMs, this.#t.stallThresholdMs, this.#mono())
-    this.#key = new OwnKey({
-      registry: components.registry,
-      zone: this.zone,
+    this.#key = this.#ownKey()
+  }
+
+  /** This node's zone (its certificate's once started). */
+  get zone (): string {
+    return this.#zone
+  }
+
+  #ownKey (): OwnKey {
+    return new OwnKey({
+      registry: this.#c.registry,
+      zone: this.#zone,
       self: this.#self,
-      logger: components.logger,
+      logger: this.#c.logger,
       timing: this.#t,
       onWritten: () => { this.#scheduleEvaluate() }
     })
   }
 
   async start (): Promise<void> {
+    // the zone peers believe (the certificate's), not the one the config asks for
+    const labels = this.#c.labels?.()
+    if (labels != null && zoneOf(labels) !== this.#zone) {
+      this.#zone = zoneOf(labels)
+      this.#key = this.#ownKey()
+    }
     for (const [zone, memory] of await this.#store.load()) this.#zoneState(zone, memory)
     this.#zoneState(this.zone)
     this.#startedAt = this.#mono()
@@ -107,6 +130,9 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     // may have elected someone meanwhile. Start over.
     if (this.#key.value === 'claim') await this.#key.remove()
     this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
+    const offSummaries = this.#c.registry.onChange(ZONE_SUMMARY_PREFIX, () => { this.#scheduleEvaluate() })
+    const offEndorsements = this.#c.registry.onChange(ENDORSE_PREFIX, () => { this.#scheduleEvaluate() })
+    this.#offSummaries = () => { offSummaries(); offEndorsements() }
     this.#c.membership.addEventListener('member:state', this.#onMember)
     this.#timer = setInterval(() => { this.tick() }, this.#t.checkIntervalMs)
     this.tick()
@@ -116,6 +142,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#started = false
     clearInterval(this.#timer)
     this.#off?.()
+    this.#offSummaries?.()
     this.#c.membership.removeEventListener('member:state', this.#onMember)
     if (this.#key.mine != null) await this.#key.remove()
     await this.#saving
@@ -184,17 +211,22 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const members = this.#c.membership.members()
     const zones = new Set([this.zone])
     for (const m of members) if (zones.size < MAX_ZONES) zones.add(zoneOf(m.labels))
-    for (const zone of zones) this.#evaluateZone(zone, members, now)
+    const kept = this.#c.registry.zones?.()
+    const keeps = (zone: string): boolean => kept == null || kept.followsAll || zone === this.zone || kept.following.includes(zone)
+    for (const zone of zones) this.#evaluateZone(zone, members, now, keeps(zone))
     // zones no member is in any more (or never was) are dropped, memory and all
     for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
     this.#act(members, now)
   }
 
-  #evaluateZone (zone: string, members: Member[], now: number): void {
+  /** Choose `zone`'s scheduler: from its leases where this node keeps them, else from its summaries. */
+  #evaluateZone (zone: string, members: Member[], now: number, leases: boolean): void {
     const z = this.#zoneState(zone)
     const held = this.#key.mine
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
-    const changed = z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
+    const changed = leases
+      ? z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
+      : z.adopt(summarisedLeader(this.#c.registry, zone, eligibleOf(zone, members), eligibleOf(zone, members, 'alive')))
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self

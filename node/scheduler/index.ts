@@ -4,6 +4,7 @@ import { Reconciler, type BundleFetcher, type InstanceController } from './recon
 import { bundleVersion, resolveBundle } from './resolve.ts'
 import { Scheduler } from './scheduler.ts'
 import { LevelTermStore } from './terms.ts'
+import { ZoneSummaryWriter, type ZoneSummaryInit } from './zone-summary.ts'
 import type { ParseOptions } from './spec.ts'
 import type { SchedulingView } from '../api/routes/deployments.ts'
 import type { Membership } from '../membership/membership.ts'
@@ -15,7 +16,8 @@ import type { Logger } from 'pino'
 export interface SchedulingComponents {
   peerId: PeerId
   role: string
-  labels: Record<string, string>
+  /** this node's labels as peers believe them (its certificate's, else the config's), read at start */
+  labels: () => Record<string, string> | undefined
   registry: Registry
   membership: Pick<Membership, 'members' | 'addEventListener' | 'removeEventListener'>
   db: Database
@@ -40,6 +42,8 @@ export interface SchedulingInit {
   renewIntervalMs?: number
   /** A placed node with no instance pulling, starting or running after this long is placed around. @default 60 */
   progressDeadlineSec?: number
+  /** The zone's summary for other zones, kept by its scheduler (the `zones` part of the config). */
+  summary?: ZoneSummaryInit
 }
 
 /**
@@ -52,6 +56,8 @@ export class Scheduling implements Startable {
   readonly scheduler: Scheduler
   readonly reconciler: Reconciler
   readonly control: NodeControl
+  /** `zone/<zone>/<self>` while this node schedules its zone */
+  readonly summary: ZoneSummaryWriter
   readonly parseOptions: ParseOptions
 
   constructor (c: SchedulingComponents, init: SchedulingInit = {}) {
@@ -61,11 +67,11 @@ export class Scheduling implements Startable {
       peerId: c.peerId,
       registry: c.registry,
       membership: c.membership,
+      labels: c.labels,
       logger: c.logger.child({ service: 'election' }),
       store: new LevelTermStore(c.db),
       ...(c.localHealth == null ? {} : { localHealth: c.localHealth })
     }, {
-      labels: c.labels,
       eligible: c.role !== 'coordinator',
       ...(c.expectPeers === true ? { joinMs: 30_000 } : {}),
       ...(init.leaseMs == null ? {} : { leaseMs: init.leaseMs }),
@@ -91,6 +97,13 @@ export class Scheduling implements Startable {
       logger: c.logger.child({ service: 'reconciler' }),
       parseOptions: this.parseOptions
     })
+    this.summary = new ZoneSummaryWriter({
+      peerId: c.peerId.toString(),
+      registry: c.registry,
+      members: () => c.membership.members(),
+      election: this.election,
+      logger: c.logger.child({ service: 'scheduler' })
+    }, init.summary)
     // a leader change means other placements count: act on them at once
     this.election.addEventListener('leader:change', () => {
       this.scheduler.kick()
@@ -112,9 +125,11 @@ export class Scheduling implements Startable {
     await this.election.start()
     await this.scheduler.start()
     await this.reconciler.start()
+    await this.summary.start()
   }
 
   async stop (): Promise<void> {
+    await this.summary.stop()
     await this.reconciler.stop()
     await this.scheduler.stop()
     await this.election.stop()

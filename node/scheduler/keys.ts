@@ -9,6 +9,4 @@ export const placementKey = (id: string, scheduler: string): string => `placemen
 export const schedulerKey = (zone: string, peer: string): string => `scheduler/${zone}/${peer}`
 export const instanceKey = (peer: string, id: string): string => `instance/${peer}/${id}`
 
-/** Zone of a node or deployment: its `zone` label, or one default zone. */
-export const DEFAULT_ZONE = 'default'
-export const zoneOf = (labels: Record<string, string> | undefined): string => labels?.zone ?? DEFAULT_ZONE
+export { DEFAULT_ZONE, zoneOf } from '../../protocols/registry/zones.ts'

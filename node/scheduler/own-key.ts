@@ -1,4 +1,5 @@
 import { schedulerKey } from './keys.ts'
+import { FleetEndorsement } from './endorse.ts'
 import type { ElectionTiming } from './election-timing.ts'
 import type { Endorsement, ScheduleRecord, SchedulerClaim } from './lease.ts'
 import type { Leader } from './leader.ts'
@@ -24,7 +25,7 @@ export interface Mine {
 }
 
 export interface OwnKeyInit {
-  registry: Pick<Registry, 'set' | 'delete'>
+  registry: Pick<Registry, 'set' | 'delete' | 'list'>
   zone: string
   self: string
   logger: Logger
@@ -49,18 +50,22 @@ export class OwnKey {
   /** the scheduler the stored endorsement follows */
   endorsement: string | undefined
   readonly #init: OwnKeyInit
+  /** `endorse/<zone>/<self>`, kept equal to the endorsement stored here */
+  readonly #fleet: FleetEndorsement
   #writing = false
   #lastWrite = -Infinity
 
   constructor (init: OwnKeyInit) {
     this.#init = init
     this.key = schedulerKey(init.zone, init.self)
+    this.#fleet = new FleetEndorsement(init.registry, init.zone, init.self, init.logger)
   }
 
   /** The registry changed under the key (by this node, a peer's older copy, or the local API). */
   note (record: ScheduleRecord | undefined, deleted: boolean): void {
     this.value = deleted ? 'none' : record?.kind ?? 'other'
     this.endorsement = record?.kind === 'endorsement' ? record.endorsement.follows : undefined
+    this.#fleet.sync(deleted ? undefined : record)
   }
 
   /** Start a claim on `term`; valid once written and established. */

@@ -5,6 +5,7 @@ import { errorReply } from '../api/errors.ts'
 import { ModelLoadingError } from '../runtime/errors.ts'
 import { answerLocal } from '../runtime/serving.ts'
 import { winningPlacement, type PlacementAuthority } from './placements.ts'
+import { instanceName, readDeployments } from './scheduler.ts'
 import type { Member } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
 import type { Runtime } from '../runtime/runtime.ts'
@@ -13,7 +14,8 @@ import type { Logger } from 'pino'
 
 export interface RouterComponents {
   peerId: PeerId
-  registry: Pick<Registry, 'list' | 'value'>
+  /** `keepsZoneOf`: whether this node holds `peer`'s instance entries (its zone); without it, every node's */
+  registry: Pick<Registry, 'list' | 'value'> & Partial<Pick<Registry, 'keepsZoneOf'>>
   membership: { members(): Member[] }
   /** which schedulers' placements count (the election); without it every running instance is a replica */
   placements?: PlacementAuthority
@@ -44,7 +46,13 @@ const SETTLE_MS = 2000
 /** 5xx answers that another replica would give the same way: relayed, not retried. */
 const FINAL_CODES = new Set(['ERR_REPLY_TOO_LARGE'])
 
-interface Replica { peerId: string, cpuPct: number, version?: string }
+interface Replica {
+  peerId: string
+  cpuPct: number
+  version?: string
+  /** placed in a zone whose instance entries this node does not keep: its state is not known here */
+  unknown?: true
+}
 
 /** TF Serving's model status for a model that runs elsewhere, plus where. */
 export interface MeshModelStatus {
@@ -75,6 +83,7 @@ export class PredictRouter implements Startable {
   readonly #latency = new Map<string, number>()
   /** peers that just failed, until when */
   readonly #penalty = new Map<string, number>()
+  #specs?: { stamp: string, specs: ReturnType<typeof readDeployments> }
 
   constructor (components: RouterComponents, init: RouterInit = {}) {
     this.#c = components
@@ -100,15 +109,32 @@ export class PredictRouter implements Startable {
 
   /**
    * Running replicas of `model` on other live nodes (`starting`: those still
-   * loading it). An instance that says it runs for a deployment counts only
-   * where that deployment's valid placement puts it: a node cannot draw a
-   * deployment's requests by announcing an instance nobody placed there.
-   * Replicas on suspect nodes are offered only when no alive node has one:
-   * a suspect is most likely alive (its probes were late: it, or this node,
-   * was busy), and trying it, with the forward's own timeout and the next
-   * replica after it, beats answering that there is none.
+   * loading it): the first non-empty group of `#candidates`.
    */
   replicas (model: string, state: 'running' | 'starting' = 'running'): Replica[] {
+    return this.#candidates(model, state).find(group => group.length > 0) ?? []
+  }
+
+  /**
+   * Where `model` may be answered, best group first.
+   *
+   * Known replicas are instance entries of the zones this node keeps (its
+   * own; a coordinator's, every zone): an instance that says it runs for a
+   * deployment counts only where that deployment's valid placement puts it,
+   * so a node cannot draw a deployment's requests by announcing an instance
+   * nobody placed there. Nodes of other zones keep their instance entries in
+   * their zone, so a node there that the fleet-wide placement of a
+   * deployment serving `model` names is a replica of unknown state (when
+   * asked for running ones): tried after the known ones, and a 404 or a
+   * failure there costs a retry like any other.
+   *
+   * Groups, in order: known replicas on alive nodes, placed nodes of other
+   * zones that are alive, then the same two on suspect nodes. A suspect is
+   * most likely alive (its probes were late: it, or this node, was busy),
+   * and trying it, with the forward's own timeout and the next replica
+   * after it, beats answering that there is none.
+   */
+  #candidates (model: string, state: 'running' | 'starting'): Replica[][] {
     const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
     const placed = new Map<string, string[] | undefined>()
     const placedOn = (deployment: string): string[] | undefined => {
@@ -127,7 +153,44 @@ export class PredictRouter implements Startable {
       if (m.state === 'alive') alive.push(replica)
       else suspect.push(replica)
     }
-    return alive.length > 0 ? alive : suspect
+    const elsewhereAlive: Replica[] = []
+    const elsewhereSuspect: Replica[] = []
+    if (state === 'running') {
+      const seen = new Set([...alive, ...suspect].map(r => r.peerId))
+      for (const peer of this.#placedElsewhere(model, placedOn)) {
+        const m = members.get(peer)
+        if (seen.has(peer) || (m?.state !== 'alive' && m?.state !== 'suspect')) continue
+        seen.add(peer)
+        const replica: Replica = { peerId: peer, cpuPct: m.health?.cpuPct ?? 0, unknown: true };
+        (m.state === 'alive' ? elsewhereAlive : elsewhereSuspect).push(replica)
+      }
+    }
+    return [alive, elsewhereAlive, suspect, elsewhereSuspect]
+  }
+
+  /**
+   * Nodes the valid placements of deployments serving `model` name, in
+   * zones whose instance entries this node does not keep. Deployments and
+   * placements are fleet-wide; only a node's own zone knows what its
+   * instances are doing.
+   */
+  #placedElsewhere (model: string, placedOn: (deployment: string) => string[] | undefined): string[] {
+    const keeps = this.#c.registry.keepsZoneOf
+    if (keeps == null || this.#c.placements == null) return []
+    const out: string[] = []
+    for (const [id, { spec }] of this.#deployments()) {
+      if (instanceName(spec) !== model) continue
+      for (const peer of placedOn(id) ?? []) if (peer !== this.#self && !keeps.call(this.#c.registry, peer)) out.push(peer)
+    }
+    return out
+  }
+
+  /** Deployment specs, parsed once per version of the `deployment/` entries (a predict must not re-validate them all). */
+  #deployments (): ReturnType<typeof readDeployments> {
+    const entries = this.#c.registry.list('deployment/')
+    const stamp = entries.map(e => `${e.key}@${e.ts.join('.')}`).join(',')
+    if (this.#specs?.stamp !== stamp) this.#specs = { stamp, specs: readDeployments({ list: () => entries } as unknown as Pick<Registry, 'list'>) }
+    return this.#specs.specs
   }
 
   /** TF Serving's status of a model that runs elsewhere: AVAILABLE once a replica runs, LOADING while they only load it. */
@@ -160,7 +223,9 @@ export class PredictRouter implements Startable {
     const tried = new Set<string>()
     let last: unknown
     for (let attempt = 0; attempt < this.#attempts; attempt++) {
-      const replica = this.#choose(this.replicas(model).filter(r => !tried.has(r.peerId) && (version == null || r.version === version)))
+      // the best group with a replica not tried yet: a known replica in this zone failing falls over to the others
+      const untried = this.#candidates(model, 'running').map(group => group.filter(r => !tried.has(r.peerId) && (version == null || r.version === version || r.unknown === true)))
+      const replica = this.#choose(untried.find(group => group.length > 0) ?? [])
       if (replica == null) break
       tried.add(replica.peerId)
       const started = performance.now()
@@ -205,13 +270,13 @@ export class PredictRouter implements Startable {
    */
   async #settle (model: string, version: string | undefined): Promise<void> {
     const deadline = performance.now() + SETTLE_MS
-    while (!this.replicas(model).some(r => version == null || r.version === version) && performance.now() < deadline) {
+    while (!this.replicas(model).some(r => version == null || r.version === version || r.unknown === true) && performance.now() < deadline) {
       // a model that runs nowhere at all is a 404 at once
       const recorded = this.#c.registry.list<{ state?: string }>('instance/').some(e => {
         const [, peer, name] = e.key.split('/')
         return name === model && peer !== this.#self && e.value?.state === 'running'
       })
-      if (!recorded) return
+      if (!recorded && this.#placedElsewhere(model, id => this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, id, this.#c.placements)?.nodes).length === 0) return
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }

@@ -46,22 +46,24 @@ export interface DeploymentStatus {
 }
 
 /** Deployments with their placement, window and per-node instance states, from the registry. */
-export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get' | 'value'>, authority: PlacementAuthority, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus[] {
+export function deploymentStatuses (registry: Pick<Registry, 'list' | 'get' | 'value'>, authority: PlacementAuthority, options: ParseOptions = {}, now = Date.now(), liveness?: (peerId: string) => string, keeps?: (peerId: string) => boolean): DeploymentStatus[] {
   // one pass over the instance entries, not one per deployment
   const hosts = new Map<string, string[]>()
   for (const e of registry.list('instance/')) {
     const [, node, name] = e.key.split('/')
     if (node != null && name != null) hosts.set(name, [...(hosts.get(name) ?? []), node])
   }
-  return [...readDeployments(registry, options)].map(([id, { spec }]) => deploymentStatus(registry, authority, id, spec, hosts.get(instanceName(spec)) ?? [], now, liveness))
+  return [...readDeployments(registry, options)].map(([id, { spec }]) => deploymentStatus(registry, authority, id, spec, hosts.get(instanceName(spec)) ?? [], now, liveness, keeps))
 }
 
 /**
  * One deployment's status: its winning placement, its window at `now`, and
  * the state of its instance on each node it is placed on or that `hosts`
  * (the nodes with an `instance/<node>/<its instance name>` entry) names.
+ * An agent keeps the instance entries of its own zone only (`keeps`): a
+ * node of another zone with no entry here is `unknown`, not `pending`.
  */
-export function deploymentStatus (registry: Pick<Registry, 'get' | 'value'>, authority: PlacementAuthority, id: string, spec: DeploymentSpec, hosts: Iterable<string>, now = Date.now(), liveness?: (peerId: string) => string): DeploymentStatus {
+export function deploymentStatus (registry: Pick<Registry, 'get' | 'value'>, authority: PlacementAuthority, id: string, spec: DeploymentSpec, hosts: Iterable<string>, now = Date.now(), liveness?: (peerId: string) => string, keeps?: (peerId: string) => boolean): DeploymentStatus {
   const p = winningPlacement(registry, id, authority, zoneOf(spec.placement.labels))
   const name = instanceName(spec)
   const instances: InstanceStatus[] = []
@@ -70,10 +72,11 @@ export function deploymentStatus (registry: Pick<Registry, 'get' | 'value'>, aut
     if (v != null && v.deployment != null && v.deployment !== id) continue
     // what a dead node last wrote is not what it runs now
     const lost = liveness?.(node) === 'dead'
+    const elsewhere = v == null && keeps?.(node) === false
     instances.push({
       node,
-      state: lost ? 'lost' : (v?.state ?? 'pending'),
-      ...(lost ? { reason: 'node is dead' } : v?.reason == null ? {} : { reason: String(v.reason) }),
+      state: lost ? 'lost' : elsewhere ? 'unknown' : (v?.state ?? 'pending'),
+      ...(lost ? { reason: 'node is dead' } : elsewhere ? { reason: 'another zone: its instance states stay in that zone (see the zone summaries, or ask the coordinator)' } : v?.reason == null ? {} : { reason: String(v.reason) }),
       ...strings(v, ['version', 'bundle']),
       ...(lost || v?.next == null || typeof v.next.state !== 'string' ? {} : { next: { state: v.next.state, ...strings(v.next, ['version', 'bundle', 'reason']) } })
     })

@@ -18,6 +18,11 @@ export function membersOf (zone: string, members: Member[]): ZoneMember[] {
   }))
 }
 
+/** Peer ids of a zone's eligible members (only those `state` if given). */
+export function eligibleOf (zone: string, members: Member[], state?: Member['state']): Set<string> {
+  return new Set(membersOf(zone, members).filter(m => m.eligible && (state == null || m.state === state)).map(m => m.peerId))
+}
+
 interface Lease {
   term: number
   leaseMs: number
@@ -125,6 +130,17 @@ export class ZoneView {
     this.current = leader
     if (leader == null) this.vacantSince ??= now
     else this.vacantSince = undefined
+    return changed
+  }
+
+  /**
+   * Follow `leader` as named from outside the zone (its summary); returns
+   * whether it changed. `summarisedLeader` names only a scheduler the zone's
+   * fleet-wide endorsements establish; their count is not kept here.
+   */
+  adopt (leader: Leader | undefined): boolean {
+    const changed = leader?.peerId !== this.current?.peerId || leader?.term !== this.current?.term
+    if (changed) this.current = leader == null ? undefined : { ...leader, established: false, endorsements: 0 }
     return changed
   }
 

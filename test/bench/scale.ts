@@ -1,5 +1,5 @@
 /**
- * `npm run bench -- scale [--peers 20,200,1000,5000] [--seconds 60] [--real-check 50|0] [--versus serf] [--profile DIR]`
+ * `npm run bench -- scale [--peers 20,200,1000,5000] [--zone-size 200] [--seconds 60] [--real-check 50|0] [--versus serf] [--profile DIR]`
  *
  * What one agent costs as the fleet grows. Each point is ONE real agent
  * process (the app bundle) in a fleet of N whose other N−1 members are
@@ -28,6 +28,9 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   const peers = args.peers === 'none' ? [] : String(args.peers ?? '20,200,1000,5000').split(',').map(Number)
   if (peers.some(n => !Number.isInteger(n) || n < 2)) throw new Error('--peers: a comma-separated list of fleet sizes ≥ 2')
   const seconds = Number(args.seconds ?? 60)
+  // zones of this many members (the agent's included); the issue's target holds for zones of ≤ 200
+  const zoneSize = Number(args['zone-size'] ?? 200)
+  if (!Number.isInteger(zoneSize) || zoneSize < 2) throw new Error('--zone-size: an integer ≥ 2')
   const realN = args['real-check'] === undefined ? 50 : Number(args['real-check'])
   const coordinatorPeers = args.coordinator === undefined ? 1000 : Number(args.coordinator)
   const command = await agentCommand(args.sources === true, log)
@@ -35,7 +38,7 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
   if (typeof args.profile === 'string') command.args.unshift('--cpu-prof', `--cpu-prof-dir=${resolve(args.profile)}`)
 
   const points: Point[] = []
-  for (const n of peers) points.push(await simulatedPoint({ peers: n, seconds, command, log }))
+  for (const n of peers) points.push(await simulatedPoint({ peers: n, seconds, command, zoneSize, log }))
   const result: Record<string, unknown> = { scenario: 'scale', points }
   if (coordinatorPeers > 0) result.coordinator = await coordinatorPoint({ peers: coordinatorPeers, seconds, command, log })
   if (realN > 0) result.realCheck = await realCheck({ agents: realN, seconds, command, log })

@@ -120,6 +120,8 @@ export class MemoryMember {
   /** Gossip arrival: the registry's validator decides, then the message event fires. */
   async deliver (msg: Message, from: PeerId): Promise<string> {
     const validate = this.#validators.get(msg.topic)
+    // a topic this member does not follow: gossipsub neither validates nor delivers it
+    if (validate == null) return 'ignore'
     const verdict = await validate(from, msg)
     if (verdict === 'accept') for (const fn of this.#listeners) fn(new CustomEvent('message', { detail: msg }))
     return verdict

@@ -38,6 +38,7 @@ import { PeerTrust } from '../../node/trust/peer-trust.ts'
 import { CERT_PROTOCOL } from '../../protocols/cert-exchange/index.ts'
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica } from '../../protocols/registry-sync/index.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { topicFor, zoneOf } from '../../protocols/registry/zones.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
 const { values } = parseArgs({
@@ -99,13 +100,14 @@ const replica: SyncReplica = {
 await mesh.unhandle(SYNC_PROTOCOL)
 await mesh.handle(SYNC_PROTOCOL, (stream) => { answerSync(stream, replica).catch(() => {}) }, { maxInboundStreams: 8 })
 
-/** Gossip `entries` in deltas of up to 1000 KiB. */
+/** Gossip `entries` in deltas of up to 1000 KiB, each on the topic an agent would use (zone-local keys on the zone's). */
 async function publish (entries: WireEntry[]): Promise<void> {
   let batch: WireEntry[] = []
   let size = 0
+  let topic = REGISTRY_TOPIC
   const flush = async (): Promise<void> => {
     if (batch.length === 0) return
-    await mesh.services.pubsub.publish(REGISTRY_TOPIC, deltaCodec.encode({ entries: batch })).then(() => sent.push(`gossip:${batch.length}`), (err: Error) => sent.push(`gossip:failed:${err.message}`))
+    await mesh.services.pubsub.publish(topic, deltaCodec.encode({ entries: batch })).then(() => sent.push(`gossip:${batch.length}`), (err: Error) => sent.push(`gossip:failed:${err.message}`))
     batch = []
     size = 0
     // paced, so the flood leaves through gossipsub's outbound buffer instead of overflowing it here
@@ -113,7 +115,9 @@ async function publish (entries: WireEntry[]): Promise<void> {
   }
   for (const e of entries) {
     const s = JSON.stringify(e).length
-    if (size + s > 1000 * 1024 || batch.length === 256) await flush()
+    const to = topicFor(e.k, zoneOf(id.config.labels))
+    if (size + s > 1000 * 1024 || batch.length === 256 || to !== topic) await flush()
+    topic = to
     batch.push(e)
     size += s
   }
@@ -136,7 +140,7 @@ async function makeAttack (): Promise<WireEntry[]> {
     // past the schema: refused wherever it is decoded. Gossiped alone (in one frame with others it
     // would take them down with it); older versions adopted exactly this counter
     const over = await signEntry(id.privateKey, { k: `instance/${self}/poison-over`, v: '{"poison":"over"}', t: [now + 50_000, 2 ** 31], w: self })
-    await mesh.services.pubsub.publish(REGISTRY_TOPIC, deltaCodec.encode({ entries: [over] }))
+    await mesh.services.pubsub.publish(topicFor(over.k, zoneOf(id.config.labels)), deltaCodec.encode({ entries: [over] }))
       .then(() => sent.push('gossip:poison-over'), (err: Error) => sent.push(`gossip:poison-over:failed:${err.message}`))
   }
   if (values.nested != null) {

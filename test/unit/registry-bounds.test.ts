@@ -4,6 +4,7 @@ import { signEntry } from '../../node/registry/entry.ts'
 import { MemoryRegistryStore } from '../../node/registry/store.ts'
 import { authorizeRegistryWrite, issuePublisherCert } from '../../packaging/trust.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { DEFAULT_ZONE, topicFor } from '../../protocols/registry/zones.ts'
 import { revocationKey } from '../../protocols/registry/revocation.ts'
 import { MAX_COUNTER } from '../../protocols/registry/wire.ts'
 import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
@@ -48,7 +49,7 @@ async function pair (options: { quota?: Record<string, number>, b?: Parameters<M
 }
 
 const gossip = async (to: MemoryMember, from: MemoryMember, entries: any[]): Promise<string> =>
-  await to.deliver({ type: 'unsigned', topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries }) }, from.peerId)
+  await to.deliver({ type: 'unsigned', topic: topicFor(entries[0]?.k ?? '', DEFAULT_ZONE), data: deltaCodec.encode({ entries }) }, from.peerId)
 
 t.test('a writer is held to its quota of keys and bytes, whichever way its entries come', async t => {
   const c = counters()

@@ -3,6 +3,7 @@ import fc from 'fast-check'
 import { contentMessageId } from '../../node/mesh/libp2p.ts'
 import { signEntry } from '../../node/registry/entry.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { DEFAULT_ZONE, topicFor } from '../../protocols/registry/zones.ts'
 import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
@@ -21,7 +22,7 @@ async function trio (quota = { maxKeys: 4096, maxBytes: 4e6, entriesPerSec: 1e6,
 }
 
 const deliver = async (to: MemoryMember, via: MemoryMember, entries: WireEntry[]): Promise<string> =>
-  await to.deliver({ type: 'unsigned', topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries }) }, via.peerId)
+  await to.deliver({ type: 'unsigned', topic: topicFor(entries[0]?.k ?? '', DEFAULT_ZONE), data: deltaCodec.encode({ entries }) }, via.peerId)
 
 async function writes (m: MemoryMember, n: number, from = 0): Promise<WireEntry[]> {
   const self = m.peerId.toString()

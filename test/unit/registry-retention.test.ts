@@ -4,6 +4,7 @@ import { signEntry } from '../../node/registry/entry.ts'
 import { Registry, type RegistryComponents } from '../../node/registry/registry.ts'
 import { MemoryRegistryStore } from '../../node/registry/store.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { DEFAULT_ZONE, topicFor } from '../../protocols/registry/zones.ts'
 import { MemoryMesh, type MemoryMember } from '../helpers/memory-mesh.ts'
 import type { RegistryChange } from '../../node/registry/watch.ts'
 
@@ -54,7 +55,7 @@ t.test('tombstones and departed nodes\' entries are collected on every node; liv
   // an old replica syncs back what it held before the delete
   const oldDel = await signEntry(a!.privateKey, { k: `instance/${self}/del`, v: '{"state":"running"}', t: [clock.now - RETENTION - 5, 0], w: self })
   t.same(await b!.registry.merge([oldDel]), { applied: 0, rejected: 0 }, 'an entry older than the retention is refused, before any crypto')
-  t.equal(await b!.deliver({ type: 'unsigned', topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries: [oldDel] }) }, a!.peerId), 'ignore', 'and not forwarded')
+  t.equal(await b!.deliver({ type: 'unsigned', topic: topicFor(oldDel.k, DEFAULT_ZONE), data: deltaCodec.encode({ entries: [oldDel] }) }, a!.peerId), 'ignore', 'and not forwarded')
   t.equal(b!.registry.get(`instance/${self}/del`), undefined, 'the deleted value stays deleted')
 })
 

@@ -9,6 +9,7 @@ import { compareTimestamps } from '../../node/registry/hlc.ts'
 import { LevelRegistryStore } from '../../node/registry/store.ts'
 import { openDatabase } from '../../node/store/db.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
+import { DEFAULT_ZONE, topicFor } from '../../protocols/registry/zones.ts'
 import { bucketOf, digestBuckets } from '../../protocols/registry-sync/index.ts'
 import { MemoryMesh } from '../helpers/memory-mesh.ts'
 
@@ -58,7 +59,7 @@ t.test('fleet-authorised writes and deletes replicate', async t => {
 t.test('forged, foreign, unsigned and future entries are rejected', async t => {
   const { mesh, a, b } = await twoMembers()
   const self = a.peerId.toString()
-  const send = async (entries: any[]): Promise<string> => await b.deliver({ type: 'unsigned', topic: REGISTRY_TOPIC, data: deltaCodec.encode({ entries }) }, a.peerId)
+  const send = async (entries: any[]): Promise<string> => await b.deliver({ type: 'unsigned', topic: topicFor(entries[0]?.k ?? '', DEFAULT_ZONE), data: deltaCodec.encode({ entries }) }, a.peerId)
 
   const good = await signEntry(a.privateKey, { k: `instance/${self}/ok`, v: '1', t: [Date.now(), 0], w: self })
   t.equal(await send([good]), 'accept')
@@ -84,6 +85,8 @@ t.test('forged, foreign, unsigned and future entries are rejected', async t => {
 
 t.test('a node entry carrying its certificate introduces an unknown writer', async t => {
   const mesh = new MemoryMesh()
+  // anti-entropy alone: gossip of the node entry could otherwise reach b first
+  mesh.gossip = false
   const a = await mesh.add()
   const b = await mesh.add()
   await a.trust.learnCertificate(a.cert, a.peerId.toString())

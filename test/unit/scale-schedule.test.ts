@@ -1,6 +1,6 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { events, pushPullScale, rates } from '../bench/scale/schedule.ts'
+import { events, pushPullScale, rates, zoneCount, zoneMembers, zoneOfMember, zoneSchedulers } from '../bench/scale/schedule.ts'
 
 const count = (list: Array<{ kind: string }>, kind: string): number => list.filter(e => e.kind === kind).length
 
@@ -55,5 +55,31 @@ t.test('changes on top of the periodic writes and the exchanges others start arr
 
 t.test('a fleet of one agent alone gets nothing', async t => {
   t.same(events({ others: 0 }, 0, 10_000), [])
-  t.same(rates({ others: 0 }), { healthWritesPerSec: 0, leaseWritesPerSec: 0, probesInPerSec: 0, pushPullsInPerSec: 0, syncsInPerSec: 0 })
+  t.same(rates({ others: 0 }), { healthWritesPerSec: 0, leaseWritesPerSec: 0, summaryWritesPerSec: 0, probesInPerSec: 0, pushPullsInPerSec: 0, syncsInPerSec: 0 })
+})
+
+t.test('zones: only the agent\'s zone mates send it health and leases; every zone\'s scheduler its summary', async t => {
+  const init = { others: 999, zoneSize: 200 }
+  t.equal(zoneCount(init), 5, 'N = 1000 in zones of 200')
+  t.same(zoneMembers(init, 0), [0, 199], 'the agent and 199 mates')
+  t.same(zoneMembers(init, 4), [799, 999])
+  t.same(zoneSchedulers(init), [0, 199, 399, 599, 799])
+  t.equal(zoneOfMember(init, 198), 0)
+  t.equal(zoneOfMember(init, 199), 1)
+  t.equal(zoneOfMember(init, 998), 4)
+  const list = events(init, 0, 30_000)
+  const health = list.filter(e => e.kind === 'health')
+  t.equal(health.length, 199, 'one periodic health write per zone mate per 30 s')
+  t.ok(health.every(e => e.member < 199), 'from zone mates only')
+  const leases = list.filter(e => e.kind === 'lease')
+  t.equal(leases.length, 60, 'only the agent\'s zone\'s scheduler renews its lease to it, every 500 ms')
+  t.ok(leases.every(e => e.member === 0), 'member 0, its zone\'s first')
+  t.equal(count(list, 'summary'), 5, 'all five schedulers write their summary every 30 s')
+  const probes = count(list, 'probe')
+  t.ok(Math.abs(probes - 30) <= 2, `SWIM stays fleet-wide: about a probe a second (${probes} in 30 s)`)
+  const r = rates(init)
+  t.ok(Math.abs(r.healthWritesPerSec - 199 / 30) < 1e-9, 'health from the 199 zone mates')
+  t.equal(r.leaseWritesPerSec, 2, 'lease renewals do not grow with the number of zones')
+  t.equal(rates({ others: 999, zoneSize: 1 }).leaseWritesPerSec, 0, 'an agent alone in its zone is its scheduler: no renewal reaches it')
+  t.ok(Math.abs(rates({ others: 999 }).healthWritesPerSec - 999 / 30) < 1e-9, 'one zone: everyone\'s health, as before')
 })

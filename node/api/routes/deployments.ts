@@ -28,7 +28,8 @@ const DeleteBody = Type.Object({ auth: Auth }, { additionalProperties: false })
 export async function deploymentRoutes (app: FastifyInstance, { agent, scheduling }: { agent: AgentView, scheduling: SchedulingView }): Promise<void> {
   const statuses = () => {
     const states = new Map(agent.members().map(m => [m.peerId, m.state]))
-    return deploymentStatuses(agent.registry, scheduling.election, scheduling.parseOptions, Date.now(), peer => states.get(peer) ?? 'unknown')
+    const keeps = agent.registry.keepsZoneOf?.bind(agent.registry)
+    return deploymentStatuses(agent.registry, scheduling.election, scheduling.parseOptions, Date.now(), peer => states.get(peer) ?? 'unknown', keeps)
   }
 
   app.get('/v1/deployments', async () => ({ deployments: statuses() }))

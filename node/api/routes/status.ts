@@ -15,6 +15,8 @@ export async function statusRoutes (app: FastifyInstance, { agent }: { agent: Ag
     },
     members: agent.members(),
     registry: { size: agent.registry.size },
+    // this node keeps the zone-local state of `following` only; other zones it sees through their summaries
+    ...(agent.zones == null ? {} : { zones: agent.zones() }),
     denied: agent.deniedPeers(),
     ...(agent.disk == null ? {} : { disk: agent.disk.state() }),
     ...(agent.local == null

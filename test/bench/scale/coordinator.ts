@@ -28,7 +28,8 @@ export async function coordinatorPoint (init: CoordinatorPointInit): Promise<Rec
   const { peers, seconds, log } = init
   const others = peers - 1
   const cluster = await Cluster.create({ sources: true })
-  const fleet = new SimulatedFleet(cluster.root, cluster.fleetDir, others, log)
+  // one zone: a coordinator follows every zone anyway, so it receives every member's health either way
+  const fleet = new SimulatedFleet(cluster.root, cluster.fleetDir, { others }, log)
   const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
   const abort = new AbortController()
   try {

@@ -5,7 +5,9 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { issueNodeCertificate } from '../../../node/identity/certificate.ts'
 import { loadFleet } from '../../../node/identity/fleet.ts'
 import { compareEntries, signEntry } from '../../../node/registry/entry.ts'
-import { DEFAULT_ZONE, schedulerKey } from '../../../node/scheduler/keys.ts'
+import { schedulerKey } from '../../../node/scheduler/keys.ts'
+import { DEFAULT_ZONE, endorseKey, zoneSummaryKey } from '../../../protocols/registry/zones.ts'
+import { zoneOfMember, zoneSchedulers, type ScheduleInit } from './schedule.ts'
 import { VERSION } from '../../../node/version.ts'
 import { aliveBytes, type MemberRecord } from '../../../protocols/swim/wire.ts'
 import type { WireEntry } from '../../../protocols/registry/wire.ts'
@@ -20,7 +22,19 @@ export interface MemberSpec {
   /** the proxy port its identity answers on */
   port: number
   role: 'gateway' | 'server'
+  /** its certificate's zone; zone index 0 is the agent's */
+  zone: string
+  zoneIndex: number
+  /** index of its zone's scheduler among the members */
+  scheduler: number
 }
+
+/** The zone names of a fleet: one zone is the default zone (no label), as in a fleet without zones. */
+export function zoneName (zoneIndex: number, zones: number): string {
+  return zones <= 1 ? DEFAULT_ZONE : `z${zoneIndex}`
+}
+
+export const zoneLabels = (zone: string): Record<string, string> => zone === DEFAULT_ZONE ? {} : { zone }
 
 export interface FleetFile {
   fleetPublicKeyPem: string
@@ -38,18 +52,22 @@ export interface Member extends MemberSpec {
 
 /**
  * Keys and fleet certificates for `count` members, signed by the bench's
- * own fleet key; member 0 is a server (the zone's scheduler), the rest
- * gateways, as a real fleet would have them.
+ * own fleet key, in zones as `schedule` lays them out; each zone's first
+ * member is a server (the zone's scheduler), the rest gateways, as a real
+ * fleet would have them.
  */
-export async function makeMembers (fleetDir: string, ports: number[]): Promise<MemberSpec[]> {
+export async function makeMembers (fleetDir: string, ports: number[], schedule: ScheduleInit): Promise<MemberSpec[]> {
   const fleet = await loadFleet(fleetDir)
+  const schedulers = zoneSchedulers(schedule)
   const out: MemberSpec[] = []
   for (const [i, port] of ports.entries()) {
     const key = await generateKeyPair('Ed25519')
     const id = peerIdFromPrivateKey(key).toString()
-    const role = i === 0 ? 'server' : 'gateway'
-    const cert = await issueNodeCertificate(fleet.privateKey, { peerId: id, role, labels: {}, fleetId: fleet.fleetId })
-    out.push({ id, key: Buffer.from(privateKeyToProtobuf(key)).toString('base64'), cert, port, role })
+    const zoneIndex = zoneOfMember(schedule, i)
+    const zone = zoneName(zoneIndex, schedulers.length)
+    const role = schedulers.includes(i) ? 'server' : 'gateway'
+    const cert = await issueNodeCertificate(fleet.privateKey, { peerId: id, role, labels: zoneLabels(zone), fleetId: fleet.fleetId })
+    out.push({ id, key: Buffer.from(privateKeyToProtobuf(key)).toString('base64'), cert, port, role, zone, zoneIndex, scheduler: schedulers[zoneIndex] ?? 0 })
   }
   return out
 }
@@ -77,6 +95,11 @@ export function healthValue (m: number, seq: number, ts: number): Record<string,
 }
 
 const round1 = (n: number): number => Math.round(n * 10) / 10
+
+/** What a zone's scheduler writes to `zone/<zone>/<self>` in an idle fleet (the same bytes in every generator). */
+export function summaryValue (m: Pick<MemberSpec, 'id' | 'zone'>, ts: number): Record<string, unknown> {
+  return { zone: m.zone, scheduler: m.id, term: 1, at: Math.floor(ts), members: { alive: 200, suspect: 0, dead: 0 }, instances: {}, reporting: 200, cpuPct: 11.5, memoryPct: 58.2 }
+}
 
 /**
  * The fleet as every simulated member holds it: signed SWIM alive records
@@ -114,18 +137,24 @@ export class FleetState {
     return state
   }
 
-  get scheduler (): Member {
-    return this.members[0]!
+  /** The agent's zone (zone index 0). */
+  get agentZone (): string {
+    return this.members.find(m => m.zoneIndex === 0)?.zone ?? DEFAULT_ZONE
+  }
+
+  /** A member of the agent's zone: it shares the zone's health and instances with the agent. */
+  inAgentZone (m: Pick<MemberSpec, 'zoneIndex'>): boolean {
+    return m.zoneIndex === 0
   }
 
   async #init (): Promise<void> {
     const t0 = this.epoch - 60_000
-    const leader = this.scheduler.id
     for (const [i, m] of this.members.entries()) {
       await this.aliveAt(m, Math.floor(this.epoch / 1000))
+      const leader = this.members[m.scheduler]!.id
       const record = {
         role: m.role,
-        labels: {},
+        labels: zoneLabels(m.zone),
         addresses: [m.addr],
         sensors: [],
         backend: 'onnxruntime',
@@ -135,8 +164,14 @@ export class FleetState {
         api: 'http://127.0.0.1:7401'
       }
       this.put(await this.sign(m, `node/${m.id}`, record, t0))
-      this.put(await this.sign(m, schedulerKey(DEFAULT_ZONE, m.id), i === 0 ? { term: 1, leaseMs: 3000, since: t0 } : { follows: leader, term: 1 }, t0 + 1))
-      this.put(await this.sign(m, `health/${m.id}`, healthValue(i, 0, t0), t0 + 2))
+      // other zones' leases, endorsements and health never reach the agent: it is not of their zone
+      if (this.inAgentZone(m)) {
+        this.put(await this.sign(m, schedulerKey(m.zone, m.id), m.scheduler === i ? { term: 1, leaseMs: 3000, since: t0 } : { follows: leader, term: 1 }, t0 + 1))
+        this.put(await this.sign(m, `health/${m.id}`, healthValue(i, 0, t0), t0 + 2))
+      }
+      if (m.scheduler === i) this.put(await this.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, t0), t0 + 3))
+      // whom it follows, fleet-wide (how other zones believe the summary): written once, never renewed
+      else this.put(await this.sign(m, endorseKey(m.zone, m.id), { follows: leader, term: 1 }, t0 + 3))
     }
   }
 

@@ -13,10 +13,11 @@
  */
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { createInterface } from 'node:readline'
-import { deltaCodec } from '../../../protocols/registry/delta.ts'
-import { DEFAULT_ZONE, schedulerKey } from '../../../node/scheduler/keys.ts'
+import { deltaCodec, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
+import { zoneSummaryKey, zoneTopic } from '../../../protocols/registry/zones.ts'
+import { schedulerKey } from '../../../node/scheduler/keys.ts'
 import { events, type ScheduleInit, type ScheduledEvent } from './schedule.ts'
-import { FleetState, healthValue } from './fleet.ts'
+import { FleetState, healthValue, summaryValue } from './fleet.ts'
 import { SimNode, type AgentTarget } from './member.ts'
 
 export interface StartMessage {
@@ -122,24 +123,28 @@ function liveNodes (): SimNode[] {
 async function onEvent (e: ScheduledEvent): Promise<void> {
   const s = start!
   const f = fleet!
-  if (e.kind === 'health' || e.kind === 'lease') {
+  if (e.kind === 'health' || e.kind === 'lease' || e.kind === 'summary') {
     // every process signs the same bytes and passes them on through its own members, as the fleet's gossip would reach them
     const m = f.members[e.member]!
     const ts = f.epoch + Math.floor(e.at)
     const entry = e.kind === 'health'
       ? await f.sign(m, `health/${m.id}`, healthValue(e.member, e.seq, ts), ts)
-      : await f.sign(m, schedulerKey(DEFAULT_ZONE, m.id), { term: 1, leaseMs: 3000, since: f.epoch - 60_000 }, ts)
+      : e.kind === 'lease'
+        ? await f.sign(m, schedulerKey(m.zone, m.id), { term: 1, leaseMs: 3000, since: f.epoch - 60_000 }, ts)
+        : await f.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, ts), ts)
     f.put(entry)
     const data = deltaCodec.encode({ entries: [entry] })
+    // health and leases are zone-local: they travel on the agent's zone topic (only its zone mates send it either)
+    const topic = e.kind === 'summary' ? REGISTRY_TOPIC : zoneTopic(f.agentZone)
     stats.deltas++
-    // Only a neighbour whose gossipsub mesh holds the agent forwards it whole copies; the others
-    // would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes per id).
-    // Publishing through them would be wrong: with no other peer, gossipsub tops their publish up
-    // to the agent, a copy no real member would send.
+    // Only a neighbour whose gossipsub mesh (for that topic) holds the agent forwards it whole copies;
+    // the others would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes
+    // per id). Publishing through them would be wrong: with no other peer, gossipsub tops their publish
+    // up to the agent, a copy no real member would send.
     for (const n of liveNodes()) {
-      if (!n.meshesAgent()) continue
+      if (!n.meshesAgent(topic)) continue
       setTimeout(() => {
-        void n.publish(data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
+        void n.publish(topic, data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
       }, Math.random() * s.spreadMs)
     }
     return
@@ -217,7 +222,7 @@ lines.on('line', line => {
   if (msg.start != null) {
     begin(msg.start).then(() => { say({ ready: true }) }, err => { say({ error: String(err?.stack ?? err) }) })
   } else if (msg.stats === true) {
-    say({ stats: { ...stats, live: live.size, connected: liveNodes().filter(n => n.connected()).length, meshing: liveNodes().filter(n => n.meshesAgent()).length } })
+    say({ stats: { ...stats, live: live.size, connected: liveNodes().filter(n => n.connected()).length, meshing: liveNodes().filter(n => n.meshesAgent(REGISTRY_TOPIC)).length } })
   }
 })
 lines.on('close', () => { void shutdown() })

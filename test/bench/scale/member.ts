@@ -6,6 +6,7 @@ import { createMesh, type Mesh } from '../../../node/mesh/libp2p.ts'
 import { PeerTrust } from '../../../node/trust/peer-trust.ts'
 import { VERSION } from '../../../node/version.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
+import { isZoneLocal, zoneTopic } from '../../../protocols/registry/zones.ts'
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica } from '../../../protocols/registry-sync/index.ts'
 import { answerPushPull, pushPull, SWIM_SYNC_PROTOCOL } from '../../../protocols/swim-sync/index.ts'
 import { SwimLink } from '../../../protocols/swim/link.ts'
@@ -97,11 +98,16 @@ export class SimNode {
     return this.mesh.getConnections(this.#agentPeer).some(c => c.status === 'open')
   }
 
-  /** The agent is in this node's gossipsub mesh for the registry topic: it forwards deltas to it. */
-  meshesAgent (): boolean {
+  /** The agent is in this node's gossipsub mesh for `topic`: it forwards deltas of that topic to it. */
+  meshesAgent (topic: string): boolean {
     // the implementation's mesh, which the service's interface type leaves out
     const pubsub = this.mesh.services.pubsub as unknown as { getMeshPeers(topic: string): string[] }
-    return pubsub.getMeshPeers(REGISTRY_TOPIC).includes(this.#agent.id)
+    return pubsub.getMeshPeers(topic).includes(this.#agent.id)
+  }
+
+  /** A member of the agent's zone: it follows the zone's topic and exchanges the zone's health and instances with it. */
+  get zoneMate (): boolean {
+    return this.#fleet.inAgentZone(this.member)
   }
 
   async stop (): Promise<void> {
@@ -117,9 +123,11 @@ export class SimNode {
   async #handle (): Promise<void> {
     const { mesh, trust } = this
     const pubsub = mesh.services.pubsub
-    pubsub.subscribe(REGISTRY_TOPIC)
+    // the fleet topic, and the zone's topic for the agent's zone mates (as their registries follow their zone)
+    const topics = [REGISTRY_TOPIC, ...(this.zoneMate ? [zoneTopic(this.#fleet.agentZone)] : [])]
+    for (const topic of topics) pubsub.subscribe(topic)
     pubsub.addEventListener('message', (evt: CustomEvent<Message>) => {
-      if (evt.detail.topic !== REGISTRY_TOPIC) return
+      if (!topics.includes(evt.detail.topic)) return
       try {
         for (const e of deltaCodec.decode(evt.detail.data).entries) this.#fleet.put(e)
       } catch {}
@@ -148,11 +156,13 @@ export class SimNode {
     })
   }
 
+  /** The fleet's replica as this member exchanges it with the agent: zone-local entries only between zone mates. */
   #replica (): SyncReplica {
     const fleet = this.#fleet
+    const mate = this.zoneMate
     return {
-      entries: () => fleet.entries.values(),
-      merge: async entries => { for (const e of entries) fleet.put(e) }
+      entries: () => mate ? fleet.entries.values() : [...fleet.entries.values()].filter(e => !isZoneLocal(e.k)),
+      merge: async entries => { for (const e of entries) if (mate || !isZoneLocal(e.k)) fleet.put(e) }
     }
   }
 
@@ -262,10 +272,10 @@ export class SimNode {
   }
 
   /** Pass a delta on as a member that received it from the fleet would; false when it had it already. */
-  async publish (data: Uint8Array): Promise<boolean> {
+  async publish (topic: string, data: Uint8Array): Promise<boolean> {
     this.usedAt = performance.now()
     try {
-      await this.mesh.services.pubsub.publish(REGISTRY_TOPIC, data)
+      await this.mesh.services.pubsub.publish(topic, data)
       return true
     } catch {
       return false

@@ -2,11 +2,11 @@ import { join } from 'node:path'
 import { Cluster, sleep, waitFor } from '../../helpers/cluster.ts'
 import { round } from '../stats.ts'
 import { GeneratorProcess } from './driver.ts'
-import { makeMembers, writeFleetFile, type MemberSpec } from './fleet.ts'
+import { makeMembers, writeFleetFile, zoneLabels, zoneName, type MemberSpec } from './fleet.ts'
 import type { AgentTarget } from './member.ts'
 import { ownCpuSeconds } from '../idle-meter.ts'
 import { rssMb, SocketMeter } from './measure.ts'
-import { rates, type ScheduleInit } from './schedule.ts'
+import { rates, zoneCount, zoneMembers, zoneSchedulers, type ScheduleInit } from './schedule.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
 
 export interface PointInit {
@@ -17,6 +17,8 @@ export interface PointInit {
   extraHealthPerMin?: number
   /** the scheduler's lease renewal period (from the real check) @default 500, main's renewIntervalMs */
   leaseRenewMs?: number
+  /** members per zone, the agent included (zones of this size, the agent in the first). @default peers (one zone) */
+  zoneSize?: number
   log: (msg: string) => void
 }
 
@@ -74,9 +76,12 @@ export class SimulatedFleet {
   readonly #root: string
   readonly #fleetDir: string
   readonly #log: (msg: string) => void
+  readonly #schedule: ScheduleInit
   members: MemberSpec[] = []
 
-  constructor (root: string, fleetDir: string, others: number, log: (msg: string) => void) {
+  constructor (root: string, fleetDir: string, schedule: ScheduleInit, log: (msg: string) => void) {
+    const others = schedule.others
+    this.#schedule = schedule
     this.#root = root
     this.#fleetDir = fleetDir
     this.#log = log
@@ -93,10 +98,10 @@ export class SimulatedFleet {
     for (const [i, [from, to]] of this.slices.entries()) this.generators.push(new GeneratorProcess(this.#root, i, to - from))
     const ports = (await Promise.all(this.generators.map(async gen => await gen.ports))).flat()
     this.#log(`${this.generators.length} generator process(es) listening for ${ports.length} members; issuing certificates`)
-    this.members = await makeMembers(this.#fleetDir, ports)
+    this.members = await makeMembers(this.#fleetDir, ports, this.#schedule)
   }
 
-  /** Members the node under test bootstraps from: the first core members of every slice. */
+  /** Members the node under test bootstraps from: the first core members of every slice (the agent's zone comes first). */
   bootstrap (): string[] {
     return this.slices.flatMap(([from]) => this.members.slice(from, from + Math.min(2, this.coreEach))).map(m => `/ip4/127.0.0.1/tcp/${m.port}/p2p/${m.id}`)
   }
@@ -130,18 +135,22 @@ export class SimulatedFleet {
 export async function simulatedPoint (init: PointInit): Promise<Point> {
   const { peers, seconds, log } = init
   const others = peers - 1
+  const zoneSize = Math.min(init.zoneSize ?? peers, peers)
   const cluster = await Cluster.create({ command: init.command })
-  const fleet = new SimulatedFleet(cluster.root, cluster.fleetDir, others, log)
+  const schedule: ScheduleInit = { others, zoneSize, extraHealthPerMin: init.extraHealthPerMin ?? 0, ...(init.leaseRenewMs == null ? {} : { leaseRenewMs: init.leaseRenewMs }) }
+  const fleet = new SimulatedFleet(cluster.root, cluster.fleetDir, schedule, log)
   try {
     await fleet.listen()
-    const agent = await cluster.addNode('agent', { role: 'gateway', bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
-    const schedule: ScheduleInit = { others, extraHealthPerMin: init.extraHealthPerMin ?? 0, ...(init.leaseRenewMs == null ? {} : { leaseRenewMs: init.leaseRenewMs }) }
+    const zones = zoneCount(schedule)
+    const agent = await cluster.addNode('agent', { role: 'gateway', labels: zoneLabels(zoneName(0, zones)), bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
     await fleet.begin({ id: agent.peerId, addr: agent.multiaddr }, schedule)
     log(`N=${peers}: generators ready; starting the agent`)
     const t0 = performance.now()
     await cluster.start('agent')
     const pid = agent.child!.pid!
-    const wantKeys = 3 * others
+    // node records of everyone, health and scheduler endorsements (leases are zone-local) of the zone mates, a summary per zone,
+    // and the fleet-wide endorsement of every member that is not its zone's scheduler
+    const wantKeys = others + 2 * zoneMembers(schedule, 0)[1] + zones + others - zoneSchedulers(schedule).length
     await waitFor(async () => {
       const text = await metricsText(agent.api)
       const keys = metric(text, 'gatemesh_registry_keys')
@@ -175,7 +184,8 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     const delta = (name: string, filter?: (l: string) => boolean): number => (sumMetric(after, name, filter) - sumMetric(before, name, filter)) / elapsed
     const point: Point = {
       peers,
-      zoneSize: peers,
+      zoneSize,
+      zones,
       agentCpuPct: round(100 * (cpu1 - cpu0) / elapsed, 2),
       bytesInPerSec: Math.round(bytes.received / elapsed),
       bytesOutPerSec: Math.round(bytes.sent / elapsed),
@@ -188,7 +198,7 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
       membershipBytesOutPerSec: Math.round(delta('gatemesh_membership_bytes_total', l => l.includes('direction="out"'))),
       syncsPerSec: round(delta('gatemesh_registry_syncs_total'), 3),
       rejectedPerSec: round(delta('gatemesh_rejected_messages_total'), 3),
-      // the simulated fleet's scheduler (member 0) should lead, established by the members' endorsements
+      // the agent's zone's scheduler (member 0) should lead it, established by the members' endorsements
       schedulerIsAgent: scheduler?.self ?? null,
       schedulerEstablished: scheduler?.established ?? null,
       warmupSec: round(warmupMs / 1000, 0),

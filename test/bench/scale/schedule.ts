@@ -6,7 +6,7 @@
  *   `membership.health.maxIntervalMs` (60 s), more often when its CPU, memory
  *   or load moves (`extraHealthPerMin`, measured in the real mesh: on a busy
  *   box load moves often);
- * - the zone's scheduler renews its lease claim every 500 ms;
+ * - the agent's zone's scheduler renews its lease claim every 500 ms;
  * - SWIM: every member probes one member per `probeIntervalMs`, round-robin
  *   over a shuffled list, so each member probes a given other member once per
  *   (N−1) periods: the agent is probed ≈ once per period in all;
@@ -14,6 +14,13 @@
  *   member per `pushPullIntervalMs` × scale(N) (memberlist's scale);
  * - registry anti-entropy: each member syncs with one connected member every
  *   `registry.syncIntervalMs` (15 s).
+ * Zones (`zoneSize` Z): the agent's zone is members [0, Z − 1) and the agent;
+ * the other members form zones of Z after it. Only the agent's zone mates
+ * send it health and lease renewals (zone-local, on their zone's topic):
+ * its zone's scheduler (the zone's first member) renews its lease there.
+ * Every zone's scheduler writes its zone's summary
+ * (`zones.summaryMaxIntervalMs`, 30 s, in an idle fleet) fleet-wide, so
+ * those reach the agent from every zone.
  */
 import { prng } from '../../../sensors/simulated.ts'
 
@@ -32,12 +39,17 @@ export interface ScheduleInit {
   syncIntervalMs?: number
   /** @default 500 */
   leaseRenewMs?: number
+  /** members per zone, the agent included. @default others + 1 (one zone) */
+  zoneSize?: number
+  /** a zone's scheduler writes its summary at least this often. @default 30000 */
+  summaryMaxIntervalMs?: number
 }
 
 export interface Rates {
   /** registry deltas the fleet writes per second (each reaches every member by gossip) */
   healthWritesPerSec: number
   leaseWritesPerSec: number
+  summaryWritesPerSec: number
   /** SWIM pings the agent receives per second from others */
   probesInPerSec: number
   pushPullsInPerSec: number
@@ -57,17 +69,54 @@ function filled (init: ScheduleInit): Required<ScheduleInit> {
     probeIntervalMs: init.probeIntervalMs ?? 1000,
     pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
     syncIntervalMs: init.syncIntervalMs ?? 15_000,
-    leaseRenewMs: init.leaseRenewMs ?? 500
+    leaseRenewMs: init.leaseRenewMs ?? 500,
+    zoneSize: Math.max(1, Math.min(init.zoneSize ?? init.others + 1, init.others + 1)),
+    summaryMaxIntervalMs: init.summaryMaxIntervalMs ?? 30_000
   }
+}
+
+/** The members of one zone, as fleet indexes [from, to): zone 0 is the agent's (it is the zone's Z-th member). */
+export function zoneMembers (init: ScheduleInit, zone: number): [number, number] {
+  const s = filled(init)
+  if (zone === 0) return [0, Math.min(s.others, s.zoneSize - 1)]
+  const from = s.zoneSize - 1 + (zone - 1) * s.zoneSize
+  return [Math.min(from, s.others), Math.min(from + s.zoneSize, s.others)]
+}
+
+/** How many zones the fleet has (the agent's included). */
+export function zoneCount (init: ScheduleInit): number {
+  const s = filled(init)
+  return s.others === 0 ? 1 : 1 + Math.ceil(Math.max(0, s.others - (s.zoneSize - 1)) / s.zoneSize)
+}
+
+/** The zone of fleet member `m`. */
+export function zoneOfMember (init: ScheduleInit, m: number): number {
+  const s = filled(init)
+  return m < s.zoneSize - 1 ? 0 : 1 + Math.floor((m - (s.zoneSize - 1)) / s.zoneSize)
+}
+
+/** Each zone's scheduler: its first member (zone 0's is member 0, when the agent has zone mates). */
+export function zoneSchedulers (init: ScheduleInit): number[] {
+  const out: number[] = []
+  for (let z = 0; z < zoneCount(init); z++) {
+    const [from, to] = zoneMembers(init, z)
+    if (to > from) out.push(from)
+  }
+  return out
 }
 
 /** Expected per-second arrivals at one agent from N−1 others. */
 export function rates (init: ScheduleInit): Rates {
   const s = filled(init)
   const n = s.others + 1
+  const mates = s.others > 0 ? zoneMembers(s, 0)[1] : 0
+  const schedulers = s.others > 0 ? zoneSchedulers(s).length : 0
   return {
-    healthWritesPerSec: s.others * (1000 / s.healthMaxIntervalMs + s.extraHealthPerMin / 60),
-    leaseWritesPerSec: s.others > 0 ? 1000 / s.leaseRenewMs : 0,
+    // only the agent's zone mates' health reaches it
+    healthWritesPerSec: mates * (1000 / s.healthMaxIntervalMs + s.extraHealthPerMin / 60),
+    // and only its own zone's scheduler's lease (none when it is alone in its zone: then it is the scheduler)
+    leaseWritesPerSec: mates > 0 ? 1000 / s.leaseRenewMs : 0,
+    summaryWritesPerSec: schedulers * 1000 / s.summaryMaxIntervalMs,
     // each other member probes the agent once per (N−1) of its periods
     probesInPerSec: s.others > 0 ? 1000 / s.probeIntervalMs : 0,
     // each member push-pulls (and syncs) one peer per interval; the agent is that peer for ~1 in (its peers' peers)
@@ -77,7 +126,7 @@ export function rates (init: ScheduleInit): Rates {
   }
 }
 
-export type EventKind = 'health' | 'lease' | 'probe' | 'pushPull' | 'sync'
+export type EventKind = 'health' | 'lease' | 'summary' | 'probe' | 'pushPull' | 'sync'
 
 export interface ScheduledEvent {
   /** ms after the schedule's epoch */
@@ -97,7 +146,9 @@ export interface ScheduledEvent {
  * members agree on who writes what and when. Changes on top of the periodic
  * health writes and the exchanges initiated by others are Poisson, drawn
  * per window from `seed` and the window start.
- * Member 0 is the zone's scheduler: it renews its lease.
+ * Each zone's first member is its scheduler: it writes the zone's summary,
+ * and renews its lease in its zone. Only the agent's zone mates write
+ * health and leases the agent receives.
  */
 export function events (init: ScheduleInit, fromMs: number, toMs: number, seed = 1): ScheduledEvent[] {
   const s = filled(init)
@@ -110,16 +161,21 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
   }
   // the agent is probed by member m once every (N−1) periods, members' phases spread over that round
   const round = s.others * s.probeIntervalMs
+  const mates = zoneMembers(s, 0)[1]
   for (let m = 0; m < s.others; m++) {
     const jitter = phase()
-    periodic('health', m, s.healthMaxIntervalMs, ((m + jitter) / s.others) * s.healthMaxIntervalMs)
+    if (m < mates) periodic('health', m, s.healthMaxIntervalMs, ((m + jitter) / mates) * s.healthMaxIntervalMs)
     periodic('probe', m, round, ((m + phase()) / s.others) * round)
   }
-  periodic('lease', 0, s.leaseRenewMs, 0)
+  const schedulers = zoneSchedulers(s)
+  for (const [z, m] of schedulers.entries()) {
+    if (m < mates) periodic('lease', m, s.leaseRenewMs, (z / schedulers.length) * s.leaseRenewMs)
+    periodic('summary', m, s.summaryMaxIntervalMs, ((z + 0.5) / schedulers.length) * s.summaryMaxIntervalMs)
+  }
   // Poisson arrivals, drawn per whole second so any window split gives the same events
   const r = rates(s)
   const poisson = [
-    ['health', (s.others * s.extraHealthPerMin) / 60],
+    ['health', (mates * s.extraHealthPerMin) / 60],
     ['pushPull', r.pushPullsInPerSec],
     ['sync', r.syncsInPerSec]
   ] as const
@@ -129,7 +185,8 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
       if (perSec <= 0) continue
       let t = sec * 1000 - Math.log(1 - draw()) * 1000 / perSec
       while (t < (sec + 1) * 1000) {
-        const member = Math.floor(draw() * s.others)
+        // extra health comes from the agent's zone mates; exchanges from anyone
+        const member = Math.floor(draw() * (kind === 'health' ? mates : s.others))
         // extra health writes count after the periodic ones: seq well above any periodic k
         if (t >= fromMs && t < toMs) out.push({ at: t, kind, member, seq: kind === 'health' ? 1_000_000 + Math.floor(t) : 0 })
         t += -Math.log(1 - draw()) * 1000 / perSec
