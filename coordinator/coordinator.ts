@@ -233,10 +233,10 @@ export class Coordinator {
       deployments: this.deployments,
       rollouts: this.rollouts,
       revocations: this.revocations,
-      predict: async (model, version, body) => {
+      predict: async (model, version, body, requestId) => {
         // the coordinator runs no instances itself, but its agent may one day
-        if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body) }
-        return await this.agent.router.predict(model, version, body)
+        if (this.agent.local.runtime.has(model)) return { status: 200, body: await predictLocal(this.agent.local.runtime, model, version, body, requestId) }
+        return await this.agent.router.predict(model, version, body, undefined, requestId)
       },
       prometheus: [this.agent.metrics.registry],
       peerId: this.peerId,

@@ -1,11 +1,16 @@
 import { randomUUID } from 'node:crypto'
+import { DedupeWindow } from './dedupe.ts'
 import { DeadLetterNotFoundError } from './errors.ts'
 import type { ActionSpec, ActionType } from '../actions/schema.ts'
 import { diskGuardOf, type Database } from '../store/db.ts'
 import type { Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-/** One queued action or notification. `id` doubles as the idempotency key every channel sends along. */
+/**
+ * One queued action or notification. `id` doubles as the idempotency key
+ * every channel sends along; rules make it from the request id (actionKey),
+ * so the same action of the same request has the same id on every node.
+ */
 export interface OutboxJob {
   id: string
   type: ActionType
@@ -69,6 +74,10 @@ export interface OutboxInit {
   random?: () => number
   /** A job found in flight at start this many times (the agent died while delivering it) is dead-lettered. @default 2 */
   maxCrashes?: number
+  /** How long a job id is remembered to drop repeats (a retried request reaching this node again). @default 86400000 (24 h) */
+  dedupeWindowMs?: number
+  /** Job ids remembered at most, oldest forgotten first: bounds the memory and disk of the window. @default 10000 */
+  dedupeMaxEntries?: number
 }
 
 export const DEFAULT_MAX_ATTEMPTS = 10
@@ -93,6 +102,12 @@ type Unsaved = { op: 'put', job: OutboxJob } | { op: 'del' } | { op: 'dead', let
  * While the disk is full, jobs are still taken and delivered, their state
  * kept in memory (up to MAX_UNSAVED) and written once the disk guard
  * reports space again; only a process that dies before then loses them.
+ *
+ * A job whose id was taken within the dedupe window (queued, delivered or
+ * dead-lettered) is not queued again: the same action of the same request
+ * arriving twice — a client's retry, or a request the router retried that
+ * reached this node by two ways — goes out once from here. The window is in
+ * level beside the queue, so it holds across restarts.
  */
 export class Outbox implements Startable {
   readonly #c: OutboxComponents
@@ -105,6 +120,8 @@ export class Outbox implements Startable {
   readonly #maxCrashes: number
   readonly #queue
   readonly #dead
+  readonly #seenLevel
+  readonly #seen: DedupeWindow
   readonly #jobs = new Map<string, OutboxJob>()
   readonly #inFlight = new Map<string, Promise<void>>()
   readonly #unsaved = new Map<string, Unsaved>()
@@ -123,10 +140,16 @@ export class Outbox implements Startable {
     this.#maxCrashes = init.maxCrashes ?? DEFAULT_MAX_CRASHES
     this.#queue = components.db.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' })
     this.#dead = components.db.sublevel<string, DeadLetter>('outbox-dead', { valueEncoding: 'json' })
+    this.#seenLevel = components.db.sublevel<string, number>('outbox-seen', { valueEncoding: 'json' })
+    this.#seen = new DedupeWindow(this.#seenLevel, {
+      ...(init.dedupeWindowMs == null ? {} : { windowMs: init.dedupeWindowMs }),
+      ...(init.dedupeMaxEntries == null ? {} : { maxEntries: init.dedupeMaxEntries })
+    })
     diskGuardOf(components.db)?.addEventListener('resume', () => { void this.#saveUnsaved() })
   }
 
   async start (): Promise<void> {
+    await this.#seen.load()
     const crashed: OutboxJob[] = []
     for await (const [id, job] of this.#queue.iterator()) {
       this.#jobs.set(id, job)
@@ -162,11 +185,28 @@ export class Outbox implements Startable {
     return await this.#dead.values({ limit }).all()
   }
 
-  /** Persist a job, then try to deliver it right away. */
-  async enqueue (input: EnqueueInput): Promise<OutboxJob> {
+  /**
+   * Persist a job, then try to deliver it right away. A repeat of an id
+   * taken within the dedupe window is not queued again: the answer is the
+   * job still queued under that id, or undefined once it left the queue.
+   */
+  async enqueue (input: EnqueueInput): Promise<OutboxJob | undefined> {
     const now = Date.now()
-    const job: OutboxJob = { ...input, id: input.id ?? randomUUID(), createdAt: now, attempts: 0, nextAt: now }
-    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) }, this.#unsaved.size < MAX_UNSAVED)
+    const id = input.id ?? randomUUID()
+    if (this.#jobs.has(id) || this.#seen.has(id, now)) {
+      this.#c.logger.debug({ job: id, type: input.type, instance: input.instance, rule: input.rule, takenAt: this.#seen.takenAt(id) }, 'repeat of a job already taken; dropped')
+      return this.#jobs.get(id)
+    }
+    const job: OutboxJob = { ...input, id, createdAt: now, attempts: 0, nextAt: now }
+    const seen = this.#seen.record(id, now)
+    try {
+      await this.#durably(job.id, { op: 'put', job }, async () => {
+        await this.#c.db.batch([{ type: 'put', key: job.id, value: job, sublevel: this.#queue }, ...seen])
+      }, this.#unsaved.size < MAX_UNSAVED)
+    } catch (err) {
+      this.#seen.forget(id)
+      throw err
+    }
     this.#jobs.set(job.id, job)
     this.#gauge()
     this.#kick()
@@ -270,6 +310,9 @@ export class Outbox implements Startable {
       const changes = [...this.#unsaved]
       const batch = this.#c.db.batch()
       for (const [id, c] of changes) {
+        // the job's place in the dedupe window, which waited with it
+        const at = this.#seen.takenAt(id)
+        if (at != null) batch.put(id, at, { sublevel: this.#seenLevel })
         if (c.op === 'put') {
           batch.put(id, c.job, { sublevel: this.#queue })
         } else {

@@ -37,7 +37,7 @@ t.test('retries with growing, jittered delays until delivered', async t => {
     }
   }, { baseDelayMs: 40, maxDelayMs: 1000, maxAttempts: 10 })
   await outbox.start()
-  const queued = await outbox.enqueue(job(1))
+  const queued = (await outbox.enqueue(job(1)))!
   await waitFor(() => outbox.size === 0, 'delivery', 5000, 10)
   t.equal(attempts.length, 4, 'three failures, then success')
   const gaps = attempts.slice(1).map((a, i) => a - attempts[i]!)
@@ -88,7 +88,7 @@ t.test('nothing is lost across a restart; a delivery cut short is repeated with 
   const first = new Outbox({ db, logger, deliver: async () => { throw new Error('receiver down') } }, { baseDelayMs: 10_000 })
   await first.start()
   const ids = []
-  for (let n = 0; n < 5; n++) ids.push((await first.enqueue(job(n))).id)
+  for (let n = 0; n < 5; n++) ids.push((await first.enqueue(job(n)))!.id)
   await waitFor(() => first.pending().every(j => j.attempts === 1), 'one failed attempt each', 5000, 10)
   await first.stop()
   await db.close()
@@ -116,4 +116,62 @@ t.test('nothing is lost across a restart; a delivery cut short is repeated with 
   t.same(seen.sort(), ids.sort(), 'the same five ids, once each')
   await later.stop()
   await third.close()
+})
+
+t.test('a repeat of a taken id is dropped: while queued, once delivered, after a restart; the window is bounded', async t => {
+  const db = await openDb('dedupe')
+  const delivered: string[] = []
+  let down = true
+  const first = new Outbox({ db, logger, deliver: async (j: OutboxJob) => { if (down) throw new Error('receiver down'); delivered.push(j.id) } }, { baseDelayMs: 20, maxDelayMs: 40, dedupeMaxEntries: 100 })
+  await first.start()
+  const a = await first.enqueue({ ...job(1), id: 'request-a' })
+  t.equal(a?.id, 'request-a')
+  const again = await first.enqueue({ ...job(1), id: 'request-a' })
+  t.equal(again, a, 'a repeat while the first is queued answers the queued job')
+  t.equal(first.size, 1, 'and queues nothing more')
+  down = false
+  await waitFor(() => first.size === 0, 'delivery', 5000, 10)
+  t.equal(await first.enqueue({ ...job(1), id: 'request-a' }), undefined, 'a repeat after delivery: dropped, nothing queued')
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.same(delivered, ['request-a'], 'delivered once')
+  await first.stop()
+  await db.close()
+
+  const reopened = await openDb('dedupe')
+  const second = new Outbox({ db: reopened, logger, deliver: async (j: OutboxJob) => { delivered.push(j.id) } }, { baseDelayMs: 20, dedupeMaxEntries: 100 })
+  await second.start()
+  t.equal(await second.enqueue({ ...job(1), id: 'request-a' }), undefined, 'after a restart the window still holds it')
+  // a flood of distinct ids: the window keeps the newest 100, in memory and on disk
+  for (let n = 0; n < 150; n++) await second.enqueue({ ...job(n), id: `flood-${n}` })
+  await waitFor(() => second.size === 0, 'the flood delivered', 10_000, 10)
+  const kept = await reopened.sublevel<string, number>('outbox-seen', { valueEncoding: 'json' }).keys().all()
+  t.equal(kept.length, 100, 'the window on disk holds its bound')
+  t.notOk(kept.includes('request-a') || kept.includes('flood-0'), 'the oldest were forgotten')
+  t.ok(kept.includes('flood-149'), 'the newest kept')
+  const back = await second.enqueue({ ...job(1), id: 'request-a' })
+  t.equal(back?.id, 'request-a', 'an id that fell out of the window is taken again')
+  await waitFor(() => second.size === 0, 'delivery', 5000, 10)
+  t.equal(delivered.filter(id => id === 'request-a').length, 2, 'and delivered: the window is a bound, not forever')
+  await second.stop()
+  await reopened.close()
+})
+
+t.test('the window forgets ids older than dedupeWindowMs, at start too', async t => {
+  const db = await openDb('dedupe-age')
+  const delivered: string[] = []
+  const outbox = new Outbox({ db, logger, deliver: async (j: OutboxJob) => { delivered.push(j.id) } }, { dedupeWindowMs: 1000 })
+  await outbox.start()
+  await outbox.enqueue({ ...job(1), id: 'old' })
+  await waitFor(() => outbox.size === 0, 'delivery', 5000, 10)
+  t.equal(await outbox.enqueue({ ...job(1), id: 'old' }), undefined, 'dropped within the window')
+  await outbox.stop()
+  await new Promise(resolve => setTimeout(resolve, 1100))
+  const later = new Outbox({ db, logger, deliver: async (j: OutboxJob) => { delivered.push(j.id) } }, { dedupeWindowMs: 1000 })
+  await later.start()
+  t.same(await db.sublevel<string, number>('outbox-seen', { valueEncoding: 'json' }).keys().all(), [], 'expired entries are removed from disk at start')
+  t.equal((await later.enqueue({ ...job(1), id: 'old' }))?.id, 'old', 'and the id is taken again')
+  await waitFor(() => later.size === 0, 'delivery', 5000, 10)
+  t.same(delivered, ['old', 'old'])
+  await later.stop()
+  await db.close()
 })
