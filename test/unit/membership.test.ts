@@ -26,7 +26,12 @@ t.test('members find each other and agree everyone is alive', async t => {
   t.equal(members.length, 6, 'n0 lists six members, itself included')
   t.ok(members.every(m => m.role === 'gateway'), 'roles come from the certificates')
   t.ok(members.filter(m => !m.self).every(m => typeof m.incarnation === 'number'), 'each has an incarnation')
-  t.ok(members.filter(m => !m.self).every(m => m.clockOffsetMs != null && Math.abs(m.clockOffsetMs) < 100), 'clock offsets were measured and are small')
+  // every member shares this machine's clock, so an offset is only the probes'
+  // error: at most half a sample's round trip, and samples over 1000 ms are
+  // dropped. A unit or sign error would be off by far more than 500 ms.
+  const others = members.filter(m => !m.self)
+  t.ok(others.every(m => m.clockOffsetMs != null && Math.abs(m.clockOffsetMs) <= 500), `clock offsets were measured and are small: ${others.map(m => m.clockOffsetMs).join(', ')} ms`)
+  t.ok(others.every(m => m.clockSkewed !== true), 'and no member is taken for skewed')
 })
 
 t.test('a killed member is declared dead by all, and nobody else is', async t => {
@@ -156,10 +161,14 @@ t.test('a revoked member drops out; a member that leaves is dead at once', async
   await waitFor(() => fleet.nodes.slice(0, 3).every(n => n.membership.members().every(m => m.peerId !== n3.id)), 'n3 gone from every list', 5000, 20)
   t.equal(fleet.state('n0', 'n3'), 'dead', 'and dead to anyone who asks')
   const n2 = fleet.node('n2')
-  const t0 = performance.now()
+  // a leave is news of death straight from n2: no observer suspects it first
+  const seen: Record<string, string[]> = { n0: [], n1: [] }
+  for (const o of ['n0', 'n1']) {
+    fleet.node(o).membership.addEventListener('member:state', e => { if (e.detail.peerId === n2.id) seen[o]!.push(e.detail.state) })
+  }
   await n2.membership.stop()
-  await waitFor(() => ['n0', 'n1'].every(o => fleet.state(o, 'n2') === 'dead'), 'n2 dead after leaving', 5000, 10)
-  t.ok(performance.now() - t0 < 2000, `it left in ${Math.round(performance.now() - t0)} ms, without waiting for a suspicion timeout`)
+  await waitFor(() => ['n0', 'n1'].every(o => fleet.state(o, 'n2') === 'dead'), 'n2 dead after leaving', 30_000, 10)
+  t.same(seen, { n0: ['dead'], n1: ['dead'] }, 'n0 and n1 went from alive to dead, without a suspicion on the way')
 })
 
 t.test('cost per member stays flat as the fleet grows', async t => {
