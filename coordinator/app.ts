@@ -52,7 +52,7 @@ export interface CoordinatorServices {
   /** signed deployments and their status (service `deployments`) */
   deployments?: Pick<Deployments, 'create' | 'delete' | 'get' | 'list' | 'addEventListener' | 'removeEventListener'>
   /** agent rollouts: status for the `nodes` service, changes for admins */
-  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change'>
+  rollouts?: Pick<CoordinatorRollouts, 'create' | 'list' | 'get' | 'change' | 'releases' | 'addEventListener' | 'removeEventListener'>
   /** fleet-signed revocations of nodes (service `nodes`, admins) */
   revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */

@@ -157,6 +157,7 @@ export class Coordinator {
     })
     this.rollouts = new CoordinatorRollouts({
       registry: agent.registry,
+      membership: agent.membership,
       releases: agent.releases,
       bundles: agent.bundles,
       signer,
@@ -209,6 +210,7 @@ export class Coordinator {
     await this.#renewal.start()
     await this.nodes.start()
     await this.deployments.start()
+    this.rollouts.start()
     await this.models.republish()
     const result: StartResult = { url: '' }
     if (this.users.size === 0) {
@@ -272,6 +274,7 @@ export class Coordinator {
     await this.#grpc?.stop()
     await this.#app?.close()
     await this.deployments.stop()
+    this.rollouts.stop()
     await this.nodes.stop()
     await this.#renewal.stop().catch(() => {})
     this.#sessions.close()

@@ -1,3 +1,4 @@
+import { access } from 'node:fs/promises'
 import { BadReadingError, SensorConfigError } from './errors.ts'
 import { getPath } from './json-path.ts'
 import { AbstractSensor, type SensorInit } from './sensor.ts'
@@ -19,6 +20,7 @@ export class SerialSensor extends AbstractSensor {
   readonly #pattern?: RegExp
   #port?: SerialPort
   #retry?: NodeJS.Timeout
+  #watch?: NodeJS.Timeout
   #closing = false
   #connected = false
   #reconnects = 0
@@ -57,6 +59,7 @@ export class SerialSensor extends AbstractSensor {
   protected async _close (): Promise<void> {
     this.#closing = true
     clearTimeout(this.#retry)
+    clearInterval(this.#watch)
     const port = this.#port
     this.#port = undefined
     if (port?.isOpen === true) await new Promise<void>(resolve => { port.close(() => { resolve() }) })
@@ -75,12 +78,28 @@ export class SerialSensor extends AbstractSensor {
     const lines = port.pipe(new ReadlineParser({ delimiter: this.#init.parser.delimiter, encoding: 'utf8' }))
     lines.on('data', (line: string) => { this.#onLine(line) })
     port.on('error', (err: Error) => { this.log.warn({ sensor: this.id, err: err.message }, 'serial port error') })
-    port.on('close', () => {
-      this.#connected = false
-      if (this.#closing) return
-      this.log.warn({ sensor: this.id, path: this.#init.path }, 'serial device disappeared; reconnecting')
-      this.#scheduleReconnect()
-    })
+    port.on('close', () => { this.#lost(port) })
+    // the port's own hang-up is not always reported (seen with a pty whose
+    // other side went away while no read was pending): a device node that
+    // is gone (udev removed it, the link vanished) means the device is gone
+    clearInterval(this.#watch)
+    this.#watch = setInterval(() => {
+      access(this.#init.path).catch(() => {
+        if (this.#port === port) port.destroy()
+        this.#lost(port)
+      })
+    }, Math.min(1000, Math.max(100, this.#init.reconnectMs)))
+  }
+
+  /** `port` went away: reconnect, once, unless it was closed on purpose or already replaced. */
+  #lost (port: SerialPort): void {
+    if (this.#port !== port) return
+    this.#port = undefined
+    clearInterval(this.#watch)
+    this.#connected = false
+    if (this.#closing) return
+    this.log.warn({ sensor: this.id, path: this.#init.path }, 'serial device disappeared; reconnecting')
+    this.#scheduleReconnect()
   }
 
   #scheduleReconnect (): void {

@@ -2,6 +2,8 @@
 // shows comes from /api/v1 with the access token of the logged-in user;
 // untrusted text only ever reaches the page through textContent.
 
+import { rolloutsView } from './rollouts.js'
+
 const $ = (sel) => document.querySelector(sel)
 const SESSION_KEY = 'gatemesh.session'
 
@@ -52,7 +54,8 @@ async function api (path, options = {}, retried = false) {
   }
   if (!res.ok) {
     const body = await res.json().catch(() => ({}))
-    throw new Error(body.message ?? `${res.status} ${res.statusText}`)
+    // the API names the request field at fault; forms mark it
+    throw Object.assign(new Error(body.message ?? `${res.status} ${res.statusText}`), typeof body.field === 'string' ? { field: body.field } : {})
   }
   return res
 }
@@ -120,12 +123,14 @@ function onEvent (type, data) {
     models = data.models
     if (data.repository != null) repository = data.repository
     if (data.deployments != null) deployments = data.deployments
+    if (data.rollouts != null) rollouts.update(data.rollouts)
   } else if (type === 'delta') {
     for (const n of data.nodes) nodes.set(n.peerId, n)
     for (const peerId of data.removed) nodes.delete(peerId)
     if (data.models != null) models = data.models
     if (data.repository != null) repository = data.repository
     if (data.deployments != null) deployments = data.deployments
+    if (data.rollouts != null) rollouts.update(data.rollouts)
   } else {
     return
   }
@@ -139,6 +144,7 @@ function onEvent (type, data) {
     renderModels()
     renderRepository()
     renderDeployments()
+    rollouts.render()
   })
 }
 
@@ -185,6 +191,7 @@ function renderNodes () {
 }
 
 const isAdmin = () => session?.roles.includes('admin') === true
+const rollouts = rolloutsView({ $, h, api, isAdmin, short, stateBadge })
 
 // --- revocation ----------------------------------------------------------
 
@@ -414,6 +421,7 @@ async function downloadLogs () {
 function selectTab (name) {
   for (const b of document.querySelectorAll('#tabs button')) b.classList.toggle('active', b.dataset.tab === name)
   for (const v of document.querySelectorAll('.view')) v.hidden = v.id !== `${name}-view`
+  if (name === 'rollouts') rollouts.shown()
 }
 
 function show () {

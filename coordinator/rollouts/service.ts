@@ -2,15 +2,18 @@ import { stat } from 'node:fs/promises'
 import { readReleaseManifest } from '../../packaging/release/verify.ts'
 import { authorizeRegistryWrite, type Signer } from '../../packaging/trust.ts'
 import { admitRollout } from '../../node/release/admit.ts'
-import { newRolloutSpec, parseRolloutSpec, rolloutKey, type RolloutSpec, type RolloutState } from '../../node/release/rollout.ts'
+import { newRolloutSpec, parseRolloutSpec, rolloutKey, type NewRolloutInit, type RolloutSpec, type RolloutState } from '../../node/release/rollout.ts'
 import { BadRequestError, NotFoundError } from '../errors.ts'
+import { MeshReleases, type MeshRelease } from './releases.ts'
 import type { ReleaseService } from '../../node/release/service.ts'
 import type { RolloutStatus } from '../../node/release/waves.ts'
 import type { Registry } from '../../node/registry/registry.ts'
 import type { Logger } from 'pino'
 
 export interface RolloutsComponents {
-  registry: Pick<Registry, 'set' | 'list' | 'stampFor'>
+  registry: Pick<Registry, 'set' | 'list' | 'stampFor' | 'onChange'>
+  /** liveness changes move targets between waiting and offline */
+  membership?: Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
   /** the embedded agent's view of rollouts and the fleet */
   releases: Pick<ReleaseService, 'statuses' | 'rollouts' | 'fleet'>
   /** the embedded agent's bundle store: a release is pulled (and verified) there before the coordinator names it */
@@ -25,17 +28,10 @@ export interface RolloutsComponents {
 }
 
 /** What `POST /api/v1/rollouts` takes: release bundles by digest, and how to roll them out. */
-export interface CreateRollout {
-  releases: string[]
-  id?: string
-  description?: string
-  waves?: number[]
-  labels?: Record<string, string>
-  maxFailures?: number
-  waveWaitSec?: number
-  healthDeadlineSec?: number
-  allowDowngrade?: boolean
-}
+export type CreateRollout = Omit<NewRolloutInit, 'releases' | 'createdBy' | 'now'> & { releases: string[] }
+
+/** Registry prefixes whose changes change what rollouts show: the records, each node's release record, bundle adverts. */
+const WATCHED = ['rollout/', 'release/', 'bundle/']
 
 /** How long the coordinator waits for a release it pulls before it names it. @default 120000 */
 const PULL_TIMEOUT_MS = 120_000
@@ -56,13 +52,40 @@ function asBodyError (err: any): never {
  * fleet key and writes it to the registry. The agents take it from there,
  * with or without the coordinator.
  */
-export class CoordinatorRollouts {
+export class CoordinatorRollouts extends EventTarget {
   readonly #c: RolloutsComponents
   readonly #pullTimeoutMs: number
+  readonly #releases: MeshReleases
+  #off: Array<() => void> = []
 
   constructor (components: RolloutsComponents, init: { pullTimeoutMs?: number } = {}) {
+    super()
     this.#c = components
     this.#pullTimeoutMs = init.pullTimeoutMs ?? PULL_TIMEOUT_MS
+    this.#releases = new MeshReleases({ registry: components.registry, pathOf: digest => components.bundles.pathOf(digest) })
+  }
+
+  /**
+   * Dispatch `change` whenever what `list()` or `releases()` show may have
+   * changed; listeners (the dashboard's event streams) recompute lazily, at
+   * most once per batch.
+   */
+  start (): void {
+    if (this.#off.length > 0) return
+    const changed = (): void => { this.dispatchEvent(new Event('change')) }
+    for (const prefix of WATCHED) this.#off.push(this.#c.registry.onChange(prefix, changed))
+    this.#c.membership?.addEventListener('member:state', changed)
+    this.#off.push(() => this.#c.membership?.removeEventListener('member:state', changed))
+  }
+
+  stop (): void {
+    for (const off of this.#off) off()
+    this.#off = []
+  }
+
+  /** Release bundles the mesh holds, newest version first: what a rollout can name. */
+  async releases (): Promise<MeshRelease[]> {
+    return await this.#releases.list()
   }
 
   list (): RolloutStatus[] {
@@ -83,18 +106,8 @@ export class CoordinatorRollouts {
     }
     let spec: RolloutSpec
     try {
-      spec = newRolloutSpec({
-        releases,
-        ...(body.id == null ? {} : { id: body.id }),
-        ...(body.description == null ? {} : { description: body.description }),
-        ...(body.waves == null ? {} : { waves: body.waves }),
-        ...(body.labels == null ? {} : { labels: body.labels }),
-        ...(body.maxFailures == null ? {} : { maxFailures: body.maxFailures }),
-        ...(body.waveWaitSec == null ? {} : { waveWaitSec: body.waveWaitSec }),
-        ...(body.healthDeadlineSec == null ? {} : { healthDeadlineSec: body.healthDeadlineSec }),
-        ...(body.allowDowngrade == null ? {} : { allowDowngrade: body.allowDowngrade }),
-        createdBy: owner.slice(0, 128)
-      })
+      // newRolloutSpec takes the options it knows and defaults the rest (the route's schema allows no others)
+      spec = newRolloutSpec({ ...body, releases, createdBy: owner.slice(0, 128) })
       if (this.#c.releases.rollouts().some(r => r.id === spec.id)) throw new BadRequestError(`body.id: rollout ${spec.id} exists; pick another id`, { field: 'body.id' })
       // the coordinator's own agent holds every release now, so `held` is true for them
       admitRollout(spec, undefined, { held: () => true, fleet: () => this.#c.releases.fleet() })

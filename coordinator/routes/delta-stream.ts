@@ -9,7 +9,7 @@ export const DEFAULT_MAX_PENDING = 10_000
 export const DEFAULT_MAX_LAG_MS = 30_000
 
 /** The whole-state parts of a delta: sent as their latest state when they changed. */
-export type DeltaField = 'models' | 'repository' | 'deployments'
+export type DeltaField = 'models' | 'repository' | 'deployments' | 'rollouts'
 
 export interface DeltaStreamInit {
   /** @default DEFAULT_BATCH_MS */
@@ -32,6 +32,7 @@ export interface Delta {
   models?: unknown
   repository?: unknown
   deployments?: unknown
+  rollouts?: unknown
 }
 
 /**

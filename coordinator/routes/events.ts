@@ -13,10 +13,11 @@ export const DEFAULT_MAX_EVENT_STREAMS = 100
  * Live fleet changes as Server-Sent Events. A stream opens with `snapshot`
  * (every node and the model status; with the `models` service also
  * `repository`, the model repository; with `deployments` also
- * `deployments`, every deployment's status), then sends at most one
+ * `deployments`, every deployment's status; `rollouts`, every agent
+ * rollout's status, when the coordinator runs rollouts), then sends at most one
  * `delta` a second: the latest state of each node that changed since the
  * last one (`nodes`), the nodes gone (`removed`), and whichever of
- * `models`, `repository` and `deployments` changed, whole (see
+ * `models`, `repository`, `deployments` and `rollouts` changed, whole (see
  * DeltaStream). It ends when the caller's access token expires
  * (`expired`); the client reconnects with a fresh one (browsers'
  * EventSource cannot send headers, so the dashboard reads the stream with
@@ -37,7 +38,7 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
     config: { service: 'nodes' },
     schema: {
       tags: ['nodes'],
-      summary: 'Server-Sent Events: snapshot, then at most one delta a second (changed and removed nodes, and models, repository, deployments when they changed); expired and close at the end',
+      summary: 'Server-Sent Events: snapshot, then at most one delta a second (changed and removed nodes, and models, repository, deployments, rollouts when they changed); expired and close at the end',
       querystring: NoQuery,
       response: { 200: { description: 'text/event-stream', type: 'string' }, ...errorResponses(401, 403, 429) }
     }
@@ -51,6 +52,9 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
     const snapshot: Record<string, unknown> = { nodes: nodes.list(), models: nodes.models() }
     if (repository != null) snapshot.repository = summaries(repository.list())
     if (deployments != null) snapshot.deployments = deployments.list()
+    // rollouts are read with the nodes service, which this stream needs anyway
+    const rollouts = ctx.rollouts
+    if (rollouts != null) snapshot.rollouts = rollouts.list()
     deltas.send('snapshot', snapshot)
     const onChange = (evt: CustomEvent<NodesChange>): void => {
       for (const node of evt.detail.changed) deltas.node(node)
@@ -68,6 +72,11 @@ export async function eventRoutes (app: FastifyInstance, { ctx }: { ctx: Coordin
       const onDeployments = (): void => { deltas.field('deployments', () => deployments.list()) }
       deployments.addEventListener('change', onDeployments)
       stream.onClose(() => { deployments.removeEventListener('change', onDeployments) })
+    }
+    if (rollouts != null) {
+      const onRollouts = (): void => { deltas.field('rollouts', () => rollouts.list()) }
+      rollouts.addEventListener('change', onRollouts)
+      stream.onClose(() => { rollouts.removeEventListener('change', onRollouts) })
     }
     // a stream must not outlive the credential that opened it
     const left = principal.expiresAt == null ? Infinity : Math.max(0, principal.expiresAt - Date.now())

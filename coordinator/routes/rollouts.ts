@@ -38,6 +38,15 @@ export const RolloutViewSchema = Type.Object({
   unmatchedArch: Type.Integer()
 }, { $id: 'Rollout' })
 
+const ReleaseSchema = Type.Object({
+  digest: Type.String(),
+  version: Type.String(),
+  size: Type.Integer(),
+  holders: Type.Integer({ description: 'nodes that advertise it complete' }),
+  arch: Type.Optional(Type.String()),
+  createdAt: Type.Optional(Type.String())
+}, { additionalProperties: false })
+
 const tags = ['rollouts']
 /** Reading rollouts is watching nodes; changing what the fleet's agents run is an admin's act. */
 const read = { service: 'nodes' as const }
@@ -69,6 +78,19 @@ export async function rolloutRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
   }, async () => {
     const list = rollouts.list()
     return { rollouts: list, count: list.length }
+  })
+
+  app.get('/api/v1/releases', {
+    config: read,
+    schema: {
+      tags,
+      summary: 'Release bundles some node advertises complete (gatemesh release publish), newest version first: what a rollout can name. Version and size are the holders\' word; arch and createdAt come from the manifest once the coordinator holds the bundle',
+      querystring: NoQuery,
+      response: { 200: Type.Object({ releases: Type.Array(ReleaseSchema), count: Type.Integer() }), ...errorResponses(401, 403) }
+    }
+  }, async () => {
+    const list = await rollouts.releases()
+    return { releases: list, count: list.length }
   })
 
   app.get<{ Params: Static<typeof IdParams> }>('/api/v1/rollouts/:id', {

@@ -215,7 +215,7 @@ export class BundleService implements Startable {
       store: this.store,
       providers: () => this.#providersOf(digest),
       openStream: async (peer, signal) => await this.#openStream(peer, signal),
-      verify: async path => await verifyAnyBundle(path, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits, digest }),
+      verify: async (path, index) => await verifyAnyBundle(path, { fleetPublicKey: this.#c.fleetPublicKey, limits: this.#limits, digest, chunksVerified: index }),
       onPartial: async record => {
         await this.#makeRoom(0, digest)
         await this.#advertise(record)

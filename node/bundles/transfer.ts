@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { TypedEventEmitter } from '@libp2p/interface'
 import { chunkCount, chunkRange, indexFromTail, ResumableSha256, tailOffsetOf } from '../../packaging/bundle/index.ts'
+import type { ChunkIndex } from '../../packaging/bundle/chunk-index.ts'
 import type { VerifiedAnyBundle } from '../../packaging/release/verify.ts'
 import { TransferClient, TransferRefusedError } from '../../protocols/bundle-transfer/client.ts'
 import { bitmapHas, MAX_CHUNK_BYTES } from '../../protocols/bundle-transfer/wire.ts'
@@ -18,8 +19,13 @@ export interface TransferComponents {
   /** Peers that advertise the bundle (whole or in part), never ourselves. */
   providers(): string[]
   openStream(peer: string, signal: AbortSignal): Promise<Stream>
-  /** Full verification of the finished file: digest, signature, manifest, files. */
-  verify(path: string): Promise<VerifiedAnyBundle>
+  /**
+   * Verification of the finished file: signature, manifest, files. Every
+   * chunk was checked against `index` (authenticated against the digest)
+   * as it arrived or when a resume re-read it, so the whole file need not
+   * be hashed again.
+   */
+  verify(path: string, index: ChunkIndex): Promise<VerifiedAnyBundle>
   /** The partial file exists: time to advertise it. */
   onPartial?(record: BundleRecord): Promise<void>
   metrics?: TransferMetrics
@@ -161,7 +167,7 @@ export class Transfer extends TypedEventEmitter<{ progress: CustomEvent<Transfer
       for (const s of this.#sessions.values()) void s.client?.close()
       this.#status.state = 'verifying'
       this.#emit()
-      const verified = await this.#c.verify(this.#c.store.pathOf(record))
+      const verified = await this.#c.verify(this.#c.store.pathOf(record), record.index)
       const complete = await this.#c.store.completePartial(this.digest, verified)
       this.#status = { ...this.#status, state: 'complete', finishedAt: Date.now() }
       log.info({ digest: this.digest, size: complete.size, fetched: this.#status.fetchedChunks, resumed: this.#status.resumedChunks, corrupt: this.#status.corruptChunks, ms: Date.now() - this.#status.startedAt }, 'bundle pulled')

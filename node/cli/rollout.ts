@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { stat } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
+import { sha256File } from '../../packaging/bundle/build.ts'
 import { readReleaseManifest } from '../../packaging/release/verify.ts'
 import { newRolloutSpec, parseWaves, rolloutKey, type RolloutSpec } from '../release/rollout.ts'
 import { parseLabels, requireArg } from './args.ts'
@@ -47,9 +46,7 @@ async function resolveRelease (arg: string, client: AgentClient, held: () => Pro
   }
   if (/\.zip$/i.test(arg) || (await stat(arg).catch(() => null))?.isFile() === true) {
     const manifest = await readReleaseManifest(arg)
-    const hash = createHash('sha256')
-    for await (const chunk of createReadStream(arg)) hash.update(chunk as Buffer)
-    return [{ arch: manifest.arch, version: manifest.version, digest: hash.digest('hex'), size: (await stat(arg)).size }]
+    return [{ arch: manifest.arch, version: manifest.version, digest: await sha256File(arg), size: (await stat(arg)).size }]
   }
   // a version: the newest bundle of it per CPU
   const byArch = new Map<string, Release & { createdAt: string }>()

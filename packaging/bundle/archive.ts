@@ -60,12 +60,25 @@ export function resolveLimits (limits: Partial<BundleLimits> = {}): BundleLimits
 }
 
 /**
- * Open a bundle zip (path or bytes), check every byte against its chunk
- * index and the digest, and check every entry's name, type and declared
- * size before anything is decompressed. Throws a typed BundleError naming
- * the entry at fault.
+ * What a pull already proved about a file it assembled: its chunk index
+ * (learnt from a tail that, with the provider's SHA-256 midstate, hashed to
+ * `digest`) and that every chunk it wrote hashed to that index on arrival.
+ * Then the file is the one `digest` names (second-preimage resistance of
+ * SHA-256, chunk by chunk), and hashing it again proves nothing new.
  */
-export async function openArchive (source: string | Uint8Array, limits: BundleLimits, expectDigest?: string, namePattern: NamePattern = PATH_RE): Promise<OpenArchive> {
+export interface ProvenChunks {
+  digest: string
+  index: ChunkIndex
+}
+
+/**
+ * Open a bundle zip (path or bytes), check every byte against its chunk
+ * index and the digest (unless `proven` says a pull already did, for this
+ * very index), and check every entry's name, type and declared size before
+ * anything is decompressed. Throws a typed BundleError naming the entry at
+ * fault.
+ */
+export async function openArchive (source: string | Uint8Array, limits: BundleLimits, expectDigest?: string, namePattern: NamePattern = PATH_RE, proven?: ProvenChunks): Promise<OpenArchive> {
   let zip: ZipFile
   const options = { lazyEntries: true, decodeStrings: false, validateEntrySizes: true, autoClose: false, strictFileNames: true }
   try {
@@ -79,7 +92,7 @@ export async function openArchive (source: string | Uint8Array, limits: BundleLi
   try {
     const comment = zip.comment as unknown as Buffer
     const index = parseIndex(comment, zip.fileSize - comment.byteLength)
-    const digest = await checkChunks(source, index, comment)
+    const digest = proven == null ? await checkChunks(source, index, comment) : provenDigest(proven, index, zip.fileSize)
     if (expectDigest != null && digest !== expectDigest) {
       throw new HashMismatchError(`bundle digest is ${digest}, expected ${expectDigest}`)
     }
@@ -89,6 +102,18 @@ export async function openArchive (source: string | Uint8Array, limits: BundleLi
     zip.close()
     throw err
   }
+}
+
+/**
+ * The digest a pull proved, once the file's own index is the one the pull
+ * checked its chunks against (a file changed on disk since, e.g. by another
+ * process, would show here or in the per-file hashes that follow).
+ */
+function provenDigest (proven: ProvenChunks, index: ChunkIndex, size: number): string {
+  const same = proven.index.chunkSize === index.chunkSize && proven.index.covered === index.covered &&
+    proven.index.hashes.length === index.hashes.length && proven.index.hashes.every((h, i) => h === index.hashes[i])
+  if (!same || index.covered > size) throw new HashMismatchError('the chunk index on disk is not the one the pull verified its chunks against')
+  return proven.digest
 }
 
 /** Hash every chunk and compare with the index; returns the sha256 of the whole zip. */

@@ -10,7 +10,7 @@ import { reconcileSpecs } from '../models/specs.ts'
 import { BuildInputError, InvalidEntryNameError, ModelLoadError } from './errors.ts'
 import { checkModel, type ModelCheckLimits } from './model-check.ts'
 import { MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from './verify.ts'
-import { writeBundleZip, type ZipSource } from './zip-write.ts'
+import { writeBundleZip, type WrittenZip, type ZipSource } from './zip-write.ts'
 import type { ChunkIndex } from './chunk-index.ts'
 
 export interface BuildBundleInit {
@@ -56,7 +56,8 @@ export const MODEL_DIR = 'model'
 export const CONFIG_FILE = 'config.json'
 const PATH_RE = new RegExp(BUNDLE_PATH_PATTERN)
 
-async function sha256File (path: string): Promise<string> {
+/** sha256 of a file's bytes, lowercase hex, read as a stream. */
+export async function sha256File (path: string): Promise<string> {
   const hash = createHash('sha256')
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
   return hash.digest('hex')
@@ -146,13 +147,22 @@ export async function buildBundle (init: BuildBundleInit): Promise<BuiltBundle> 
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n')
   // the same checks a receiver runs, so a bad name or version fails here and not on a gateway
   parseManifest(manifestBytes)
-  const signature = await signDetached(manifestBytes, TYP_BUNDLE_MANIFEST, init.signer)
-  const written = await writeBundleZip([
+  const written = await writeSignedZip(manifestBytes, TYP_BUNDLE_MANIFEST, init.signer, sources, init.out, createdAt)
+  return { ...written, out: init.out, manifest }
+}
+
+/**
+ * Sign a manifest's exact bytes (detached JWS of type `typ`) and write the
+ * bundle zip: the manifest, its signature, then `sources`. Any kind of
+ * bundle (model or release) is laid out so.
+ */
+export async function writeSignedZip (manifestBytes: Buffer, typ: string, signer: Signer, sources: ZipSource[], out: string, createdAt: Date): Promise<WrittenZip> {
+  const signature = await signDetached(manifestBytes, typ, signer)
+  return await writeBundleZip([
     { path: MANIFEST_FILE, data: manifestBytes },
     { path: SIGNATURE_FILE, data: Buffer.from(signature) },
     ...sources
-  ], init.out, createdAt)
-  return { ...written, out: init.out, manifest }
+  ], out, createdAt)
 }
 
 async function readConfig (path: string): Promise<Buffer> {

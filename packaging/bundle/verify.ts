@@ -19,6 +19,14 @@ export interface VerifyBundleOptions {
   limits?: Partial<BundleLimits>
   /** When known (a pull by digest), the zip must hash to exactly this. */
   digest?: string
+  /**
+   * The pull that assembled the file checked every chunk against this
+   * index, itself authenticated against `digest`: the bytes are not hashed
+   * a second time. The signature and every listed file's sha256 are still
+   * checked: a signed manifest does not name the zip it sits in, so only
+   * the files' hashes tie these bytes to what the publisher signed.
+   */
+  chunksVerified?: ChunkIndex
   /** Seconds since epoch, for checking publisher certificates in tests. @default now */
   now?: number
 }
@@ -133,7 +141,8 @@ export async function scanArchive (source: string | Uint8Array, options: VerifyB
   const patterns = kinds.map(k => k.namePattern ?? MODEL_PATH_RE)
   // names are checked against every kind's pattern now, and against the one kind once the signature names it
   const union: NamePattern = patterns.length === 1 ? patterns[0]! : { test: name => patterns.some(p => p.test(name)) }
-  const archive = await openArchive(source, limits, options.digest, union)
+  const proven = options.chunksVerified == null || options.digest == null ? undefined : { digest: options.digest, index: options.chunksVerified }
+  const archive = await openArchive(source, limits, options.digest, union, proven)
   try {
     const manifestBytes = await readSmallEntry(archive.zip, requireEntry(archive, MANIFEST_FILE), MAX_MANIFEST_BYTES)
     const signature = (await readSmallEntry(archive.zip, requireEntry(archive, SIGNATURE_FILE), MAX_SIGNATURE_BYTES)).toString('latin1')

@@ -8,6 +8,7 @@ import { fitModelRuntimes } from './model-runtimes.ts'
 import { fitNativeModules, OMITTED_FROM_IMAGES, TOOLING_ONLY, type NativeModule } from './natives.ts'
 import { fetchNodeRuntime, installNodeRuntime, type NodeRuntime } from './node-runtime.ts'
 import { RELEASE_APP } from './layout.ts'
+import type { ImageManifest } from './manifest.ts'
 
 /** The steps of staging, in order, as progress reports them. */
 export const STAGE_STEPS = ['Node runtime', 'app bundle', 'dependencies', 'native modules'] as const
@@ -30,16 +31,10 @@ export interface StageInit {
 
 /** What a staged release holds. */
 export interface StagedRelease {
-  node: { version: string, package: string, bytes: number }
-  app: { file: string, bytes: number }
-  modules: {
-    packages: number
-    bytes: number
-    natives: NativeModule[]
-    omitted: Array<{ name: string, reason: string }>
-    /** the model runtimes fitted to the arch: bytes as installed and as shipped */
-    runtimes: Array<{ package: string, bytesBefore: number, bytesAfter: number }>
-  }
+  node: ImageManifest['node']
+  app: ImageManifest['app']
+  /** as an image manifest tells them, the model runtimes always given (only format 1 manifests lack them) */
+  modules: ImageManifest['modules'] & { runtimes: NonNullable<ImageManifest['modules']['runtimes']> }
   runtime: NodeRuntime
 }
 

@@ -1,14 +1,12 @@
-import { createHash } from 'node:crypto'
-import { createReadStream } from 'node:fs'
 import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join, relative, resolve, sep } from 'node:path'
-import { MANIFEST_FILE, SIGNATURE_FILE, writeBundleZip, type ChunkIndex, type ZipSource } from '../bundle/index.ts'
-import { publisherOf } from '../bundle/build.ts'
+import type { ChunkIndex, ZipSource } from '../bundle/index.ts'
+import { publisherOf, sha256File, writeSignedZip } from '../bundle/build.ts'
 import { type Arch } from '../image/arch.ts'
 import { inspectImage } from '../image/flash.ts'
 import { STAGE_STEPS, stageRelease, type StageStep } from '../image/stage.ts'
-import { signDetached, type Signer } from '../trust.ts'
+import type { Signer } from '../trust.ts'
 import { ReleaseError } from './errors.ts'
 import { MAX_RELEASE_FILES, parseReleaseManifest, RELEASE_KIND, TYP_RELEASE_MANIFEST, type ReleaseFile, type ReleaseManifest } from './manifest.ts'
 import { readReleaseManifest } from './verify.ts'
@@ -40,11 +38,6 @@ export interface PackReleaseInit {
 /** Already compressed: deflating them again costs time for nothing. */
 const STORED = /\.(gz|tgz|zip|br|png|jpe?g|gif|webp|woff2?)$/i
 
-async function sha256File (path: string): Promise<string> {
-  const hash = createHash('sha256')
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer)
-  return hash.digest('hex')
-}
 
 /** Every regular file under `dir`, by its path relative to `dir` with `/`; links and devices are refused. */
 async function filesOf (dir: string, prefix: string): Promise<Array<{ path: string, file: string, size: number, exec: boolean }>> {
@@ -94,12 +87,7 @@ export async function packRelease (init: PackReleaseInit): Promise<BuiltRelease>
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 2) + '\n')
   // the checks every receiver runs, so a bad version or path fails here and not on a gateway
   parseReleaseManifest(manifestBytes)
-  const signature = await signDetached(manifestBytes, TYP_RELEASE_MANIFEST, init.signer)
-  const written = await writeBundleZip([
-    { path: MANIFEST_FILE, data: manifestBytes },
-    { path: SIGNATURE_FILE, data: Buffer.from(signature) },
-    ...sources
-  ], init.out, createdAt)
+  const written = await writeSignedZip(manifestBytes, TYP_RELEASE_MANIFEST, init.signer, sources, init.out, createdAt)
   return { ...written, out: init.out, manifest }
 }
 

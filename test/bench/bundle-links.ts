@@ -15,12 +15,15 @@
  *  - fanoutSeconds: `peers` pullers at once, serving each other what they hold;
  *  - singleSourceFanoutSeconds: the same with sharing off, so only the seed serves;
  *  - fetchSeconds: each of those until every puller held every chunk, before
- *    the final check of the whole file (CPU-bound, and slow on a loaded machine).
+ *    the final check (the signature, and every file's sha256 against the
+ *    signed manifest; the zip itself is not hashed again, its chunks were
+ *    checked on arrival): CPU-bound, and slow on a loaded machine;
+ *  - loadavg: the machine's 1-minute load at the start and the end.
  *
  * Target: fanoutSeconds ≤ 2 × singlePullSeconds, while one source needs ≥ 6×.
  */
 import { mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CLI, Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { NetLab } from '../helpers/netns.ts'
@@ -146,6 +149,7 @@ export async function runOverLinks (args: BenchArgs): Promise<Record<string, unk
     const command = await agentCommand(args.sources === true, log)
     const p: Phase = { lab, command, fleetDir, zip, digest }
 
+    const loadAtStart = loadavg()[0]!
     const single = await phase(p, 1, false, 'one pull, one provider')
     const fanout = await phase(p, peers, true, `fan-out to ${peers}, peers share`)
     const oneSource = await phase(p, peers, false, `fan-out to ${peers}, one source`)
@@ -160,7 +164,8 @@ export async function runOverLinks (args: BenchArgs): Promise<Record<string, unk
       peers,
       fanoutVsSingle: round(fanout.seconds / single.seconds),
       singleSourceVsSingle: round(oneSource.seconds / single.seconds),
-      fetchSeconds: { singlePull: round(single.fetchSeconds), fanout: round(fanout.fetchSeconds), singleSourceFanout: round(oneSource.fetchSeconds) }
+      fetchSeconds: { singlePull: round(single.fetchSeconds), fanout: round(fanout.fetchSeconds), singleSourceFanout: round(oneSource.fetchSeconds) },
+      loadavg: [round(loadAtStart), round(loadavg()[0]!)]
     }
   } finally {
     process.off('SIGINT', onSignal)

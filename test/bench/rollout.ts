@@ -13,10 +13,16 @@
  *
  *  - seconds: from `rollout create` to the last device healthy on 1.1.0;
  *  - each: every device's time, in the order they finished;
- *  - lineRateSeconds: what one copy takes at the link's rate.
+ *  - restartedSeconds: until the last device's agent process on 1.1.0 had
+ *    started (pull, install, exit and the loader's switch: the link-bound part);
+ *  - probationSeconds: the longest a device then took from its start to
+ *    passing its health check (agent start-up, mesh, sync: CPU-bound here);
+ *  - lineRateSeconds: what one copy takes at the link's rate;
+ *  - loadavg: the machine's 1-minute load at the start and the end.
  */
 import { execFile } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { loadavg } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { loadFleet } from '../../node/identity/fleet.ts'
@@ -80,6 +86,9 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
     const inSeed = async (...a: string[]): Promise<string> => (await exec('ip', ['netns', 'exec', lab.hosts[0]!, ...cli, ...a], { timeout: 600_000, env: { ...process.env, ...command?.env } })).stdout
     await inSeed('release', 'publish', v2.file, '--data', c.node('seed').dir)
     const start = performance.now()
+    const startWall = Date.now()
+    const loadAtStart = loadavg()[0]!
+    const split = new Map<string, { restarted: number, probation: number }>()
     await inSeed('rollout', 'create', v2.file, '--fleet', c.fleetDir, '--waves', waves, '--health-deadline', '600', '--id', 'bench', '--data', c.node('seed').dir)
     log(`rollout created (waves ${waves})`)
     const done = new Map<string, number>()
@@ -89,6 +98,10 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
         const r = await c.get(n, '/v1/release').catch(() => undefined)
         if (r?.record?.version === '1.1.0' && r.record.state === 'healthy') {
           done.set(n, (performance.now() - start) / 1000)
+          // the record's own clock (this machine's): when the agent on 1.1.0 started, and when it proved healthy
+          if (typeof r.record.startedAt === 'number' && typeof r.record.healthyAt === 'number') {
+            split.set(n, { restarted: (r.record.startedAt - startWall) / 1000, probation: (r.record.healthyAt - r.record.startedAt) / 1000 })
+          }
           log(`${n} healthy on 1.1.0 after ${done.get(n)!.toFixed(1)} s`)
         } else if (r?.record?.state === 'rolled-back' || r?.record?.state === 'failed') {
           throw new Error(`${n}: ${String(r.record.state)}: ${String(r.record.detail)}`)
@@ -107,7 +120,10 @@ export async function run (args: BenchArgs): Promise<Record<string, unknown>> {
       releaseMb: round(v2.size / 1048576),
       lineRateSeconds: round(v2.size * 8 / (linkMbit * 1e6)),
       seconds: round(each.at(-1)!),
-      each: each.map(round)
+      each: each.map(round),
+      restartedSeconds: round(Math.max(...[...split.values()].map(x => x.restarted))),
+      probationSeconds: round(Math.max(...[...split.values()].map(x => x.probation))),
+      loadavg: [round(loadAtStart), round(loadavg()[0]!)]
     }
   } finally {
     process.off('SIGINT', onSignal)

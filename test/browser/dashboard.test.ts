@@ -1,20 +1,12 @@
 import { join } from 'node:path'
 import t from 'tap'
-import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
-import { Cluster, waitFor } from '../helpers/cluster.ts'
-import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { dashboardLab, TEST_RESULTS } from '../helpers/browser.ts'
+import { waitFor } from '../helpers/cluster.ts'
 
 const ADMIN_PASSWORD = 'dashboard-admin-password'
 
 // a server, two gateways and a coordinator as processes; Chromium drives the dashboard
-const cluster = await Cluster.create()
-const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
-const browser = await launchChromium()
-t.teardown(async () => {
-  await browser.close()
-  await coordinator.stop()
-  await cluster.close()
-})
+const { cluster, coordinator, browser } = await dashboardLab(t)
 
 // the first admin made with the CLI before the first start
 await coordinator.addUser('admin', ADMIN_PASSWORD, { admin: true })

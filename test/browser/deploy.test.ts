@@ -2,23 +2,15 @@ import { writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { fixture } from '../helpers/model-fixtures.ts'
-import { launchChromium, TEST_RESULTS } from '../helpers/browser.ts'
-import { Cluster, waitFor } from '../helpers/cluster.ts'
-import { CoordinatorProcess } from '../helpers/coordinator-process.ts'
+import { dashboardLab, TEST_RESULTS } from '../helpers/browser.ts'
+import { waitFor } from '../helpers/cluster.ts'
 import { ANOMALY_FILES, ANOMALY_OUTPUTS, anomalyConfig } from '../helpers/model-upload.ts'
 import { simulatedSensor } from '../helpers/scheduling.ts'
 
 const PASSWORD = 'dashboard-developer-pw'
 
 // a server, two gateways (one with a temperature sensor) and a coordinator as processes; Chromium uploads and deploys
-const cluster = await Cluster.create()
-const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
-const browser = await launchChromium()
-t.teardown(async () => {
-  await browser.close()
-  await coordinator.stop()
-  await cluster.close()
-})
+const { cluster, coordinator, browser } = await dashboardLab(t)
 await coordinator.addUser('dana', PASSWORD, { role: 'developer' })
 await cluster.addNode('srv', { role: 'server' })
 await cluster.addNode('gw1', { labels: { site: 'north' }, config: { sensors: [simulatedSensor('temp', 'temperature')] } })

@@ -23,6 +23,7 @@ t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 // the coordinator's agent "pulls" from this shelf: release bundles by digest
 const shelf = new Map<string, string>()
 const pulled: string[] = []
+let service: CoordinatorRollouts | undefined
 const coordinator = await testCoordinator({
   rollouts: ({ member, members, logger }) => {
     const releases = new ReleaseService({
@@ -40,7 +41,7 @@ const coordinator = await testCoordinator({
       get fleetPublicKey () { return coordinator.fleet.publicKey },
       logger
     }, { loader: null })
-    return new CoordinatorRollouts({
+    service = new CoordinatorRollouts({
       registry: member.registry,
       releases,
       bundles: {
@@ -51,6 +52,7 @@ const coordinator = await testCoordinator({
       get signer () { return { key: coordinator.fleet.privateKey } },
       logger
     })
+    return service
   }
 })
 t.teardown(async () => { await coordinator.close() })
@@ -136,4 +138,32 @@ t.test('a downgrade needs allowDowngrade', async t => {
   t.equal(res.status, 400)
   t.equal(res.body.field, 'body.allowDowngrade')
   t.equal((await client.request('POST', '/api/v1/rollouts', { token: admin, body: { releases: [v2], allowDowngrade: true } })).status, 201)
+})
+
+t.test('the release bundles the mesh holds, from the holders\' adverts; a change event as they and the rollouts change', async t => {
+  service!.start()
+  t.teardown(() => { service!.stop() })
+  let changes = 0
+  service!.addEventListener('change', () => { changes++ })
+  const model = 'a'.repeat(64)
+  const partial = 'b'.repeat(64)
+  await coordinator.gateway.registry.set(`bundle/${model}/${gatewayId}`, { size: 10, complete: true, name: 'm', version: '1.0.0' })
+  await coordinator.gateway.registry.set(`bundle/${partial}/${gatewayId}`, { size: 10, complete: false, kind: 'release', version: '9.0.0' })
+  await coordinator.gateway.registry.set(`bundle/${v2}/${gatewayId}`, { size: 4321, complete: true, kind: 'release', version: '2.0.0' })
+  await waitFor(() => coordinator.self.registry.value(`bundle/${v2}/${gatewayId}`) != null, 'the advert to reach the coordinator')
+  await waitFor(() => changes > 0, 'a change event')
+  for (const token of [ops, dev, admin]) {
+    const res = await client.request('GET', '/api/v1/releases', { token })
+    t.equal(res.status, 200)
+    t.same(res.body.releases.map((r: any) => r.digest), [v2], 'complete release bundles only: no model, no partial copy')
+  }
+  const [listed] = (await client.request('GET', '/api/v1/releases', { token: ops })).body.releases
+  t.match(listed, { digest: v2, version: '2.0.0', size: 4321, holders: 1, arch: 'x64' }, 'the holder\'s word for version and size; the CPU from the manifest of the copy the coordinator holds')
+  t.equal(typeof listed.createdAt, 'string')
+  t.equal((await client.request('GET', '/api/v1/releases')).status, 401)
+  const before = changes
+  await client.request('PATCH', '/api/v1/rollouts/r-api', { token: admin, body: { state: 'aborted' } })
+  await client.request('POST', '/api/v1/rollouts', { token: admin, body: { id: 'r-events', releases: [v2], allowDowngrade: true } })
+  await waitFor(() => changes > before, 'a change event for the new rollout')
+  t.pass('a new rollout record is a change')
 })

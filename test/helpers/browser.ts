@@ -2,6 +2,9 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type BrowserContext } from 'playwright-core'
+import type { Test } from 'tap'
+import { Cluster } from './cluster.ts'
+import { CoordinatorProcess } from './coordinator-process.ts'
 import { markedEnv, watchdog } from './processes.ts'
 
 /** Where browser tests leave screenshots (gitignored). */
@@ -33,4 +36,29 @@ export async function launchChromium (): Promise<{ context: BrowserContext, clos
       await rm(profile, { recursive: true, force: true })
     }
   }
+}
+
+export interface DashboardLab {
+  /** the test adds its nodes */
+  cluster: Cluster
+  /** on the cluster's fleet, in `<cluster root>/coordinator`; the test adds users and starts it */
+  coordinator: CoordinatorProcess
+  browser: Awaited<ReturnType<typeof launchChromium>>
+}
+
+/**
+ * What every dashboard test drives: a cluster, a coordinator on its fleet
+ * and headless Chromium, all ended when `t` ends (browser first, then the
+ * coordinator, then the agents).
+ */
+export async function dashboardLab (t: Test): Promise<DashboardLab> {
+  const cluster = await Cluster.create()
+  const coordinator = new CoordinatorProcess({ dataDir: join(cluster.root, 'coordinator'), fleetDir: cluster.fleetDir })
+  const browser = await launchChromium()
+  t.teardown(async () => {
+    await browser.close()
+    await coordinator.stop()
+    await cluster.close()
+  })
+  return { cluster, coordinator, browser }
 }

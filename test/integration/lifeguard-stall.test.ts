@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import t from 'tap'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { agentLog } from '../helpers/trust.ts'
 
 // Lifeguard on real processes: an agent stopped for 5 s (SIGSTOP) comes back
 // doubting itself — it must not declare the peers it could not hear dead —
@@ -17,11 +18,6 @@ const ids = new Map(names.map(n => [n, cluster.node(n).peerId]))
 const allAlive = async (): Promise<boolean> => (await Promise.all(names.map(async n => await cluster.members(n)))).every(v => names.every(x => v.get(ids.get(x)!)?.state === 'alive'))
 await waitFor(allAlive, 'all four alive everywhere', 120_000, 500)
 
-async function logLines (dir: string): Promise<any[]> {
-  const text = await readFile(join(dir, 'logs', 'agent.log'), 'utf8').catch(() => '')
-  return text.split('\n').flatMap(line => { try { return [JSON.parse(line)] } catch { return [] } })
-}
-
 await t.test('a stopped agent comes back unhealthy, accuses nobody to death, refutes, and recovers', async t => {
   const d = cluster.node('d')
   const before = (await cluster.get('a', '/v1/status')).members.find((m: any) => m.peerId === d.peerId).incarnation
@@ -31,7 +27,7 @@ await t.test('a stopped agent comes back unhealthy, accuses nobody to death, ref
   d.process!.signal('SIGCONT')
   // what d's status says first depends on how soon a loaded machine lets it
   // answer (recovery takes two answered probes); its log keeps the doubt itself
-  const doubt = await waitFor(async () => (await logLines(d.dir)).find(l => (l.time ?? 0) >= stoppedAt && typeof l.msg === 'string' && l.msg.startsWith('local health degraded')), 'd to log that it doubts itself', 30_000, 200)
+  const doubt = await waitFor(async () => (await agentLog(d.dir)).find(l => (l.time ?? 0) >= stoppedAt && typeof l.msg === 'string' && l.msg.startsWith('local health degraded')), 'd to log that it doubts itself', 30_000, 200)
   const late = Number(/stalled for (\d+) ms/.exec(String(doubt.reason))?.[1])
   t.ok(late >= 4000, `d doubted itself because of the stall (${String(doubt.reason)}, score ${doubt.score})`)
   const healthyAgain = Date.now() + 120_000

@@ -1,4 +1,4 @@
-import { generateKeyPairSync } from 'node:crypto'
+import { createHash, generateKeyPairSync } from 'node:crypto'
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,6 +7,7 @@ import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import {
   BundleError, buildBundle, HashMismatchError, unpackBundle, verifyBundle, BundleSignatureError, type BuiltBundle
 } from '../../packaging/bundle/index.ts'
+import { parseIndex } from '../../packaging/bundle/chunk-index.ts'
 import { writeBundleZip } from '../../packaging/bundle/zip-write.ts'
 import { issuePublisherCert } from '../../packaging/trust.ts'
 import { readModelArtifacts } from '../../packaging/tfjs/file-io.ts'
@@ -160,4 +161,30 @@ await t.test('flipping any single byte is rejected', async t => {
     t.equal(await flipAll(f.path, err => err instanceof HashMismatchError && err.entry === f.path), f.size,
       `all ${f.size} flips of ${f.path} are caught by its sha256, naming the file`)
   }
+})
+
+await t.test('after a pull proved every chunk, the zip is not hashed again; the signature and every file still are', async t => {
+  const built = await build('layers')
+  const { index } = await verifyBundle(built.out, opts)
+  const proven = await verifyBundle(built.out, { ...opts, digest: built.digest, chunksVerified: index })
+  t.equal(proven.digest, built.digest, 'the proven digest stands for the file')
+  t.same(proven.manifest, built.manifest)
+
+  const other = { ...index, hashes: index.hashes.map((h, i) => i === 0 ? 'f'.repeat(64) : h) }
+  await t.rejects(verifyBundle(built.out, { ...opts, digest: built.digest, chunksVerified: other }), HashMismatchError,
+    'a file whose index is not the one the pull checked is refused')
+
+  // a peer may wrap a genuinely signed manifest round other bytes under a digest of its own: a pull of that
+  // digest proves the bytes are the ones the digest names, not the ones the publisher signed
+  const unpacked = await unpackBundle(built.out, join(root, 'proven-source'), opts)
+  const target = built.manifest.files.find(f => f.path.startsWith('model/'))!.path
+  const files = ['manifest.json', 'manifest.jws', ...built.manifest.files.map(f => f.path)]
+  const forged = await repack(unpacked.dir, files, (p, d) => { if (p !== target) return d; const c = Buffer.from(d); c[0] = c[0]! ^ 0x20; return c })
+  const raw = await readFile(forged)
+  const forgedDigest = createHash('sha256').update(raw).digest('hex')
+  // the index is the zip comment, after the end-of-central-directory record's 22 bytes
+  const eocd = raw.lastIndexOf(Buffer.from('PK\x05\x06', 'latin1'))
+  const forgedIndex = parseIndex(raw.subarray(eocd + 22, eocd + 22 + raw.readUInt16LE(eocd + 20)))
+  await t.rejects(verifyBundle(forged, { ...opts, digest: forgedDigest, chunksVerified: forgedIndex }), { code: 'ERR_HASH_MISMATCH', entry: target },
+    'its files are still checked against the signed manifest, naming the file')
 })
