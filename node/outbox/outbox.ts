@@ -125,6 +125,13 @@ export class Outbox implements Startable {
   readonly #jobs = new Map<string, OutboxJob>()
   readonly #inFlight = new Map<string, Promise<void>>()
   readonly #unsaved = new Map<string, Unsaved>()
+  /**
+   * When each job is due, on the monotonic clock (performance.now()). The
+   * job's `nextAt` (wall clock) is what survives a restart; scheduling by it
+   * held every retry set while the clock was ahead until the wall clock
+   * caught up again after it stepped back (5 minutes late in a chaos run).
+   */
+  readonly #due = new Map<string, number>()
   #saving: Promise<void> = Promise.resolve()
   #timer?: NodeJS.Timeout
   #running = false
@@ -151,8 +158,12 @@ export class Outbox implements Startable {
   async start (): Promise<void> {
     await this.#seen.load()
     const crashed: OutboxJob[] = []
+    const now = Date.now()
+    const mono = performance.now()
     for await (const [id, job] of this.#queue.iterator()) {
       this.#jobs.set(id, job)
+      // from a wall-clock time written before the restart: never later than the longest backoff
+      this.#due.set(id, mono + Math.max(0, Math.min(job.nextAt - now, this.#maxDelayMs)))
       if (job.inFlightSince != null) crashed.push(job)
     }
     for (const job of crashed) await this.#survivedCrash(job)
@@ -208,6 +219,7 @@ export class Outbox implements Startable {
       throw err
     }
     this.#jobs.set(job.id, job)
+    this.#due.set(job.id, performance.now())
     this.#gauge()
     this.#kick()
     return job
@@ -222,6 +234,7 @@ export class Outbox implements Startable {
     const job: OutboxJob = { ...fresh, attempts: 0, nextAt: Date.now() }
     await this.#c.db.batch([{ type: 'put', key: id, value: job, sublevel: this.#queue }, { type: 'del', key: id, sublevel: this.#dead }])
     this.#jobs.set(id, job)
+    this.#due.set(id, performance.now())
     this.#gauge()
     this.#kick()
     return job
@@ -231,12 +244,13 @@ export class Outbox implements Startable {
   #kick (): void {
     if (!this.#running) return
     clearTimeout(this.#timer)
-    const now = Date.now()
+    const now = performance.now()
+    const dueAt = (j: OutboxJob): number => this.#due.get(j.id) ?? now
     let nextDue = Infinity
-    const due = [...this.#jobs.values()].filter(j => !this.#inFlight.has(j.id)).sort((a, b) => a.nextAt - b.nextAt)
+    const due = [...this.#jobs.values()].filter(j => !this.#inFlight.has(j.id)).sort((a, b) => dueAt(a) - dueAt(b))
     for (const job of due) {
-      if (job.nextAt > now) {
-        nextDue = job.nextAt
+      if (dueAt(job) > now) {
+        nextDue = dueAt(job)
         break
       }
       if (this.#inFlight.size >= this.#concurrency) break
@@ -266,6 +280,7 @@ export class Outbox implements Startable {
     }
     await this.#durably(job.id, { op: 'del' }, async () => { await this.#queue.del(job.id) })
     this.#jobs.delete(job.id)
+    this.#due.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDelivered.inc({ type: job.type })
     const started = job.event.ts
@@ -283,9 +298,11 @@ export class Outbox implements Startable {
     }
     const exp = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** (job.attempts - 1))
     // "equal jitter": at least half the backoff, so retries from many jobs spread out without collapsing to zero
-    job.nextAt = Date.now() + Math.round(exp / 2 + this.#random() * exp / 2)
+    const delay = Math.round(exp / 2 + this.#random() * exp / 2)
+    job.nextAt = Date.now() + delay
+    this.#due.set(job.id, performance.now() + delay)
     await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
-    this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: job.nextAt - Date.now(), err: job.lastError }, 'delivery failed; will retry')
+    this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: delay, err: job.lastError }, 'delivery failed; will retry')
   }
 
   /**
@@ -356,6 +373,7 @@ export class Outbox implements Startable {
       await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
     })
     this.#jobs.delete(job.id)
+    this.#due.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDead.inc({ type: job.type })
     this.#c.logger.error({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts, crashes: job.crashes, reason, err: job.lastError }, 'delivery abandoned: moved to dead letters')

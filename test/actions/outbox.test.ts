@@ -52,6 +52,35 @@ t.test('retries with growing, jittered delays until delivered', async t => {
   await db.close()
 })
 
+t.test('a retry set while the wall clock was ahead is not held back once the clock steps back', async t => {
+  const db = await openDb('clock-step')
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  // five minutes ahead (as faketime makes it in the chaos run) while the first attempt fails and its retry is set
+  Date.now = () => realNow() + 300_000
+  const quiet = (): void => {}
+  // the clock steps back right after the retry was set, before the outbox looks at what is due next
+  const steppingLogger = { info: quiet, error: quiet, debug: quiet, warn: (_o: unknown, msg?: string) => { if (msg === 'delivery failed; will retry') Date.now = realNow } }
+  let attempts = 0
+  const outbox = new Outbox({
+    db,
+    logger: steppingLogger as unknown as typeof logger,
+    deliver: async () => {
+      if (attempts++ === 0) throw new Error('receiver down')
+    }
+  }, { baseDelayMs: 40, maxDelayMs: 1000, maxAttempts: 10 })
+  await outbox.start()
+  await outbox.enqueue(job(1))
+  // the retry is due 20-40 ms after the failure; by the wall clock it was five minutes away.
+  // Polled on the monotonic clock: waitFor's deadline is wall-clock time, which this test moves
+  const deadline = performance.now() + 20_000
+  while (outbox.size > 0 && performance.now() < deadline) await new Promise(resolve => setTimeout(resolve, 10))
+  t.equal(outbox.size, 0, 'the retry ran within 20 s, not once the wall clock caught up')
+  t.equal(attempts, 2, 'failed once, delivered at the retry')
+  await outbox.stop()
+  await db.close()
+})
+
 t.test('dead letters: after maxAttempts, or at once for a permanent refusal; retry puts them back', async t => {
   const db = await openDb('dead')
   let fixed = false
