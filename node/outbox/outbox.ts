@@ -255,8 +255,12 @@ export class Outbox implements Startable {
       }
       if (this.#inFlight.size >= this.#concurrency) break
       const attempt = this.#attempt(job).catch(err => {
-        // only bookkeeping (level) can fail here; the job stays queued and is tried again
-        this.#c.logger.error({ job: job.id, err: err.message }, 'outbox bookkeeping failed')
+        // only bookkeeping (level) can fail here; the job stays queued and is tried again after a
+        // while. At once, it spun: level refuses on a database being reopened (after a full disk)
+        // or closed (shutdown) without touching the event loop, so the retries never let the
+        // reopen finish, nor the API answer (an agent stuck so in a chaos run)
+        this.#due.set(job.id, performance.now() + this.#baseDelayMs)
+        this.#c.logger.error({ job: job.id, err: err.message, retryInMs: this.#baseDelayMs }, 'outbox bookkeeping failed')
       }).finally(() => {
         this.#inFlight.delete(job.id)
         this.#kick()
@@ -271,7 +275,14 @@ export class Outbox implements Startable {
     // written before the attempt: if the agent dies during it, the next start knows
     job.inFlightSince = Date.now()
     // on a full disk the marker waits in memory with the job's other state: delivery goes on
-    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
+    try {
+      await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
+    } catch (err) {
+      // not attempted: it does not count
+      job.attempts--
+      delete job.inFlightSince
+      throw err
+    }
     try {
       await this.#c.deliver(job, AbortSignal.timeout(this.#attemptTimeoutMs))
     } catch (err: any) {

@@ -81,6 +81,31 @@ t.test('a retry set while the wall clock was ahead is not held back once the clo
   await db.close()
 })
 
+t.test('a job whose bookkeeping fails waits before it is tried again instead of spinning', async t => {
+  const db = await openDb('bookkeeping')
+  let errors = 0
+  let outbox: Outbox | undefined
+  const quiet = (): void => {}
+  // level refuses on a closed database without touching the event loop: retried at once, the
+  // outbox spun and starved everything else (an agent's API, the reopen). A guard ends that.
+  const countingLogger = { info: quiet, warn: quiet, debug: quiet, error: () => { if (++errors >= 200) void outbox?.stop() } }
+  let failures = 1
+  outbox = new Outbox({
+    db,
+    logger: countingLogger as unknown as typeof logger,
+    deliver: async () => { if (failures-- > 0) throw new Error('receiver down') }
+  }, { baseDelayMs: 200, maxDelayMs: 1000 })
+  await outbox.start()
+  await outbox.enqueue(job(1))
+  // the first attempt fails; before its retry (100-200 ms later) the database closes under the outbox
+  await db.close()
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  t.ok(errors >= 1, `the closed database was noticed (${errors} bookkeeping failures)`)
+  t.ok(errors < 20, `and tried again after a while, not at once (${errors} failures in 1 s)`)
+  t.equal(outbox.size, 1, 'the job is still queued')
+  await outbox.stop()
+})
+
 t.test('dead letters: after maxAttempts, or at once for a permanent refusal; retry puts them back', async t => {
   const db = await openDb('dead')
   let fixed = false
