@@ -56,7 +56,8 @@ export interface CoordinatorServices {
   /** fleet-signed revocations of nodes (service `nodes`, admins) */
   revocations?: Pick<Revocations, 'revoke' | 'list'>
   /** predict anywhere in the mesh (service `predict`): status and body of the answer */
-  predict?: (model: string, version: string | undefined, body: unknown) => Promise<{ status: number, body: unknown }>
+  /** `requestId`: assigned where the request entered (see predictRequestId), carried to every replica tried */
+  predict?: (model: string, version: string | undefined, body: unknown, requestId: string) => Promise<{ status: number, body: unknown }>
   /** failed-login counters; the coordinator's persist in its database */
   loginLimiter?: LoginLimiter
   /** more metrics for `/metrics`, e.g. the embedded agent's */

@@ -227,7 +227,7 @@ export class Coordinator {
       deployments: this.deployments,
       rollouts: this.rollouts,
       revocations: this.revocations,
-      predict: async (model, version, body) => await this.agent.predict(model, version, body),
+      predict: async (model, version, body, requestId) => await this.agent.predict(model, version, body, requestId),
       prometheus: [this.agent.prometheus],
       peerId: this.peerId,
       version: VERSION

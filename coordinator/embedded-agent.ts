@@ -55,7 +55,7 @@ export interface EmbeddedAgent {
   /** renew this node's own certificate by signing (the coordinator holds the fleet key) rather than asking */
   useCertificateIssuer(issuer: CertificateIssuer): void
   /** predict here when this node runs the model, or through a replica */
-  predict(model: string, version: string | undefined, body: unknown): Promise<{ status: number, body: unknown }>
+  predict(model: string, version: string | undefined, body: unknown, requestId?: string): Promise<{ status: number, body: unknown }>
   /** TensorFlow Serving's gRPC backend over the same models */
   grpcBackend(): ServingBackend
 }
@@ -92,10 +92,10 @@ export function embed (agent: Agent): EmbeddedAgent {
       return await mesh.dialProtocol(target, protocol, { signal })
     },
     useCertificateIssuer: issuer => { agent.renewal.useIssuer(issuer) },
-    predict: async (model, version, body) => {
+    predict: async (model, version, body, requestId) => {
       // the coordinator runs no instances itself, but its agent may one day
-      if (local.runtime.has(model)) return { status: 200, body: await predictLocal(local.runtime, model, version, body) }
-      return await router.predict(model, version, body)
+      if (local.runtime.has(model)) return { status: 200, body: await predictLocal(local.runtime, model, version, body, requestId) }
+      return await router.predict(model, version, body, undefined, requestId)
     },
     grpcBackend: () => agentBackend({ runtime: local.runtime, router })
   }

@@ -92,10 +92,14 @@ export class SimulatedSensor extends AbstractSensor {
     // tick emits what is due by the clock, so the rate holds on average (a
     // stall longer than a second drops the excess rather than bursting it)
     const tickMs = Math.max(1, periodMs)
+    // what is due is counted on the monotonic clock: by the wall clock, a step
+    // back (NTP, faketime in the chaos run) left nothing due, and the sensor
+    // silent, until the wall clock caught up again
+    const scheduleStart = performance.now()
     let emitted = 0
     this.#timer = setInterval(() => {
       // half a tick of slack: a timer firing a millisecond early still emits its reading
-      const due = Math.floor((Date.now() - this.#startedAt + tickMs / 2) / periodMs)
+      const due = Math.floor((performance.now() - scheduleStart + tickMs / 2) / periodMs)
       if (due - emitted > this.#init.rateHz) emitted = due - Math.ceil(this.#init.rateHz)
       for (; emitted < due; emitted++) {
         this.accept(this.next())

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { retryAfterOf } from '../../node/api/errors.ts'
-import { predictLengthCheck } from '../../node/api/routes/models.ts'
+import { predictLengthCheck, predictRequestId } from '../../node/api/routes/models.ts'
 import { NotFoundError } from '../errors.ts'
 import { errorResponses, NoQuery } from './schemas.ts'
 import type { CoordinatorContext } from '../app.ts'
@@ -57,7 +57,9 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     onRequest,
     schema: schema(Target)
   }, async (request, reply) => {
-    const answer = await predict(split(request.params.target), undefined, request.body)
+    const requestId = predictRequestId(request)
+    void reply.header('x-request-id', requestId)
+    const answer = await predict(split(request.params.target), undefined, request.body, requestId)
     return await relay(reply, answer)
   })
 
@@ -67,7 +69,9 @@ export async function predictRoutes (app: FastifyInstance, { ctx }: { ctx: Coord
     onRequest,
     schema: schema(VersionTarget)
   }, async (request, reply) => {
-    const answer = await predict(request.params.name, split(request.params.target), request.body)
+    const requestId = predictRequestId(request)
+    void reply.header('x-request-id', requestId)
+    const answer = await predict(request.params.name, split(request.params.target), request.body, requestId)
     return await relay(reply, answer)
   })
 }

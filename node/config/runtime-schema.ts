@@ -40,7 +40,11 @@ export const OutboxSchema = Type.Object({
   /** give up on one delivery attempt after this long */
   attemptTimeoutMs: Type.Integer({ minimum: 100, maximum: 600_000, default: 15_000 }),
   /** a job that was being delivered when the agent died this many times is dead-lettered, not tried again */
-  maxCrashes: Type.Integer({ minimum: 1, maximum: 100, default: 2 })
+  maxCrashes: Type.Integer({ minimum: 1, maximum: 100, default: 2 }),
+  /** how long a job id is remembered so a repeat of the same action of the same request is dropped (a retried predict) */
+  dedupeWindowMs: Type.Integer({ minimum: 1000, maximum: 30 * 86_400_000, default: 86_400_000 }),
+  /** job ids remembered at most (oldest forgotten first): the window's bound on memory and disk */
+  dedupeMaxEntries: Type.Integer({ minimum: 100, maximum: 1_000_000, default: 10_000 })
 }, { additionalProperties: false, default: {} })
 
 export const NotificationsSchema = Type.Object({

@@ -1,11 +1,16 @@
 import { randomUUID } from 'node:crypto'
+import { DedupeWindow } from './dedupe.ts'
 import { DeadLetterNotFoundError } from './errors.ts'
 import type { ActionSpec, ActionType } from '../actions/schema.ts'
 import { diskGuardOf, type Database } from '../store/db.ts'
 import type { Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
-/** One queued action or notification. `id` doubles as the idempotency key every channel sends along. */
+/**
+ * One queued action or notification. `id` doubles as the idempotency key
+ * every channel sends along; rules make it from the request id (actionKey),
+ * so the same action of the same request has the same id on every node.
+ */
 export interface OutboxJob {
   id: string
   type: ActionType
@@ -69,6 +74,10 @@ export interface OutboxInit {
   random?: () => number
   /** A job found in flight at start this many times (the agent died while delivering it) is dead-lettered. @default 2 */
   maxCrashes?: number
+  /** How long a job id is remembered to drop repeats (a retried request reaching this node again). @default 86400000 (24 h) */
+  dedupeWindowMs?: number
+  /** Job ids remembered at most, oldest forgotten first: bounds the memory and disk of the window. @default 10000 */
+  dedupeMaxEntries?: number
 }
 
 export const DEFAULT_MAX_ATTEMPTS = 10
@@ -93,6 +102,12 @@ type Unsaved = { op: 'put', job: OutboxJob } | { op: 'del' } | { op: 'dead', let
  * While the disk is full, jobs are still taken and delivered, their state
  * kept in memory (up to MAX_UNSAVED) and written once the disk guard
  * reports space again; only a process that dies before then loses them.
+ *
+ * A job whose id was taken within the dedupe window (queued, delivered or
+ * dead-lettered) is not queued again: the same action of the same request
+ * arriving twice — a client's retry, or a request the router retried that
+ * reached this node by two ways — goes out once from here. The window is in
+ * level beside the queue, so it holds across restarts.
  */
 export class Outbox implements Startable {
   readonly #c: OutboxComponents
@@ -105,9 +120,18 @@ export class Outbox implements Startable {
   readonly #maxCrashes: number
   readonly #queue
   readonly #dead
+  readonly #seenLevel
+  readonly #seen: DedupeWindow
   readonly #jobs = new Map<string, OutboxJob>()
   readonly #inFlight = new Map<string, Promise<void>>()
   readonly #unsaved = new Map<string, Unsaved>()
+  /**
+   * When each job is due, on the monotonic clock (performance.now()). The
+   * job's `nextAt` (wall clock) is what survives a restart; scheduling by it
+   * held every retry set while the clock was ahead until the wall clock
+   * caught up again after it stepped back (5 minutes late in a chaos run).
+   */
+  readonly #due = new Map<string, number>()
   #saving: Promise<void> = Promise.resolve()
   #timer?: NodeJS.Timeout
   #running = false
@@ -123,13 +147,23 @@ export class Outbox implements Startable {
     this.#maxCrashes = init.maxCrashes ?? DEFAULT_MAX_CRASHES
     this.#queue = components.db.sublevel<string, OutboxJob>('outbox', { valueEncoding: 'json' })
     this.#dead = components.db.sublevel<string, DeadLetter>('outbox-dead', { valueEncoding: 'json' })
+    this.#seenLevel = components.db.sublevel<string, number>('outbox-seen', { valueEncoding: 'json' })
+    this.#seen = new DedupeWindow(this.#seenLevel, {
+      ...(init.dedupeWindowMs == null ? {} : { windowMs: init.dedupeWindowMs }),
+      ...(init.dedupeMaxEntries == null ? {} : { maxEntries: init.dedupeMaxEntries })
+    })
     diskGuardOf(components.db)?.addEventListener('resume', () => { void this.#saveUnsaved() })
   }
 
   async start (): Promise<void> {
+    await this.#seen.load()
     const crashed: OutboxJob[] = []
+    const now = Date.now()
+    const mono = performance.now()
     for await (const [id, job] of this.#queue.iterator()) {
       this.#jobs.set(id, job)
+      // from a wall-clock time written before the restart: never later than the longest backoff
+      this.#due.set(id, mono + Math.max(0, Math.min(job.nextAt - now, this.#maxDelayMs)))
       if (job.inFlightSince != null) crashed.push(job)
     }
     for (const job of crashed) await this.#survivedCrash(job)
@@ -162,12 +196,30 @@ export class Outbox implements Startable {
     return await this.#dead.values({ limit }).all()
   }
 
-  /** Persist a job, then try to deliver it right away. */
-  async enqueue (input: EnqueueInput): Promise<OutboxJob> {
+  /**
+   * Persist a job, then try to deliver it right away. A repeat of an id
+   * taken within the dedupe window is not queued again: the answer is the
+   * job still queued under that id, or undefined once it left the queue.
+   */
+  async enqueue (input: EnqueueInput): Promise<OutboxJob | undefined> {
     const now = Date.now()
-    const job: OutboxJob = { ...input, id: input.id ?? randomUUID(), createdAt: now, attempts: 0, nextAt: now }
-    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) }, this.#unsaved.size < MAX_UNSAVED)
+    const id = input.id ?? randomUUID()
+    if (this.#jobs.has(id) || this.#seen.has(id, now)) {
+      this.#c.logger.debug({ job: id, type: input.type, instance: input.instance, rule: input.rule, takenAt: this.#seen.takenAt(id) }, 'repeat of a job already taken; dropped')
+      return this.#jobs.get(id)
+    }
+    const job: OutboxJob = { ...input, id, createdAt: now, attempts: 0, nextAt: now }
+    const seen = this.#seen.record(id, now)
+    try {
+      await this.#durably(job.id, { op: 'put', job }, async () => {
+        await this.#c.db.batch([{ type: 'put', key: job.id, value: job, sublevel: this.#queue }, ...seen])
+      }, this.#unsaved.size < MAX_UNSAVED)
+    } catch (err) {
+      this.#seen.forget(id)
+      throw err
+    }
     this.#jobs.set(job.id, job)
+    this.#due.set(job.id, performance.now())
     this.#gauge()
     this.#kick()
     return job
@@ -182,6 +234,7 @@ export class Outbox implements Startable {
     const job: OutboxJob = { ...fresh, attempts: 0, nextAt: Date.now() }
     await this.#c.db.batch([{ type: 'put', key: id, value: job, sublevel: this.#queue }, { type: 'del', key: id, sublevel: this.#dead }])
     this.#jobs.set(id, job)
+    this.#due.set(id, performance.now())
     this.#gauge()
     this.#kick()
     return job
@@ -191,18 +244,23 @@ export class Outbox implements Startable {
   #kick (): void {
     if (!this.#running) return
     clearTimeout(this.#timer)
-    const now = Date.now()
+    const now = performance.now()
+    const dueAt = (j: OutboxJob): number => this.#due.get(j.id) ?? now
     let nextDue = Infinity
-    const due = [...this.#jobs.values()].filter(j => !this.#inFlight.has(j.id)).sort((a, b) => a.nextAt - b.nextAt)
+    const due = [...this.#jobs.values()].filter(j => !this.#inFlight.has(j.id)).sort((a, b) => dueAt(a) - dueAt(b))
     for (const job of due) {
-      if (job.nextAt > now) {
-        nextDue = job.nextAt
+      if (dueAt(job) > now) {
+        nextDue = dueAt(job)
         break
       }
       if (this.#inFlight.size >= this.#concurrency) break
       const attempt = this.#attempt(job).catch(err => {
-        // only bookkeeping (level) can fail here; the job stays queued and is tried again
-        this.#c.logger.error({ job: job.id, err: err.message }, 'outbox bookkeeping failed')
+        // only bookkeeping (level) can fail here; the job stays queued and is tried again after a
+        // while. At once, it spun: level refuses on a database being reopened (after a full disk)
+        // or closed (shutdown) without touching the event loop, so the retries never let the
+        // reopen finish, nor the API answer (an agent stuck so in a chaos run)
+        this.#due.set(job.id, performance.now() + this.#baseDelayMs)
+        this.#c.logger.error({ job: job.id, err: err.message, retryInMs: this.#baseDelayMs }, 'outbox bookkeeping failed')
       }).finally(() => {
         this.#inFlight.delete(job.id)
         this.#kick()
@@ -217,7 +275,14 @@ export class Outbox implements Startable {
     // written before the attempt: if the agent dies during it, the next start knows
     job.inFlightSince = Date.now()
     // on a full disk the marker waits in memory with the job's other state: delivery goes on
-    await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
+    try {
+      await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
+    } catch (err) {
+      // not attempted: it does not count
+      job.attempts--
+      delete job.inFlightSince
+      throw err
+    }
     try {
       await this.#c.deliver(job, AbortSignal.timeout(this.#attemptTimeoutMs))
     } catch (err: any) {
@@ -226,6 +291,7 @@ export class Outbox implements Startable {
     }
     await this.#durably(job.id, { op: 'del' }, async () => { await this.#queue.del(job.id) })
     this.#jobs.delete(job.id)
+    this.#due.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDelivered.inc({ type: job.type })
     const started = job.event.ts
@@ -243,9 +309,11 @@ export class Outbox implements Startable {
     }
     const exp = Math.min(this.#maxDelayMs, this.#baseDelayMs * 2 ** (job.attempts - 1))
     // "equal jitter": at least half the backoff, so retries from many jobs spread out without collapsing to zero
-    job.nextAt = Date.now() + Math.round(exp / 2 + this.#random() * exp / 2)
+    const delay = Math.round(exp / 2 + this.#random() * exp / 2)
+    job.nextAt = Date.now() + delay
+    this.#due.set(job.id, performance.now() + delay)
     await this.#durably(job.id, { op: 'put', job }, async () => { await this.#queue.put(job.id, job) })
-    this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: job.nextAt - Date.now(), err: job.lastError }, 'delivery failed; will retry')
+    this.#c.logger.warn({ job: job.id, type: job.type, attempts: job.attempts, retryInMs: delay, err: job.lastError }, 'delivery failed; will retry')
   }
 
   /**
@@ -270,6 +338,9 @@ export class Outbox implements Startable {
       const changes = [...this.#unsaved]
       const batch = this.#c.db.batch()
       for (const [id, c] of changes) {
+        // the job's place in the dedupe window, which waited with it
+        const at = this.#seen.takenAt(id)
+        if (at != null) batch.put(id, at, { sublevel: this.#seenLevel })
         if (c.op === 'put') {
           batch.put(id, c.job, { sublevel: this.#queue })
         } else {
@@ -313,6 +384,7 @@ export class Outbox implements Startable {
       await this.#c.db.batch([{ type: 'del', key: job.id, sublevel: this.#queue }, { type: 'put', key: job.id, value: letter, sublevel: this.#dead }])
     })
     this.#jobs.delete(job.id)
+    this.#due.delete(job.id)
     this.#gauge()
     this.#c.metrics?.outboxDead.inc({ type: job.type })
     this.#c.logger.error({ job: job.id, type: job.type, instance: job.instance, rule: job.rule, attempts: job.attempts, crashes: job.crashes, reason, err: job.lastError }, 'delivery abandoned: moved to dead letters')

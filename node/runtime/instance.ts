@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import merge from 'it-merge'
 import { pipe } from 'it-pipe'
@@ -11,6 +12,7 @@ import { checkInstance, rowOf, shapeKey, toBatch, type CheckedInstance, type Nes
 import { SensorWindow } from './window.ts'
 import type { ActionSpec } from '../actions/schema.ts'
 import type { RuntimeMetrics } from '../metrics/runtime-metrics.ts'
+import { actionKey } from '../outbox/dedupe.ts'
 import type { EnqueueInput } from '../outbox/outbox.ts'
 import type { AbstractSensor, Reading } from '../../sensors/index.ts'
 import { reconcileSpecs } from '../../packaging/models/specs.ts'
@@ -206,7 +208,9 @@ export class ModelInstance {
     }
     this.#c.metrics?.predictions.inc({ model: this.name, source }, rows.length)
     if (this.#rules.length > 0) {
-      for (const r of rows) await this.#applyRules({ ...context, ...interpret(r, this.bundle.manifest.outputs), model: this.name, version: this.version, node: this.#c.node, source, ts })
+      // the id the request entered with (the same on every replica the router tried), else one of its own
+      const requestId = typeof context.requestId === 'string' ? context.requestId : randomUUID()
+      for (const [row, r] of rows.entries()) await this.#applyRules({ ...context, ...interpret(r, this.bundle.manifest.outputs), model: this.name, version: this.version, node: this.#c.node, source, ts, requestId }, row)
     }
     return rows
   }
@@ -275,13 +279,21 @@ export class ModelInstance {
     }
   }
 
-  async #applyRules (event: Record<string, unknown>): Promise<void> {
+  /**
+   * Queue the actions of the rules `event` fires. Each job's id is made from
+   * the request id, the instance, rule and action and the row: a request
+   * the router retried on another replica fires the same ids there, which
+   * receivers drop, and one that reaches this node again is dropped by the
+   * outbox.
+   */
+  async #applyRules (event: Record<string, unknown> & { requestId: string }, row: number): Promise<void> {
     for (const { rule, spec } of this.#rules) {
       if (!rule.test(event)) continue
       this.#c.metrics?.ruleFired.inc({ model: this.name, rule: rule.name })
       const fired = { ...event, rule: rule.name, instance: this.name }
-      for (const action of spec.actions) {
-        const job: EnqueueInput = { type: action.type, action: renderAction(action, fired), event: fired, instance: this.name, rule: rule.name }
+      for (const [index, action] of spec.actions.entries()) {
+        const id = actionKey({ requestId: event.requestId, instance: this.name, rule: rule.name, action: index, row })
+        const job: EnqueueInput = { id, type: action.type, action: renderAction(action, fired), event: fired, instance: this.name, rule: rule.name }
         if (action.type === 'script' && this.bundle.actionPath != null) job.script = { path: this.bundle.actionPath, scratch: this.#init.scratchDir, network: this.spec.script?.network ?? [] }
         try {
           await this.#c.outbox.enqueue(job)

@@ -156,14 +156,22 @@ export class Rule {
     return this.#fired
   }
 
-  /** Feed one prediction; true when the rule fires for it. */
-  test (context: Record<string, unknown>, now = Date.now()): boolean {
+  /**
+   * Feed one prediction; true when the rule fires for it. `now` is in
+   * milliseconds of the monotonic clock: the cooldown is a span of time,
+   * and the wall clock can step back (NTP, a clock fixed by hand), which
+   * made `now - lastFired` negative and kept every rule on the node quiet —
+   * even one without a cooldown — until the wall clock caught up again
+   * (a 5-minute step lost every notification of that node for 5 minutes).
+   */
+  test (context: Record<string, unknown>, now = performance.now()): boolean {
     if (!this.#condition(context)) {
       this.#streak = 0
       return false
     }
     this.#streak++
-    if (this.#streak < this.#debounce || now - this.#lastFired < this.#cooldownMs) return false
+    if (this.#streak < this.#debounce) return false
+    if (this.#cooldownMs > 0 && now - this.#lastFired < this.#cooldownMs) return false
     this.#lastFired = now
     this.#streak = 0
     this.#fired++

@@ -11,12 +11,16 @@ function instanceOf (runtime: Pick<Runtime, 'get'>, name: string, version: strin
   return instance
 }
 
-/** TF Serving's predict, answered by the instance of `name` on this node. */
-export async function predictLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown): Promise<Record<string, unknown>> {
+/**
+ * TF Serving's predict, answered by the instance of `name` on this node.
+ * `requestId`: the id the request got where it entered (the actions its
+ * rules fire are keyed by it); a fresh one when absent.
+ */
+export async function predictLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown, requestId?: string): Promise<Record<string, unknown>> {
   const instance = instanceOf(runtime, name, version)
   const { manifest } = instance.bundle
   const { instances, columnar } = parsePredictBody(body, manifest.inputs)
-  const rows = await instance.predict(instances)
+  const rows = await instance.predict(instances, 'api', requestId == null ? {} : { requestId })
   const single = manifest.outputs.length === 1
   const predictions = rows.map(r => single ? r[0]! : Object.fromEntries(manifest.outputs.map((o, k) => [o.name, r[k]!])))
   if (!columnar) return { predictions }
@@ -56,13 +60,13 @@ export interface MetadataAnswer {
  * Predict with tensors in and out (gRPC's form): inputs by name, batch
  * first; every output by name unless `filter` names some.
  */
-export async function predictTensorsLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[] = []): Promise<TensorAnswer> {
+export async function predictTensorsLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[] = [], requestId?: string): Promise<TensorAnswer> {
   const start = performance.now()
   const instance = instanceOf(runtime, name, version)
   const { manifest } = instance.bundle
   const names = manifest.outputs.map(o => o.name)
   filter.forEach((f, i) => { if (!names.includes(f)) throw new InvalidInputError(`"${f}" is not an output of this model (its outputs: ${names.join(', ')})`, `output_filter[${i}]`) })
-  const rows = await instance.predict(instancesFromTensors(inputs, manifest.inputs))
+  const rows = await instance.predict(instancesFromTensors(inputs, manifest.inputs), 'api', requestId == null ? {} : { requestId })
   const outputs: Record<string, WireTensor> = {}
   manifest.outputs.forEach((o, k) => {
     if (filter.length === 0 || filter.includes(o.name)) outputs[o.name] = stackRows(rows.map(r => r[k]!), o.dtype)
@@ -137,12 +141,12 @@ export function tensorsFromJson (value: unknown, root: string): Record<string, W
  * model's signature (`metadata`). What a forwarded request from another
  * node gets, and what the local APIs use.
  */
-export async function answerLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown, answer?: 'tensors' | 'metadata'): Promise<unknown> {
+export async function answerLocal (runtime: Pick<Runtime, 'get'>, name: string, version: string | undefined, body: unknown, answer?: 'tensors' | 'metadata', requestId?: string): Promise<unknown> {
   if (answer === 'metadata') return metadataLocal(runtime, name, version)
-  if (answer == null) return await predictLocal(runtime, name, version, body)
+  if (answer == null) return await predictLocal(runtime, name, version, body, requestId)
   if (body == null || typeof body !== 'object' || Array.isArray(body)) throw new InvalidInputError('must be {inputs, output_filter}', 'body')
   const { inputs, output_filter: filter } = body as { inputs?: unknown, output_filter?: unknown }
   if (filter != null && (!Array.isArray(filter) || filter.length > 64 || filter.some(f => typeof f !== 'string'))) throw new InvalidInputError('must be a list of output names', 'output_filter')
-  const result = await predictTensorsLocal(runtime, name, version, tensorsFromJson(inputs, 'inputs'), (filter as string[] | undefined) ?? [])
+  const result = await predictTensorsLocal(runtime, name, version, tensorsFromJson(inputs, 'inputs'), (filter as string[] | undefined) ?? [], requestId)
   return { model: result.model, version: result.version, outputs: tensorsToJson(result.outputs) }
 }

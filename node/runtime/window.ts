@@ -21,8 +21,13 @@ export class SensorWindow {
   push (reading: Reading): number[] | number[][] | undefined {
     const buf = this.#buffers.get(reading.sensorId)
     if (buf == null) return undefined
-    buf.push(reading)
     const { size, ms } = this.#spec.window
+    // a reading stamped before the ones held: the wall clock stepped back (NTP,
+    // a clock fixed by hand). Those held are from the clock that was ahead; kept,
+    // a time window would never cover them, emit nothing and grow until the
+    // wall clock caught up. The window refills from this reading on.
+    if (ms != null) while (buf.length > 0 && buf[buf.length - 1]!.ts > reading.ts) buf.pop()
+    buf.push(reading)
     if (ms == null) {
       if (buf.length > size) buf.splice(0, buf.length - size)
     } else {

@@ -1,6 +1,6 @@
 import { peerIdFromString } from '@libp2p/peer-id'
 import { OverloadedError } from '../../protocols/errors.ts'
-import { answerPredict, bodyLimitFor, DEFAULT_MAX_PREDICT_BYTES, encodePredictBody, forwardPredict, PREDICT_PROTOCOL, REPLY_LIMIT_FACTOR, type PredictAnswer, type PredictReply } from '../../protocols/predict/index.ts'
+import { answerPredict, bodyLimitFor, DEFAULT_MAX_PREDICT_BYTES, encodePredictBody, forwardPredict, PREDICT_PROTOCOL, PREDICT_PROTOCOL_2_0, REPLY_LIMIT_FACTOR, type PredictAnswer, type PredictReply } from '../../protocols/predict/index.ts'
 import { errorReply } from '../api/errors.ts'
 import { ModelLoadingError } from '../runtime/errors.ts'
 import { answerLocal } from '../runtime/serving.ts'
@@ -23,7 +23,7 @@ export interface RouterComponents {
   network: {
     handle(protocol: string, handler: StreamHandler, options?: { maxInboundStreams?: number, maxOutboundStreams?: number }): Promise<void>
     unhandle(protocol: string): Promise<void>
-    dialProtocol(peer: PeerId, protocol: string, options?: { signal?: AbortSignal }): Promise<Stream>
+    dialProtocol(peer: PeerId, protocols: string | string[], options?: { signal?: AbortSignal }): Promise<Stream>
   }
   logger: Logger
   metrics?: { forwarded(outcome: 'ok' | 'retry' | 'failed'): void }
@@ -100,11 +100,11 @@ export class PredictRouter implements Startable {
   }
 
   async start (): Promise<void> {
-    await this.#c.network.handle(PREDICT_PROTOCOL, this.#answer, { maxInboundStreams: 256, maxOutboundStreams: 256 })
+    for (const protocol of [PREDICT_PROTOCOL, PREDICT_PROTOCOL_2_0]) await this.#c.network.handle(protocol, this.#answer, { maxInboundStreams: 256, maxOutboundStreams: 256 })
   }
 
   async stop (): Promise<void> {
-    await this.#c.network.unhandle(PREDICT_PROTOCOL)
+    for (const protocol of [PREDICT_PROTOCOL, PREDICT_PROTOCOL_2_0]) await this.#c.network.unhandle(protocol)
   }
 
   /**
@@ -209,9 +209,11 @@ export class PredictRouter implements Startable {
   /**
    * Send a request to a replica and relay its answer: a predict in TF
    * Serving's REST JSON, or (`answer`) typed tensors or the model's
-   * signature for the gRPC API.
+   * signature for the gRPC API. `requestId` (see requestIdAt) goes along
+   * unchanged to every replica tried, so the actions their rules fire carry
+   * the same idempotency keys and a receiver keeps one.
    */
-  async predict (model: string, version: string | undefined, body: unknown, answer?: PredictAnswer): Promise<PredictReply> {
+  async predict (model: string, version: string | undefined, body: unknown, answer?: PredictAnswer, requestId?: string): Promise<PredictReply> {
     // a body past the limit is the caller's error, answered here: no replica sees it or is blamed for it
     let bytes: Uint8Array
     try {
@@ -230,9 +232,9 @@ export class PredictRouter implements Startable {
       tried.add(replica.peerId)
       const started = performance.now()
       try {
-        const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), PREDICT_PROTOCOL, { signal: AbortSignal.timeout(this.#timeoutMs) })
-        const request = { model, ...(version == null ? {} : { version }), body: bytes, ...(answer == null ? {} : { answer }) }
-        const reply = await forwardPredict(stream, request, { timeoutMs: this.#timeoutMs, maxReplyBytes: REPLY_LIMIT_FACTOR * this.#maxBodyBytes })
+        const stream = await this.#c.network.dialProtocol(peerIdFromString(replica.peerId), [PREDICT_PROTOCOL, PREDICT_PROTOCOL_2_0], { signal: AbortSignal.timeout(this.#timeoutMs) })
+        const request = { model, ...(version == null ? {} : { version }), body: bytes, ...(answer == null ? {} : { answer }), ...(requestId == null ? {} : { requestId }) }
+        const reply = await forwardPredict(stream, request, { timeoutMs: this.#timeoutMs, maxReplyBytes: REPLY_LIMIT_FACTOR * this.#maxBodyBytes, protocol: stream.protocol })
         this.#observe(replica.peerId, performance.now() - started)
         // the replica stopped serving it (404) or failed (5xx): another may succeed
         if ((reply.status === 404 || reply.status >= 500) && !FINAL_CODES.has(codeOf(reply.body))) {
@@ -315,9 +317,9 @@ export class PredictRouter implements Startable {
 
   /** Another node forwards a request: answer only from a local instance, never forward again. */
   readonly #answer = async (stream: Stream, _connection: Connection): Promise<void> => {
-    await answerPredict(stream, async (model, version, body, answer) => {
+    await answerPredict(stream, async (model, version, body, answer, requestId) => {
       try {
-        return { status: 200, body: await answerLocal(this.#c.runtime, model, version, body, answer) }
+        return { status: 200, body: await answerLocal(this.#c.runtime, model, version, body, answer, requestId) }
       } catch (err: any) {
         return errorReply(err)
       }

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { Type } from '@sinclair/typebox'
 import { lpStream, type LengthPrefixedStream } from '@libp2p/utils'
 import { JsonCodec } from '../codec.ts'
@@ -13,7 +14,13 @@ import type { Stream } from '@libp2p/interface'
  * frames of at most CHUNK_BYTES, so a body of any size up to the
  * configured limit streams through instead of needing one huge frame.
  */
-export const PREDICT_PROTOCOL = '/gatemesh/predict/2.0.0'
+export const PREDICT_PROTOCOL = '/gatemesh/predict/2.1.0'
+/**
+ * The same exchange without `requestId`, which nodes of earlier releases
+ * (whose header schema is closed) refuse: still answered, and dialled when
+ * the peer offers nothing newer, so a mesh mid-rollout keeps forwarding.
+ */
+export const PREDICT_PROTOCOL_2_0 = '/gatemesh/predict/2.0.0'
 export const DEFAULT_PREDICT_TIMEOUT_MS = 10_000
 /** The one limit on a predict request body, at every hop (config `api.maxPredictBytes`). */
 export const DEFAULT_MAX_PREDICT_BYTES = 16 * 1024 * 1024
@@ -28,6 +35,26 @@ const MIB = 1024 * 1024
 
 const MODEL_NAME = Type.String({ minLength: 1, maxLength: 64, pattern: '^[a-z0-9][a-z0-9._-]*$' })
 const BYTES = Type.Integer({ minimum: 0, maximum: 2 ** 31 - 1 })
+/** Longest request id, as clients send it (`Idempotency-Key`, `X-Request-Id`) and the mesh carries it. */
+export const MAX_REQUEST_ID_LENGTH = 128
+/** Printable, header- and Message-ID-safe characters only: it ends up in receivers' headers. */
+export const REQUEST_ID_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._~+=:/-]*$'
+export const RequestIdSchema = Type.String({ minLength: 1, maxLength: MAX_REQUEST_ID_LENGTH, pattern: REQUEST_ID_PATTERN })
+const REQUEST_ID = new RegExp(REQUEST_ID_PATTERN)
+
+/**
+ * The request id of a predict where it enters the mesh (HTTP, gRPC, the
+ * coordinator): the client's own (`field` names where it came from) when it
+ * sent one, checked, else a fresh UUID. Assigned once here, it is the same
+ * on every replica the request is retried on.
+ */
+export function requestIdAt (given: unknown, field: string): string {
+  if (given == null || given === '') return randomUUID()
+  if (typeof given !== 'string' || given.length > MAX_REQUEST_ID_LENGTH || !REQUEST_ID.test(given)) {
+    throw new InvalidMessageError(`${field}: a request id is 1-${MAX_REQUEST_ID_LENGTH} characters of letters, digits and ._~+=:/- (starting with a letter or digit)`, field)
+  }
+  return given
+}
 
 export const PredictRequestHeaderSchema = Type.Object({
   model: MODEL_NAME,
@@ -38,7 +65,13 @@ export const PredictRequestHeaderSchema = Type.Object({
   /** the longest answer body the asking node takes */
   maxReplyBytes: BYTES,
   /** how to answer: TF Serving's REST JSON (absent), typed tensors (gRPC Predict) or the model's signature (GetModelMetadata) */
-  answer: Type.Optional(Type.Union([Type.Literal('tensors'), Type.Literal('metadata')]))
+  answer: Type.Optional(Type.Union([Type.Literal('tensors'), Type.Literal('metadata')])),
+  /**
+   * The id the request got where it entered the mesh, the same on every
+   * replica the router tries: the actions its rules fire carry keys made
+   * from it, so a receiver drops the copy a retried replica sends too.
+   */
+  requestId: Type.Optional(RequestIdSchema)
 }, { additionalProperties: false })
 
 export type PredictAnswer = 'tensors' | 'metadata'
@@ -62,6 +95,8 @@ export interface PredictRequest {
   body: Uint8Array
   /** how the replica answers (gRPC's typed tensors or signature); TF Serving's REST JSON when absent */
   answer?: PredictAnswer
+  /** the id assigned where the request entered (see PredictRequestHeaderSchema) */
+  requestId?: string
 }
 
 const encoder = new TextEncoder()
@@ -86,9 +121,9 @@ export function encodePredictBody (body: unknown, limit: number): Uint8Array {
   return bytes
 }
 
-/** The exchange's deadline: the timeout, plus time for the body to cross. */
+/** The exchange's deadline: the timeout, plus time for the body to cross (MS_PER_MIB per MiB, pro rata: a small body adds nearly nothing). */
 function deadline (timeoutMs: number, bytes: number, parent?: AbortSignal): AbortSignal {
-  return timeoutSignal(timeoutMs + Math.ceil(bytes / MIB) * MS_PER_MIB, parent)
+  return timeoutSignal(timeoutMs + Math.ceil(bytes * MS_PER_MIB / MIB), parent)
 }
 
 function channel (stream: Stream, inbound: number): LengthPrefixedStream<Stream> {
@@ -122,6 +157,8 @@ function parseBody (bytes: Uint8Array, what: string): unknown {
 }
 
 export interface ForwardOptions {
+  /** The protocol the stream speaks (its `protocol`): PREDICT_PROTOCOL_2_0 gets no `requestId`. @default PREDICT_PROTOCOL */
+  protocol?: string
   /** @default DEFAULT_PREDICT_TIMEOUT_MS, plus MS_PER_MIB per MiB of body */
   timeoutMs?: number
   signal?: AbortSignal
@@ -140,7 +177,8 @@ export async function forwardPredict (stream: Stream, request: PredictRequest, o
       ...(request.version == null ? {} : { version: request.version }),
       bytes: request.body.byteLength,
       maxReplyBytes: maxReply,
-      ...(request.answer == null ? {} : { answer: request.answer })
+      ...(request.answer == null ? {} : { answer: request.answer }),
+      ...(request.requestId == null || options.protocol === PREDICT_PROTOCOL_2_0 ? {} : { requestId: request.requestId })
     }
     await lp.write(predictRequestHeaderCodec.encode(header), { signal })
     await writeBody(lp, request.body, signal)
@@ -170,7 +208,7 @@ export interface AnswerOptions {
 }
 
 /** Replica side: read one request, answer it with `handle`. */
-export async function answerPredict (stream: Stream, handle: (model: string, version: string | undefined, body: unknown, answer: PredictAnswer | undefined) => Promise<PredictReply>, options: AnswerOptions): Promise<void> {
+export async function answerPredict (stream: Stream, handle: (model: string, version: string | undefined, body: unknown, answer: PredictAnswer | undefined, requestId: string | undefined) => Promise<PredictReply>, options: AnswerOptions): Promise<void> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_PREDICT_TIMEOUT_MS
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_PREDICT_BYTES
   const lp = channel(stream, bodyLimitFor('tensors', maxBodyBytes))
@@ -197,7 +235,7 @@ export async function answerPredict (stream: Stream, handle: (model: string, ver
         if (err?.code !== 'ERR_INVALID_MESSAGE') throw err
         reply = options.refuse(err)
       }
-      reply ??= await handle(head.model, head.version, body, head.answer)
+      reply ??= await handle(head.model, head.version, body, head.answer, head.requestId)
       // held until answered: the parsed body lives as long as the predict does
       release?.()
       release = undefined

@@ -72,8 +72,8 @@ t.test('a 5xx is retried; a 4xx goes to the dead letters; a missing actuator too
   await outbox.enqueue({ ...base, type: 'sms', action: { type: 'sms', to: '+15550000001', body: 'retry me' } })
   await waitFor(() => http.sms.unique.some(m => m.body === 'retry me'), 'delivered after two 503s', 5000, 20)
   http.failNext = { count: 1, status: 422 }
-  const refused = await outbox.enqueue({ ...base, type: 'http.post', action: { type: 'http.post', url: `${http.url}/hook`, headers: {}, body: 'plain text' } })
-  const ghost = await outbox.enqueue({ ...base, type: 'gpio.write', action: { type: 'gpio.write', actuator: 'nope', value: 1 } })
+  const refused = (await outbox.enqueue({ ...base, type: 'http.post', action: { type: 'http.post', url: `${http.url}/hook`, headers: {}, body: 'plain text' } }))!
+  const ghost = (await outbox.enqueue({ ...base, type: 'gpio.write', action: { type: 'gpio.write', actuator: 'nope', value: 1 } }))!
   await waitFor(async () => (await outbox.dead()).length === 2, 'two dead letters', 5000, 20)
   const dead = new Map((await outbox.dead()).map(d => [d.id, d]))
   t.match(dead.get(refused.id), { attempts: 1, lastError: /422/ })
@@ -83,7 +83,7 @@ t.test('a 5xx is retried; a 4xx goes to the dead letters; a missing actuator too
 t.test('a receiver that was down gets each message once when it is back', async t => {
   await mail.stop()
   const before = mail.unique.length
-  const jobs = await Promise.all([1, 2, 3].map(async n => await outbox.enqueue({ ...base, type: 'email', action: { type: 'email', to: 'ops@example.test', subject: `outage ${n}`, text: 'x' } })))
+  const jobs = await Promise.all([1, 2, 3].map(async n => (await outbox.enqueue({ ...base, type: 'email', action: { type: 'email', to: 'ops@example.test', subject: `outage ${n}`, text: 'x' } }))!))
   await waitFor(() => outbox.pending().every(j => j.attempts >= 1 && j.lastError != null), 'failed attempts while the server is down', 5000, 20)
   t.match(outbox.pending()[0]?.lastError, /ECONNREFUSED/)
   await mail.resume()

@@ -66,6 +66,7 @@ const VALID = {
   cert: [{ cert: 'eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl' }],
   predictRequest: [
     { model: 'anomaly', bytes: PREDICT_BODY.length, maxReplyBytes: 1 << 20 },
+    { model: 'anomaly', bytes: PREDICT_BODY.length, maxReplyBytes: 1 << 20, requestId: '4f1c2d9e-aaaa-4bbb-8ccc-0123456789ab' },
     { model: 'anomaly', version: '1.0.0', bytes: PREDICT_BODY.length, maxReplyBytes: 1 << 20, answer: 'tensors' },
     { model: 'anomaly', bytes: 0, maxReplyBytes: 4096, answer: 'metadata' }
   ],

@@ -161,7 +161,7 @@ export async function testCoordinator (options: TestCoordinatorOptions = {}): Pr
   await loginLimiter.open()
   const app = await buildCoordinatorApp({
     auth, users, apiTokens, loginLimiter, nodes, logs: search, enrollment, metrics, peerId: selfId, version: 'test',
-    models, deployments, predict: async (model, version, body) => await router.predict(model, version, body),
+    models, deployments, predict: async (model, version, body, requestId) => await router.predict(model, version, body, undefined, requestId),
     ...(rollouts == null ? {} : { rollouts })
   }, { logger, ...appOptions })
   return {

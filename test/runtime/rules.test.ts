@@ -1,4 +1,5 @@
 import t from 'tap'
+import type { Test } from 'tap'
 import { compileCondition, Rule } from '../../node/runtime/rules.ts'
 import { render } from '../../node/actions/template.ts'
 
@@ -27,6 +28,31 @@ t.test('no way out of the sandbox of a condition', async t => {
   const f = compileCondition('constructor.name == "Object" || __proto__ != null || toString != null', 'w')
   t.equal(f({}), false, 'inherited properties are invisible')
   t.throws(() => compileCondition('score >', 'w'), { message: /cannot parse/ })
+})
+
+/** A wall clock the test can step (as NTP or someone fixing it by hand would), restored when the test ends. */
+function steppableWallClock (t: Test): { step: (ms: number) => void } {
+  const realNow = Date.now
+  let offset = 0
+  Date.now = () => realNow() + offset
+  t.teardown(() => { Date.now = realNow })
+  return { step: ms => { offset += ms } }
+}
+
+t.test('a wall clock stepped back does not silence a rule', async t => {
+  // the chaos run (seed 7) lost every notification of a node for the 5 minutes its clock had been ahead:
+  // `now - lastFired` by the wall clock went negative after the step back, below a cooldown of 0
+  const clock = steppableWallClock(t)
+  const plain = new Rule({ name: 'alert', when: 'class == "anomaly"' }, 'r')
+  t.equal(plain.test({ class: 'anomaly' }), true)
+  clock.step(-300_000)
+  t.equal(plain.test({ class: 'anomaly' }), true, 'no cooldown: fires on every match, whatever the wall clock did')
+
+  const cooled = new Rule({ name: 'spike', when: 'score > 0.9', cooldownMs: 50 }, 'r')
+  t.equal(cooled.test({ score: 0.95 }), true)
+  clock.step(-300_000)
+  await new Promise(resolve => setTimeout(resolve, 100))
+  t.equal(cooled.test({ score: 0.95 }), true, 'a cooldown lasts its time on the monotonic clock, not until the wall clock catches up')
 })
 
 t.test('debounce and cooldown', async t => {

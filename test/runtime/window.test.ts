@@ -32,3 +32,18 @@ t.test('preprocessing steps', async t => {
   t.equal(preprocess(5, [{ op: 'standardize', mean: 3, std: 2 }]), 1)
   t.equal(preprocess(50, [{ op: 'clip', min: 0, max: 40 }, { op: 'scale', min: 0, max: 40 }]), 1)
 })
+
+t.test('time window: a wall clock stepped back starts it afresh instead of silencing it', async t => {
+  const w = new SensorWindow({ sensors: ['a'], window: { size: 3, ms: 100, stride: 1 }, preprocess: [] })
+  const ahead = 1_000_000
+  let out: unknown
+  for (let ts = ahead; ts <= ahead + 200; ts += 10) out = w.push(r('a', ts, 1))
+  t.ok(Array.isArray(out), 'full while the clock is ahead')
+  // five minutes back: the held readings are stamped later than every new one for five minutes
+  const back = ahead + 200 - 300_000
+  const after: unknown[] = []
+  for (let ts = back; ts <= back + 200; ts += 10) after.push(w.push(r('a', ts, 2)))
+  t.equal(after[0], undefined, 'the new time base needs a window of readings first')
+  t.same(after.at(-1), [2, 2, 2], 'then it emits again, from the readings after the step only')
+  t.ok(w.stats('a')!.size <= 12, `and holds a window's worth, not everything since the step (${w.stats('a')!.size})`)
+})

@@ -58,6 +58,24 @@ t.test('simulated: emits at the declared rate', async t => {
   t.ok(count >= 70 && count <= 110, `about 100 readings in 0.5 s at 200 Hz (got ${count})`)
 })
 
+t.test('simulated: a wall clock stepped back does not silence it', async t => {
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  const s = new SimulatedSensor({ ...defaults, id: 'step', rateHz: 20 })
+  const stamps: number[] = []
+  s.addEventListener('reading', (e: Event) => { stamps.push((e as CustomEvent<{ ts: number }>).detail.ts) })
+  await s.open()
+  // as NTP or faketime would: five minutes back, once the sensor runs
+  Date.now = () => realNow() - 300_000
+  const started = performance.now()
+  await new Promise(resolve => setTimeout(resolve, 1000))
+  await s.close()
+  const elapsed = performance.now() - started
+  // each reading is stamped with the wall clock as it reads: the ones after the step are five minutes back
+  const after = stamps.filter(ts => ts < realNow() - 200_000).length
+  t.ok(after >= 5, `readings go on after the step (${after} in ${Math.round(elapsed)} ms at 20 Hz)`)
+})
+
 t.test('simulated: a missing CSV is a typed error naming the field', async t => {
   const s = new SimulatedSensor({ ...defaults, id: 'c', waveform: 'csv', csv: { path: join(dir, 'nope.csv'), column: 0, header: false, loop: true } })
   await t.rejects(s.open(), { code: 'ERR_SENSOR_CONFIG', field: 'csv.path' })

@@ -109,7 +109,7 @@ t.test('LevelDB on a full disk: writes stop at once, reads go on, everything hel
 
   await registry.put([entry('node/held', 1)])
   t.equal(registry.held, 1, 'a registry entry waits in memory instead of failing')
-  const job = await outbox.enqueue({ type: 'log', action: { type: 'log', message: 'hi' } as any, event: {}, instance: 'i', rule: 'r' })
+  const job = (await outbox.enqueue({ type: 'log', action: { type: 'log', message: 'hi' } as any, event: {}, instance: 'i', rule: 'r' }))!
   await until('the job to be delivered from memory', () => delivered.includes(job.id))
   t.pass('an action queued during the full disk is still delivered')
   for (let i = 0; i < 50; i++) logs.write(JSON.stringify({ level: 'info', time: Date.now(), msg: `during ${i}` }) + '\n')

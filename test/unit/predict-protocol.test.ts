@@ -1,8 +1,8 @@
 import { lpStream, streamPair } from '@libp2p/utils'
 import t from 'tap'
 import { errorReply } from '../../node/api/errors.ts'
-import { BodyTooLargeError, OverloadedError } from '../../protocols/errors.ts'
-import { answerPredict, CHUNK_BYTES, encodePredictBody, forwardPredict, predictRequestHeaderCodec, type PredictReply } from '../../protocols/predict/index.ts'
+import { BodyTooLargeError, OverloadedError, type InvalidMessageError } from '../../protocols/errors.ts'
+import { answerPredict, CHUNK_BYTES, encodePredictBody, forwardPredict, MAX_REQUEST_ID_LENGTH, PREDICT_PROTOCOL_2_0, predictRequestHeaderCodec, requestIdAt, type PredictReply } from '../../protocols/predict/index.ts'
 
 const MIB = 1024 * 1024
 
@@ -89,4 +89,39 @@ t.test('frames that do not add up to the announced length fail the stream, not t
     await t.rejects(answered, `${what}: the answering side fails this stream`)
     t.notOk(handled, 'and never calls the model')
   }
+})
+
+t.test('the request id travels in the header and reaches the handler; a bad one is refused naming the field', async t => {
+  const [outbound, inbound] = await streamPair()
+  let got: string | undefined
+  const answered = answerPredict(inbound, async (_m, _v, _b, _a, requestId) => { got = requestId; return { status: 200, body: {} } }, { refuse: err => errorReply(err) })
+  await forwardPredict(outbound, { model: 'm', body: encodePredictBody({ instances: [[1]] }, MIB), requestId: '4f1c2d9e-aaaa-4bbb-8ccc-0123456789ab' })
+  await answered
+  t.equal(got, '4f1c2d9e-aaaa-4bbb-8ccc-0123456789ab')
+
+  for (const [what, requestId] of [['too long', 'a'.repeat(MAX_REQUEST_ID_LENGTH + 1)], ['a newline', 'abc\ndef'], ['a space', 'a b'], ['empty', ''], ['a number', 42]] as const) {
+    const err = t.throws(() => predictRequestHeaderCodec.decode(predictRequestHeaderCodec.encode({ model: 'm', bytes: 0, maxReplyBytes: 1024, requestId } as any)), what) as InvalidMessageError
+    t.match(err, { code: 'ERR_INVALID_MESSAGE', field: 'requestId' }, `${what}: refused naming requestId`)
+  }
+})
+
+t.test('requestIdAt: the client\'s id when valid, a fresh UUID when absent, a field-named 400 otherwise', async t => {
+  t.equal(requestIdAt('order-17:retry', 'headers.idempotency-key'), 'order-17:retry')
+  t.match(requestIdAt(undefined, 'headers.x-request-id'), /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/)
+  t.not(requestIdAt(undefined, 'x'), requestIdAt(undefined, 'x'), 'fresh each time')
+  for (const bad of ['a'.repeat(MAX_REQUEST_ID_LENGTH + 1), 'has space', '-leading', 'tab\there', ['a', 'b'], Buffer.from('x')]) {
+    const err = t.throws(() => requestIdAt(bad, 'headers.idempotency-key')) as InvalidMessageError
+    t.match(err, { code: 'ERR_INVALID_MESSAGE', field: 'headers.idempotency-key' })
+    t.equal(errorReply(err).status, 400)
+  }
+})
+
+t.test('to a node of an earlier release (predict 2.0.0) the header goes without the id', async t => {
+  const [outbound, inbound] = await streamPair()
+  const lp = lpStream(inbound)
+  const sent = forwardPredict(outbound, { model: 'm', body: encodePredictBody(null, MIB), requestId: 'r1' }, { protocol: PREDICT_PROTOCOL_2_0, timeoutMs: 500 }).catch(() => {})
+  const head = predictRequestHeaderCodec.decode(await lp.read())
+  t.notOk('requestId' in head, 'no requestId')
+  inbound.abort(new Error('done'))
+  await sent
 })

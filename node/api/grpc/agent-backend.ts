@@ -31,9 +31,9 @@ const validateMetadata = compile(Type.Object({
 export function agentBackend (c: AgentBackendComponents): ServingBackend {
   const local = (name: string): boolean => c.runtime.has(name) || c.router == null
   return {
-    async predict (name, version, inputs, filter): Promise<TensorAnswer> {
-      if (local(name)) return await predictTensorsLocal(c.runtime, name, version, inputs, filter)
-      const reply = await c.router!.predict(name, version, { inputs: tensorsToJson(inputs), output_filter: filter }, 'tensors')
+    async predict (name, version, inputs, filter, requestId): Promise<TensorAnswer> {
+      if (local(name)) return await predictTensorsLocal(c.runtime, name, version, inputs, filter, requestId)
+      const reply = await c.router!.predict(name, version, { inputs: tensorsToJson(inputs), output_filter: filter }, 'tensors', requestId)
       if (reply.status !== 200) throw new RelayedError(reply.status, reply.body)
       const body = reply.body as { model?: unknown, version?: unknown, outputs?: unknown }
       return { model: String(body.model ?? name), version: String(body.version ?? ''), outputs: tensorsFromJson(body.outputs, 'outputs') }

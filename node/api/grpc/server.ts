@@ -5,11 +5,13 @@ import { grpcError } from './errors.ts'
 import type { TensorSpec } from '../../../packaging/manifest.ts'
 import type { WireTensor } from '../../../packaging/models/tensor.ts'
 import { serverTiming, type MetadataAnswer, type TensorAnswer } from '../../runtime/serving.ts'
+import { requestIdAt } from '../../../protocols/predict/index.ts'
 import type { Logger } from 'pino'
 
 /** What the gRPC API answers from: the local runtime, the mesh behind it. */
 export interface ServingBackend {
-  predict(model: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[]): Promise<TensorAnswer>
+  /** `requestId`: assigned where the call entered (the client's `idempotency-key` or `x-request-id` metadata, else fresh) */
+  predict(model: string, version: string | undefined, inputs: Record<string, WireTensor>, filter: string[], requestId: string): Promise<TensorAnswer>
   metadata(model: string, version: string | undefined): Promise<MetadataAnswer>
   /** TF Serving's status: versions with their state (LOADING, AVAILABLE, …) */
   status(model: string, version: string | undefined): Promise<Array<{ version: string, state: string, error?: string }>>
@@ -93,11 +95,14 @@ export class GrpcServing {
     const max = this.#init.maxMessageBytes ?? DEFAULT_GRPC_MAX_MESSAGE_BYTES
     const server = new Server({ 'grpc.max_receive_message_length': max, 'grpc.max_send_message_length': 4 * max, 'grpc.max_concurrent_streams': MAX_CONCURRENT_STREAMS })
     server.addService(PredictionService.service, {
-      Predict: this.#unary(async (req: { model_spec?: ModelSpecObject, inputs?: Record<string, TensorProtoObject>, output_filter?: string[] }, trailer) => {
+      Predict: this.#unary(async (req: { model_spec?: ModelSpecObject, inputs?: Record<string, TensorProtoObject>, output_filter?: string[] }, trailer, metadata) => {
         const name = nameOf(req.model_spec)
+        const key = metadata.get('idempotency-key')
+        const requestId = key.length > 0 ? requestIdAt(key[0], 'metadata.idempotency-key') : requestIdAt(metadata.get('x-request-id')[0], 'metadata.x-request-id')
+        trailer.set('x-request-id', requestId)
         const inputs: Record<string, WireTensor> = {}
         for (const [key, proto] of Object.entries(req.inputs ?? {})) inputs[key] = decodeTensor(proto, `inputs.${key}`)
-        const answer = await this.#backend.predict(name, versionOf(req.model_spec), inputs, req.output_filter ?? [])
+        const answer = await this.#backend.predict(name, versionOf(req.model_spec), inputs, req.output_filter ?? [], requestId)
         if (answer.servedMs != null) trailer.set('server-timing', serverTiming(answer.servedMs))
         return { outputs: Object.fromEntries(Object.entries(answer.outputs).map(([k, t]) => [k, encodeTensor(t)])), model_spec: modelSpec(answer.model, answer.version) }
       }),
@@ -147,12 +152,12 @@ export class GrpcServing {
   }
 
   /** A unary handler; `trailer` is sent with a successful answer. */
-  #unary<Req, Res> (handle: (req: Req, trailer: Metadata) => Promise<Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
+  #unary<Req, Res> (handle: (req: Req, trailer: Metadata, metadata: Metadata) => Promise<Res>): (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => void {
     return (call, callback) => {
       const trailer = new Metadata()
       const run = async (): Promise<Res> => {
         await this.#init.authorize?.(call.metadata)
-        return await handle(call.request, trailer)
+        return await handle(call.request, trailer, call.metadata)
       }
       run().then(res => { callback(null, res, trailer) }, err => {
         const { code, details, retryAfterSec } = grpcError(err)

@@ -2,7 +2,7 @@ import { DEFAULT_MAX_DEPTH } from '../../../protocols/codec.ts'
 import { withinDepth } from '../../../protocols/json-bounds.ts'
 import { Type, type Static } from '@sinclair/typebox'
 import { BodyTooLargeError } from '../../../protocols/errors.ts'
-import { DEFAULT_MAX_PREDICT_BYTES } from '../../../protocols/predict/index.ts'
+import { DEFAULT_MAX_PREDICT_BYTES, requestIdAt } from '../../../protocols/predict/index.ts'
 import { InvalidInputError, ModelNotFoundError } from '../../runtime/errors.ts'
 import { predictLocal, serverTiming } from '../../runtime/serving.ts'
 import { retryAfterOf } from '../errors.ts'
@@ -83,15 +83,18 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
     return { model_spec: { name, version: meta.version }, metadata: { format: meta.format, signature_def: { inputs: meta.inputs, outputs: meta.outputs } } }
   })
 
-  const predict = async (name: string, version: string | undefined, body: unknown, reply: FastifyReply): Promise<unknown> => {
+  const predict = async (name: string, version: string | undefined, request: FastifyRequest, reply: FastifyReply): Promise<unknown> => {
+    const { body } = request
+    const requestId = predictRequestId(request)
+    void reply.header('x-request-id', requestId)
     if (local.runtime.has(name) || agent.router == null) {
       const start = performance.now()
-      const answer = await predictLocal(local.runtime, name, version, body)
+      const answer = await predictLocal(local.runtime, name, version, body, requestId)
       void reply.header('server-timing', serverTiming(performance.now() - start))
       return answer
     }
     // no replica here: another node answers, and its status and body are relayed as they are
-    const answer = await agent.router.predict(name, version, body)
+    const answer = await agent.router.predict(name, version, body, undefined, requestId)
     const retryAfter = retryAfterOf(answer.status, answer.body)
     if (retryAfter != null) void reply.header('retry-after', retryAfter)
     return await reply.code(answer.status).send(answer.body)
@@ -105,8 +108,20 @@ export async function modelRoutes (app: FastifyInstance, { agent, bodyLimit }: {
     return target.slice(0, i)
   }
   // predict changes nothing on the node: like reads, open to local clients (TF Serving clients send no token)
-  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: limit, onRequest, config: { access: 'read' } }, async (request, reply) => await predict(verb(request.params.target), undefined, request.body, reply))
+  app.post<{ Params: Static<typeof TargetParams> }>('/v1/models/:target', { schema: { params: TargetParams }, bodyLimit: limit, onRequest, config: { access: 'read' } }, async (request, reply) => await predict(verb(request.params.target), undefined, request, reply))
   app.post<{ Params: Static<typeof VersionTargetParams> }>('/v1/models/:name/versions/:target', { schema: { params: VersionTargetParams }, bodyLimit: limit, onRequest, config: { access: 'read' } }, async (request, reply) => {
-    return await predict(request.params.name, verb(request.params.target), request.body, reply)
+    return await predict(request.params.name, verb(request.params.target), request, reply)
   })
+}
+
+/**
+ * A predict's request id, assigned once where it enters: the client's
+ * `Idempotency-Key` (or `X-Request-Id`), so a client that sends the same
+ * request again has its actions dropped as repeats, else a fresh one. The
+ * answer carries it back as `X-Request-Id`.
+ */
+export function predictRequestId (request: FastifyRequest): string {
+  const key = request.headers['idempotency-key']
+  if (key != null) return requestIdAt(key, 'headers.idempotency-key')
+  return requestIdAt(request.headers['x-request-id'], 'headers.x-request-id')
 }
