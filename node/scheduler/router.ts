@@ -138,7 +138,7 @@ export class PredictRouter implements Startable {
     const members = new Map(this.#c.membership.members().map(m => [m.peerId, m]))
     const placed = new Map<string, string[] | undefined>()
     const placedOn = (deployment: string): string[] | undefined => {
-      if (!placed.has(deployment)) placed.set(deployment, this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, deployment, this.#c.placements)?.nodes)
+      if (!placed.has(deployment)) placed.set(deployment, this.#placedOn(deployment))
       return placed.get(deployment)
     }
     const alive: Replica[] = []
@@ -183,6 +183,11 @@ export class PredictRouter implements Startable {
       for (const peer of placedOn(id) ?? []) if (peer !== this.#self && !keeps.call(this.#c.registry, peer)) out.push(peer)
     }
     return out
+  }
+
+  /** The nodes `deployment`'s valid placement names; undefined without an election to say which placements count. */
+  #placedOn (deployment: string): string[] | undefined {
+    return this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, deployment, this.#c.placements)?.nodes
   }
 
   /** Deployment specs, parsed once per version of the `deployment/` entries (a predict must not re-validate them all). */
@@ -278,7 +283,7 @@ export class PredictRouter implements Startable {
         const [, peer, name] = e.key.split('/')
         return name === model && peer !== this.#self && e.value?.state === 'running'
       })
-      if (!recorded && this.#placedElsewhere(model, id => this.#c.placements == null ? undefined : winningPlacement(this.#c.registry, id, this.#c.placements)?.nodes).length === 0) return
+      if (!recorded && this.#placedElsewhere(model, id => this.#placedOn(id)).length === 0) return
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
