@@ -65,14 +65,9 @@ export class RegistryGossip {
   }
 
   stop (): void {
-    const { pubsub } = this.#c
     this.#started = false
-    for (const topic of this.#topics) {
-      pubsub.unsubscribe(topic)
-      pubsub.topicValidators.delete(topic)
-    }
-    this.#topics.clear()
-    pubsub.removeEventListener('message', this.#onMessage)
+    for (const topic of this.#topics) this.#unsubscribe(topic)
+    this.#c.pubsub.removeEventListener('message', this.#onMessage)
   }
 
   /** Zones whose topics this node follows. */
@@ -92,13 +87,7 @@ export class RegistryGossip {
   refollow (): void {
     if (!this.#started) return
     this.#subscribe(zoneTopic(this.#c.scope.zone))
-    for (const zone of this.zones) {
-      if (this.#c.scope.follows(zone)) continue
-      const topic = zoneTopic(zone)
-      this.#c.pubsub.unsubscribe(topic)
-      this.#c.pubsub.topicValidators.delete(topic)
-      this.#topics.delete(topic)
-    }
+    for (const zone of this.zones) if (!this.#c.scope.follows(zone)) this.#unsubscribe(zoneTopic(zone))
   }
 
   #subscribe (topic: string): void {
@@ -106,6 +95,12 @@ export class RegistryGossip {
     this.#topics.add(topic)
     this.#c.pubsub.topicValidators.set(topic, this.#validate)
     this.#c.pubsub.subscribe(topic)
+  }
+
+  #unsubscribe (topic: string): void {
+    this.#c.pubsub.unsubscribe(topic)
+    this.#c.pubsub.topicValidators.delete(topic)
+    this.#topics.delete(topic)
   }
 
   /** Queue a local write; queued writes go out together, per topic, up to MAX_DELTA_ENTRIES per delta. */
@@ -122,7 +117,9 @@ export class RegistryGossip {
       const byTopic = new Map<string, WireEntry[]>()
       for (const e of pending) {
         const topic = topicFor(e.k, zone)
-        byTopic.set(topic, [...(byTopic.get(topic) ?? []), e])
+        const list = byTopic.get(topic)
+        if (list == null) byTopic.set(topic, [e])
+        else list.push(e)
       }
       // our own zone's topic, even right after a renewal moved us
       if (byTopic.size > 1 || !byTopic.has(REGISTRY_TOPIC)) this.refollow()
