@@ -224,9 +224,10 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     const z = this.#zoneState(zone)
     const held = this.#key.mine
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
+    const inZone = membersOf(zone, members)
     const changed = leases
-      ? z.choose(membersOf(zone, members), this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
-      : z.adopt(summarisedLeader(this.#c.registry, zone, eligibleOf(zone, members), eligibleOf(zone, members, 'alive')))
+      ? z.choose(inZone, this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
+      : z.adopt(summarisedLeader(this.#c.registry, zone, eligibleOf(inZone), eligibleOf(inZone, 'alive')))
     const leader = z.current
     if (!changed) return
     const self = leader?.peerId === this.#self

@@ -18,9 +18,9 @@ export function membersOf (zone: string, members: Member[]): ZoneMember[] {
   }))
 }
 
-/** Peer ids of a zone's eligible members (only those `state` if given). */
-export function eligibleOf (zone: string, members: Member[], state?: Member['state']): Set<string> {
-  return new Set(membersOf(zone, members).filter(m => m.eligible && (state == null || m.state === state)).map(m => m.peerId))
+/** Peer ids of a zone's eligible members, from `membersOf` (only those `state` if given). */
+export function eligibleOf (members: ZoneMember[], state?: Member['state']): Set<string> {
+  return new Set(members.filter(m => m.eligible && (state == null || m.state === state)).map(m => m.peerId))
 }
 
 interface Lease {
