@@ -57,6 +57,8 @@ export const ConfigSchema = Type.Object({
     probeTimeoutMs: Type.Integer({ minimum: 10, maximum: 30_000, default: 500 }),
     /** Members asked to probe indirectly when a direct probe fails. */
     indirectChecks: Type.Integer({ minimum: 0, maximum: 16, default: 3 }),
+    /** Probe only this many successors on a ring of members ordered by a hash of their ids; 0: every member in a shuffled round robin. */
+    probeSuccessors: Type.Integer({ minimum: 0, maximum: 64, default: 3 }),
     /** Suspicion lasts at least mult · max(1, log10 N) probe intervals … */
     suspicionMult: Type.Number({ minimum: 0.1, maximum: 100, default: 1 }),
     /** … and at most this many times that, unless others confirm it. */

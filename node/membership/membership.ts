@@ -71,6 +71,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       probeIntervalMs: init.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
       probeTimeoutMs: init.probeTimeoutMs ?? 500,
       indirectChecks: init.indirectChecks ?? 3,
+      probeSuccessors: init.probeSuccessors ?? 3,
       suspicionMult: init.suspicionMult ?? 1,
       suspicionMaxMult: init.suspicionMaxMult ?? 6,
       suspicionConfirmations: init.suspicionConfirmations ?? 3,

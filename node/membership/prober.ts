@@ -1,6 +1,7 @@
 import { MAX_SEQ, type Ack, type Gossip, type MemberRecord, type Reply, type Request } from '../../protocols/swim/wire.ts'
 import { ForgedAckError, type MembershipError } from './errors.ts'
 import { signRelayedAck, type RecordVerifier } from './records.ts'
+import { ProbeRing } from './ring.ts'
 import { recordOf, type MemberTable } from './table.ts'
 import type { LocalHealth, StallWatch } from './awareness.ts'
 import type { BroadcastQueue } from './broadcasts.ts'
@@ -16,6 +17,13 @@ const PIGGYBACK_ITEMS = 8
 const PIGGYBACK_BYTES = 6 * 1024
 /** Indirect probes this node runs for others at once. */
 const MAX_RELAYING = 8
+/**
+ * On a ring, one probe in this many goes to a member anywhere in the fleet
+ * (a shuffled round over all): it samples every member's clock now and
+ * then, and checks members that views of the ring disagreeing for a while
+ * would leave unprobed, at one new connection per this many intervals.
+ */
+const SURVEY_EVERY = 8
 /** Re-probe a member held suspect or dead on outside news at most this often. */
 const RECHECK_MS = 5000
 
@@ -23,6 +31,8 @@ export interface ProberTiming {
   probeIntervalMs: number
   probeTimeoutMs: number
   indirectChecks: number
+  /** Probe only this many ring successors (ring.ts); 0: every member, in a shuffled round robin (SWIM's order). */
+  probeSuccessors: number
   gossipIntervalMs: number
   gossipNodes: number
 }
@@ -48,7 +58,8 @@ export interface ProberContext {
 
 /**
  * SWIM's failure detector: every (stretched) probe interval, probe the next
- * member of a shuffled round-robin list directly; if no ack comes within
+ * of this node's ring successors (or, with `probeSuccessors` 0, of a
+ * shuffled round-robin list of all members) directly; if no ack comes within
  * the probe timeout, ask `indirectChecks` others to probe it and answer ack
  * or nack; with no ack at all, accuse it. Acks carry the responder's clock;
  * every frame carries changes that are still news. Answers the same
@@ -57,8 +68,13 @@ export interface ProberContext {
 export class Prober {
   readonly #c: ProberContext
   readonly #t: ProberTiming
-  #order: string[] = []
-  #index = 0
+  readonly #round = new RoundRobin()
+  /** on a ring, every SURVEY_EVERY-th probe goes to the next member of a shuffled round over all of them */
+  readonly #survey = new RoundRobin()
+  #sinceSurvey = 0
+  readonly #ring = new ProbeRing()
+  /** on a ring: the members we probe and the ones that probe us, as of the last round */
+  #neighbours = new Set<string>()
   readonly #urgent = new Set<string>()
   readonly #probing = new Set<string>()
   readonly #rechecked = new Map<string, number>()
@@ -100,12 +116,16 @@ export class Prober {
    * Our connection to `id` closed: probe it now rather than when its turn
    * comes. A killed process closes its connections at once, so this is
    * what makes detection of a crash fast; at most one such probe per probe
-   * interval, so connection churn cannot turn into a probe storm.
+   * interval, so connection churn cannot turn into a probe storm. On a
+   * ring, only for our ring neighbours (the members we probe and the ones
+   * that probe us, 2·k accusers of a crash): a connection to anyone else
+   * closes when a peer prunes it, and probing it would dial it again.
    */
   hint (id: string): void {
     const now = this.#c.monotonic()
     const e = this.#c.table.entries.get(id)
     if (!this.#running || e == null || e.state !== 'alive' || this.#probing.has(id)) return
+    if (this.#t.probeSuccessors > 0 && !this.#neighbours.has(id)) return
     if (now - this.#lastHint < this.#t.probeIntervalMs) return
     this.#lastHint = now
     void this.probe(id).catch(err => { this.#c.logger.debug({ peer: id, err: err.message }, 'probe failed') })
@@ -143,20 +163,35 @@ export class Prober {
   #next (): string | undefined {
     for (const id of this.#urgent) {
       this.#urgent.delete(id)
-      if (this.#c.table.entries.has(id)) return id
-    }
-    for (let checked = 0; checked <= this.#order.length; checked++) {
-      if (this.#index >= this.#order.length) {
-        // wrapped: start a fresh shuffled round over the members not known dead
-        this.#order = shuffle([...this.#c.table.entries.values()].filter(e => e.state !== 'dead').map(e => e.id))
-        this.#index = 0
-        if (this.#order.length === 0) return undefined
-      }
-      const id = this.#order[this.#index++]!
       const e = this.#c.table.entries.get(id)
-      if (e != null && e.state !== 'dead') return id
+      // a newcomer whose alive claim reached us meanwhile (a joining node learns the whole fleet's
+      // by push-pull) needs no probe out of turn: its ring predecessors probe it
+      if (e != null && (e.record == null || e.state !== 'alive')) return id
     }
-    return undefined
+    const k = this.#t.probeSuccessors
+    if (k > 0 && ++this.#sinceSurvey >= SURVEY_EVERY) {
+      this.#sinceSurvey = 0
+      // members whose clock we have never sampled first
+      const id = this.#survey.next(() => shuffle(this.#candidates()).sort((a, b) => Number(this.#c.clock.of(a) != null) - Number(this.#c.clock.of(b) != null)), this.#probeable)
+      if (id != null) return id
+    }
+    return this.#round.next(() => {
+      // a fresh round over the members not known dead: our ring successors among them, or all of them shuffled
+      const ids = this.#candidates()
+      if (k === 0) return shuffle(ids)
+      const next = this.#ring.successors(this.#c.self, ids, k)
+      this.#neighbours = new Set([...next, ...this.#ring.predecessors(this.#c.self, ids, k)])
+      return shuffle(next)
+    }, this.#probeable)
+  }
+
+  #candidates (): string[] {
+    return [...this.#c.table.entries.values()].filter(e => e.state !== 'dead' && e.id !== this.#c.self).map(e => e.id)
+  }
+
+  readonly #probeable = (id: string): boolean => {
+    const e = this.#c.table.entries.get(id)
+    return e != null && e.state !== 'dead'
   }
 
   /** One full probe of `id`: direct, then indirect, then an accusation. */
@@ -313,6 +348,25 @@ export class Prober {
     for (const r of records ?? []) {
       this.#c.table.merge(r, 'gossip', from).catch(err => { this.#c.logger.debug({ peer: from, err: err.message }, 'merging a member record failed') })
     }
+  }
+}
+
+/** A list visited in turn, refilled when it runs out; skips what is no longer wanted. */
+class RoundRobin {
+  #order: string[] = []
+  #index = 0
+
+  next (refill: () => string[], wanted: (id: string) => boolean): string | undefined {
+    for (let checked = 0; checked <= this.#order.length; checked++) {
+      if (this.#index >= this.#order.length) {
+        this.#order = refill()
+        this.#index = 0
+        if (this.#order.length === 0) return undefined
+      }
+      const id = this.#order[this.#index++]!
+      if (wanted(id)) return id
+    }
+    return undefined
   }
 }
 

@@ -77,6 +77,12 @@ export interface MembershipInit {
   probeTimeoutMs?: number
   /** Members asked to probe indirectly. @default 3 */
   indirectChecks?: number
+  /**
+   * Probe only this many successors on a ring of members ordered by a hash
+   * of their ids (ring.ts): probes go over held connections. 0: every
+   * member, in a shuffled round robin (SWIM's order). @default 3
+   */
+  probeSuccessors?: number
   /** Suspicion lasts at least mult · max(1, log10 N) probe intervals. @default 1 */
   suspicionMult?: number
   /** … and at most this many times that, without confirmations. @default 6 */

@@ -16,6 +16,7 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   readonly registryKeys: Gauge
   readonly #members: Gauge<'state'>
   readonly #probes: Counter<'result'>
+  readonly #peerConnections: Counter<'direction'>
   readonly #swimFrames: Counter<'direction' | 'type'>
   readonly #swimBytes: Counter<'direction'>
   readonly #localHealth: Gauge
@@ -49,6 +50,7 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
     this.registry.setDefaultLabels(labels)
     collectDefaultMetrics({ register: this.registry, prefix: 'gatemesh_process_' })
     this.peers = new Gauge({ name: 'gatemesh_peers', help: 'Connected peers that proved fleet membership', registers })
+    this.#peerConnections = new Counter({ name: 'gatemesh_peer_connections_total', help: 'Peers connected anew that proved fleet membership, by who dialled (out: this node)', labelNames: ['direction'], registers })
     this.registryKeys = new Gauge({ name: 'gatemesh_registry_keys', help: 'Keys in the replicated registry, tombstones included', registers })
     this.#members = new Gauge({ name: 'gatemesh_members', help: 'Known members by liveness state (this node included)', labelNames: ['state'], registers })
     this.#probes = new Counter({ name: 'gatemesh_membership_probes_total', help: 'SWIM probes by outcome: ok (direct ack), indirect (ack through a relay), failed (accused), inconclusive (this node stalled meanwhile)', labelNames: ['result'], registers })
@@ -109,6 +111,7 @@ export class AgentMetrics implements RegistryMetrics, PeerTrustMetrics, BundleMe
   rejected (reason: string): void { this.#rejected.inc({ reason }) }
   denied (reason: string): void { this.#denied.inc({ reason: reason.slice(0, 40) }) }
   verifiedPeers (count: number): void { this.peers.set(count) }
+  peerConnected (outbound: boolean): void { this.#peerConnections.inc({ direction: outbound ? 'out' : 'in' }) }
   writerRefused (writer: string, reason: string): void { this.#writerRefused.inc({ writer, reason }) }
   clockOffset (writer: string, offsetMs: number): void { this.#writerClockAhead.set({ writer }, offsetMs) }
   revokedPeers (count: number): void { this.#revokedPeers.set(count) }

@@ -20,6 +20,8 @@ export interface PeerTrustMetrics {
   revokedPeers?(count: number): void
   /** Connected peers through the certificate exchange, on every change (no polling). */
   verifiedPeers?(count: number): void
+  /** A peer that was not connected proved fleet membership: a new connection, which we dialled (outbound) or accepted. */
+  peerConnected?(outbound: boolean): void
 }
 
 export interface PeerTrustComponents {
@@ -253,6 +255,7 @@ export class PeerTrust extends TypedEventEmitter<PeerTrustEvents> implements Sta
     this.#verified.add(id)
     if (first) {
       this.#c.metrics?.verifiedPeers?.(this.#verified.size)
+      this.#c.metrics?.peerConnected?.(outbound)
       this.#c.logger.debug({ peer: id, role: claims.role }, 'peer verified')
       this.safeDispatchEvent('peer:verified', { detail: { peerId, claims, outbound } })
     }

@@ -5,6 +5,7 @@ import { GeneratorProcess } from './driver.ts'
 import { makeMembers, writeFleetFile, zoneLabels, zoneName, type MemberSpec } from './fleet.ts'
 import type { AgentTarget } from './member.ts'
 import { ownCpuSeconds } from '../idle-meter.ts'
+import { ProbeRing } from '../../../node/membership/ring.ts'
 import { rssMb, SocketMeter } from './measure.ts'
 import { rates, zoneCount, zoneMembers, zoneSchedulers, type ScheduleInit } from './schedule.ts'
 import type { AppCommand } from '../../helpers/app-bundle.ts'
@@ -40,9 +41,11 @@ const CORE_CONNECTIONS = 6
 /** A delta reaches the agent's neighbours this far apart (uniform), as hops through the fleet's mesh would spread it. */
 const SPREAD_MS = 30
 /**
- * A member's connection to the agent lives this long after its last use:
- * members hold at most 32 connections (createMesh's maxConnections) and open
- * about two a second (one probe out, one in), so one lasts ~16 s.
+ * A member's connection to the agent lives this long after its last use.
+ * Ring probing keeps a real member's connections (2 · probeSuccessors, and
+ * its connector's) well under the limit of 32, so one made for a one-off
+ * exchange would live on; closing it after 16 s idle overstates churn, if
+ * anything.
  */
 const LIFETIME_MS = 16_000
 
@@ -143,6 +146,9 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     await fleet.listen()
     const zones = zoneCount(schedule)
     const agent = await cluster.addNode('agent', { role: 'gateway', labels: zoneLabels(zoneName(0, zones)), bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
+    // the members that hold the agent among their ring successors probe it (node/membership/ring.ts)
+    const index = new Map(fleet.members.map((m, i) => [m.id, i]))
+    schedule.probers = new ProbeRing().predecessors(agent.peerId, [agent.peerId, ...index.keys()], schedule.probeSuccessors ?? 3).map(id => index.get(id)!)
     await fleet.begin({ id: agent.peerId, addr: agent.multiaddr }, schedule)
     log(`N=${peers}: generators ready; starting the agent`)
     const t0 = performance.now()
@@ -197,6 +203,10 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
       membershipBytesInPerSec: Math.round(delta('gatemesh_membership_bytes_total', l => l.includes('direction="in"'))),
       membershipBytesOutPerSec: Math.round(delta('gatemesh_membership_bytes_total', l => l.includes('direction="out"'))),
       syncsPerSec: round(delta('gatemesh_registry_syncs_total'), 3),
+      // new connections a second (each one a TCP handshake, Noise, identify and a certificate exchange)
+      connectionsOutPerSec: round(delta('gatemesh_peer_connections_total', l => l.includes('direction="out"')), 3),
+      connectionsInPerSec: round(delta('gatemesh_peer_connections_total', l => l.includes('direction="in"')), 3),
+      peersConnected: metric(after, 'gatemesh_peers'),
       rejectedPerSec: round(delta('gatemesh_rejected_messages_total'), 3),
       // the agent's zone's scheduler (member 0) should lead it, established by the members' endorsements
       schedulerIsAgent: scheduler?.self ?? null,

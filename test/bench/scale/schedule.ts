@@ -7,9 +7,12 @@
  *   or load moves (`extraHealthPerMin`, measured in the real mesh: on a busy
  *   box load moves often);
  * - the agent's zone's scheduler renews its lease claim every 500 ms;
- * - SWIM: every member probes one member per `probeIntervalMs`, round-robin
- *   over a shuffled list, so each member probes a given other member once per
- *   (N−1) periods: the agent is probed ≈ once per period in all;
+ * - SWIM: every member probes one member per `probeIntervalMs`, round robin
+ *   over its `membership.probeSuccessors` (3) ring successors, so the agent
+ *   is probed by its 3 ring predecessors (`probers`), each once every 3
+ *   periods: once per period in all, over connections they hold. Without
+ *   `probers` (`probeSuccessors` 0, SWIM's order) every member probes a given
+ *   other member once per (N−1) periods, which also makes once per period;
  * - push-pull: each member exchanges full membership with one connected
  *   member per `pushPullIntervalMs` × scale(N) (memberlist's scale);
  * - registry anti-entropy: each member syncs with one connected member every
@@ -33,6 +36,14 @@ export interface ScheduleInit {
   extraHealthPerMin?: number
   /** @default 1000 */
   probeIntervalMs?: number
+  /**
+   * The members whose ring successors include the agent (its ring
+   * predecessors): they probe it, each once every min(probeSuccessors,
+   * others) periods. @default every member, each once every others periods
+   */
+  probers?: number[]
+  /** @default 3, main's membership.probeSuccessors */
+  probeSuccessors?: number
   /** @default 30000 */
   pushPullIntervalMs?: number
   /** @default 15000 */
@@ -67,6 +78,8 @@ function filled (init: ScheduleInit): Required<ScheduleInit> {
     healthMaxIntervalMs: init.healthMaxIntervalMs ?? 60_000,
     extraHealthPerMin: init.extraHealthPerMin ?? 0,
     probeIntervalMs: init.probeIntervalMs ?? 1000,
+    probers: init.probers ?? [],
+    probeSuccessors: init.probeSuccessors ?? 3,
     pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
     syncIntervalMs: init.syncIntervalMs ?? 15_000,
     leaseRenewMs: init.leaseRenewMs ?? 500,
@@ -159,14 +172,19 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
     const first = Math.max(0, Math.ceil((fromMs - offset) / periodMs))
     for (let k = first; offset + k * periodMs < toMs; k++) out.push({ at: offset + k * periodMs, kind, member, seq: k })
   }
-  // the agent is probed by member m once every (N−1) periods, members' phases spread over that round
-  const round = s.others * s.probeIntervalMs
+  // the agent is probed by each of its ring predecessors once every min(k, N−1) periods (or, without
+  // a ring, by member m once every (N−1) periods), the probers' phases spread over that round
+  const ring = init.probers != null
+  const probers = ring ? s.probers : []
+  const round = (ring ? Math.min(s.probeSuccessors, s.others) : s.others) * s.probeIntervalMs
   const mates = zoneMembers(s, 0)[1]
   for (let m = 0; m < s.others; m++) {
     const jitter = phase()
     if (m < mates) periodic('health', m, s.healthMaxIntervalMs, ((m + jitter) / mates) * s.healthMaxIntervalMs)
-    periodic('probe', m, round, ((m + phase()) / s.others) * round)
+    const slot = phase()
+    if (!ring) periodic('probe', m, round, ((m + slot) / s.others) * round)
   }
+  for (const [i, m] of probers.entries()) periodic('probe', m, round, ((i + 0.5) / probers.length) * round)
   const schedulers = zoneSchedulers(s)
   for (const [z, m] of schedulers.entries()) {
     if (m < mates) periodic('lease', m, s.leaseRenewMs, (z / schedulers.length) * s.leaseRenewMs)
