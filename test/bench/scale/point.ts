@@ -109,7 +109,11 @@ export class SimulatedFleet {
     return this.slices.flatMap(([from]) => this.members.slice(from, from + Math.min(2, this.coreEach))).map(m => `/ip4/127.0.0.1/tcp/${m.port}/p2p/${m.id}`)
   }
 
-  async begin (target: AgentTarget, schedule: ScheduleInit): Promise<void> {
+  async begin (target: AgentTarget, init: ScheduleInit): Promise<void> {
+    // the members that hold the node under test among their ring successors probe it (node/membership/ring.ts)
+    const index = new Map(this.members.map((m, i) => [m.id, i]))
+    const probers = new ProbeRing().predecessors(target.id, [target.id, ...index.keys()], init.probeSuccessors ?? 3).map(id => index.get(id)!)
+    const schedule: ScheduleInit = { probers, ...init }
     const fleetFile = join(this.#root, 'fleet.json')
     await writeFleetFile(fleetFile, this.#fleetDir, this.members, Date.now())
     const of = this.generators.length
@@ -146,9 +150,6 @@ export async function simulatedPoint (init: PointInit): Promise<Point> {
     await fleet.listen()
     const zones = zoneCount(schedule)
     const agent = await cluster.addNode('agent', { role: 'gateway', labels: zoneLabels(zoneName(0, zones)), bootstrap: fleet.bootstrap(), config: { logs: { stdout: false, level: 'info' } } })
-    // the members that hold the agent among their ring successors probe it (node/membership/ring.ts)
-    const index = new Map(fleet.members.map((m, i) => [m.id, i]))
-    schedule.probers = new ProbeRing().predecessors(agent.peerId, [agent.peerId, ...index.keys()], schedule.probeSuccessors ?? 3).map(id => index.get(id)!)
     await fleet.begin({ id: agent.peerId, addr: agent.multiaddr }, schedule)
     log(`N=${peers}: generators ready; starting the agent`)
     const t0 = performance.now()
