@@ -192,7 +192,10 @@ export class MemberTable {
       e.suspicion?.cancel()
       e.suspicion = undefined
       this.#setState(e, 'alive', current < 0 ? 'first alive claim' : `incarnation ${r.inc}`)
-      this.#c.queue.push(recordOf(e)!)
+      // News is spread; a member we simply had not heard of, learnt in a push-pull, is not: the
+      // sender held it already, and the member announced itself when it joined. (A joining node
+      // learns the whole fleet this way: queueing it all would gossip N records ~4·log10 N times.)
+      if (current >= 0 || via !== 'sync') this.#c.queue.push(recordOf(e)!)
     }
     const acc = r.acc
     if (acc == null || e.acc?.k === 'd') return

@@ -195,3 +195,25 @@ t.test('cost per member stays flat as the fleet grows', async t => {
   t.comment(`frames per member per second: ${small.toFixed(1)} at N=8, ${large.toFixed(1)} at N=32`)
   t.ok(large < small * 1.5, 'does not grow with N')
 })
+
+t.test('a joining member learns the fleet by push-pull without gossiping it all back', async t => {
+  const fleet = await fleetOf(t, 16)
+  await waitFor(() => fleet.all(names(fleet), names(fleet), 'alive'), 'all alive everywhere', 20_000, 20)
+  await sleep(1000) // joining news finishes spreading
+  const late = await fleet.add('late')
+  await fleet.introduce()
+  // every record about another member that the newcomer puts on a gossip frame
+  let relayed = 0
+  const transport = fleet.net.nodes.get(late.id)!
+  const gossip = transport.gossip.bind(transport)
+  transport.gossip = (peer, frame) => {
+    relayed += frame.g.filter(r => r.id !== late.id && r.acc == null).length
+    gossip(peer, frame)
+  }
+  await late.membership.start()
+  await waitFor(() => fleet.all(['late'], names(fleet), 'alive'), 'late to see all 16 alive', 20_000, 20)
+  await waitFor(() => fleet.all(names(fleet), ['late'], 'alive'), 'all 16 to see late alive', 20_000, 20)
+  await sleep(2000)
+  // each of the 16 alive claims, queued as news, would go out ~4 · log10(18) = 8 times
+  t.ok(relayed < 16, `the newcomer relayed ${relayed} alive claims of others (it learnt 16 by push-pull)`)
+})
