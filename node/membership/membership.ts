@@ -8,7 +8,7 @@ import { RecordVerifier } from './records.ts'
 import { RecordAudit, type NodeRecord } from './roster.ts'
 import { ClockWatch } from './skew.ts'
 import { retransmitLimit, suspicionTimeoutMs } from './suspicion.ts'
-import { MemberTable, type MemberState } from './table.ts'
+import { MemberTable, type MemberState, type Via } from './table.ts'
 import { DEFAULT_PROBE_INTERVAL_MS, type Member, type MembershipComponents, type MembershipEvents, type MembershipInit } from './types.ts'
 import type { SelfClock } from './clock.ts'
 import type { HealthRecord } from './health.ts'
@@ -56,7 +56,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   readonly #table: MemberTable
   readonly #prober: Prober
   readonly #audit: RecordAudit
-  readonly #strangers = new Map<string, MemberRecord>()
+  /** alive claims of members we cannot admit yet (no certificate), and how they came */
+  readonly #strangers = new Map<string, { record: MemberRecord, via: Via }>()
   readonly #pushPulledAt = new Map<string, number>()
   #nextPushPull = 0
   #timer?: NodeJS.Timeout
@@ -113,8 +114,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
       postponeMs: () => this.#health.scale(this.#init.probeIntervalMs),
       onState: (id, state, previous, reason) => { this.#onState(id, state, previous, reason) },
       onReject: (err, from) => { this.#reject(err, from) },
-      onStranger: r => {
-        if (this.#strangers.size < MAX_STRANGERS) this.#strangers.set(r.id, r)
+      onStranger: (record, via) => {
+        if (this.#strangers.size < MAX_STRANGERS) this.#strangers.set(record.id, { record, via })
       },
       onIncarnation: inc => { components.incarnations?.save(inc).catch(err => { logger.warn({ err: err.message }, 'saving the incarnation failed') }) },
       logger,
@@ -305,7 +306,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     const stranger = this.#strangers.get(id)
     if (stranger != null) {
       this.#strangers.delete(id)
-      void this.#table.merge(stranger, 'gossip', this.#self).catch(() => {})
+      // as it came: a claim learnt in a push-pull is not news to spread
+      void this.#table.merge(stranger.record, stranger.via, this.#self).catch(() => {})
     }
     if (!known && e.record == null) this.#prober.soon(id)
   }
@@ -367,8 +369,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
     const [stranger] = this.#strangers.values()
     if (stranger != null) {
-      this.#strangers.delete(stranger.id)
-      this.#c.transport.introduce(stranger.id, stranger.addrs)
+      this.#strangers.delete(stranger.record.id)
+      this.#c.transport.introduce(stranger.record.id, stranger.record.addrs)
     }
 
     const now = this.#mono()

@@ -43,7 +43,7 @@ export interface TableContext {
   /** a record a peer sent was refused */
   onReject(err: MembershipError, from: string | undefined): void
   /** a signed record about someone whose certificate we do not know yet */
-  onStranger(record: MemberRecord): void
+  onStranger(record: MemberRecord, via: Via): void
   /** our incarnation changed (persist it) */
   onIncarnation?(inc: number): void
   logger: Logger
@@ -174,7 +174,7 @@ export class MemberTable {
     }
     if (!this.#c.admits(r.id)) {
       if (!this.#c.admits(sender)) return
-      if (await this.#c.verifier.alive(r)) this.#c.onStranger(r)
+      if (await this.#c.verifier.alive(r)) this.#c.onStranger(r, via)
       return
     }
     const e = this.know(r.id)
