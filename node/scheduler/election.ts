@@ -6,9 +6,9 @@ import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
 import { summarisedLeader } from './zone-summary.ts'
-import { eligibleOf, membersOf, ZoneView } from './zone-view.ts'
+import { eligibleOf, groupByZone, membersOf, ZoneView } from './zone-view.ts'
 import { ENDORSE_PREFIX, ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
-import type { Leader } from './leader.ts'
+import type { Leader, ZoneMember } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
 import type { Member, MembershipEvents } from '../membership/membership.ts'
 import type { Registry } from '../registry/registry.ts'
@@ -41,6 +41,8 @@ export interface ElectionComponents {
 
 /** Zones followed at most (from members' labels); claims in others are ignored. */
 const MAX_ZONES = 256
+/** Zones known from their summaries are read again at least this often, changed or not. */
+const SUMMARY_RECHECK_MS = 5000
 
 /**
  * Scheduler election, one per zone and connected part of the mesh. The
@@ -79,6 +81,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #timer?: NodeJS.Timeout
   #off?: () => void
   #offSummaries?: () => void
+  #summariesDirty = true
+  #summariesAt = -Infinity
   #key: OwnKey
   #evaluateScheduled = false
   #saving: Promise<void> = Promise.resolve()
@@ -130,8 +134,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     // may have elected someone meanwhile. Start over.
     if (this.#key.value === 'claim') await this.#key.remove()
     this.#off = this.#c.registry.onChange('scheduler/', this.#onChange)
-    const offSummaries = this.#c.registry.onChange(ZONE_SUMMARY_PREFIX, () => { this.#scheduleEvaluate() })
-    const offEndorsements = this.#c.registry.onChange(ENDORSE_PREFIX, () => { this.#scheduleEvaluate() })
+    const offSummaries = this.#c.registry.onChange(ZONE_SUMMARY_PREFIX, this.#onSummary)
+    const offEndorsements = this.#c.registry.onChange(ENDORSE_PREFIX, this.#onSummary)
     this.#offSummaries = () => { offSummaries(); offEndorsements() }
     this.#c.membership.addEventListener('member:state', this.#onMember)
     this.#timer = setInterval(() => { this.tick() }, this.#t.checkIntervalMs)
@@ -209,22 +213,32 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #evaluate (): void {
     const now = this.#mono()
     const members = this.#c.membership.members()
+    const grouped = groupByZone(members)
     const zones = new Set([this.zone])
-    for (const m of members) if (zones.size < MAX_ZONES) zones.add(zoneOf(m.labels))
+    for (const zone of grouped.keys()) if (zones.size < MAX_ZONES) zones.add(zone)
     const kept = this.#c.registry.zones?.()
     const keeps = (zone: string): boolean => kept == null || kept.followsAll || zone === this.zone || kept.following.includes(zone)
-    for (const zone of zones) this.#evaluateZone(zone, members, now, keeps(zone))
+    // zones known from their summaries change only with a summary, an endorsement or a member's
+    // state: read them again then (or every SUMMARY_RECHECK_MS), not on every check
+    const summaries = this.#summariesDirty || now - this.#summariesAt >= SUMMARY_RECHECK_MS
+    if (summaries) {
+      this.#summariesDirty = false
+      this.#summariesAt = now
+    }
+    for (const zone of zones) {
+      const leases = keeps(zone)
+      if (leases || summaries) this.#evaluateZone(zone, grouped.get(zone) ?? [], now, leases)
+    }
     // zones no member is in any more (or never was) are dropped, memory and all
     for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
     this.#act(members, now)
   }
 
   /** Choose `zone`'s scheduler: from its leases where this node keeps them, else from its summaries. */
-  #evaluateZone (zone: string, members: Member[], now: number, leases: boolean): void {
+  #evaluateZone (zone: string, inZone: ZoneMember[], now: number, leases: boolean): void {
     const z = this.#zoneState(zone)
     const held = this.#key.mine
     const mine = zone === this.zone && held != null ? { term: held.term, live: now < Math.max(held.validUntil, held.probationUntil ?? 0) } : undefined
-    const inZone = membersOf(zone, members)
     const changed = leases
       ? z.choose(inZone, this.#self, mine, now, this.#t.staggerMs, this.#t.tieHoldMs)
       : z.adopt(summarisedLeader(this.#c.registry, zone, eligibleOf(inZone), eligibleOf(inZone, 'alive')))
@@ -400,7 +414,12 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#scheduleEvaluate()
   }
 
-  readonly #onMember = (): void => { this.#scheduleEvaluate() }
+  readonly #onMember = (): void => { this.#onSummary() }
+
+  readonly #onSummary = (): void => {
+    this.#summariesDirty = true
+    this.#scheduleEvaluate()
+  }
 
   /** Evaluate soon, once for any number of changes; never inside the registry's change callback. */
   #scheduleEvaluate (): void {

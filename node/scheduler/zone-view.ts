@@ -9,13 +9,29 @@ const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 
 /** A zone's members as the leader choice sees them. */
 export function membersOf (zone: string, members: Member[]): ZoneMember[] {
-  return members.filter(m => zoneOf(m.labels) === zone).map(m => ({
+  return members.filter(m => zoneOf(m.labels) === zone).map(zoneMember)
+}
+
+/** Every zone's members as the leader choice sees them, in one pass over the member list. */
+export function groupByZone (members: Member[]): Map<string, ZoneMember[]> {
+  const out = new Map<string, ZoneMember[]>()
+  for (const m of members) {
+    const zone = zoneOf(m.labels)
+    let list = out.get(zone)
+    if (list == null) out.set(zone, list = [])
+    list.push(zoneMember(m))
+  }
+  return out
+}
+
+function zoneMember (m: Member): ZoneMember {
+  return {
     peerId: m.peerId,
     state: m.state,
     eligible: m.role != null && ELIGIBLE_ROLES.has(m.role) && m.clockSkewed !== true,
     ...(m.clockSkewed === true ? { skewed: true } : {}),
     ...(m.role == null ? {} : { role: m.role })
-  }))
+  }
 }
 
 /** Peer ids of a zone's eligible members, from `membersOf` (only those `state` if given). */
