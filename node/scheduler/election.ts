@@ -6,7 +6,7 @@ import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
 import { summarisedLeader } from './zone-summary.ts'
-import { eligibleOf, groupByZone, membersOf, ZoneView } from './zone-view.ts'
+import { eligibleOf, groupByZone, ZoneView } from './zone-view.ts'
 import { ENDORSE_PREFIX, ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
 import type { Leader, ZoneMember } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
@@ -231,7 +231,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     }
     // zones no member is in any more (or never was) are dropped, memory and all
     for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
-    this.#act(members, now)
+    this.#act(members, grouped.get(this.zone) ?? [], now)
   }
 
   /** Choose `zone`'s scheduler: from its leases where this node keeps them, else from its summaries. */
@@ -255,8 +255,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.safeDispatchEvent('leader:change', { detail: { zone, leader: leader == null ? undefined : { peerId: leader.peerId, term: leader.term }, self } })
   }
 
-  /** This node's part in its own zone: renew, step down, claim, or endorse. */
-  #act (members: Member[], now: number): void {
+  /** This node's part in its own zone (`ownZone`, from the fleet's `members`): renew, step down, claim, or endorse. */
+  #act (members: Member[], ownZone: ZoneMember[], now: number): void {
     const z = this.#own()
     const leader = z.current
     const mine = this.#key.mine
@@ -272,7 +272,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
         if (leader.established && leader.endorsements > 0) mine.confirmed = true
         // two claimed the vacancy (their views of who is alive differed): until
         // established, the one ranked behind gives way at once
-        const better = mine.confirmed === true ? undefined : z.claimantAhead(membersOf(this.zone, members), this.#self, now)
+        const better = mine.confirmed === true ? undefined : z.claimantAhead(ownZone, this.#self, now)
         if (better != null) {
           this.#c.logger.info({ zone: this.zone, term: mine.term, ahead: better }, 'a better-ranked node claimed too: giving way')
           this.#key.stepDown(undefined, now)
@@ -292,7 +292,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
       // a node with peers to join that has met none yet would only claim against its own ignorance
       const alone = age < this.#t.joinMs && !members.some(m => m.peerId !== this.#self && m.state === 'alive')
       const settling = age < this.#t.settleMs || alone
-      if (!settling && this.#eligible && this.#entitled(members, now) && (!deferring || (doubt === 'health' && this.#failoverDespiteHealth(members, now)))) this.#claim(z.anchor + 1, now)
+      if (!settling && this.#eligible && this.#entitled(ownZone, now) && (!deferring || (doubt === 'health' && this.#failoverDespiteHealth(members, ownZone, now)))) this.#claim(z.anchor + 1, now)
       return
     }
     if (leader.peerId === this.#self) return
@@ -304,8 +304,8 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   }
 
   /** Whether this node would be entitled to claim its vacant zone now (rank, stagger). */
-  #entitled (members: Member[], now: number): boolean {
-    return this.#own().entitled(membersOf(this.zone, members), this.#self, now, this.#t.staggerMs)
+  #entitled (ownZone: ZoneMember[], now: number): boolean {
+    return this.#own().entitled(ownZone, this.#self, now, this.#t.staggerMs)
   }
 
   /**
@@ -341,12 +341,12 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    * back. The claim still needs the others' endorsements before this node
    * schedules.
    */
-  #failoverDespiteHealth (members: Member[], now: number): boolean {
+  #failoverDespiteHealth (members: Member[], ownZone: ZoneMember[], now: number): boolean {
     const z = this.#own()
     const last = z.memory.followed[0]
     if (last == null || last.peerId === this.#self) return false
     if (members.find(m => m.peerId === last.peerId)?.state === 'alive') return false
-    return z.firstInLine(membersOf(this.zone, members), this.#self, now)
+    return z.firstInLine(ownZone, this.#self, now)
   }
 
   #claim (term: number, now: number): void {

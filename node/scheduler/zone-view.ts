@@ -7,11 +7,6 @@ import type { Member } from '../membership/membership.ts'
 /** Roles that may schedule: the coordinator stays out so the mesh never depends on it. */
 const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 
-/** A zone's members as the leader choice sees them. */
-export function membersOf (zone: string, members: Member[]): ZoneMember[] {
-  return members.filter(m => zoneOf(m.labels) === zone).map(zoneMember)
-}
-
 /** Every zone's members as the leader choice sees them, in one pass over the member list. */
 export function groupByZone (members: Member[]): Map<string, ZoneMember[]> {
   const out = new Map<string, ZoneMember[]>()
@@ -24,6 +19,7 @@ export function groupByZone (members: Member[]): Map<string, ZoneMember[]> {
   return out
 }
 
+/** A member as the leader choice sees it. */
 function zoneMember (m: Member): ZoneMember {
   return {
     peerId: m.peerId,
@@ -34,7 +30,7 @@ function zoneMember (m: Member): ZoneMember {
   }
 }
 
-/** Peer ids of a zone's eligible members, from `membersOf` (only those `state` if given). */
+/** Peer ids of a zone's eligible members, from `groupByZone` (only those `state` if given). */
 export function eligibleOf (members: ZoneMember[], state?: Member['state']): Set<string> {
   return new Set(members.filter(m => m.eligible && (state == null || m.state === state)).map(m => m.peerId))
 }
