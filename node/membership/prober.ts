@@ -179,9 +179,9 @@ export class Prober {
       // a fresh round over the members not known dead: our ring successors among them, or all of them shuffled
       const ids = this.#candidates()
       if (k === 0) return shuffle(ids)
-      const next = this.#ring.successors(this.#c.self, ids, k)
-      this.#neighbours = new Set([...next, ...this.#ring.predecessors(this.#c.self, ids, k)])
-      return shuffle(next)
+      const { successors, predecessors } = this.#ring.around(this.#c.self, ids, k)
+      this.#neighbours = new Set([...successors, ...predecessors])
+      return shuffle(successors)
     }, this.#probeable)
   }
 

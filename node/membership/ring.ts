@@ -35,28 +35,32 @@ export class ProbeRing {
 
   /** The `k` members that follow `self` on the ring of `ids` (self excluded, fewer when there are fewer). */
   successors (self: string, ids: Iterable<string>, k: number): string[] {
-    return this.#around(self, ids, k, 1)
+    return this.around(self, ids, k).successors
   }
 
   /** The `k` members that precede `self`: the ones that probe it. */
   predecessors (self: string, ids: Iterable<string>, k: number): string[] {
-    return this.#around(self, ids, k, -1)
+    return this.around(self, ids, k).predecessors
   }
 
-  #around (self: string, ids: Iterable<string>, k: number, step: 1 | -1): string[] {
+  /** Both, from one sort of the ring. */
+  around (self: string, ids: Iterable<string>, k: number): { successors: string[], predecessors: string[] } {
     const me = this.position(self)
     const others: Array<[string, string]> = []
     for (const id of ids) if (id !== self) others.push([this.position(id), id])
-    if (k <= 0 || others.length === 0) return []
+    if (k <= 0 || others.length === 0) return { successors: [], predecessors: [] }
     // ids break ties between equal positions, so every member sorts the ring alike
     others.sort((a, b) => a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)
     let first = others.findIndex(([p, id]) => p > me || (p === me && id > self))
     if (first < 0) first = others.length
-    const out: string[] = []
-    for (let i = 0; i < Math.min(k, others.length); i++) {
-      const at = step === 1 ? first + i : first - 1 - i
-      out.push(others[((at % others.length) + others.length) % others.length]![1])
+    const n = others.length
+    const at = (i: number): string => others[((i % n) + n) % n]![1]
+    const successors: string[] = []
+    const predecessors: string[] = []
+    for (let i = 0; i < Math.min(k, n); i++) {
+      successors.push(at(first + i))
+      predecessors.push(at(first - 1 - i))
     }
-    return out
+    return { successors, predecessors }
   }
 }
