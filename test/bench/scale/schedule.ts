@@ -175,7 +175,6 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
   // the agent is probed by each of its ring predecessors once every min(k, N−1) periods (or, without
   // a ring, by member m once every (N−1) periods), the probers' phases spread over that round
   const ring = init.probers != null
-  const probers = ring ? s.probers : []
   const round = (ring ? Math.min(s.probeSuccessors, s.others) : s.others) * s.probeIntervalMs
   const mates = zoneMembers(s, 0)[1]
   for (let m = 0; m < s.others; m++) {
@@ -184,7 +183,7 @@ export function events (init: ScheduleInit, fromMs: number, toMs: number, seed =
     const slot = phase()
     if (!ring) periodic('probe', m, round, ((m + slot) / s.others) * round)
   }
-  for (const [i, m] of probers.entries()) periodic('probe', m, round, ((i + 0.5) / probers.length) * round)
+  for (const [i, m] of s.probers.entries()) periodic('probe', m, round, ((i + 0.5) / s.probers.length) * round)
   const schedulers = zoneSchedulers(s)
   for (const [z, m] of schedulers.entries()) {
     if (m < mates) periodic('lease', m, s.leaseRenewMs, (z / schedulers.length) * s.leaseRenewMs)
