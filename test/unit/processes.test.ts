@@ -16,6 +16,11 @@ const alive = (pid: number): boolean => {
   }
 }
 const environ = async (pid: number): Promise<string[]> => (await readFile(`/proc/${pid}/environ`, 'utf8')).split('\0')
+/** `environ` once the child is `program`: between fork and exec (and in `env`, before it execs) it shows what came before */
+const execed = async (pid: number, program: string): Promise<string[]> => {
+  await waitFor(async () => (await readFile(`/proc/${pid}/cmdline`, 'utf8')).startsWith(`${program}\0`) || undefined, 'the child to exec', 10_000, 20)
+  return await environ(pid)
+}
 
 /**
  * A test process of its own (node importing the helper) that starts
@@ -57,6 +62,16 @@ t.test('children carry the run and owner markers and get a process group of thei
   t.equal(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]), p.pid, 'its own process group')
   const bare = start('sleep', ['30'], { bareEnv: true, env: { PATH: '/usr/bin:/bin' }, t })
   t.ok((await environ(bare.pid!)).includes(`${RUN_ENV}=${RUN_ID}`), 'a bare environment still gets the markers')
+})
+
+t.test('node children run without tap\'s process-info hook, in the process the test was given', async t => {
+  t.match(process.env.NODE_OPTIONS ?? '', /@tapjs\/processinfo/, 'this test itself runs with the hook (so the check below can fail)')
+  const p = start(process.execPath, ['-e', 'setTimeout(() => {}, 30_000)'], { t })
+  const env = await execed(p.pid!, process.execPath)
+  t.notOk(env.some(e => e.startsWith('NODE_OPTIONS=')), 'no NODE_OPTIONS, so no --import of the hook')
+  t.ok(env.includes(`${RUN_ENV}=${RUN_ID}`), 'the markers are still there')
+  const { stdout } = await run(process.execPath, ['-p', 'process.env.NODE_OPTIONS ?? "none"'])
+  t.equal(stdout.trim(), 'none', 'run() goes the same way')
 })
 
 t.test('stop() ends the child and what it started in its group', async t => {
