@@ -38,7 +38,7 @@ const REAPER = new URL('./reaper.ts', import.meta.url).pathname
  * the memory a test asserts would be the harness's, not gatemesh's. Nothing
  * started here is a test file; tap has nothing to learn from it.
  */
-const NODE_HOOKLESS = ['/usr/bin/env', '-u', 'NODE_OPTIONS']
+const NODE_HOOKLESS = ['/usr/bin/env', '-u', 'NODE_OPTIONS'] as const
 
 /** This run's id: inherited from `.ci/run`/test/loop.sh, else one of this process's own. */
 export const RUN_ID = process.env[RUN_ENV] ?? `local-${process.pid}-${randomBytes(4).toString('hex')}`
