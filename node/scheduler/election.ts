@@ -6,7 +6,8 @@ import { OwnKey } from './own-key.ts'
 import { StallWatch } from './stall.ts'
 import { MemoryTermStore, remember, type TermStore, type ZoneMemory } from './terms.ts'
 import { summarisedLeader } from './zone-summary.ts'
-import { eligibleOf, groupByZone, ZoneView } from './zone-view.ts'
+import { eligibleOf, ZoneView } from './zone-view.ts'
+import { ZoneGrouping } from './zone-grouping.ts'
 import { ENDORSE_PREFIX, ZONE_SUMMARY_PREFIX } from '../../protocols/registry/zones.ts'
 import type { Leader, ZoneMember } from './leader.ts'
 import type { PlacementAuthority } from './placements.ts'
@@ -81,7 +82,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #timer?: NodeJS.Timeout
   #off?: () => void
   #offSummaries?: () => void
-  #summariesDirty = true
+  readonly #grouping = new ZoneGrouping()
   #summariesAt = -Infinity
   #key: OwnKey
   #evaluateScheduled = false
@@ -213,21 +214,21 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   #evaluate (): void {
     const now = this.#mono()
     const members = this.#c.membership.members()
-    const grouped = groupByZone(members)
+    const grouped = this.#grouping.of(members)
     const zones = new Set([this.zone])
     for (const zone of grouped.keys()) if (zones.size < MAX_ZONES) zones.add(zone)
     const kept = this.#c.registry.zones?.()
     const keeps = (zone: string): boolean => kept == null || kept.followsAll || zone === this.zone || kept.following.includes(zone)
-    // zones known from their summaries change only with a summary, an endorsement or a member's
-    // state: read them again then (or every SUMMARY_RECHECK_MS), not on every check
-    const summaries = this.#summariesDirty || now - this.#summariesAt >= SUMMARY_RECHECK_MS
-    if (summaries) {
-      this.#summariesDirty = false
+    // a zone known from its summaries changes only with its summary, one of its endorsements or
+    // one of its members' state: read it again then (and every zone every SUMMARY_RECHECK_MS), not on every check
+    if (now - this.#summariesAt >= SUMMARY_RECHECK_MS) {
+      this.#grouping.allChanged()
       this.#summariesAt = now
     }
+    const changed = this.#grouping.take()
     for (const zone of zones) {
       const leases = keeps(zone)
-      if (leases || summaries) this.#evaluateZone(zone, grouped.get(zone) ?? [], now, leases)
+      if (leases || changed === 'all' || changed.has(zone)) this.#evaluateZone(zone, grouped.get(zone) ?? [], now, leases)
     }
     // zones no member is in any more (or never was) are dropped, memory and all
     for (const zone of this.#zones.keys()) if (!zones.has(zone)) this.#zones.delete(zone)
@@ -414,10 +415,13 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
     this.#scheduleEvaluate()
   }
 
-  readonly #onMember = (): void => { this.#onSummary() }
+  readonly #onMember = (event: MembershipEvents['member:state']): void => {
+    this.#grouping.memberChanged(event.detail.peerId)
+    this.#scheduleEvaluate()
+  }
 
-  readonly #onSummary = (): void => {
-    this.#summariesDirty = true
+  readonly #onSummary = (change: RegistryChange): void => {
+    this.#grouping.keyChanged(change.key)
     this.#scheduleEvaluate()
   }
 

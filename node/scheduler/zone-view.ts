@@ -8,7 +8,7 @@ import type { Member } from '../membership/membership.ts'
 const ELIGIBLE_ROLES = new Set(['server', 'gateway'])
 
 /** Every zone's members as the leader choice sees them, in one pass over the member list. */
-export function groupByZone (members: Member[]): Map<string, ZoneMember[]> {
+export function groupByZone (members: readonly Member[]): Map<string, ZoneMember[]> {
   const out = new Map<string, ZoneMember[]>()
   for (const m of members) {
     const zone = zoneOf(m.labels)
