@@ -57,6 +57,8 @@ export class ClockOffsets {
   readonly #mono: () => number
   readonly #now: () => number
   readonly #samples = new Map<string, Array<{ offset: number, rtt: number, at: number }>>()
+  /** `of(peer)` as last computed: it is read for every member on every listing, and changes only with a sample */
+  readonly #estimates = new Map<string, PeerClock>()
   #base: number
 
   constructor (init: ClockInit) {
@@ -76,13 +78,18 @@ export class ClockOffsets {
     if (list == null) this.#samples.set(peer, list = [])
     list.push({ offset, rtt: rttMs, at: this.#mono() })
     if (list.length > WINDOW) list.shift()
+    this.#estimates.delete(peer)
   }
 
   of (peer: string): PeerClock | undefined {
+    const known = this.#estimates.get(peer)
+    if (known != null) return known
     const list = this.#samples.get(peer)
     if (list == null || list.length === 0) return undefined
     const offsetMs = Math.round(median(list.map(s => s.offset)))
-    return { offsetMs, rttMs: Math.round(Math.min(...list.map(s => s.rtt))), at: list[list.length - 1]!.at }
+    const estimate = { offsetMs, rttMs: Math.round(Math.min(...list.map(s => s.rtt))), at: list[list.length - 1]!.at }
+    this.#estimates.set(peer, estimate)
+    return estimate
   }
 
   skewed (peer: string): boolean {
@@ -92,6 +99,7 @@ export class ClockOffsets {
 
   forget (peer: string): void {
     this.#samples.delete(peer)
+    this.#estimates.delete(peer)
   }
 
   /** Our verdict, from the peers in `among` with a recent estimate. */
@@ -123,6 +131,7 @@ export class ClockOffsets {
     this.#base = base
     if (Math.abs(step) <= toleranceMs) return undefined
     this.#samples.clear()
+    this.#estimates.clear()
     return step
   }
 }

@@ -1,6 +1,7 @@
 import { TypedEventEmitter } from '@libp2p/interface'
 import { MAX_ADDR_CHARS, MAX_ADDRS, type MemberRecord } from '../../protocols/swim/wire.ts'
 import { LocalHealth, StallWatch, type LocalHealthState } from './awareness.ts'
+import { MemberListing } from './listing.ts'
 import { BroadcastQueue } from './broadcasts.ts'
 import { firstIncarnation } from './incarnation.ts'
 import { Prober, shuffle } from './prober.ts'
@@ -58,6 +59,10 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   readonly #audit: RecordAudit
   /** alive claims of members we cannot admit yet (no certificate), and how they came */
   readonly #strangers = new Map<string, { record: MemberRecord, via: Via }>()
+  /** the member objects `members()` hands out, kept while unchanged */
+  readonly #listing: MemberListing
+  /** wall-clock ms since when this node is alive: its own member's `since` */
+  #aliveSince = Date.now()
   readonly #pushPulledAt = new Map<string, number>()
   #nextPushPull = 0
   #timer?: NodeJS.Timeout
@@ -68,6 +73,16 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     super()
     this.#c = components
     this.#self = components.peerId.toString()
+    this.#listing = new MemberListing(this.#self, {
+      lastSeenMs: id => {
+        if (id === this.#self) return 0
+        const heard = this.#table.entries.get(id)?.lastHeard
+        return heard == null ? null : Math.round(this.#mono() - heard)
+      },
+      clockOffsetMs: id => id === this.#self ? this.#clock.self.offsetMs : this.#clock.of(id)?.offsetMs ?? null,
+      addresses: id => this.#addrsOf(id),
+      health: id => this.#c.registry.value<HealthRecord>(`health/${id}`)
+    })
     this.#init = {
       probeIntervalMs: init.probeIntervalMs ?? DEFAULT_PROBE_INTERVAL_MS,
       probeTimeoutMs: init.probeTimeoutMs ?? 500,
@@ -167,6 +182,8 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     }))
     await this.#c.transport.start(this.#handler)
     this.#started = true
+    this.#aliveSince = Date.now()
+    this.#listed = undefined
     this.#stall.start()
     this.#prober.start()
     this.#nextPushPull = this.#mono() + this.#init.pushPullIntervalMs
@@ -214,19 +231,23 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   /**
    * Every member. The list is built at most once per `MEMBERS_TTL_MS` and
    * again at once after any member changes state: the election asks for it
-   * several times a second, and rebuilding it each time grew with the fleet.
-   * What it may hold stale for that long: last-seen times, incarnations and
-   * certificate changes (a revocation closes the peer's connections at once
-   * and is seen here within the TTL).
+   * several times a second. Its member objects are kept while their facts
+   * hold (`MemberListing`), so an unchanged fleet lists the same objects.
+   * What the list may hold stale for that long: which members it has,
+   * incarnations and certificate changes (a revocation closes the peer's
+   * connections at once and is seen here within the TTL). Last-seen times,
+   * clock offsets, addresses and health reports are read when read.
    */
   members (): Member[] {
     const now = this.#mono()
     if (this.#listed != null && now - this.#listed.at < MEMBERS_TTL_MS) return [...this.#listed.members]
+    this.#listing.beginRound()
     const out: Member[] = [this.#selfMember()]
     for (const id of this.#table.entries.keys()) {
-      const m = this.#peerMember(id, now)
+      const m = this.#peerMember(id)
       if (m != null) out.push(m)
     }
+    this.#listing.endRound()
     this.#listed = { at: now, members: out }
     return [...out]
   }
@@ -235,41 +256,20 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   /** One member as `members()` would list it, without building the list; undefined when it is not one. */
   member (peerId: string): Member | undefined {
-    return peerId === this.#self ? this.#selfMember() : this.#peerMember(peerId, this.#mono())
+    return peerId === this.#self ? this.#selfMember() : this.#peerMember(peerId)
   }
 
   #selfMember (): Member {
     const self = this.#clock.self
-    return this.#member(this.#self, 'alive', Date.now(), 0, this.#table.self?.inc ?? null, self.offsetMs, self.skewed)
+    return this.#listing.member(this.#self, { state: 'alive', since: this.#aliveSince, incarnation: this.#table.self?.inc ?? null, clockSkewed: self.skewed, claims: this.#c.trust.claimsFor(this.#self) })
   }
 
-  #peerMember (id: string, now: number): Member | undefined {
+  #peerMember (id: string): Member | undefined {
     const e = this.#table.entries.get(id)
-    if (e == null || !this.#admits(id)) return undefined
-    const clock = this.#clock.of(id)
-    return this.#member(id, e.state, e.since, e.lastHeard == null ? null : Math.round(now - e.lastHeard), e.record?.inc ?? null, clock?.offsetMs ?? null, this.#clock.skewed(id))
-  }
-
-  #member (peerId: string, state: MemberState, since: number, lastSeenMs: number | null, incarnation: number | null, clockOffsetMs: number | null, clockSkewed: boolean): Member {
-    const claims = this.#c.trust.claimsFor(peerId)
-    const member = {
-      peerId,
-      self: peerId === this.#self,
-      labels: claims?.labels ?? {},
-      state,
-      lastSeenMs,
-      since,
-      incarnation,
-      clockOffsetMs,
-      clockSkewed
-    } as Member
-    if (claims?.role != null) member.role = claims.role
-    // The election lists every member several times a second and reads only
-    // ids, labels and states: the addresses and the health report (a registry
-    // value parsed from JSON) are looked up when someone reads them.
-    lazy(member, 'addresses', () => this.#addrsOf(peerId))
-    lazy(member, 'health', () => this.#c.registry.value<HealthRecord>(`health/${peerId}`))
-    return member
+    if (e == null || this.#c.trust.isDenied(id)) return undefined
+    const claims = this.#c.trust.claimsFor(id)
+    if (claims == null) return undefined
+    return this.#listing.member(id, { state: e.state, since: e.since, incarnation: e.record?.inc ?? null, clockSkewed: this.#clock.skewed(id), claims })
   }
 
   #admits (id: string): boolean {
@@ -413,24 +413,3 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
 /** How long `members()` may answer from the list it last built: the election asks every 250 ms, and at N = 1000 rebuilding it each time was ~4 % of a core. */
 const MEMBERS_TTL_MS = 1000
-
-/**
- * An enumerable property computed on its first read and kept from then on
- * (JSON, spreads and `in` see it like any other; assigning it replaces it).
- */
-function lazy<K extends keyof Member> (target: Member, key: K, get: () => Member[K]): void {
-  const settle = (value: Member[K]): void => {
-    Object.defineProperty(target, key, { value, enumerable: value !== undefined, writable: true, configurable: true })
-  }
-  Object.defineProperty(target, key, {
-    enumerable: true,
-    configurable: true,
-    get: () => {
-      const value = get()
-      settle(value)
-      return value
-    },
-    set: settle
-  })
-}
-

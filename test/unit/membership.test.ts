@@ -32,6 +32,15 @@ t.test('members find each other and agree everyone is alive', async t => {
   const others = members.filter(m => !m.self)
   t.ok(others.every(m => m.clockOffsetMs != null && Math.abs(m.clockOffsetMs) <= 500), `clock offsets were measured and are small: ${others.map(m => m.clockOffsetMs).join(', ')} ms`)
   t.ok(others.every(m => m.clockSkewed !== true), 'and no member is taken for skewed')
+  // the list is rebuilt after a second; a member whose facts did not change is the same object,
+  // and what changes by itself (last seen) is read when read
+  const seen = others.map(m => m.lastSeenMs)
+  await sleep(1200)
+  const again = fleet.node('n0').membership.members()
+  const unchanged = again.filter(m => { const before = members.find(b => b.peerId === m.peerId); return before != null && before.state === m.state && before.incarnation === m.incarnation })
+  t.ok(unchanged.length >= 2, `most members unchanged a second later (${unchanged.length})`)
+  t.ok(unchanged.every(m => members.includes(m)), 'an unchanged member is the same object in the new list')
+  t.not(others.map(m => m.lastSeenMs).join(), seen.join(), 'and its last-seen time moved on by itself')
 })
 
 t.test('a killed member is declared dead by all, and nobody else is', async t => {
