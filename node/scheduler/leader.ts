@@ -92,12 +92,14 @@ export function positionOf (peerId: string, members: ZoneMember[], claims: Claim
  * current, not entitled unless it ranks first, and endorsed by nobody.
  */
 export function chooseLeader (input: LeaderInput): LeaderChoice {
-  const live = new Map(input.members.filter(m => m.state !== 'dead' && m.skewed !== true).map(m => [m.peerId, m]))
-  const count = (peerId: string): number => {
-    let n = 0
-    for (const [endorser, follows] of input.endorsements) if (follows === peerId && endorser !== peerId && live.has(endorser)) n++
-    return n
-  }
+  // evaluated for every zone several times a second: one pass over members and one over endorsements
+  const live = new Set<string>()
+  for (const m of input.members) if (m.state !== 'dead' && m.skewed !== true) live.add(m.peerId)
+  const tally = new Map<string, number>()
+  input.endorsements.forEach((follows, endorser) => {
+    if (follows !== endorser && live.has(endorser)) tally.set(follows, (tally.get(follows) ?? 0) + 1)
+  })
+  const count = (peerId: string): number => tally.get(peerId) ?? 0
   const others = (peerId: string): number => live.size - (live.has(peerId) ? 1 : 0)
   const scored = input.claims.filter(c => c.live).map(c => {
     const endorsements = count(c.peerId)

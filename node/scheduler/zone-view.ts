@@ -93,7 +93,15 @@ export class ZoneView {
     if (this.vacantSince != null) this.vacantSince = Math.min(now, this.vacantSince + late)
   }
 
-  #claims (self: string, eligible: Set<string>, now: number): ClaimState[] {
+  /** The eligible members' ids, kept while the election hands in the same member list (its grouping is kept between changes). */
+  #eligible (members: ZoneMember[]): ReadonlySet<string> {
+    if (this.#eligibleOf?.members !== members) this.#eligibleOf = { members, ids: new Set(members.filter(m => m.eligible).map(m => m.peerId)) }
+    return this.#eligibleOf.ids
+  }
+
+  #eligibleOf: { members: ZoneMember[], ids: ReadonlySet<string> } | undefined
+
+  #claims (self: string, eligible: ReadonlySet<string>, now: number): ClaimState[] {
     const claims: ClaimState[] = []
     for (const [peerId, lease] of this.#leases) {
       if (peerId === self || !eligible.has(peerId)) continue
@@ -116,13 +124,13 @@ export class ZoneView {
    * by the one precedence rule, `tieHoldMs` later.
    */
   choose (members: ZoneMember[], self: string, mine: OwnClaim | undefined, now: number, staggerMs: number, tieHoldMs = 0): boolean {
-    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
-    const inZone = new Set(members.map(m => m.peerId))
+    const eligible = this.#eligible(members)
     const claims = this.#claims(self, eligible, now)
     if (mine != null && eligible.has(self)) claims.push({ peerId: self, term: mine.term, live: mine.live })
     const choice = chooseLeader({
       claims,
-      endorsements: new Map([...this.#endorsements].filter(([endorser]) => inZone.has(endorser))),
+      // endorsers from outside `members` count for nothing there: only live members' endorsements do
+      endorsements: this.#endorsements,
       members,
       floor: this.memory.floor,
       ...(this.current == null ? {} : { current: this.current }),
@@ -166,8 +174,7 @@ export class ZoneView {
 
   /** How many live eligible nodes rank ahead of `self` (a live lease counts as alive). */
   #position (members: ZoneMember[], self: string, now: number): number {
-    const eligible = new Set(members.filter(m => m.eligible).map(m => m.peerId))
-    return positionOf(self, members, this.#claims(self, eligible, now))
+    return positionOf(self, members, this.#claims(self, this.#eligible(members), now))
   }
 
   /** Whether no live eligible node ranks ahead of `self`. */
