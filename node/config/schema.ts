@@ -120,7 +120,7 @@ export const ConfigSchema = Type.Object({
     /** A scheduler's claim holds this long after each renewal; a killed scheduler is replaced after about this long. */
     leaseMs: Type.Integer({ minimum: 500, maximum: 60_000, default: 3000 }),
     /** The scheduler renews its claim this often (at most half the lease). */
-    renewIntervalMs: Type.Integer({ minimum: 100, maximum: 30_000, default: 500 }),
+    renewIntervalMs: Type.Integer({ minimum: 100, maximum: 30_000, default: 1000 }),
     /** A placed node with no instance pulling, starting or running after this long is placed around for a while. */
     progressDeadlineSec: Type.Integer({ minimum: 5, maximum: 86_400, default: 60 })
   }, { additionalProperties: false, default: {} }),

@@ -47,7 +47,7 @@ export interface ElectionInit {
 }
 
 export const DEFAULT_LEASE_MS = 3000
-export const DEFAULT_RENEW_INTERVAL_MS = 500
+export const DEFAULT_RENEW_INTERVAL_MS = 1000
 
 /** The election's periods, every default filled in and the lease within its bounds. */
 export type ElectionTiming = Required<Omit<ElectionInit, 'labels' | 'eligible'>>

@@ -16,7 +16,7 @@ export interface PointInit {
   command: AppCommand
   /** health writes per member per minute beyond the periodic one (from the real check) @default 0 */
   extraHealthPerMin?: number
-  /** the scheduler's lease renewal period (from the real check) @default 500, main's renewIntervalMs */
+  /** the scheduler's lease renewal period (from the real check) @default main's renewIntervalMs (1000) */
   leaseRenewMs?: number
   /** members per zone, the agent included (zones of this size, the agent in the first). @default peers (one zone) */
   zoneSize?: number

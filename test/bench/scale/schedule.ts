@@ -26,6 +26,7 @@
  * those reach the agent from every zone.
  */
 import { prng } from '../../../sensors/simulated.ts'
+import { DEFAULT_RENEW_INTERVAL_MS } from '../../../node/scheduler/election-timing.ts'
 
 export interface ScheduleInit {
   /** members other than the agent */
@@ -82,7 +83,7 @@ function filled (init: ScheduleInit): Required<ScheduleInit> {
     probeSuccessors: init.probeSuccessors ?? 3,
     pushPullIntervalMs: init.pushPullIntervalMs ?? 30_000,
     syncIntervalMs: init.syncIntervalMs ?? 15_000,
-    leaseRenewMs: init.leaseRenewMs ?? 500,
+    leaseRenewMs: init.leaseRenewMs ?? DEFAULT_RENEW_INTERVAL_MS,
     zoneSize: Math.max(1, Math.min(init.zoneSize ?? init.others + 1, init.others + 1)),
     summaryMaxIntervalMs: init.summaryMaxIntervalMs ?? 30_000
   }
