@@ -7,7 +7,7 @@ import { AGENT_ENVIRONMENT } from '../../packaging/image/layout.ts'
 /** Where test bundles are kept, one directory per source hash (under the repository, so the externals resolve from node_modules). */
 export const TEST_BUNDLES = join(REPO_ROOT, 'dist', 'test')
 /** What goes into the bundle: a change to any of it means a new build. */
-const SOURCES = ['bin', 'node', 'protocols', 'sensors', 'packaging', 'coordinator', 'package.json', 'package-lock.json']
+const SOURCES = ['bin', 'node', 'protocols', 'sensors', 'packaging', 'coordinator', 'patches', 'package.json', 'package-lock.json']
 const COMPLETE = '.complete'
 /** Bundles of older sources are removed once unused this long (another run may still use a recent one). */
 const PRUNE_AFTER_MS = 6 * 3600_000
