@@ -103,6 +103,11 @@ export async function createMesh<S extends ServiceMap = Record<never, never>> (i
     streamMuxers: [yamux()],
     connectionGater: init.gater,
     connectionManager: { maxConnections: init.maxConnections ?? 32, dialTimeout: 5000 },
+    // libp2p pings every connection from both ends every 10 s, each time on a
+    // new stream with protocol negotiation: ~8 frames per ping, the largest
+    // fixed cost of an idle connection after gossip. SWIM probes the members
+    // already; a dead connection is still found and closed within a minute.
+    connectionMonitor: { pingInterval: 60_000 },
     peerDiscovery,
     nodeInfo: { name: 'gatemesh', version: init.version },
     services: {
@@ -119,7 +124,13 @@ export async function createMesh<S extends ServiceMap = Record<never, never>> (i
         // a delta goes to the mesh (D peers) and spreads from there, not to every subscriber
         floodPublish: false,
         emitSelf: false,
-        heartbeatInterval: 700,
+        // Each heartbeat sends IHAVE gossip to Dlazy peers per topic: with
+        // messages in the window, that was most of an idle agent's frames
+        // (at N = 20, heartbeat 700 ms and Dlazy 4 → 1000 ms and 2 took the
+        // agent from 3.3 % to 1.9 % of a core). The mesh push carries the
+        // deltas; IHAVE only repairs a copy the mesh missed, anti-entropy
+        // the rest (README, Cost model).
+        heartbeatInterval: 1000,
         // Each delta reaches an agent about once per mesh peer and leaves it
         // to each of them again, so the mesh degree multiplies every agent's
         // gossip bytes and CPU. libp2p's D = 6 (up to 12) is sized for
@@ -131,11 +142,16 @@ export async function createMesh<S extends ServiceMap = Record<never, never>> (i
         Dlo: 3,
         Dhi: 6,
         Dscore: 2,
-        Dlazy: 4,
+        Dlazy: 2,
         // Every peer here proved fleet membership with a certificate, and a
         // site's gateways often share one NAT address: gossipsub's default
         // penalty for more than 10 peers per IP would graylist the fleet.
-        scoreParams: { IPColocationFactorWeight: 0 }
+        scoreParams: { IPColocationFactorWeight: 0 },
+        // gossipsub 1.2 sends every mesh peer an IDONTWANT, an RPC of its own,
+        // for each new message of 512 bytes or more, which a signed delta of
+        // a few entries already is; on a fast network the duplicate it would
+        // spare is usually under way already. Kept for large messages only.
+        idontwantMinDataSize: 16384
       }),
       ...init.services
     } as ServiceFactoryMap<MeshServices & S>
