@@ -274,8 +274,17 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
     await quietLinks(lab)
     for (const count of counts) {
       const kill = victims(count, Math.min(o.kills, count - 2))
-      const serf = await serfPoint(lab, count, kill, root, o)
-      const gatemesh = await gatemeshPoint(lab, count, kill, command, o)
+      // a point that cannot finish (a wait that runs out) is an error in the JSON, not a crash that loses the points before it
+      let serf: Figures, gatemesh: Figures & Record<string, unknown>
+      try {
+        serf = await serfPoint(lab, count, kill, root, o)
+        gatemesh = await gatemeshPoint(lab, count, kill, command, o)
+      } catch (err) {
+        const message = (err as Error).message.split('\n')[0]!
+        o.log(`N=${count}: failed: ${message}`)
+        points.push({ nodes: count, error: message })
+        continue
+      }
       const serfBytes = (serf.bytesInPerSec + serf.bytesOutPerSec) / 2
       const ratios = {
         cpu: ratio(gatemesh.cpuPct, serf.cpuPct),
@@ -290,9 +299,10 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
     await lab?.destroy()
     await rm(root, { recursive: true, force: true })
   }
-  // the issue's targets are set at N = 50; with other counts, judged at the largest
-  const judged = points.find(p => p.nodes === 50) ?? points.at(-1)!
-  const r = judged.ratios as Record<string, number>
+  // the issue's targets are set at N = 50; with other counts, judged at the largest measured
+  const measured = points.filter(p => p.ratios != null)
+  const judged = measured.find(p => p.nodes === 50) ?? measured.at(-1)
+  const r = judged?.ratios as Record<string, number> | undefined
   return {
     versus: 'serf',
     serfVersion,
@@ -300,13 +310,15 @@ export async function runVersusSerf (args: BenchArgs): Promise<Record<string, un
     // figures taken while other work loads the machine are preliminary: this says how loaded it was
     machine: { cpus: cpus().length, loadAverage1m: [round(loadBefore, 2), round(loadavg()[0]!, 2)] },
     points,
-    targets: {
-      nodes: judged.nodes,
-      membershipBytesWithin2x: r.membershipBytes! <= 2,
-      idleBytesWithin10x: r.bytes! <= 10,
-      cpuWithin5x: r.cpu! <= 5,
-      detectionNoSlower: r.detect! <= 1
-    },
+    targets: judged == null || r == null
+      ? { error: 'no point was measured' }
+      : {
+          nodes: judged.nodes,
+          membershipBytesWithin2x: r.membershipBytes! <= 2,
+          idleBytesWithin10x: r.bytes! <= 10,
+          cpuWithin5x: r.cpu! <= 5,
+          detectionNoSlower: r.detect! <= 1
+        },
     agent: args.sources === true ? 'sources' : 'bundle'
   }
 }
