@@ -12,6 +12,7 @@ import { retransmitLimit, suspicionTimeoutMs } from './suspicion.ts'
 import { MemberTable, type MemberState, type Via } from './table.ts'
 import { DEFAULT_PROBE_INTERVAL_MS, type Member, type MembershipComponents, type MembershipEvents, type MembershipInit } from './types.ts'
 import type { SelfClock } from './clock.ts'
+import type { NodeClaims } from '../identity/certificate.ts'
 import type { HealthRecord } from './health.ts'
 import type { TransportHandler } from './transport.ts'
 import type { Startable } from '@libp2p/interface'
@@ -266,14 +267,19 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
 
   #peerMember (id: string): Member | undefined {
     const e = this.#table.entries.get(id)
-    if (e == null || this.#c.trust.isDenied(id)) return undefined
-    const claims = this.#c.trust.claimsFor(id)
+    if (e == null) return undefined
+    const claims = this.#admitted(id)
     if (claims == null) return undefined
     return this.#listing.member(id, { state: e.state, since: e.since, incarnation: e.record?.inc ?? null, clockSkewed: this.#clock.skewed(id), claims })
   }
 
   #admits (id: string): boolean {
-    return !this.#c.trust.isDenied(id) && this.#c.trust.claimsFor(id) != null
+    return this.#admitted(id) != null
+  }
+
+  /** The certificate claims of a member we admit: not denied, with a valid certificate. */
+  #admitted (id: string): NodeClaims | undefined {
+    return this.#c.trust.isDenied(id) ? undefined : this.#c.trust.claimsFor(id)
   }
 
   #size (): number {

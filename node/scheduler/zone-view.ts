@@ -95,7 +95,7 @@ export class ZoneView {
 
   /** The eligible members' ids, kept while the election hands in the same member list (its grouping is kept between changes). */
   #eligible (members: ZoneMember[]): ReadonlySet<string> {
-    if (this.#eligibleOf?.members !== members) this.#eligibleOf = { members, ids: new Set(members.filter(m => m.eligible).map(m => m.peerId)) }
+    if (this.#eligibleOf?.members !== members) this.#eligibleOf = { members, ids: eligibleOf(members) }
     return this.#eligibleOf.ids
   }
 
