@@ -108,7 +108,13 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
     this.#off = []
   }
 
+  /** Changes that arrived since the last refresh, applied before a read: an API answer is never older than the registry's. */
+  #fresh (): void {
+    if (this.#dirtyNodes.size > 0 || this.#dirtyInstances.size > 0) this.#safely(() => { this.refresh() })
+  }
+
   list (): NodeView[] {
+    this.#fresh()
     this.#list ??= [...this.#views.values()].map(v => v.view)
       .sort((a, b) => (a.role ?? '').localeCompare(b.role ?? '') || a.peerId.localeCompare(b.peerId))
     return this.#list
@@ -116,15 +122,18 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
 
   /** `{nodes, count}` as JSON text. */
   json (): string {
+    this.#fresh()
     this.#json ??= `{"nodes":[${this.list().map(n => this.#views.get(n.peerId)!.json).join(',')}],"count":${this.#views.size}}`
     return this.#json
   }
 
   get (peerId: string): NodeView | undefined {
+    this.#fresh()
     return this.#views.get(peerId)?.view
   }
 
   instances (peerId?: string): InstanceView[] {
+    this.#fresh()
     if (peerId != null) return [...this.#instances.get(peerId)?.values() ?? []]
     this.#allInstances ??= [...this.#instances.values()].flatMap(m => [...m.values()])
     return this.#allInstances
@@ -135,6 +144,7 @@ export class NodesView extends TypedEventEmitter<NodesViewEvents> implements Sta
   }
 
   models (): ModelStatus[] {
+    this.#fresh()
     return this.#models
   }
 

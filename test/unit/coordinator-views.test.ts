@@ -89,6 +89,27 @@ t.test('a change to one of 1000 nodes recomputes that node only', async t => {
   t.equal(f.calls.members, 0, 'membership was never listed whole')
 })
 
+t.test('a read applies the changes that arrived since the last refresh: the API is never behind the registry', async t => {
+  const f = fleet(3)
+  await f.view.start()
+  t.teardown(async () => { await f.view.stop() })
+  t.match(f.view.models(), [{ model: 'flow', states: { running: 1 } }])
+  // no refresh timer runs here (60 s): only the read can apply it
+  f.write('instance/p0002/flow', { state: 'starting', model: 'flow' })
+  t.match(f.view.models(), [{ model: 'flow', states: { running: 1, starting: 1 } }], 'models')
+  f.write('instance/p0002/flow', { state: 'running', model: 'flow' })
+  t.equal(f.view.instances().filter(i => i.state === 'running').length, 2, 'instances')
+  f.members.get('p0000')!.health = { cpuPct: 70 } as any
+  f.write('health/p0000', { cpuPct: 70 })
+  t.equal(f.view.get('p0000')?.health?.cpuPct, 70, 'one node')
+  f.members.get('p0001')!.health = { cpuPct: 71 } as any
+  f.write('health/p0001', { cpuPct: 71 })
+  t.equal(f.view.list().find(n => n.peerId === 'p0001')?.health?.cpuPct, 71, 'the list')
+  f.members.get('p0002')!.health = { cpuPct: 72 } as any
+  f.write('health/p0002', { cpuPct: 72 })
+  t.equal(JSON.parse(f.view.json()).nodes.find((n: NodeView) => n.peerId === 'p0002').health.cpuPct, 72, 'the list as JSON')
+})
+
 t.test('the sweep catches clock changes that come without an event, and only those nodes change', async t => {
   const f = fleet(50)
   const view = new NodesView({ registry: { list: () => [], value: () => undefined, onChange: () => () => {} }, members: () => [...f.members.values()], member: id => f.members.get(id) }, { refreshMs: 60_000, sweepMs: 50 })
