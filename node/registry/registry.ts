@@ -228,12 +228,11 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
   /** Entries under a prefix, tombstones left out unless asked for. */
   list<T = unknown> (prefix = '', options: { tombstones?: boolean } = {}): Array<RegistryEntry<T>> {
     const out: Array<RegistryEntry<T>> = []
-    for (const e of this.#replica.values()) {
-      if (!e.k.startsWith(prefix)) continue
+    for (const e of this.#replica.withPrefix(prefix)) {
       if (e.v == null && options.tombstones !== true) continue
       out.push(toRegistryEntry<T>(e))
     }
-    return out.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0)
+    return out
   }
 
   /** Every entry as it travels, for anti-entropy and inspection. */

@@ -30,6 +30,8 @@ export interface ReplicaInit {
 export class Replica {
   readonly #c: ReplicaInit
   readonly #entries = new Map<string, WireEntry>()
+  /** Every key, sorted (by UTF-16 code units, as `<` compares): a prefix is a range, not a scan. */
+  #keys: string[] = []
   #persisting: Promise<void> = Promise.resolve()
 
   constructor (init: ReplicaInit) {
@@ -46,6 +48,21 @@ export class Replica {
 
   values (): IterableIterator<WireEntry> {
     return this.#entries.values()
+  }
+
+  /**
+   * The entries whose keys start with `prefix`, in key order. The election,
+   * scheduler and router ask for one prefix (a zone's endorsements, the
+   * placements) many times a second: a range of the sorted keys instead of
+   * a pass over every entry (10 K of them at 5000 nodes).
+   */
+  * withPrefix (prefix: string): Generator<WireEntry> {
+    const keys = this.#keys
+    for (let i = lowerBound(keys, prefix); i < keys.length; i++) {
+      const key = keys[i]!
+      if (!key.startsWith(prefix)) return
+      yield this.#entries.get(key)!
+    }
   }
 
   /**
@@ -121,6 +138,10 @@ export class Replica {
   #drop (which: (e: WireEntry) => boolean, via: RegistryChange['via']): number {
     const dropped: WireEntry[] = []
     for (const e of this.#entries.values()) if (which(e)) dropped.push(e)
+    if (dropped.length > 0) {
+      const gone = new Set(dropped.map(e => e.k))
+      this.#keys = this.#keys.filter(k => !gone.has(k))
+    }
     for (const e of dropped) {
       this.#entries.delete(e.k)
       if (this.#owned(e)) this.#c.quotas.remove(e)
@@ -140,6 +161,7 @@ export class Replica {
   #set (e: WireEntry): void {
     const previous = this.#entries.get(e.k)
     if (previous != null && this.#owned(previous)) this.#c.quotas.remove(previous)
+    if (previous == null) this.#keys.splice(lowerBound(this.#keys, e.k), 0, e.k)
     this.#entries.set(e.k, e)
     if (this.#owned(e)) this.#c.quotas.add(e)
   }
@@ -162,4 +184,16 @@ export class Replica {
       .then(async () => { await op(this.#c.store) })
       .catch(err => { this.#c.logger.error({ err }, 'persisting registry entries failed') })
   }
+}
+
+/** The first index whose key is not below `key` (keys sorted by `<`). */
+function lowerBound (keys: readonly string[], key: string): number {
+  let lo = 0
+  let hi = keys.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (keys[mid]! < key) lo = mid + 1
+    else hi = mid
+  }
+  return lo
 }
