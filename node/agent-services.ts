@@ -9,6 +9,7 @@ import { membership } from './membership/service.ts'
 import { meshNetwork } from './mesh/network.ts'
 import { servicePart } from './mesh/part.ts'
 import { registry } from './registry/service.ts'
+import { HealthRelay } from './registry/relay.ts'
 import { LevelRegistryStore } from './registry/store.ts'
 import { ReleaseService } from './release/service.ts'
 import { LocalRuntime } from './runtime/local.ts'
@@ -69,6 +70,8 @@ type C = MeshComponentsOf<AgentServices>
  * - scheduling (after local, bundles and router): the reconciler runs
  *   instances in the local runtime and pulls their bundles, and an instance
  *   it starts is reachable from other nodes through the router at once.
+ * - relay (after scheduling): health goes to the zone's scheduler the
+ *   election names, and as the scheduler this node relays its members'.
  * - releases (after scheduling): a rollout checks the placements the
  *   election holds valid. renewal (after releases): last, it re-announces
  *   a renewed certificate.
@@ -160,6 +163,8 @@ export function agentServices (init: AgentServicesInit): { [K in keyof AgentServ
         peerId,
         network: meshNetwork(c),
         members: () => c.membership.members(),
+        // built after the connector, read when it ticks
+        scheduler: () => (c.scheduling as C['scheduling'] | undefined)?.election.leader()?.peerId,
         logger: logger.child({ service: 'connector' })
       }, { targetPeers: config.connections.targetPeers, zonePeers: config.connections.zonePeers, zone: () => zoneOf(c.trust.claimsFor(peerId.toString())?.labels), bootstrap: config.bootstrap })
     }),
@@ -218,6 +223,18 @@ export function agentServices (init: AgentServicesInit): { [K in keyof AgentServ
         logger: logger.child({ service: 'releases' }),
         exit: init.exit
       }, { limits: { maxTotalBytes: maxUnpackedBytes } })
+    }),
+    relay: servicePart({
+      name: 'relay',
+      after: ['scheduling'],
+      create: (c: C) => new HealthRelay({
+        self: peerId.toString(),
+        network: meshNetwork(c),
+        registry: c.registry,
+        leader: () => c.scheduling.election.leader()?.peerId,
+        isLeader: () => c.scheduling.election.isLeader(),
+        logger: logger.child({ service: 'registry' })
+      })
     }),
     renewal: servicePart({
       name: 'renewal',

@@ -19,6 +19,7 @@ import type { BundleService } from './bundles/service.ts'
 import type { LogQueryService } from './logs/log-query-service.ts'
 import type { Connector } from './membership/connector.ts'
 import type { HealthReporter } from './membership/health.ts'
+import type { HealthRelay } from './registry/relay.ts'
 import type { NodeRecord } from './membership/membership.ts'
 import type { MembershipService } from './membership/service.ts'
 import type { ServicePart } from './mesh/part.ts'
@@ -56,6 +57,7 @@ export type AgentServices = {
   scheduling: SchedulingService
   router: RouterService
   releases: ServicePart<ReleaseService>
+  relay: ServicePart<HealthRelay>
   renewal: ServicePart<CertificateRenewal>
 }
 
@@ -180,6 +182,7 @@ export class Agent {
         bootstrap: config.bootstrap,
         mdns: config.mdns,
         gater: trustGater(() => mesh?.services.trust),
+        maxConnections: config.connections.maxConnections,
         version: VERSION,
         services: agentServices({ dataDir, identity, db, logger, metrics, logs, announce, exit: (code, reason) => { if (self.agent != null) self.agent.#exit?.(code, reason) } })
       })

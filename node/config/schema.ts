@@ -139,7 +139,13 @@ export const ConfigSchema = Type.Object({
     /** Keep at least this many peers connected when the registry knows of them. */
     targetPeers: Type.Integer({ minimum: 1, maximum: 100, default: 6 }),
     /** Of those, keep at least this many in this node's own zone (its zone's gossip needs them). */
-    zonePeers: Type.Integer({ minimum: 0, maximum: 100, default: 3 })
+    zonePeers: Type.Integer({ minimum: 0, maximum: 100, default: 3 }),
+    /**
+     * Open connections past which libp2p prunes. Every member of a zone keeps
+     * a connection to the zone's scheduler (it hands it its health), so a
+     * node that may become scheduler needs its zone's size and some more.
+     */
+    maxConnections: Type.Integer({ minimum: 8, maximum: 10_000, default: 256 })
   }, { additionalProperties: false, default: {} }),
   bundles: Type.Object({
     /** Bundles kept on disk, complete and partial; unreferenced ones are evicted past this. */

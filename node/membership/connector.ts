@@ -13,6 +13,8 @@ export interface ConnectorComponents {
     getConnections(peer?: PeerId): Connection[]
   }
   members(): Member[]
+  /** this node's zone's scheduler (undefined: none known): its connection is kept, as members hand it their health */
+  scheduler?: () => string | undefined
   logger: Logger
 }
 
@@ -39,7 +41,8 @@ export interface ConnectorInit {
  * Keeps the mesh connected: bootstrap only introduces a node to one peer,
  * so it dials live members it learns from the registry until it holds
  * `targetPeers` connections, and goes back to the bootstrap list whenever it
- * finds itself alone. Members it cannot hear from (dead, or across a
+ * finds itself alone. It keeps a connection to its zone's scheduler (its
+ * members hand it their health). Members it cannot hear from (dead, or across a
  * partition) are redialled with exponential backoff, which is how two
  * halves of a split mesh find each other again.
  */
@@ -85,6 +88,12 @@ export class Connector implements Startable {
     }
     const all = this.#c.members()
     const members = all.filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
+    // the zone's scheduler, whom this node hands its health (node/registry/relay.ts)
+    const scheduler = this.#c.scheduler?.()
+    if (scheduler != null && scheduler !== this.#c.peerId.toString() && !connected.has(scheduler)) {
+      const m = members.find(m => m.peerId === scheduler && m.state === 'alive')
+      if (m != null) this.#dialMember(m)
+    }
     // the zone's own members first: zone-local gossip travels only between them
     const zone = this.#zone()
     const alive = shuffle(members.filter(m => m.state === 'alive'))

@@ -87,3 +87,9 @@ export class OutOfZoneError extends RegistryError {
   override readonly code = 'ERR_OUT_OF_ZONE'
   override readonly name = 'OutOfZoneError'
 }
+
+/** Entries a member asked this node to relay that it does not relay: not the member's own, not health, not its zone, or this node is not its zone's scheduler. */
+export class NotRelayedError extends RegistryError {
+  override readonly code = 'ERR_NOT_RELAYED'
+  override readonly name = 'NotRelayedError'
+}

@@ -1,7 +1,8 @@
 import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../protocols/registry/delta.ts'
 import { topicFor, zoneOfTopic, zoneTopic } from '../../protocols/registry/zones.ts'
-import { ClockDriftError, QuotaExceededError, UnknownWriterError } from './errors.ts'
+import { isRelayed } from '../../protocols/registry-relay/index.ts'
+import { ClockDriftError, NotRelayedError, QuotaExceededError, UnknownWriterError } from './errors.ts'
 import { entryId } from './entry.ts'
 import { byTrustFirst } from './order.ts'
 import type { EntryVerifier } from './ingress.ts'
@@ -17,6 +18,15 @@ import type { Logger } from 'pino'
 
 /** Entry ids remembered as charged to their writers' gossip rate. */
 const REMEMBERED_CHARGES = 8192
+
+/**
+ * Longest a relayed entry waits for this node's next write to its zone
+ * (a scheduler renews its lease every second) before it goes alone.
+ */
+export const RELAY_MAX_DELAY_MS = 1500
+
+/** Where a local write of a relayed key (`health/`) goes instead of gossip; resolves true when it went. */
+export type RelayRoute = (entry: WireEntry) => Promise<boolean>
 
 export interface RegistryGossipInit {
   pubsub: RegistryComponents['pubsub']
@@ -52,6 +62,10 @@ export class RegistryGossip {
   #pending: WireEntry[] = []
   #flushScheduled = false
   #started = false
+  /** Members' entries this node relays (as their zone's scheduler), newest per key: they go with its next zone write. */
+  readonly #relayed = new Map<string, WireEntry>()
+  #relayTimer?: NodeJS.Timeout
+  #route?: RelayRoute
 
   constructor (init: RegistryGossipInit) {
     this.#c = init
@@ -66,6 +80,9 @@ export class RegistryGossip {
 
   stop (): void {
     this.#started = false
+    clearTimeout(this.#relayTimer)
+    this.#relayTimer = undefined
+    this.#relayed.clear()
     for (const topic of this.#topics) this.#unsubscribe(topic)
     this.#c.pubsub.removeEventListener('message', this.#onMessage)
   }
@@ -103,9 +120,70 @@ export class RegistryGossip {
     this.#topics.delete(topic)
   }
 
-  /** Queue a local write; queued writes go out together, per topic, up to MAX_DELTA_ENTRIES per delta. */
+  /** Send local writes of relayed keys this way first (to the zone's scheduler); unset: gossip them. */
+  route (route: RelayRoute | undefined): void {
+    this.#route = route
+  }
+
+  /**
+   * Queue a local write; queued writes go out together, per topic, up to
+   * MAX_DELTA_ENTRIES per delta. A relayed key (health) goes to the route
+   * first, and is gossiped here only when the route did not take it.
+   */
   publish (entry: WireEntry): void {
-    this.#pending.push(entry)
+    const route = this.#route
+    if (route != null && isRelayed(entry.k)) {
+      route(entry).then(sent => { if (!sent) this.#enqueue(entry) }, () => { this.#enqueue(entry) })
+      return
+    }
+    this.#enqueue(entry)
+  }
+
+  /**
+   * As its zone's scheduler: check entries a member handed us as gossip
+   * would (one writer, the sender; relayed keys only; the sender in our
+   * zone; the writer's rate, certificate and signatures) and queue them to
+   * go with our next write to the zone. Returns the entries new to us (the
+   * caller installs them); throws a coded error to refuse.
+   */
+  async relay (entries: WireEntry[], from: string): Promise<WireEntry[]> {
+    const { scope, trust } = this.#c
+    for (const e of entries) {
+      if (e.w !== from) throw new NotRelayedError(`${e.k}: a member relays only its own entries, not ${e.w}'s`)
+      if (!isRelayed(e.k)) throw new NotRelayedError(`${e.k}: only health is relayed`)
+    }
+    if (trust.isDenied(from)) throw new NotRelayedError(`${from} is denied`)
+    if (scope.writerZone(from) !== scope.zone) throw new NotRelayedError(`${from} is not in zone ${scope.zone}`)
+    const fresh = entries.filter(e => this.#c.replica.wouldWin(e))
+    if (fresh.length === 0) return []
+    // the sender is the only writer, and owns what it asks us to relay: any failure refuses it all
+    const { verdict, err, passed } = await this.#check(fresh, from)
+    if (verdict !== TopicValidatorResult.Accept || passed.length !== fresh.length) throw err ?? new NotRelayedError('refused')
+    for (const e of fresh) this.#relayed.set(e.k, e)
+    this.#relayTimer ??= setTimeout(() => {
+      this.#relayTimer = undefined
+      if (this.#relayed.size > 0) this.#enqueue()
+    }, RELAY_MAX_DELAY_MS)
+    return fresh
+  }
+
+  /** Relayed entries still waiting, taken for a delta on `topic` (those whose writer's zone it is). */
+  #takeRelayed (topic: string): WireEntry[] {
+    clearTimeout(this.#relayTimer)
+    this.#relayTimer = undefined
+    const out: WireEntry[] = []
+    for (const e of this.#relayed.values()) {
+      try {
+        this.#c.scope.checkTopic(e, topic)
+        out.push(e)
+      } catch {}
+    }
+    this.#relayed.clear()
+    return out
+  }
+
+  #enqueue (entry?: WireEntry): void {
+    if (entry != null) this.#pending.push(entry)
     if (this.#flushScheduled) return
     this.#flushScheduled = true
     setImmediate(() => {
@@ -120,6 +198,12 @@ export class RegistryGossip {
         const list = byTopic.get(topic)
         if (list == null) byTopic.set(topic, [e])
         else list.push(e)
+      }
+      // what we relay for our zone's members goes with our own write to the zone (a scheduler's renewal)
+      if (this.#relayed.size > 0) {
+        const topic = zoneTopic(zone)
+        const relayed = this.#takeRelayed(topic)
+        if (relayed.length > 0) byTopic.set(topic, [...(byTopic.get(topic) ?? []), ...relayed])
       }
       // our own zone's topic, even right after a renewal moved us
       if (byTopic.size > 1 || !byTopic.has(REGISTRY_TOPIC)) this.refollow()
@@ -137,7 +221,8 @@ export class RegistryGossip {
   /**
    * Gossip validator. Messages are unsigned (the mesh dedupes them by
    * content before this runs): what authenticates a delta is its entries,
-   * each signed by its writer. A delta carries one writer's entries; the
+   * each signed by its writer. A delta carries one writer's entries, plus
+   * (a zone scheduler's renewal) other writers' health it relays; the
    * entries must be certified, unrevoked writers' own signed writes (or
    * fleet-authorised ones), within the writer's gossip rate. An entry from
    * a writer that is unknown yet, past our drift limit or past its quota is
@@ -149,7 +234,7 @@ export class RegistryGossip {
    * delta that breaks this is rejected and counted, before any crypto.
    */
   readonly #validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
-    const { trust, refusals, verifier } = this.#c
+    const { trust, refusals } = this.#c
     // a topic we left (or never followed): not ours to judge or forward
     if (!this.#topics.has(msg.topic)) return TopicValidatorResult.Ignore
     if (msg.type !== 'unsigned') {
@@ -167,14 +252,23 @@ export class RegistryGossip {
       refusals.refuse(err)
       return TopicValidatorResult.Reject
     }
-    const writer = entries[0]!.w
-    if (entries.some(e => e.w !== writer)) {
-      refusals.refuse({ code: 'ERR_FOREIGN_WRITER' })
-      return TopicValidatorResult.Reject
+    // one writer's entries, plus other writers' health a zone's scheduler relays with its renewal
+    let owner: string | undefined
+    const writers = new Set<string>()
+    for (const e of entries) {
+      writers.add(e.w)
+      if (isRelayed(e.k)) continue
+      if (owner != null && e.w !== owner) {
+        refusals.refuse({ code: 'ERR_FOREIGN_WRITER' })
+        return TopicValidatorResult.Reject
+      }
+      owner = e.w
     }
-    if (trust.isDenied(writer)) {
-      refusals.refuse({ code: 'ERR_DENIED_PEER' })
-      return TopicValidatorResult.Reject
+    for (const w of writers) {
+      if (trust.isDenied(w)) {
+        refusals.refuse({ code: 'ERR_DENIED_PEER' })
+        return TopicValidatorResult.Reject
+      }
     }
     for (const e of entries) {
       try {
@@ -186,34 +280,83 @@ export class RegistryGossip {
     }
     const fresh = entries.filter(e => this.#c.replica.wouldWin(e)).sort(byTrustFirst)
     if (fresh.length === 0) return TopicValidatorResult.Ignore
-    // The rate is charged before any crypto, so a flood costs its writer, not our CPU. An entry
-    // charged already (a relay's repackaged copy of it) is not charged again; and what fails its
-    // checks is given back, so entries forged in a writer's name do not spend its budget (a failing
-    // delta costs at most one signature check: the loop stops at the first failure).
-    const unpaid = fresh.map(entryId).filter(id => !this.#charged.has(id))
-    const charge = unpaid.length > 0 && trust.claimsFor(writer) != null
-    if (charge && !this.#c.quotas.take(writer, unpaid.length)) {
-      refusals.refuse(new QuotaExceededError(`${writer} gossips more than its rate`, 'rate'), { k: fresh[0]!.k, w: writer })
-      return TopicValidatorResult.Ignore
-    }
-    for (const id of unpaid) this.#charged.add(id)
-    while (this.#charged.size > REMEMBERED_CHARGES) this.#charged.delete(this.#charged.values().next().value!)
+    const { verdict, passed } = await this.#check(fresh, owner)
+    if (verdict !== TopicValidatorResult.Accept) return verdict
+    this.#validated.set(msg.data, passed)
+    return TopicValidatorResult.Accept
+  }
+
+  /**
+   * The rate is charged before any crypto, so a flood costs its writer, not our CPU. An entry
+   * charged already (a relay's repackaged copy of it) is not charged again; and what fails its
+   * checks is given back, so entries forged in a writer's name do not spend its budget (a failing
+   * delta costs at most one signature check: the loop stops at the first failure). Each writer
+   * of a delta pays for its own entries. Relayed entries (health a scheduler sends with its
+   * renewal) of a writer we cannot judge yet (unknown to us, past our drift limit or its rate)
+   * are left out, not the delta: its owner's renewal must not wait for a newcomer's certificate.
+   */
+  async #check (fresh: WireEntry[], owner: string | undefined): Promise<{ verdict: TopicValidatorResult, err?: unknown, passed: WireEntry[] }> {
+    const { trust, refusals, verifier, quotas } = this.#c
+    const unpaid = new Map<string, string[]>()
     for (const e of fresh) {
+      const id = entryId(e)
+      if (this.#charged.has(id)) continue
+      const ids = unpaid.get(e.w)
+      if (ids == null) unpaid.set(e.w, [id])
+      else ids.push(id)
+    }
+    const charged = new Map<string, number>()
+    const giveBack = (w: string): void => {
+      const n = charged.get(w)
+      if (n != null) quotas.refund(w, n)
+      charged.delete(w)
+      for (const id of unpaid.get(w) ?? []) this.#charged.delete(id)
+    }
+    const giveAllBack = (): void => { for (const w of unpaid.keys()) giveBack(w) }
+    // a writer whose entries may be left out: relayed ones, not the delta's owner's
+    const droppable = (w: string): boolean => w !== owner
+    const dropped = new Set<string>()
+    for (const [w, ids] of unpaid) {
+      if (trust.claimsFor(w) == null) continue
+      if (!quotas.take(w, ids.length)) {
+        const err = new QuotaExceededError(`${w} gossips more than its rate`, 'rate')
+        refusals.refuse(err, { k: fresh.find(e => e.w === w)!.k, w })
+        if (droppable(w)) {
+          dropped.add(w)
+          continue
+        }
+        giveAllBack()
+        return { verdict: TopicValidatorResult.Ignore, err, passed: [] }
+      }
+      charged.set(w, ids.length)
+    }
+    for (const [w, ids] of unpaid) if (!dropped.has(w)) for (const id of ids) this.#charged.add(id)
+    while (this.#charged.size > REMEMBERED_CHARGES) this.#charged.delete(this.#charged.values().next().value!)
+    let firstErr: unknown
+    for (const e of fresh) {
+      if (dropped.has(e.w)) continue
       try {
         // the quota first: it costs nothing, the signature does
         this.#c.replica.admit(e)
         await verifier.verify(e)
       } catch (err) {
-        for (const id of unpaid) this.#charged.delete(id)
-        if (charge) this.#c.quotas.refund(writer, unpaid.length)
         refusals.refuse(err, e)
         // an unknown writer may simply not have reached us yet, a quota is the writer's, not the relay's,
         // and drift is measured against our clock, which the relay's may not share
-        return err instanceof UnknownWriterError || err instanceof QuotaExceededError || err instanceof ClockDriftError ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
+        const soft = err instanceof UnknownWriterError || err instanceof QuotaExceededError || err instanceof ClockDriftError
+        if (soft && droppable(e.w)) {
+          giveBack(e.w)
+          dropped.add(e.w)
+          firstErr ??= err
+          continue
+        }
+        giveAllBack()
+        return { verdict: soft ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject, err, passed: [] }
       }
     }
-    this.#validated.set(msg.data, fresh)
-    return TopicValidatorResult.Accept
+    const passed = dropped.size === 0 ? fresh : fresh.filter(e => !dropped.has(e.w))
+    if (passed.length === 0) return { verdict: TopicValidatorResult.Ignore, err: firstErr, passed }
+    return { verdict: TopicValidatorResult.Accept, passed, ...(firstErr == null ? {} : { err: firstErr }) }
   }
 
   readonly #onMessage = (evt: CustomEvent<Message>): void => {

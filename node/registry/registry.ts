@@ -5,7 +5,7 @@ import type { SyncResult } from '../../protocols/registry-sync/index.ts'
 import { DEFAULT_OWNERSHIP_RULES, type OwnershipRule } from './acl.ts'
 import { toRegistryEntry, type RegistryEntry } from './entry.ts'
 import { InvalidValueError } from './errors.ts'
-import { RegistryGossip } from './gossip.ts'
+import { RegistryGossip, type RelayRoute } from './gossip.ts'
 import { DEFAULT_MAX_DRIFT_MS, HybridLogicalClock } from './hlc.ts'
 import { EntryVerifier } from './ingress.ts'
 import { healStoredEntries } from './load.ts'
@@ -126,6 +126,26 @@ export class Registry extends TypedEventEmitter<RegistryEvents> implements Start
       const peer = revokedPeerOf(change.key)
       if (peer != null && !change.entry.deleted) this.#enforceRevocation(peer, change.entry.value as Revocation)
     })
+  }
+
+  /**
+   * Send this node's own writes of relayed keys (health) this way before
+   * gossiping them: to its zone's scheduler (`node/registry/relay.ts`).
+   * Undefined: gossip them.
+   */
+  routeRelayed (route: RelayRoute | undefined): void {
+    this.#gossip.route(route)
+  }
+
+  /**
+   * As its zone's scheduler: check a member's own relayed entries as gossip
+   * would, install those new to us, and send them with our next write to
+   * the zone. Throws a coded error (`ERR_NOT_RELAYED`, a quota, a
+   * signature) to refuse; returns how many were new.
+   */
+  async relayed (entries: WireEntry[], from: string): Promise<number> {
+    const fresh = await this.#gossip.relay(entries, from)
+    return fresh.length === 0 ? 0 : this.#applyRemote(fresh, 'gossip')
   }
 
   /**

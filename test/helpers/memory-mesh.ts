@@ -57,6 +57,8 @@ export class MemoryMember {
   readonly registry: Registry
   readonly trust: WriterTrust & { claims: Map<string, NodeClaims>, revoked: Set<string> }
   readonly handlers = new Map<string, StreamHandler>()
+  /** what its registry dials and handles with: other members' handlers over in-memory stream pairs */
+  readonly network: RegistryComponents['network']
   readonly #listeners = new Set<(evt: CustomEvent<Message>) => void>()
   readonly #validators = new Map<string, any>()
 
@@ -102,7 +104,7 @@ export class MemoryMember {
       addEventListener (_type: string, fn: any) { self.#listeners.add(fn) },
       removeEventListener (_type: string, fn: any) { self.#listeners.delete(fn) }
     } as any
-    const network: RegistryComponents['network'] = {
+    const network: RegistryComponents['network'] = this.network = {
       handle: async (protocol, handler) => { this.handlers.set(protocol, handler) },
       unhandle: async protocol => { this.handlers.delete(protocol) },
       dialProtocol: async (peer, protocol) => {

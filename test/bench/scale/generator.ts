@@ -9,11 +9,13 @@
  * (member.ts) is started when someone dials that port or when the member
  * has something to send the agent, and stopped when a real member's
  * connection would have been pruned. What the members send follows
- * schedule.ts.
+ * schedule.ts: the zone mates' health reaches the agent inside its zone's
+ * scheduler's renewal deltas, and that scheduler (member 0) answers the
+ * agent's own health relay (member.ts).
  */
 import { createServer, connect, type Server, type Socket } from 'node:net'
 import { createInterface } from 'node:readline'
-import { deltaCodec, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
+import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
 import { zoneSummaryKey, zoneTopic } from '../../../protocols/registry/zones.ts'
 import { schedulerKey } from '../../../node/scheduler/keys.ts'
 import { events, type ScheduleInit, type ScheduledEvent } from './schedule.ts'
@@ -39,7 +41,7 @@ export interface StartMessage {
   lifetimeMs: number
 }
 
-const stats = { nodesStarted: 0, nodesStopped: 0, probes: 0, probesOk: 0, probesFailed: 0, deltas: 0, copiesSent: 0, copiesSkipped: 0, syncs: 0, syncsFailed: 0, pushPulls: 0, pushPullsFailed: 0, errors: 0, errorsByMessage: {} as Record<string, number> }
+const stats = { nodesStarted: 0, nodesStopped: 0, probes: 0, probesOk: 0, probesFailed: 0, deltas: 0, healthWrites: 0, relayed: 0, relayRefused: 0, copiesSent: 0, copiesSkipped: 0, syncs: 0, syncsFailed: 0, pushPulls: 0, pushPullsFailed: 0, errors: 0, errorsByMessage: {} as Record<string, number> }
 // SwimLink rejects a request's pending reply when the link closes while the request is still being
 // written, before anyone awaits that reply: an unhandled rejection (the agent logs the same one).
 // Counted here; the generator must keep playing its members.
@@ -76,12 +78,18 @@ function note (err: unknown): void {
   if (msg in stats.errorsByMessage || Object.keys(stats.errorsByMessage).length < 20) stats.errorsByMessage[msg] = (stats.errorsByMessage[msg] ?? 0) + 1
 }
 
+/** The agent handed its health to the simulated scheduler of its zone (accepted), or was refused. */
+function onRelay (accepted: boolean): void {
+  if (accepted) stats.relayed++
+  else stats.relayRefused++
+}
+
 /** Slice-local index i ↔ fleet index start.from + i. */
 async function node (i: number, core = false): Promise<SimNode> {
   let n = live.get(i)
   if (n == null) {
     const s = start!
-    n = SimNode.start(fleet!.members[s.from + i]!, fleet!, s.agent, core)
+    n = SimNode.start(fleet!.members[s.from + i]!, fleet!, s.agent, core, onRelay)
     stats.nodesStarted++
     live.set(i, n)
     const started = n
@@ -127,25 +135,36 @@ async function onEvent (e: ScheduledEvent): Promise<void> {
     // every process signs the same bytes and passes them on through its own members, as the fleet's gossip would reach them
     const m = f.members[e.member]!
     const ts = f.epoch + Math.floor(e.at)
-    const entry = e.kind === 'health'
+    const entries = [e.kind === 'health'
       ? await f.sign(m, `health/${m.id}`, healthValue(e.member, e.seq, ts), ts)
       : e.kind === 'lease'
         ? await f.sign(m, schedulerKey(m.zone, m.id), { term: 1, leaseMs: 3000, since: f.epoch - 60_000 }, ts)
-        : await f.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, ts), ts)
-    f.put(entry)
-    const data = deltaCodec.encode({ entries: [entry] })
+        : await f.sign(m, zoneSummaryKey(m.zone, m.id), summaryValue(m, ts), ts)]
+    // a renewal carries the health its zone mates handed the scheduler since its last one (protocols/registry-relay),
+    // each entry signed by its own writer, at its own time
+    entries.push(...await Promise.all((e.health ?? []).map(async w => {
+      const mate = f.members[w.member]!
+      const at = f.epoch + Math.floor(w.at)
+      return await f.sign(mate, `health/${mate.id}`, healthValue(w.member, w.seq, at), at)
+    })))
+    for (const entry of entries) f.put(entry)
+    stats.healthWrites += (e.kind === 'health' ? 1 : 0) + (e.health?.length ?? 0)
     // health and leases are zone-local: they travel on the agent's zone topic (only its zone mates send it either)
     const topic = e.kind === 'summary' ? REGISTRY_TOPIC : zoneTopic(f.agentZone)
-    stats.deltas++
-    // Only a neighbour whose gossipsub mesh (for that topic) holds the agent forwards it whole copies;
-    // the others would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes
-    // per id). Publishing through them would be wrong: with no other peer, gossipsub tops their publish
-    // up to the agent, a copy no real member would send.
-    for (const n of liveNodes()) {
-      if (!n.meshesAgent(topic)) continue
-      setTimeout(() => {
-        void n.publish(topic, data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
-      }, Math.random() * s.spreadMs)
+    // the renewal first; what a delta cannot hold goes in the next (the scheduler's gossip batches so)
+    for (let i = 0; i < entries.length; i += MAX_DELTA_ENTRIES) {
+      const data = deltaCodec.encode({ entries: entries.slice(i, i + MAX_DELTA_ENTRIES) })
+      stats.deltas++
+      // Only a neighbour whose gossipsub mesh (for that topic) holds the agent forwards it whole copies;
+      // the others would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes
+      // per id). Publishing through them would be wrong: with no other peer, gossipsub tops their publish
+      // up to the agent, a copy no real member would send.
+      for (const n of liveNodes()) {
+        if (!n.meshesAgent(topic)) continue
+        setTimeout(() => {
+          void n.publish(topic, data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
+        }, Math.random() * s.spreadMs)
+      }
     }
     return
   }

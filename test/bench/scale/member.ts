@@ -9,6 +9,7 @@ import { deltaCodec, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts
 import { isZoneLocal, zoneTopic } from '../../../protocols/registry/zones.ts'
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica } from '../../../protocols/registry-sync/index.ts'
 import { answerPushPull, pushPull, SWIM_SYNC_PROTOCOL } from '../../../protocols/swim-sync/index.ts'
+import { answerRelay, isRelayed, RELAY_PROTOCOL } from '../../../protocols/registry-relay/index.ts'
 import { SwimLink } from '../../../protocols/swim/link.ts'
 import { relayedAckBytes, SWIM_PROTOCOL, type Gossip, type MemberRecord, type Reply, type Request } from '../../../protocols/swim/wire.ts'
 import type { FleetState, Member } from './fleet.ts'
@@ -30,7 +31,10 @@ export interface AgentTarget {
  * with the agent's own `PeerTrust` (certificate exchange, gater), answering
  * SWIM probes, indirect probes, push-pull and registry anti-entropy from
  * the fleet state every member shares. Its address is the member's proxy
- * port (announced, so identify tells the agent that one).
+ * port (announced, so identify tells the agent that one). The agent's
+ * zone's scheduler also takes the agent's own health as a real scheduler
+ * would (protocols/registry-relay); the other members do not speak that
+ * protocol, so an agent asking one of them falls back to gossip.
  */
 export class SimNode {
   readonly member: Member
@@ -45,9 +49,11 @@ export class SimNode {
   usedAt = performance.now()
   readonly core: boolean
   readonly #port: number
+  readonly #onRelay?: (accepted: boolean) => void
 
-  private constructor (member: Member, fleet: FleetState, agent: AgentTarget, mesh: Mesh, trust: PeerTrust, core: boolean, port: number) {
+  private constructor (member: Member, fleet: FleetState, agent: AgentTarget, mesh: Mesh, trust: PeerTrust, core: boolean, port: number, onRelay?: (accepted: boolean) => void) {
     this.#port = port
+    this.#onRelay = onRelay
     this.member = member
     this.#fleet = fleet
     this.#agent = agent
@@ -57,7 +63,8 @@ export class SimNode {
     this.core = core
   }
 
-  static async start (member: Member, fleet: FleetState, agent: AgentTarget, core: boolean): Promise<SimNode> {
+  /** `onRelay`: told of each relay request of the agent this node (its zone's scheduler) accepted or refused. */
+  static async start (member: Member, fleet: FleetState, agent: AgentTarget, core: boolean, onRelay?: (accepted: boolean) => void): Promise<SimNode> {
     const peerId = peerIdFromString(member.id)
     for (let attempt = 1; ; attempt++) {
       const trust = new PeerTrust({ peerId, logger: silent }, { fleetPublicKey: fleet.fleetPublicKey, certificate: member.cert })
@@ -72,7 +79,7 @@ export class SimNode {
         version: VERSION
       })
       trust.attach(mesh)
-      const node = new SimNode(member, fleet, agent, mesh, trust, core, port)
+      const node = new SimNode(member, fleet, agent, mesh, trust, core, port, onRelay)
       await trust.learnCertificate(member.cert, member.id)
       await trust.start()
       try {
@@ -108,6 +115,11 @@ export class SimNode {
   /** A member of the agent's zone: it follows the zone's topic and exchanges the zone's health and instances with it. */
   get zoneMate (): boolean {
     return this.#fleet.inAgentZone(this.member)
+  }
+
+  /** The agent's zone's scheduler (its first member): it relays the zone's health with its renewals. */
+  get zoneScheduler (): boolean {
+    return this.zoneMate && this.#fleet.members[this.member.scheduler]?.id === this.member.id
   }
 
   async stop (): Promise<void> {
@@ -150,6 +162,28 @@ export class SimNode {
       this.usedAt = performance.now()
       await answerSync(stream, this.#replica()).catch(() => {})
     }, { maxInboundStreams: 2 })
+    // the agent hands its health to its zone's scheduler, which sends it on with its next renewal. It is kept
+    // in the fleet state (as received gossip is) but not put in the renewals the generators publish: those
+    // are signed alike by every generator process, and only this one heard from the agent
+    if (this.zoneScheduler) {
+      await mesh.handle(RELAY_PROTOCOL, async (stream: Stream, conn: Connection) => {
+        this.usedAt = performance.now()
+        const from = conn.remotePeer.toString()
+        await answerRelay(stream, async entries => {
+          const refuse = (msg: string): never => {
+            this.#onRelay?.(false)
+            throw Object.assign(new Error(msg), { code: 'ERR_NOT_RELAYED' })
+          }
+          if (from !== this.#agent.id) refuse('simulated members only relay for the agent')
+          for (const e of entries) {
+            if (e.w !== from) refuse(`${e.k}: a member relays only its own entries`)
+            if (!isRelayed(e.k)) refuse(`${e.k}: only health is relayed`)
+          }
+          for (const e of entries) this.#fleet.put(e)
+          this.#onRelay?.(true)
+        }).catch(() => {})
+      }, { maxInboundStreams: 2 })
+    }
     // as every agent does: a peer we dialled and verified is synced with at once
     trust.addEventListener('peer:verified', evt => {
       if (evt.detail.outbound && evt.detail.peerId.toString() === this.#agent.id) this.sync().catch(() => {})

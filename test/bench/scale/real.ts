@@ -53,7 +53,9 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
     await meter.reset()
     meter.start()
     // the others' health writes and the scheduler's lease renewals as one follower (r1) sees them:
-    // every member's writes reach every member
+    // every member's writes reach every member. The watch reports each key that changed, one event per
+    // entry installed, however it came (alone, inside the scheduler's renewal delta that relays it, or by
+    // anti-entropy): these are writes, not deltas
     let healthWrites = 0
     let leaseWrites = 0
     const watcher = cluster.node('r1')
@@ -88,10 +90,10 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
   perAgent = real
   const realMedian = Object.fromEntries((['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec', 'rssMb', 'registryKeys', 'gossipInPerSec'] as const)
     .map(k => [k, round(median(perAgent.map(f => f[k])), 2)])) as unknown as Figures
-  // the periodic write is in the schedule already (2 a minute at the 30 s default)
-  const extraHealthPerMin = Math.max(0, healthPerMemberPerMin - 2)
+  // the periodic write is in the schedule already (1 a minute at membership.health.maxIntervalMs' 60 s default)
+  const extraHealthPerMin = Math.max(0, healthPerMemberPerMin - 1)
   log(`real check: simulated point of ${agents} with ${round(extraHealthPerMin, 2)} extra health writes/member/min`)
-  // the election renews on its 250 ms check once 500 ms passed: on a busy machine that is less often than twice a second
+  // the election renews on its 250 ms check once renewIntervalMs (1 s) passed: on a busy machine that is less often
   const leaseRenewMs = leasePerSec > 0 ? Math.round(1000 / leasePerSec) : undefined
   const simulated: Point = await simulatedPoint({ peers: agents, seconds, command: init.command, extraHealthPerMin, ...(leaseRenewMs == null ? {} : { leaseRenewMs }), log })
   const ratio = Object.fromEntries(COMPARED.map(k => [k, round(simulated[k] / realMedian[k], 2)]))
