@@ -10,6 +10,7 @@ import { InvalidMessageError, ProtocolMessageError } from '../../protocols/error
 import { answerLogs, askLogs, logQueryCodec } from '../../protocols/log-query/index.ts'
 import { answerPredict, encodePredictBody, forwardPredict, predictReplyHeaderCodec, predictRequestHeaderCodec } from '../../protocols/predict/index.ts'
 import { answerRenewal, renewRequestCodec, renewResponseCodec, requestRenewal } from '../../protocols/cert-renewal/index.ts'
+import { answerRelay, relayRequestCodec, relayResponseCodec, requestRelay } from '../../protocols/registry-relay/index.ts'
 import { answerPushPull, pushPull, SYNC_BUCKETS, swimSyncCodec } from '../../protocols/swim-sync/index.ts'
 import { frameCodec } from '../../protocols/swim/wire.ts'
 import { SwimLink } from '../../protocols/swim/link.ts'
@@ -73,6 +74,8 @@ const VALID = {
   predictResponse: [{ status: 200, bytes: PREDICT_BODY.length }, { status: 503, bytes: 4 }],
   renewRequest: [{ cert: 'eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl' }],
   renewResponse: [{ cert: 'eyJhbGciOiJFZERTQSJ9.e30.c2lnbmF0dXJl' }, { error: 'not yet', code: 'ERR_TOO_EARLY' }],
+  relayRequest: [{ entries: [entry] }],
+  relayResponse: [{ ok: true }, { error: 'not the scheduler', code: 'ERR_NOT_RELAYED' }],
   swimSync: [
     { t: 'digest', buckets: Array(SYNC_BUCKETS).fill('0123456789abcdef') },
     { t: 'diff', buckets: [1, 2], records: [MEMBER] },
@@ -109,6 +112,8 @@ const CODECS: Array<[string, JsonCodec<any>, readonly unknown[]]> = [
   ['predict-reply', predictReplyHeaderCodec, VALID.predictResponse],
   ['cert-renew-request', renewRequestCodec, VALID.renewRequest],
   ['cert-renew-response', renewResponseCodec, VALID.renewResponse],
+  ['registry-relay-request', relayRequestCodec, VALID.relayRequest],
+  ['registry-relay-response', relayResponseCodec, VALID.relayResponse],
   ['swim-sync', swimSyncCodec, VALID.swimSync],
   ['swim', frameCodec, VALID.swim],
   ['log-query', logQueryCodec, VALID.logQuery],
@@ -271,6 +276,13 @@ t.test('cert-renewal over a stream pair', async t => {
     async s => { await answerRenewal(s, async () => 'y'.repeat(32), quick) }, 0)
   await againstHostile(t, 'requestRenewal vs hostile coordinator', 'cert-renew-response', frame(1, VALID.renewResponse),
     async s => await requestRenewal(s, 'x'.repeat(32), quick), 1)
+})
+
+t.test('registry-relay over a stream pair', async t => {
+  await againstHostile(t, 'answerRelay vs hostile member', 'registry-relay-request', frame(1, VALID.relayRequest),
+    async s => { await answerRelay(s, async () => {}, quick) }, 0)
+  await againstHostile(t, 'requestRelay vs hostile scheduler', 'registry-relay-response', frame(1, VALID.relayResponse),
+    async s => { await requestRelay(s, [entry], quick) }, 1)
 })
 
 t.test('swim-sync over a stream pair', async t => {
