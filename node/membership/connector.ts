@@ -86,45 +86,67 @@ export class Connector implements Startable {
     if (connected.size === 0) {
       for (const addr of this.#bootstrap) this.#dial(addr.getComponents().find(c => c.name === 'p2p')?.value ?? addr.toString(), [addr])
     }
-    const all = this.#c.members()
-    const members = all.filter(m => !m.self && m.addresses.length > 0 && !connected.has(m.peerId) && !this.#dialing.has(m.peerId))
-    // the zone's scheduler, whom this node hands its health (node/registry/relay.ts)
+    // one pass over the members, cheap checks only: at N = 5000 this ran every 2 s over every
+    // member several times, reading each one's addresses (a live accessor)
+    const zone = this.#zone()
     const scheduler = this.#c.scheduler?.()
+    const alive: Member[] = []
+    const dead: Member[] = []
+    let zoneConnected = 0
+    for (const m of this.#c.members()) {
+      if (m.self) continue
+      if (connected.has(m.peerId)) {
+        if (zoneOf(m.labels) === zone) zoneConnected++
+        continue
+      }
+      if (this.#dialing.has(m.peerId)) continue
+      if (m.state === 'alive') alive.push(m)
+      else if (m.state === 'dead') dead.push(m)
+    }
+    // the zone's scheduler, whom this node hands its health (node/registry/relay.ts)
     if (scheduler != null && scheduler !== this.#c.peerId.toString() && !connected.has(scheduler)) {
-      const m = members.find(m => m.peerId === scheduler && m.state === 'alive')
+      const m = alive.find(m => m.peerId === scheduler)
       if (m != null) this.#dialMember(m)
     }
     // the zone's own members first: zone-local gossip travels only between them
-    const zone = this.#zone()
-    const alive = shuffle(members.filter(m => m.state === 'alive'))
-    const inZone = alive.filter(m => zoneOf(m.labels) === zone)
-    const zoneConnected = all.filter(m => !m.self && connected.has(m.peerId) && zoneOf(m.labels) === zone).length
-    for (const m of inZone.slice(0, Math.max(0, this.#zonePeers - zoneConnected))) this.#dialMember(m)
-    const missing = this.#target - connected.size - this.#dialing.size
-    if (missing > 0) {
-      for (const m of alive.filter(m => !this.#dialing.has(m.peerId)).slice(0, missing)) this.#dialMember(m)
+    shuffle(alive)
+    let wanted = this.#zonePeers - zoneConnected
+    for (const m of alive) {
+      if (wanted <= 0) break
+      if (zoneOf(m.labels) === zone && !this.#dialing.has(m.peerId) && this.#dialMember(m)) wanted--
+    }
+    let missing = this.#target - connected.size - this.#dialing.size
+    for (const m of alive) {
+      if (missing <= 0) break
+      if (!this.#dialing.has(m.peerId) && this.#dialMember(m)) missing--
     }
     // lost members (dead, or across a partition): a couple per tick, with
     // backoff, is enough — one healed link lets gossip and sync flow again
     const now = Date.now()
-    const due = shuffle(members.filter(m => m.state === 'dead' && (this.#backoff.get(m.peerId)?.next ?? 0) <= now))
-    for (const m of due.slice(0, REDIALS_PER_TICK)) {
+    const due = shuffle(dead.filter(m => (this.#backoff.get(m.peerId)?.next ?? 0) <= now))
+    let redials = 0
+    for (const m of due) {
+      if (redials >= REDIALS_PER_TICK) break
+      if (m.addresses.length === 0) continue
       const b = this.#backoff.get(m.peerId)
       const delay = Math.min(this.#maxRedialMs, b == null ? this.#minRedialMs : b.delay * 2)
       this.#backoff.set(m.peerId, { delay, next: now + delay })
-      this.#dialMember(m)
+      if (this.#dialMember(m)) redials++
     }
     for (const id of connected) this.#backoff.delete(id)
   }
 
-  #dialMember (m: Member): void {
+  /** Dial a member at the addresses it announced; false when it has none we can use. */
+  #dialMember (m: Member): boolean {
     let addrs: Multiaddr[]
     try {
       addrs = m.addresses.map(a => multiaddr(a))
     } catch {
-      return
+      return false
     }
+    if (addrs.length === 0) return false
     this.#dial(m.peerId, addrs)
+    return true
   }
 
   #dial (id: string, addrs: Multiaddr[]): void {

@@ -23,6 +23,8 @@ export class ClockWatch {
   readonly #skewedPeers = new Set<string>()
   #self: SelfClock
   #warnedAt = -Infinity
+  /** Goes up whenever a verdict (a member's or this node's own) changes: member lists built before are stale. */
+  version = 0
 
   constructor (components: ClockWatchComponents, init: ClockInit) {
     this.#c = components
@@ -56,6 +58,7 @@ export class ClockWatch {
     for (const id of alive) {
       const skewed = this.offsets.skewed(id)
       if (skewed === this.#skewedPeers.has(id)) continue
+      this.version++
       const offsetMs = this.offsets.of(id)?.offsetMs
       if (skewed) {
         this.#skewedPeers.add(id)
@@ -67,6 +70,7 @@ export class ClockWatch {
     }
     const previous = this.#self
     this.#self = this.offsets.self(alive)
+    if (this.#self.skewed !== previous.skewed) this.version++
     const now = this.#mono()
     if (this.#self.skewed && (!previous.skewed || now - this.#warnedAt >= REMINDER_MS)) {
       this.#warnedAt = now

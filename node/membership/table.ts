@@ -64,6 +64,8 @@ export const MAX_MEMBERS = 10_000
  */
 export class MemberTable {
   readonly entries = new Map<string, TableEntry>()
+  /** Goes up with every change a member list shows (members, states, incarnations, ours): lists built before are stale. */
+  version = 0
   readonly #c: TableContext
   #self!: MemberRecord
   #addrs: string[] = []
@@ -77,6 +79,7 @@ export class MemberTable {
   async init (addrs: string[], inc: number): Promise<void> {
     this.#addrs = addrs
     this.#self = await signAlive(this.#c.privateKey, this.#c.self, Math.min(MAX_INCARNATION - 1, inc), addrs)
+    this.version++
     this.#c.onIncarnation?.(this.#self.inc)
   }
 
@@ -109,6 +112,7 @@ export class MemberTable {
       if (this.entries.size >= MAX_MEMBERS || !this.#c.admits(id)) return undefined
       e = { id, state: 'suspect', since: Date.now(), failures: 0 }
       this.entries.set(id, e)
+      this.version++
       this.#c.onState(id, 'suspect', undefined, 'known, not heard from yet')
     }
     return e
@@ -129,6 +133,7 @@ export class MemberTable {
       if (admitted && !(e.state === 'dead' && forget(e))) continue
       e.suspicion?.cancel()
       this.entries.delete(e.id)
+      this.version++
       this.#c.queue.drop(e.id)
       if (e.state !== 'dead') this.#c.onState(e.id, 'dead', e.state, 'certificate no longer valid')
     }
@@ -157,6 +162,7 @@ export class MemberTable {
   async refute (inc: number, reason: string): Promise<void> {
     const next = Math.min(MAX_INCARNATION, Math.max(this.#self.inc, inc) + 1)
     this.#self = await signAlive(this.#c.privateKey, this.#c.self, next, this.#addrs)
+    this.version++
     this.#c.queue.push(this.#self)
     this.#c.onIncarnation?.(next)
     this.#c.logger.info({ inc: next, reason }, 'refuting: announcing a higher incarnation')
@@ -187,6 +193,7 @@ export class MemberTable {
         return
       }
       e.record = { id: r.id, inc: r.inc, addrs: r.addrs, sig: r.sig }
+      this.version++
       e.acc = undefined
       e.failures = 0
       e.suspicion?.cancel()
@@ -270,6 +277,7 @@ export class MemberTable {
   #setState (e: TableEntry, state: MemberState, reason: string): void {
     const previous = e.state
     if (previous === state) return
+    this.version++
     e.state = state
     e.since = Date.now()
     this.#c.onState(e.id, state, previous, reason)

@@ -92,6 +92,21 @@ t.test('a partition splits the view and healing joins it again', async t => {
   t.pass('healed')
 })
 
+t.test('a member list is rebuilt when what it shows changes, not only when it is old', async t => {
+  const fleet = await fleetOf(t, 4)
+  const all = names(fleet)
+  await waitFor(() => fleet.all(all, all, 'alive'), 'all alive', 10_000, 20)
+  const [n0, n1, n2] = [fleet.node('n0'), fleet.node('n1'), fleet.node('n2')]
+  const first = n0.membership.members()
+  const listed = first.find(m => m.peerId === n2.id)!
+  t.equal(n0.membership.members().find(m => m.peerId === n2.id), listed, 'nothing changed: the same member object')
+  // n2's own alive claim, one incarnation up (as after a refutation): alive before and after, so no state event
+  const higher = await signAlive(n2.privateKey, n2.id, listed.incarnation! + 1, [`/ip4/127.0.0.1/tcp/${4002}`])
+  fleet.net.nodes.get(n1.id)!.gossip(n0.id, { t: 'gossip', g: [higher] })
+  await waitFor(() => n0.membership.stateOf(n2.id) === 'alive' && n0.membership.members().find(m => m.peerId === n2.id)!.incarnation === listed.incarnation! + 1, 'the new incarnation listed', 500, 5)
+  t.pass(`listed at once (the list may be kept ${5} s while nothing changes)`)
+})
+
 t.test('records nobody signed are refused', async t => {
   const fleet = await fleetOf(t, 5)
   const all = names(fleet)
