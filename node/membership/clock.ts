@@ -97,6 +97,11 @@ export class ClockOffsets {
     return c != null && Math.abs(c.offsetMs) > this.limitMs
   }
 
+  /** The peers we hold samples of (a few dozen: those we probe), whatever the fleet's size. */
+  measured (): IterableIterator<string> {
+    return this.#samples.keys()
+  }
+
   forget (peer: string): void {
     this.#samples.delete(peer)
     this.#estimates.delete(peer)

@@ -377,7 +377,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     for (const e of this.#table.entries.values()) counts[e.state]++
     this.#c.metrics?.members(counts)
 
-    this.#clock.check([...this.#table.entries.values()].filter(e => e.state === 'alive').map(e => e.id))
+    this.#clock.check(id => this.#table.entries.get(id)?.state === 'alive')
 
     const [stranger] = this.#strangers.values()
     if (stranger != null) {

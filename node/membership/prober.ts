@@ -75,6 +75,8 @@ export class Prober {
   readonly #ring = new ProbeRing()
   /** on a ring: the members we probe and the ones that probe us, as of the last round */
   #neighbours = new Set<string>()
+  /** The ring as last computed, and the table version it was computed at: it changes only with the members. */
+  #ringAt?: { version: number, successors: string[] }
   readonly #urgent = new Set<string>()
   readonly #probing = new Set<string>()
   readonly #rechecked = new Map<string, number>()
@@ -177,11 +179,15 @@ export class Prober {
     }
     return this.#round.next(() => {
       // a fresh round over the members not known dead: our ring successors among them, or all of them shuffled
-      const ids = this.#candidates()
-      if (k === 0) return shuffle(ids)
-      const { successors, predecessors } = this.#ring.around(this.#c.self, ids, k)
-      this.#neighbours = new Set([...successors, ...predecessors])
-      return shuffle(successors)
+      if (k === 0) return shuffle(this.#candidates())
+      // sorting the fleet's ring every k probes was a few % of an idle agent's main thread at N = 5000
+      const version = this.#c.table.version
+      if (this.#ringAt == null || this.#ringAt.version !== version) {
+        const { successors, predecessors } = this.#ring.around(this.#c.self, this.#candidates(), k)
+        this.#neighbours = new Set([...successors, ...predecessors])
+        this.#ringAt = { version, successors }
+      }
+      return shuffle([...this.#ringAt.successors])
     }, this.#probeable)
   }
 

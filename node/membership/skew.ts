@@ -50,8 +50,13 @@ export class ClockWatch {
     this.#skewedPeers.delete(peer)
   }
 
-  /** Re-judge every clock among `alive` (members we hold alive). */
-  check (alive: string[]): void {
+  /**
+   * Re-judge the clocks of the members we hold alive (`isAlive`). Only
+   * measured ones can be skewed, so only they are looked at: a few dozen,
+   * not the fleet.
+   */
+  check (isAlive: (peer: string) => boolean): void {
+    const alive = [...this.offsets.measured()].filter(isAlive)
     const step = this.offsets.checkStep()
     if (step != null) this.#c.logger.info({ stepMs: Math.round(step) }, 'the wall clock stepped; measuring offsets afresh')
     const { logger } = this.#c
