@@ -69,9 +69,12 @@ export const IMAGE_ROOTS = ['opt/gatemesh/', 'var/lib/gatemesh/', `etc/systemd/s
 /**
  * Environment of the agent. One malloc arena: glibc otherwise keeps an
  * arena per thread (libuv's pool, V8's helpers), which is RSS a gateway
- * does not have to spare.
+ * does not have to spare. Fixed mmap and trim thresholds (64 KiB): glibc
+ * otherwise raises its mmap threshold after large frees, so later large
+ * buffers come from the heap and leave it fragmented; at 5000 members an
+ * idle agent held 332–352 MB with the defaults, 293 MB with these.
  */
-export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', NODE_ENV: 'production' }
+export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOLD_: '65536', NODE_ENV: 'production' }
 
 /** The agent's exit status for a damaged database (EXIT_DAMAGED_DATA in node/store/errors.ts; packaging does not import node). */
 export const DAMAGED_DATA_EXIT = 65
