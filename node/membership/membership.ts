@@ -26,6 +26,8 @@ export { levelIncarnationStore, type IncarnationStore } from './incarnation.ts'
 export { DEFAULT_PROBE_INTERVAL_MS, type Member, type MemberTrust, type MembershipComponents, type MembershipEvents, type MembershipInit, type MembershipMetrics } from './types.ts'
 
 const HOUSEKEEPING_MS = 1000
+/** Housekeeping rounds between sweeps of members whose certificate is no longer valid. */
+const SWEEP_EVERY = 3
 const PUSH_PULL_TIMEOUT_MS = 10_000
 /** Ask the same peer for a push-pull at most this often on (re)connection. */
 const PUSH_PULL_RETRY_MS = 2000
@@ -237,7 +239,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
    * kept while their facts hold (`MemberListing`), so an unchanged fleet
    * lists the same objects. What only the TTL brings: a certificate renewed
    * with other labels before its node record arrives (a revocation or an
-   * expiry removes the member at the next housekeeping, within a second).
+   * expiry removes the member at the next sweep, within SWEEP_EVERY s).
    * Last-seen times, clock offsets, addresses and health reports are read
    * when read.
    */
@@ -258,6 +260,7 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   }
 
   #listed?: { at: number, version: number, members: Member[] }
+  #rounds = 0
 
   /** One member as `members()` would list it, without building the list; undefined when it is not one. */
   member (peerId: string): Member | undefined {
@@ -370,9 +373,13 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
   #housekeeping (): void {
     this.#stall.check()
     // a member dead for long whose node record the registry has collected is gone:
-    // forget it (if it comes back, its alive claim admits it again)
-    const wall = Date.now()
-    this.#table.sweep(e => wall - e.since > FORGET_DEAD_MS && this.#c.registry.value(`node/${e.id}`) === undefined)
+    // forget it (if it comes back, its alive claim admits it again); members whose
+    // certificate expired or was revoked go too. Every SWEEP_EVERY rounds: each
+    // sweep checks every member's certificate (5000 a second was a few % of an idle agent)
+    if (++this.#rounds % SWEEP_EVERY === 0) {
+      const wall = Date.now()
+      this.#table.sweep(e => wall - e.since > FORGET_DEAD_MS && this.#c.registry.value(`node/${e.id}`) === undefined)
+    }
     const counts: Record<MemberState, number> = { alive: 1, suspect: 0, dead: 0 }
     for (const e of this.#table.entries.values()) counts[e.state]++
     this.#c.metrics?.members(counts)
