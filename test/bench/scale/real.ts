@@ -25,6 +25,9 @@ const COMPARED = ['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec'] as const
  * change). Agreement: each compared figure of the simulated agent within
  * 50% of the real agents' median.
  */
+/** How long one agent of the real mesh may take to start. */
+const REAL_START_MS = 120_000
+
 export async function realCheck (init: RealCheckInit): Promise<Record<string, unknown>> {
   const { agents, seconds, log } = init
   const cluster = await Cluster.create({ command: init.command })
@@ -39,7 +42,12 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
     }
     log(`real check: starting ${agents} agents`)
     await cluster.start('r0')
-    for (const n of names.slice(1)) await cluster.start(n)
+    // each later agent starts while all the earlier ones take it in: on 2 cores the last few
+    // of 50 waited longer than a test's start budget (the load average passes 20)
+    for (const n of names.slice(1)) {
+      await cluster.start(n, { wait: false })
+      await cluster.waitReady(n, REAL_START_MS)
+    }
     const ids = names.map(n => cluster.node(n).peerId)
     await waitFor(async () => {
       const views = await Promise.all(names.map(async n => await cluster.members(n)))
