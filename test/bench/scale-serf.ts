@@ -19,6 +19,7 @@ import { mean, quietLinks, sampleIdle, type IdleSample } from './idle-meter.ts'
 import { ensureSerf, SerfCluster } from './serf-cluster.ts'
 import { round } from './stats.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
+import { unconverged } from './scale/real.ts'
 import { NetLab } from '../helpers/netns.ts'
 import type { AppCommand } from '../helpers/app-bundle.ts'
 import type { BenchArgs } from './run.ts'
@@ -202,6 +203,7 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
     const ids = names.map(n => cluster.node(n).peerId)
     await waitFor(async () => (await Promise.all(names.map(async n => await cluster.members(n))))
       .every(view => ids.every(id => view.get(id)?.state === 'alive')), `all ${count} agents alive everywhere`, 180_000, 500)
+      .catch(async (err: Error) => { throw new Error(`${err.message}; not alive: ${await unconverged(cluster, names)}`) })
     const convergedAt = Date.now()
     o.log(`gatemesh: converged; settling ${o.settleSeconds} s, then idle ${o.idleSeconds} s`)
     await sleep(o.settleSeconds * 1000)

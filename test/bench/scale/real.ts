@@ -25,6 +25,22 @@ const COMPARED = ['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec'] as const
  * change). Agreement: each compared figure of the simulated agent within
  * 50% of the real agents' median.
  */
+/** Who each agent does not hold alive, for a convergence that timed out: `r3: r40 suspect, r41 unknown`. */
+export async function unconverged (cluster: Cluster, names: string[]): Promise<string> {
+  const ids = names.map(n => [cluster.node(n).peerId, n] as const)
+  const lines: string[] = []
+  for (const n of names) {
+    try {
+      const view = await cluster.members(n)
+      const missing = ids.filter(([id]) => view.get(id)?.state !== 'alive').map(([id, name]) => `${name} ${view.get(id)?.state ?? 'unknown'}`)
+      if (missing.length > 0) lines.push(`${n}: ${missing.join(', ')}`)
+    } catch (err) {
+      lines.push(`${n}: status failed (${(err as Error).message})`)
+    }
+  }
+  return lines.length === 0 ? 'every view has everyone alive now' : lines.slice(0, 20).join('; ') + (lines.length > 20 ? `; and ${lines.length - 20} more views` : '')
+}
+
 /** How long one agent of the real mesh may take to start. */
 const REAL_START_MS = 120_000
 
@@ -52,7 +68,9 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
     await waitFor(async () => {
       const views = await Promise.all(names.map(async n => await cluster.members(n)))
       return views.every(v => ids.every(id => v.get(id)?.state === 'alive'))
-    }, 'the real mesh to converge', 120_000 + agents * 3000, 1000)
+    }, 'the real mesh to converge', 120_000 + agents * 3000, 1000).catch(async (err: Error) => {
+      throw new Error(`${err.message}; not alive: ${await unconverged(cluster, names)}`)
+    })
     log('real check: converged; settling 15 s')
     await sleep(15_000)
 
