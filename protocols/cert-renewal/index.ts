@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { JsonCodec } from '../codec.ts'
 import { RemoteRefusedError } from '../errors.ts'
+import { RefusalSchema, refusalOf } from '../refusal.ts'
 import { duplexChannel, timeoutSignal } from '../stream.ts'
 import type { Stream } from '@libp2p/interface'
 
@@ -21,10 +22,7 @@ export const RenewRequestSchema = Type.Object({ cert: Cert }, { additionalProper
 
 export const RenewResponseSchema = Type.Union([
   Type.Object({ cert: Cert }, { additionalProperties: false }),
-  Type.Object({
-    error: Type.String({ maxLength: 512 }),
-    code: Type.String({ maxLength: 64, pattern: '^[A-Z0-9_]+$' })
-  }, { additionalProperties: false })
+  RefusalSchema
 ])
 
 export const renewRequestCodec = new JsonCodec({ name: 'cert-renew-request', version: 1, schema: RenewRequestSchema, maxBytes: 9 * 1024 })
@@ -64,9 +62,8 @@ export async function answerRenewal (stream: Stream, issue: (current: string) =>
     let reply
     try {
       reply = { cert: await issue(request.cert) }
-    } catch (err: any) {
-      const code = typeof err?.code === 'string' && /^[A-Z0-9_]{1,64}$/.test(err.code) ? err.code as string : 'ERR_REFUSED'
-      reply = { error: String(err?.message ?? 'refused').slice(0, 512), code }
+    } catch (err) {
+      reply = refusalOf(err)
     }
     await channel.write(reply, { signal })
     await channel.close({ signal })

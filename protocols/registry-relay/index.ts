@@ -1,6 +1,7 @@
 import { Type } from '@sinclair/typebox'
 import { JsonCodec } from '../codec.ts'
 import { RemoteRefusedError } from '../errors.ts'
+import { RefusalSchema, refusalOf, type Refusal } from '../refusal.ts'
 import { duplexChannel, timeoutSignal } from '../stream.ts'
 import { WireEntrySchema } from '../registry/wire.ts'
 import type { WireEntry } from '../registry/wire.ts'
@@ -34,10 +35,7 @@ export const RelayRequestSchema = Type.Object({
 
 export const RelayResponseSchema = Type.Union([
   Type.Object({ ok: Type.Literal(true) }, { additionalProperties: false }),
-  Type.Object({
-    error: Type.String({ maxLength: 512 }),
-    code: Type.String({ maxLength: 64, pattern: '^[A-Z0-9_]+$' })
-  }, { additionalProperties: false })
+  RefusalSchema
 ])
 
 export const relayRequestCodec = new JsonCodec({ name: 'registry-relay-request', version: 1, schema: RelayRequestSchema, maxBytes: 64 * 1024 })
@@ -73,13 +71,12 @@ export async function answerRelay (stream: Stream, accept: (entries: WireEntry[]
   const channel = duplexChannel(stream, relayResponseCodec, relayRequestCodec)
   try {
     const request = await channel.read({ signal })
-    let reply: { ok: true } | { error: string, code: string }
+    let reply: { ok: true } | Refusal
     try {
       await accept(request.entries)
       reply = { ok: true }
-    } catch (err: any) {
-      const code = typeof err?.code === 'string' && /^[A-Z0-9_]{1,64}$/.test(err.code) ? err.code as string : 'ERR_REFUSED'
-      reply = { error: String(err?.message ?? 'refused').slice(0, 512), code }
+    } catch (err) {
+      reply = refusalOf(err)
     }
     await channel.write(reply, { signal })
     await channel.close({ signal })
