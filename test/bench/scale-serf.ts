@@ -19,7 +19,7 @@ import { mean, quietLinks, sampleIdle, type IdleSample } from './idle-meter.ts'
 import { ensureSerf, SerfCluster } from './serf-cluster.ts'
 import { round } from './stats.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { unconverged } from './scale/real.ts'
+import { startInTurn, unconverged } from './scale/real.ts'
 import { NetLab } from '../helpers/netns.ts'
 import type { AppCommand } from '../helpers/app-bundle.ts'
 import type { BenchArgs } from './run.ts'
@@ -195,11 +195,7 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
     await cluster.start('n0')
     // one after another, as the real check does: 49 agents loading their bundle at once on 2 cores
     // took longer than a start's budget (agent n1 not ready within 30 s at N = 50)
-    // and each later one starts while all the earlier ones take it in: give it longer than a test's start budget
-    for (const n of names.slice(1)) {
-      await cluster.start(n, { wait: false })
-      await cluster.waitReady(n, 120_000)
-    }
+    await startInTurn(cluster, names.slice(1))
     const ids = names.map(n => cluster.node(n).peerId)
     await waitFor(async () => (await Promise.all(names.map(async n => await cluster.members(n))))
       .every(view => ids.every(id => view.get(id)?.state === 'alive')), `all ${count} agents alive everywhere`, 180_000, 500)

@@ -41,8 +41,20 @@ export async function unconverged (cluster: Cluster, names: string[]): Promise<s
   return lines.length === 0 ? 'every view has everyone alive now' : lines.slice(0, 20).join('; ') + (lines.length > 20 ? `; and ${lines.length - 20} more views` : '')
 }
 
-/** How long one agent of the real mesh may take to start. */
+/** How long one agent of a real mesh may take to start. */
 const REAL_START_MS = 120_000
+
+/**
+ * Start agents one after another: each later one starts while all the
+ * earlier ones take it in, and on 2 cores the last few of 50 waited longer
+ * than a test's start budget (the load average passes 20).
+ */
+export async function startInTurn (cluster: Cluster, names: string[]): Promise<void> {
+  for (const n of names) {
+    await cluster.start(n, { wait: false })
+    await cluster.waitReady(n, REAL_START_MS)
+  }
+}
 
 export async function realCheck (init: RealCheckInit): Promise<Record<string, unknown>> {
   const { agents, seconds, log } = init
@@ -58,12 +70,7 @@ export async function realCheck (init: RealCheckInit): Promise<Record<string, un
     }
     log(`real check: starting ${agents} agents`)
     await cluster.start('r0')
-    // each later agent starts while all the earlier ones take it in: on 2 cores the last few
-    // of 50 waited longer than a test's start budget (the load average passes 20)
-    for (const n of names.slice(1)) {
-      await cluster.start(n, { wait: false })
-      await cluster.waitReady(n, REAL_START_MS)
-    }
+    await startInTurn(cluster, names.slice(1))
     const ids = names.map(n => cluster.node(n).peerId)
     await waitFor(async () => {
       const views = await Promise.all(names.map(async n => await cluster.members(n)))
