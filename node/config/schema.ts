@@ -83,6 +83,8 @@ export const ConfigSchema = Type.Object({
       sampleIntervalMs: Type.Integer({ minimum: 500, maximum: 3_600_000, default: 5000 }),
       /** Write at least this often, changed or not. */
       maxIntervalMs: Type.Integer({ minimum: 1000, maximum: 86_400_000, default: 60_000 }),
+      /** A metric's change (CPU, memory, load) waits this long after the last write; instance counts go at once. */
+      minIntervalMs: Type.Integer({ minimum: 0, maximum: 86_400_000, default: 20_000 }),
       /** Write when machine or process CPU moved this many points. */
       cpuChangePct: Type.Number({ minimum: 0, maximum: 100, default: 15 }),
       /** … or used memory moved this many points of the total. */

@@ -84,8 +84,13 @@ export interface HealthReporterComponents {
 export interface HealthReporterInit {
   /** Sample this often. @default 5000 */
   sampleIntervalMs?: number
-  /** Write at least this often, changed or not. @default 30000 */
+  /** Write at least this often, changed or not. @default 60000 */
   maxIntervalMs?: number
+  /**
+   * A metric's change (CPU, memory, load) is written at most this often; a
+   * change in instance counts is written at once. @default 20000
+   */
+  minIntervalMs?: number
   /** Machine or process CPU moved this many points since the last write. @default 15 */
   cpuChangePct?: number
   /** Used memory moved this many points (of total) since the last write. @default 5 */
@@ -98,7 +103,11 @@ export interface HealthReporterInit {
  * Writes `health/<self>` when it changes meaningfully (CPU, memory, load,
  * instance counts) or when `maxIntervalMs` passed, not every second: every
  * write is signed, gossiped and stored by every peer, so a quiet fleet
- * should be quiet.
+ * should be quiet. A metric's change waits `minIntervalMs` after the last
+ * write (as kubelet's status updates are paced): machine-wide figures move
+ * together on machines that share a host, and writes answering load with
+ * load fed on themselves (30 agents on 2 cores wrote 7.6 times a minute
+ * each).
  */
 export class HealthReporter implements Startable {
   readonly #c: HealthReporterComponents
@@ -113,6 +122,7 @@ export class HealthReporter implements Startable {
     this.#init = {
       sampleIntervalMs: init.sampleIntervalMs ?? 5000,
       maxIntervalMs: init.maxIntervalMs ?? 60_000,
+      minIntervalMs: init.minIntervalMs ?? 20_000,
       cpuChangePct: init.cpuChangePct ?? 15,
       memoryChangePct: init.memoryChangePct ?? 5,
       loadChange: init.loadChange ?? 0.5
@@ -140,8 +150,9 @@ export class HealthReporter implements Startable {
   async report (force = false): Promise<boolean> {
     if (this.#writing) return false
     const record: HealthRecord = { ...this.#c.sampler.sample(), ...(this.#c.instances == null ? {} : { instances: this.#c.instances() }) }
-    const due = performance.now() - this.#lastAt >= this.#init.maxIntervalMs
-    if (!force && !due && !this.#changed(record)) return false
+    const since = performance.now() - this.#lastAt
+    const due = since >= this.#init.maxIntervalMs
+    if (!force && !due && !this.#instancesChanged(record) && !(since >= this.#init.minIntervalMs && this.#changed(record))) return false
     this.#writing = true
     try {
       await this.#c.registry.set(`health/${this.#c.peerId}`, record)
@@ -153,6 +164,12 @@ export class HealthReporter implements Startable {
     }
   }
 
+  /** The scheduler places on instance counts: a change goes out at once. */
+  #instancesChanged (now: HealthRecord): boolean {
+    const last = this.#last
+    return last == null || now.instances?.total !== last.instances?.total || now.instances?.running !== last.instances?.running
+  }
+
   #changed (now: HealthRecord): boolean {
     const last = this.#last
     if (last == null) return true
@@ -160,8 +177,6 @@ export class HealthReporter implements Startable {
     return Math.abs(now.cpuPct - last.cpuPct) >= this.#init.cpuChangePct ||
       Math.abs(now.processCpuPct - last.processCpuPct) >= this.#init.cpuChangePct ||
       Math.abs(used(now) - used(last)) >= this.#init.memoryChangePct ||
-      Math.abs(now.load[0] - last.load[0]) >= this.#init.loadChange ||
-      now.instances?.total !== last.instances?.total ||
-      now.instances?.running !== last.instances?.running
+      Math.abs(now.load[0] - last.load[0]) >= this.#init.loadChange
   }
 }

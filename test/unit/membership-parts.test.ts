@@ -143,7 +143,7 @@ t.test('health reporter: writes on change or when due, not on every sample', asy
   const writes: unknown[] = []
   let sample: HealthSample = { cpuPct: 10, processCpuPct: 1, rssBytes: 1, memFreeBytes: 500, memTotalBytes: 1000, load: [0.5, 0.5, 0.5], uptimeSec: 1, seq: 1, ts: 1 }
   const instances = { total: 0, running: 0 }
-  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...sample }) }, instances: () => ({ ...instances }), logger: quiet }, { maxIntervalMs: 200 })
+  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...sample }) }, instances: () => ({ ...instances }), logger: quiet }, { maxIntervalMs: 200, minIntervalMs: 0 })
   t.ok(await r.report(true), 'the first write')
   t.notOk(await r.report(), 'nothing changed: no write')
   sample = { ...sample, cpuPct: 12 }
@@ -157,6 +157,23 @@ t.test('health reporter: writes on change or when due, not on every sample', asy
   await sleep(250)
   t.ok(await r.report(), 'due after maxIntervalMs: written')
   t.equal(writes.length, 5)
+})
+
+t.test('health reporter: a metric that moves waits minIntervalMs; instance counts go at once', async t => {
+  const writes: unknown[] = []
+  let sample: HealthSample = { cpuPct: 10, processCpuPct: 1, rssBytes: 1, memFreeBytes: 500, memTotalBytes: 1000, load: [0.5, 0.5, 0.5], uptimeSec: 1, seq: 1, ts: 1 }
+  const instances = { total: 0, running: 0 }
+  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...sample }) }, instances: () => ({ ...instances }), logger: quiet }, { maxIntervalMs: 60_000, minIntervalMs: 300 })
+  t.ok(await r.report(true), 'the first write')
+  sample = { ...sample, cpuPct: 80, load: [4, 1, 1] }
+  t.notOk(await r.report(), 'CPU and load moved, but the last write is too recent')
+  instances.running = 1
+  t.ok(await r.report(), 'an instance started: written at once')
+  sample = { ...sample, cpuPct: 10 }
+  t.notOk(await r.report(), 'CPU moved back, too soon after the instance write')
+  await sleep(350)
+  t.ok(await r.report(), 'past minIntervalMs, the change is written')
+  t.equal(writes.length, 3)
 })
 
 t.test('table: a node that doubts itself postpones its verdict; a record from an earlier run of ours is outbid', async t => {
