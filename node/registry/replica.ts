@@ -19,7 +19,17 @@ export interface ReplicaInit {
   /** An entry refused at install (quota, revoked writer). */
   onRefused(err: Error, e: WireEntry): void
   logger: Logger
+  /** Entries from peers wait this long for others to share one disk write; this node's own go at once. @default PERSIST_DELAY_MS */
+  persistDelayMs?: number
 }
+
+/**
+ * How long entries from peers wait to be written together. Every write was
+ * a LevelDB batch of its own, a seventh of an idle agent's main thread at 30
+ * members; the replicated state is the mesh's too, so what a crash loses in
+ * this window comes back at the next anti-entropy round.
+ */
+export const PERSIST_DELAY_MS = 1000
 
 /**
  * The local replica: one winning entry per key under last-writer-wins,
@@ -33,6 +43,9 @@ export class Replica {
   /** Every key, sorted (by UTF-16 code units, as `<` compares): a prefix is a range, not a scan. */
   #keys: string[] = []
   #persisting: Promise<void> = Promise.resolve()
+  /** What the disk is yet to hear, the newest per key: an entry to put, or null to delete the key */
+  #unwritten = new Map<string, WireEntry | null>()
+  #writeTimer?: NodeJS.Timeout
 
   constructor (init: ReplicaInit) {
     this.#c = init
@@ -111,7 +124,10 @@ export class Replica {
       changed.push(e)
       this.#emit({ key: e.k, entry: toRegistryEntry(e), via, ...(previous == null ? {} : { previous: toRegistryEntry(previous) }) })
     }
-    if (changed.length > 0) this.#persist(async store => { await store.put(changed) })
+    if (changed.length > 0) {
+      for (const e of changed) this.#unwritten.set(e.k, e)
+      this.#schedule(via === 'local')
+    }
     return changed
   }
 
@@ -149,12 +165,17 @@ export class Replica {
       const previous = toRegistryEntry(e)
       this.#emit({ key: e.k, entry: { ...previous, value: undefined, deleted: true }, previous, via })
     }
-    if (dropped.length > 0) this.#persist(async store => { await store.delete(dropped.map(e => e.k)) })
+    if (dropped.length > 0) {
+      // this node's own decision (a revocation, the retention, a zone it left): on disk at once
+      for (const e of dropped) this.#unwritten.set(e.k, null)
+      this.#schedule(true)
+    }
     return dropped.length
   }
 
   /** Resolves once everything installed so far is on disk. */
   async flushed (): Promise<void> {
+    this.#writeNow()
     await this.#persisting
   }
 
@@ -179,9 +200,34 @@ export class Replica {
     }
   }
 
-  #persist (op: (store: RegistryStore) => Promise<void>): void {
+  /** Write what is unwritten now (`now`: this node's own write) or within the persist delay. */
+  #schedule (now: boolean): void {
+    if (now) this.#writeNow()
+    else if (this.#writeTimer == null) {
+      this.#writeTimer = setTimeout(() => { this.#writeNow() }, this.#c.persistDelayMs ?? PERSIST_DELAY_MS)
+      this.#writeTimer.unref()
+    }
+  }
+
+  /** One write for everything unwritten: the newest put or delete per key (so the two never touch the same key). */
+  #writeNow (): void {
+    clearTimeout(this.#writeTimer)
+    this.#writeTimer = undefined
+    if (this.#unwritten.size === 0) return
+    const batch = this.#unwritten
+    this.#unwritten = new Map()
+    const puts: WireEntry[] = []
+    const deletes: string[] = []
+    for (const [k, e] of batch) {
+      if (e == null) deletes.push(k)
+      else puts.push(e)
+    }
     this.#persisting = this.#persisting
-      .then(async () => { await op(this.#c.store) })
+      .then(async () => {
+        const store = this.#c.store
+        if (deletes.length > 0) await store.delete(deletes)
+        if (puts.length > 0) await store.put(puts)
+      })
       .catch(err => { this.#c.logger.error({ err }, 'persisting registry entries failed') })
   }
 }
