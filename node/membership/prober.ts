@@ -216,18 +216,29 @@ export class Prober {
     const { table, transport, health, stall } = this.#c
     const e = table.entries.get(id)
     if (e == null) return 'inconclusive'
+    // a member we hold no connection to (a survey, a newcomer): the dial, the
+    // handshake and the certificate exchange are no measure of its liveness,
+    // and on a busy machine they alone outlast the probe timeout, so every
+    // such probe went on to relays (who dialled too) and to an accusation the
+    // member then had to refute. Connect first; a dial that fails is the
+    // direct probe failing.
+    let reachable = true
+    if (!transport.connected(id)) reachable = await transport.link(id, this.#c.addrsOf(id)).then(() => true, () => false)
+    if (!this.#running) return 'inconclusive'
     const start = this.#c.monotonic()
     const timeout = Math.round(health.scale(this.#t.probeTimeoutMs))
     const deadline = start + health.scale(this.#t.probeIntervalMs)
     const sentWall = Date.now()
-    try {
-      const reply = await transport.request(id, { t: 'ping', g: this.#piggyback(id), ...(e.record == null ? {} : { inc: e.record.inc }) }, timeout, this.#c.addrsOf(id))
-      if (reply.t === 'ack') {
-        this.#onAck(id, reply, sentWall, start)
-        health.apply(-1, 'probe answered')
-        return 'ok'
-      }
-    } catch {}
+    if (reachable) {
+      try {
+        const reply = await transport.request(id, { t: 'ping', g: this.#piggyback(id), ...(e.record == null ? {} : { inc: e.record.inc }) }, timeout, this.#c.addrsOf(id))
+        if (reply.t === 'ack') {
+          this.#onAck(id, reply, sentWall, start)
+          health.apply(-1, 'probe answered')
+          return 'ok'
+        }
+      } catch {}
+    }
     if (stall.stalledSince(start)) return 'inconclusive'
     // checking on one held dead: no answer changes nothing, and is nobody's fault
     if (e.state === 'dead') return 'failed'

@@ -30,6 +30,11 @@ export interface SwimTransport {
   stop(): Promise<void>
   /** Send a ping or indirect-probe request and wait for the reply; dials when not connected. */
   request(peer: string, frame: OutgoingRequest, timeoutMs: number, addrs: readonly string[]): Promise<Reply>
+  /**
+   * Make sure a link to `peer` is open: dial it and wait for its certificate
+   * as need be, within the transport's own (generous) verify timeout.
+   */
+  link(peer: string, addrs: readonly string[]): Promise<void>
   /** Best effort, only to a peer we are connected to. */
   gossip(peer: string, frame: Gossip): void
   /** Reconcile with `peer`; returns its records where we differed. */
@@ -119,6 +124,10 @@ export class Libp2pSwimTransport implements SwimTransport {
     const link = await this.#link(peer, addrs, deadline)
     const left = Math.max(1, timeoutMs - (performance.now() - started))
     return await link.request(frame, left)
+  }
+
+  async link (peer: string, addrs: readonly string[]): Promise<void> {
+    await this.#link(peer, addrs, AbortSignal.any([AbortSignal.timeout(this.#verifyTimeoutMs), this.#stopping.signal]))
   }
 
   gossip (peer: string, frame: Gossip): void {

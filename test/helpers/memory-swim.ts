@@ -158,6 +158,10 @@ export class MemorySwimTransport implements SwimTransport {
     return [...this.#net.nodes.keys()].filter(p => p !== this.peerId && this.connected(p))
   }
 
+  async link (peer: string): Promise<void> {
+    if (!this.connected(peer)) throw new Error(`${peer} is unreachable`)
+  }
+
   introduce (): void {}
 
   hangUp (): void {}
