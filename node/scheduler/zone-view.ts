@@ -35,6 +35,9 @@ export function eligibleOf (members: ZoneMember[], state?: Member['state']): Set
   return new Set(members.filter(m => m.eligible && (state == null || m.state === state)).map(m => m.peerId))
 }
 
+/** How many leases a claim whose holder membership holds alive stays live without a renewal. */
+const LATE_RENEWAL_GRACE = 2
+
 interface Lease {
   term: number
   leaseMs: number
@@ -93,19 +96,29 @@ export class ZoneView {
     if (this.vacantSince != null) this.vacantSince = Math.min(now, this.vacantSince + late)
   }
 
-  /** The eligible members' ids, kept while the election hands in the same member list (its grouping is kept between changes). */
-  #eligible (members: ZoneMember[]): ReadonlySet<string> {
-    if (this.#eligibleOf?.members !== members) this.#eligibleOf = { members, ids: eligibleOf(members) }
-    return this.#eligibleOf.ids
+  /** The eligible members' ids, and those membership holds alive, kept while the election hands in the same member list (its grouping is kept between changes). */
+  #eligible (members: ZoneMember[]): { ids: ReadonlySet<string>, alive: ReadonlySet<string> } {
+    if (this.#eligibleOf?.members !== members) this.#eligibleOf = { members, ids: eligibleOf(members), alive: eligibleOf(members, 'alive') }
+    return this.#eligibleOf
   }
 
-  #eligibleOf: { members: ZoneMember[], ids: ReadonlySet<string> } | undefined
+  #eligibleOf: { members: ZoneMember[], ids: ReadonlySet<string>, alive: ReadonlySet<string> } | undefined
 
-  #claims (self: string, eligible: ReadonlySet<string>, now: number): ClaimState[] {
+  /**
+   * Peers' claims and whether each is live: renewed within its lease, or
+   * within LATE_RENEWAL_GRACE leases while membership holds its holder
+   * alive. A scheduler starved of CPU renews late; a lease that lapsed on
+   * that alone emptied the zone, every member changed its endorsement, and
+   * on a loaded machine that churn kept the next scheduler starved in turn
+   * (50 agents on 2 cores). A holder that crashed is failed by membership
+   * within the lease anyway, so its lease still ends on time.
+   */
+  #claims (self: string, eligible: { ids: ReadonlySet<string>, alive: ReadonlySet<string> }, now: number): ClaimState[] {
     const claims: ClaimState[] = []
     for (const [peerId, lease] of this.#leases) {
-      if (peerId === self || !eligible.has(peerId)) continue
-      claims.push({ peerId, term: lease.term, live: now - lease.receivedAt <= lease.leaseMs })
+      if (peerId === self || !eligible.ids.has(peerId)) continue
+      const age = now - lease.receivedAt
+      claims.push({ peerId, term: lease.term, live: age <= lease.leaseMs || (age <= LATE_RENEWAL_GRACE * lease.leaseMs && eligible.alive.has(peerId)) })
     }
     return claims
   }
@@ -126,7 +139,7 @@ export class ZoneView {
   choose (members: ZoneMember[], self: string, mine: OwnClaim | undefined, now: number, staggerMs: number, tieHoldMs = 0): boolean {
     const eligible = this.#eligible(members)
     const claims = this.#claims(self, eligible, now)
-    if (mine != null && eligible.has(self)) claims.push({ peerId: self, term: mine.term, live: mine.live })
+    if (mine != null && eligible.ids.has(self)) claims.push({ peerId: self, term: mine.term, live: mine.live })
     const choice = chooseLeader({
       claims,
       // endorsers from outside `members` count for nothing there: only live members' endorsements do
@@ -169,7 +182,8 @@ export class ZoneView {
     const me = members.find(m => m.peerId === self)
     if (me == null) return undefined
     const eligible = new Map(members.filter(m => m.eligible).map(m => [m.peerId, m]))
-    return this.#claims(self, new Set(eligible.keys()), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
+    const ids = new Set(eligible.keys())
+    return this.#claims(self, { ids, alive: new Set([...ids].filter(id => eligible.get(id)!.state === 'alive')) }, now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
   /** How many live eligible nodes rank ahead of `self` (a live lease counts as alive). */

@@ -85,3 +85,22 @@ t.test('without a hold, a tie goes to the precedence rule at once (the old behav
   view.choose(members([D]), SELF, undefined, now, 10_000, 0)
   t.equal(view.current?.peerId, A)
 })
+
+t.test('a late renewal: the lease holds while membership holds the scheduler alive, up to two leases', async t => {
+  const suspect = (id: string): ZoneMember[] => members().map(m => m.peerId === id ? { ...m, state: 'suspect' } : m)
+  let now = 1_000_000
+  const view = healed(now)
+  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  t.equal(view.current?.peerId, B, 'B leads')
+  now += 4000
+  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  t.equal(view.current?.peerId, B, 'no renewal for 4 s (a lease is 3 s), but B is alive: B still leads')
+  view.choose(suspect(B), SELF, undefined, now, 10_000, HOLD)
+  t.equal(view.current, undefined, 'B suspected past its lease: the zone is vacant')
+  view.fold(B, claim(1), false, true, now)
+  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  t.equal(view.current?.peerId, B, 'renewed: B leads again')
+  now += 6100
+  view.choose(members(), SELF, undefined, now, 10_000, HOLD)
+  t.equal(view.current, undefined, 'alive, but nothing for more than two leases: vacant')
+})
