@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import t, { type Test } from 'tap'
 import { initFleet, loadFleet } from '../../node/identity/fleet.ts'
 import { loadPeerKey } from '../../node/identity/peer-key.ts'
+import { PERSIST_DELAY_MS } from '../../node/registry/replica.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
 import { fleetAuth } from '../helpers/scheduling.ts'
 import { budget } from '../helpers/budget.ts'
@@ -57,10 +58,11 @@ await t.test('a write on any one agent is visible on all', async t => {
 await t.test('kill -9: survivors mark it dead; restart restores and catches up', async t => {
   const d = cluster.node('d')
   // entries still arriving (the deployment above being placed) are in memory before they are on
-  // disk, and kill -9 loses what was not written yet: count d's keys once they stopped growing
+  // disk (a peer's entries within PERSIST_DELAY_MS), and kill -9 loses what was not written yet:
+  // count d's keys once they stopped growing for longer than that
   let before = await cluster.get('d', '/v1/registry')
   await waitFor(async () => {
-    await sleep(500)
+    await sleep(PERSIST_DELAY_MS + 500)
     const now = await cluster.get('d', '/v1/registry')
     const settled = now.count === before.count
     before = now
