@@ -19,7 +19,7 @@ import { mean, quietLinks, sampleIdle, type IdleSample } from './idle-meter.ts'
 import { ensureSerf, SerfCluster } from './serf-cluster.ts'
 import { round } from './stats.ts'
 import { Cluster, sleep, waitFor } from '../helpers/cluster.ts'
-import { startInTurn, unconverged } from './scale/real.ts'
+import { startInTurn, waitConverged } from './scale/real.ts'
 import { NetLab } from '../helpers/netns.ts'
 import type { AppCommand } from '../helpers/app-bundle.ts'
 import type { BenchArgs } from './run.ts'
@@ -196,10 +196,7 @@ async function gatemeshPoint (lab: NetLab, count: number, kill: number[], comman
     // one after another, as the real check does: 49 agents loading their bundle at once on 2 cores
     // took longer than a start's budget (agent n1 not ready within 30 s at N = 50)
     await startInTurn(cluster, names.slice(1))
-    const ids = names.map(n => cluster.node(n).peerId)
-    await waitFor(async () => (await Promise.all(names.map(async n => await cluster.members(n))))
-      .every(view => ids.every(id => view.get(id)?.state === 'alive')), `all ${count} agents alive everywhere`, 180_000, 500)
-      .catch(async (err: Error) => { throw new Error(`${err.message}; not alive: ${await unconverged(cluster, names)}`) })
+    await waitConverged(cluster, names, 180_000)
     const convergedAt = Date.now()
     o.log(`gatemesh: converged; settling ${o.settleSeconds} s, then idle ${o.idleSeconds} s`)
     await sleep(o.settleSeconds * 1000)
