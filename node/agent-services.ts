@@ -165,6 +165,7 @@ export function agentServices (init: AgentServicesInit): { [K in keyof AgentServ
         members: () => c.membership.members(),
         // built after the connector, read when it ticks
         scheduler: () => (c.scheduling as C['scheduling'] | undefined)?.election.leader()?.peerId,
+        neighbours: () => c.membership.neighbours(),
         logger: logger.child({ service: 'connector' })
       }, { targetPeers: config.connections.targetPeers, zonePeers: config.connections.zonePeers, zone: () => zoneOf(c.trust.claimsFor(peerId.toString())?.labels), bootstrap: config.bootstrap })
     }),

@@ -1,10 +1,16 @@
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { CERT_PROTOCOL } from '../../protocols/cert-exchange/index.ts'
 import { zoneOf } from '../../protocols/registry/zones.ts'
+import { SWIM_PROTOCOL } from '../../protocols/swim/wire.ts'
 import type { Member } from './membership.ts'
 import type { Connection, PeerId, Startable } from '@libp2p/interface'
 import type { Logger } from 'pino'
 
 const REDIALS_PER_TICK = 2
+/** A connection this node dialled for one errand (a survey probe, an anti-entropy round, an indirect probe) is closed once this old and idle. */
+const ERRAND_MS = 30_000
+/** Streams every connection carries for as long as it is open: they do not make it busy. */
+const STANDING_PROTOCOLS = new Set([SWIM_PROTOCOL, CERT_PROTOCOL, '/meshsub/1.0.0', '/meshsub/1.1.0', '/meshsub/1.2.0', '/ipfs/id/1.0.0', '/ipfs/id/push/1.0.0', '/ipfs/ping/1.0.0'])
 
 export interface ConnectorComponents {
   peerId: PeerId
@@ -15,6 +21,8 @@ export interface ConnectorComponents {
   members(): Member[]
   /** this node's zone's scheduler (undefined: none known): its connection is kept, as members hand it their health */
   scheduler?: () => string | undefined
+  /** the members membership probes and is probed by (its ring neighbours): their connections are kept */
+  neighbours?: () => ReadonlySet<string>
   logger: Logger
 }
 
@@ -58,6 +66,10 @@ export class Connector implements Startable {
   readonly #maxRedialMs: number
   readonly #dialing = new Set<string>()
   readonly #backoff = new Map<string, { delay: number, next: number }>()
+  /** the peers this connector dialled to keep (bootstrap, target, zone, scheduler) */
+  readonly #kept = new Set<string>()
+  /** when a connection last carried more than the standing streams, by peer */
+  readonly #busyAt = new Map<string, number>()
   #timer?: NodeJS.Timeout
 
   constructor (components: ConnectorComponents, init: ConnectorInit = {}) {
@@ -134,6 +146,43 @@ export class Connector implements Startable {
       if (this.#dialMember(m)) redials++
     }
     for (const id of connected) this.#backoff.delete(id)
+    this.#closeErrands(connected, scheduler)
+  }
+
+  /**
+   * Close the connections this node dialled for one errand and no longer
+   * needs: outbound, older than ERRAND_MS, carrying nothing but the streams
+   * every connection has, to a peer that is not one this connector keeps,
+   * not a ring neighbour and not the zone's scheduler; never below the
+   * target. Nothing else closes them (libp2p's pruner leaves a connection
+   * with a gossipsub stream open, and `maxConnections` is sized for a
+   * scheduler's whole zone), so over minutes a real agent ended up
+   * connected to nearly every member (34–37 of 39 at 40 agents). The side
+   * that dialled decides; the other side never closes what it did not dial.
+   */
+  #closeErrands (connected: Set<string>, scheduler: string | undefined): void {
+    for (const id of this.#kept) if (!connected.has(id) && !this.#dialing.has(id)) this.#kept.delete(id)
+    for (const id of this.#busyAt.keys()) if (!connected.has(id)) this.#busyAt.delete(id)
+    let spare = connected.size - this.#target
+    const neighbours = this.#c.neighbours?.() ?? new Set<string>()
+    const now = Date.now()
+    for (const conn of this.#c.network.getConnections()) {
+      const id = conn.remotePeer.toString()
+      // busy now (a bundle transfer, a forwarded prediction), or busy within ERRAND_MS: a
+      // connection in steady use between requests is not an errand
+      if (conn.streams.some(st => st.protocol != null && !STANDING_PROTOCOLS.has(st.protocol))) {
+        this.#busyAt.set(id, now)
+        continue
+      }
+      if (spare <= 0) continue
+      if (conn.direction !== 'outbound' || conn.status !== 'open' || now - conn.timeline.open < ERRAND_MS) continue
+      if (this.#kept.has(id) || neighbours.has(id) || id === scheduler) continue
+      if (now - (this.#busyAt.get(id) ?? -Infinity) < ERRAND_MS) continue
+      this.#busyAt.delete(id)
+      // one connection per peer is the rule; with two, the other one stays
+      if (this.#c.network.getConnections(conn.remotePeer).length === 1) spare--
+      conn.close().catch(err => { conn.abort(err) })
+    }
   }
 
   /** Dial a member at the addresses it announced; false when it has none we can use. */
@@ -152,6 +201,7 @@ export class Connector implements Startable {
   #dial (id: string, addrs: Multiaddr[]): void {
     if (this.#dialing.has(id)) return
     this.#dialing.add(id)
+    this.#kept.add(id)
     this.#c.network.dial(addrs, { signal: AbortSignal.timeout(this.#dialTimeoutMs) })
       .catch(err => { this.#c.logger.debug({ peer: id, err: err.message }, 'dial failed') })
       .finally(() => { this.#dialing.delete(id) })

@@ -216,6 +216,11 @@ export class Membership extends TypedEventEmitter<MembershipEvents> implements S
     await this.#c.transport.stop()
   }
 
+  /** The members this node probes and is probed by (its ring neighbours): the connector keeps their connections. */
+  neighbours (): ReadonlySet<string> {
+    return this.#prober.neighbours
+  }
+
   /** Lifeguard's view of this node: score 0 is healthy. */
   localHealth (): LocalHealthState {
     return this.#health.state()

@@ -105,6 +105,11 @@ export class Prober {
     clearInterval(this.#gossipTimer)
   }
 
+  /** On a ring: the members this node probes and the ones that probe it, as of the last round (their connections are kept). */
+  get neighbours (): ReadonlySet<string> {
+    return this.#neighbours
+  }
+
   /**
    * Probe `id` before the round-robin order would: a new or unconfirmed
    * member, or one held dead that we are connected to again (its ack
