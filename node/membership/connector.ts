@@ -165,6 +165,8 @@ export class Connector implements Startable {
     for (const id of this.#busyAt.keys()) if (!connected.has(id)) this.#busyAt.delete(id)
     let spare = connected.size - this.#target
     const neighbours = this.#c.neighbours?.() ?? new Set<string>()
+    /** peers whose connection is being closed: each counts once against `spare` */
+    const charged = new Set<string>()
     const now = Date.now()
     for (const conn of this.#c.network.getConnections()) {
       const id = conn.remotePeer.toString()
@@ -174,13 +176,16 @@ export class Connector implements Startable {
         this.#busyAt.set(id, now)
         continue
       }
-      if (spare <= 0) continue
+      // a peer being closed loses all its errand connections; another peer only while above the target
+      if (spare <= 0 && !charged.has(id)) continue
       if (conn.direction !== 'outbound' || conn.status !== 'open' || now - conn.timeline.open < ERRAND_MS) continue
       if (this.#kept.has(id) || neighbours.has(id) || id === scheduler) continue
       if (now - (this.#busyAt.get(id) ?? -Infinity) < ERRAND_MS) continue
       this.#busyAt.delete(id)
-      // one connection per peer is the rule; with two, the other one stays
-      if (this.#c.network.getConnections(conn.remotePeer).length === 1) spare--
+      if (!charged.has(id)) {
+        charged.add(id)
+        spare--
+      }
       conn.close().catch(err => { conn.abort(err) })
     }
   }

@@ -97,4 +97,12 @@ t.test('closes the connections it dialled for an errand, once old and idle; keep
   conns.push(conn(errand, { open: Date.now() }))
   connector.tick()
   t.same(closed, [errand, errand2], 'busy a moment ago: kept for now; the other old errand goes')
+  // a peer with two old errand connections: both go, and it counts once against the target
+  conns.splice(conns.findIndex(c => c.remotePeer.toString() === errand2), 1)
+  closed.length = 0
+  conns.unshift(conn(errand2), conn(errand2))
+  conns.push(conn(errand, { open: old }))
+  conns.splice(conns.findIndex(c => c.remotePeer.toString() === errand && c.timeline.open !== old), 1)
+  connector.tick()
+  t.same(closed, [errand2, errand2], 'eight peers, target seven: one peer goes, with both its connections; the other errand stays')
 })
