@@ -182,8 +182,7 @@ export class ZoneView {
     const me = members.find(m => m.peerId === self)
     if (me == null) return undefined
     const eligible = new Map(members.filter(m => m.eligible).map(m => [m.peerId, m]))
-    const ids = new Set(eligible.keys())
-    return this.#claims(self, { ids, alive: new Set([...ids].filter(id => eligible.get(id)!.state === 'alive')) }, now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
+    return this.#claims(self, this.#eligible(members), now).find(c => c.live && rank(eligible.get(c.peerId)!) < rank(me))?.peerId
   }
 
   /** How many live eligible nodes rank ahead of `self` (a live lease counts as alive). */

@@ -5,7 +5,7 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { LocalHealth, StallWatch } from '../../node/membership/awareness.ts'
 import { BroadcastQueue } from '../../node/membership/broadcasts.ts'
 import { ClockOffsets } from '../../node/membership/clock.ts'
-import { HealthReporter, type HealthSample } from '../../node/membership/health.ts'
+import { HealthReporter, type HealthReporterInit, type HealthSample } from '../../node/membership/health.ts'
 import { RecordVerifier, signAccusation, signAlive } from '../../node/membership/records.ts'
 import { RecordAudit } from '../../node/membership/roster.ts'
 import { remainingSuspicionTime, retransmitLimit, Suspicion, suspicionTimeoutMs } from '../../node/membership/suspicion.ts'
@@ -139,20 +139,28 @@ t.test('record audit: the certificate wins, disagreement is counted and warned a
   t.notOk(await revoked.check('p', { role: 'gateway' }), 'a denied peer is not admitted')
 })
 
-t.test('health reporter: writes on change or when due, not on every sample', async t => {
+/** A health reporter over a sample and instance counts the test moves, and the writes it made. */
+function reporter (init: HealthReporterInit): { r: HealthReporter, writes: unknown[], now: { sample: HealthSample, instances: { total: number, running: number } } } {
   const writes: unknown[] = []
-  let sample: HealthSample = { cpuPct: 10, processCpuPct: 1, rssBytes: 1, memFreeBytes: 500, memTotalBytes: 1000, load: [0.5, 0.5, 0.5], uptimeSec: 1, seq: 1, ts: 1 }
-  const instances = { total: 0, running: 0 }
-  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...sample }) }, instances: () => ({ ...instances }), logger: quiet }, { maxIntervalMs: 200, minIntervalMs: 0 })
+  const now = {
+    sample: { cpuPct: 10, processCpuPct: 1, rssBytes: 1, memFreeBytes: 500, memTotalBytes: 1000, load: [0.5, 0.5, 0.5], uptimeSec: 1, seq: 1, ts: 1 } as HealthSample,
+    instances: { total: 0, running: 0 }
+  }
+  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...now.sample }) }, instances: () => ({ ...now.instances }), logger: quiet }, init)
+  return { r, writes, now }
+}
+
+t.test('health reporter: writes on change or when due, not on every sample', async t => {
+  const { r, writes, now } = reporter({ maxIntervalMs: 200, minIntervalMs: 0 })
   t.ok(await r.report(true), 'the first write')
   t.notOk(await r.report(), 'nothing changed: no write')
-  sample = { ...sample, cpuPct: 12 }
+  now.sample = { ...now.sample, cpuPct: 12 }
   t.notOk(await r.report(), 'a small change: no write')
-  sample = { ...sample, cpuPct: 40 }
+  now.sample = { ...now.sample, cpuPct: 40 }
   t.ok(await r.report(), 'CPU moved 30 points: written')
-  instances.total = 1
+  now.instances.total = 1
   t.ok(await r.report(), 'an instance appeared: written')
-  sample = { ...sample, memFreeBytes: 100 }
+  now.sample = { ...now.sample, memFreeBytes: 100 }
   t.ok(await r.report(), 'memory moved 40 points: written')
   await sleep(250)
   t.ok(await r.report(), 'due after maxIntervalMs: written')
@@ -160,16 +168,13 @@ t.test('health reporter: writes on change or when due, not on every sample', asy
 })
 
 t.test('health reporter: a metric that moves waits minIntervalMs; instance counts go at once', async t => {
-  const writes: unknown[] = []
-  let sample: HealthSample = { cpuPct: 10, processCpuPct: 1, rssBytes: 1, memFreeBytes: 500, memTotalBytes: 1000, load: [0.5, 0.5, 0.5], uptimeSec: 1, seq: 1, ts: 1 }
-  const instances = { total: 0, running: 0 }
-  const r = new HealthReporter({ peerId: 'me', registry: { set: async (_k: string, v: unknown) => { writes.push(v); return undefined as any } }, sampler: { sample: () => ({ ...sample }) }, instances: () => ({ ...instances }), logger: quiet }, { maxIntervalMs: 60_000, minIntervalMs: 300 })
+  const { r, writes, now } = reporter({ maxIntervalMs: 60_000, minIntervalMs: 300 })
   t.ok(await r.report(true), 'the first write')
-  sample = { ...sample, cpuPct: 80, load: [4, 1, 1] }
+  now.sample = { ...now.sample, cpuPct: 80, load: [4, 1, 1] }
   t.notOk(await r.report(), 'CPU and load moved, but the last write is too recent')
-  instances.running = 1
+  now.instances.running = 1
   t.ok(await r.report(), 'an instance started: written at once')
-  sample = { ...sample, cpuPct: 10 }
+  now.sample = { ...now.sample, cpuPct: 10 }
   t.notOk(await r.report(), 'CPU moved back, too soon after the instance write')
   await sleep(350)
   t.ok(await r.report(), 'past minIntervalMs, the change is written')

@@ -17,14 +17,6 @@ interface Figures { agentCpuPct: number, bytesInPerSec: number, bytesOutPerSec: 
 
 const COMPARED = ['agentCpuPct', 'bytesInPerSec', 'bytesOutPerSec'] as const
 
-/**
- * The simulator's honesty check: a real mesh of `agents` agent processes,
- * each measured as a simulated point's agent is, then a simulated point of
- * the same size whose members write health as often as the real agents did
- * in the window (on a busy machine load moves, and health is written on
- * change). Agreement: each compared figure of the simulated agent within
- * 50% of the real agents' median.
- */
 /** Who each agent does not hold alive, for a convergence that timed out: `r3: r40 suspect, r41 unknown`. */
 export async function unconverged (cluster: Cluster, names: string[]): Promise<string> {
   const ids = names.map(n => [cluster.node(n).peerId, n] as const)
@@ -71,6 +63,14 @@ export async function startInTurn (cluster: Cluster, names: string[]): Promise<v
   }
 }
 
+/**
+ * The simulator's honesty check: a real mesh of `agents` agent processes,
+ * each measured as a simulated point's agent is, then a simulated point of
+ * the same size whose members write health as often as the real agents did
+ * in the window (on a busy machine load moves, and health is written on
+ * change). Agreement: each compared figure of the simulated agent within
+ * 50% of the real agents' median.
+ */
 export async function realCheck (init: RealCheckInit): Promise<Record<string, unknown>> {
   const { agents, seconds, log } = init
   const cluster = await Cluster.create({ command: init.command })
