@@ -1,4 +1,5 @@
 import { answerSync, SYNC_PROTOCOL, syncWith, type SyncReplica, type SyncResult } from '../../protocols/registry-sync/index.ts'
+import { BucketDigests } from './bucket-digests.ts'
 import { UnknownWriterError } from './errors.ts'
 import type { RegistryComponents, RegistryMetrics, WriterTrust } from './registry.ts'
 import type { Refusals } from './refusals.ts'
@@ -15,7 +16,7 @@ export interface AntiEntropyComponents {
   network: RegistryComponents['network']
   trust: Pick<WriterTrust, 'isVerified' | 'verifiedPeers'>
   scope: ZoneScope
-  replica: Pick<Replica, 'values'>
+  replica: Pick<Replica, 'values' | 'bucketVersion' | 'inBucket'>
   retention: Pick<Retention, 'horizon' | 'expired'>
   refusals: Pick<Refusals, 'refuse'>
   /** verify and merge what a peer sent (the registry's `merge`) */
@@ -40,12 +41,14 @@ export interface AntiEntropyInit {
 export class AntiEntropy {
   readonly #c: AntiEntropyComponents
   readonly #syncIntervalMs: number
+  readonly #digests: BucketDigests
   #syncRounds = 0
   #syncTimer?: NodeJS.Timeout
 
   constructor (components: AntiEntropyComponents, init: AntiEntropyInit = {}) {
     this.#c = components
     this.#syncIntervalMs = init.syncIntervalMs ?? DEFAULT_SYNC_INTERVAL_MS
+    this.#digests = new BucketDigests(components.replica)
   }
 
   /** Answer peers' rounds and start this node's own. */
@@ -77,8 +80,13 @@ export class AntiEntropy {
 
   /** What an exchange with a peer sharing `shared` covers: unexpired, and zone-local only of shared zones. */
   * #offered (shared: SharedZones): Generator<WireEntry> {
+    const offers = this.#offers(shared)
+    for (const e of this.#c.replica.values()) if (offers(e)) yield e
+  }
+
+  #offers (shared: SharedZones): (e: WireEntry) => boolean {
     const horizon = this.#c.retention.horizon()
-    for (const e of this.#c.replica.values()) if (!this.#c.retention.expired(e, horizon) && this.#c.scope.offers(e, shared)) yield e
+    return e => !this.#c.retention.expired(e, horizon) && this.#c.scope.offers(e, shared)
   }
 
   /**
@@ -88,9 +96,10 @@ export class AntiEntropy {
    * counted in the digests.
    */
   #syncReplicaFor (peer: string): SyncReplica {
-    const shared = this.#c.scope.sharedWith(peer)
+    const { name, zones: shared } = this.#c.scope.shared(peer)
     return {
       entries: () => this.#offered(shared),
+      digests: () => this.#digests.digests(name, this.#offers(shared)),
       merge: async (entries) => { await this.#c.merge(entries, shared) }
     }
   }

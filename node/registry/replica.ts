@@ -1,4 +1,5 @@
 import { REVOKED_PREFIX } from '../../protocols/registry/revocation.ts'
+import { BUCKETS, bucketOf, isVolatile } from '../../protocols/registry-sync/index.ts'
 import { authorityFor, type OwnershipRule } from './acl.ts'
 import { compareEntries, toRegistryEntry } from './entry.ts'
 import { RevokedWriterError } from './errors.ts'
@@ -42,6 +43,9 @@ export class Replica {
   readonly #entries = new Map<string, WireEntry>()
   /** Every key, sorted (by UTF-16 code units, as `<` compares): a prefix is a range, not a scan. */
   #keys: string[] = []
+  /** The non-volatile keys of each anti-entropy bucket, and a counter per bucket that moves on every change to them (bucket-digests.ts). */
+  readonly #buckets: Array<Set<string>> = Array.from({ length: BUCKETS }, () => new Set())
+  readonly #bucketVersions = new Float64Array(BUCKETS)
   #persisting: Promise<void> = Promise.resolve()
   /** What the disk is yet to hear, the newest per key: an entry to put, or null to delete the key */
   #unwritten = new Map<string, WireEntry | null>()
@@ -76,6 +80,16 @@ export class Replica {
       if (!key.startsWith(prefix)) return
       yield this.#entries.get(key)!
     }
+  }
+
+  /** Moves whenever a non-volatile entry of anti-entropy bucket `bucket` is set or dropped. */
+  bucketVersion (bucket: number): number {
+    return this.#bucketVersions[bucket] ?? 0
+  }
+
+  /** The non-volatile entries of anti-entropy bucket `bucket`. */
+  * inBucket (bucket: number): Generator<WireEntry> {
+    for (const key of this.#buckets[bucket] ?? []) yield this.#entries.get(key)!
   }
 
   /**
@@ -160,6 +174,7 @@ export class Replica {
     }
     for (const e of dropped) {
       this.#entries.delete(e.k)
+      this.#bucketChanged(e.k, false)
       if (this.#owned(e)) this.#c.quotas.remove(e)
       if (e.v == null) continue
       const previous = toRegistryEntry(e)
@@ -184,7 +199,16 @@ export class Replica {
     if (previous != null && this.#owned(previous)) this.#c.quotas.remove(previous)
     if (previous == null) this.#keys.splice(lowerBound(this.#keys, e.k), 0, e.k)
     this.#entries.set(e.k, e)
+    this.#bucketChanged(e.k, true)
     if (this.#owned(e)) this.#c.quotas.add(e)
+  }
+
+  #bucketChanged (key: string, present: boolean): void {
+    if (isVolatile(key)) return
+    const b = bucketOf(key)
+    if (present) this.#buckets[b]!.add(key)
+    else this.#buckets[b]!.delete(key)
+    this.#bucketVersions[b]!++
   }
 
   #owned (e: WireEntry): boolean {

@@ -46,13 +46,18 @@ export class ZoneScope {
 
   /** Zones whose zone-local entries this node and `peer` exchange. */
   sharedWith (peer: string): SharedZones {
+    return this.shared(peer).zones
+  }
+
+  /** `sharedWith`, and a name for it: peers of the same name share the same zones with this node. */
+  shared (peer: string): { name: string, zones: SharedZones } {
     const claims = this.#trust.claimsFor(peer)
-    if (claims == null) return () => false
+    if (claims == null) return { name: 'none', zones: () => false }
     const peerAll = claims.role === 'coordinator'
     const peerZone = zoneOf(claims.labels)
-    if (this.followsAll) return peerAll ? () => true : z => z === peerZone
+    if (this.followsAll) return peerAll ? { name: 'all', zones: () => true } : { name: `zone:${peerZone}`, zones: z => z === peerZone }
     const own = this.zone
-    return peerAll || peerZone === own ? z => z === own : () => false
+    return peerAll || peerZone === own ? { name: `zone:${own}`, zones: z => z === own } : { name: 'none', zones: () => false }
   }
 
   /** Whether this node keeps `e`: fleet-wide, or zone-local of a zone it follows (or of a writer not known yet). */

@@ -44,6 +44,8 @@ export const syncCodec = new JsonCodec({ name: 'registry-sync', version: 1, sche
 export interface SyncReplica {
   /** All entries, for bucketing. */
   entries(): Iterable<WireEntry>
+  /** `digestBuckets(entries())`, which a replica may keep from round to round for the buckets that did not change. */
+  digests?(): string[]
   /** Verify and merge entries a peer sent; invalid ones are dropped and counted, never thrown. */
   merge(entries: WireEntry[]): Promise<void>
 }
@@ -80,13 +82,21 @@ export function bucketOf (key: string): number {
  */
 export const VOLATILE_PREFIXES: readonly string[] = ['health/']
 
-const isVolatile = (key: string): boolean => VOLATILE_PREFIXES.some(p => key.startsWith(p))
+export const isVolatile = (key: string): boolean => VOLATILE_PREFIXES.some(p => key.startsWith(p))
+
+/** What a bucket's digest covers of one (non-volatile) entry: key, timestamp, writer and signature. */
+export const digestLine = (e: WireEntry): string => `${e.k}\u0000${e.t[0]}.${e.t[1]}\u0000${e.w}\u0000${e.s}`
+
+/** The digest of one bucket from its entries' lines, in any order (they are sorted here). */
+export function bucketDigest (lines: string[]): string {
+  return createHash('sha256').update(lines.sort().join('\n')).digest('hex').slice(0, 16)
+}
 
 /** One digest per bucket over (key, timestamp, writer, signature) of the non-volatile entries, order independent. */
 export function digestBuckets (entries: Iterable<WireEntry>): string[] {
   const lines: string[][] = Array.from({ length: BUCKETS }, () => [])
-  for (const e of entries) if (!isVolatile(e.k)) lines[bucketOf(e.k)]!.push(`${e.k}\u0000${e.t[0]}.${e.t[1]}\u0000${e.w}\u0000${e.s}`)
-  return lines.map(l => createHash('sha256').update(l.sort().join('\n')).digest('hex').slice(0, 16))
+  for (const e of entries) if (!isVolatile(e.k)) lines[bucketOf(e.k)]!.push(digestLine(e))
+  return lines.map(bucketDigest)
 }
 
 function * frames (entries: Iterable<WireEntry>, buckets: Set<number>): Generator<WireEntry[]> {
@@ -137,7 +147,7 @@ export async function syncWith (stream: Stream, replica: SyncReplica, options: S
   try {
     // Snapshot first: what we send back must not echo what the responder sends us.
     const snapshot = [...replica.entries()]
-    await channel.write({ type: 'digest', buckets: digestBuckets(snapshot) }, { signal })
+    await channel.write({ type: 'digest', buckets: replica.digests?.() ?? digestBuckets(snapshot) }, { signal })
     const diff = await channel.read({ signal })
     if (diff.type !== 'diff') throw new ProtocolMessageError(`registry-sync: expected diff, got ${diff.type}`)
     const received = await receiveEntries(channel, replica, signal)
@@ -160,7 +170,7 @@ export async function answerSync (stream: Stream, replica: SyncReplica, options:
     const digest = await channel.read({ signal })
     if (digest.type !== 'digest') throw new ProtocolMessageError(`registry-sync: expected digest, got ${digest.type}`)
     const snapshot = [...replica.entries()]
-    const differing = digestBuckets(snapshot).flatMap((d, i) => d === digest.buckets[i] ? [] : [i])
+    const differing = (replica.digests?.() ?? digestBuckets(snapshot)).flatMap((d, i) => d === digest.buckets[i] ? [] : [i])
     await channel.write({ type: 'diff', buckets: differing }, { signal })
     const sent = await sendEntries(channel, snapshot, new Set(differing), signal)
     const received = await receiveEntries(channel, replica, signal)
