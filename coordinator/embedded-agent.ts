@@ -40,7 +40,7 @@ export interface EmbeddedAgent {
   /** the fleet's replicated state, as the coordinator's views read and write it */
   readonly registry: NodesViewComponents['registry'] & RevocationsComponents['registry'] & DeploymentsComponents['registry'] & RolloutsComponents['registry'] & Pick<Registry, 'value' | 'list'>
   /** live members and their state changes */
-  readonly membership: { members(): Member[], member(peerId: string): Member | undefined } & Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
+  readonly membership: { members(): readonly Member[], member(peerId: string): Member | undefined } & Pick<EventTarget, 'addEventListener' | 'removeEventListener'>
   /** whose placements count (the election) */
   readonly placements: PlacementAuthority
   readonly releases: RolloutsComponents['releases']

@@ -19,7 +19,7 @@ export interface DeploymentsComponents {
   registry: Pick<Registry, 'get' | 'list' | 'value' | 'set' | 'delete' | 'onChange' | 'stampFor'>
   /** which schedulers' placements count: the embedded agent's election */
   placements: PlacementAuthority
-  members(): Member[]
+  members(): readonly Member[]
   /** one member, undefined when it is not one: a node's change recomputes only its endpoint */
   member(peerId: string): Member | undefined
   /** state changes that come from silence, not from a registry write */

@@ -36,7 +36,7 @@ export interface SearchQuery extends LogQuery {
 export interface LogSearchComponents {
   /** the coordinator's own agent: searched in-process */
   self: { peerId: string, store: Pick<LogStore, 'query'> }
-  members(): Array<{ peerId: string, state: MemberState, addresses: string[] }>
+  members(): ReadonlyArray<{ peerId: string, state: MemberState, addresses: string[] }>
   dial(peerId: string, addresses: string[], protocol: string, signal: AbortSignal): Promise<Stream>
   logger: Logger
 }

@@ -13,7 +13,7 @@ export const DEFAULT_SWEEP_MS = 5000
 export interface NodesViewComponents {
   registry: Pick<Registry, 'list' | 'value' | 'onChange'>
   /** liveness (and clocks) as the embedded agent's membership judges them; never health freshness */
-  members(): Member[]
+  members(): readonly Member[]
   /** one member as `members()` lists it, undefined when it is not one: a change recomputes only its node */
   member(peerId: string): Member | undefined
   /** liveness and clock changes come from probes, not from registry writes */

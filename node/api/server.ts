@@ -27,7 +27,7 @@ export interface AgentView {
   version: string
   startedAt: number
   addresses(): string[]
-  members(): Member[]
+  members(): readonly Member[]
   /** this node's own liveness signals: Lifeguard health and clock agreement */
   membership?: { localHealth(): LocalHealthState, clock(): SelfClock }
   registry: Pick<Registry, 'list' | 'get' | 'value' | 'set' | 'delete' | 'size' | 'onChange' | 'stampFor' | 'revocations'> & Partial<Pick<Registry, 'keepsZoneOf'>>

@@ -18,7 +18,7 @@ export interface ConnectorComponents {
     dial(addr: Multiaddr | Multiaddr[], options?: { signal?: AbortSignal }): Promise<Connection>
     getConnections(peer?: PeerId): Connection[]
   }
-  members(): Member[]
+  members(): readonly Member[]
   /** this node's zone's scheduler (undefined: none known): its connection is kept, as members hand it their health */
   scheduler?: () => string | undefined
   /** the members membership probes and is probed by (its ring neighbours): their connections are kept */
@@ -121,23 +121,26 @@ export class Connector implements Startable {
       if (m != null) this.#dialMember(m)
     }
     // the zone's own members first: zone-local gossip travels only between them
-    shuffle(alive)
     let wanted = this.#zonePeers - zoneConnected
-    for (const m of alive) {
-      if (wanted <= 0) break
-      if (zoneOf(m.labels) === zone && !this.#dialing.has(m.peerId) && this.#dialMember(m)) wanted--
+    if (wanted > 0) {
+      for (const m of randomOrder(alive)) {
+        if (wanted <= 0) break
+        if (zoneOf(m.labels) === zone && !this.#dialing.has(m.peerId) && this.#dialMember(m)) wanted--
+      }
     }
     let missing = this.#target - connected.size - this.#dialing.size
-    for (const m of alive) {
-      if (missing <= 0) break
-      if (!this.#dialing.has(m.peerId) && this.#dialMember(m)) missing--
+    if (missing > 0) {
+      for (const m of randomOrder(alive)) {
+        if (missing <= 0) break
+        if (!this.#dialing.has(m.peerId) && this.#dialMember(m)) missing--
+      }
     }
     // lost members (dead, or across a partition): a couple per tick, with
     // backoff, is enough — one healed link lets gossip and sync flow again
     const now = Date.now()
-    const due = shuffle(dead.filter(m => (this.#backoff.get(m.peerId)?.next ?? 0) <= now))
+    const due = dead.filter(m => (this.#backoff.get(m.peerId)?.next ?? 0) <= now)
     let redials = 0
-    for (const m of due) {
+    for (const m of randomOrder(due)) {
       if (redials >= REDIALS_PER_TICK) break
       if (m.addresses.length === 0) continue
       const b = this.#backoff.get(m.peerId)
@@ -213,10 +216,14 @@ export class Connector implements Startable {
   }
 }
 
-function shuffle<T> (list: T[]): T[] {
-  for (let i = list.length - 1; i > 0; i--) {
-    const j = Math.floor(Math.random() * (i + 1))
+/**
+ * `list` in a random order, shuffled as far as it is read (Fisher–Yates, one
+ * step per item taken): a tick that needs two members of 5000 shuffles two.
+ */
+function * randomOrder<T> (list: T[]): Generator<T> {
+  for (let i = 0; i < list.length; i++) {
+    const j = i + Math.floor(Math.random() * (list.length - i))
     ;[list[i], list[j]] = [list[j]!, list[i]!]
+    yield list[i]!
   }
-  return list
 }

@@ -11,7 +11,7 @@ import type { Logger } from 'pino'
 export interface FleetSources {
   peerId: string
   registry: Pick<Registry, 'list' | 'value'>
-  members(): Member[]
+  members(): readonly Member[]
   /** a peer's certificate claims, the only source of its role and labels */
   claimsOf(peer: string): { role: string, labels: Record<string, string> } | undefined
 }

@@ -24,7 +24,7 @@ export interface ReleaseServiceComponents {
   dataDir: string
   labels: Record<string, string>
   registry: Pick<Registry, 'set' | 'list' | 'value' | 'onChange' | 'addEventListener' | 'removeEventListener'>
-  members(): Member[]
+  members(): readonly Member[]
   /** a peer's certificate claims, the only source of its role and labels */
   claimsOf(peer: string): { role: string, labels: Record<string, string> } | undefined
   verifiedPeers(): number

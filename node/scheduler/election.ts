@@ -30,7 +30,7 @@ export interface ElectionComponents {
   registry: Pick<Registry, 'set' | 'delete' | 'list' | 'onChange'> & Partial<Pick<Registry, 'zones'>>
   /** this node's labels as peers believe them (its certificate's), read at start: the zone it schedules. @default init.labels */
   labels?: () => Record<string, string> | undefined
-  membership: { members(): Member[] } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
+  membership: { members(): readonly Member[] } & Pick<TypedEventTarget<MembershipEvents>, 'addEventListener' | 'removeEventListener'>
   logger: Logger
   /** floors and followed schedulers, kept across restarts. @default in memory */
   store?: TermStore
@@ -263,7 +263,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   }
 
   /** This node's part in its own zone (`ownZone`, from the fleet's `members`): renew, step down, claim, or endorse. */
-  #act (members: Member[], ownZone: ZoneMember[], now: number): void {
+  #act (members: readonly Member[], ownZone: ZoneMember[], now: number): void {
     const z = this.#own()
     const leader = z.current
     const mine = this.#key.mine
@@ -325,7 +325,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
   }
 
   /** Why this node doubts its own view right now, if it does. */
-  #doubt (now: number, members?: Member[]): 'stall' | 'clock' | 'health' | undefined {
+  #doubt (now: number, members?: readonly Member[]): 'stall' | 'clock' | 'health' | undefined {
     if (now < this.#deferUntil) return 'stall'
     const self = (members ?? this.#c.membership.members()).find(m => m.peerId === this.#self)
     if (self?.clockSkewed === true) return 'clock'
@@ -348,7 +348,7 @@ export class Election extends TypedEventEmitter<ElectionEvents> implements Start
    * back. The claim still needs the others' endorsements before this node
    * schedules.
    */
-  #failoverDespiteHealth (members: Member[], ownZone: ZoneMember[], now: number): boolean {
+  #failoverDespiteHealth (members: readonly Member[], ownZone: ZoneMember[], now: number): boolean {
     const z = this.#own()
     const last = z.memory.followed[0]
     if (last == null || last.peerId === this.#self) return false

@@ -16,7 +16,7 @@ export interface RouterComponents {
   peerId: PeerId
   /** `keepsZoneOf`: whether this node holds `peer`'s instance entries (its zone); without it, every node's */
   registry: Pick<Registry, 'list' | 'value'> & Partial<Pick<Registry, 'keepsZoneOf'>>
-  membership: { members(): Member[] }
+  membership: { members(): readonly Member[] }
   /** which schedulers' placements count (the election); without it every running instance is a replica */
   placements?: PlacementAuthority
   runtime: Pick<Runtime, 'get' | 'has'>

@@ -23,7 +23,7 @@ export interface StoredDeployment {
 export interface SchedulerComponents {
   peerId: PeerId
   registry: Pick<Registry, 'set' | 'delete' | 'list' | 'get' | 'value' | 'onChange'>
-  membership: { members(): Member[] }
+  membership: { members(): readonly Member[] }
   election: Pick<Election, 'isLeader' | 'leader' | 'zone'> & PlacementAuthority
   /** Bundle digest for a model reference, when the mesh knows one. */
   resolveBundle(model: DeploymentSpec['model']): string | undefined

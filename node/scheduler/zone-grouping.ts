@@ -24,7 +24,7 @@ export class ZoneGrouping {
 
   /** `members` grouped by zone (the previous grouping while they are the same member objects). */
   of (members: readonly Member[]): Map<string, ZoneMember[]> {
-    if (sameMembers(members, this.#members)) return this.#byZone
+    if (members === this.#members || sameMembers(members, this.#members)) return this.#byZone
     this.#members = members
     this.#byZone = groupByZone(members)
     this.#zoneOf = new Map()

@@ -165,7 +165,7 @@ export interface ZoneSummaryInit extends Partial<Meaningful> {
 export interface ZoneSummaryComponents {
   peerId: string
   registry: Pick<Registry, 'list' | 'set' | 'delete' | 'get'>
-  members(): Member[]
+  members(): readonly Member[]
   election: Pick<Election, 'zone' | 'isLeader' | 'leader' | 'addEventListener' | 'removeEventListener'>
   logger: Logger
   /** @default Date.now */

@@ -52,7 +52,7 @@ export interface TestCoordinator {
 export interface TestCoordinatorOptions extends CoordinatorAppInit {
   accessTtlSec?: number
   /** rollouts for the app, built on the coordinator's own registry and membership */
-  rollouts?: (self: { member: MemoryMember, members: () => Member[], logger: ReturnType<typeof createLogger>['logger'] }) => CoordinatorServices['rollouts']
+  rollouts?: (self: { member: MemoryMember, members: () => readonly Member[], logger: ReturnType<typeof createLogger>['logger'] }) => CoordinatorServices['rollouts']
   /** the model repository's upload limit */
   maxUploadBytes?: number
 }

@@ -26,7 +26,7 @@ export class FakeMembership extends TypedEventEmitter<MembershipEvents> {
     this.all = all
   }
 
-  members (): Member[] {
+  members (): readonly Member[] {
     return this.all().map(({ id, role, labels }) => {
       const member: Member = { peerId: id, self: id === this.self, role, labels: labels ?? {}, addresses: [], state: this.stateOf(id), lastSeenMs: 0, since: 0 }
       if (this.skewed.has(id)) member.clockSkewed = true
