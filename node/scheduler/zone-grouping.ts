@@ -24,7 +24,7 @@ export class ZoneGrouping {
 
   /** `members` grouped by zone (the previous grouping while they are the same member objects). */
   of (members: readonly Member[]): Map<string, ZoneMember[]> {
-    if (members === this.#members || sameMembers(members, this.#members)) return this.#byZone
+    if (sameMembers(members, this.#members)) return this.#byZone
     this.#members = members
     this.#byZone = groupByZone(members)
     this.#zoneOf = new Map()
@@ -62,6 +62,8 @@ export class ZoneGrouping {
 
 function sameMembers (a: readonly Member[], b: readonly Member[]): boolean {
   if (a.length !== b.length || a.length === 0) return false
+  // membership hands out one array until it rebuilds it: no need to compare 5000 members with themselves
+  if (a === b) return true
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
   return true
 }

@@ -1,11 +1,7 @@
 import t from 'tap'
-import { pino } from 'pino'
-import { DEFAULT_OWNERSHIP_RULES } from '../../node/registry/acl.ts'
 import { BucketDigests } from '../../node/registry/bucket-digests.ts'
-import { WriterQuotas } from '../../node/registry/quota.ts'
-import { Replica } from '../../node/registry/replica.ts'
-import { MemoryRegistryStore } from '../../node/registry/store.ts'
-import { ChangeFeed } from '../../node/registry/watch.ts'
+import { testReplica } from '../helpers/replica.ts'
+import type { Replica } from '../../node/registry/replica.ts'
 import { digestBuckets } from '../../protocols/registry-sync/index.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
@@ -13,19 +9,7 @@ const A = '12D3KooWAAAAAAAAAA'
 const B = '12D3KooWBBBBBBBBBB'
 const expiredKeys = new Set<string>()
 
-function replica (): Replica {
-  return new Replica({
-    store: new MemoryRegistryStore(),
-    feed: new ChangeFeed(),
-    quotas: new WriterQuotas({ maxKeys: 1e9, maxBytes: 1e12 }),
-    rules: DEFAULT_OWNERSHIP_RULES,
-    isRevoked: () => false,
-    expired: e => expiredKeys.has(e.k),
-    onRefused: () => {},
-    logger: pino({ level: 'silent' }),
-    persistDelayMs: 60_000
-  })
-}
+const replica = (): Replica => testReplica({ expired: e => expiredKeys.has(e.k), persistDelayMs: 60_000 })
 
 const entry = (k: string, t0: number, w = A): WireEntry => ({ k, v: '1', t: [t0, 0], w, s: `sig-${k}-${t0}` })
 

@@ -1,13 +1,10 @@
 import t from 'tap'
 import fc from 'fast-check'
-import { pino } from 'pino'
 import { DEFAULT_OWNERSHIP_RULES } from '../../node/registry/acl.ts'
 import { compareEntries, mergeEntry } from '../../node/registry/entry.ts'
-import { WriterQuotas } from '../../node/registry/quota.ts'
-import { Replica } from '../../node/registry/replica.ts'
 import { Retention } from '../../node/registry/retention.ts'
-import { MemoryRegistryStore } from '../../node/registry/store.ts'
-import { ChangeFeed } from '../../node/registry/watch.ts'
+import { testReplica } from '../helpers/replica.ts'
+import type { Replica } from '../../node/registry/replica.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
 // The replica's merge, with tombstones and departed nodes' entries collected
@@ -32,18 +29,7 @@ const entry: fc.Arbitrary<WireEntry> = fc.record({
 const clock = { now: 0 }
 const retention = new Retention({ retentionMs: RETENTION, rules: DEFAULT_OWNERSHIP_RULES, now: () => clock.now })
 
-function replica (): Replica {
-  return new Replica({
-    store: new MemoryRegistryStore(),
-    feed: new ChangeFeed(),
-    quotas: new WriterQuotas({ maxKeys: 1e9, maxBytes: 1e12 }),
-    rules: DEFAULT_OWNERSHIP_RULES,
-    isRevoked: () => false,
-    expired: e => retention.expired(e),
-    onRefused: () => {},
-    logger: pino({ level: 'silent' })
-  })
-}
+const replica = (): Replica => testReplica({ expired: e => retention.expired(e) })
 
 function state (r: Replica): string {
   return JSON.stringify([...r.values()].sort((a, b) => a.k < b.k ? -1 : 1))

@@ -1,11 +1,8 @@
 import t from 'tap'
-import { pino } from 'pino'
-import { DEFAULT_OWNERSHIP_RULES } from '../../node/registry/acl.ts'
-import { WriterQuotas } from '../../node/registry/quota.ts'
-import { Replica } from '../../node/registry/replica.ts'
 import { MemoryRegistryStore } from '../../node/registry/store.ts'
-import { ChangeFeed } from '../../node/registry/watch.ts'
 import { sleep } from '../helpers/cluster.ts'
+import { testReplica } from '../helpers/replica.ts'
+import type { Replica } from '../../node/registry/replica.ts'
 import type { WireEntry } from '../../protocols/registry/wire.ts'
 
 const W = '12D3KooWAAAAAAAAAA'
@@ -26,17 +23,7 @@ class CountingStore extends MemoryRegistryStore {
 
 function setup (persistDelayMs: number): { r: Replica, store: CountingStore } {
   const store = new CountingStore()
-  const r = new Replica({
-    store,
-    feed: new ChangeFeed(),
-    quotas: new WriterQuotas({ maxKeys: 1e9, maxBytes: 1e12 }),
-    rules: DEFAULT_OWNERSHIP_RULES,
-    isRevoked: () => false,
-    expired: () => false,
-    onRefused: () => {},
-    logger: pino({ level: 'silent' }),
-    persistDelayMs
-  })
+  const r = testReplica({ store, persistDelayMs })
   return { r, store }
 }
 
