@@ -10,6 +10,7 @@ import { LogStore } from './logs/log-store.ts'
 import { createLogger, type Logger } from './logs/logger.ts'
 import { createMesh, type Mesh } from './mesh/libp2p.ts'
 import { AgentMetrics } from './metrics/metrics.ts'
+import { MallocTrim } from './metrics/malloc-trim.ts'
 import { openDatabase, type Database } from './store/db.ts'
 import { DiskGuard } from './store/disk-guard.ts'
 import { trustGater, type TrustService } from './trust/service.ts'
@@ -104,6 +105,7 @@ export class Agent {
   #apiUrl = ''
   #grpc?: GrpcServing
   #grpcStarting?: Promise<void>
+  #trim?: MallocTrim
   #runtimeWrite: Promise<void> = Promise.resolve()
   #exit?: (code: number, reason: string) => void
 
@@ -254,6 +256,8 @@ export class Agent {
     // peers (and the coordinator's deployment endpoints) learn where this API answers
     await this.#announce()
     await this.#writeRuntime()
+    this.#trim = new MallocTrim({ intervalMs: config.memory.trimIntervalMs, logger: this.logger, registry: this.metrics.registry })
+    await this.#trim.start()
     this.logger.info({ service: 'agent', api: this.#apiUrl, addresses: this.addresses(), role: config.role }, 'agent started')
   }
 
@@ -290,6 +294,7 @@ export class Agent {
 
   async stop (): Promise<void> {
     this.logger.info({ service: 'agent' }, 'agent stopping')
+    this.#trim?.stop()
     await this.#grpcStarting
     await this.#grpc?.stop()
     await this.#api?.close()

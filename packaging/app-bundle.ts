@@ -15,6 +15,7 @@ export const BUNDLE_EXTERNALS = [
   'serialport',
   'onoff',
   'epoll',
+  '@gatemesh/malloc-trim',
   '@tensorflow/*',
   'onnxruntime-node',
   'onnxruntime-web',

@@ -167,6 +167,10 @@ export const ConfigSchema = Type.Object({
     /** Unpacked size limit for bundles this node accepts. */
     maxUnpackedBytes: Type.Integer({ minimum: 1024, default: 4 * 1024 ** 3 })
   }, { additionalProperties: false, default: {} }),
+  memory: Type.Object({
+    /** Hand the C heap's free pages back to the kernel (glibc's malloc_trim) this often; 0 never. */
+    trimIntervalMs: Type.Integer({ minimum: 0, maximum: 3_600_000, default: 60_000 })
+  }, { additionalProperties: false, default: {} }),
   logs: Type.Object({
     level: Type.Union(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].map(l => Type.Literal(l)), { default: 'info' }),
     /** Rotate the log file past this size. */

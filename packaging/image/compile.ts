@@ -15,10 +15,12 @@ const exec = promisify(execFile)
 /**
  * Native packages that publish no prebuilt binaries and are compiled from
  * source for the image's CPU, with the binary `bindings` loads them from.
- * onoff's `epoll` is the GPIO sysfs driver's interrupt source.
+ * onoff's `epoll` is the GPIO sysfs driver's interrupt source; gatemesh's
+ * own `@gatemesh/malloc-trim` hands free C heap back to the kernel.
  */
 export const BUILT_FROM_SOURCE: Record<string, { binary: string }> = {
-  epoll: { binary: 'build/Release/epoll.node' }
+  epoll: { binary: 'build/Release/epoll.node' },
+  '@gatemesh/malloc-trim': { binary: 'build/Release/malloc_trim.node' }
 }
 
 /** GNU triplets of Debian's cross toolchains (`g++-aarch64-linux-gnu`, `g++-x86-64-linux-gnu`). */

@@ -13,10 +13,11 @@ import { exec } from '../helpers/processes.ts'
 const work = await mkdtemp(join(tmpdir(), 'gatemesh-epoll-'))
 t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 
-/** onoff's tree (onoff, epoll, bindings, nan, ...) copied as the image build copies it. */
-async function stage (dest: string): Promise<Awaited<ReturnType<typeof collectPackages>>['packages']> {
-  const { packages } = await collectPackages({ root: REPO_ROOT, roots: ['onoff'] })
-  for (const pkg of packages) await cp(pkg.dir, join(dest, pkg.rel), { recursive: true, filter: src => !src.slice(pkg.dir.length).includes('node_modules') })
+/** A package's tree (onoff's: onoff, epoll, bindings, nan, ...) copied as the image build copies it. */
+async function stage (dest: string, root = 'onoff'): Promise<Awaited<ReturnType<typeof collectPackages>>['packages']> {
+  const { packages } = await collectPackages({ root: REPO_ROOT, roots: [root] })
+  // dereference: the agent's own addon is installed as a link into packaging/native
+  for (const pkg of packages) await cp(pkg.dir, join(dest, pkg.rel), { recursive: true, dereference: true, filter: src => !src.slice(pkg.dir.length).includes('node_modules') && !src.slice(pkg.dir.length).startsWith('/build') })
   return packages
 }
 
@@ -37,6 +38,27 @@ for (const [arch, machine] of [['arm64', 0xb7], ['x64', 0x3e]] as const) {
       // the pinned Node loads what was compiled for it, through onoff's own require chain
       const { stdout } = await exec(process.execPath, ['-e', "const { Epoll } = require('epoll'); const e = new Epoll(() => {}); e.close(); console.log(typeof require('onoff').Gpio)"], { cwd: join(nm, '..'), env: { ...process.env, NODE_PATH: nm } })
       t.equal(stdout.trim(), 'function', 'onoff loads with the compiled epoll')
+    }
+  })
+}
+
+for (const [arch, machine] of [['arm64', 0xb7], ['x64', 0x3e]] as const) {
+  t.test(`the agent's malloc_trim addon is compiled from source for ${arch}`, async t => {
+    const nm = join(work, `trim-${arch}`, 'node_modules')
+    const packages = await stage(nm, '@gatemesh/malloc-trim')
+    t.same(packages.map(p => p.name), ['@gatemesh/malloc-trim'], 'a package of its own, with no dependencies')
+    const runtime = await fetchNodeRuntime({ arch })
+    const toolchain = await prepareToolchain(runtime, arch)
+    t.teardown(toolchain.dispose)
+    const natives = await fitNativeModules(packages, nm, arch, async () => toolchain)
+    const binary = '@gatemesh/malloc-trim/build/Release/malloc_trim.node'
+    t.same(natives, [{ package: '@gatemesh/malloc-trim', version: '1.0.0', binaries: [binary], origin: 'compiled' }], 'compiled')
+    t.equal(await elfMachine(join(nm, binary)), machine, `an ELF for ${arch} (e_machine 0x${machine.toString(16)})`)
+    t.same(await readdir(join(nm, '@gatemesh/malloc-trim/build/Release')), ['malloc_trim.node'], 'only the binary is left of the build')
+    t.notOk((await readdir(join(nm, '@gatemesh/malloc-trim/src'), { recursive: true }).catch(() => [])).some(f => f.endsWith('.c')), 'C sources removed')
+    if (arch === process.arch) {
+      const { stdout } = await exec(process.execPath, ['-e', "const m = require('@gatemesh/malloc-trim'); console.log(m.supported(), typeof m.trim())"], { cwd: join(nm, '..'), env: { ...process.env, NODE_PATH: nm } })
+      t.equal(stdout.trim(), 'true boolean', 'the pinned Node loads it and it trims')
     }
   })
 }

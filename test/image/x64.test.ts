@@ -30,6 +30,7 @@ await t.test('gatemesh image build writes one archive and says what is in it', a
   t.match(stdout, /built the gatemesh \S+ image for x64/)
   t.match(stdout, /native: .*classic-level \(prebuilds\/linux-x64\/classic-level\.node\)/, 'the summary names the native modules')
   t.match(stdout, /native: .*epoll \(epoll\/build\/Release\/epoll\.node, compiled for the image\)/, 'and onoff\'s epoll, compiled from source for the image')
+  t.match(stdout, /native: .*@gatemesh\/malloc-trim \(@gatemesh\/malloc-trim\/build\/Release\/malloc_trim\.node, compiled for the image\)/, 'and the agent\'s malloc_trim addon')
   t.notMatch(stdout, /left out/, 'nothing is left out: GPIO is in the image')
   t.equal((await stat(archive)).mode & 0o777, 0o600, 'the archive holds a private key: 0600')
 })
