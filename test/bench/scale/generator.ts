@@ -160,7 +160,10 @@ async function onEvent (e: ScheduledEvent): Promise<void> {
       // per id). Publishing through them would be wrong: with no other peer, gossipsub tops their publish
       // up to the agent, a copy no real member would send.
       for (const n of liveNodes()) {
-        if (!n.meshesAgent(topic)) continue
+        if (!n.meshesAgent(topic)) {
+          n.markSeen(topic, data)
+          continue
+        }
         setTimeout(() => {
           void n.publish(topic, data).then(sent => { if (sent) stats.copiesSent++; else stats.copiesSkipped++ })
         }, Math.random() * s.spreadMs)
