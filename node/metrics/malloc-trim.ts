@@ -20,7 +20,7 @@ export async function loadTrimAddon (): Promise<{ addon: TrimAddon } | { missing
 }
 
 export interface MallocTrimInit {
-  /** how often to trim; 0 never. @default 60_000 */
+  /** how often to trim; 0 never (config: memory.trimIntervalMs) */
   intervalMs: number
   logger: Logger
   /** the agent's metrics registry */

@@ -17,7 +17,7 @@ t.teardown(async () => { await rm(work, { recursive: true, force: true }) })
 async function stage (dest: string, root = 'onoff'): Promise<Awaited<ReturnType<typeof collectPackages>>['packages']> {
   const { packages } = await collectPackages({ root: REPO_ROOT, roots: [root] })
   // dereference: the agent's own addon is installed as a link into packaging/native
-  for (const pkg of packages) await cp(pkg.dir, join(dest, pkg.rel), { recursive: true, dereference: true, filter: src => !src.slice(pkg.dir.length).includes('node_modules') && !src.slice(pkg.dir.length).startsWith('/build') })
+  for (const pkg of packages) await cp(pkg.dir, join(dest, pkg.rel), { recursive: true, dereference: true, filter: src => !src.slice(pkg.dir.length).includes('node_modules') })
   return packages
 }
 

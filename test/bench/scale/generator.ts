@@ -18,6 +18,7 @@ import { createInterface } from 'node:readline'
 import { deltaCodec, MAX_DELTA_ENTRIES, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
 import { zoneSummaryKey, zoneTopic } from '../../../protocols/registry/zones.ts'
 import { schedulerKey } from '../../../node/scheduler/keys.ts'
+import { contentMessageId } from '../../../node/mesh/libp2p.ts'
 import { events, type ScheduleInit, type ScheduledEvent } from './schedule.ts'
 import { FleetState, healthValue, summaryValue } from './fleet.ts'
 import { SimNode, type AgentTarget } from './member.ts'
@@ -159,9 +160,10 @@ async function onEvent (e: ScheduledEvent): Promise<void> {
       // the others would tell it message ids (IHAVE) now and then, which is not simulated (tens of bytes
       // per id). Publishing through them would be wrong: with no other peer, gossipsub tops their publish
       // up to the agent, a copy no real member would send.
+      const id = contentMessageId({ topic, data })
       for (const n of liveNodes()) {
         if (!n.meshesAgent(topic)) {
-          n.markSeen(topic, data)
+          n.markSeen(id)
           continue
         }
         setTimeout(() => {

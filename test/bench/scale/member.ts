@@ -2,7 +2,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import pino from 'pino'
 import { createServer, type AddressInfo } from 'node:net'
-import { contentMessageId, createMesh, type Mesh } from '../../../node/mesh/libp2p.ts'
+import { createMesh, type Mesh } from '../../../node/mesh/libp2p.ts'
 import { PeerTrust } from '../../../node/trust/peer-trust.ts'
 import { VERSION } from '../../../node/version.ts'
 import { deltaCodec, REGISTRY_TOPIC } from '../../../protocols/registry/delta.ts'
@@ -117,12 +117,13 @@ export class SimNode {
    * has every delta from its own mesh: the agent's IHAVE then asks it for
    * nothing. (A member that never had the fleet's deltas answered every
    * IHAVE with an IWANT, and the agent sent it whole copies no real member
-   * asks for: bytes out 1.65× the real mesh's.)
+   * asks for: bytes out 1.65× the real mesh's.) `msgId`: the delta's
+   * `contentMessageId`, as every member's gossipsub computes it.
    */
-  markSeen (topic: string, data: Uint8Array): void {
+  markSeen (msgId: Uint8Array): void {
     // gossipsub's seen cache, which its interface type leaves out
     const pubsub = this.mesh.services.pubsub as unknown as { seenCache: { put(id: string): void }, msgIdToStrFn: (id: Uint8Array) => string }
-    pubsub.seenCache.put(pubsub.msgIdToStrFn(contentMessageId({ topic, data })))
+    pubsub.seenCache.put(pubsub.msgIdToStrFn(msgId))
   }
 
   /** A member of the agent's zone: it follows the zone's topic and exchanges the zone's health and instances with it. */
