@@ -73,8 +73,12 @@ export const IMAGE_ROOTS = ['opt/gatemesh/', 'var/lib/gatemesh/', `etc/systemd/s
  * otherwise raises its mmap threshold after large frees, so later large
  * buffers come from the heap and leave it fragmented; at 5000 members an
  * idle agent held 332–352 MB with the defaults, 293 MB with these.
+ * DEBUG_COLORS=no: the unit's stderr is the journal, never a terminal, so
+ * this changes no output, but libp2p's logger (weald, a fork of debug)
+ * otherwise asks isatty(2) for every logger it makes, and libp2p makes
+ * loggers for every stream it opens.
  */
-export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOLD_: '65536', NODE_ENV: 'production' }
+export const AGENT_ENVIRONMENT: Record<string, string> = { MALLOC_ARENA_MAX: '1', MALLOC_MMAP_THRESHOLD_: '65536', MALLOC_TRIM_THRESHOLD_: '65536', DEBUG_COLORS: 'no', NODE_ENV: 'production' }
 
 /** The agent's exit status for a damaged database (EXIT_DAMAGED_DATA in node/store/errors.ts; packaging does not import node). */
 export const DAMAGED_DATA_EXIT = 65
