@@ -10,6 +10,8 @@ import { freePort as unreservedPort } from '../../node/cli/ports.ts'
 const RESERVED = '/tmp/gatemesh-ports'
 /** Longer than any test file may run (tap's timeout, 1800 s for the emulated image tests). */
 const HOLD_MS = 40 * 60_000
+/** Ports this process picked (or found reserved): never offered to it again. */
+const tried = new Set<number>()
 
 /**
  * A free port on `host` that no other test or benchmark process on this
@@ -25,6 +27,12 @@ export async function freePort (host = '127.0.0.1'): Promise<number> {
   await mkdir(RESERVED, { recursive: true }).then(async made => { if (made != null) await chmod(RESERVED, 0o1777) })
   for (let i = 0; i < 100; i++) {
     const port = await unreservedPort(host)
+    // Concurrent picks in one process can get the same port from the
+    // kernel (each binds port 0 and closes it again); when an old
+    // reservation of it is left, both took it over (not exclusive), and
+    // both got the port (test/unit/ports.test.ts, twice in 20 CI runs).
+    if (tried.has(port)) continue
+    tried.add(port)
     if (await reserve(port)) return port
   }
   throw new Error(`no port free and unreserved on ${host} after 100 picks (reservations in ${RESERVED})`)
