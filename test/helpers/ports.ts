@@ -1,4 +1,4 @@
-import { chmod, mkdir, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, rmdir, stat, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { freePort as unreservedPort } from '../../node/cli/ports.ts'
 
@@ -10,8 +10,6 @@ import { freePort as unreservedPort } from '../../node/cli/ports.ts'
 const RESERVED = '/tmp/gatemesh-ports'
 /** Longer than any test file may run (tap's timeout, 1800 s for the emulated image tests). */
 const HOLD_MS = 40 * 60_000
-/** Ports this process picked (or found reserved): never offered to it again. */
-const tried = new Set<number>()
 
 /**
  * A free port on `host` that no other test or benchmark process on this
@@ -27,12 +25,6 @@ export async function freePort (host = '127.0.0.1'): Promise<number> {
   await mkdir(RESERVED, { recursive: true }).then(async made => { if (made != null) await chmod(RESERVED, 0o1777) })
   for (let i = 0; i < 100; i++) {
     const port = await unreservedPort(host)
-    // Concurrent picks in one process can get the same port from the
-    // kernel (each binds port 0 and closes it again); when an old
-    // reservation of it is left, both took it over (not exclusive), and
-    // both got the port (test/unit/ports.test.ts, twice in 20 CI runs).
-    if (tried.has(port)) continue
-    tried.add(port)
     if (await reserve(port)) return port
   }
   throw new Error(`no port free and unreserved on ${host} after 100 picks (reservations in ${RESERVED})`)
@@ -49,8 +41,25 @@ export async function reserve (port: number): Promise<boolean> {
     if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') return true
     if (code !== 'EEXIST') throw err
   }
+  if (!await stale(file)) return false
+  // An old reservation: its test is long over. Taking it over is exclusive:
+  // two picks can get one port from the kernel (each binds port 0 and closes
+  // it), and when both overwrote an old reservation both got the port
+  // (test/unit/ports.test.ts, twice in 20 CI runs). Whoever makes the lock
+  // looks again, so a pick that saw the old file after another took it over
+  // finds it fresh. (Another user's file we cannot take over: another port.)
+  const lock = `${file}.takeover`
+  if (!await mkdir(lock).then(() => true, () => false)) return false
+  try {
+    if (!await stale(file)) return false
+    return await writeFile(file, `${process.pid}\n`).then(() => true, () => false)
+  } finally {
+    await rmdir(lock).catch(() => {})
+  }
+}
+
+/** Whether `file`'s reservation is older than the hold (or gone). */
+async function stale (file: string): Promise<boolean> {
   const noted = await stat(file).then(s => s.mtimeMs, () => 0)
-  if (Date.now() - noted < HOLD_MS) return false
-  // an old reservation: its test is long over (another user's file we cannot take over: pick another port)
-  return await writeFile(file, `${process.pid}\n`).then(() => true, () => false)
+  return Date.now() - noted >= HOLD_MS
 }
