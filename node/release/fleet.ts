@@ -19,24 +19,35 @@ export interface FleetSources {
 /**
  * Every node as the rollout logic sees it: role and labels from its
  * certificate, the release record it wrote (ours, as we hold it), and its
- * liveness as this node's membership judges it.
+ * liveness as this node's membership judges it, with how long that has
+ * held (for a node membership does not know, since this node started).
+ * Members whose node record has not reached us yet are in it too.
  */
-export function readFleet (c: FleetSources, self: ReleaseRecord | undefined): FleetNode[] {
-  const states = new Map(c.members().map(m => [m.peerId, m.state]))
+export function readFleet (c: FleetSources, self: ReleaseRecord | undefined, now: number): FleetNode[] {
+  const members = new Map(c.members().filter(m => !m.self && m.peerId !== c.peerId).map(m => [m.peerId, m]))
+  const looking = self?.startedAt ?? now
+  const node = (peer: string, role: string | undefined): FleetNode => {
+    const claims = c.claimsOf(peer)
+    const record = peer === c.peerId ? self : asReleaseRecord(c.registry.value(releaseKey(peer)))
+    const member = members.get(peer)
+    return {
+      peer,
+      role: claims?.role ?? role ?? 'gateway',
+      labels: claims?.labels ?? {},
+      ...(record == null ? {} : { record }),
+      liveness: peer === c.peerId ? 'alive' : member?.state ?? 'unknown',
+      livenessForMs: Math.max(0, now - (peer === c.peerId ? looking : member?.since ?? looking))
+    }
+  }
   const nodes: FleetNode[] = []
+  const listed = new Set<string>()
   for (const e of c.registry.list<{ role?: unknown }>('node/')) {
     const peer = e.key.slice('node/'.length)
     if (peer === '' || peer.includes('/')) continue
-    const claims = c.claimsOf(peer)
-    const record = peer === c.peerId ? self : asReleaseRecord(c.registry.value(releaseKey(peer)))
-    nodes.push({
-      peer,
-      role: claims?.role ?? (typeof e.value?.role === 'string' ? e.value.role : 'gateway'),
-      labels: claims?.labels ?? {},
-      ...(record == null ? {} : { record }),
-      liveness: peer === c.peerId ? 'alive' : states.get(peer) ?? 'unknown'
-    })
+    listed.add(peer)
+    nodes.push(node(peer, typeof e.value?.role === 'string' ? e.value.role : undefined))
   }
+  for (const m of members.values()) if (!listed.has(m.peerId)) nodes.push(node(m.peerId, m.role))
   return nodes
 }
 

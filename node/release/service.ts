@@ -8,7 +8,7 @@ import { checkHealth, type HealthCheck } from './health.ts'
 import { asReleaseRecord, type ReleaseRecord } from './record.ts'
 import { releaseKey, type RolloutSpec } from './rollout.ts'
 import { ReleaseStateDir, type Handover, type HistoryEntry } from './state.ts'
-import { releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus } from './waves.ts'
+import { releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus, type TargetStatus } from './waves.ts'
 import { installedReleases, readFleet, readRollouts } from './fleet.ts'
 import { loaderFromEnv, type LoaderInfo } from './loader-env.ts'
 import type { BundleLimits } from '../../packaging/bundle/index.ts'
@@ -104,6 +104,8 @@ export class ReleaseService implements Startable {
   #health?: HealthCheck
   #synced = false
   #busy = false
+  /** set once the agent was told to restart into a release: nothing more is started in this process */
+  #leaving = false
   #retryAt = 0
   #timer?: NodeJS.Timeout
   #healthTimer?: NodeJS.Timeout
@@ -261,7 +263,7 @@ export class ReleaseService implements Startable {
 
   /** Every node's view of the fleet, for waves.ts. */
   fleet (): FleetNode[] {
-    return readFleet(this.#c, this.#record)
+    return readFleet(this.#c, this.#record, this.#now())
   }
 
   /** Every valid rollout record, newest first. */
@@ -293,7 +295,7 @@ export class ReleaseService implements Startable {
   }
 
   async #evaluate (): Promise<void> {
-    if (!this.#started || !this.#record.managed || this.#busy || this.#probation != null || this.#now() < this.#retryAt) return
+    if (!this.#started || this.#leaving || !this.#record.managed || this.#busy || this.#probation != null || this.#now() < this.#retryAt) return
     const arch = this.#record.arch
     const all = this.rollouts()
     const rollout = rolloutFor(all, { labels: this.#c.labels, arch })
@@ -313,15 +315,19 @@ export class ReleaseService implements Startable {
     if (me == null || me.wave > status.currentWave) return
     this.#busy = true
     try {
-      await this.#update(rollout, release, me.wave)
+      await this.#update(rollout, release, me.wave, status.targets.length, status.targets.filter(t => t.wave < me.wave))
     } finally {
       this.#busy = false
     }
   }
 
-  async #update (rollout: RolloutSpec, release: RolloutSpec['releases'][number], wave: number): Promise<void> {
+  async #update (rollout: RolloutSpec, release: RolloutSpec['releases'][number], wave: number, targets: number, earlier: TargetStatus[]): Promise<void> {
     const log = this.#log.child({ rollout: rollout.id, version: release.version, wave })
-    log.info({ digest: release.digest, size: release.size }, 'this node\'s wave has come: pulling the release')
+    // what opened the wave here: the earlier waves' targets as this node saw them (those not done by name, a few)
+    const earlierOutcomes: Record<string, number> = {}
+    for (const t of earlier) earlierOutcomes[t.outcome] = (earlierOutcomes[t.outcome] ?? 0) + 1
+    const notDone = earlier.filter(t => t.outcome !== 'done').slice(0, 10).map(t => ({ peer: t.peer, outcome: t.outcome, version: t.version, ...(t.state == null ? {} : { state: t.state }) }))
+    log.info({ digest: release.digest, size: release.size, targets, earlier: earlierOutcomes, notDone }, 'this node\'s wave has come: pulling the release')
     await this.#set({ state: 'downloading', rollout: rollout.id, target: release.version, detail: `wave ${wave + 1}: pulling ${release.size} bytes` })
     try {
       this.#c.bundles.pull(release.digest)
@@ -370,6 +376,7 @@ export class ReleaseService implements Startable {
       return
     }
     log.info('restarting into the new release')
+    this.#leaving = true
     this.#c.exit(RESTART_EXIT_CODE, `restart into release ${release.version}`)
   }
 

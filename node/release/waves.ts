@@ -10,6 +10,8 @@ export interface FleetNode {
   record?: ReleaseRecord
   /** as this node's membership judges it */
   liveness: 'alive' | 'suspect' | 'dead' | 'unknown'
+  /** how long its liveness here has been what it is (unknown: since this node started looking); absent means just now */
+  livenessForMs?: number
 }
 
 /**
@@ -67,6 +69,25 @@ export interface RolloutStatus {
 /** A node that started updating and then went silent past this is counted failed: its loader will tell when it returns. */
 export const LOST_GRACE_MS = 120_000
 
+/**
+ * How long this node's view of another node must hold before a rollout
+ * acts on what is missing from it. Every node computes the waves from its
+ * own copy of the registry, and a copy can lack a node's latest records for
+ * a while: written as the node started, before it had peers to gossip to,
+ * or gossiped while the two did not hear each other. Within this time
+ * anti-entropy (a random peer every 15 s) brings them, or the node is back.
+ *  - A node with no release record here is a target of the rollout (it
+ *    holds its place in the order and its wave) until its liveness has
+ *    held this long; only then is it excluded as one that reports none.
+ *    Dropped at once, it shifted the waves: a second-wave node whose copy
+ *    lacked the first-wave node's record counted itself first.
+ *  - An offline target that never started lets the next wave go only once
+ *    it has been down this long: a node restarting into the release is
+ *    down for a few seconds, and the records saying it started may not be
+ *    here yet.
+ */
+export const SETTLE_MS = 60_000
+
 /** A node's place in a rollout's order: the same on every node, from the rollout id and peer id alone. */
 export function rank (rolloutId: string, peer: string): string {
   return createHash('sha256').update(`${rolloutId}\n${peer}`).digest('hex')
@@ -98,16 +119,21 @@ function labelsMatch (want: Record<string, string> | undefined, have: Record<str
   return Object.entries(want ?? {}).every(([k, v]) => have[k] === v)
 }
 
-/** Why a node the rollout's labels select cannot take it; undefined when it can. */
+/** Whether this node's view of `node`'s liveness has held for `SETTLE_MS`. */
+const settled = (node: FleetNode): boolean => (node.livenessForMs ?? 0) >= SETTLE_MS
+
+/** Why a node the rollout's labels select cannot take it; undefined when it can, or may yet (a record not here yet). */
 function exclusion (node: FleetNode): string | undefined {
   if (node.role === 'coordinator') return 'a coordinator: it is updated with its host, not by rollouts'
-  if (node.record == null) return 'reports no release: an agent from before releases (flash a new image once), or one still starting'
+  if (node.record == null) return settled(node) ? 'reports no release: an agent from before releases (flash a new image once)' : undefined
   if (!node.record.managed) return node.record.reason ?? 'not started by an image\'s loader: no way back from a bad release'
   return undefined
 }
 
 function outcomeOf (spec: RolloutSpec, version: string, node: FleetNode, now: number): Outcome {
-  const r = node.record!
+  const r = node.record
+  const away = node.liveness === 'dead' || node.liveness === 'unknown'
+  if (r == null) return away ? 'offline' : 'waiting'
   const ours = r.rollout === spec.id
   if (ours && (r.state === 'rolled-back' || r.state === 'failed')) return 'failed'
   if (ours && r.state === 'skipped') return 'skipped'
@@ -117,21 +143,22 @@ function outcomeOf (spec: RolloutSpec, version: string, node: FleetNode, now: nu
     if (node.liveness === 'dead' && now - r.at > spec.healthDeadlineSec * 1000 + LOST_GRACE_MS) return 'failed'
     return 'updating'
   }
-  return node.liveness === 'dead' || node.liveness === 'unknown' ? 'offline' : 'waiting'
+  return away ? 'offline' : 'waiting'
 }
 
 /**
  * Work out a rollout from the registry as one node sees it: its targets
  * (nodes whose certificate labels match, that can take releases and have
- * a release for their CPU), each target's wave (targets ordered by
+ * a release for their CPU, and nodes whose release record is not here yet,
+ * until `SETTLE_MS`), each target's wave (targets ordered by
  * `rank`, waves cut by `waveBounds`), how far each target got, the failures
  * and which waves may run. Every node computes this for itself; there is
  * no controller.
  *
  * A wave may start when every target of the waves before it has finished
- * (done, failed or skipped) or is offline and never started, and the last
- * of them became healthy `waveWaitSec` ago. The rollout halts once more
- * than `maxFailures` targets failed.
+ * (done, failed or skipped) or never started and has been offline for
+ * `SETTLE_MS`, and the last of them became healthy `waveWaitSec`
+ * ago. The rollout halts once more than `maxFailures` targets failed.
  */
 export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: number, newer: RolloutSpec[] = []): RolloutStatus {
   const version = spec.releases[0]!.version
@@ -145,7 +172,7 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
       excluded.push({ peer: node.peer, reason: why })
       continue
     }
-    if (releaseFor(spec, node.record!.arch) == null) {
+    if (node.record != null && releaseFor(spec, node.record.arch) == null) {
       unmatchedArch++
       excluded.push({ peer: node.peer, reason: `no release for ${node.record!.arch} in this rollout` })
       continue
@@ -157,7 +184,8 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
   const waveOf = (i: number): number => { const w = bounds.findIndex(b => i < b); return w < 0 ? bounds.length - 1 : w }
   const supersededBy = (node: FleetNode): boolean => newer.some(n => n.state !== 'aborted' && labelsMatch(n.labels, node.labels) && releaseFor(n, node.record?.arch) != null)
   const targets: TargetStatus[] = candidates.map((node, i) => {
-    const r = node.record!
+    const r = node.record
+    if (r == null) return { peer: node.peer, wave: waveOf(i), arch: 'unknown', outcome: outcomeOf(spec, version, node, now), version: 'unknown', detail: 'its release record has not reached this node yet' }
     const outcome = supersededBy(node) && !(r.rollout === spec.id && ['rolled-back', 'failed', 'skipped'].includes(r.state)) && r.version !== version ? 'superseded' : outcomeOf(spec, version, node, now)
     return {
       peer: node.peer,
@@ -170,14 +198,14 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
   })
   const failures = targets.filter(t => t.outcome === 'failed').length
   const halted = failures > spec.maxFailures
-  const healthyAt = new Map(candidates.map(n => [n.peer, n.record!.rollout === spec.id ? n.record!.healthyAt : undefined]))
+  const healthyAt = new Map(candidates.map(n => [n.peer, n.record?.rollout === spec.id ? n.record.healthyAt : undefined]))
+  const through = (t: TargetStatus, i: number): boolean => ['done', 'failed', 'skipped', 'superseded'].includes(t.outcome) ||
+    (t.outcome === 'offline' && settled(candidates[i]!))
 
   // the first wave runs at once; each next one when the ones before are through, and waveWaitSec has passed
   let currentWave = 0
   for (let w = 1; w < spec.waves.length; w++) {
-    const before = targets.filter(t => t.wave < w)
-    const through = before.every(t => ['done', 'failed', 'skipped', 'offline', 'superseded'].includes(t.outcome))
-    if (!through) break
+    if (!targets.every((t, i) => t.wave >= w || through(t, i))) break
     const last = Math.max(0, ...targets.filter(t => t.wave === w - 1 && t.outcome === 'done').map(t => healthyAt.get(t.peer) ?? 0))
     if (last > 0 && now < last + spec.waveWaitSec * 1000) break
     currentWave = w

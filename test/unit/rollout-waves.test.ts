@@ -1,8 +1,10 @@
 import t from 'tap'
 import { admitRollout } from '../../node/release/admit.ts'
 import { newRolloutSpec, parseRolloutSpec, parseWaves, type RolloutSpec } from '../../node/release/rollout.ts'
-import { rank, rolloutFor, rolloutStatus, waveBounds, type FleetNode } from '../../node/release/waves.ts'
+import { SETTLE_MS, rank, rolloutFor, rolloutStatus, waveBounds, type FleetNode } from '../../node/release/waves.ts'
+import { readFleet } from '../../node/release/fleet.ts'
 import type { ReleaseRecord } from '../../node/release/record.ts'
+import type { Member } from '../../node/membership/types.ts'
 
 const DIGEST = 'a'.repeat(64)
 const NOW = Date.parse('2026-11-30T06:00:00Z')
@@ -61,6 +63,7 @@ t.test('failures beyond maxFailures halt it; paused and aborted say so', async t
 t.test('an offline node that never started does not hold the waves; the rollout is not done without it', async t => {
   const nodes = fleet(3)
   nodes[0]!.liveness = 'dead'
+  nodes[0]!.livenessForMs = SETTLE_MS
   const s = rolloutStatus(spec(), nodes, NOW)
   t.equal(s.targets[0]!.outcome, 'offline')
   t.equal(s.currentWave, 1)
@@ -69,6 +72,40 @@ t.test('an offline node that never started does not hold the waves; the rollout 
   nodes[0]!.record = record({ state: 'healthy', version: '1.1.0', rollout: 'r1', healthyAt: NOW })
   nodes[0]!.liveness = 'alive'
   t.equal(rolloutStatus(spec(), nodes, NOW).phase, 'done')
+})
+
+t.test('a node only just down, whose start this node has not heard of, holds the next wave for SETTLE_MS', async t => {
+  // wave 1 restarting into the release, its records of the update not yet here
+  for (const liveness of ['dead', 'unknown'] as const) {
+    const nodes = fleet(3)
+    nodes[0]!.liveness = liveness
+    t.equal(rolloutStatus(spec(), nodes, NOW).currentWave, 0, `${liveness}, for no time we know of: held`)
+    nodes[0]!.livenessForMs = SETTLE_MS - 1
+    const s = rolloutStatus(spec(), nodes, NOW)
+    t.equal(s.targets[0]!.outcome, 'offline', 'it shows as offline')
+    t.equal(s.currentWave, 0, `${liveness} for less than the grace: held`)
+    nodes[0]!.livenessForMs = SETTLE_MS
+    t.equal(rolloutStatus(spec(), nodes, NOW).currentWave, 1, `${liveness} for the grace: the next wave goes`)
+    nodes[0]!.record = record({ state: 'restarting', rollout: 'r1', target: '1.1.0', at: NOW - 5000 })
+    t.equal(rolloutStatus(spec(), nodes, NOW).currentWave, 0, 'once its record says it is restarting, it holds the wave however long it is down (until it counts failed)')
+  }
+})
+
+t.test('a node whose release record is not here yet keeps its place in the order until SETTLE_MS, then is excluded', async t => {
+  // what went wrong before: the second wave's node, its copy lacking the first's record, counted itself first
+  const full = fleet(3)
+  const [first, second] = full as [FleetNode, FleetNode, FleetNode]
+  const view = full.map(n => n === first ? { peer: n.peer, role: 'gateway', labels: {}, liveness: 'alive' as const, livenessForMs: 5000 } : n)
+  const s = rolloutStatus(spec(), view, NOW)
+  t.same(s.targets.map(x => [x.peer, x.wave]), full.map((n, i) => [n.peer, i]), 'every node keeps its wave')
+  t.equal(s.targets[0]!.outcome, 'waiting', 'the unheard one is waiting, not through')
+  t.match(s.targets[0]!.detail, /not reached/)
+  t.equal(s.currentWave, 0, `so ${second.peer} (wave 2) does not start`)
+  t.same(s.excluded, [])
+  view[0]!.livenessForMs = SETTLE_MS
+  const later = rolloutStatus(spec(), view, NOW)
+  t.same(later.excluded.map(e => e.peer), [first.peer], 'after SETTLE_MS it is excluded as an agent that reports no release')
+  t.equal(later.targets.length, 2)
 })
 
 t.test('a node silent mid-update past its deadline counts failed', async t => {
@@ -82,7 +119,7 @@ t.test('targets: labels, loader-managed agents, coordinators and CPUs', async t 
   const nodes = fleet(4)
   nodes.push({ peer: 'coord', role: 'coordinator', labels: {}, record: record(), liveness: 'alive' })
   nodes.push({ peer: 'plain', role: 'gateway', labels: {}, record: record({ managed: false, reason: 'run from sources' }), liveness: 'alive' })
-  nodes.push({ peer: 'old', role: 'gateway', labels: {}, liveness: 'alive' })
+  nodes.push({ peer: 'old', role: 'gateway', labels: {}, liveness: 'alive', livenessForMs: SETTLE_MS })
   nodes.push({ peer: 'pi', role: 'gateway', labels: {}, record: record({ arch: 'arm64' }), liveness: 'alive' })
   const s = rolloutStatus(spec(), nodes, NOW)
   t.equal(s.targets.length, 4)
@@ -118,4 +155,23 @@ t.test('admission: rewrites change state and maxFailures only; new ones need a h
   const ahead = { held: () => true, fleet: () => fleet(2).map(n => ({ ...n, record: record({ version: '2.0.0' }) })) }
   t.throws(() => { admitRollout(spec(), undefined, ahead) }, { code: 'ERR_ROLLOUT_SPEC', field: 'rollout.allowDowngrade' })
   t.doesNotThrow(() => { admitRollout(spec({ allowDowngrade: true }), undefined, ahead) })
+})
+
+t.test('readFleet: how long each node\'s liveness has held, from membership or (unknown) from when this node started', async t => {
+  const entries = ['me', 'up', 'gone', 'never'].map(p => ({ key: `node/${p}`, value: { role: 'gateway' } }))
+  const members = [
+    { peerId: 'up', state: 'alive', since: NOW - 500_000 },
+    { peerId: 'gone', state: 'dead', since: NOW - 7000 },
+    { peerId: 'new', state: 'alive', since: NOW - 3000, role: 'gateway' },
+    { peerId: 'me', self: true, state: 'alive', since: NOW - 99_000 }
+  ] as unknown as Member[]
+  const sources = {
+    peerId: 'me',
+    registry: { list: () => entries, value: () => undefined } as any,
+    members: () => members,
+    claimsOf: () => ({ role: 'gateway', labels: {} })
+  }
+  const self = record({ startedAt: NOW - 20_000 })
+  const byPeer = new Map(readFleet(sources, self, NOW).map(n => [n.peer, n]))
+  t.same([...byPeer.values()].map(n => [n.peer, n.liveness, n.livenessForMs]), [['me', 'alive', 20_000], ['up', 'alive', 500_000], ['gone', 'dead', 7000], ['never', 'unknown', 20_000], ['new', 'alive', 3000]], 'a member with no node record here yet is in it too')
 })
