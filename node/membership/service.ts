@@ -86,14 +86,18 @@ export class MembershipService extends Membership implements Startable, Ordered 
   }
 
   /**
-   * A member back from suspect or dead (a healed partition, a stall, a
-   * restart) may hold entries this node missed, and miss ours: one
-   * anti-entropy round with it, as the registry no longer syncs on every
-   * new connection.
+   * A member back from dead (a healed partition, a long stall, a restart)
+   * may hold entries this node missed, and miss ours: one anti-entropy
+   * round with it, as the registry no longer syncs on every new connection.
+   * A refuted suspicion does not count: every node that suspected the
+   * member would sync with it at once, and on a loaded machine that burst
+   * made it fall behind and be suspected again (a storm of 50 agents on 2
+   * cores). What it missed while suspect reaches it through the periodic
+   * anti-entropy round.
    */
   readonly #onState = (evt: CustomEvent<{ peerId: string, state: string, previous: string | undefined }>): void => {
     const { peerId, state, previous } = evt.detail
-    if (state !== 'alive' || (previous !== 'suspect' && previous !== 'dead')) return
+    if (state !== 'alive' || previous !== 'dead') return
     try {
       this.#registry.catchUpWith(peerIdFromString(peerId))
     } catch {}
