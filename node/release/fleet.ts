@@ -24,7 +24,7 @@ export interface FleetSources {
  * Members whose node record has not reached us yet are in it too.
  */
 export function readFleet (c: FleetSources, self: ReleaseRecord | undefined, now: number): FleetNode[] {
-  const members = new Map(c.members().filter(m => !m.self && m.peerId !== c.peerId).map(m => [m.peerId, m]))
+  const members = new Map(c.members().filter(m => m.peerId !== c.peerId).map(m => [m.peerId, m]))
   const looking = self?.startedAt ?? now
   const node = (peer: string, role: string | undefined): FleetNode => {
     const claims = c.claimsOf(peer)

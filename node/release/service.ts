@@ -8,7 +8,7 @@ import { checkHealth, type HealthCheck } from './health.ts'
 import { asReleaseRecord, type ReleaseRecord } from './record.ts'
 import { releaseKey, type RolloutSpec } from './rollout.ts'
 import { ReleaseStateDir, type Handover, type HistoryEntry } from './state.ts'
-import { releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus, type TargetStatus } from './waves.ts'
+import { releaseFor, rolloutFor, rolloutStatus, type FleetNode, type RolloutStatus } from './waves.ts'
 import { installedReleases, readFleet, readRollouts } from './fleet.ts'
 import { loaderFromEnv, type LoaderInfo } from './loader-env.ts'
 import type { BundleLimits } from '../../packaging/bundle/index.ts'
@@ -315,19 +315,20 @@ export class ReleaseService implements Startable {
     if (me == null || me.wave > status.currentWave) return
     this.#busy = true
     try {
-      await this.#update(rollout, release, me.wave, status.targets.length, status.targets.filter(t => t.wave < me.wave))
+      await this.#update(rollout, release, me.wave, status)
     } finally {
       this.#busy = false
     }
   }
 
-  async #update (rollout: RolloutSpec, release: RolloutSpec['releases'][number], wave: number, targets: number, earlier: TargetStatus[]): Promise<void> {
+  async #update (rollout: RolloutSpec, release: RolloutSpec['releases'][number], wave: number, status: RolloutStatus): Promise<void> {
     const log = this.#log.child({ rollout: rollout.id, version: release.version, wave })
     // what opened the wave here: the earlier waves' targets as this node saw them (those not done by name, a few)
+    const earlier = status.targets.filter(t => t.wave < wave)
     const earlierOutcomes: Record<string, number> = {}
     for (const t of earlier) earlierOutcomes[t.outcome] = (earlierOutcomes[t.outcome] ?? 0) + 1
     const notDone = earlier.filter(t => t.outcome !== 'done').slice(0, 10).map(t => ({ peer: t.peer, outcome: t.outcome, version: t.version, ...(t.state == null ? {} : { state: t.state }) }))
-    log.info({ digest: release.digest, size: release.size, targets, earlier: earlierOutcomes, notDone }, 'this node\'s wave has come: pulling the release')
+    log.info({ digest: release.digest, size: release.size, targets: status.targets.length, earlier: earlierOutcomes, notDone }, 'this node\'s wave has come: pulling the release')
     await this.#set({ state: 'downloading', rollout: rollout.id, target: release.version, detail: `wave ${wave + 1}: pulling ${release.size} bytes` })
     try {
       this.#c.bundles.pull(release.digest)

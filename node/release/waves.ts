@@ -119,6 +119,9 @@ function labelsMatch (want: Record<string, string> | undefined, have: Record<str
   return Object.entries(want ?? {}).every(([k, v]) => have[k] === v)
 }
 
+/** Outcomes a target does not move from in this rollout: the waves after it may go, and the rollout can be done. */
+const FINISHED: ReadonlySet<Outcome> = new Set(['done', 'failed', 'skipped', 'superseded'])
+
 /** Whether this node's view of `node`'s liveness has held for `SETTLE_MS`. */
 const settled = (node: FleetNode): boolean => (node.livenessForMs ?? 0) >= SETTLE_MS
 
@@ -174,7 +177,7 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
     }
     if (node.record != null && releaseFor(spec, node.record.arch) == null) {
       unmatchedArch++
-      excluded.push({ peer: node.peer, reason: `no release for ${node.record!.arch} in this rollout` })
+      excluded.push({ peer: node.peer, reason: `no release for ${node.record.arch} in this rollout` })
       continue
     }
     candidates.push(node)
@@ -199,8 +202,7 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
   const failures = targets.filter(t => t.outcome === 'failed').length
   const halted = failures > spec.maxFailures
   const healthyAt = new Map(candidates.map(n => [n.peer, n.record?.rollout === spec.id ? n.record.healthyAt : undefined]))
-  const through = (t: TargetStatus, i: number): boolean => ['done', 'failed', 'skipped', 'superseded'].includes(t.outcome) ||
-    (t.outcome === 'offline' && settled(candidates[i]!))
+  const through = (t: TargetStatus, i: number): boolean => FINISHED.has(t.outcome) || (t.outcome === 'offline' && settled(candidates[i]!))
 
   // the first wave runs at once; each next one when the ones before are through, and waveWaitSec has passed
   let currentWave = 0
@@ -221,7 +223,7 @@ export function rolloutStatus (spec: RolloutSpec, nodes: FleetNode[], now: numbe
       started: index <= currentWave && spec.state !== 'aborted'
     }
   })
-  const finished = targets.every(t => ['done', 'failed', 'skipped', 'superseded'].includes(t.outcome))
+  const finished = targets.every(t => FINISHED.has(t.outcome))
   const phase: RolloutPhase = spec.state === 'aborted' ? 'aborted' : halted ? 'halted' : spec.state === 'paused' ? 'paused' : finished ? 'done' : 'active'
   return { id: spec.id, spec, version, phase, currentWave, failures, waves, targets, excluded, unmatchedArch }
 }
